@@ -1,0 +1,31 @@
+# One entry point for people and CI. Every target sets up what it needs first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export OPENBLAS_NUM_THREADS := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: setup run test test-fast kernel clean-data help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[all]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv with the pinned environment
+
+run: setup  ## set up and run the main job on the default (synthetic) data
+	$(BIN)/recsys generate
+	$(BIN)/recsys prepare
+	$(BIN)/recsys profile
+
+test: setup  ## set up and run the whole test suite
+	$(BIN)/pytest -q
+
+test-fast: setup  ## unit tests only (no notebooks, servers or browser)
+	$(BIN)/pytest -q -m "not notebooks and not server and not browser"

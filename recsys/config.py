@@ -1,0 +1,40 @@
+"""Project paths and params: every path derives from the project root, every knob from params/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJ_ROOT = Path(os.environ.get("RECSYS_ROOT", Path(__file__).resolve().parents[1])).resolve()
+PARAMS_DIR = PROJ_ROOT / "params"
+DATA_DIR = PROJ_ROOT / "data"
+RAW_DIR = DATA_DIR / "raw"
+PREPARED_DIR = DATA_DIR / "prepared"
+ARTIFACTS_DIR = DATA_DIR / "artifacts"
+REPORTS_DIR = PROJ_ROOT / "reports"
+NOTEBOOKS_DIR = PROJ_ROOT / "notebooks"
+
+DEFAULT_RAW_CSV = RAW_DIR / "synthetic.csv"
+PREPARED_PARQUET = PREPARED_DIR / "interactions.parquet"
+QUARANTINE_PARQUET = PREPARED_DIR / "quarantine.parquet"
+PREPARE_SUMMARY_JSON = PREPARED_DIR / "prepare_summary.json"
+CACHE_DIR = ARTIFACTS_DIR / "cache"
+KERNEL_NAME = "recsys"
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """Return `path` made absolute against the project root (absolute paths pass through)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (PROJ_ROOT / p)
+
+
+def load_params(stage: str, params_dir: Path | None = None) -> dict[str, Any]:
+    """Load params/<stage>.yaml as a dict; a clear error names the missing file."""
+    path = (params_dir or PARAMS_DIR) / f"{stage}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"params file {path} not found; expected one YAML file per stage in {path.parent}")
+    with path.open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh) or {}
