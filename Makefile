@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export OPENBLAS_NUM_THREADS := 1
 export PYTHONHASHSEED := 0
 
@@ -15,14 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[all]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name recsys --display-name "Python 3 (recsys)"
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv with the pinned environment
 
-run: setup  ## set up and run the main job on the default (synthetic) data
-	$(BIN)/recsys generate
-	$(BIN)/recsys prepare
-	$(BIN)/recsys profile
+run: setup  ## set up and run the whole research pipeline (dvc repro) on the default data
+	dvc repro
 
 test: setup  ## set up and run the whole test suite
 	$(BIN)/pytest -q

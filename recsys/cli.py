@@ -68,11 +68,27 @@ def _serve(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
+def _notebook(args: argparse.Namespace) -> dict[str, Any]:
+    """Execute a pipeline notebook with papermill into reports/ and render HTML."""
+    import yaml
+
+    from recsys.notebooks import run_notebook
+
+    params = {}
+    for item in args.param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"parameter {item!r} must look like key=value")
+        params[key] = yaml.safe_load(value)
+    return run_notebook(args.name, params)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "generate": ("write the synthetic default log (case-study CSV format)", _generate),
     "prepare": ("read a raw log into the canonical Parquet, quarantining bad rows", _prepare),
     "profile": ("print the profile statistics vs the published profile", _profile),
     "build-cache": ("build the top-N audience cache for every product", _build_cache),
+    "notebook": ("execute a pipeline notebook (papermill, kernel 'recsys') into reports/ + HTML", _notebook),
     "serve": ("run the HTTP service over the cache (settings from RECSYS_* env vars)", _serve),
 }
 
@@ -94,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--output", help="output path (default: params/config)")
         if name == "prepare":
             p.add_argument("--preset", help="column-mapping preset: case_study, retailrocket, rees46")
+        if name == "notebook":
+            p.add_argument("name", help="explore | cf_proof | cache | evaluate")
+            p.add_argument("-p", "--param", action="append", help="notebook parameter key=value (YAML value)")
         if name == "profile":
             p.add_argument("--scale", type=float, default=1.0, help="scale the published counts by this factor")
     return parser
