@@ -37,7 +37,7 @@ START = np.datetime64("2022-10-01T00:00:00", "s")
 DAYS = 182  # 2022-10-01 .. 2023-03-31
 # Daily traffic shape (relative), knots fitted to the profile's last-30/60/90-day shares and median date.
 TRAFFIC_KNOTS_X = np.array([0, 30, 61, 91, 106, 121, 136, 152, 167, 182], dtype=float)
-TRAFFIC_KNOTS_Y = np.array([0.3, 7.0, 30.0, 36.0, 44.0, 90.0, 64.0, 52.0, 48.0, 40.0])
+TRAFFIC_KNOTS_Y = np.array([0.3, 8.5, 36.0, 42.0, 48.0, 88.0, 62.0, 52.0, 54.0, 46.0])
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Calibration:
     max_product_count: int = 2_556
     visit_size_probs: tuple[float, ...] = (0.915, 0.066, 0.013, 0.004, 0.0015, 0.0006, 0.0003)
     visit_tail_exponent: float = 2.8
-    visit_tail_mass: float = 0.0006
+    visit_tail_mass: float = 0.0005
     max_visit: int = 30
     returning_links: float = 0.07
     return_gap_days: float = 40.0
@@ -112,7 +112,7 @@ SIZES = np.array([50, 100, 125, 150, 200, 250, 330, 400, 500, 750, 1, 2, 3, 5, 1
 def traffic_shape(rng: np.random.Generator) -> np.ndarray:
     """Relative daily traffic over the 181 days: fitted trend, day-to-day noise and two promotion days."""
     trend = np.interp(np.arange(DAYS) + 0.5, TRAFFIC_KNOTS_X, TRAFFIC_KNOTS_Y)
-    noise = np.exp(rng.normal(0.0, 0.12, DAYS))
+    noise = np.exp(rng.normal(0.0, 0.08, DAYS))
     promo = np.ones(DAYS)
     promo[[120, 169]] = [1.45, 1.25]  # 2023-01-29 and 2023-03-19: marketplace campaigns
     lam = trend * noise * promo
@@ -168,8 +168,8 @@ def slot_days(rng: np.random.Generator, counts: np.ndarray, traffic: np.ndarray,
     life = cal.lifetime_days * np.log1p(counts) * rng.exponential(1.0, n) + 1.0
     # launch: drawn from traffic, shifted earlier so a product's interactions can span its life
     launch = np.interp(rng.random(n), cdf, np.arange(DAYS + 1)) - lead * (counts > 1)
-    lo = np.clip(launch, 0, DAYS)
-    hi = np.clip(launch + life, lo + 1e-6, DAYS)
+    lo = np.clip(launch, 0, DAYS - 1)
+    hi = np.clip(launch + life, lo + np.minimum(life, DAYS), DAYS)  # a life that began before the window keeps its length
     prod = np.repeat(np.arange(n), counts)
     c_lo = np.interp(lo[prod], np.arange(DAYS + 1), cdf)
     c_hi = np.interp(hi[prod], np.arange(DAYS + 1), cdf)
@@ -198,7 +198,11 @@ def visit_sizes(rng: np.random.Generator, n_visits: int, total: int, cal: Calibr
     if not 0 < mass * multi.sum() < 1:
         raise ValueError(f"cannot spread {total} interactions over {n_visits} visits with this size shape")
     probs = np.concatenate([[1.0 - mass * multi.sum()], mass * multi])
-    sizes = rng.choice(np.arange(1, cal.max_visit + 1), size=n_visits, p=probs)
+    # exact quotas (largest remainder) instead of iid draws: the rare big visits are not left to chance
+    quota = np.floor(probs * n_visits).astype(np.int64)
+    remainder = probs * n_visits - quota
+    quota[np.argsort(-remainder, kind="stable")[: n_visits - int(quota.sum())]] += 1
+    sizes = rng.permutation(np.repeat(np.arange(1, cal.max_visit + 1), quota))
     diff = total - int(sizes.sum())
     if diff > 0:
         ones = np.flatnonzero(sizes == 1)
