@@ -1,0 +1,456 @@
+"""The top-N audience cache: build it for every product, write it atomically, look it up in microseconds.
+
+Artifact directory (default ``recsys.config.CACHE_DIR``):
+
+- ``audience.parquet``: ``product_id, rank, customer_id, score`` sorted by product then rank. Same
+  inputs give a byte-identical file (no timestamps inside; fixed compression and row groups).
+- ``lookup-<version>/``: memory-mappable ``.npy`` arrays (see ``LOOKUP_ARRAYS``): product ids sorted
+  ascending (int64, or fixed-width unicode for string ids), CSR ``offsets``, ``customers`` (the
+  integer customer ids themselves, or for string ids int32 codes into the sorted fixed-width
+  ``customer_vocab``; empty for integer ids), ``scores``, per-product ``cold_start`` and the global
+  fallback (``global_customers``, ``global_scores``) served for products unseen at build time.
+- ``manifest.json``: ranker + params, input fingerprint, counts, N, created_at, id kinds, version and
+  ``lookup_dir``. It is the commit point: writers finish the lookup directory first, then replace the
+  manifest with ``os.replace``; at most ``keep`` (default 2) lookup directories are kept.
+
+``AudienceLookup.open`` maps the arrays read-only; ``top`` is a binary search plus two slices, no pandas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from recsys import config
+from recsys.contract import CANONICAL_COLUMNS, load_prepared
+from recsys.lookup import (  # noqa: F401 - the reading side lives in recsys.lookup; re-exported here
+    AUDIENCE_NAME,
+    BUILD_HINT,
+    EXPORT_STEM,
+    FORMAT_VERSION,
+    LOOKUP_ARRAYS,
+    LOOKUP_PREFIX,
+    MANIFEST_NAME,
+    AudienceLookup,
+    CacheCorruptError,
+    CacheError,
+    CacheNotFoundError,
+    read_manifest,
+)
+from recsys.rankers import Recommendations, make_ranker
+
+PARQUET_ROW_GROUP = 1 << 20
+ENCODE_CHUNK = 1 << 22
+
+
+# ----------------------------------------------------------------------------------------------
+# ids, fingerprints
+# ----------------------------------------------------------------------------------------------
+
+
+def id_kind(values: np.ndarray | pd.Series | pd.Index) -> str:
+    """'int' for integer id arrays, else 'str'."""
+    dtype = getattr(values, "dtype", None)
+    return "int" if dtype is not None and pd.api.types.is_integer_dtype(dtype) else "str"
+
+
+def as_id_array(values: np.ndarray | pd.Series | pd.Index | Sequence) -> np.ndarray:
+    """Ids as a numpy array: integers keep their dtype, strings become an object array of str."""
+    if isinstance(values, (pd.Series, pd.Index, pd.api.extensions.ExtensionArray)):
+        if pd.api.types.is_integer_dtype(values.dtype):
+            return np.asarray(values)
+        return np.asarray(pd.array(values, dtype="string[pyarrow]").astype(object), dtype=object)
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        return arr
+    return arr.astype(str).astype(object)
+
+
+def fixed_width(values: np.ndarray) -> np.ndarray:
+    """String ids as a fixed-width unicode array (memory-mappable); integers as int64."""
+    if np.asarray(values).dtype.kind in "iu":
+        return np.asarray(values, dtype=np.int64)
+    arr = np.asarray(values, dtype=object)
+    if len(arr) == 0:
+        return np.zeros(0, dtype="<U1")
+    return arr.astype(str)
+
+
+def fingerprint_file(path: Path) -> str:
+    """sha256 of a file's bytes (streamed)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint_frame(interactions: pd.DataFrame) -> str:
+    """sha256 of a table's canonical content, independent of row order."""
+    cols = [c for c in CANONICAL_COLUMNS if c in interactions.columns]
+    row_hashes = pd.util.hash_pandas_object(interactions[cols], index=False).to_numpy()
+    return hashlib.sha256(np.sort(row_hashes).tobytes()).hexdigest()
+
+
+def canonical_order(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted by customer, product, date, event: float sums, hence the cache bytes, ignore input row order."""
+    keys = [c for c in ("customer_id", "product_id", "event_date", "event", "product_name") if c in interactions.columns]
+    return interactions.sort_values(keys, kind="stable", na_position="last", ignore_index=True)
+
+
+def catalogue_ids(interactions: pd.DataFrame) -> np.ndarray:
+    """Every distinct product id of the interactions, sorted ascending."""
+    ids = as_id_array(pd.unique(interactions["product_id"]))
+    return np.sort(ids, kind="stable")
+
+
+def cold_sentinel(catalogue: np.ndarray) -> Any:
+    """A product id of the catalogue's kind that is not in the catalogue (asks a ranker for its global order)."""
+    if id_kind(catalogue) == "int":
+        return int(catalogue.max()) + 1 if len(catalogue) else 0
+    sentinel = "\x00cold-start"
+    while np.any(catalogue == sentinel):
+        sentinel += "\x00"
+    return sentinel
+
+
+# ----------------------------------------------------------------------------------------------
+# building
+# ----------------------------------------------------------------------------------------------
+
+
+def sort_by_product(recs: Recommendations) -> Recommendations:
+    """Reorder CSR blocks so product ids are ascending (no-op if already sorted and unique)."""
+    pids = as_id_array(recs.product_ids)
+    order = np.argsort(pids, kind="stable")
+    if len(pids) > 1 and np.all(order == np.arange(len(pids))):
+        return recs
+    sizes = np.diff(recs.offsets)[order]
+    starts = recs.offsets[:-1][order]
+    offsets = np.zeros(len(order) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    gather = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1] - starts, sizes)
+    return Recommendations(
+        product_ids=pids[order],
+        offsets=offsets,
+        customer_ids=np.asarray(recs.customer_ids)[gather],
+        scores=np.asarray(recs.scores, dtype=np.float64)[gather],
+        cold_start=np.asarray(recs.cold_start, dtype=bool)[order],
+    )
+
+
+def _arrow_ids(values: np.ndarray) -> pa.Array:
+    """An Arrow array of ids: integers keep their width, strings become utf8."""
+    if values.dtype.kind in "iu":
+        return pa.array(values)
+    return pa.array(values, type=pa.string())
+
+
+def audience_batches(recs: Recommendations, rows: int = PARQUET_ROW_GROUP) -> Iterator[pa.Table]:
+    """The cache's long table (product_id, rank, customer_id, score) in Arrow slices of `rows` rows."""
+    pids = as_id_array(recs.product_ids)
+    customers = as_id_array(recs.customer_ids)
+    scores = np.asarray(recs.scores, dtype=np.float64)
+    offsets = np.asarray(recs.offsets, dtype=np.int64)
+    total = int(offsets[-1])
+    for start in range(0, max(total, 1), rows):
+        stop = min(start + rows, total)
+        entry = np.arange(start, stop, dtype=np.int64)
+        block = np.searchsorted(offsets, entry, side="right") - 1
+        yield pa.table(
+            {
+                "product_id": _arrow_ids(pids[block]),
+                "rank": pa.array((entry - offsets[block] + 1).astype(np.int32)),
+                "customer_id": _arrow_ids(customers[start:stop]),
+                "score": pa.array(scores[start:stop]),
+            }
+        )
+
+
+def audience_table(recs: Recommendations) -> pa.Table:
+    """The cache's long table as one Arrow table."""
+    return pa.concat_tables(list(audience_batches(recs)))
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes to a temp file next to `path`, fsync, then os.replace."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet_atomic(batches: Iterable[pa.Table], path: Path) -> str:
+    """Stream tables into one deterministic Parquet file written atomically; return its sha256."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    writer = None
+    try:
+        for table in batches:
+            if writer is None:
+                writer = pq.ParquetWriter(
+                    tmp, table.schema, compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True
+                )
+            writer.write_table(table, row_group_size=PARQUET_ROW_GROUP)
+        if writer is None:
+            raise ValueError(f"nothing to write to {path}")
+        writer.close()
+        writer = None
+        digest = fingerprint_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
+def encode_customers(*id_arrays: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Integer ids: stored as they are (empty vocabulary). String ids: sorted vocabulary + int32 codes."""
+    arrays = [as_id_array(a) for a in id_arrays]
+    if all(a.dtype.kind in "iu" for a in arrays):
+        return np.zeros(0, dtype=np.int64), [np.ascontiguousarray(a) for a in arrays]
+    seen = [pd.unique(a.astype(object)) for a in arrays]
+    vocab = np.sort(pd.unique(np.concatenate(seen)) if seen else np.zeros(0, dtype=object))
+    index = pd.Index(vocab)
+    parts = []
+    for a in arrays:
+        codes = np.empty(len(a), dtype=np.int32)
+        for start in range(0, len(a), ENCODE_CHUNK):
+            codes[start : start + ENCODE_CHUNK] = index.get_indexer(a[start : start + ENCODE_CHUNK])
+        parts.append(codes)
+    return fixed_width(vocab), parts
+
+
+def lookup_arrays(recs: Recommendations, fallback: Recommendations) -> dict[str, np.ndarray]:
+    """The memory-mappable arrays of one cache version (recs must be sorted by product)."""
+    g_size = int(fallback.offsets[1] - fallback.offsets[0]) if len(fallback) else 0
+    g_ids = np.asarray(fallback.customer_ids)[:g_size]
+    vocab, (customers, g_customers) = encode_customers(np.asarray(recs.customer_ids), g_ids)
+    return {
+        "product_ids": fixed_width(as_id_array(recs.product_ids)),
+        "offsets": np.asarray(recs.offsets, dtype=np.int64),
+        "customers": customers,
+        "customer_vocab": vocab,
+        "scores": np.asarray(recs.scores, dtype=np.float64),
+        "cold_start": np.asarray(recs.cold_start, dtype=bool),
+        "global_customers": g_customers,
+        "global_scores": np.asarray(fallback.scores, dtype=np.float64)[:g_size],
+    }
+
+
+def write_lookup_dir(cache_dir: Path, arrays: Mapping[str, np.ndarray], version: str) -> str:
+    """Write the arrays into a temp dir, then rename it to lookup-<version>; return its name."""
+    name = f"{LOOKUP_PREFIX}{version}"
+    tmp = cache_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        for key in LOOKUP_ARRAYS:
+            with (tmp / f"{key}.npy").open("wb") as fh:
+                np.save(fh, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.rename(tmp, cache_dir / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return name
+
+
+def prune_lookup_dirs(cache_dir: Path, keep: int, current: str) -> list[str]:
+    """Delete all but the `keep` newest lookup dirs (never `current`); return the removed names."""
+    dirs = sorted(p.name for p in cache_dir.glob(f"{LOOKUP_PREFIX}*") if p.is_dir())
+    survivors = set(dirs[-max(keep, 1):]) | {current}
+    removed = [d for d in dirs if d not in survivors]
+    for d in removed:
+        shutil.rmtree(cache_dir / d, ignore_errors=True)
+    return removed
+
+
+def export_original(recs: Recommendations, cache_dir: Path, fmt: str) -> Path:
+    """Write the original project's layout (product_id, customer_id, score, rank) as CSV or Parquet."""
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"cache export must be null, 'csv' or 'parquet', got {fmt!r} (params/cache.yaml: cache.export)")
+    batches = (t.select(["product_id", "customer_id", "score", "rank"]) for t in audience_batches(recs))
+    path = cache_dir / f"{EXPORT_STEM}.{fmt}"
+    if fmt == "parquet":
+        write_parquet_atomic(batches, path)
+        return path
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        writer = None
+        for table in batches:
+            writer = writer or pacsv.CSVWriter(tmp, table.schema)
+            writer.write_table(table)
+        if writer is not None:
+            writer.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    """Params made JSON-safe (numpy scalars, paths, dates become plain values)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def write_cache(
+    recs: Recommendations,
+    fallback: Recommendations,
+    cache_dir: Path,
+    meta: Mapping[str, Any],
+    *,
+    export: str | None = None,
+    keep: int = 2,
+) -> dict[str, Any]:
+    """Write audience.parquet, a new lookup dir and (last, atomically) manifest.json; return the manifest."""
+    if export not in (None, "csv", "parquet"):
+        raise ValueError(f"cache export must be null, 'csv' or 'parquet', got {export!r} (params/cache.yaml: cache.export)")
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    recs = sort_by_product(recs)
+    arrays = lookup_arrays(recs, fallback)
+    audience_sha = write_parquet_atomic(audience_batches(recs), cache_dir / AUDIENCE_NAME)
+    now = datetime.now(UTC)
+    version = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{audience_sha[:12]}"
+    lookup_dir = write_lookup_dir(cache_dir, arrays, version)
+    exported = export_original(recs, cache_dir, export) if export else None
+    sizes = np.diff(arrays["offsets"])
+    customer_kind = "str" if arrays["customer_vocab"].dtype.kind == "U" else "int"
+    ranked = pd.unique(arrays["customers"])
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        **_jsonable(dict(meta)),
+        "n": int(meta.get("n", int(sizes.max()) if len(sizes) else 0)),
+        "created_at": now.isoformat(timespec="seconds"),
+        "version": version,
+        "lookup_dir": lookup_dir,
+        "id_kinds": {"product_id": id_kind(arrays["product_ids"]), "customer_id": customer_kind},
+        "counts": {
+            **_jsonable(dict(meta.get("counts", {}))),
+            "products": int(len(arrays["product_ids"])),
+            "rows": int(arrays["offsets"][-1]),
+            "customers_ranked": int(len(ranked)),
+            "products_with_full_audience": int((sizes >= int(meta.get("n", 0))).sum()),
+            "cold_start_products": int(arrays["cold_start"].sum()),
+            "global_fallback": int(len(arrays["global_customers"])),
+        },
+        "files": {
+            "audience": AUDIENCE_NAME,
+            "audience_sha256": audience_sha,
+            "export": exported.name if exported else None,
+        },
+    }
+    _atomic_write_bytes(cache_dir / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    prune_lookup_dirs(cache_dir, keep, lookup_dir)
+    return manifest
+
+
+def global_fallback(ranker: Any, catalogue: np.ndarray, n: int) -> Recommendations:
+    """The ranker's answer for a product it never saw: its global order, used for cold-start lookups."""
+    return ranker.rank(np.asarray([cold_sentinel(catalogue)], dtype=object if id_kind(catalogue) == "str" else np.int64), n)
+
+
+def build_cache(
+    interactions: pd.DataFrame,
+    ranker_name: str,
+    ranker_params: Mapping[str, Any] | None,
+    cache_dir: Path,
+    *,
+    n: int = 100,
+    export: str | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
+    source: str | None = None,
+    keep: int = 2,
+) -> dict[str, Any]:
+    """Fit `ranker_name` on the interactions, rank every product's top-n and write the cache."""
+    if n < 1:
+        raise ValueError(f"cache depth n must be >= 1, got {n} (params/cache.yaml: cache.n)")
+    interactions = canonical_order(interactions)
+    ranker = make_ranker(ranker_name, dict(ranker_params or {})).fit(interactions)
+    catalogue = catalogue_ids(interactions)
+    recs = ranker.rank(catalogue, n)
+    fallback = global_fallback(ranker, catalogue, n)
+    meta = {
+        "ranker": ranker_name,
+        "ranker_params": dict(ranker_params or {}),
+        "n": int(n),
+        "fingerprint": dict(fingerprint or {"algorithm": "sha256-rows", "value": fingerprint_frame(interactions)}),
+        "source": source,
+        "counts": {
+            "interactions": int(len(interactions)),
+            "customers": int(interactions["customer_id"].nunique()),
+            "catalogue": int(len(catalogue)),
+        },
+    }
+    return write_cache(recs, fallback, cache_dir, meta, export=export, keep=keep)
+
+
+def _relative(path: Path) -> str:
+    """A path relative to the project root when inside it (manifests stay portable)."""
+    try:
+        return str(Path(path).resolve().relative_to(config.PROJ_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def ranker_params_from(cache_params: Mapping[str, Any], feature_params: Mapping[str, Any]) -> dict[str, Any]:
+    """The params handed to make_ranker: the seed, the feature params and the ranker's own block."""
+    name = cache_params["cache"]["ranker"]
+    own = (cache_params.get("rankers") or {}).get(name) or {}
+    return {"seed": cache_params["cache"].get("seed", 0), "features": dict(feature_params), **own}
+
+
+def build_cache_from_params(
+    prepared_path: Path | None = None,
+    cache_dir: Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict:
+    """Build the cache from params/cache.yaml + params/features.yaml and the prepared Parquet.
+
+    `overrides` replaces keys of the `cache` block (e.g. {"ranker": "content", "n": 50}).
+    """
+    cache_params = config.load_params("cache")
+    cache_params["cache"] = {**cache_params["cache"], **dict(overrides or {})}
+    feature_params = config.load_params("features")
+    cfg = cache_params["cache"]
+    path = Path(prepared_path) if prepared_path else config.PREPARED_PARQUET
+    interactions = load_prepared(path)
+    return build_cache(
+        interactions,
+        cfg["ranker"],
+        ranker_params_from(cache_params, feature_params),
+        Path(cache_dir) if cache_dir else config.CACHE_DIR,
+        n=int(cfg.get("n", 100)),
+        export=cfg.get("export") or None,
+        fingerprint={"algorithm": "sha256-file", "value": fingerprint_file(path)},
+        source=_relative(path),
+        keep=int(cfg.get("keep_lookup_dirs", 2)),
+    )

@@ -1,0 +1,190 @@
+"""Reading side of the audience cache: memory-mapped top-N lookups with numpy only (no pandas/pyarrow).
+
+The service and the dashboard import this module; `recsys.cache` (the builder) writes what it reads.
+See `recsys.cache` for the artifact layout.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys import config
+
+FORMAT_VERSION = 2  # 2: integer customer ids stored directly (`customers`), string ids as codes + vocabulary
+MANIFEST_NAME = "manifest.json"
+AUDIENCE_NAME = "audience.parquet"
+EXPORT_STEM = "audience_original"
+LOOKUP_PREFIX = "lookup-"
+LOOKUP_ARRAYS: tuple[str, ...] = (
+    "product_ids",
+    "offsets",
+    "customers",
+    "customer_vocab",
+    "scores",
+    "cold_start",
+    "global_customers",
+    "global_scores",
+)
+BUILD_HINT = "build it with `recsys build-cache` (or `dvc repro cache`)"
+
+
+class CacheError(RuntimeError):
+    """The audience cache cannot be used; the message names the path and how to rebuild it."""
+
+
+class CacheNotFoundError(CacheError, FileNotFoundError):
+    """No cache (no manifest.json) at the given directory."""
+
+
+class CacheCorruptError(CacheError):
+    """The cache exists but its manifest or arrays are unreadable or inconsistent."""
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------------------------
+
+
+def _corrupt(cache_dir: Path, detail: str) -> CacheCorruptError:
+    """A corrupt-cache error naming the path and the rebuild command."""
+    return CacheCorruptError(f"audience cache at {cache_dir} is corrupt or incomplete ({detail}); {BUILD_HINT}")
+
+
+def read_manifest(cache_dir: Path) -> dict[str, Any]:
+    """Parse manifest.json; missing or unreadable manifests raise CacheError with the build command."""
+    path = Path(cache_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise CacheNotFoundError(f"no audience cache at {cache_dir} ({MANIFEST_NAME} not found); {BUILD_HINT}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _corrupt(cache_dir, f"{path.name} unreadable: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise _corrupt(cache_dir, f"{path.name} is not a JSON object")
+    missing = [k for k in ("lookup_dir", "n", "id_kinds") if k not in manifest]
+    if missing:
+        raise _corrupt(cache_dir, f"{path.name} lacks {missing}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise _corrupt(cache_dir, f"format version {manifest.get('format_version')!r}, this code reads version {FORMAT_VERSION}")
+    return manifest
+
+
+def _load(cache_dir: Path, lookup_dir: Path, key: str) -> np.ndarray:
+    """Memory-map one lookup array read-only."""
+    path = lookup_dir / f"{key}.npy"
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise _corrupt(cache_dir, f"{path} missing") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise _corrupt(cache_dir, f"{path} unreadable: {exc}") from exc
+
+
+def _validate(cache_dir: Path, a: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> None:
+    """Structural checks (shapes, dtypes, offsets, sorted ids) that are cheap on mapped arrays."""
+    p = len(a["product_ids"])
+    offsets = a["offsets"]
+    checks = [
+        (all(arr.ndim == 1 for arr in a.values()), "arrays must be one-dimensional"),
+        (offsets.dtype == np.int64 and len(offsets) == p + 1, "offsets length != products + 1"),
+        (len(a["cold_start"]) == p and a["cold_start"].dtype == bool, "cold_start length mismatch"),
+        (
+            a["customers"].dtype.kind in "iu" and a["global_customers"].dtype == a["customers"].dtype,
+            "customer arrays must be integers of one dtype",
+        ),
+        (len(a["customers"]) == len(a["scores"]), "customers and scores differ in length"),
+        (len(a["global_customers"]) == len(a["global_scores"]), "global fallback arrays differ in length"),
+        (
+            (manifest["id_kinds"].get("customer_id") == "str") == (a["customer_vocab"].dtype.kind == "U"),
+            "customer id kind differs from the manifest",
+        ),
+    ]
+    for ok, detail in checks:
+        if not ok:
+            raise _corrupt(cache_dir, detail)
+    if offsets[0] != 0 or offsets[-1] != len(a["scores"]) or np.any(np.diff(offsets) < 0):
+        raise _corrupt(cache_dir, "offsets are not a valid CSR index")
+    if p > 1 and not np.all(a["product_ids"][1:] > a["product_ids"][:-1]):
+        raise _corrupt(cache_dir, "product ids are not strictly ascending")
+    kind = "int" if a["product_ids"].dtype.kind in "iu" else "str"
+    if kind != manifest["id_kinds"].get("product_id", kind):
+        raise _corrupt(cache_dir, "product id kind differs from the manifest")
+
+
+class AudienceLookup:
+    """Read-only, memory-mapped top-N audiences; `top` answers without pandas."""
+
+    def __init__(self, cache_dir: Path, manifest: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        """Wrap validated arrays (use `AudienceLookup.open`)."""
+        arrays = {k: v.view(np.ndarray) for k, v in arrays.items()}
+        self.cache_dir = Path(cache_dir)
+        self.manifest = manifest
+        self.n = int(manifest["n"])
+        self._ids = arrays["product_ids"]
+        self.id_kind = "int" if self._ids.dtype.kind in "iu" else "str"
+        self._offsets = arrays["offsets"]
+        self._customers = arrays["customers"]
+        self._vocab = arrays["customer_vocab"] if arrays["customer_vocab"].dtype.kind == "U" else None
+        self._scores = arrays["scores"]
+        self._cold = arrays["cold_start"]
+        self._g_customers = arrays["global_customers"]
+        self._g_scores = arrays["global_scores"]
+        has_int_ids = self.id_kind == "int" and len(self._ids) > 0
+        self._int_lo, self._int_hi = (int(self._ids[0]), int(self._ids[-1])) if has_int_ids else (0, -1)
+
+    @classmethod
+    def open(cls, cache_dir: Path | None = None) -> "AudienceLookup":
+        """Map the cache version named by manifest.json; raise CacheError naming the fix if missing/corrupt."""
+        cache_dir = Path(cache_dir) if cache_dir is not None else config.CACHE_DIR
+        manifest = read_manifest(cache_dir)
+        lookup_dir = cache_dir / str(manifest["lookup_dir"])
+        if not lookup_dir.is_dir():
+            raise _corrupt(cache_dir, f"lookup directory {lookup_dir} missing")
+        arrays = {key: _load(cache_dir, lookup_dir, key) for key in LOOKUP_ARRAYS}
+        _validate(cache_dir, arrays, manifest)
+        return cls(cache_dir, manifest, arrays)
+
+    def _find(self, product_id: Any) -> int:
+        """Row of `product_id` in the sorted ids, or -1 when unknown (or of the wrong kind)."""
+        if self.id_kind == "int":
+            try:
+                key = int(product_id)
+            except (TypeError, ValueError):
+                return -1
+            if key < self._int_lo or key > self._int_hi:
+                return -1
+        else:
+            key = str(product_id)
+        i = int(np.searchsorted(self._ids, key))
+        return i if i < len(self._ids) and self._ids[i] == key else -1
+
+    def top(self, product_id: Any, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(customer ids, scores, cold_start) of the best min(n, N) customers for a product."""
+        n = max(0, min(int(n), self.n))
+        i = self._find(product_id)
+        if i < 0:
+            return self._ids_of(self._g_customers[:n]), self._g_scores[:n], True
+        a = int(self._offsets[i])
+        b = min(int(self._offsets[i + 1]), a + n)
+        return self._ids_of(self._customers[a:b]), self._scores[a:b], bool(self._cold[i])
+
+    def _ids_of(self, stored: np.ndarray) -> np.ndarray:
+        """Customer ids from stored values (the ids themselves, or codes into the vocabulary)."""
+        return stored if self._vocab is None else self._vocab[stored]
+
+    def known(self, product_id: Any) -> bool:
+        """True when the product has its own audience in the cache."""
+        return self._find(product_id) >= 0
+
+    def product_ids(self) -> np.ndarray:
+        """Every product id in the cache, ascending (read-only, memory-mapped)."""
+        return self._ids
+
+    def __len__(self) -> int:
+        """Number of products in the cache."""
+        return int(len(self._ids))

@@ -1,0 +1,78 @@
+"""Hand-made canonical interaction logs for the features / rankers / cache tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from recsys.contract import CANONICAL_EVENTS, DATE_DTYPE
+
+Row = tuple[object, object, str | None, str, str | None]
+
+NAMES: tuple[str, ...] = (
+    "عطر 001",
+    "عطر 002",
+    "عطر 003",
+    "زيت زيتون 500مل",
+    "زيت زيتون 1 لتر",
+    "Coffee 100G",
+    "Coffee Gold 250G",
+    "قهوة عربية 500 G",
+    "أرز بسمتي 5 كيلو",
+    "شامبو للأطفال ٤٠٠ مل",
+    "Shampoo Kids 400 ml",
+    "Chocolate Bar 48 pcs",
+)
+
+
+def _ids(values: Sequence[object]) -> pd.Series:
+    """Ids as the contract types them: int32 when all integers, else pandas string."""
+    if all(isinstance(v, (int, np.integer)) for v in values):
+        return pd.Series(np.asarray(values, dtype=np.int32))
+    return pd.Series([str(v) for v in values], dtype="string[pyarrow]")
+
+
+def frame(rows: Sequence[Row]) -> pd.DataFrame:
+    """A canonical table from (customer_id, product_id, product_name, event, iso date or None) tuples."""
+    customers, products, names, events, dates = zip(*rows) if rows else ((), (), (), (), ())
+    return pd.DataFrame(
+        {
+            "customer_id": _ids(list(customers)),
+            "product_id": _ids(list(products)),
+            "product_name": pd.Categorical(list(names)),
+            "event": pd.Categorical(list(events), categories=list(CANONICAL_EVENTS)),
+            "event_date": pd.to_datetime(pd.Series(list(dates), dtype=object), utc=True).astype(DATE_DTYPE),
+        }
+    )
+
+
+def random_log(
+    n_rows: int = 3000,
+    n_users: int = 400,
+    n_products: int = 80,
+    seed: int = 0,
+    str_ids: bool = False,
+    undated_frac: float = 0.05,
+) -> pd.DataFrame:
+    """A random log with skewed popularity, some undated rows, some nameless products."""
+    rng = np.random.default_rng(seed)
+    users = rng.zipf(1.6, n_rows) % n_users
+    products = rng.zipf(1.4, n_rows) % n_products
+    names = np.array([NAMES[p % len(NAMES)] if p % 7 else None for p in range(n_products)], dtype=object)
+    events = rng.choice(np.array(CANONICAL_EVENTS), n_rows, p=[0.3, 0.45, 0.05, 0.1, 0.05, 0.05])
+    seconds = rng.integers(0, 180 * 86_400, n_rows)
+    dates = pd.Series(pd.Timestamp("2023-03-31T23:59:59", tz="UTC") - pd.to_timedelta(seconds, unit="s"))
+    dates[rng.random(n_rows) < undated_frac] = pd.NaT
+    cust = [f"C{u:04d}" for u in users] if str_ids else users.astype(np.int32)
+    prod = [f"SKU-{p:05d}A" for p in products] if str_ids else products.astype(np.int32)
+    return pd.DataFrame(
+        {
+            "customer_id": pd.Series(cust, dtype="string[pyarrow]") if str_ids else pd.Series(cust),
+            "product_id": pd.Series(prod, dtype="string[pyarrow]") if str_ids else pd.Series(prod),
+            "product_name": pd.Categorical(names[products]),
+            "event": pd.Categorical(events, categories=list(CANONICAL_EVENTS)),
+            "event_date": dates.astype(DATE_DTYPE),
+        }
+    )

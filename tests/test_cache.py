@@ -1,0 +1,203 @@
+"""The audience cache: artifact layout, determinism, lookups, string ids, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.cache import (
+    AUDIENCE_NAME,
+    MANIFEST_NAME,
+    AudienceLookup,
+    CacheCorruptError,
+    CacheError,
+    CacheNotFoundError,
+    build_cache,
+    build_cache_from_params,
+)
+from recsys.rankers import make_ranker
+
+try:
+    from _logs import frame, random_log
+except ImportError:  # tests collected as a package
+    from tests._logs import frame, random_log
+
+N = 12
+
+
+def build(log: pd.DataFrame, cache_dir: Path, ranker: str = "activity", **kwargs: object) -> dict:
+    """build_cache with the test defaults."""
+    return build_cache(log, ranker, {"seed": 0, "token_user_cap": 20}, cache_dir, n=N, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def int_log() -> pd.DataFrame:
+    return random_log(n_rows=2000, n_users=200, n_products=60, seed=21)
+
+
+@pytest.fixture(scope="module")
+def int_cache(tmp_path_factory: pytest.TempPathFactory, int_log: pd.DataFrame) -> tuple[Path, dict]:
+    cache_dir = tmp_path_factory.mktemp("cache")
+    return cache_dir, build(int_log, cache_dir)
+
+
+def test_artifact_layout_and_manifest(int_cache: tuple[Path, dict], int_log: pd.DataFrame) -> None:
+    cache_dir, manifest = int_cache
+    on_disk = json.loads((cache_dir / MANIFEST_NAME).read_text())
+    assert on_disk == manifest
+    assert manifest["ranker"] == "activity" and manifest["n"] == N
+    assert manifest["ranker_params"]["seed"] == 0
+    assert manifest["id_kinds"] == {"product_id": "int", "customer_id": "int"}
+    assert manifest["fingerprint"]["value"] and manifest["created_at"]
+    assert manifest["counts"]["products"] == int_log["product_id"].nunique()
+    assert (cache_dir / manifest["lookup_dir"]).is_dir() and manifest["lookup_dir"].startswith("lookup-")
+    audience = pd.read_parquet(cache_dir / AUDIENCE_NAME)
+    assert list(audience.columns) == ["product_id", "rank", "customer_id", "score"]
+    assert len(audience) == manifest["counts"]["rows"]
+    assert audience.equals(audience.sort_values(["product_id", "rank"]).reset_index(drop=True))
+    assert (audience["rank"] == audience.groupby("product_id").cumcount() + 1).all()
+    assert (audience.groupby("product_id")["score"].diff().dropna() <= 0).all()
+
+
+def test_parquet_matches_the_ranker_and_the_lookup(int_cache: tuple[Path, dict], int_log: pd.DataFrame) -> None:
+    cache_dir, _ = int_cache
+    audience = pd.read_parquet(cache_dir / AUDIENCE_NAME)
+    products = np.sort(int_log["product_id"].unique())
+    expected = make_ranker("activity", {"seed": 0}).fit(int_log).rank(products, N).to_frame()
+    pd.testing.assert_frame_equal(audience, expected, check_dtype=False)
+    lookup = AudienceLookup.open(cache_dir)
+    assert lookup.n == N and lookup.id_kind == "int"
+    assert np.array_equal(lookup.product_ids(), products)
+    for p, block in audience.groupby("product_id"):
+        customers, scores, cold = lookup.top(p, N)
+        assert customers.tolist() == block["customer_id"].tolist()
+        np.testing.assert_array_equal(scores, block["score"].to_numpy())
+        assert cold is False
+    first = int(products[0])
+    assert lookup.top(first, 3)[0].tolist() == audience.query("product_id == @first")["customer_id"].head(3).tolist()
+    assert lookup.top(str(first), 3)[0].tolist() == lookup.top(np.int32(first), 3)[0].tolist()
+    assert len(lookup.top(first, 10_000)[0]) <= N and len(lookup.top(first, 0)[0]) == 0
+
+
+def test_cold_start_lookup_serves_the_global_order(int_cache: tuple[Path, dict], int_log: pd.DataFrame) -> None:
+    lookup = AudienceLookup.open(int_cache[0])
+    customers, scores, cold = lookup.top(987_654, 5)
+    assert cold is True and not lookup.known(987_654) and lookup.known(int(lookup.product_ids()[0]))
+    eng = make_ranker("activity").fit(int_log).features_["engagement"]
+    assert customers.tolist() == eng.sort_values(ascending=False, kind="stable").index[:5].tolist()
+    assert lookup.top("SKU-1", 5)[2] is True and lookup.top(None, 5)[2] is True
+
+
+def test_two_builds_give_identical_parquet_bytes(tmp_path: Path, int_log: pd.DataFrame) -> None:
+    a = build(int_log, tmp_path / "a", ranker="content")
+    b = build(int_log.sample(frac=1.0, random_state=3), tmp_path / "b", ranker="content")
+    assert (tmp_path / "a" / AUDIENCE_NAME).read_bytes() == (tmp_path / "b" / AUDIENCE_NAME).read_bytes()
+    assert a["files"]["audience_sha256"] == b["files"]["audience_sha256"]
+    assert a["fingerprint"] == b["fingerprint"]  # row-order independent content fingerprint
+
+
+def test_rebuilds_keep_two_lookup_dirs_and_replace_the_manifest(tmp_path: Path, int_log: pd.DataFrame) -> None:
+    names = [build(int_log, tmp_path)["lookup_dir"] for _ in range(3)]
+    assert len(set(names)) == 3
+    kept = sorted(p.name for p in tmp_path.glob("lookup-*"))
+    assert kept == sorted(names[1:])
+    assert AudienceLookup.open(tmp_path).manifest["lookup_dir"] == names[-1]
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_string_ids_end_to_end(tmp_path: Path) -> None:
+    log = random_log(n_rows=1500, n_users=150, n_products=40, seed=8, str_ids=True)
+    log.loc[0, "product_id"] = "SKU-85123A"
+    log.loc[0, "customer_id"] = "C001"
+    manifest = build(log, tmp_path, ranker="content", export="parquet")
+    assert manifest["id_kinds"] == {"product_id": "str", "customer_id": "str"}
+    lookup = AudienceLookup.open(tmp_path)
+    assert lookup.id_kind == "str" and lookup.known("SKU-85123A")
+    audience = pd.read_parquet(tmp_path / AUDIENCE_NAME)
+    assert audience["customer_id"].dtype == "string" and audience["product_id"].dtype == "string"
+    block = audience[audience["product_id"] == "SKU-85123A"]
+    customers, scores, cold = lookup.top("SKU-85123A", N)
+    assert customers.tolist() == block["customer_id"].tolist() and not cold
+    assert "C001" not in customers.tolist()  # C001 interacted with SKU-85123A
+    assert lookup.top("SKU-NOPE", 3)[2] is True and lookup.top(12345, 3)[2] is True
+    exported = pd.read_parquet(tmp_path / "audience_original.parquet")
+    assert list(exported.columns) == ["product_id", "customer_id", "score", "rank"] and len(exported) == len(audience)
+
+
+@pytest.mark.parametrize("ids", [(1, 1), ("C1", "SKU-1")])
+def test_catalogue_with_no_allowed_customer(tmp_path: Path, ids: tuple[object, object]) -> None:
+    log = frame([(ids[0], ids[1], "x", "purchased", "2023-01-01")])
+    manifest = build_cache(log, "content", {}, tmp_path, n=5)
+    assert manifest["counts"]["rows"] == 0 and len(pd.read_parquet(tmp_path / AUDIENCE_NAME)) == 0
+    lookup = AudienceLookup.open(tmp_path)
+    customers, scores, cold = lookup.top(ids[1], 5)
+    assert len(customers) == 0 and len(scores) == 0 and cold is False
+    assert lookup.top("elsewhere", 5)[0].tolist() == [ids[0]]  # the only customer, for an unseen product
+
+
+def test_csv_export(tmp_path: Path, int_log: pd.DataFrame) -> None:
+    manifest = build(int_log, tmp_path, export="csv")
+    exported = pd.read_csv(tmp_path / manifest["files"]["export"])
+    assert list(exported.columns) == ["product_id", "customer_id", "score", "rank"]
+    with pytest.raises(ValueError, match="export"):
+        build(int_log, tmp_path, export="xlsx")
+
+
+def test_missing_cache_error_names_path_and_command(tmp_path: Path) -> None:
+    with pytest.raises(CacheNotFoundError) as info:
+        AudienceLookup.open(tmp_path / "nowhere")
+    message = str(info.value)
+    assert str(tmp_path / "nowhere") in message
+    assert "recsys build-cache" in message and "dvc repro cache" in message
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def _corrupt_copy(src: Path, dst: Path) -> Path:
+    """A copy of a built cache directory to damage."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+DAMAGES = ("manifest-garbage", "manifest-keys", "lookup-dir", "array-missing", "array-truncated", "offsets")
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_corrupt_cache_errors(tmp_path: Path, int_cache: tuple[Path, dict], damage: str) -> None:
+    cache_dir = _corrupt_copy(int_cache[0], tmp_path / "c")
+    manifest = json.loads((cache_dir / MANIFEST_NAME).read_text())
+    lookup_dir = cache_dir / manifest["lookup_dir"]
+    if damage == "manifest-garbage":
+        (cache_dir / MANIFEST_NAME).write_text("{not json")
+    elif damage == "manifest-keys":
+        (cache_dir / MANIFEST_NAME).write_text(json.dumps({"n": 3}))
+    elif damage == "lookup-dir":
+        import shutil
+
+        shutil.rmtree(lookup_dir)
+    elif damage == "array-missing":
+        (lookup_dir / "scores.npy").unlink()
+    elif damage == "array-truncated":
+        (lookup_dir / "customers.npy").write_bytes((lookup_dir / "customers.npy").read_bytes()[:20])
+    elif damage == "offsets":
+        offsets = np.load(lookup_dir / "offsets.npy")
+        np.save(lookup_dir / "offsets.npy", offsets[::-1].copy())
+    with pytest.raises(CacheCorruptError) as info:
+        AudienceLookup.open(cache_dir)
+    assert str(cache_dir) in str(info.value) and "recsys build-cache" in str(info.value)
+    assert isinstance(info.value, CacheError)
+
+
+def test_build_cache_from_params(tmp_path: Path, int_log: pd.DataFrame) -> None:
+    prepared = tmp_path / "interactions.parquet"
+    int_log.to_parquet(prepared)
+    manifest = build_cache_from_params(prepared_path=prepared, cache_dir=tmp_path / "cache")
+    assert manifest["fingerprint"]["algorithm"] == "sha256-file"
+    assert manifest["ranker"] and manifest["n"] >= 1 and "features" in manifest["ranker_params"]
+    lookup = AudienceLookup.open(tmp_path / "cache")
+    assert len(lookup) == int_log["product_id"].nunique()

@@ -1,0 +1,225 @@
+"""Rankers: exclusion and ordering invariants, hand-checked answers, cold start, registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from recsys.rankers import (
+    ActivityRanker,
+    Ranker,
+    Recommendations,
+    available_rankers,
+    make_ranker,
+    register_ranker,
+    tokenize_names,
+    truncate_postings,
+)
+
+try:
+    from _logs import frame, random_log
+except ImportError:  # tests collected as a package
+    from tests._logs import frame, random_log
+
+BUILTIN = ("random", "activity", "recency", "content")
+DAY = "2023-03-31"
+
+
+def check_invariants(recs: Recommendations, log: pd.DataFrame, requested: np.ndarray, k: int) -> pd.DataFrame:
+    """Assert the contract on every block and return the long frame."""
+    out = recs.to_frame()
+    assert list(out.columns) == ["product_id", "rank", "customer_id", "score"]
+    assert len(recs.offsets) == len(requested) + 1 and recs.offsets[0] == 0
+    assert np.array_equal(np.asarray(recs.product_ids), np.asarray(requested, dtype=np.asarray(recs.product_ids).dtype))
+    touched = log[["product_id", "customer_id"]].drop_duplicates()
+    clash = out.merge(touched, on=["product_id", "customer_id"])
+    assert clash.empty, f"ranked a customer who already interacted: {clash.head()}"
+    assert set(out["customer_id"]) <= set(log["customer_id"]), "ranked a customer with no history"
+    assert not out.duplicated(["product_id", "customer_id"]).any()
+    assert (out.groupby("product_id", sort=False)["score"].diff().dropna() <= 0).all(), "scores must not increase"
+    expected = out.groupby("product_id", sort=False)["rank"].transform(lambda r: np.arange(1, len(r) + 1))
+    assert (out["rank"].to_numpy() == expected.to_numpy()).all()
+    n_users = log["customer_id"].nunique()
+    excluded = touched.groupby("product_id").size()
+    allowed = np.array([n_users - excluded.get(p, 0) for p in requested])
+    assert np.array_equal(recs.sizes(), np.minimum(k, allowed)), "a block is shorter than the allowed customers"
+    return out
+
+
+def brute_force(log: pd.DataFrame, user_scores: pd.Series, product: object, k: int) -> list[object]:
+    """Expected top-k for one product: all customers by score desc, id asc, minus the product's own."""
+    own = set(log.loc[log["product_id"] == product, "customer_id"])
+    frame_ = user_scores.rename("s").reset_index()
+    frame_ = frame_[~frame_["customer_id"].isin(own)].sort_values(["s", "customer_id"], ascending=[False, True])
+    return frame_["customer_id"].head(k).tolist()
+
+
+@pytest.mark.parametrize("str_ids", [False, True])
+@pytest.mark.parametrize("name", BUILTIN)
+def test_invariants_on_every_product_of_a_random_log(name: str, str_ids: bool) -> None:
+    log = random_log(n_rows=3000, n_users=300, n_products=80, seed=7, str_ids=str_ids)
+    ranker = make_ranker(name, {"seed": 1, "token_user_cap": 15, "chunk_entries": 300}).fit(log)
+    products = np.sort(np.asarray(log["product_id"].unique(), dtype=object if str_ids else np.int64))
+    for k in (1, 10, 400):
+        check_invariants(ranker.rank(products, k), log, products, k)
+
+
+def test_activity_equals_brute_force() -> None:
+    log = random_log(n_rows=2500, n_users=250, n_products=60, seed=11)
+    ranker = ActivityRanker().fit(log)
+    recs = ranker.rank(np.arange(60), 25)
+    out = recs.to_frame()
+    for p in range(0, 60, 3):
+        got = out.loc[out["product_id"] == p, "customer_id"].tolist()
+        assert got == brute_force(log, ranker.features_["engagement"], p, 25)
+
+
+def test_content_equals_brute_force_when_postings_are_not_truncated() -> None:
+    log = random_log(n_rows=2500, n_users=250, n_products=60, seed=5)
+    w = 0.6
+    ranker = make_ranker("content", {"affinity_weight": w, "token_user_cap": 10**6, "chunk_entries": 500}).fit(log)
+    x = ranker.x_.toarray()  # TF-IDF rows of the products (codes = sorted product ids)
+    users = np.sort(log["customer_id"].unique())
+    products = np.sort(log["product_id"].unique())
+    hist = np.zeros((len(users), len(products)))
+    hist[np.searchsorted(users, log["customer_id"]), np.searchsorted(products, log["product_id"])] = 1.0
+    profile = hist @ x
+    norms = np.linalg.norm(profile, axis=1, keepdims=True)
+    profile = np.divide(profile, norms, out=np.zeros_like(profile), where=norms > 0)
+    eng = ranker.features_["engagement"].to_numpy()
+    out = ranker.rank(products, 20).to_frame()
+    for j, p in enumerate(products):
+        scores = pd.Series(w * (profile @ x[j]) + (1 - w) * eng, index=pd.Index(users, name="customer_id"))
+        got = out.loc[out["product_id"] == p]
+        assert got["customer_id"].tolist() == brute_force(log, scores, p, 20)
+        np.testing.assert_allclose(got["score"], scores.loc[got["customer_id"]].to_numpy(), rtol=1e-12)
+
+
+def name_log() -> pd.DataFrame:
+    """Five one-purchase customers on the same day (equal engagement), products with telling names."""
+    return frame(
+        [
+            (1, 1, "عطر 001", "purchased", DAY),
+            (2, 2, "Coffee 100G", "purchased", DAY),
+            (3, 3, "زيت زيتون 500مل", "purchased", DAY),
+            (4, 4, "عطر 002", "purchased", DAY),
+            (5, 5, "Coffee Gold 250G", "purchased", DAY),
+            (6, 6, None, "purchased", DAY),
+        ]
+    )
+
+
+def test_content_prefers_customers_with_matching_name_tokens() -> None:
+    log = name_log()
+    content = make_ranker("content", {"affinity_weight": 0.5}).fit(log)
+    activity = make_ranker("activity").fit(log)
+    got = content.rank([4, 2, 6], 3).to_frame()
+    assert got.loc[got["product_id"] == 4, "customer_id"].tolist() == [1, 2, 3]  # perfume buyer first
+    assert got.loc[got["product_id"] == 2, "customer_id"].tolist() == [5, 1, 3]  # other coffee buyer first
+    by_activity = activity.rank([6], 3).to_frame()
+    nameless = got[got["product_id"] == 6]
+    assert nameless["customer_id"].tolist() == by_activity["customer_id"].tolist() == [1, 2, 3]
+    np.testing.assert_allclose(nameless["score"], 0.5 * by_activity["score"])
+
+
+def test_tokenizer_handles_arabic_latin_digits_and_units() -> None:
+    names = [
+        "زيت زيتون 500مل", "Coffee 100G", "شامبو للأطفال ٤٠٠ مل", "قَهْوَة", "أرز", None, "Shampoo-Kids/400ml"
+    ]
+    parents, tokens = tokenize_names(names)
+    by_name = pd.Series(tokens).groupby(parents).agg(list).to_dict()
+    assert by_name[0] == ["زيت", "زيتون", "500", "مل"]
+    assert by_name[1] == ["coffee", "100", "g"]
+    assert by_name[2] == ["شامبو", "للاطفال", "400", "مل"]
+    assert by_name[3] == ["قهوة"]
+    assert by_name[4] == ["ارز"]
+    assert 5 not in by_name
+    assert by_name[6] == ["shampoo", "kids", "400", "ml"]
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_unseen_product_gets_global_order_flagged_cold(name: str) -> None:
+    log = random_log(n_rows=800, n_users=120, n_products=30, seed=2)
+    ranker = make_ranker(name, {"seed": 3}).fit(log)
+    recs = ranker.rank(np.array([5, 10_000, 7]), 10)
+    assert recs.cold_start.tolist() == [False, True, False]
+    cold = recs.to_frame().query("product_id == 10000")
+    assert len(cold) == 10
+    if name in ("activity", "content"):
+        eng = make_ranker("activity").fit(log).features_["engagement"]
+        assert cold["customer_id"].tolist() == eng.sort_values(ascending=False, kind="stable").index[:10].tolist()
+        np.testing.assert_allclose(cold["score"], eng.loc[cold["customer_id"]].to_numpy())
+    assert ranker.rank(["not-an-int"], 3).cold_start.tolist() == [True]
+
+
+def test_recency_ranks_most_recently_active_first() -> None:
+    log = frame(
+        [
+            ("a", 1, "x", "purchased", "2023-01-01"),
+            ("b", 1, "x", "cart", "2023-03-30"),
+            ("c", 2, "y", "view", "2023-03-31"),
+            ("d", 2, "y", "wishlist", None),
+            ("e", 3, "z", "purchased", "2023-02-01"),
+        ]
+    )
+    out = make_ranker("recency").fit(log).rank(["9"], 5).to_frame()
+    assert out["customer_id"].tolist() == ["c", "b", "e", "a", "d"]
+
+
+def test_random_is_seeded() -> None:
+    log = random_log(n_rows=600, n_users=100, n_products=20, seed=4)
+    a = make_ranker("random", {"seed": 1}).fit(log).rank(np.arange(20), 10).to_frame()
+    b = make_ranker("random", {"seed": 1}).fit(log).rank(np.arange(20), 10).to_frame()
+    c = make_ranker("random", {"seed": 2}).fit(log).rank(np.arange(20), 10).to_frame()
+    pd.testing.assert_frame_equal(a, b)
+    assert not a["customer_id"].equals(c["customer_id"])
+
+
+def test_undated_rows_count_for_exclusion() -> None:
+    log = frame([(1, 1, "a", "purchased", DAY), (2, 1, "a", "wishlist", None), (3, 2, "b", "cart", DAY)])
+    for name in BUILTIN:
+        out = make_ranker(name).fit(log).rank([1], 5).to_frame()
+        assert out["customer_id"].tolist() == [3], name
+
+
+def test_edge_requests() -> None:
+    log = random_log(n_rows=300, n_users=50, n_products=10, seed=9)
+    ranker = make_ranker("activity").fit(log)
+    empty = ranker.rank([], 10)
+    assert len(empty) == 0 and empty.offsets.tolist() == [0]
+    twice = ranker.rank([3, 3], 5)
+    assert np.array_equal(twice.customer_ids[:5], twice.customer_ids[5:])
+    assert ranker.rank([3], 0).sizes().tolist() == [0]
+
+
+def test_registry_and_protocol() -> None:
+    assert set(BUILTIN) <= set(available_rankers())
+    assert isinstance(make_ranker("activity"), Ranker)
+    with pytest.raises(ValueError, match="unknown ranker 'nope'.*available"):
+        make_ranker("nope")
+
+    class Fixed(ActivityRanker):
+        name = "fixed-test"
+
+    register_ranker("fixed-test", Fixed)
+    assert isinstance(make_ranker("fixed-test", {}), Fixed)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        make_ranker("content").rank([1], 3)
+
+
+def test_truncated_postings_keep_each_tokens_strongest_customers() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(10):
+        q = sp.random(300, 30, density=0.25, random_state=trial, format="csr")
+        q.data = np.round(q.data * 3, 1)  # many ties
+        priority = np.round(rng.random(300), 1)
+        cap = int(rng.integers(1, 40))
+        got = truncate_postings(q, priority, cap).tocsc()
+        full = q.tocsc()
+        for t in range(q.shape[1]):  # reference: sort each column by (-weight, -priority, row)
+            rows, vals = full.indices[full.indptr[t] : full.indptr[t + 1]], full.data[full.indptr[t] : full.indptr[t + 1]]
+            expected = sorted(zip(-vals, -priority[rows], rows))[:cap]
+            kept = got.indices[got.indptr[t] : got.indptr[t + 1]]
+            assert sorted(kept.tolist()) == sorted(r for _, _, r in expected)
