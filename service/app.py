@@ -1,0 +1,408 @@
+"""FastAPI app over the shared audience cache: tiny async handlers, JSON bytes built with orjson.
+
+Handlers declare pydantic response models (so /docs and /openapi.json are exact) but return ready
+JSON bytes: FastAPI skips re-validation of a returned Response, and orjson turns a few dicts into
+bytes in microseconds. No pandas on the request path; every request reads one cache Snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import re
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator, Sequence
+from copy import deepcopy
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.schemas import (
+    DEFAULT_N,
+    MAX_SAMPLE,
+    BatchRequest,
+    BatchResponse,
+    ErrorResponse,
+    HealthResponse,
+    RecommendResponse,
+    ReloadErrorInfo,
+    SampleResponse,
+    summarize_manifest,
+)
+from service.settings import ServiceSettings
+from service.state import CacheHolder, CacheLoadError, Snapshot
+
+logger = logging.getLogger("recsys.service")
+
+_INT_ID = re.compile(r"[+-]?[0-9]{1,64}")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorResponse, "description": "Client error (bad id, n, body)"},
+}
+_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS, 415: {"model": ErrorResponse, "description": "Body not sent as application/json"},
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------------
+
+
+def json_response(payload: Any, status_code: int = 200) -> Response:
+    """Serialize `payload` with orjson (numpy-aware) into a JSON Response."""
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code,
+                    media_type="application/json")
+
+
+def client_error(loc: Sequence[str | int], msg: str, kind: str = "value_error") -> HTTPException:
+    """A 422 whose body has FastAPI's validation-error shape: {"detail": [{"loc", "msg", "type"}]}."""
+    return HTTPException(status_code=422, detail=[{"loc": list(loc), "msg": msg, "type": kind}])
+
+
+def parse_product_id(raw: Any, snapshot: Snapshot, loc: Sequence[str | int]) -> int | str:
+    """Coerce a client-supplied id to the cache's id kind, or raise a 422 that says what was expected."""
+    if snapshot.id_kind == "int":
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, str) and _INT_ID.fullmatch(raw.strip()):
+            value = int(raw.strip())
+        else:
+            raise client_error(loc, f"product ids in this cache are integers; got {raw!r}", "int_parsing")
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise client_error(loc, f"product id {value} is outside the signed 64-bit integer range", "int_range")
+        return value
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise client_error(loc, f"product ids in this cache are strings; got {raw!r}", "string_type")
+    return str(raw)
+
+
+def resolve_n(n: int | None, snapshot: Snapshot, loc: Sequence[str | int]) -> int:
+    """The requested depth, defaulting to min(DEFAULT_N, N); 422 when outside 1..N."""
+    if n is None:
+        return min(DEFAULT_N, snapshot.n)
+    if not 1 <= n <= snapshot.n:
+        raise client_error(loc, f"n must be between 1 and {snapshot.n} (the cache depth N); got {n}", "less_than_equal")
+    return n
+
+
+def audience(snapshot: Snapshot, product_id: int | str, n: int) -> dict[str, Any]:
+    """The response dict for one product: top-n customers with score and rank, plus the cold-start flag."""
+    customers, scores, cold_start = snapshot.lookup.top(product_id, n)
+    recs = [
+        {"customer_id": c, "score": s, "rank": r}
+        for r, (c, s) in enumerate(zip(customers.tolist(), scores.tolist()), start=1)
+    ]
+    return {"product_id": product_id, "recommendations": recs, "count": len(recs),
+            "cold_start": bool(cold_start), "model": snapshot.version}
+
+
+def batch_response(snapshot: Snapshot, product_ids: list[int | str], n: int) -> Response:
+    """The /recommend/batch body, serialized item by item (peak memory: one item's dicts, not 1000)."""
+    items = b",".join(orjson.dumps(audience(snapshot, pid, n)) for pid in product_ids)
+    tail = orjson.dumps({"count": len(product_ids), "model": snapshot.version})
+    return Response(b'{"items":[' + items + b"]," + tail[1:], media_type="application/json")
+
+
+def sample_products(snapshot: Snapshot, n: int, seed: int) -> list[Any]:
+    """Up to n distinct known product ids, drawn reproducibly from `seed`."""
+    ids = snapshot.lookup.product_ids()
+    size = min(n, len(ids))
+    if size == 0:
+        return []
+    picks = np.random.default_rng(seed).choice(len(ids), size=size, replace=False)
+    return np.asarray(ids)[picks].tolist()
+
+
+def health_payload(holder: CacheHolder, started: float) -> dict[str, Any]:
+    """The /health body for the holder's current state."""
+    snap = holder.snapshot
+    error = holder.last_error
+    summary = summarize_manifest(snap.manifest, snap.version, snap.n, snap.id_kind, snap.customer_id_kind,
+                                 snap.product_count)
+    body = HealthResponse(
+        status="degraded" if error else "ok",
+        ready=True,
+        pid=os.getpid(),
+        cache_dir=str(holder.cache_dir),
+        cache=summary,
+        loaded_at=snap.loaded_at,
+        uptime_s=round(time.monotonic() - started, 3),
+        reloads=holder.reloads,
+        reload_failures=holder.reload_failures,
+        last_reload_error=None if error is None else ReloadErrorInfo(at=error.at, message=error.message),
+    )
+    return body.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dependencies (async: sync dependencies would each cost a thread-pool hop)
+# ---------------------------------------------------------------------------------------------------
+
+
+async def get_holder(request: Request) -> CacheHolder:
+    """The app's CacheHolder."""
+    return request.app.state.holder
+
+
+async def get_snapshot(holder: Annotated[CacheHolder, Depends(get_holder)]) -> Snapshot:
+    """The cache version this request uses from start to end (read once)."""
+    return holder.snapshot
+
+
+def current_snapshot(request: Request) -> Snapshot:
+    """The serving snapshot, read once: the hot path's plain-call twin of `get_snapshot`.
+
+    GET /recommend reads it directly because FastAPI's resolution of the two nested dependencies costs
+    ~20 µs per request, about a fifth of the handler's in-process CPU (see loadtest/README.md).
+    """
+    return request.app.state.holder.snapshot
+
+
+HolderDep = Annotated[CacheHolder, Depends(get_holder)]
+SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
+ProductIdPath = Annotated[
+    str,
+    Path(description="Product id, typed as in the data (see /health cache.id_kind).",
+         json_schema_extra={"x-recsys-id": "product"}),
+]
+NQuery = Annotated[
+    int | None,
+    Query(ge=1, description=f"Customers to return, 1 ≤ n ≤ cache N; default min({DEFAULT_N}, N).",
+          json_schema_extra={"x-recsys-max": "n"}),
+]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Routes
+# ---------------------------------------------------------------------------------------------------
+
+
+def add_routes(app: FastAPI) -> None:
+    """Register the endpoints on `app`."""
+
+    @app.get("/health", response_model=HealthResponse, tags=["ops"],
+             summary="Liveness, readiness and the serving cache")
+    async def health(holder: HolderDep) -> Response:
+        """Always 200 while serving; `status` is 'degraded' when the last reload failed (old version serving)."""
+        return json_response(health_payload(holder, app.state.started))
+
+    @app.post("/recommend/batch", response_model=BatchResponse, responses=_BODY_ERRORS, tags=["recommend"],
+              summary="Top-n audiences for up to 1000 products")
+    async def recommend_batch(body: BatchRequest, snapshot: SnapshotDep) -> Response:
+        """One item per requested product, in request order, all answered by the same cache version."""
+        k = resolve_n(body.n, snapshot, ("body", "n"))
+        ids = [parse_product_id(raw, snapshot, ("body", "product_ids", i)) for i, raw in enumerate(body.product_ids)]
+        return batch_response(snapshot, ids, k)
+
+    @app.get("/recommend/{product_id}", response_model=RecommendResponse, responses=_ERRORS, tags=["recommend"],
+             summary="Top-n audience for one product")
+    async def recommend(product_id: ProductIdPath, request: Request, n: NQuery = None) -> Response:
+        """Unknown products get the global fallback ranking with `cold_start: true`."""
+        snapshot = current_snapshot(request)
+        pid = parse_product_id(product_id, snapshot, ("path", "product_id"))
+        k = resolve_n(n, snapshot, ("query", "n"))
+        return json_response(audience(snapshot, pid, k))
+
+    @app.get("/products/sample", response_model=SampleResponse, responses=_ERRORS, tags=["products"],
+             summary="Random known product ids")
+    async def products_sample(
+        snapshot: SnapshotDep,
+        n: Annotated[int, Query(ge=1, le=MAX_SAMPLE, description="How many ids (fewer if the cache has fewer).")] = 10,
+        seed: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="Seed for a reproducible sample.")] = None,
+    ) -> Response:
+        """Distinct product ids the cache knows; without `seed` a fresh one is drawn and returned."""
+        used = secrets.randbits(32) if seed is None else seed
+        ids = sample_products(snapshot, n, used)
+        return json_response({"product_ids": ids, "count": len(ids), "seed": used, "model": snapshot.version})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors: 4xx with clear messages, never a stack trace
+# ---------------------------------------------------------------------------------------------------
+
+
+def _error_item(error: dict[str, Any]) -> dict[str, Any]:
+    """One pydantic/FastAPI error as {loc, msg, type}; JSON decode errors keep the parser's reason."""
+    msg = str(error.get("msg", "invalid input"))
+    reason = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "json_invalid" and reason:
+        msg = f"{msg}: {reason}"
+    return {"loc": list(error.get("loc", ())), "msg": msg, "type": str(error.get("type", "value_error"))}
+
+
+def _is_json_request(request: Request) -> bool:
+    """True when the request declares a JSON body."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """422 with located messages (FastAPI's shape without echoing the input); 415 for non-JSON bodies."""
+    errors = exc.errors()
+    body_error = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in errors)
+    if body_error and request.method == "POST" and not _is_json_request(request):
+        return json_response({"detail": "the request body must be JSON: send it with Content-Type: application/json"},
+                             status_code=415)
+    return json_response({"detail": [_error_item(e) for e in errors]}, status_code=422)
+
+
+async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """Client errors raised by handlers or routing (404, 405, 422 ...), as {"detail": ...}."""
+    response = json_response({"detail": exc.detail}, status_code=exc.status_code)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def on_server_error(request: Request, exc: Exception) -> Response:
+    """Log a real server fault with its traceback; the client gets a generic message only."""
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return json_response({"detail": "internal server error"}, status_code=500)
+
+
+# ---------------------------------------------------------------------------------------------------
+# OpenAPI: narrow id types and n's maximum to the cache actually loaded
+# ---------------------------------------------------------------------------------------------------
+
+
+def _narrow(node: Any, kinds: dict[str, str], n_max: int) -> None:
+    """Rewrite `x-recsys-*` marked schema nodes in place: ids -> integer/string, n -> maximum N."""
+    if isinstance(node, dict):
+        kind = kinds.get(node.get("x-recsys-id", ""))
+        if kind:
+            node.pop("anyOf", None)
+            node["type"] = "integer" if kind == "int" else "string"
+        if node.get("x-recsys-max") == "n":
+            target = next((s for s in node.get("anyOf", []) if s.get("type") == "integer"), node)
+            target["maximum"] = n_max
+        for value in node.values():
+            _narrow(value, kinds, n_max)
+    elif isinstance(node, list):
+        for value in node:
+            _narrow(value, kinds, n_max)
+
+
+def openapi_schema(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with id types and n bounds of the serving cache (cached per cache shape)."""
+    if app.openapi_schema is None:
+        app.openapi_schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                         routes=app.routes)
+    holder: CacheHolder = app.state.holder
+    if not holder.loaded:
+        return app.openapi_schema
+    snap = holder.snapshot
+    key = (snap.id_kind, snap.customer_id_kind, snap.n)
+    cached = app.state.openapi_by_shape.get(key)
+    if cached is None:
+        cached = deepcopy(app.openapi_schema)
+        _narrow(cached, {"product": snap.id_kind, "customer": snap.customer_id_kind}, snap.n)
+        app.state.openapi_by_shape[key] = cached
+    return cached
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lifespan: load once, poll for new versions, SIGHUP = check now
+# ---------------------------------------------------------------------------------------------------
+
+
+def check_logged(holder: CacheHolder, force: bool = False) -> None:
+    """Run one update check; an unexpected error is logged, never raised (the old version keeps serving)."""
+    try:
+        holder.check_for_update(force=force)
+    except Exception:
+        logger.exception("cache update check failed")
+
+
+async def poll_for_updates(holder: CacheHolder, interval_s: float) -> None:
+    """Every `interval_s`, stat manifest.json and swap in a new version if it changed."""
+    while True:
+        await asyncio.sleep(interval_s)
+        await asyncio.to_thread(check_logged, holder)
+
+
+def _install_sighup(holder: CacheHolder) -> bool:
+    """Make SIGHUP force an immediate reload attempt (main-thread event loops on POSIX only)."""
+    if not hasattr(signal, "SIGHUP"):
+        return False
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, check_logged, holder, True))
+    except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (e.g. TestClient)
+        return False
+    return True
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the cache once (failing start-up with a clear message), then watch it for new versions."""
+    holder: CacheHolder = app.state.holder
+    settings: ServiceSettings = app.state.settings
+    if not holder.loaded:
+        try:
+            await asyncio.to_thread(holder.load)
+        except CacheLoadError as exc:
+            logger.error("start-up failed: %s", exc)
+            raise
+    gc.collect()
+    gc.freeze()  # start-up objects leave the collector's view: fewer/shorter GC pauses on the request path
+    app.state.started = time.monotonic()
+    interval = settings.reload_interval_s
+    poller = asyncio.create_task(poll_for_updates(holder, interval)) if interval > 0 else None
+    sighup = _install_sighup(holder)
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        if sighup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Factory
+# ---------------------------------------------------------------------------------------------------
+
+
+def create_app(settings: ServiceSettings | None = None, holder: CacheHolder | None = None) -> FastAPI:
+    """Build the app (uvicorn factory: `service.app:create_app`); the cache opens in the lifespan."""
+    settings = settings or ServiceSettings()
+    app = FastAPI(
+        title="recsys audience service",
+        version="1.0.0",
+        description="Which N customers to target for a product, served from the precomputed audience cache.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.holder = holder or CacheHolder(settings.cache_dir)
+    app.state.started = time.monotonic()
+    app.state.openapi_by_shape = {}
+    app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
+    app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, on_http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, on_server_error)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type"],
+        )
+    add_routes(app)
+    return app

@@ -1,0 +1,100 @@
+"""Run the service under uvicorn with ServiceSettings: `python -m service` or `service.main.run(settings)`."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.supervisors import Multiprocess
+
+from service.settings import ServiceSettings
+from service.state import CacheLoadError, open_snapshot
+
+logger = logging.getLogger("recsys.service")
+
+EXIT_BAD_CONFIG = 2
+EXIT_NO_CACHE = 3
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging config plus the `recsys` loggers on the same handler (applied in every worker)."""
+    cfg = copy.deepcopy(LOGGING_CONFIG)
+    cfg["loggers"]["recsys"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return cfg
+
+
+def preflight(settings: ServiceSettings) -> None:
+    """Open the cache once before uvicorn starts so a missing/corrupt cache fails fast with one clear line."""
+    snapshot = open_snapshot(settings.cache_dir)
+    logger.info("cache %s OK at %s (%d products, N=%d)", snapshot.version, settings.cache_dir,
+                snapshot.product_count, snapshot.n)
+
+
+def uvicorn_config(settings: ServiceSettings) -> uvicorn.Config:
+    """The uvicorn Config for these settings (the app is built by the `service.app:create_app` factory)."""
+    return uvicorn.Config(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        log_config=log_config(settings.log_level),
+        access_log=settings.access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def run(settings: ServiceSettings | None = None) -> int:
+    """Serve until stopped; return a process exit code (0 after a clean shutdown, 3 if the cache cannot load).
+
+    With workers > 1 each worker process rebuilds the same settings from RECSYS_* variables (exported
+    here) and memory-maps the same cache files, so the OS page cache holds one copy for all of them.
+    """
+    settings = settings or ServiceSettings()
+    config = uvicorn_config(settings)  # also configures logging
+    try:
+        preflight(settings)
+    except CacheLoadError as exc:
+        print(f"recsys service: {exc}", file=sys.stderr)
+        return EXIT_NO_CACHE
+    os.environ.update(settings.to_env())
+    server = uvicorn.Server(config)
+    try:
+        if settings.workers > 1:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            return 0
+        server.run()
+    except KeyboardInterrupt:
+        return 0
+    return 0 if server.started else EXIT_NO_CACHE
+
+
+def usage() -> str:
+    """`python -m service --help`: the RECSYS_* variables the service reads, with defaults."""
+    lines = ["usage: python -m service   (configured by environment variables)", ""]
+    for name, field in ServiceSettings.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        lines.append(f"  RECSYS_{name.upper():<26} default {default!s:<40} {field.description or ''}".rstrip())
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for `python -m service`: settings from the environment, clear message on bad config."""
+    args = sys.argv[1:] if argv is None else argv
+    if args:
+        print(usage(), file=sys.stdout if args[0] in {"-h", "--help"} else sys.stderr)
+        return 0 if args[0] in {"-h", "--help"} else EXIT_BAD_CONFIG
+    try:
+        settings = ServiceSettings()
+    except ValidationError as exc:
+        print(f"recsys service: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return run(settings)

@@ -1,0 +1,148 @@
+"""Request and response models: they define /openapi.json (responses themselves are built as JSON bytes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+
+
+def _int_or_str(value: Any) -> Any:
+    """Accept only JSON integers and strings as ids (no floats, booleans, nulls, objects)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"product ids must be JSON integers or strings, got {type(value).__name__} {value!r}")
+    return value
+
+
+MAX_BATCH = 1000
+MAX_SAMPLE = 1000
+DEFAULT_N = 10
+
+# Product / customer ids are ints or strings depending on the data; the `x-recsys-id` marker lets the
+# OpenAPI builder narrow the schema to the loaded cache's actual kind (see service.app.openapi_schema).
+ProductId = Annotated[int | str, Field(json_schema_extra={"x-recsys-id": "product"})]
+CustomerId = Annotated[int | str, Field(json_schema_extra={"x-recsys-id": "customer"})]
+RequestedId = Annotated[int | str, BeforeValidator(_int_or_str), Field(json_schema_extra={"x-recsys-id": "product"})]
+
+
+class Recommendation(BaseModel):
+    """One targeted customer."""
+
+    customer_id: CustomerId
+    score: float = Field(description="Ranker score; non-increasing with rank.")
+    rank: int = Field(ge=1, description="1-based position in the audience.")
+
+
+class RecommendResponse(BaseModel):
+    """The top-n audience for one product."""
+
+    product_id: ProductId
+    recommendations: list[Recommendation]
+    count: int = Field(ge=0, description="Number of recommendations returned (can be < n for sparse data).")
+    cold_start: bool = Field(
+        description="True when the product is unknown to the cache and the global fallback is served."
+    )
+    model: str = Field(description="Cache version that produced this answer.")
+
+
+class BatchRequest(BaseModel):
+    """Several products at once; ids as the cache types them (numeric strings are accepted for int ids)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    product_ids: list[RequestedId] = Field(
+        min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} product ids."
+    )
+    n: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description=f"Customers per product, 1 ≤ n ≤ cache N; default min({DEFAULT_N}, N).",
+        json_schema_extra={"x-recsys-max": "n"},
+    )
+
+
+class BatchResponse(BaseModel):
+    """One item per requested product, in request order, all from the same cache version."""
+
+    items: list[RecommendResponse]
+    count: int
+    model: str
+
+
+class SampleResponse(BaseModel):
+    """Random known product ids (handy for smoke tests and load tests)."""
+
+    product_ids: list[ProductId]
+    count: int
+    seed: int = Field(description="Seed used; pass it back to get the same sample from the same cache version.")
+    model: str
+
+
+class ManifestSummary(BaseModel):
+    """What the serving cache is."""
+
+    version: str
+    ranker: str | None
+    created_at: str | None
+    products: int
+    n: int = Field(description="Cache depth N: the largest n a request may ask for.")
+    id_kind: Literal["int", "str"]
+    customer_id_kind: Literal["int", "str"]
+    data_fingerprint: str | None
+
+
+class ReloadErrorInfo(BaseModel):
+    """The last failed reload (the previous version kept serving)."""
+
+    at: datetime
+    message: str
+
+
+class HealthResponse(BaseModel):
+    """Liveness/readiness and the serving cache."""
+
+    status: Literal["ok", "degraded"] = Field(
+        description="'degraded' = the last reload failed; the previous version still serves."
+    )
+    ready: bool
+    pid: int
+    cache_dir: str
+    cache: ManifestSummary
+    loaded_at: datetime
+    uptime_s: float
+    reloads: int
+    reload_failures: int
+    last_reload_error: ReloadErrorInfo | None
+
+
+class ErrorItem(BaseModel):
+    """One client error, in FastAPI's validation-error shape."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body: `detail` is a message or a list of located errors."""
+
+    detail: str | list[ErrorItem]
+
+
+def summarize_manifest(manifest: dict[str, Any], version: str, n: int, id_kind: str, customer_id_kind: str,
+                       products: int) -> ManifestSummary:
+    """Pick the fields /health shows from a cache manifest (missing keys become null, never an error)."""
+    ranker = manifest.get("ranker")
+    fingerprint = manifest.get("fingerprint")
+    if isinstance(fingerprint, dict):  # {"algorithm": ..., "value": ...} as written by recsys.cache
+        fingerprint = fingerprint.get("value")
+    created = manifest.get("created_at")
+    return ManifestSummary(
+        version=version,
+        ranker=None if ranker is None else str(ranker),
+        created_at=None if created is None else str(created),
+        products=products,
+        n=n,
+        id_kind=id_kind,  # type: ignore[arg-type]
+        customer_id_kind=customer_id_kind,  # type: ignore[arg-type]
+        data_fingerprint=None if fingerprint is None else str(fingerprint),
+    )

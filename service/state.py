@@ -1,0 +1,193 @@
+"""The loaded cache and its hot reload: one immutable snapshot, swapped atomically when manifest.json changes.
+
+Reload policy (documented choice): every worker polls ``os.stat(manifest.json)`` every
+``reload_interval_s`` seconds (default 2 s; one syscall, no coordination between workers) and, when
+the file's identity (inode, mtime, size) changes, opens the new version in a thread and swaps one
+attribute. Cache writers write the new ``lookup-<version>/`` first and then atomically replace
+``manifest.json``, so a changed manifest always points at complete arrays. A request reads the
+snapshot once and uses only that object, so in-flight requests finish on the version they started
+with; the old arrays stay mapped (even if a writer prunes their directory: unlinked files live on
+while mapped) until the last reference goes. SIGHUP forces an immediate reload attempt in a
+single-process server (with several workers uvicorn's supervisor handles SIGHUP itself as a rolling
+restart, which also picks the new version up). A failed reload keeps the old snapshot serving and is
+recorded for /health; it is retried when the manifest changes again or on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from recsys.lookup import BUILD_HINT, AudienceLookup
+
+logger = logging.getLogger("recsys.service")
+
+MANIFEST_NAME = "manifest.json"
+Signature = tuple[int, int, int]
+Opener = Callable[[Path], Any]
+
+
+class CacheLoadError(RuntimeError):
+    """The cache directory could not be opened; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One loaded cache version: everything a request needs, never mutated after creation."""
+
+    lookup: AudienceLookup
+    version: str
+    n: int
+    id_kind: str
+    customer_id_kind: str
+    product_count: int
+    manifest: dict[str, Any]
+    loaded_at: datetime
+    signature: Signature | None
+
+
+@dataclass(frozen=True)
+class ReloadError:
+    """The most recent failed reload attempt (shown in /health until a later reload succeeds)."""
+
+    at: datetime
+    message: str
+
+
+def manifest_signature(cache_dir: Path) -> Signature | None:
+    """Identity of manifest.json (inode, mtime ns, size), or None when it does not exist."""
+    try:
+        st = os.stat(cache_dir / MANIFEST_NAME)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def version_of(manifest: dict[str, Any]) -> str:
+    """The cache version string: manifest `version`, else the suffix of `lookup_dir`."""
+    version = manifest.get("version")
+    if version:
+        return str(version)
+    lookup_dir = str(manifest.get("lookup_dir") or "")
+    return lookup_dir.removeprefix("lookup-") or "unknown"
+
+
+def _customer_kind(manifest: dict[str, Any]) -> str:
+    """'int' or 'str' for customer ids, as the manifest's `id_kinds` says (unknown -> 'str', the general case)."""
+    kinds = manifest.get("id_kinds")
+    kind = kinds.get("customer_id") if isinstance(kinds, dict) else None
+    return kind if kind in {"int", "str"} else "str"
+
+
+def open_snapshot(cache_dir: Path, opener: Opener = AudienceLookup.open) -> Snapshot:
+    """Open the cache at `cache_dir` as a Snapshot; any failure becomes a CacheLoadError with a hint."""
+    signature = manifest_signature(cache_dir)
+    if signature is None:
+        raise CacheLoadError(
+            f"no cache at {cache_dir}: {MANIFEST_NAME} is missing; {BUILD_HINT}, "
+            "or point RECSYS_CACHE_DIR at an existing cache directory"
+        )
+    try:
+        lookup = opener(cache_dir)
+        manifest = dict(lookup.manifest)
+        snapshot = Snapshot(
+            lookup=lookup,
+            version=version_of(manifest),
+            n=int(lookup.n),
+            id_kind=str(lookup.id_kind),
+            customer_id_kind=_customer_kind(manifest),
+            product_count=int(len(lookup.product_ids())),
+            manifest=manifest,
+            loaded_at=datetime.now(UTC),
+            signature=signature,
+        )
+    except Exception as exc:  # the cache module owns the specific errors; all mean "not loadable"
+        raise CacheLoadError(f"cache at {cache_dir} could not be opened: {type(exc).__name__}: {exc}") from exc
+    if snapshot.id_kind not in {"int", "str"}:
+        raise CacheLoadError(
+            f"cache at {cache_dir} has unsupported id_kind {snapshot.id_kind!r} (expected 'int' or 'str')"
+        )
+    if snapshot.n < 1:
+        raise CacheLoadError(f"cache at {cache_dir} has depth N={snapshot.n}; rebuild it with N >= 1")
+    return snapshot
+
+
+class CacheHolder:
+    """Holds the current Snapshot and swaps it when the cache directory's manifest changes."""
+
+    def __init__(self, cache_dir: Path, opener: Opener = AudienceLookup.open) -> None:
+        """Remember where the cache lives; nothing is opened until `load()`."""
+        self.cache_dir = Path(cache_dir)
+        self._opener = opener
+        self._snapshot: Snapshot | None = None
+        self._lock = threading.Lock()
+        self._seen_signature: Signature | None = None
+        self.last_error: ReloadError | None = None
+        self.reloads = 0
+        self.reload_failures = 0
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The version serving right now (read once per request)."""
+        if self._snapshot is None:
+            raise RuntimeError("cache not loaded: CacheHolder.load() must run at start-up")
+        return self._snapshot
+
+    @property
+    def loaded(self) -> bool:
+        """True once a cache version is serving."""
+        return self._snapshot is not None
+
+    def load(self) -> Snapshot:
+        """Open the cache for the first time; raises CacheLoadError (start-up must fail loudly)."""
+        with self._lock:
+            snapshot = open_snapshot(self.cache_dir, self._opener)
+            self._snapshot = snapshot
+            self._seen_signature = snapshot.signature
+        logger.info("cache %s loaded from %s (%d products, N=%d)", snapshot.version, self.cache_dir,
+                    snapshot.product_count, snapshot.n)
+        return snapshot
+
+    def check_for_update(self, force: bool = False) -> bool:
+        """Swap in a new cache version if manifest.json changed (or `force`); True when a new version went live.
+
+        A failure keeps the current version, records `last_error` and is not retried until the
+        manifest changes again (no log spam every poll) or a forced check (SIGHUP) asks for it.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False  # another check (poll or SIGHUP) is already running
+        try:
+            signature = manifest_signature(self.cache_dir)
+            if signature == self._seen_signature and not force:
+                return False
+            self._seen_signature = signature
+            return self._try_swap()
+        finally:
+            self._lock.release()
+
+    def _try_swap(self) -> bool:
+        """Open the changed cache and make it current; on failure keep the old one and record why."""
+        current = self._snapshot
+        try:
+            candidate = open_snapshot(self.cache_dir, self._opener)
+        except CacheLoadError as exc:
+            self.reload_failures += 1
+            self.last_error = ReloadError(at=datetime.now(UTC), message=str(exc))
+            logger.error("cache reload failed, still serving version %s: %s",
+                         current.version if current else "none", exc)
+            return False
+        self.last_error = None
+        if current is not None and candidate.version == current.version:
+            self._snapshot = candidate  # same version re-written: refresh mapping, nothing new to announce
+            return False
+        self._snapshot = candidate
+        self.reloads += 1
+        logger.info("cache reloaded: %s -> %s (%d products, N=%d)",
+                    current.version if current else "none", candidate.version, candidate.product_count, candidate.n)
+        return True
