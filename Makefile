@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export OPENBLAS_NUM_THREADS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup run test test-fast kernel clean-data help
+.PHONY: setup run test test-fast dashboard serve help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,8 +24,15 @@ setup: $(STAMP)  ## create .venv with the pinned environment
 run: setup  ## set up and run the whole research pipeline (dvc repro) on the default data
 	dvc repro
 
-test: setup  ## set up and run the whole test suite
+test: setup  ## set up and run the whole test suite (installs Debian chromium for the browser test)
+	bash scripts/ensure_chromium.sh
 	$(BIN)/pytest -q
+
+dashboard: setup  ## serve the Voilà dashboard on http://127.0.0.1:8866/ (after `make run`)
+	$(BIN)/recsys dashboard
+
+serve: setup  ## serve the HTTP API on http://127.0.0.1:8000/ (after `make run`)
+	$(BIN)/recsys serve
 
 test-fast: setup  ## unit tests only (no notebooks, servers or browser)
 	$(BIN)/pytest -q -m "not notebooks and not server and not browser"

@@ -64,7 +64,9 @@ def _serve(args: argparse.Namespace) -> dict[str, Any]:
     """Run the HTTP service (uvicorn) over the cache."""
     from service.main import run
 
-    run()
+    code = run()
+    if code:
+        raise SystemExit(code)
     return {}
 
 
@@ -83,12 +85,20 @@ def _notebook(args: argparse.Namespace) -> dict[str, Any]:
     return run_notebook(args.name, params)
 
 
+def _dashboard(args: argparse.Namespace) -> dict[str, Any]:
+    """Serve the Voilà dashboard on 127.0.0.1 (replaces this process)."""
+    from recsys.dashboard import serve
+
+    serve(args.port)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "generate": ("write the synthetic default log (case-study CSV format)", _generate),
     "prepare": ("read a raw log into the canonical Parquet, quarantining bad rows", _prepare),
     "profile": ("print the profile statistics vs the published profile", _profile),
     "build-cache": ("build the top-N audience cache for every product", _build_cache),
     "notebook": ("execute a pipeline notebook (papermill, kernel 'recsys') into reports/ + HTML", _notebook),
+    "dashboard": ("serve the Voilà dashboard on 127.0.0.1 (default port 8866)", _dashboard),
     "serve": ("run the HTTP service over the cache (settings from RECSYS_* env vars)", _serve),
 }
 
@@ -113,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "notebook":
             p.add_argument("name", help="explore | cf_proof | cache | evaluate")
             p.add_argument("-p", "--param", action="append", help="notebook parameter key=value (YAML value)")
+        if name == "dashboard":
+            p.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866)")
         if name == "profile":
             p.add_argument("--scale", type=float, default=1.0, help="scale the published counts by this factor")
     return parser
