@@ -92,12 +92,20 @@ def _dashboard(args: argparse.Namespace) -> dict[str, Any]:
     serve(args.port)
 
 
+def _summary(args: argparse.Namespace) -> dict[str, Any]:
+    """Write reports/summary.md from the pipeline's metrics."""
+    from recsys.reporting import write_summary
+
+    return {"summary": str(write_summary())}
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "generate": ("write the synthetic default log (case-study CSV format)", _generate),
     "prepare": ("read a raw log into the canonical Parquet, quarantining bad rows", _prepare),
     "profile": ("print the profile statistics vs the published profile", _profile),
     "build-cache": ("build the top-N audience cache for every product", _build_cache),
     "notebook": ("execute a pipeline notebook (papermill, kernel 'recsys') into reports/ + HTML", _notebook),
+    "summary": ("write reports/summary.md from the pipeline's metrics", _summary),
     "dashboard": ("serve the Voilà dashboard on 127.0.0.1 (default port 8866)", _dashboard),
     "serve": ("run the HTTP service over the cache (settings from RECSYS_* env vars)", _serve),
 }

@@ -868,7 +868,12 @@ def _walk_metrics(node: Any, model: str | None, path: tuple[str, ...], out: list
 def headline_table(doc: Mapping[str, Any]) -> pd.DataFrame:
     """Per model and metric: value and CI bounds (nan when absent), from any reasonable evaluate.json layout."""
     rows: list[tuple[str, str, str, float]] = []
-    _walk_metrics(dict(doc), None, (), rows)
+    doc = dict(doc)
+    if isinstance(doc.get("models"), Mapping):
+        # the evaluate stage's layout: headline = the main split's models and references only,
+        # never the backtest, new-product or diagnostic sections that repeat the same keys
+        doc = {"models": doc["models"], "references": doc.get("references") or {}}
+    _walk_metrics(doc, None, (), rows)
     columns = ["model", "metric", "value", "ci_low", "ci_high"]
     if not rows:
         return pd.DataFrame({c: [] for c in columns})

@@ -15,6 +15,11 @@ log = logging.getLogger(__name__)
 NOTEBOOKS: tuple[str, ...] = ("explore", "cf_proof", "cache", "evaluate")
 
 
+def setup_logging(level: int = logging.INFO) -> None:
+    """Send recsys log messages (progress of long steps) to stderr inside a notebook kernel."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
     """Write a metrics/summary JSON file (sorted keys, UTF-8, trailing newline)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -426,3 +426,15 @@ def test_notebook_is_committed_without_outputs() -> None:
     assert code and all(c.execution_count is None and c.outputs == [] for c in code)
     assert nb.metadata["kernelspec"]["name"] == "python3"
     assert "DashboardData.load()" in code[0].source
+
+
+def test_headline_reads_the_main_split_not_the_backtest() -> None:
+    from recsys.dashboard import headline_table
+
+    doc = {
+        "models": {"als": {"precision@10": 0.5, "precision@10_ci_low": 0.4, "precision@10_ci_high": 0.6}},
+        "references": {"oracle": {"precision@10": 0.9}},
+        "backtest": {"q0.6": {"models": {"als": {"precision@10": 0.1}}}},
+    }
+    table = headline_table(doc).set_index("model")
+    assert table.loc["als", "value"] == 0.5 and table.loc["als", "ci_low"] == 0.4 and table.loc["oracle", "value"] == 0.9

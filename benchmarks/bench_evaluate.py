@@ -1,0 +1,134 @@
+"""Benchmark the full evaluation (recsys.evaluate.run_evaluation); writes reports/benchmarks/evaluate.json.
+
+Target at scale 1.0: ALS 50x50 + scoring every evaluated product + every baseline + bootstrap + the
+3-cutoff backtest in <= 300 s on 2 cores. Records wall time per phase, per model (summed over
+cutoffs), peak RSS, and the machine's load average before/after (other jobs on a shared machine
+inflate the times; the JSON says so instead of hiding it).
+
+    nice -n 10 .venv/bin/python benchmarks/bench_evaluate.py                # data/prepared (or generate scale 1.0)
+    nice -n 10 .venv/bin/python benchmarks/bench_evaluate.py --scale 0.1 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+TARGET_SECONDS: dict[str, float] = {"1.0": 300.0}
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def load_data(input_path: Path | None, scale: float, seed: int) -> tuple[Any, str]:
+    """The prepared table: the given file, data/prepared at scale 1.0, else a generated synthetic log."""
+    from recsys import config
+    from recsys.contract import PRESETS, load_prepared
+
+    candidate = input_path or (config.PREPARED_PARQUET if scale == 1.0 else None)
+    if candidate is not None and Path(candidate).is_file():
+        return load_prepared(Path(candidate)), str(candidate)
+    from recsys.prepare import prepare
+    from recsys.synthetic import generate
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
+    generate(tmp / "raw.csv", scale=scale, seed=seed)
+    prepare(tmp / "raw.csv", tmp / "interactions.parquet", PRESETS["case_study"])
+    return load_prepared(tmp / "interactions.parquet"), f"synthetic scale {scale} seed {seed} (generated)"
+
+
+def summarise_phases(timings: dict[str, float]) -> dict[str, Any]:
+    """Group the evaluation's phase timings: per cutoff, per model (fit + rank), and overall kinds."""
+    by_cutoff: dict[str, float] = defaultdict(float)
+    by_model: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    by_kind: dict[str, float] = defaultdict(float)
+    for name, sec in timings.items():
+        parts = name.split("/")
+        if parts[0].startswith("q"):
+            by_cutoff[parts[0]] += sec
+            kind = "/".join(p for p in parts[1:] if p in {"split", "fit", "rank", "metrics", "references", "new"})
+            by_kind[kind] += sec
+            if parts[-2] in {"fit", "rank"}:
+                by_model[parts[-1]][("new_" if "new" in parts else "") + parts[-2]] += sec
+        else:
+            by_kind[name] += sec
+    r = lambda d: {k: round(v, 2) for k, v in d.items()}  # noqa: E731
+    return {"by_cutoff": r(by_cutoff), "by_kind": r(by_kind), "by_model": {m: r(v) for m, v in by_model.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write its JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, help="prepared Parquet (default: data/prepared at scale 1.0)")
+    parser.add_argument("--scale", type=float, default=1.0, help="synthetic scale when no input file exists")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output", type=Path, help="JSON path (default reports/benchmarks/evaluate.json)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--eval-output", type=Path, help="keep the evaluation outputs here (default: a temp dir)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+    from recsys import config
+    from recsys.evaluate import run_evaluation
+
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    df, source = load_data(args.input, args.scale, args.seed)
+    load_s = time.perf_counter() - t0
+    params = config.load_params("evaluate")
+    with tempfile.TemporaryDirectory(prefix="bench-eval-out-") as tmp:
+        t1 = time.perf_counter()
+        result = run_evaluation(params, interactions=df, output_dir=args.eval_output or Path(tmp))
+        eval_s = time.perf_counter() - t1
+    target = TARGET_SECONDS.get(str(float(args.scale)))
+    report = {
+        "benchmark": "evaluate",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": source,
+        "scale": args.scale,
+        "rows": int(len(df)),
+        "evaluated_products": result.metrics["products"]["evaluated"],
+        "new_products": result.metrics["products"]["new"],
+        "models": sorted(result.metrics["models"]),
+        "skipped_models": result.metrics["skipped_models"],
+        "bootstrap_resamples": result.metrics["bootstrap"]["n"],
+        "backtest_cutoffs": sorted(result.metrics["backtest"]),
+        "load_data_seconds": round(load_s, 2),
+        "evaluation_seconds": round(eval_s, 2),
+        "target_seconds": target,
+        "within_target": None if target is None else bool(eval_s <= target),
+        "phases": summarise_phases(result.timings),
+        "phase_seconds": result.timings,
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if not args.no_write:
+        path = args.output or (config.REPORTS_DIR / "benchmarks" / "evaluate.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Evaluation building blocks: temporal split, coded evaluation sets, metrics, references, reports."""

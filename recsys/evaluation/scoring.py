@@ -1,0 +1,108 @@
+"""Score rankers on an evaluation set: per-product metric arrays, contract checks, slice diagnostics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recsys.evaluation.frame import SLICES, EvalSet
+from recsys.evaluation.metrics import METRICS, block_ranks, block_rows, hits_against, metrics_at_k
+from recsys.rankers import Recommendations
+
+
+class RankerContractError(RuntimeError):
+    """A ranker returned something docs/INTERFACES.md forbids (the evaluation would be wrong)."""
+
+
+@dataclass
+class Segment:
+    """Per-product metric arrays of several labelled models on one evaluation set."""
+
+    ks: tuple[int, ...]
+    n_products: int
+    labels: list[str] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)  # each (len(METRICS), len(ks), n_products)
+    slice_recall: dict[str, np.ndarray] = field(default_factory=dict)  # label -> (3 slices, len(ks), n_products)
+    slice_hits: dict[str, np.ndarray] = field(default_factory=dict)  # label -> (3 slices, len(ks)) total hits
+
+    def add(self, label: str, values: np.ndarray) -> None:
+        """Store one model's per-product metrics."""
+        if values.shape != (len(METRICS), len(self.ks), self.n_products):
+            raise ValueError(f"metrics of {label!r} have shape {values.shape}")
+        self.labels.append(label)
+        self.values.append(values)
+
+    def stacked(self) -> np.ndarray:
+        """(n_labels, len(METRICS), len(ks), n_products)."""
+        if not self.values:
+            return np.zeros((0, len(METRICS), len(self.ks), self.n_products))
+        return np.stack(self.values)
+
+
+def coded_recommendations(rec: Recommendations, es: EvalSet, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, customer codes) of a ranker's answer, after checking it against the ranker contract."""
+    if len(rec) != len(es):
+        raise RankerContractError(f"{name}: returned {len(rec)} blocks for {len(es)} requested products")
+    if len(es) and not np.array_equal(np.asarray(rec.product_ids).astype(object), es.product_ids.astype(object)):
+        raise RankerContractError(f"{name}: blocks are not in request order")
+    offsets = np.asarray(rec.offsets, dtype=np.int64)
+    codes = es.customers.codes(rec.customer_ids)
+    if (codes < 0).any() or (es.customers.train_rows[np.maximum(codes, 0)] == 0).any():
+        raise RankerContractError(f"{name}: ranked a customer with no training history")
+    if hits_against(offsets, codes, es.excl_offsets, es.excl, es.customers.n).any():
+        raise RankerContractError(f"{name}: ranked a customer who already interacted with the product in training")
+    scores = np.asarray(rec.scores, dtype=np.float64)
+    if len(scores) > 1:
+        same_block = block_rows(offsets)[1:] == block_rows(offsets)[:-1]
+        if (np.diff(scores)[same_block] > 1e-9 * np.maximum(1.0, np.abs(scores[1:][same_block]))).any():
+            raise RankerContractError(f"{name}: scores increase within a block")
+    return offsets, codes
+
+
+def score_lists(es: EvalSet, offsets: np.ndarray, codes: np.ndarray, ks: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(per-product metrics, per-entry hit flags) of coded ranked lists."""
+    hits = hits_against(offsets, codes, es.truth_offsets, es.truth, es.customers.n)
+    return metrics_at_k(offsets, hits, es.n_relevant, ks), hits
+
+
+def slice_scores(
+    es: EvalSet, offsets: np.ndarray, codes: np.ndarray, hits: np.ndarray, ks: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Recall within each customer slice (0, 1, 2+ training rows) per product, and total hits per slice.
+
+    recall_s@k = hits on slice-s customers in the top k / relevant slice-s customers (NaN when the
+    product has none); slice 0 is unreachable for every ranker, so its recall is 0 by construction.
+    """
+    n = len(es)
+    truth_slice = es.customers.slice_of(es.truth)
+    truth_rows = block_rows(es.truth_offsets)
+    rel = np.stack([np.bincount(truth_rows[truth_slice == s], minlength=n) for s in range(len(SLICES))]).astype(np.float64)
+    rows, ranks = block_rows(offsets), block_ranks(offsets)
+    entry_slice = es.customers.slice_of(codes)
+    recall = np.full((len(SLICES), len(ks), n), np.nan)
+    totals = np.zeros((len(SLICES), len(ks)))
+    for j, k in enumerate(ks):
+        m = hits & (ranks <= k)
+        for s in range(len(SLICES)):
+            sel = m & (entry_slice == s)
+            h = np.bincount(rows[sel], minlength=n).astype(np.float64)
+            totals[s, j] = h.sum()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                recall[s, j] = np.where(rel[s] > 0, h / rel[s], np.nan)
+    return recall, totals
+
+
+def slice_shares(es: EvalSet, test_codes: np.ndarray) -> dict[str, dict[str, float]]:
+    """Share of test rows, test customers and relevant (product, customer) pairs by training-history slice."""
+    def shares(codes: np.ndarray) -> dict[str, float]:
+        counts = np.bincount(es.customers.slice_of(codes), minlength=len(SLICES)).astype(np.float64)
+        total = counts.sum()
+        return {s: (float(c / total) if total else float("nan")) for s, c in zip(SLICES, counts)}
+
+    return {
+        "test_rows": shares(test_codes),
+        "test_customers": shares(np.unique(test_codes)),
+        "relevant_pairs": shares(es.truth),
+    }

@@ -1,0 +1,101 @@
+"""Smoke test: the whole DVC pipeline (papermill notebooks included) at tiny scale in a temporary copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from recsys.config import PROJ_ROOT
+
+pytestmark = pytest.mark.notebooks
+
+BIN = Path(sys.executable).parent
+TINY = {
+    "generate.yaml": {"generate": {"scale": 0.02, "seed": 5}},
+    "evaluate.yaml": {"evaluate": {"bootstrap": {"n": 50}, "models": {"als": {"iterations": 3}}}},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Recursive dict merge (over wins)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Run a command, failing the test with its output when it fails."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A git+DVC copy of the project with tiny params, after one full `dvc repro`."""
+    root = tmp_path_factory.mktemp("project")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=PROJ_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for rel in files:
+        src = PROJ_ROOT / rel
+        if src.is_file():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, root / rel)
+    for name, over in TINY.items():
+        path = root / "params" / name
+        path.write_text(yaml.safe_dump(_merge(yaml.safe_load(path.read_text()), over), allow_unicode=True, sort_keys=False))
+    env = {**os.environ, "RECSYS_ROOT": str(root), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OPENBLAS_NUM_THREADS": "1"}
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    run(["git", "init", "-q"], root, env)
+    run([*git, "add", "-A"], root, env)
+    run([*git, "commit", "-qm", "tiny"], root, env)
+    run(["dvc", "repro"], root, env)
+    return root, env
+
+
+def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str, str]]) -> None:
+    root, _ = project
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    for name in ("explore", "cf_proof", "cache", "evaluate"):
+        assert name in stages, f"stage {name} missing from dvc.yaml"
+        assert (root / "reports" / f"{name}.html").stat().st_size > 10_000
+        executed = json.loads((root / "reports" / f"{name}.ipynb").read_text())
+        assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
+    prepared = pd.read_parquet(root / "data/prepared/interactions.parquet")
+    explore = json.loads((root / "reports/metrics/explore.json").read_text())
+    assert explore["rows"] == len(prepared) and explore["users"] == prepared["customer_id"].nunique()
+    manifest = json.loads((root / "data/artifacts/cache/manifest.json").read_text())
+    cache = pd.read_parquet(root / "data/artifacts/cache/audience.parquet")
+    assert cache["product_id"].nunique() == prepared["product_id"].nunique()
+    assert int(cache.groupby("product_id")["rank"].max().max()) <= manifest["n"]
+    touched = set(zip(prepared["product_id"], prepared["customer_id"]))
+    assert not any(pair in touched for pair in zip(cache["product_id"], cache["customer_id"]))
+    cache_metrics = json.loads((root / "reports/metrics/cache.json").read_text())
+    assert cache_metrics["products"] == prepared["product_id"].nunique()
+    evaluation = json.loads((root / "reports/metrics/evaluate.json").read_text())
+    cf = json.loads((root / "reports/metrics/cf_proof.json").read_text())
+    assert evaluation and cf
+    assert (root / "reports/summary.md").read_text().strip()
+
+
+def test_second_repro_does_nothing_and_one_weight_reruns_only_its_stages(project: tuple[Path, dict[str, str]]) -> None:
+    root, env = project
+    out = run(["dvc", "status"], root, env)
+    assert "up to date" in out, out
+    path = root / "params/features.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["engagement"]["weights"]["recency"] = 0.30
+    path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    changed = yaml.safe_load(run(["dvc", "status", "--json"], root, env) or "{}")
+    assert "cache" in changed and "evaluate" in changed
+    assert not {"generate", "prepare", "explore"} & set(changed)
