@@ -39,7 +39,7 @@ def load_data(input_path: Path | None, scale: float, seed: int) -> tuple[Any, st
 
     candidate = input_path or (config.PREPARED_PARQUET if scale == 1.0 else None)
     if candidate is not None and Path(candidate).is_file():
-        return load_prepared(Path(candidate)), str(candidate)
+        return load_prepared(Path(candidate)), config.relative(candidate)
     from recsys.prepare import prepare
     from recsys.synthetic import generate
 

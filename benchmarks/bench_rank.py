@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             if temp is not None and not args.keep_data:
                 shutil.rmtree(temp, ignore_errors=True)
         results = {**previous, **results}
-        run = {"prepared": str(prepared) if temp is None else f"<temp>/{prepared.name}", "n": args.n,
+        run = {"prepared": config.relative(prepared) if temp is None else f"<temp>/{prepared.name}", "n": args.n,
                "phases": results, "targets": check_targets(key, results),
                "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
         report["runs"][key] = run

@@ -78,7 +78,7 @@ def cache_facts(cache_dir: Path) -> dict[str, Any]:
     manifest = json.loads((cache_dir / "manifest.json").read_text())
     lookup = cache_dir / manifest["lookup_dir"]
     size = sum(p.stat().st_size for p in lookup.glob("*.npy"))
-    return {"dir": str(cache_dir), "version": manifest["version"], "ranker": manifest.get("ranker"),
+    return {"dir": config.relative(cache_dir), "version": manifest["version"], "ranker": manifest.get("ranker"),
             "n": manifest["n"], "products": manifest["counts"]["products"], "rows": manifest["counts"]["rows"],
             "lookup_arrays_mb": round(size / MB, 1)}
 

@@ -412,14 +412,6 @@ def build_cache(
     return write_cache(recs, fallback, cache_dir, meta, export=export, keep=keep)
 
 
-def _relative(path: Path) -> str:
-    """A path relative to the project root when inside it (manifests stay portable)."""
-    try:
-        return str(Path(path).resolve().relative_to(config.PROJ_ROOT))
-    except ValueError:
-        return str(path)
-
-
 def ranker_params_from(cache_params: Mapping[str, Any], feature_params: Mapping[str, Any]) -> dict[str, Any]:
     """The params handed to make_ranker: the seed, the feature params and the ranker's own block."""
     name = cache_params["cache"]["ranker"]
@@ -451,6 +443,6 @@ def build_cache_from_params(
         n=int(cfg.get("n", 100)),
         export=cfg.get("export") or None,
         fingerprint={"algorithm": "sha256-file", "value": fingerprint_file(path)},
-        source=_relative(path),
+        source=config.relative(path),
         keep=int(cfg.get("keep_lookup_dirs", 2)),
     )

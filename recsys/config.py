@@ -31,6 +31,15 @@ def resolve(path: str | os.PathLike[str]) -> Path:
     return p if p.is_absolute() else (PROJ_ROOT / p)
 
 
+def relative(path: str | os.PathLike[str]) -> str:
+    """`path` relative to the project root when inside it (reports and manifests stay machine-independent)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(PROJ_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def load_params(stage: str, params_dir: Path | None = None) -> dict[str, Any]:
     """Load params/<stage>.yaml as a dict; a clear error names the missing file."""
     path = (params_dir or PARAMS_DIR) / f"{stage}.yaml"

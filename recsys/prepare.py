@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys import config
 from recsys.contract import (
     CANONICAL_EVENTS,
     DATE_DTYPE,
@@ -53,7 +54,6 @@ class PrepareSummary:
     id_dtypes: dict[str, str]
     date_min: str | None
     date_max: str | None
-    seconds: float
     undated_policy: str = UNDATED_POLICY
     identity_holds: bool = field(init=False)
 
@@ -174,7 +174,7 @@ def prepare(
 
     dated = table["event_date"].dropna()
     summary = PrepareSummary(
-        input=str(input_path),
+        input=config.relative(input_path),
         source=spec.name,
         rows_in=len(raw),
         kept=len(table),
@@ -186,7 +186,6 @@ def prepare(
         id_dtypes={c: str(table[c].dtype) for c in ("customer_id", "product_id")},
         date_min=dated.min().isoformat() if len(dated) else None,
         date_max=dated.max().isoformat() if len(dated) else None,
-        seconds=round(time.perf_counter() - t0, 3),
     )
     summary_path.write_text(json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if table.empty:
@@ -195,7 +194,7 @@ def prepare(
             f"see {quarantine_path} and check the column mapping / event_map in params/prepare.yaml"
         )
     _write_atomic_parquet(table, output_path)
-    log.info("prepared %s: %d rows in, %d kept, rejected %s", input_path, len(raw), len(table), rejected)
+    log.info("prepared %s in %.1f s: %d rows in, %d kept, rejected %s", input_path, time.perf_counter() - t0, len(raw), len(table), rejected)
     return summary
 
 
