@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export OPENBLAS_NUM_THREADS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup run test test-fast dashboard serve help
+.PHONY: setup run test test-fast dashboard serve loadtest help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,6 +26,7 @@ run: setup  ## set up and run the whole research pipeline (dvc repro) on the def
 
 test: setup  ## set up and run the whole test suite (installs Debian chromium for the browser test)
 	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_wrk.sh
 	$(BIN)/pytest -q
 
 dashboard: setup  ## serve the Voilà dashboard on http://127.0.0.1:8866/ (after `make run`)
@@ -33,6 +34,10 @@ dashboard: setup  ## serve the Voilà dashboard on http://127.0.0.1:8866/ (after
 
 serve: setup  ## serve the HTTP API on http://127.0.0.1:8000/ (after `make run`)
 	$(BIN)/recsys serve
+
+loadtest: setup  ## locust + wrk load test of the service on 127.0.0.1 with a 5-minute soak (~12 min; after `make run`)
+	bash scripts/ensure_wrk.sh
+	$(BIN)/python -m loadtest.run --soak 300
 
 test-fast: setup  ## unit tests only (no notebooks, servers or browser)
 	$(BIN)/pytest -q -m "not notebooks and not server and not browser"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import socket
 import sys
 from typing import Any
 
@@ -52,6 +53,19 @@ def uvicorn_config(settings: ServiceSettings) -> uvicorn.Config:
     )
 
 
+def shared_socket(config: uvicorn.Config) -> socket.socket:
+    """The listening socket the workers share, with TCP_NODELAY so accepted connections inherit it.
+
+    uvicorn binds it as ``socket.socket(AF_INET)`` (proto 0), and asyncio only disables Nagle on
+    transports whose socket says IPPROTO_TCP: without this, h11 (headers and body are two writes)
+    meets the client's delayed ACK and every keep-alive request waits ~40 ms (issue #8 load test).
+    """
+    sock = config.bind_socket()
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def run(settings: ServiceSettings | None = None) -> int:
     """Serve until stopped; return a process exit code (0 after a clean shutdown, 3 if the cache cannot load).
 
@@ -69,7 +83,7 @@ def run(settings: ServiceSettings | None = None) -> int:
     server = uvicorn.Server(config)
     try:
         if settings.workers > 1:
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            Multiprocess(config, sockets=[shared_socket(config)]).run()
             return 0
         server.run()
     except KeyboardInterrupt:
