@@ -55,36 +55,7 @@ MB = 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------------------------
-# cache
-# ---------------------------------------------------------------------------------------------------
-
-
-def ensure_cache(cache_dir: Path) -> dict[str, Any]:
-    """Build the default cache from params if it is missing or unreadable (e.g. an older format)."""
-    from recsys.cache import AudienceLookup, CacheError, build_cache_from_params
-
-    try:
-        AudienceLookup.open(cache_dir)
-        return {"built": False}
-    except CacheError as exc:
-        print(f"{exc}\nbuilding it with build_cache_from_params() ...", flush=True)
-    t0 = time.perf_counter()
-    build_cache_from_params(cache_dir=cache_dir)
-    return {"built": True, "build_s": round(time.perf_counter() - t0, 2)}
-
-
-def cache_facts(cache_dir: Path) -> dict[str, Any]:
-    """Version, size and shape of the cache being served."""
-    manifest = json.loads((cache_dir / "manifest.json").read_text())
-    lookup = cache_dir / manifest["lookup_dir"]
-    size = sum(p.stat().st_size for p in lookup.glob("*.npy"))
-    return {"dir": config.relative(cache_dir), "version": manifest["version"], "ranker": manifest.get("ranker"),
-            "n": manifest["n"], "products": manifest["counts"]["products"], "rows": manifest["counts"]["rows"],
-            "lookup_arrays_mb": round(size / MB, 1)}
-
-
-# ---------------------------------------------------------------------------------------------------
-# real processes: start-up and memory
+# processes
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -343,9 +314,11 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run every measurement, write the JSON report and print it."""
+    from recsys.cache import cache_facts, open_or_build
+
     args = parse_args(argv)
     cache_dir = config.resolve(args.cache_dir)
-    result: dict[str, Any] = {"build": ensure_cache(cache_dir)}
+    result: dict[str, Any] = {"build": open_or_build(cache_dir)}
     result["cache"] = cache_facts(cache_dir)
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                          "loadavg_before": [round(x, 2) for x in os.getloadavg()]}

@@ -199,20 +199,6 @@ def uvicorn_implementation(env: dict[str, str]) -> dict[str, str]:
     return {"loop": "uvloop" if out[0] == "1" else "asyncio", "http": "httptools" if out[1] == "1" else "h11"}
 
 
-def ensure_cache(cache_dir: Path) -> dict[str, Any]:
-    """Open the cache at `cache_dir`; build it with build_cache_from_params() only when it does not open."""
-    from recsys.cache import AudienceLookup, CacheError, build_cache_from_params
-
-    try:
-        AudienceLookup.open(cache_dir)
-        return {"built": False}
-    except CacheError as exc:
-        print(f"{exc}\nbuilding it with recsys.cache.build_cache_from_params() ...", flush=True)
-    t0 = time.perf_counter()
-    build_cache_from_params(cache_dir=cache_dir)
-    return {"built": True, "build_s": round(time.perf_counter() - t0, 1)}
-
-
 def tiny_cache(work: Path) -> tuple[Path, Path]:
     """A tiny real cache (8 customers x 5 products, N=100) plus its interactions Parquet, under `work`."""
     from service.testing import build_tiny_cache, tiny_interactions
@@ -222,18 +208,6 @@ def tiny_cache(work: Path) -> tuple[Path, Path]:
     frame.to_parquet(prepared)
     build_tiny_cache(work / "cache", frame, n=100)
     return work / "cache", prepared
-
-
-def cache_facts(cache_dir: Path) -> dict[str, Any]:
-    """Version, shape and on-disk size of the cache being served."""
-    manifest = json.loads((cache_dir / "manifest.json").read_text())
-    lookup = cache_dir / manifest["lookup_dir"]
-    size = sum(p.stat().st_size for p in lookup.glob("*.npy"))
-    from recsys.config import relative
-
-    return {"dir": relative(cache_dir), "version": manifest.get("version"), "ranker": manifest.get("ranker"),
-            "n": manifest["n"], "products": manifest["counts"]["products"], "rows": manifest["counts"]["rows"],
-            "lookup_arrays_mb": round(size / MB, 1)}
 
 
 def unknown_product_ids(ids: np.ndarray, count: int, rng: np.random.Generator) -> list[Any]:
@@ -1089,6 +1063,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="loadtest-"))
     clean_outputs(plan.out)
     summary: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    from recsys.cache import cache_facts, open_or_build
+
     ok = False
     try:
         with contextlib.ExitStack() as stack:
@@ -1098,7 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary["cache_build"] = {"built": True, "tiny": True}
             else:
                 cache_dir, prepared = plan.cache_dir or config.CACHE_DIR, config.PREPARED_PARQUET
-                summary["cache_build"] = ensure_cache(cache_dir)
+                summary["cache_build"] = open_or_build(cache_dir)
             summary["cache"] = cache_facts(cache_dir)
             fx = build_fixture(cache_dir, prepared)
             fixture, ids_file = work / "fixture.json", work / "ids.txt"

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -446,3 +447,24 @@ def build_cache_from_params(
         source=config.relative(path),
         keep=int(cfg.get("keep_lookup_dirs", 2)),
     )
+
+
+def open_or_build(cache_dir: Path) -> dict[str, Any]:
+    """Open the cache at `cache_dir`; build it from params only when it does not open (missing, older format)."""
+    try:
+        AudienceLookup.open(cache_dir)
+        return {"built": False}
+    except CacheError as exc:
+        print(f"{exc}\nbuilding it with recsys.cache.build_cache_from_params() ...", flush=True)
+    t0 = time.perf_counter()
+    build_cache_from_params(cache_dir=cache_dir)
+    return {"built": True, "build_s": round(time.perf_counter() - t0, 2)}
+
+
+def cache_facts(cache_dir: Path) -> dict[str, Any]:
+    """Version, shape and on-disk size of a cache (for benchmark and load-test reports)."""
+    manifest = read_manifest(cache_dir)
+    size = sum(p.stat().st_size for p in (cache_dir / manifest["lookup_dir"]).glob("*.npy"))
+    return {"dir": config.relative(cache_dir), "version": manifest.get("version"), "ranker": manifest.get("ranker"),
+            "n": manifest["n"], "products": manifest["counts"]["products"], "rows": manifest["counts"]["rows"],
+            "lookup_arrays_mb": round(size / 2**20, 1)}
