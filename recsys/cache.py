@@ -2,12 +2,12 @@
 
 Artifact directory (default ``recsys.config.CACHE_DIR``):
 
-- ``audience.parquet``: ``product_id, rank, customer_id, score`` sorted by product then rank. Same
+- ``audience.parquet``: ``product_id, rank, customer_id, score`` (float32) sorted by product then rank. Same
   inputs give a byte-identical file (no timestamps inside; fixed compression and row groups).
 - ``lookup-<version>/``: memory-mappable ``.npy`` arrays (see ``LOOKUP_ARRAYS``): product ids sorted
   ascending (int64, or fixed-width unicode for string ids), CSR ``offsets``, ``customers`` (the
   integer customer ids themselves, or for string ids int32 codes into the sorted fixed-width
-  ``customer_vocab``; empty for integer ids), ``scores``, per-product ``cold_start`` and the global
+  ``customer_vocab``; empty for integer ids), ``scores`` (float32, as in the Parquet), per-product ``cold_start`` and the global
   fallback (``global_customers``, ``global_scores``) served for products unseen at build time.
 - ``manifest.json``: ranker + params, input fingerprint, counts, N, created_at, id kinds, version and
   ``lookup_dir``. It is the commit point: writers finish the lookup directory first, then replace the
@@ -45,6 +45,7 @@ from recsys.lookup import (  # noqa: F401 - the reading side lives in recsys.loo
     LOOKUP_ARRAYS,
     LOOKUP_PREFIX,
     MANIFEST_NAME,
+    SCORE_DTYPE,
     AudienceLookup,
     CacheCorruptError,
     CacheError,
@@ -148,7 +149,7 @@ def sort_by_product(recs: Recommendations) -> Recommendations:
         product_ids=pids[order],
         offsets=offsets,
         customer_ids=np.asarray(recs.customer_ids)[gather],
-        scores=np.asarray(recs.scores, dtype=np.float64)[gather],
+        scores=np.asarray(recs.scores)[gather],
         cold_start=np.asarray(recs.cold_start, dtype=bool)[order],
     )
 
@@ -164,7 +165,7 @@ def audience_batches(recs: Recommendations, rows: int = PARQUET_ROW_GROUP) -> It
     """The cache's long table (product_id, rank, customer_id, score) in Arrow slices of `rows` rows."""
     pids = as_id_array(recs.product_ids)
     customers = as_id_array(recs.customer_ids)
-    scores = np.asarray(recs.scores, dtype=np.float64)
+    scores = np.asarray(recs.scores, dtype=SCORE_DTYPE)
     offsets = np.asarray(recs.offsets, dtype=np.int64)
     total = int(offsets[-1])
     for start in range(0, max(total, 1), rows):
@@ -250,10 +251,10 @@ def lookup_arrays(recs: Recommendations, fallback: Recommendations) -> dict[str,
         "offsets": np.asarray(recs.offsets, dtype=np.int64),
         "customers": customers,
         "customer_vocab": vocab,
-        "scores": np.asarray(recs.scores, dtype=np.float64),
+        "scores": np.asarray(recs.scores, dtype=SCORE_DTYPE),
         "cold_start": np.asarray(recs.cold_start, dtype=bool),
         "global_customers": g_customers,
-        "global_scores": np.asarray(fallback.scores, dtype=np.float64)[:g_size],
+        "global_scores": np.asarray(fallback.scores, dtype=SCORE_DTYPE)[:g_size],
     }
 
 

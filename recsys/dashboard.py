@@ -555,7 +555,7 @@ def audience_frame(customers: np.ndarray, scores: np.ndarray, users: UserActivit
         {
             "rank": np.arange(1, len(customers) + 1),
             "customer_id": _ids(customers),
-            "score": np.asarray(scores, dtype=np.float64),
+            "score": np.asarray(scores),  # float32 from the cache (shown at its precision), float64 from what-if
             "change": change_labels(diff_audiences(baseline, customers)) if baseline is not None else np.full(len(codes), "", dtype=object),
             "interactions": take(users.interactions, 0),
             "distinct_products": take(users.distinct_products, 0),
@@ -737,7 +737,7 @@ class DashboardData:
             cached, cached_scores, cold = self.lookup.top(product_id, n)
             baseline = _ids(cached)
         if self.lookup is not None and settings.close_to(self.default_settings()):
-            customers, scores, source, ranker = baseline, np.asarray(cached_scores, dtype=np.float64), "cache", self.cache_ranker
+            customers, scores, source, ranker = baseline, np.asarray(cached_scores), "cache", self.cache_ranker
         elif self.whatif is not None and self.products is not None:
             code = self.products.code(product_id)
             customers, scores = self.whatif.rank(settings, n, self.products.users_of(code))

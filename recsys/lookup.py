@@ -15,7 +15,10 @@ import numpy as np
 
 from recsys import config
 
-FORMAT_VERSION = 2  # 2: integer customer ids stored directly (`customers`), string ids as codes + vocabulary
+# 2: integer customer ids stored directly (`customers`), string ids as codes + vocabulary
+# 3: scores stored as float32 (SCORE_DTYPE) in the lookup arrays and in audience.parquet
+FORMAT_VERSION = 3
+SCORE_DTYPE = np.float32  # ~7 significant digits: enough to order and show; halves the largest mapped array
 MANIFEST_NAME = "manifest.json"
 AUDIENCE_NAME = "audience.parquet"
 EXPORT_STEM = "audience_original"
@@ -98,6 +101,10 @@ def _validate(cache_dir: Path, a: Mapping[str, np.ndarray], manifest: Mapping[st
             "customer arrays must be integers of one dtype",
         ),
         (len(a["customers"]) == len(a["scores"]), "customers and scores differ in length"),
+        (
+            a["scores"].dtype == SCORE_DTYPE and a["global_scores"].dtype == SCORE_DTYPE,
+            f"scores must be {np.dtype(SCORE_DTYPE).name}",
+        ),
         (len(a["global_customers"]) == len(a["global_scores"]), "global fallback arrays differ in length"),
         (
             (manifest["id_kinds"].get("customer_id") == "str") == (a["customer_vocab"].dtype.kind == "U"),

@@ -1,5 +1,8 @@
 """FastAPI app over the shared audience cache: tiny async handlers, JSON bytes built with orjson.
 
+The hot GET /recommend/{id} is usually answered by `service.fastlane` before it reaches these routes
+(same helpers, same bytes); the route below still serves everything the lane passes on.
+
 Handlers declare pydantic response models (so /docs and /openapi.json are exact) but return ready
 JSON bytes: FastAPI skips re-validation of a returned Response, and orjson turns a few dicts into
 bytes in microseconds. No pandas on the request path; every request reads one cache Snapshot.
@@ -12,17 +15,16 @@ import contextlib
 import gc
 import logging
 import os
-import re
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from copy import deepcopy
 from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
@@ -41,13 +43,13 @@ from service.schemas import (
     SampleResponse,
     summarize_manifest,
 )
+from service.fastlane import RecommendFastLane
+from service.payloads import audience, dumps, parse_product_id, resolve_n
 from service.settings import ServiceSettings
 from service.state import CacheHolder, CacheLoadError, Snapshot
 
 logger = logging.getLogger("recsys.service")
 
-_INT_ID = re.compile(r"[+-]?[0-9]{1,64}")
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Client error (bad id, n, body)"},
 }
@@ -62,56 +64,13 @@ _BODY_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def json_response(payload: Any, status_code: int = 200) -> Response:
-    """Serialize `payload` with orjson (numpy-aware) into a JSON Response."""
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code,
-                    media_type="application/json")
-
-
-def client_error(loc: Sequence[str | int], msg: str, kind: str = "value_error") -> HTTPException:
-    """A 422 whose body has FastAPI's validation-error shape: {"detail": [{"loc", "msg", "type"}]}."""
-    return HTTPException(status_code=422, detail=[{"loc": list(loc), "msg": msg, "type": kind}])
-
-
-def parse_product_id(raw: Any, snapshot: Snapshot, loc: Sequence[str | int]) -> int | str:
-    """Coerce a client-supplied id to the cache's id kind, or raise a 422 that says what was expected."""
-    if snapshot.id_kind == "int":
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            value = raw
-        elif isinstance(raw, str) and _INT_ID.fullmatch(raw.strip()):
-            value = int(raw.strip())
-        else:
-            raise client_error(loc, f"product ids in this cache are integers; got {raw!r}", "int_parsing")
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise client_error(loc, f"product id {value} is outside the signed 64-bit integer range", "int_range")
-        return value
-    if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise client_error(loc, f"product ids in this cache are strings; got {raw!r}", "string_type")
-    return str(raw)
-
-
-def resolve_n(n: int | None, snapshot: Snapshot, loc: Sequence[str | int]) -> int:
-    """The requested depth, defaulting to min(DEFAULT_N, N); 422 when outside 1..N."""
-    if n is None:
-        return min(DEFAULT_N, snapshot.n)
-    if not 1 <= n <= snapshot.n:
-        raise client_error(loc, f"n must be between 1 and {snapshot.n} (the cache depth N); got {n}", "less_than_equal")
-    return n
-
-
-def audience(snapshot: Snapshot, product_id: int | str, n: int) -> dict[str, Any]:
-    """The response dict for one product: top-n customers with score and rank, plus the cold-start flag."""
-    customers, scores, cold_start = snapshot.lookup.top(product_id, n)
-    recs = [
-        {"customer_id": c, "score": s, "rank": r}
-        for r, (c, s) in enumerate(zip(customers.tolist(), scores.tolist()), start=1)
-    ]
-    return {"product_id": product_id, "recommendations": recs, "count": len(recs),
-            "cold_start": bool(cold_start), "model": snapshot.version}
+    """Serialize `payload` with `dumps` into a JSON Response."""
+    return Response(dumps(payload), status_code=status_code, media_type="application/json")
 
 
 def batch_response(snapshot: Snapshot, product_ids: list[int | str], n: int) -> Response:
     """The /recommend/batch body, serialized item by item (peak memory: one item's dicts, not 1000)."""
-    items = b",".join(orjson.dumps(audience(snapshot, pid, n)) for pid in product_ids)
+    items = b",".join(dumps(audience(snapshot, pid, n)) for pid in product_ids)
     tail = orjson.dumps({"count": len(product_ids), "model": snapshot.version})
     return Response(b'{"items":[' + items + b"]," + tail[1:], media_type="application/json")
 
@@ -396,6 +355,8 @@ def create_app(settings: ServiceSettings | None = None, holder: CacheHolder | No
     app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, on_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, on_server_error)
+    if settings.fast_lane:  # added before CORS, so CORS (outermost) also wraps the lane's answers
+        app.add_middleware(RecommendFastLane)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -30,7 +30,7 @@ class Recommendation(BaseModel):
     """One targeted customer."""
 
     customer_id: CustomerId
-    score: float = Field(description="Ranker score; non-increasing with rank.")
+    score: float = Field(description="Ranker score at float32 precision (shortest decimal form); non-increasing with rank.")
     rank: int = Field(ge=1, description="1-based position in the audience.")
 
 

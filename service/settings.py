@@ -31,6 +31,11 @@ class ServiceSettings(BaseSettings):
         2.0, ge=0.0, le=3600.0,
         description="Seconds between manifest.json stat polls; 0 disables polling (SIGHUP still works).",
     )
+    fast_lane: bool = Field(
+        True,
+        description="Answer well-formed GET /recommend/{id}[?n=k] in a pure-ASGI layer before FastAPI routing "
+        "(same bytes; everything else, errors included, goes through FastAPI). false = every request through FastAPI.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False
 

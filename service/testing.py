@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recsys.cache import build_cache
@@ -49,14 +50,22 @@ def build_tiny_cache(cache_dir: Path, frame: pd.DataFrame, n: int = TINY_N, rank
     return build_cache(frame, ranker, params or {"seed": 0}, Path(cache_dir), n=n)
 
 
+def client_score(value: Any) -> float:
+    """A cached float32 score as a JSON client reads it: its shortest decimal form, parsed as a float."""
+    return float(str(np.float32(value)))
+
+
 def expected_audiences(cache_dir: Path) -> dict[Any, list[tuple[Any, float, int]]]:
-    """Ground truth from audience.parquet: product id -> [(customer_id, score, rank), ...] in rank order."""
+    """Ground truth from audience.parquet: product id -> [(customer_id, score, rank), ...] in rank order.
+
+    Scores are given as a JSON client reads them (`client_score`).
+    """
     table = pd.read_parquet(Path(cache_dir) / "audience.parquet")
     out: dict[Any, list[tuple[Any, float, int]]] = {}
     for pid, block in table.groupby("product_id", sort=True):
         block = block.sort_values("rank")
         out[pid if not hasattr(pid, "item") else pid.item()] = [
-            (c.item() if hasattr(c, "item") else c, float(s), int(r))
+            (c.item() if hasattr(c, "item") else c, client_score(s), int(r))
             for c, s, r in zip(block["customer_id"], block["score"], block["rank"])
         ]
     return out

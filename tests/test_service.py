@@ -26,7 +26,7 @@ from service.app import create_app
 from service.main import EXIT_NO_CACHE, main, run
 from service.settings import ServiceSettings
 from service.state import CacheHolder, CacheLoadError
-from service.testing import TINY_N, build_tiny_cache, expected_audiences, tiny_interactions
+from service.testing import TINY_N, build_tiny_cache, client_score, expected_audiences, tiny_interactions
 
 with warnings.catch_warnings():  # starlette suggests httpx2 for its TestClient; httpx is what we have
     warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
@@ -145,7 +145,7 @@ def test_unknown_product_gets_the_flagged_global_fallback(client: TestClient, in
     customers, scores, cold = AudienceLookup.open(int_cache["dir"]).top(UNKNOWN_INT, 3)
     assert cold is True and body["cold_start"] is True
     assert body["product_id"] == UNKNOWN_INT
-    assert as_triples(body) == [(c, s, i) for i, (c, s) in enumerate(zip(customers.tolist(), scores.tolist()), 1)]
+    assert as_triples(body) == [(c, client_score(s), i) for i, (c, s) in enumerate(zip(customers.tolist(), scores), 1)]
     assert body["count"] == len(customers) > 0
 
 
