@@ -130,15 +130,30 @@ def test_sighup_reloads_a_new_cache_version(server: dict[str, Any]) -> None:
         assert http.get("/recommend/101").json()["model"] == new
 
 
-def test_two_workers_share_one_port(cache_dir: Path) -> None:
+def health_pids(base: str, tries: int = 40) -> set[int]:
+    """Worker pids answering /health over `tries` fresh connections (each httpx.get opens its own)."""
+    return {httpx.get(f"{base}/health", timeout=5).json()["pid"] for _ in range(tries)}
+
+
+def test_two_workers_share_one_port_and_both_get_connections(cache_dir: Path) -> None:
     port = free_port()
     proc = start_service(service_env(cache_dir, port, RECSYS_WORKERS="2"))
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(f"{base}/health", timeout=2).status_code == 200, "the workers", proc)
         wait_until(lambda: len(psutil.Process(proc.pid).children()) >= 2, "two worker processes", proc)
+        children = {c.pid for c in psutil.Process(proc.pid).children()}  # the workers (+ multiprocessing's tracker)
+        # per-worker SO_REUSEPORT listeners: the kernel spreads new connections over both workers
+        wait_until(lambda: len(health_pids(base)) == 2, "connections to reach both workers", proc)
+        workers = health_pids(base)
+        assert len(workers) == 2 and workers <= children
         with httpx.Client(base_url=base, timeout=10) as http:
             assert all(http.get("/recommend/101").status_code == 200 for _ in range(20))
+        # a killed worker is replaced; its listener goes with it and the replacement serves the port again
+        victim = sorted(workers)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: victim not in health_pids(base, 10) and len(health_pids(base)) == 2,
+                   "the replacement worker to serve", proc)
     finally:
         assert stop(proc) in CLEAN_EXIT
 
