@@ -35,7 +35,7 @@ dashboard: setup  ## serve the Voilà dashboard on http://127.0.0.1:8866/ (after
 serve: setup  ## serve the HTTP API on http://127.0.0.1:8000/ (after `make run`)
 	$(BIN)/recsys serve
 
-loadtest: setup  ## locust + wrk load test of the service on 127.0.0.1 with a 5-minute soak (~12 min; after `make run`)
+loadtest: setup  ## locust + wrk load test of the service on 127.0.0.1 with a 5-minute soak (~13 min; after `make run`)
 	bash scripts/ensure_wrk.sh
 	$(BIN)/python -m loadtest.run --soak 300
 

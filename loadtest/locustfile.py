@@ -18,6 +18,7 @@ Run by ``python -m loadtest.run``, or alone:
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -80,16 +81,24 @@ def fixture_from_dict(raw: dict[str, Any]) -> Fixture:
 
 @cache
 def load_fixture() -> Fixture:
-    """The fixture named by $LOADTEST_FIXTURE, else one built from the default cache (once per process)."""
+    """The fixture named by $LOADTEST_FIXTURE, else one built from the default cache (once per process).
+
+    The fixture's ~100k objects then leave the garbage collector's view (`gc.freeze`): full collections
+    in the load generator would otherwise walk them all and stall every user of the process.
+    """
     path = os.environ.get(FIXTURE_ENV)
     if path:
-        return fixture_from_dict(json.loads(Path(path).read_text()))
-    root = Path(__file__).resolve().parents[1]
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from loadtest.run import build_fixture  # heavy imports only in this fallback
+        fixture = fixture_from_dict(json.loads(Path(path).read_text()))
+    else:
+        root = Path(__file__).resolve().parents[1]
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        from loadtest.run import build_fixture  # heavy imports only in this fallback
 
-    return fixture_from_dict(build_fixture())
+        fixture = fixture_from_dict(build_fixture())
+    gc.collect()
+    gc.freeze()
+    return fixture
 
 
 def wait_range() -> tuple[float, float]:

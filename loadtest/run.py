@@ -20,6 +20,7 @@ seconds against a tiny cache built in a temporary directory (used by tests/test_
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import csv
 import importlib.metadata
@@ -35,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,12 +105,15 @@ class Plan:
     max_load_wait_s: float
     phase_wait_s: float
     busy_threshold: float
+    fast_lane: bool = True
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     ap = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers (RECSYS_WORKERS), default 2")
+    ap.add_argument("--no-fast-lane", action="store_true",
+                    help="serve every request through FastAPI routing (RECSYS_FAST_LANE=false), for comparison")
     ap.add_argument("--users", type=int, default=None, help="locust users (default 1000; tiny 10)")
     ap.add_argument("--spawn-rate", type=float, default=None, help="users started per second (default 50)")
     ap.add_argument("--duration", type=int, default=None, help="locust run time in s (default 60; 0 = skip)")
@@ -118,7 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--soak", type=int, default=0, metavar="SECONDS",
                     help="extra locust soak run of this length with RSS sampling (5 minutes = --soak 300)")
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke run on a tiny cache in a temp dir")
-    ap.add_argument("--locust-processes", type=int, default=1, help="locust --processes (1 = no fork)")
+    ap.add_argument("--locust-processes", type=int, default=None,
+                    help="locust --processes (default 2: one process saturates a core and then measures itself; "
+                    "tiny 1 = no fork)")
     ap.add_argument("--wait", default=None, help='user think time "min,max" s (default "0.1,0.3")')
     ap.add_argument("--out", type=Path, default=None, help=f"output directory (default {OUT_DIR})")
     ap.add_argument("--cache-dir", type=Path, default=None, help="cache to serve (default data/artifacts/cache)")
@@ -148,13 +154,14 @@ def make_plan(args: argparse.Namespace) -> Plan:
         skip_wrk=bool(args.skip_wrk),
         soak_s=int(args.soak),
         tiny=tiny,
-        locust_processes=args.locust_processes,
+        locust_processes=pick(args.locust_processes, 2, 1),
         wait=pick(args.wait, "0.1,0.3", "0.05,0.1"),
         out=config.resolve(args.out) if args.out else OUT_DIR,
         cache_dir=config.resolve(args.cache_dir) if args.cache_dir else None,
         max_load_wait_s=pick(args.max_load_wait, 300.0, 0.0),
         phase_wait_s=pick(args.phase_wait, 120.0, 0.0),
         busy_threshold=args.busy_threshold,
+        fast_lane=not args.no_fast_lane,
     )
 
 
@@ -191,12 +198,14 @@ def package_version(name: str) -> str | None:
 
 
 def uvicorn_implementation(env: dict[str, str]) -> dict[str, str]:
-    """What uvicorn's 'auto' loop/http will pick in a server started with `env` (uvloop/httptools if importable)."""
-    code = ("import importlib.util as u; print(int(bool(u.find_spec('uvloop'))), "
-            "int(bool(u.find_spec('httptools'))))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
-                         check=True).stdout.split()
-    return {"loop": "uvloop" if out[0] == "1" else "asyncio", "http": "httptools" if out[1] == "1" else "h11"}
+    """The event loop (`service.loop`) and uvicorn's 'auto' HTTP parser of a server started with `env`."""
+    code = ("import importlib.util as u; from service.loop import loop_name, per_worker_listeners; "
+            "print(repr((loop_name(), bool(u.find_spec('httptools')), per_worker_listeners())))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    loop, httptools, reuse_port = ast.literal_eval(out.strip())
+    return {"loop": loop, "http": "httptools" if httptools else "h11",
+            "listeners": "one SO_REUSEPORT socket per worker" if reuse_port else "one shared socket"}
 
 
 def tiny_cache(work: Path) -> tuple[Path, Path]:
@@ -291,11 +300,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_env(cache_dir: Path, port: int, workers: int) -> dict[str, str]:
+def server_env(cache_dir: Path, port: int, workers: int, fast_lane: bool = True) -> dict[str, str]:
     """Environment of a served app: this process's variables, RECSYS_* replaced by ours (127.0.0.1 only)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_") or k == "RECSYS_ROOT"}
     env.update({"RECSYS_CACHE_DIR": str(cache_dir), "RECSYS_HOST": HOST, "RECSYS_PORT": str(port),
-                "RECSYS_WORKERS": str(workers), "RECSYS_LOG_LEVEL": "warning"})
+                "RECSYS_WORKERS": str(workers), "RECSYS_LOG_LEVEL": "warning",
+                "RECSYS_FAST_LANE": "true" if fast_lane else "false"})
     return env
 
 
@@ -834,6 +844,11 @@ def table_rows(s: dict[str, Any]) -> list[tuple[str, Any, str, Any, str]]:
              f"{fmt(triv.get('rps'))}, {fmt(triv.get('latency_ms', {}).get('p50'))} / "
              f"{fmt(triv.get('latency_ms', {}).get('p99'))}", ""),
         ]
+        routed = wrk.get("service_fastapi_routing", {}).get(key)
+        if routed:
+            rows.append((f"  service with the fast lane off -{key}: req/s, p50 / p99 (ms), timeouts", None, "",
+                         f"{fmt(routed.get('rps'))}, {fmt(routed['latency_ms'].get('p50'))} / "
+                         f"{fmt(routed['latency_ms'].get('p99'))}, {routed.get('timeouts')}", ""))
     loc = s.get("locust")
     if loc:
         o = ORIGINAL["locust"]
@@ -875,7 +890,9 @@ def render_markdown(s: dict[str, Any]) -> str:
         f"{m['load']['waited_s']} s); during the run: max 1-min load {s.get('loadavg_1m_max_during_run')}, CPU "
         f"used by other processes up to {s.get('rest_of_machine_max_pct')} % of one core (phase means)",
         f"- service: {run['workers']} uvicorn workers (uvicorn {m['versions'].get('uvicorn')}, "
-        f"loop {run['uvicorn']['loop']}, http {run['uvicorn']['http']}), cache {s['cache'].get('products'):,} products "
+        f"loop {run['uvicorn']['loop']}, http {run['uvicorn']['http']}, "
+        f"{run['uvicorn'].get('listeners', 'one shared socket')}), fast lane "
+        f"{'on' if run.get('fast_lane', True) else 'off'}, cache {s['cache'].get('products'):,} products "
         f"× N={s['cache'].get('n')}; load generator on the same machine, 127.0.0.1",
         f"- locust: {run['users']:,} FastHttpUsers, spawn {run['spawn_rate']:g}/s, {run['duration_s']} s, think time "
         f"{run['think_time_s']} s, {run['locust_processes']} process(es); wrk 4.1: 1 thread, {run['wrk_duration_s']} s "
@@ -900,12 +917,42 @@ def render_markdown(s: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+README_START = "<!-- loadtest-summary:start (generated by python -m loadtest.run from reports/loadtest/summary.json) -->"
+README_END = "<!-- loadtest-summary:end -->"
+
+
+def readme_block(s: dict[str, Any]) -> str:
+    """The README's load-test table: the report's rows that have a target or an original figure."""
+    run, checks = s["run"], s.get("verdicts", {})
+    met = sum(1 for v in checks.values() if v.get("ok"))
+    lines = [README_START, "",
+             f"Latest full run ({s['generated_at'][:10]}; {s['machine']['cores']} cores, {run['workers']} workers, "
+             f"load generator on the same machine): {met} of {len(checks)} targets met"
+             + ("" if s.get("soak") else "; no soak in this run") + ".",
+             "", "| metric | original | target | measured | pass |", "| --- | ---: | ---: | ---: | :---: |"]
+    for metric, orig, target, measured, ok in table_rows(s):
+        if target or orig is not None:
+            digits = 2 if isinstance(measured, float) and measured < 10 else 1
+            lines.append(f"| {metric.strip()} | {fmt(orig)} | {target} | {fmt(measured, digits)} | {ok} |")
+    return "\n".join(lines + ["", README_END])
+
+
+def update_readme(readme: Path, block: str) -> bool:
+    """Replace the text between the load-test markers in `readme` with `block`; False if the markers are missing."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    readme.write_text(text[:start] + block + text[end + len(README_END):], encoding="utf-8")
+    return True
+
+
 def phases(s: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(label, result) of every load phase that ran, in order."""
     out = [(label, s[key]) for key, label in (("locust", "locust"), ("soak", "soak")) if s.get(key)]
-    for app in ("service", "trivial"):
+    for app, label in (("service", "service"), ("trivial", "trivial"), ("service_fastapi_routing", "service, lane off")):
         for key, run in s.get("wrk", {}).get(app, {}).items():
-            out.append((f"wrk {app} -{key}", run))
+            out.append((f"wrk {label} -{key}", run))
     return out
 
 
@@ -983,7 +1030,7 @@ def machine_facts(load: dict[str, Any]) -> dict[str, Any]:
 
 def serve(stack: contextlib.ExitStack, name: str, module: str, cache_dir: Path, plan: Plan, work: Path) -> Server:
     """Start one app on a free port, register its stop, and wait until every worker answers /health."""
-    env = server_env(cache_dir, free_port(), plan.workers)
+    env = server_env(cache_dir, free_port(), plan.workers, plan.fast_lane)
     server = start_server(name, module, env, plan.workers, work / f"{name}.log")
     stack.callback(stop_server, server)
     print(f"starting {name} ({plan.workers} workers) at {server.base} ...", flush=True)
@@ -1026,6 +1073,14 @@ def trivial_phase(stack: contextlib.ExitStack, plan: Plan, cache_dir: Path, ids_
     }
 
 
+def routing_phase(stack: contextlib.ExitStack, plan: Plan, cache_dir: Path, ids_file: Path, wrk: str,
+                  work: Path, summary: dict[str, Any]) -> None:
+    """The service's wrk runs again with the fast lane off (RECSYS_FAST_LANE=false): what the lane adds."""
+    server = serve(stack, "service-routing", "service", cache_dir, replace(plan, fast_lane=False), work)
+    summary["wrk"]["service_fastapi_routing"] = wrk_series(wrk, server, ids_file, plan, work)
+    stop_server(server)
+
+
 def notes_for(summary: dict[str, Any], plan: Plan) -> list[str]:
     """Plain-language caveats that belong next to the numbers."""
     notes = []
@@ -1034,7 +1089,7 @@ def notes_for(summary: dict[str, Any], plan: Plan) -> list[str]:
     else:
         notes.append(f"exclusion spot-check on {summary['fixture']['exclusion_products']} products "
                      "(half the most-interacted, half random) against data/prepared/interactions.parquet")
-    if summary["run"]["uvicorn"]["http"] == "h11" or summary["run"]["uvicorn"]["loop"] == "asyncio":
+    if summary["run"]["uvicorn"]["http"] == "h11" or summary["run"]["uvicorn"]["loop"].startswith("asyncio"):
         notes.append("uvicorn runs with the pure-Python h11 parser and/or the asyncio loop: httptools and uvloop "
                      "are not installed in this environment")
     if not summary["machine"]["load"]["quiet"]:
@@ -1089,7 +1144,7 @@ def main(argv: list[str] | None = None) -> int:
                               "duration_s": plan.duration_s, "wrk_duration_s": plan.wrk_duration_s,
                               "wrk_connections": list(plan.wrk_connections), "soak_s": plan.soak_s, "tiny": plan.tiny,
                               "think_time_s": plan.wait, "locust_processes": plan.locust_processes,
-                              "uvicorn": uvicorn_implementation(server_env(cache_dir, 1, plan.workers))}
+                              "fast_lane": plan.fast_lane, "uvicorn": uvicorn_implementation(server_env(cache_dir, 1, plan.workers))}
             summary["comparable_with_original"] = (not plan.tiny and plan.workers == 2 and plan.users == 1000
                                                    and plan.duration_s >= 60 and plan.wrk_duration_s >= 30)
             wrk, why = (None, "skipped (--skip-wrk)") if plan.skip_wrk else ensure_wrk()
@@ -1099,6 +1154,8 @@ def main(argv: list[str] | None = None) -> int:
             service_phase(stack, plan, cache_dir, fixture, ids_file, wrk, work, summary)
             if wrk:
                 trivial_phase(stack, plan, cache_dir, ids_file, wrk, work, summary)
+                if plan.fast_lane:
+                    routing_phase(stack, plan, cache_dir, ids_file, wrk, work, summary)
         ok = True
     except KeyboardInterrupt:
         print("interrupted: every started process was stopped", file=sys.stderr)
@@ -1128,6 +1185,12 @@ def finish(summary: dict[str, Any], plan: Plan, work: Path, ok: bool) -> None:
         if summary.get("soak"):
             plot_history(plan.out / "soak_stats_history.csv", plan.out / "soak_history.png",
                          f"soak {summary['soak']['duration_s']} s: {label}", summary["soak"].get("memory_samples"))
+        if ok and summary.get("comparable_with_original") and plan.out == OUT_DIR:  # only full runs of record
+            readme = ROOT / "README.md"
+            if update_readme(readme, readme_block(summary)):
+                print(f"updated the load-test table in {readme}")
+            else:
+                print(f"{readme} has no load-test markers; table not written", file=sys.stderr)
     if ok:
         shutil.rmtree(work, ignore_errors=True)
     else:

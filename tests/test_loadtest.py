@@ -18,6 +18,9 @@ import pytest
 
 from recsys.config import PROJ_ROOT
 
+if str(PROJ_ROOT) not in sys.path:  # `loadtest` is a project folder, not an installed package
+    sys.path.insert(0, str(PROJ_ROOT))
+
 pytestmark = pytest.mark.server
 
 RUN_TIMEOUT_S = 240  # generous bound for a loaded machine; the tiny run takes ~30 s
@@ -67,11 +70,36 @@ def test_wrk_runs_against_service_and_trivial_app(tiny_summary: tuple[dict[str, 
     summary, _ = tiny_summary
     if "wrk" not in summary:
         pytest.skip(f"wrk not installed: {summary['wrk_status']}")
-    for app in ("service", "trivial"):
+    for app in ("service", "trivial", "service_fastapi_routing"):  # the last: the service with its fast lane off
         for run in summary["wrk"][app].values():
             assert run["requests"] > 0
             assert run["errors"]["status"] == 0  # every random id was a known product (200)
     assert set(summary["wrk"]["ratio_to_trivial"]) == set(summary["wrk"]["service"])
+    assert summary["run"]["fast_lane"] is True
+    assert summary["run"]["uvicorn"]["listeners"] == "one SO_REUSEPORT socket per worker"
+
+
+def test_readme_table_is_written_between_the_markers_only(tiny_summary: tuple[dict[str, Any], Path],
+                                                          tmp_path: Path) -> None:
+    from loadtest.run import README_END, README_START, readme_block, update_readme
+
+    summary, out = tiny_summary
+    block = readme_block(summary)
+    assert block.startswith(README_START) and block.endswith(README_END)
+    met = sum(1 for v in summary["verdicts"].values() if v["ok"])
+    assert f"{met} of {len(summary['verdicts'])} targets met" in block
+    assert "| start-up to /health ready, all workers (s) | 248.0 | ≤ 3.0 |" in block
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\nbefore\n{README_START}\nold table\n{README_END}\nafter\n")
+    assert update_readme(readme, block)
+    text = readme.read_text()
+    assert text == f"# t\n\nbefore\n{block}\nafter\n" and "old table" not in text
+    assert update_readme(readme, block) and readme.read_text() == text  # idempotent
+    bare = tmp_path / "BARE.md"
+    bare.write_text("no markers\n")
+    assert update_readme(bare, block) is False and bare.read_text() == "no markers\n"
+    # a tiny run never touches the project's README
+    assert "Tiny" in (out / "summary.md").read_text() and summary["comparable_with_original"] is False
 
 
 def test_locust_validators_flag_bad_answers() -> None:
