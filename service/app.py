@@ -31,6 +31,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.fastlane import RecommendFastLane
+from service.payloads import audience, dumps, parse_product_id, resolve_n
 from service.schemas import (
     DEFAULT_N,
     MAX_SAMPLE,
@@ -43,8 +45,6 @@ from service.schemas import (
     SampleResponse,
     summarize_manifest,
 )
-from service.fastlane import RecommendFastLane
-from service.payloads import audience, dumps, parse_product_id, resolve_n
 from service.settings import ServiceSettings
 from service.state import CacheHolder, CacheLoadError, Snapshot
 
