@@ -25,8 +25,8 @@ run: setup  ## set up and run the whole research pipeline (dvc repro) on the def
 	dvc repro
 
 test: setup  ## set up and run the whole test suite (installs Debian chromium for the browser test)
-	bash scripts/ensure_chromium.sh
-	bash scripts/ensure_wrk.sh
+	bash scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core
+	bash scripts/ensure_deb.sh wrk wrk
 	$(BIN)/pytest -q
 
 dashboard: setup  ## serve the Voilà dashboard on http://127.0.0.1:8866/ (after `make run`)
@@ -36,7 +36,7 @@ serve: setup  ## serve the HTTP API on http://127.0.0.1:8000/ (after `make run`)
 	$(BIN)/recsys serve
 
 loadtest: setup  ## locust + wrk load test of the service on 127.0.0.1 with a 5-minute soak (~13 min; after `make run`)
-	bash scripts/ensure_wrk.sh
+	bash scripts/ensure_deb.sh wrk wrk
 	$(BIN)/python -m loadtest.run --soak 300
 
 test-fast: setup  ## unit tests only (no notebooks, servers or browser)

@@ -655,18 +655,17 @@ def run_locust(server: Server, fixture: Path, plan: Plan, duration_s: int, prefi
 
 
 def ensure_wrk() -> tuple[str | None, str]:
-    """Path of wrk (apt-get installing it when missing and root), or None with the reason."""
+    """Path of wrk, installing it with scripts/ensure_deb.sh when missing; else None with the reason."""
     found = shutil.which("wrk")
     if found:
         return found, "found"
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return None, "wrk is not installed and this is not root with apt-get: install wrk (Debian package 'wrk')"
-    print("installing wrk with apt-get ...", flush=True)
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
-        subprocess.run(cmd, check=False, timeout=600, capture_output=True,
-                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    print("installing wrk (scripts/ensure_deb.sh) ...", flush=True)
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "ensure_deb.sh"), "wrk", "wrk"], check=False, timeout=600,
+                          capture_output=True, text=True)
     found = shutil.which("wrk")
-    return (found, "installed with apt-get") if found else (None, "apt-get install wrk failed")
+    if found:
+        return found, "installed with apt-get"
+    return None, f"wrk is not installed and could not be: {(proc.stderr or proc.stdout).strip()[-300:]}"
 
 
 def parse_wrk(stdout: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,22 @@ def frame(rows: Sequence[Row]) -> pd.DataFrame:
             "product_name": pd.Categorical(list(names)),
             "event": pd.Categorical(list(events), categories=list(CANONICAL_EVENTS)),
             "event_date": pd.to_datetime(pd.Series(list(dates), dtype=object), utc=True).astype(DATE_DTYPE),
+        }
+    )
+
+
+def list_log(customers: Sequence[object], products: Sequence[object], dates: Sequence[str | None],
+             events: Sequence[str] | None = None, *, default_event: str = "purchased",
+             name: Callable[[object], str] = "item {}".format) -> pd.DataFrame:
+    """A canonical table from parallel plain lists (ids as given, dates ISO or None, names from `name(product)`)."""
+    n = len(customers)
+    return pd.DataFrame(
+        {
+            "customer_id": np.asarray(customers),
+            "product_id": np.asarray(products),
+            "product_name": pd.Series([name(p) for p in products], dtype="category"),
+            "event": pd.Series(events if events is not None else [default_event] * n, dtype="category"),
+            "event_date": pd.to_datetime(pd.Series(dates), utc=True).astype(DATE_DTYPE),
         }
     )
 

@@ -14,28 +14,23 @@ from recsys.cf import (
     rfm_summary,
     topk_rows,
 )
-from recsys.contract import DATE_DTYPE
 from recsys.evaluation.frame import build_eval_sets
 from recsys.evaluation.references import random_metrics
 from recsys.evaluation.scoring import coded_recommendations, score_lists
 from recsys.evaluation.split import temporal_split
 from recsys.rankers import History, available_rankers, make_ranker
 
+try:
+    from _logs import list_log
+except ImportError:  # tests collected as a package
+    from tests._logs import list_log
+
 SMALL_ALS = {"factors": 8, "iterations": 10, "seed": 7, "num_threads": 1, "chunk_size": 3}
 
 
 def canonical(customers, products, dates, events=None) -> pd.DataFrame:
-    """A canonical interactions table from plain lists (dates as ISO strings or None)."""
-    n = len(customers)
-    return pd.DataFrame(
-        {
-            "customer_id": np.asarray(customers),
-            "product_id": np.asarray(products),
-            "product_name": pd.Series([f"item {p}" for p in products], dtype="category"),
-            "event": pd.Series(events if events is not None else ["purchased"] * n, dtype="category"),
-            "event_date": pd.to_datetime(pd.Series(dates), utc=True).astype(DATE_DTYPE),
-        }
-    )
+    """A canonical interactions table from plain lists (dates as ISO strings or None; default event purchased)."""
+    return list_log(customers, products, dates, events, default_event="purchased", name="item {}".format)
 
 
 def co_purchase_log(n_groups: int = 4, users_per_group: int = 40, items_per_group: int = 10, seed: int = 0) -> pd.DataFrame:

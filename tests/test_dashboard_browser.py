@@ -39,8 +39,8 @@ def chromium() -> Path:
     """Debian's chromium; skipped with a reason outside CI when missing, a failure in CI."""
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing in CI: the test target must run scripts/ensure_chromium.sh first")
-        pytest.skip(f"{CHROMIUM} is not installed (run scripts/ensure_chromium.sh); browser test skipped outside CI")
+            pytest.fail(f"{CHROMIUM} is missing in CI: the test target must run scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core first")
+        pytest.skip(f"{CHROMIUM} is not installed (run scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core); browser test skipped outside CI")
     return CHROMIUM
 
 

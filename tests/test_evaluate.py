@@ -37,6 +37,11 @@ from recsys.evaluation.scoring import RankerContractError, coded_recommendations
 from recsys.evaluation.split import split_summary, temporal_split
 from recsys.rankers import Recommendations
 
+try:
+    from _logs import list_log
+except ImportError:  # tests collected as a package
+    from tests._logs import list_log
+
 L2 = np.log2
 
 
@@ -46,17 +51,8 @@ L2 = np.log2
 
 
 def canonical(customers, products, dates, events=None) -> pd.DataFrame:
-    """A canonical interactions table from plain lists (dates as ISO strings or None)."""
-    n = len(customers)
-    return pd.DataFrame(
-        {
-            "customer_id": np.asarray(customers),
-            "product_id": np.asarray(products),
-            "product_name": pd.Series([f"item {p % 7} size {p % 3}" for p in products], dtype="category"),
-            "event": pd.Series(events if events is not None else ["cart"] * n, dtype="category"),
-            "event_date": pd.to_datetime(pd.Series(dates), utc=True).astype(DATE_DTYPE),
-        }
-    )
+    """A canonical interactions table from plain lists (dates as ISO strings or None; default event cart)."""
+    return list_log(customers, products, dates, events, default_event="cart", name=lambda p: f"item {p % 7} size {p % 3}")
 
 
 def high_churn_log(n_users: int = 1500, n_products: int = 150, seed: int = 0) -> pd.DataFrame:
