@@ -1,4 +1,4 @@
-"""Benchmark the full evaluation (recsys.evaluate.run_evaluation); writes reports/benchmarks/evaluate.json.
+"""Benchmark the full evaluation (recsys.evaluation.run.run_evaluation); writes reports/benchmarks/evaluate.json.
 
 Target at scale 1.0: ALS 50x50 + scoring every evaluated product + every baseline + bootstrap + the
 3-cutoff backtest in <= 300 s on 2 cores. Records wall time per phase, per model (summed over
@@ -35,13 +35,13 @@ def peak_rss_mib() -> float:
 def load_data(input_path: Path | None, scale: float, seed: int) -> tuple[Any, str]:
     """The prepared table: the given file, data/prepared at scale 1.0, else a generated synthetic log."""
     from recsys import config
-    from recsys.contract import PRESETS, load_prepared
+    from recsys.data.contract import PRESETS, load_prepared
 
     candidate = input_path or (config.PREPARED_PARQUET if scale == 1.0 else None)
     if candidate is not None and Path(candidate).is_file():
         return load_prepared(Path(candidate)), config.relative(candidate)
-    from recsys.prepare import prepare
-    from recsys.synthetic import generate
+    from recsys.data.prepare import prepare
+    from recsys.data.synthetic import generate
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
     generate(tmp / "raw.csv", scale=scale, seed=seed)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     from recsys import config
-    from recsys.evaluate import run_evaluation
+    from recsys.evaluation.run import run_evaluation
 
     load_before = os.getloadavg()
     t0 = time.perf_counter()

@@ -25,12 +25,12 @@ from pathlib import Path
 phase, raw, out, scale, seed = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 t0 = time.perf_counter()
 if phase == "generate":
-    from recsys.synthetic import generate
+    from recsys.data.synthetic import generate
     info = generate(raw, scale=scale, seed=seed)
     rows = info["rows"]
 else:
-    from recsys.contract import PRESETS
-    from recsys.prepare import prepare
+    from recsys.data.contract import PRESETS
+    from recsys.data.prepare import prepare
     rows = prepare(raw, out, PRESETS["case_study"]).rows_in
 wall = time.perf_counter() - t0
 print(json.dumps({"rows": rows, "wall_s": round(wall, 3), "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))

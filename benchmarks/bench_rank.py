@@ -55,8 +55,8 @@ def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
 
 def phase_features(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict[str, Any]:
     """Load + compute_features; also the dashboard what-if (engagement from raw features)."""
-    from recsys.contract import load_prepared
-    from recsys.features import EngagementWhatIf, compute_features, load_feature_params
+    from recsys.data.contract import load_prepared
+    from recsys.features.engagement import EngagementWhatIf, compute_features, load_feature_params
 
     df, load_s = _timed(load_prepared, prepared)
     params = load_feature_params()
@@ -73,7 +73,7 @@ def phase_features(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dic
 
 def _catalogue(df: Any) -> np.ndarray:
     """Every product id of the table, sorted."""
-    from recsys.cache import catalogue_ids
+    from recsys.cache.build import catalogue_ids
 
     return catalogue_ids(df)
 
@@ -81,8 +81,8 @@ def _catalogue(df: Any) -> np.ndarray:
 def _rank_all(name: str, prepared: Path, n: int) -> dict[str, Any]:
     """Load, fit `name`, rank the whole catalogue top-n."""
     from recsys import config
-    from recsys.cache import ranker_params_from
-    from recsys.contract import load_prepared
+    from recsys.cache.build import ranker_params_from
+    from recsys.data.contract import load_prepared
     from recsys.rankers import make_ranker
 
     df, load_s = _timed(load_prepared, prepared)
@@ -108,7 +108,7 @@ def phase_content(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict
 
 def phase_cache_build(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict[str, Any]:
     """build_cache_from_params with the activity ranker: load, features, rank, write Parquet + lookup."""
-    from recsys import cache
+    from recsys.cache import build as cache
 
     manifest, wall = _timed(
         cache.build_cache_from_params, prepared, cache_dir, overrides={"ranker": "activity", "n": n, "export": None}
@@ -120,7 +120,7 @@ def phase_cache_build(prepared: Path, cache_dir: Path, n: int, lookups: int) -> 
 
 def phase_cache_load(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict[str, Any]:
     """AudienceLookup.open, then in-process top(n) latency over random known products."""
-    from recsys.cache import AudienceLookup
+    from recsys.cache.lookup import AudienceLookup
 
     lookup, open_s = _timed(AudienceLookup.open, cache_dir)
     rng = np.random.default_rng(0)

@@ -314,7 +314,7 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run every measurement, write the JSON report and print it."""
-    from recsys.cache import cache_facts, open_or_build
+    from recsys.cache.build import cache_facts, open_or_build
 
     args = parse_args(argv)
     cache_dir = config.resolve(args.cache_dir)

@@ -231,8 +231,8 @@ def unknown_product_ids(ids: np.ndarray, count: int, rng: np.random.Generator) -
 
 def source_mismatch(manifest: dict[str, Any], prepared: Path) -> str | None:
     """Why `prepared` is not the data the cache was fitted on (exclusion would not hold), or None."""
-    from recsys.cache import fingerprint_file, fingerprint_frame
-    from recsys.contract import load_prepared
+    from recsys.cache.build import fingerprint_file, fingerprint_frame
+    from recsys.data.contract import load_prepared
 
     fp = manifest.get("fingerprint") or {}
     if fp.get("algorithm") == "sha256-file":
@@ -270,7 +270,7 @@ def exclusion_sample(prepared: Path, manifest: dict[str, Any], pool: list[Any], 
 def build_fixture(cache_dir: Path | None = None, prepared: Path | None = None, *, sample: int = 10_000,
                   spot: int = 100, seed: int = 0) -> dict[str, Any]:
     """Ids, audience sizes, unknown ids and an exclusion sample for the locust users (JSON-ready)."""
-    from recsys.cache import AudienceLookup
+    from recsys.cache.lookup import AudienceLookup
 
     lookup = AudienceLookup.open(cache_dir or config.CACHE_DIR)
     ids = np.asarray(lookup.product_ids())
@@ -1117,7 +1117,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="loadtest-"))
     clean_outputs(plan.out)
     summary: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    from recsys.cache import cache_facts, open_or_build
+    from recsys.cache.build import cache_facts, open_or_build
 
     ok = False
     try:

@@ -14,7 +14,7 @@ from recsys import config
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
     """Write the synthetic log in the case-study raw format."""
-    from recsys.synthetic import generate
+    from recsys.data.synthetic import generate
 
     p = config.load_params("generate")["generate"]
     out = config.resolve(args.output or p["output"])
@@ -24,8 +24,8 @@ def _generate(args: argparse.Namespace) -> dict[str, Any]:
 
 def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Raw log -> canonical Parquet + quarantine + summary."""
-    from recsys.contract import source_spec_from_params
-    from recsys.prepare import prepare, summary_dict
+    from recsys.data.contract import source_spec_from_params
+    from recsys.data.prepare import prepare, summary_dict
 
     src = config.load_params("prepare")["source"]
     spec = source_spec_from_params({**src, **({"preset": args.preset} if args.preset else {})})
@@ -37,8 +37,8 @@ def _profile(args: argparse.Namespace) -> dict[str, Any]:
     """Profile statistics of the prepared table and the calibration table against the published profile."""
     import pandas as pd
 
-    from recsys.contract import load_prepared
-    from recsys.profile import calibration_table, load_profile, profile_stats
+    from recsys.data.contract import load_prepared
+    from recsys.data.profile import calibration_table, load_profile, profile_stats
 
     df = load_prepared(config.resolve(args.input or config.PREPARED_PARQUET))
     summary_path = config.PREPARE_SUMMARY_JSON
@@ -52,7 +52,7 @@ def _profile(args: argparse.Namespace) -> dict[str, Any]:
 
 def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
     """Top-N audience for every product, written as the cache artifact."""
-    from recsys.cache import build_cache_from_params
+    from recsys.cache.build import build_cache_from_params
 
     return build_cache_from_params(
         prepared_path=config.resolve(args.input) if args.input else None,
@@ -74,7 +74,7 @@ def _notebook(args: argparse.Namespace) -> dict[str, Any]:
     """Execute a pipeline notebook with papermill into reports/ and render HTML."""
     import yaml
 
-    from recsys.notebooks import run_notebook
+    from recsys.reporting.notebooks import run_notebook
 
     params = {}
     for item in args.param or []:
@@ -94,7 +94,7 @@ def _dashboard(args: argparse.Namespace) -> dict[str, Any]:
 
 def _summary(args: argparse.Namespace) -> dict[str, Any]:
     """Write reports/summary.md from the pipeline's metrics."""
-    from recsys.reporting import write_summary
+    from recsys.reporting.summary import write_summary
 
     return {"summary": str(write_summary())}
 

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys import config
-from recsys.features import (
+from recsys.features.engagement import (
     DECAYED_PREFIX,
     FEATURE_NAMES,
     FeatureParams,
@@ -421,7 +421,7 @@ class WhatIfModel:
     """Raw per-user features computed once; `rank` re-scores every user and takes a product's top-n."""
 
     def __init__(self, raw: pd.DataFrame, seed: int = 0) -> None:
-        """Keep the raw feature columns as contiguous arrays (raw = recsys.features.compute_raw_features)."""
+        """Keep the raw feature columns as contiguous arrays (raw = recsys.features.engagement.compute_raw_features)."""
         self.customer_ids = _ids(raw.index.to_numpy())
         self.decayed_cols = [c for c in raw.columns if c.startswith(DECAYED_PREFIX)]
         self.categories = [c[len(DECAYED_PREFIX):] for c in self.decayed_cols]
@@ -455,7 +455,7 @@ class WhatIfModel:
         return self._event_score
 
     def engagement(self, settings: WhatIfSettings) -> np.ndarray:
-        """Engagement of every customer under the settings (equals recsys.features.compute_features)."""
+        """Engagement of every customer under the settings (equals recsys.features.engagement.compute_features)."""
         cols = [self._norm_event_score(settings.event_weights, settings.normalisation) if f == "avg_event_score"
                 else self._norm(f, settings.normalisation) for f in FEATURE_NAMES]
         return np.column_stack(cols) @ weight_vector(settings.weights)
@@ -660,7 +660,7 @@ class DashboardData:
 
     def _load_cache(self) -> None:
         """Open the audience cache (memory-mapped) or note how to build it."""
-        from recsys.cache import AudienceLookup, CacheError, CacheNotFoundError
+        from recsys.cache.lookup import AudienceLookup, CacheError, CacheNotFoundError
 
         try:
             self.lookup = AudienceLookup.open(self.paths.cache_dir)
@@ -685,7 +685,7 @@ class DashboardData:
 
     def _load_prepared(self) -> None:
         """Read the prepared table once and build the product index, user activity and what-if model."""
-        from recsys.contract import DataContractError, load_prepared
+        from recsys.data.contract import DataContractError, load_prepared
 
         if not self.paths.prepared.is_file():
             self.issues.insert(0, f"Prepared interactions not found at {shown_path(self.paths.prepared)}: {PREPARED_HINT}.")
@@ -710,7 +710,7 @@ class DashboardData:
             return
         fp = self.lookup.manifest.get("fingerprint") or {}
         if fp.get("algorithm") == "sha256-file":
-            from recsys.cache import fingerprint_file
+            from recsys.cache.build import fingerprint_file
 
             if fingerprint_file(self.paths.prepared) != fp.get("value"):
                 self.notes.append(f"The cache was built from a different prepared file than {self.paths.prepared}; "

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys.lookup import BUILD_HINT, AudienceLookup
+from recsys.cache.lookup import BUILD_HINT, AudienceLookup
 
 logger = logging.getLogger("recsys.service")
 

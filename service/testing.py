@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.cache import build_cache
-from recsys.contract import DATE_DTYPE
+from recsys.cache.build import build_cache
+from recsys.data.contract import DATE_DTYPE
 
 TINY_RANKER = "activity"
 TINY_N = 5

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from recsys.contract import CANONICAL_EVENTS, DATE_DTYPE
+from recsys.data.contract import CANONICAL_EVENTS, DATE_DTYPE
 
 Row = tuple[object, object, str | None, str, str | None]
 

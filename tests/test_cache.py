@@ -9,16 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.cache import (
-    AUDIENCE_NAME,
-    MANIFEST_NAME,
-    AudienceLookup,
-    CacheCorruptError,
-    CacheError,
-    CacheNotFoundError,
-    build_cache,
-    build_cache_from_params,
-)
+from recsys.cache.build import build_cache, build_cache_from_params
+
+from recsys.cache.lookup import AUDIENCE_NAME, MANIFEST_NAME, AudienceLookup, CacheCorruptError, CacheError, CacheNotFoundError
 from recsys.rankers import make_ranker
 
 try:

@@ -17,9 +17,9 @@ import pytest
 
 from recsys import config
 from recsys import dashboard as D
-from recsys.cache import build_cache
-from recsys.contract import DATE_DTYPE
-from recsys.features import DEFAULT_ENGAGEMENT_WEIGHTS, DEFAULT_EVENT_WEIGHTS, FeatureParams, compute_features, compute_raw_features
+from recsys.cache.build import build_cache
+from recsys.data.contract import DATE_DTYPE
+from recsys.features.engagement import DEFAULT_ENGAGEMENT_WEIGHTS, DEFAULT_EVENT_WEIGHTS, FeatureParams, compute_features, compute_raw_features
 from recsys.rankers import make_ranker
 
 EVENTS = ("purchased", "cart", "rating", "wishlist", "search_keyword")

@@ -93,10 +93,10 @@ class Served:
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> D.DashboardPaths:
     """Tiny generated log -> prepare -> cache (the real pipeline functions), laid out like data/; no metrics files."""
-    from recsys.cache import build_cache_from_params
-    from recsys.contract import source_spec_from_params
-    from recsys.prepare import prepare
-    from recsys.synthetic import generate
+    from recsys.cache.build import build_cache_from_params
+    from recsys.data.contract import source_spec_from_params
+    from recsys.data.prepare import prepare
+    from recsys.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("dashboard")
     paths = D.DashboardPaths.from_env({D.DATA_ENV: str(root / "data"), D.REPORTS_ENV: str(root / "reports")})

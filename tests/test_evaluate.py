@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import plots
-from recsys.contract import DATE_DTYPE
-from recsys.evaluate import EvalConfig, ModelSpec, quick_params, ranker_params, run_evaluation
+from recsys.reporting import plots
+from recsys.data.contract import DATE_DTYPE
+from recsys.evaluation.run import EvalConfig, ModelSpec, quick_params, ranker_params, run_evaluation
 from recsys.evaluation.frame import build_eval_sets, oracle_lists
 from recsys.evaluation.metrics import (
     METRICS,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.features import (
+from recsys.features.engagement import (
     FEATURE_NAMES,
     EngagementWhatIf,
     FeatureParams,

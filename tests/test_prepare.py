@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys.contract import PRESETS, DataContractError, SourceSpec, load_prepared, source_spec_from_params
-from recsys.prepare import prepare
+from recsys.data.contract import PRESETS, DataContractError, SourceSpec, load_prepared, source_spec_from_params
+from recsys.data.prepare import prepare
 
 CASE_STUDY_CSV = """index,product_id,customer_id,product_name,Event_Date,Event
 3,11,1001,"عطر 011",2023-03-28 02:03:31+00:00,purchased

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from recsys.profile import calibration_table, load_profile, profile_stats, split_stats
+from recsys.data.profile import calibration_table, load_profile, profile_stats, split_stats
 
 
 def tiny() -> pd.DataFrame:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from recsys.reporting import choose_default_ranker, precision_wide, summary_markdown
+from recsys.reporting.summary import choose_default_ranker, precision_wide, summary_markdown
 
 
 def table() -> pd.DataFrame:

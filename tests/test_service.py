@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from recsys.cache import AudienceLookup
+from recsys.cache.lookup import AudienceLookup
 from recsys.config import PROJ_ROOT
 
 if str(PROJ_ROOT) not in sys.path:  # `service` is not in the installed package list (pyproject: recsys* only)

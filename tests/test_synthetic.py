@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.contract import CASE_STUDY_HEADER, PRESETS, load_prepared
-from recsys.prepare import prepare, summary_dict
-from recsys.profile import calibration_table, load_profile, profile_stats
-from recsys.synthetic import generate, generate_frame, root_of
+from recsys.data.contract import CASE_STUDY_HEADER, PRESETS, load_prepared
+from recsys.data.prepare import prepare, summary_dict
+from recsys.data.profile import calibration_table, load_profile, profile_stats
+from recsys.data.synthetic import generate, generate_frame, root_of
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pandas as pd
 
 from recsys.evaluation.metrics import block_rows, hits_against
 from recsys.evaluation.split import Split
-from recsys.features import encode_ids
+from recsys.features.engagement import encode_ids
 
 SLICES: tuple[str, ...] = ("0", "1", "2+")
 

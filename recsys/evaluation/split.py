@@ -1,4 +1,4 @@
-"""Temporal split at a date quantile of the dated rows (undated rows follow recsys.contract.UNDATED_POLICY)."""
+"""Temporal split at a date quantile of the dated rows (undated rows follow recsys.data.contract.UNDATED_POLICY)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.contract import DATE_DTYPE
+from recsys.data.contract import DATE_DTYPE
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Split:
 
 
 def cutoff_at(dates: pd.Series, quantile: float) -> pd.Timestamp:
-    """The `quantile` date quantile of the dated rows (as in recsys.profile.split_stats)."""
+    """The `quantile` date quantile of the dated rows (as in recsys.data.profile.split_stats)."""
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"split quantile must be strictly between 0 and 1, got {quantile}")
     dated = dates.dropna()
@@ -57,10 +57,10 @@ def temporal_split(
     both sides (they are the future of the test window).
     """
     if "event_date" not in interactions.columns:
-        raise RuntimeError("temporal split requires an event_date column (see recsys.contract)")
+        raise RuntimeError("temporal split requires an event_date column (see recsys.data.contract)")
     dates = interactions["event_date"]
     if str(dates.dtype) != DATE_DTYPE:
-        raise TypeError(f"event_date must be {DATE_DTYPE}, got {dates.dtype}; load data with recsys.contract.load_prepared")
+        raise TypeError(f"event_date must be {DATE_DTYPE}, got {dates.dtype}; load data with recsys.data.contract.load_prepared")
     cutoff = cutoff_at(dates, quantile)
     dated = dates.notna().to_numpy()
     before = (dates < cutoff).fillna(False).to_numpy(dtype=bool)

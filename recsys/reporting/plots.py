@@ -1,4 +1,4 @@
-"""Figures of the evaluation tables (recsys.evaluate outputs); every function returns a matplotlib Figure.
+"""Figures of the evaluation tables (recsys.evaluation.run outputs); every function returns a matplotlib Figure.
 
 Figures are built without pyplot's global state (``matplotlib.figure.Figure``), so notebooks display
 them by returning them and tests can draw many without leaking windows. Pass ``ax`` to draw into an

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-PROFILE_PATH = Path(__file__).resolve().parent / "resources" / "case_study_profile.json"
+PROFILE_PATH = Path(__file__).resolve().parents[1] / "resources" / "case_study_profile.json"
 
 
 def load_profile(path: Path | None = None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import config
-from recsys.contract import (
+from recsys.data.contract import (
     CANONICAL_EVENTS,
     DATE_DTYPE,
     DataContractError,

@@ -3,7 +3,7 @@
 Definitions (``ref`` = ``reference_date`` param, default the latest ``event_date`` of the data;
 ``days_ago`` = (ref - event_date) in fractional days, clipped at 0 so events after ``ref`` get full
 credit; an event's ``decay`` = exp(-days_ago / ``decay_days``), or ``undated_decay`` for an undated
-(NaT) row, per ``recsys.contract.UNDATED_POLICY``; default 0.0 = an undated row adds nothing to
+(NaT) row, per ``recsys.data.contract.UNDATED_POLICY``; default 0.0 = an undated row adds nothing to
 the score sums but still counts as an interaction):
 
 - ``total_interactions``: rows of the user, dated or not.
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import config
-from recsys.contract import CANONICAL_EVENTS
+from recsys.data.contract import CANONICAL_EVENTS
 
 FEATURE_NAMES: tuple[str, ...] = (
     "total_interactions",

@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from recsys.contract import CASE_STUDY_HEADER
+from recsys.data.contract import CASE_STUDY_HEADER
 
 log = logging.getLogger(__name__)
 

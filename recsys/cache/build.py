@@ -36,8 +36,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from recsys import config
-from recsys.contract import CANONICAL_COLUMNS, load_prepared
-from recsys.lookup import (  # noqa: F401 - the reading side lives in recsys.lookup; re-exported here
+from recsys.data.contract import CANONICAL_COLUMNS, load_prepared
+from recsys.cache.lookup import (  # noqa: F401 - the reading side lives in recsys.cache.lookup; re-exported here
     AUDIENCE_NAME,
     BUILD_HINT,
     EXPORT_STEM,

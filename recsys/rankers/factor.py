@@ -1,4 +1,4 @@
-"""Collaborative-filtering and buy-till-you-die rankers: ``als``, ``bpr`` (implicit) and ``bgnbd``.
+"""Matrix-factorisation rankers ``als`` and ``bpr`` (implicit), and the exact dense top-k they share.
 
 ``als`` / ``bpr`` really rank customers for each product: score(u, p) = item_factors[p] . user_factors[u],
 top-k over every fitted customer except the product's own customers (any event, dated or not). The
@@ -7,13 +7,7 @@ set to -inf, and the exact top-k per row is found with a block-maximum prefilter
 so there is no Python loop per product. A product unseen at fit time (cold start) gets the model's
 global order: customers by their affinity to the popularity-weighted mean item vector.
 
-``bgnbd`` scores every customer by the expected number of transactions in the next ``horizon_days``
-under a BG/NBD model (Fader, Hardie & Lee 2005) fitted by MAP with pymc-marketing's ``BetaGeoModel``
-(an optional dependency: ``pip install 'pymc-marketing>=0.19.2'``). Its order is global (the same for
-every product, minus the product's own customers).
-
-All three register with ``recsys.rankers.make_ranker``. Params (``params/evaluate.yaml`` and
-``params/cache.yaml: rankers.<name>``): see ``FACTOR_DEFAULTS`` and ``BGNBD_DEFAULTS``.
+Params (``params/evaluate.yaml`` and ``params/cache.yaml: rankers.<name>``): see ``FACTOR_DEFAULTS``.
 """
 
 from __future__ import annotations
@@ -30,16 +24,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.features import US_PER_DAY, event_codes, timestamps_us
-from recsys.rankers import (
-    GlobalOrder,
-    History,
-    Recommendations,
-    _GlobalRanker,
-    _ordered,
-    _requested_array,
-    register_ranker,
-)
+from recsys.features.engagement import event_codes
+from recsys.rankers.base import GlobalOrder, History, Recommendations, ordered, requested_array
 
 FACTOR_DEFAULTS: dict[str, Any] = {
     "factors": 50,
@@ -53,12 +39,6 @@ FACTOR_DEFAULTS: dict[str, Any] = {
     "chunk_size": 256,  # products scored per matrix block
     "block": 64,  # customers per block in the top-k prefilter
 }
-BGNBD_DEFAULTS: dict[str, Any] = {
-    "horizon_days": 36.0,  # expected transactions over this many days after the fit data ends
-    "events": None,  # None = every dated event counts as a transaction; else a list of event names
-    "max_fit_customers": None,  # None = fit on every customer; else a seeded sample of this size
-    "seed": 42,
-}
 
 
 def _threads(n: int) -> int:
@@ -69,7 +49,6 @@ def _threads(n: int) -> int:
 def _merged(defaults: Mapping[str, Any], params: Mapping[str, Any] | None) -> dict[str, Any]:
     """Defaults overridden by params (extra keys such as 'features' are kept)."""
     return {**defaults, **dict(params or {})}
-
 
 # ----------------------------------------------------------------------------------------------
 # exact top-k per row of a dense score block
@@ -204,7 +183,6 @@ def _recommendations(
         cold_start=codes < 0,
     )
 
-
 # ----------------------------------------------------------------------------------------------
 # matrix factorisation rankers (implicit)
 # ----------------------------------------------------------------------------------------------
@@ -268,7 +246,7 @@ class FactorRanker:
         popularity = np.diff(self.history_.indptr).astype(np.float64)
         mean_item = (popularity @ self.item_factors_.astype(np.float64)) / max(popularity.sum(), 1.0)
         g = self.user_factors_.astype(np.float64) @ mean_item
-        self.global_ = GlobalOrder.build(_ordered(g), g, self.history_)
+        self.global_ = GlobalOrder.build(ordered(g), g, self.history_)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -306,7 +284,7 @@ class FactorRanker:
         from threadpoolctl import threadpool_limits
 
         self._check_fitted()
-        requested = _requested_array(product_ids)
+        requested = requested_array(product_ids)
         codes = self.history_.codes_of(requested)
         k = max(int(k), 0)
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -351,109 +329,3 @@ class BPRRanker(FactorRanker):
             num_threads=_threads(int(p["num_threads"])),
         )
 
-
-# ----------------------------------------------------------------------------------------------
-# BG/NBD (buy till you die)
-# ----------------------------------------------------------------------------------------------
-
-
-def rfm_summary(interactions: pd.DataFrame, history: History, events: Sequence[str] | None = None) -> pd.DataFrame:
-    """Per fitted customer: frequency (active days - 1), recency and T in days (day resolution), has_transactions.
-
-    Transactions are dated rows (of `events` when given); the observation ends on the last dated
-    day of the fit data. A customer with no such transaction gets frequency 0, recency 0 and the
-    largest T (an old one-off customer), and has_transactions False.
-    """
-    us_all, dated = timestamps_us(interactions["event_date"])
-    if events is not None:
-        dated = dated & interactions["event"].astype("string[pyarrow]").isin(list(events)).fillna(False).to_numpy(dtype=bool)
-    n = history.n_users
-    if not dated.any():
-        raise ValueError("bgnbd needs dated transactions in the fit data (check bgnbd.events)")
-    day = us_all[dated] // US_PER_DAY
-    day = day - day.min()
-    users = history.row_users[dated]
-    pair = np.unique(users * (int(day.max()) + 1) + day)
-    pu, pd_ = np.divmod(pair, int(day.max()) + 1)
-    active = np.bincount(pu, minlength=n)
-    first = np.full(n, np.iinfo(np.int64).max)
-    np.minimum.at(first, pu, pd_)
-    last = np.full(n, -1)
-    np.maximum.at(last, pu, pd_)
-    has = active > 0
-    end = int(day.max())
-    first = np.where(has, first, 0)
-    last = np.where(has, last, 0)
-    return pd.DataFrame(
-        {
-            "customer_id": np.arange(n),
-            "frequency": np.maximum(active - 1, 0).astype(np.float64),
-            "recency": (last - first).astype(np.float64),
-            "T": (end - first).astype(np.float64),
-            "has_transactions": has,
-        }
-    )
-
-
-def _require_pymc_marketing() -> Any:
-    """Import pymc_marketing.clv.BetaGeoModel or explain how to install it."""
-    try:
-        from pymc_marketing.clv import BetaGeoModel
-    except ImportError as exc:
-        raise ImportError(
-            "the bgnbd ranker needs pymc-marketing (optional): pip install 'pymc-marketing>=0.19.2'"
-        ) from exc
-    return BetaGeoModel
-
-
-def bgnbd_available() -> bool:
-    """True when pymc-marketing can be imported."""
-    try:
-        _require_pymc_marketing()
-    except ImportError:
-        return False
-    return True
-
-
-class BGNBDRanker(_GlobalRanker):
-    """Customers by BG/NBD expected transactions in the next horizon_days (pymc-marketing, MAP fit)."""
-
-    name = "bgnbd"
-
-    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        """Keep params merged over BGNBD_DEFAULTS."""
-        super().__init__(params)
-        self.params = _merged(BGNBD_DEFAULTS, self.params)
-        if float(self.params["horizon_days"]) <= 0:
-            raise ValueError(f"bgnbd.horizon_days must be > 0, got {self.params['horizon_days']}")
-
-    def _user_order(self, interactions: pd.DataFrame, history: History) -> tuple[np.ndarray, np.ndarray]:
-        """Fit BG/NBD by MAP on the customers' RFM summary and score expected transactions."""
-        model_cls = _require_pymc_marketing()
-        rfm = rfm_summary(interactions, history, self.params.get("events"))
-        fit_rows = rfm.loc[rfm["has_transactions"], ["customer_id", "frequency", "recency", "T"]]
-        cap = self.params.get("max_fit_customers")
-        if cap is not None and len(fit_rows) > int(cap):
-            fit_rows = fit_rows.sample(n=int(cap), random_state=int(self.params["seed"]))
-        if len(fit_rows) < 2 or not (fit_rows["frequency"] > 0).any():
-            raise ValueError("bgnbd cannot be fitted: it needs at least one repeat customer in the fit data")
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = model_cls()
-            model.fit(data=fit_rows.reset_index(drop=True), method="map", progressbar=False)
-            expected = model.expected_purchases(
-                data=rfm[["customer_id", "frequency", "recency", "T"]], future_t=float(self.params["horizon_days"])
-            )
-        scores = np.asarray(expected, dtype=np.float64).reshape(-1)
-        if len(scores) != history.n_users or not np.isfinite(scores).all():
-            raise RuntimeError("bgnbd produced missing or non-finite expected transactions")
-        self.fit_summary_ = {k: float(v) for k, v in model.fit_summary().items()}
-        self.fit_seconds_ = time.perf_counter() - t0
-        self.rfm_ = rfm
-        return _ordered(scores), scores
-
-
-register_ranker(ALSRanker.name, ALSRanker)
-register_ranker(BPRRanker.name, BPRRanker)
-register_ranker(BGNBDRanker.name, BGNBDRanker)

@@ -17,7 +17,7 @@
 8. diagnostics by customers' number of training interactions (0, 1, 2+);
 9. outputs: metrics JSON (DVC metrics), long CSV tables (DVC plots) and a generated conclusion.
 
-Run: ``python -m recsys.evaluate`` (add ``--input``, ``--output-dir``, ``--quick``).
+Run: ``python -m recsys.evaluation.run`` (add ``--input``, ``--output-dir``, ``--quick``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import config
-from recsys.contract import load_prepared
+from recsys.data.contract import load_prepared
 from recsys.evaluation.frame import EvalSet, build_eval_sets
 from recsys.evaluation.references import oracle_metrics, random_metrics
 from recsys.evaluation.report import (
@@ -412,7 +412,7 @@ def run_evaluation(
 def _claims() -> dict[str, Any] | None:
     """The original write-up's claims from the published profile (None if unavailable)."""
     try:
-        from recsys.profile import load_profile
+        from recsys.data.profile import load_profile
 
         return dict(load_profile().get("claims_of_the_original_write_up_to_beat_or_refute") or {})
     except Exception:  # noqa: BLE001 - the profile is optional context, never a reason to fail
@@ -526,7 +526,7 @@ def quick_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: run the evaluation from params/evaluate.yaml and print where the outputs went."""
-    parser = argparse.ArgumentParser(prog="python -m recsys.evaluate", description="Run the offline evaluation.")
+    parser = argparse.ArgumentParser(prog="python -m recsys.evaluation.run", description="Run the offline evaluation.")
     parser.add_argument("--input", help="prepared interactions Parquet (default: evaluate.input)")
     parser.add_argument("--output-dir", help="output directory (default: evaluate.output_dir)")
     parser.add_argument("--quick", action="store_true", help="small ALS and bootstrap (smoke run)")

@@ -1,0 +1,1 @@
+"""Features: per-customer engagement (``engagement``) and product-name text (``text``)."""

@@ -1,0 +1,14 @@
+"""Rankers: for each product, which customers to target, best first (one engine for every stage).
+
+- ``base``: the ``Ranker`` protocol, ``Recommendations`` (CSR result), the history index and global orders;
+- ``engagement``: ``random``, ``activity``, ``recency`` (one order for every product);
+- ``content``: name-token affinity blended with engagement;
+- ``factor``: ``als`` and ``bpr`` (implicit);
+- ``bgnbd``: BG/NBD expected transactions (pymc-marketing, optional);
+- ``registry``: ``make_ranker(name, params)``.
+"""
+
+from recsys.rankers.base import Ranker, Recommendations
+from recsys.rankers.registry import available_rankers, make_ranker
+
+__all__ = ["Ranker", "Recommendations", "available_rankers", "make_ranker"]

@@ -1,0 +1,1 @@
+"""Reporting: notebook execution, figures, exploration facts and the generated results summary."""
