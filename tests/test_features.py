@@ -10,11 +10,10 @@ import pytest
 
 from recsys.features.engagement import (
     FEATURE_NAMES,
-    EngagementWhatIf,
+    EngagementModel,
     FeatureParams,
     compute_features,
     compute_raw_features,
-    engagement_scores,
     load_feature_params,
     normalise,
 )
@@ -138,21 +137,23 @@ def test_normalisations() -> None:
         normalise(x, "zscore")
 
 
-def test_what_if_engagement_matches_full_recompute() -> None:
+def test_engagement_model_rescoring_matches_full_recompute() -> None:
     log = random_log(n_rows=2000, seed=3)
     params = FeatureParams(normalisation="percentile")
-    raw = compute_raw_features(log, params)
+    model = EngagementModel.fit(log, params)
     weights = {"total_interactions": 0.1, "unique_products": 0.1, "avg_event_score": 0.5,
                "interaction_frequency": 0.2, "recency": 0.1}
-    events = {"purchased": 1.0, "cart": 7.0}
-    fast = engagement_scores(raw, weights, "percentile", event_weights=events)
-    full = compute_features(log, params.with_(weights=weights, event_weights={**params.event_weights, **events}))
-    np.testing.assert_allclose(fast, full["engagement"].to_numpy(), rtol=1e-12)
-    np.testing.assert_allclose(engagement_scores(raw, params.weights, "percentile"), compute_features(log, params)["engagement"])
-    what_if = EngagementWhatIf(raw)
-    for method in ("minmax", "percentile", "minmax"):
-        np.testing.assert_allclose(what_if.engagement(weights, method, events), engagement_scores(raw, weights, method, events))
-        np.testing.assert_allclose(what_if.engagement(weights, method), engagement_scores(raw, weights, method))
+    events = {**params.event_weights, "purchased": 1.0, "cart": 7.0}
+    for method in ("minmax", "percentile", "log1p_minmax", "minmax"):  # memoised columns reused across calls
+        for changed in (params.with_(normalisation=method, weights=weights),
+                        params.with_(normalisation=method, weights=weights, event_weights=events),
+                        params.with_(normalisation=method)):
+            full = compute_features(log, changed)
+            np.testing.assert_allclose(model.engagement(changed), full["engagement"].to_numpy(), rtol=1e-12)
+            np.testing.assert_allclose(model.features(changed)["norm_avg_event_score"], full["norm_avg_event_score"], rtol=1e-12)
+    np.testing.assert_array_equal(model.engagement(), compute_features(log, params)["engagement"].to_numpy())
+    with pytest.raises(ValueError, match="features.decay_days changes the raw features: refit"):
+        model.engagement(params.with_(decay_days=30.0))
 
 
 def test_string_customer_ids_and_params_file() -> None:

@@ -9,6 +9,7 @@ import scipy.sparse as sp
 
 from recsys.features.text import query_tokens, tokenize_names
 from recsys.rankers import Ranker, Recommendations, available_rankers, make_ranker
+from recsys.rankers.base import deep_merge
 from recsys.rankers.content import truncate_postings
 from recsys.rankers.engagement import ActivityRanker
 
@@ -213,3 +214,56 @@ def test_truncated_postings_keep_each_tokens_strongest_customers() -> None:
             expected = sorted(zip(-vals, -priority[rows], rows))[:cap]
             kept = got.indices[got.indptr[t] : got.indptr[t + 1]]
             assert sorted(kept.tolist()) == sorted(r for _, _, r in expected)
+
+
+RESCORE_CHANGES: dict[str, list[dict[str, object]]] = {
+    "random": [{"seed": 11}],
+    "activity": [
+        {"features": {"engagement": {"weights": {"recency": 0.6, "total_interactions": 0.1}}}},
+        {"features": {"engagement": {"normalisation": "percentile"}, "features": {"event_weights": {"cart": 9.0}}}},
+    ],
+    "recency": [{"features": {"engagement": {"normalisation": "minmax", "weights": {"unique_products": 0.9}}}}],
+    "content": [
+        {"affinity_weight": 0.9},
+        {"token_user_cap": 3, "features": {"engagement": {"weights": {"avg_event_score": 0.8}}}},
+        {"affinity_weight": 0.0, "features": {"features": {"event_weights": {"purchased": 0.5}}}},
+    ],
+}
+
+
+def _same(a: Recommendations, b: Recommendations) -> None:
+    """Two results are identical: products, offsets, customers, scores (bit for bit) and cold-start flags."""
+    assert np.array_equal(np.asarray(a.product_ids, dtype=object), np.asarray(b.product_ids, dtype=object))
+    assert np.array_equal(a.offsets, b.offsets)
+    assert np.array_equal(np.asarray(a.customer_ids, dtype=object), np.asarray(b.customer_ids, dtype=object))
+    assert np.array_equal(a.scores, b.scores)
+    assert np.array_equal(a.cold_start, b.cold_start)
+
+
+@pytest.mark.parametrize("str_ids", [False, True])
+@pytest.mark.parametrize("name", BUILTIN)
+def test_rescore_equals_a_refit_with_the_changed_params(name: str, str_ids: bool) -> None:
+    log = random_log(n_rows=2500, n_users=250, n_products=60, seed=3, str_ids=str_ids)
+    base = {"seed": 1, "token_user_cap": 15, "chunk_entries": 300, "features": {"features": {}, "engagement": {}}}
+    fitted = make_ranker(name, base).fit(log)
+    products = np.sort(np.asarray(log["product_id"].unique(), dtype=object if str_ids else np.int64))
+    unseen = "SKU-unseen" if str_ids else 10_000
+    few = np.asarray([products[0], products[len(products) // 2], unseen, products[-1]], dtype=products.dtype if not str_ids else object)
+    for changes in RESCORE_CHANGES[name]:
+        merged = deep_merge(base, changes)
+        refit = make_ranker(name, merged).fit(log)
+        _same(fitted.with_params(changes).rank(products, 12), refit.rank(products, 12))
+        _same(fitted.rescore(few, 12, changes), refit.rank(few, 12))
+        _same(fitted.rescore(few, 400, changes), refit.rank(few, 400))  # deeper than the candidates: whole order
+    _same(fitted.rescore(few, 7), fitted.rank(few, 7))  # no change: the fitted ranking
+
+
+def test_rescore_refuses_changes_that_need_a_refit() -> None:
+    log = random_log(n_rows=800, seed=2)
+    ranker = make_ranker("activity", {"features": {"features": {"decay_days": 90}}}).fit(log)
+    with pytest.raises(ValueError, match=r"cannot re-score with changed \['features.features.decay_days'\]: refit"):
+        ranker.rescore([1], 5, {"features": {"features": {"decay_days": 10}}})
+    with pytest.raises(ValueError, match=r"cannot re-score with changed \['affinity_weight'\]"):
+        ranker.with_params({"affinity_weight": 0.2})
+    with pytest.raises(RuntimeError, match="not fitted"):
+        make_ranker("recency").rescore([1], 3)

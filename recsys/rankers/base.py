@@ -15,6 +15,7 @@ product's own customers); ``collect`` runs any block ranker over a request into 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, runtime_checkable
@@ -22,7 +23,7 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from recsys.features.engagement import FeatureParams, compute_features, encode_ids, unique_sorted
+from recsys.features.engagement import EngagementModel, FeatureParams, encode_ids, unique_sorted
 
 QUERY_BUDGET = 4_000_000  # (products x k) entries processed per vectorised step
 
@@ -37,10 +38,15 @@ class Ranker(Protocol):
     """Fits on a canonical interactions table, then ranks customers for each requested product."""
 
     name: str
+    knobs: tuple[str, ...]  # params paths a re-score may change without a refit
 
     def fit(self, interactions: pd.DataFrame) -> "Ranker": ...
 
     def rank(self, product_ids: np.ndarray | Sequence, k: int) -> "Recommendations": ...
+
+    def with_params(self, changes: Mapping[str, Any]) -> "Ranker": ...
+
+    def rescore(self, product_ids: np.ndarray | Sequence, k: int, changes: Mapping[str, Any] | None = None) -> "Recommendations": ...
 
 
 def _id_series(values: np.ndarray, name: str) -> pd.Series:
@@ -222,41 +228,172 @@ def ordered(user_scores: np.ndarray, *tie_breaks: np.ndarray) -> np.ndarray:
     return np.lexsort(keys)
 
 
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (`over` wins); inputs are not modified."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths whose values differ between two nested params dicts."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _changed_paths(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def merge_knobs(name: str, params: Mapping[str, Any], changes: Mapping[str, Any], knobs: Sequence[str]) -> dict[str, Any]:
+    """`params` with `changes` merged in; a ValueError names every changed path that is not a knob of the ranker."""
+    merged = deep_merge(params, changes)
+    bad = [p for p in _changed_paths(params, merged) if not any(p == k or p.startswith(k.rstrip(".") + ".") for k in knobs)]
+    if bad:
+        allowed = ", ".join(knobs) or "none"
+        raise ValueError(f"ranker {name!r} cannot re-score with changed {bad}: refit it instead (its knobs: {allowed})")
+    return merged
+
+
+class FixedRanker:
+    """Mixin of rankers that no knob changes without a refit (their re-score is their ranking)."""
+
+    name: str
+    params: dict[str, Any]
+    knobs: tuple[str, ...] = ()
+
+    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
+        """Top-k customers per requested product."""
+        raise NotImplementedError
+
+    def with_params(self, changes: Mapping[str, Any]) -> "FixedRanker":
+        """Itself: only an empty change is accepted (see ``merge_knobs``)."""
+        merge_knobs(self.name, self.params, changes, self.knobs)
+        return self
+
+    def rescore(self, product_ids: np.ndarray | Sequence[Any], k: int, changes: Mapping[str, Any] | None = None) -> Recommendations:
+        """The ranking of the requested products (only an empty change is accepted)."""
+        return self.with_params(changes or {}).rank(product_ids, k)
+
+
+# Params paths a re-score may change for rankers built on the engagement score (see recsys.features.engagement).
+ENGAGEMENT_PATHS: tuple[str, ...] = ("features.features.event_weights", "features.engagement.")
+
+
+def top_k_codes(score: np.ndarray, k: int, exclude: np.ndarray, tie_breaks: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """Codes of the k best customers by descending score, then descending tie-breaks, then ascending code, skipping `exclude`.
+
+    The same order as ``ordered`` + ``GlobalOrder.top`` for one product, in O(customers) (argpartition) instead of a sort.
+    """
+    masked = np.array(score, dtype=np.float64, copy=True)
+    masked[np.asarray(exclude, dtype=np.int64)] = -np.inf
+    allowed = int(np.isfinite(masked).sum())
+    k = min(int(k), allowed)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    kth = np.partition(masked, len(masked) - k)[len(masked) - k]
+    cand = np.flatnonzero(masked >= kth)
+    cand = cand[np.isfinite(masked[cand])]
+    keys = [cand] + [-np.asarray(t)[cand] for t in reversed(tie_breaks)] + [-masked[cand]]
+    return cand[np.lexsort(keys)[:k]].astype(np.int64)
+
+
 class GlobalRanker:
-    """Base for rankers whose order is the same for every product (minus that product's customers)."""
+    """Base for rankers whose order is the same for every product (minus that product's customers).
+
+    Subclasses implement ``_prepare`` (state fixed at fit: features, model fits) and ``_order_keys`` (score and
+    tie-breaks from the current params). ``knobs`` lists the params a re-score may change without a refit;
+    ``with_params`` returns a re-scored copy sharing the fitted state, ``rescore`` ranks a few products under
+    changed knobs without rebuilding the global order (the dashboard's what-if). Both equal a refit exactly.
+    """
 
     name = "global"
+    knobs: tuple[str, ...] = ()  # dotted params paths (a trailing '.' covers a whole block)
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         """Keep the params; features params come from params['features'] (features.yaml structure)."""
         self.params = dict(params or {})
         self.feature_params = FeatureParams.from_params(self.params.get("features"))
 
-    def _user_order(self, interactions: pd.DataFrame, history: History) -> tuple[np.ndarray, np.ndarray]:
-        """(order of customer codes, score per customer code)."""
+    def _prepare(self, interactions: pd.DataFrame, history: History) -> None:
+        """Compute the state that knobs do not change (called once by fit)."""
+
+    def _order_keys(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """(score per customer code, tie-breaks) under the current params."""
         raise NotImplementedError
 
-    def _features(self, interactions: pd.DataFrame, history: History) -> pd.DataFrame:
-        """Per-customer features aligned with the history's customer codes."""
-        feats = compute_features(interactions, self.feature_params)
-        if len(feats) != history.n_users:
+    def _fit_engagement(self, interactions: pd.DataFrame, history: History) -> None:
+        """Fit the engagement model on the interactions (customers aligned with the history's codes)."""
+        self.engagement_model_ = EngagementModel.fit(interactions, self.feature_params)
+        if len(self.engagement_model_) != history.n_users:
             raise RuntimeError("features and history disagree on the customer set")
-        self.features_ = feats
-        return feats
+
+    @property
+    def features_(self) -> pd.DataFrame:
+        """Per-customer features and engagement under the current params (history code order)."""
+        return self.engagement_model_.features(self.feature_params)
+
+    def engagement(self) -> np.ndarray:
+        """Engagement per customer code under the current params."""
+        return self.engagement_model_.engagement(self.feature_params)
 
     def fit(self, interactions: pd.DataFrame) -> "GlobalRanker":
-        """Index the history and fix the global order."""
+        """Index the history, prepare the fixed state and fix the global order."""
         self.history_ = History.build(interactions)
-        order, user_scores = self._user_order(interactions, self.history_)
-        self.global_ = GlobalOrder.build(order, np.asarray(user_scores, dtype=np.float64), self.history_)
+        self._prepare(interactions, self.history_)
+        self._build_order()
         return self
+
+    def _build_order(self) -> None:
+        """Build the global order (and any knob-dependent index) from the current params."""
+        score, ties = self._order_keys()
+        self.global_ = GlobalOrder.build(ordered(score, *ties), np.asarray(score, dtype=np.float64), self.history_)
 
     def _check_fitted(self) -> None:
         """Raise a clear error when rank is called before fit."""
-        if not hasattr(self, "global_"):
+        if not hasattr(self, "history_"):
             raise RuntimeError(f"ranker {self.name!r} is not fitted: call fit(interactions) first")
 
-    def rank(self, product_ids: np.ndarray | Sequence, k: int) -> Recommendations:
+    def _with_knobs(self, changes: Mapping[str, Any]) -> "GlobalRanker":
+        """A shallow copy with changed params (validated against ``knobs``), order not rebuilt."""
+        self._check_fitted()
+        merged = merge_knobs(self.name, self.params, changes, self.knobs)
+        new = copy.copy(self)
+        new.params = merged
+        new.feature_params = FeatureParams.from_params(merged.get("features"))
+        return new
+
+    def with_params(self, changes: Mapping[str, Any]) -> "GlobalRanker":
+        """A fitted copy re-scored with changed knobs (shares the fitted state; equals a refit with the merged params)."""
+        new = self._with_knobs(changes)
+        new._build_order()
+        return new
+
+    def rescore(self, product_ids: np.ndarray | Sequence[Any], k: int, changes: Mapping[str, Any] | None = None) -> Recommendations:
+        """Top-k of a few products under changed knobs, one O(customers) pass per product (no global order rebuilt)."""
+        new = self._with_knobs(changes or {})
+        requested = requested_array(product_ids)
+        codes = new.history_.codes_of(requested)
+        return collect(requested, codes, k, [slice(i, i + 1) for i in range(len(codes))], new._rank_dense, new.history_)
+
+    def _dense_scores(self, code: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """(score per customer, tie-breaks) for one product code (-1 = cold start) under the current params."""
+        return self._order_keys()
+
+    def _rank_dense(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Block ranker over one product code by a dense score vector (the re-score path)."""
+        code = int(codes[0])
+        score, ties = self._dense_scores(code)
+        h = self.history_
+        exclude = h.users[h.indptr[code] : h.indptr[code + 1]] if code >= 0 else np.zeros(0, dtype=np.int64)
+        top = top_k_codes(score, k, exclude, ties)
+        return np.array([len(top)], dtype=np.int64), top, np.asarray(score, dtype=np.float64)[top]
+
+    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
         """Top-k customers per requested product: the global order without the product's own customers."""
         self._check_fitted()
         requested = requested_array(product_ids)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.features.engagement import US_PER_DAY, timestamps_us
-from recsys.rankers.base import GlobalRanker, History, ordered
+from recsys.rankers.base import GlobalRanker, History
 
 BGNBD_DEFAULTS: dict[str, Any] = {
     "horizon_days": 36.0,  # expected transactions over this many days after the fit data ends
@@ -97,7 +97,7 @@ class BGNBDRanker(GlobalRanker):
         if float(self.params["horizon_days"]) <= 0:
             raise ValueError(f"bgnbd.horizon_days must be > 0, got {self.params['horizon_days']}")
 
-    def _user_order(self, interactions: pd.DataFrame, history: History) -> tuple[np.ndarray, np.ndarray]:
+    def _prepare(self, interactions: pd.DataFrame, history: History) -> None:
         """Fit BG/NBD by MAP on the customers' RFM summary and score expected transactions."""
         model_cls = _require_pymc_marketing()
         rfm = rfm_summary(interactions, history, self.params.get("events"))
@@ -121,6 +121,10 @@ class BGNBDRanker(GlobalRanker):
         self.fit_summary_ = {k: float(v) for k, v in model.fit_summary().items()}
         self.fit_seconds_ = time.perf_counter() - t0
         self.rfm_ = rfm
-        return ordered(scores), scores
+        self.expected_ = scores
+
+    def _order_keys(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Expected transactions."""
+        return self.expected_, ()
 
 

@@ -10,7 +10,17 @@ import scipy.sparse as sp
 
 from recsys.features.engagement import unique_sorted
 from recsys.features.text import tokenize_names
-from recsys.rankers.base import GlobalRanker, History, Recommendations, collect, offsets_of, ordered, requested_array
+from recsys.rankers.base import (
+    ENGAGEMENT_PATHS,
+    GlobalOrder,
+    GlobalRanker,
+    History,
+    Recommendations,
+    collect,
+    offsets_of,
+    ordered,
+    requested_array,
+)
 
 
 def row_normalise(m: sp.csr_matrix) -> sp.csr_matrix:
@@ -107,26 +117,57 @@ class ContentRanker(GlobalRanker):
     """
 
     name = "content"
+    knobs = (*ENGAGEMENT_PATHS, "affinity_weight", "token_user_cap", "chunk_entries")
 
-    def _user_order(self, interactions: pd.DataFrame, history: History) -> tuple[np.ndarray, np.ndarray]:
-        """Engagement order (the fallback and cold-start order) and the token model."""
-        eng = self._features(interactions, history)["engagement"].to_numpy(dtype=np.float64)
-        self.engagement_ = eng
-        self.weight_ = float(self.params.get("affinity_weight", 0.5))
-        if not 0.0 <= self.weight_ <= 1.0:
-            raise ValueError(f"rankers.content.affinity_weight must be in [0, 1], got {self.weight_}")
+    def _prepare(self, interactions: pd.DataFrame, history: History) -> None:
+        """The knob-independent model: engagement features, the TF-IDF product-token matrix, customer profiles."""
+        self._fit_engagement(interactions, history)
         x, self.vocab_ = product_token_matrix(interactions, history)
+        self.tokens_ = x
         self.x_ = tfidf(x)
         hist = sp.csr_matrix(
             (np.ones(len(history.users)), history.users, history.indptr), shape=(history.n_products, history.n_users)
         )
-        q = row_normalise(sp.csr_matrix(hist.T @ self.x_))
-        cap = int(self.params.get("token_user_cap", 200))
-        self.postings_ = sp.csr_matrix(truncate_postings(q, eng, cap).T)  # tokens x users
+        self.profiles_ = sp.csc_matrix(row_normalise(sp.csr_matrix(hist.T @ self.x_)))  # customers x tokens
         self.pair_keys_ = history.pair_keys()
+
+    def _knob_values(self) -> tuple[float, int]:
+        """(affinity_weight, token_user_cap) from the current params, validated."""
+        weight = float(self.params.get("affinity_weight", 0.5))
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"rankers.content.affinity_weight must be in [0, 1], got {weight}")
+        cap = int(self.params.get("token_user_cap", 200))
+        if cap < 1:
+            raise ValueError(f"rankers.content.token_user_cap must be >= 1, got {cap}")
+        return weight, cap
+
+    def _order_keys(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Engagement: the fallback and cold-start order."""
+        return self.engagement(), ()
+
+    def _build_order(self) -> None:
+        """Engagement order plus the truncated posting lists (their tie-break is engagement)."""
+        self.weight_, cap = self._knob_values()
+        eng = self.engagement()
+        self.engagement_ = eng
+        self.global_ = GlobalOrder.build(ordered(eng), eng, self.history_)
+        self.postings_ = sp.csr_matrix(truncate_postings(self.profiles_, eng, cap).T)  # tokens x users
         per_token = np.diff(self.postings_.indptr).astype(np.float64)
-        self.estimate_ = (x @ per_token).astype(np.int64)  # upper bound of candidates per product
-        return ordered(eng), eng
+        self.estimate_ = (self.tokens_ @ per_token).astype(np.int64)  # upper bound of candidates per product
+
+    def _dense_scores(self, code: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """w * affinity + (1 - w) * engagement over every customer for one product (engagement alone when cold)."""
+        weight, cap = self._knob_values()
+        eng = self.engagement()
+        if code < 0:
+            return eng, ()
+        row = self.x_[code]
+        toks = row.indices
+        postings = sp.csr_matrix(truncate_postings(sp.csc_matrix(self.profiles_[:, toks]), eng, cap).T)
+        aff = sp.csr_matrix(sp.csr_matrix((row.data, np.arange(len(toks)), [0, len(toks)]), shape=(1, len(toks))) @ postings)
+        score = (1.0 - weight) * eng
+        score[aff.indices] = weight * aff.data + (1.0 - weight) * eng[aff.indices]
+        return score, ()
 
     def _affinity_block(self, codes: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, customer code, w*affinity + (1-w)*engagement) of allowed candidates scoring >= floor[row]."""

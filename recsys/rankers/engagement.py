@@ -10,43 +10,49 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recsys.rankers.base import GlobalRanker, History, ordered
+from recsys.rankers.base import ENGAGEMENT_PATHS, GlobalRanker, History
 
 
 class RandomRanker(GlobalRanker):
     """Uniform random scores per customer (seed = params['seed']); a baseline."""
 
     name = "random"
+    knobs = ("seed",)
 
-    def _user_order(self, interactions: pd.DataFrame, history: History) -> tuple[np.ndarray, np.ndarray]:
-        """Seeded uniform scores, ordered descending."""
-        rng = np.random.default_rng(int(self.params.get("seed", 0)))
-        scores = rng.random(history.n_users)
-        return ordered(scores), scores
+    def _order_keys(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Seeded uniform scores."""
+        return np.random.default_rng(int(self.params.get("seed", 0))).random(self.history_.n_users), ()
 
 
 class ActivityRanker(GlobalRanker):
     """Customers by engagement (recsys.features.engagement), the same order for every product."""
 
     name = "activity"
+    knobs = ENGAGEMENT_PATHS
 
-    def _user_order(self, interactions: pd.DataFrame, history: History) -> tuple[np.ndarray, np.ndarray]:
-        """Engagement, ordered descending."""
-        eng = self._features(interactions, history)["engagement"].to_numpy(dtype=np.float64)
-        return ordered(eng), eng
+    def _prepare(self, interactions: pd.DataFrame, history: History) -> None:
+        """Fit the engagement model."""
+        self._fit_engagement(interactions, history)
+
+    def _order_keys(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Engagement."""
+        return self.engagement(), ()
 
 
 class RecencyRanker(GlobalRanker):
     """Most recently active customers first: the recency feature, ties by last instant then engagement."""
 
     name = "recency"
+    knobs = ENGAGEMENT_PATHS
 
-    def _user_order(self, interactions: pd.DataFrame, history: History) -> tuple[np.ndarray, np.ndarray]:
-        """Recency feature, ordered descending with tie-breaks."""
-        feats = self._features(interactions, history)
-        recency = feats["recency"].to_numpy(dtype=np.float64)
-        last = feats["last_event_date"]
-        last_us = np.where(last.notna(), last.dt.tz_localize(None).to_numpy().view(np.int64), 0).astype(np.float64)
-        eng = feats["engagement"].to_numpy(dtype=np.float64)
-        return ordered(recency, last_us, eng), recency
+    def _prepare(self, interactions: pd.DataFrame, history: History) -> None:
+        """Fit the engagement model and keep the recency feature and last dated instant."""
+        self._fit_engagement(interactions, history)
+        raw = self.engagement_model_.raw
+        self.recency_ = raw["recency"].to_numpy(dtype=np.float64)
+        last = raw["last_event_date"]
+        self.last_us_ = np.where(last.notna(), last.dt.tz_localize(None).to_numpy().view(np.int64), 0).astype(np.float64)
 
+    def _order_keys(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Recency, ties by last instant then engagement."""
+        return self.recency_, (self.last_us_, self.engagement())

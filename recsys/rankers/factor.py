@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.features.engagement import event_codes
-from recsys.rankers.base import GlobalOrder, History, Recommendations, ordered, requested_array
+from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, ordered, requested_array
 
 FACTOR_DEFAULTS: dict[str, Any] = {
     "factors": 50,
@@ -204,7 +204,7 @@ def interaction_matrix(interactions: pd.DataFrame, history: History, event_weigh
     return m
 
 
-class FactorRanker:
+class FactorRanker(FixedRanker):
     """Matrix-factorisation ranker: fit implicit's ALS (or BPR), rank customers by item . user factors."""
 
     name = "als"
