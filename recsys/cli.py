@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name in {"prepare", "build-cache"}:
             p.add_argument("--output", help="output path (default: params/config)")
         if name == "prepare":
-            p.add_argument("--preset", help="column-mapping preset: case_study, retailrocket, rees46")
+            p.add_argument("--preset", help="column-mapping preset: case_study, online_retail, retailrocket, rees46, none")
         if name == "notebook":
             p.add_argument("name", help="explore | cf_proof | cache | evaluate")
             p.add_argument("-p", "--param", action="append", help="notebook parameter key=value (YAML value)")
