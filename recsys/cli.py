@@ -13,13 +13,22 @@ from recsys import config
 
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
-    """Write the synthetic log in the case-study raw format."""
-    from recsys.data.synthetic import generate
+    """Write the synthetic log in the case-study raw format, and its true product categories."""
+    from recsys.data.synthetic import behaviour_from_params, categories_path, generate
 
     p = config.load_params("generate")["generate"]
     out = config.resolve(args.output or p["output"])
+    if args.categories:
+        cats = config.resolve(args.categories)
+    elif args.output or not p.get("categories"):
+        cats = categories_path(out)  # next to a CSV written elsewhere than params say
+    else:
+        cats = config.resolve(p["categories"])
+    overrides = {k: v for k, v in (("category_loyalty", args.category_loyalty), ("name_signal", args.name_signal),
+                                   ("retention", args.retention)) if v is not None}
+    behaviour = behaviour_from_params({**(p.get("behaviour") or {}), **overrides})
     return generate(out, scale=args.scale if args.scale is not None else float(p["scale"]),
-                    seed=args.seed if args.seed is not None else int(p["seed"]))
+                    seed=args.seed if args.seed is not None else int(p["seed"]), behaviour=behaviour, categories=cats)
 
 
 def _prepare(args: argparse.Namespace) -> dict[str, Any]:
@@ -122,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--scale", type=float, help="size relative to the real log (default: params)")
             p.add_argument("--seed", type=int, help="random seed (default: params)")
             p.add_argument("--output", help="CSV path (default: params/generate.yaml)")
+            p.add_argument("--categories", help="true-category Parquet (default: params, or next to --output)")
+            p.add_argument("--category-loyalty", type=float, help="behaviour: share of return visits to a known category")
+            p.add_argument("--name-signal", type=float, help="behaviour: share of products keeping their own name")
+            p.add_argument("--retention", type=float, help="behaviour: target retention share across the 80%% split")
         if name in {"prepare", "profile", "build-cache"}:
             p.add_argument("--input", help="input path (default: params)")
         if name in {"prepare", "build-cache"}:
