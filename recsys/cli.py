@@ -43,20 +43,41 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _profile(args: argparse.Namespace) -> dict[str, Any]:
-    """Profile statistics of the prepared table and the calibration table against the published profile."""
+    """Profile statistics, the behaviour axes (retention, category loyalty) and, for the case-study layout, the calibration table."""
     import pandas as pd
 
     from recsys.data.contract import load_prepared
     from recsys.data.profile import calibration_table, load_profile, profile_stats
+    from recsys.features.categories import category_params_from
+    from recsys.reporting.explore import behaviour_axes, has_case_study_layout, true_categories_for
 
-    df = load_prepared(config.resolve(args.input or config.PREPARED_PARQUET))
-    summary_path = config.PREPARE_SUMMARY_JSON
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    stats = profile_stats(df, summary)
-    table = calibration_table(stats, load_profile(), scale=args.scale)
-    with pd.option_context("display.width", 160, "display.max_rows", 100):
-        print(table.to_string(index=False), file=sys.stderr)
-    return {"all_within_tolerance": bool(table["ok"].all()), "failing": table.loc[~table["ok"], "metric"].tolist()}
+    prepared = config.resolve(args.input or config.PREPARED_PARQUET)
+    df = load_prepared(prepared)
+    summary_path = prepared.with_name("prepare_summary.json")
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+    ex = config.load_params("explore")["explore"]
+    quantile = args.quantile if args.quantile is not None else float(ex["split_quantile"])
+    stats = profile_stats(df, summary, quantile)
+    truth_path = true_categories_for(args.categories, summary)
+    truth = pd.read_parquet(truth_path) if truth_path is not None else None
+    axes, _ = behaviour_axes(df, quantile, category_params_from(ex.get("categories")), truth,
+                             int(ex.get("loyalty_permutations", 20)))
+    result: dict[str, Any] = {
+        "input": config.relative(prepared),
+        "source": summary.get("source") if summary else None,
+        "rows": stats["rows"],
+        "users": stats["unique_users"],
+        "products": stats["unique_products"],
+        "axes": {**axes, "true_categories": config.relative(truth_path) if truth_path is not None else None},
+    }
+    if has_case_study_layout(summary) or args.calibrate:
+        table = calibration_table(stats, load_profile(), scale=args.scale)
+        with pd.option_context("display.width", 160, "display.max_rows", 100):
+            print(table.to_string(index=False), file=sys.stderr)
+        result["calibration"] = {"all_within_tolerance": bool(table["ok"].all()), "failing": table.loc[~table["ok"], "metric"].tolist()}
+    else:
+        result["calibration"] = None  # the published profile describes the case-study layout only
+    return result
 
 
 def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
@@ -148,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866)")
         if name == "profile":
             p.add_argument("--scale", type=float, default=1.0, help="scale the published counts by this factor")
+            p.add_argument("--quantile", type=float, help="date quantile of the split (default: params/explore.yaml)")
+            p.add_argument("--categories", help="Parquet of true product categories (product_id, category) to check against")
+            p.add_argument("--calibrate", action="store_true", help="print the calibration table whatever the layout")
     return parser
 
 
