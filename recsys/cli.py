@@ -49,7 +49,7 @@ def _profile(args: argparse.Namespace) -> dict[str, Any]:
     from recsys.data.contract import load_prepared
     from recsys.data.profile import calibration_table, load_profile, profile_stats
     from recsys.features.categories import category_params_from
-    from recsys.reporting.explore import behaviour_axes, has_case_study_layout, true_categories_for
+    from recsys.reporting.explore import behaviour_axes, has_case_study_layout, split_block, true_categories_for
 
     prepared = config.resolve(args.input or config.PREPARED_PARQUET)
     df = load_prepared(prepared)
@@ -61,7 +61,7 @@ def _profile(args: argparse.Namespace) -> dict[str, Any]:
     truth_path = true_categories_for(args.categories, summary)
     truth = pd.read_parquet(truth_path) if truth_path is not None else None
     axes, _ = behaviour_axes(df, quantile, category_params_from(ex.get("categories")), truth,
-                             int(ex.get("loyalty_permutations", 20)))
+                             int(ex.get("loyalty_permutations", 20)), split_block(stats))
     result: dict[str, Any] = {
         "input": config.relative(prepared),
         "source": summary.get("source") if summary else None,

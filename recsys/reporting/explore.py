@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from recsys import config
 from recsys.data.behaviour import returning_category_loyalty
-from recsys.data.profile import split_cutoff, split_stats
+from recsys.data.profile import split_stats
 from recsys.features.categories import CategoryParams, category_agreement, infer_categories
 
 CASE_STUDY_LAYOUT = "case_study"  # the prepare source whose statistics the published profile describes
@@ -64,11 +64,15 @@ def behaviour_axes(
     params: CategoryParams | None = None,
     true_categories: pd.DataFrame | None = None,
     permutations: int = 20,
+    split: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Where a log sits on the generator's unpinned axes (retention, category loyalty), and its inferred categories."""
+    """Where a log sits on the generator's unpinned axes (retention, category loyalty), and its inferred categories.
+
+    `split` is the log's `split_stats` at `split_quantile` when the caller has it already.
+    """
     params = params or CategoryParams()
-    split = split_stats(df, split_quantile)
-    cutoff = split_cutoff(df, split_quantile)
+    split = split if split is not None else split_stats(df, split_quantile)
+    cutoff = pd.Timestamp(split["cutoff"])
     inferred = infer_categories(df, params)
     axes: dict[str, Any] = {
         "split_quantile": split_quantile,
