@@ -13,13 +13,22 @@ from recsys import config
 
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
-    """Write the synthetic log in the case-study raw format."""
-    from recsys.data.synthetic import generate
+    """Write the synthetic log in the case-study raw format, and its true product categories."""
+    from recsys.data.synthetic import behaviour_from_params, categories_path, generate
 
     p = config.load_params("generate")["generate"]
     out = config.resolve(args.output or p["output"])
+    if args.categories:
+        cats = config.resolve(args.categories)
+    elif args.output or not p.get("categories"):
+        cats = categories_path(out)  # next to a CSV written elsewhere than params say
+    else:
+        cats = config.resolve(p["categories"])
+    overrides = {k: v for k, v in (("category_loyalty", args.category_loyalty), ("name_signal", args.name_signal),
+                                   ("retention", args.retention)) if v is not None}
+    behaviour = behaviour_from_params({**(p.get("behaviour") or {}), **overrides})
     return generate(out, scale=args.scale if args.scale is not None else float(p["scale"]),
-                    seed=args.seed if args.seed is not None else int(p["seed"]))
+                    seed=args.seed if args.seed is not None else int(p["seed"]), behaviour=behaviour, categories=cats)
 
 
 def _prepare(args: argparse.Namespace) -> dict[str, Any]:
@@ -34,20 +43,41 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _profile(args: argparse.Namespace) -> dict[str, Any]:
-    """Profile statistics of the prepared table and the calibration table against the published profile."""
+    """Profile statistics, the behaviour axes (retention, category loyalty) and, for the case-study layout, the calibration table."""
     import pandas as pd
 
     from recsys.data.contract import load_prepared
     from recsys.data.profile import calibration_table, load_profile, profile_stats
+    from recsys.features.categories import category_params_from
+    from recsys.reporting.explore import behaviour_axes, has_case_study_layout, split_block, true_categories_for
 
-    df = load_prepared(config.resolve(args.input or config.PREPARED_PARQUET))
-    summary_path = config.PREPARE_SUMMARY_JSON
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    stats = profile_stats(df, summary)
-    table = calibration_table(stats, load_profile(), scale=args.scale)
-    with pd.option_context("display.width", 160, "display.max_rows", 100):
-        print(table.to_string(index=False), file=sys.stderr)
-    return {"all_within_tolerance": bool(table["ok"].all()), "failing": table.loc[~table["ok"], "metric"].tolist()}
+    prepared = config.resolve(args.input or config.PREPARED_PARQUET)
+    df = load_prepared(prepared)
+    summary_path = prepared.with_name("prepare_summary.json")
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+    ex = config.load_params("explore")["explore"]
+    quantile = args.quantile if args.quantile is not None else float(ex["split_quantile"])
+    stats = profile_stats(df, summary, quantile)
+    truth_path = true_categories_for(args.categories, summary)
+    truth = pd.read_parquet(truth_path) if truth_path is not None else None
+    axes, _ = behaviour_axes(df, quantile, category_params_from(ex.get("categories")), truth,
+                             int(ex.get("loyalty_permutations", 20)), split_block(stats))
+    result: dict[str, Any] = {
+        "input": config.relative(prepared),
+        "source": summary.get("source") if summary else None,
+        "rows": stats["rows"],
+        "users": stats["unique_users"],
+        "products": stats["unique_products"],
+        "axes": {**axes, "true_categories": config.relative(truth_path) if truth_path is not None else None},
+    }
+    if has_case_study_layout(summary) or args.calibrate:
+        table = calibration_table(stats, load_profile(), scale=args.scale)
+        with pd.option_context("display.width", 160, "display.max_rows", 100):
+            print(table.to_string(index=False), file=sys.stderr)
+        result["calibration"] = {"all_within_tolerance": bool(table["ok"].all()), "failing": table.loc[~table["ok"], "metric"].tolist()}
+    else:
+        result["calibration"] = None  # the published profile describes the case-study layout only
+    return result
 
 
 def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
@@ -122,12 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--scale", type=float, help="size relative to the real log (default: params)")
             p.add_argument("--seed", type=int, help="random seed (default: params)")
             p.add_argument("--output", help="CSV path (default: params/generate.yaml)")
+            p.add_argument("--categories", help="true-category Parquet (default: params, or next to --output)")
+            p.add_argument("--category-loyalty", type=float, help="behaviour: share of return visits to a known category")
+            p.add_argument("--name-signal", type=float, help="behaviour: share of products keeping their own name")
+            p.add_argument("--retention", type=float, help="behaviour: target retention share across the 80%% split")
         if name in {"prepare", "profile", "build-cache"}:
             p.add_argument("--input", help="input path (default: params)")
         if name in {"prepare", "build-cache"}:
             p.add_argument("--output", help="output path (default: params/config)")
         if name == "prepare":
-            p.add_argument("--preset", help="column-mapping preset: case_study, retailrocket, rees46")
+            p.add_argument("--preset", help="column-mapping preset: case_study, online_retail, retailrocket, rees46, none")
         if name == "notebook":
             p.add_argument("name", help="explore | cf_proof | cache | evaluate")
             p.add_argument("-p", "--param", action="append", help="notebook parameter key=value (YAML value)")
@@ -135,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866)")
         if name == "profile":
             p.add_argument("--scale", type=float, default=1.0, help="scale the published counts by this factor")
+            p.add_argument("--quantile", type=float, help="date quantile of the split (default: params/explore.yaml)")
+            p.add_argument("--categories", help="Parquet of true product categories (product_id, category) to check against")
+            p.add_argument("--calibrate", action="store_true", help="print the calibration table whatever the layout")
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,10 @@ def load_params(stage: str, params_dir: Path | None = None) -> dict[str, Any]:
         raise FileNotFoundError(f"params file {path} not found; expected one YAML file per stage in {path.parent}")
     with path.open(encoding="utf-8") as fh:
         return yaml.safe_load(fh) or {}
+
+
+def check_keys(cfg: Mapping[str, Any], allowed: Iterable[str], where: str, error: type[ValueError] = ValueError) -> None:
+    """Raise `error` naming the keys of a params block that are not `allowed`, so a typo is never ignored."""
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise error(f"unknown key(s) in {where}: {unknown}; expected some of {sorted(allowed)}")

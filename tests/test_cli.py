@@ -23,3 +23,33 @@ def test_missing_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureF
     code = cli.main(["prepare", "--input", str(tmp_path / "absent.csv"), "--output", str(tmp_path / "p.parquet")])
     err = capsys.readouterr().err
     assert code == 2 and "absent.csv" in err and "recsys generate" in err and "Traceback" not in err
+
+
+def test_generate_behaviour_flags_and_side_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = tmp_path / "raw.csv"
+    args = ["generate", "--scale", "0.01", "--seed", "2", "--output", str(raw), "--category-loyalty", "0.35", "--name-signal", "0"]
+    assert cli.main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["behaviour"] == {"category_loyalty": 0.35, "name_signal": 0.0, "retention": None}
+    assert (tmp_path / "raw.categories.parquet").is_file()
+    assert cli.main(["generate", "--scale", "0.01", "--output", str(raw), "--retention", "2"]) == 2
+    assert "generate.behaviour.retention must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_profile_of_a_non_case_study_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw, out = tmp_path / "raw.csv", tmp_path / "prepared" / "interactions.parquet"
+    assert cli.main(["generate", "--scale", "0.02", "--seed", "1", "--output", str(raw)]) == 0
+    assert cli.main(["prepare", "--input", str(raw), "--output", str(out)]) == 0
+    capsys.readouterr()
+    # a case-study layout gets the calibration table; --categories checks inference against the truth
+    assert cli.main(["profile", "--input", str(out), "--scale", "0.02", "--categories", str(tmp_path / "raw.categories.parquet")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["source"] == "case_study" and result["calibration"] is not None
+    assert result["axes"]["agreement"]["ari"] > 0.5 and result["axes"]["loyalty_true"]["measured_users"] > 0
+    # the same table read as another layout: no calibration against the case-study profile
+    summary = out.with_name("prepare_summary.json")
+    summary.write_text(summary.read_text().replace('"source": "case_study"', '"source": "online_retail"'))
+    assert cli.main(["profile", "--input", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["calibration"] is None and result["axes"]["loyalty_true"] is None
+    assert result["axes"]["retention_pct"] > 0 and result["axes"]["loyalty_inferred"]["measured_users"] > 0

@@ -12,7 +12,17 @@ import pytest
 from recsys.data.contract import CASE_STUDY_HEADER, PRESETS, load_prepared
 from recsys.data.prepare import prepare, summary_dict
 from recsys.data.profile import calibration_table, load_profile, profile_stats
-from recsys.data.synthetic import generate, generate_frame, root_of
+from recsys.data.synthetic import (
+    CATEGORIES,
+    Behaviour,
+    behaviour_from_params,
+    categories_path,
+    generate,
+    generate_frame,
+    generate_log,
+    root_of,
+    shuffle_names,
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +99,76 @@ def test_root_of_resolves_chains() -> None:
 def test_bad_scale_is_rejected() -> None:
     with pytest.raises(ValueError, match="scale must be > 0"):
         generate_frame(scale=0)
+
+
+# --- behaviour settings (issue 13): defaults unchanged, each setting does what it says ---
+
+# sha256 of `generate(scale=0.01, seed=3)` recorded before the behaviour settings existed: the
+# defaults must keep reproducing the calibrated log byte for byte.
+DEFAULT_SCALE_001_SEED_3_MD5 = "57ee523f2778b699d1d8372b0d7222b6"
+
+
+def test_default_behaviour_reproduces_the_calibrated_log(tmp_path: Path) -> None:
+    info = generate(tmp_path / "a.csv", scale=0.01, seed=3)
+    assert hashlib.md5((tmp_path / "a.csv").read_bytes()).hexdigest() == DEFAULT_SCALE_001_SEED_3_MD5
+    generate(tmp_path / "b.csv", scale=0.01, seed=3, behaviour=behaviour_from_params({"category_loyalty": 0.7, "name_signal": 1, "retention": None}))
+    assert (tmp_path / "b.csv").read_bytes() == (tmp_path / "a.csv").read_bytes()
+    assert info["behaviour"] == {"category_loyalty": 0.7, "name_signal": 1.0, "retention": None}
+
+
+def test_true_categories_side_file(small: tuple[Path, pd.DataFrame, dict]) -> None:
+    d, df, _ = small
+    cats = pd.read_parquet(categories_path(d / "raw.csv"))
+    assert categories_path(d / "raw.csv") == d / "raw.categories.parquet"
+    assert list(cats.columns) == ["product_id", "category"] and cats["product_id"].is_unique
+    assert set(cats["product_id"]) == set(df["product_id"])
+    assert set(cats["category"]) <= {c[1] for c in CATEGORIES}
+    names = df.drop_duplicates("product_id").merge(cats, on="product_id")
+    perfume = names["product_name"].astype(str).str.fullmatch(r"عطر \d{3,}")
+    assert (names.loc[perfume, "category"] == "Perfume").all() and perfume.any()
+
+
+def test_shuffled_names_change_only_names() -> None:
+    informative = generate_log(0.01, 11)
+    shuffled = generate_log(0.01, 11, behaviour=Behaviour(name_signal=0.0))
+    a, b = informative.frame, shuffled.frame
+    pd.testing.assert_frame_equal(a.drop(columns="product_name"), b.drop(columns="product_name"))
+    pd.testing.assert_frame_equal(informative.categories, shuffled.categories)
+    names = lambda f: f.groupby("product_id")["product_name"].agg(lambda x: tuple(sorted(set(x))))  # noqa: E731
+    assert (names(a) != names(b)).mean() > 0.9
+
+
+def test_shuffle_names_keeps_the_name_multiset() -> None:
+    rng = np.random.default_rng(0)
+    name = np.array([f"n{i % 50}" for i in range(1000)], dtype=object)
+    alt = np.array([f"a{i}" for i in range(1000)], dtype=object)
+    same = shuffle_names(rng, name, alt, 1.0)
+    assert same[0] is name and same[1] is alt
+    new_name, new_alt = shuffle_names(rng, name, alt, 0.0)
+    assert sorted(zip(new_name, new_alt)) == sorted(zip(name, alt))  # pairs move together, none appears or vanishes
+    assert (new_alt != alt).mean() > 0.99
+    _, half_alt = shuffle_names(rng, name, alt, 0.5)
+    assert 0.45 < (half_alt == alt).mean() < 0.56  # half keep their own name (+ a few drawn back by chance)
+
+
+def test_retention_target_is_met_and_monotone() -> None:
+    got = {r: generate_log(0.05, 5, behaviour=Behaviour(retention=r)).retention_pct for r in (0.03, 0.15, 0.4)}
+    for target, pct in got.items():
+        assert abs(pct - 100 * target) <= 0.1 * 100 * target, got  # within 10% of the target
+    assert got[0.03] < got[0.15] < got[0.4]
+
+
+def test_bad_behaviour_is_named() -> None:
+    with pytest.raises(ValueError, match=r"generate.behaviour.category_loyalty must be in \[0, 1\], got 1.5"):
+        behaviour_from_params({"category_loyalty": 1.5})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) in generate.behaviour: \['loyalty'\]"):
+        behaviour_from_params({"loyalty": 0.3})
+    with pytest.raises(ValueError, match="generate.behaviour.name_signal must be a number"):
+        behaviour_from_params({"name_signal": "shuffled"})
+    with pytest.raises(ValueError, match=r"generate.behaviour.retention must be in \(0, 1\) or null"):
+        Behaviour(retention=40)
+
+
+def test_unreachable_retention_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="generate.behaviour.retention 0.99 is not reachable"):
+        generate_log(0.01, 1, behaviour=Behaviour(retention=0.99))

@@ -17,25 +17,19 @@ from recsys import config
 from recsys.data.contract import (
     CANONICAL_EVENTS,
     DATE_DTYPE,
+    NEGATIVE_OPS,
+    NUMERIC_OPS,
     DataContractError,
+    RowFilter,
     SourceSpec,
     UNDATED_POLICY,
     narrow_ids,
     parse_dates,
     read_raw,
+    resolve_filter_columns,
 )
 
 log = logging.getLogger(__name__)
-
-REJECT_REASONS: tuple[str, ...] = (
-    "missing_customer",
-    "missing_product",
-    "missing_event",
-    "unknown_event",
-    "excluded_event",
-    "bad_date",
-    "duplicate",
-)
 
 
 @dataclass
@@ -94,8 +88,38 @@ def _events(raw: pd.DataFrame, cols: list[str], spec: SourceSpec) -> tuple[pd.Se
     return mapped, missing, unknown, excluded
 
 
+def filter_passes(values: pd.Series, f: RowFilter) -> np.ndarray:
+    """True where a raw text column satisfies a row filter (see RowFilter for the comparison rules)."""
+    text = values.astype("string[pyarrow]").str.strip()
+    missing = _blank(text)
+    numeric = f.op in NUMERIC_OPS or (f.op in {"==", "!="} and not isinstance(f.value, str))
+    if numeric:
+        num = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        value = float(f.value)
+        compare = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal,
+                   "==": np.equal, "!=": np.not_equal}[f.op]
+        with np.errstate(invalid="ignore"):
+            holds = compare(num, value) & ~np.isnan(num)
+        if f.op == "!=":
+            holds = holds | np.isnan(num)
+        return np.asarray(holds, dtype=bool)
+    if f.op in {"startswith", "not_startswith"}:
+        hit = text.str.startswith(str(f.value)).fillna(False).to_numpy(dtype=bool)
+    elif f.op in {"in", "not_in"}:
+        hit = text.isin([str(v) for v in f.value]).to_numpy(dtype=bool)
+    else:  # == / != as text
+        hit = (text == str(f.value)).fillna(False).to_numpy(dtype=bool)
+    hit = hit & ~missing
+    return ~hit if f.op in NEGATIVE_OPS else hit
+
+
 def canonicalise(raw: pd.DataFrame, cols: dict[str, list[str]], spec: SourceSpec) -> tuple[pd.DataFrame, pd.Series]:
-    """Turn raw string columns into the canonical table; return it with a per-row reject reason (NA = kept)."""
+    """Turn raw string columns into the canonical table; return it with a per-row reject reason ("" = kept).
+
+    Row filters come first, in order; then the contract's checks (missing customer, product or
+    event, unknown or excluded event, bad date); then duplicates of customer+product+event+date
+    among the remaining rows (ids compared after narrowing, so `17850.0` duplicates `17850`).
+    """
     n = len(raw)
     reason = np.full(n, "", dtype=object)
 
@@ -103,6 +127,8 @@ def canonicalise(raw: pd.DataFrame, cols: dict[str, list[str]], spec: SourceSpec
         sel = mask & (reason == "")
         reason[sel] = name
 
+    for f, column in zip(spec.filters, resolve_filter_columns(list(raw.columns), spec)):
+        flag(~filter_passes(raw[column], f), f.reason)
     cust = raw[cols["customer_id"][0]]
     prod = raw[cols["product_id"][0]]
     flag(_blank(cust), "missing_customer")
@@ -112,14 +138,14 @@ def canonicalise(raw: pd.DataFrame, cols: dict[str, list[str]], spec: SourceSpec
     flag(ev_unknown, "unknown_event")
     flag(ev_excluded, "excluded_event")
     date_raw = raw[cols["event_date"][0]]
-    dates = parse_dates(date_raw, spec.date_format)
+    dates = parse_dates(date_raw, spec.date_format, spec.timezone)
     flag(dates.isna().to_numpy() & ~_blank(date_raw), "bad_date")
 
     ok = reason == ""
     frame = pd.DataFrame(
         {
-            "customer_id": cust[ok].str.strip(),
-            "product_id": prod[ok].str.strip(),
+            "customer_id": narrow_ids(cust[ok]),
+            "product_id": narrow_ids(prod[ok]),
             "product_name": _join_name(raw.loc[ok], cols["product_name"]),
             "event": event[ok],
             "event_date": dates[ok],
@@ -131,8 +157,8 @@ def canonicalise(raw: pd.DataFrame, cols: dict[str, list[str]], spec: SourceSpec
     frame = frame.loc[~dup]
     out = pd.DataFrame(
         {
-            "customer_id": narrow_ids(frame["customer_id"]),
-            "product_id": narrow_ids(frame["product_id"]),
+            "customer_id": frame["customer_id"],
+            "product_id": frame["product_id"],
             "product_name": frame["product_name"].astype("category"),
             "event": pd.Categorical(frame["event"].astype(str), categories=list(CANONICAL_EVENTS)),
             "event_date": frame["event_date"].astype(DATE_DTYPE),
@@ -161,7 +187,7 @@ def prepare(
     table, reason = canonicalise(raw, cols, spec)
     rejected_mask = (reason != "").to_numpy()
     counts = reason[rejected_mask].value_counts()
-    rejected = {r: int(counts.get(r, 0)) for r in REJECT_REASONS}
+    rejected = {r: int(counts.get(r, 0)) for r in spec.reasons()}
 
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -86,10 +86,18 @@ def time_stats(df: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def split_cutoff(df: pd.DataFrame, quantile: float = 0.8) -> pd.Timestamp:
+    """The train | test cutoff: the date quantile of dated rows (rows before it are early, the rest late)."""
+    dates = df["event_date"].dropna()
+    if dates.empty:
+        raise ValueError("the log has no dated rows: a temporal split needs event dates")
+    return pd.Timestamp(dates.quantile(quantile))
+
+
 def split_stats(df: pd.DataFrame, quantile: float = 0.8) -> dict[str, Any]:
     """Users/products before and after the date quantile of dated rows (undated rows on neither side)."""
     dated = df.loc[df["event_date"].notna(), ["customer_id", "product_id", "event_date"]]
-    cutoff = dated["event_date"].quantile(quantile)
+    cutoff = split_cutoff(dated, quantile)
     early = dated["event_date"] < cutoff
     eu, lu = pd.unique(dated.loc[early, "customer_id"]), pd.unique(dated.loc[~early, "customer_id"])
     ep, lp = pd.unique(dated.loc[early, "product_id"]), pd.unique(dated.loc[~early, "product_id"])

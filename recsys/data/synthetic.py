@@ -15,21 +15,35 @@ The generator has structure, not just marginals:
   repeated with a new index (same customer, product, event and second), as in the real log.
 
 Every random choice comes from one ``numpy.random.Generator`` seeded by the caller.
+
+Three settings are not pinned by the published profile and are therefore parameters (``Behaviour``,
+``params/generate.yaml: generate.behaviour``): how often a return visit goes back to a category the
+customer knows (``category_loyalty``), how much a product's name reveals its category
+(``name_signal``: names are permuted across a share of products, from a separate random stream so
+nothing else changes) and the retention across the 80% split (``retention``: a target solved for the
+number of return visits). The defaults reproduce the calibrated log byte for byte. ``generate``
+also writes the true category of every product next to the CSV (``<stem>.categories.parquet``) so
+that category inference and loyalty measurement can be checked against it.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from recsys.config import check_keys, relative
 from recsys.data.contract import CASE_STUDY_HEADER
+from recsys.data.profile import split_stats
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +72,6 @@ class Calibration:
     max_visit: int = 30
     returning_links: float = 0.07
     return_gap_days: float = 40.0
-    category_loyalty: float = 0.7
     return_time_power: float = 2.0
     wishlist_singleton_boost: float = 2.3
     launch_lead_days: float = 40.0
@@ -72,6 +85,52 @@ class Calibration:
     def duplicate_counts(self) -> dict[str, int]:
         """Repeated rows (same customer, product, event, second; new index) per event at scale 1.0."""
         return self.duplicate_rows or {"cart": 847, "purchased": 273, "wishlist": 1}
+
+
+NAME_STREAM = 1  # child seed (seed, NAME_STREAM) of the name shuffle: it leaves the main random stream untouched
+RETENTION_QUANTILE = 0.8  # the split at which `Behaviour.retention` is measured (as in the published profile)
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """Generator settings the published profile does not pin; the defaults reproduce the calibrated log.
+
+    category_loyalty: share of return visits that go back to a category of an earlier visit (the rest
+      go to a visit of any category, so they match only by chance).
+    name_signal: share of products that keep their own name; the names of the other products are
+      permuted among them (0 = every name shuffled: names carry no category information, and the
+      multiset of names is unchanged).
+    retention: target share of the users active before the 80% date quantile who are active after
+      it too; None keeps the calibrated number of return visits (retention ~3.1%, the profile's 3.05%).
+    """
+
+    category_loyalty: float = 0.7
+    name_signal: float = 1.0
+    retention: float | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("category_loyalty", "name_signal"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"generate.behaviour.{key} must be in [0, 1], got {value}")
+        if self.retention is not None and not 0.0 < self.retention < 1.0:
+            raise ValueError(f"generate.behaviour.retention must be in (0, 1) or null, got {self.retention}")
+
+
+def behaviour_from_params(cfg: Mapping[str, Any] | None) -> Behaviour:
+    """A Behaviour from the `generate.behaviour` block of params (missing keys keep their defaults)."""
+    cfg = dict(cfg or {})
+    check_keys(cfg, [f.name for f in fields(Behaviour)], "generate.behaviour")
+    values: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if value is None and key == "retention":
+            values[key] = None
+            continue
+        try:
+            values[key] = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"generate.behaviour.{key} must be a number, got {value!r}") from exc
+    return Behaviour(**values)
 
 
 CATEGORIES: list[tuple[str, str, list[str]]] = [
@@ -214,7 +273,13 @@ def visit_sizes(rng: np.random.Generator, n_visits: int, total: int, cal: Calibr
 
 
 def link_visits(
-    rng: np.random.Generator, v_day: np.ndarray, v_cat: np.ndarray, v_size: np.ndarray, n_links: int, cal: Calibration
+    rng: np.random.Generator,
+    v_day: np.ndarray,
+    v_cat: np.ndarray,
+    v_size: np.ndarray,
+    n_links: int,
+    cal: Calibration,
+    category_loyalty: float = Behaviour.category_loyalty,
 ) -> np.ndarray:
     """Parent visit of each visit (-1 = first visit of a new user): returning users revisit after a gap."""
     n = len(v_day)
@@ -235,7 +300,7 @@ def link_visits(
     cand = np.argsort(key_c, kind="stable")[: min(n, int(n_links * 1.8) + 10)]
     gap = 1 + np.floor(rng.exponential(cal.return_gap_days, len(cand))).astype(np.int64)
     day_f = v_day[cand] - gap
-    loyal = rng.random(len(cand)) < cal.category_loyalty
+    loyal = rng.random(len(cand)) < category_loyalty
     u = rng.random(len(cand))
     # loyal: a slot of the same category on day_f (or the nearest earlier day with one)
     hi = np.searchsorted(sorted_key, v_cat[cand].astype(np.int64) * (DAYS + 1) + day_f, side="right")
@@ -254,6 +319,64 @@ def link_visits(
     chosen = np.flatnonzero(valid)[:n_links]
     parent[cand[chosen]] = f[chosen]
     return parent
+
+
+def retention_of_links(parent: np.ndarray, starts: np.ndarray, total: int, quantile: float = RETENTION_QUANTILE) -> float:
+    """Share of users with a visit before the slot quantile who also have one after it (visits in slot order).
+
+    Slots are sorted by day and, within a day, in an order unrelated to time, so cutting the slot
+    sequence at `quantile` approximates the profile's date-quantile split. The approximation still
+    counts the slots that later become undated wishlist rows; `generate_log` reports the retention
+    measured on the final log.
+    """
+    user = root_of(parent)
+    early = starts < quantile * total
+    early_users = np.unique(user[early])
+    if len(early_users) == 0:
+        return 0.0
+    returning = np.isin(early_users, user[~early], assume_unique=False)
+    return float(returning.mean())
+
+
+def links_for_retention(
+    rng: np.random.Generator,
+    v_day: np.ndarray,
+    v_cat: np.ndarray,
+    v_size: np.ndarray,
+    starts: np.ndarray,
+    target: float,
+    cal: Calibration,
+    category_loyalty: float,
+    tolerance: float = 0.002,
+) -> int:
+    """Number of return visits whose retention (``retention_of_links``) is closest to `target`, by bisection.
+
+    Every trial links visits from a copy of `rng`'s state, so `rng` itself is not advanced; more
+    return visits mean more retention (fewer users for the same visits), up to the number of visits.
+    """
+    total = int(v_size.sum())
+
+    def measured(n_links: int) -> float:
+        trial = copy.deepcopy(rng)
+        return retention_of_links(link_visits(trial, v_day, v_cat, v_size, n_links, cal, category_loyalty), starts, total)
+
+    lo, hi = 0, len(v_day) - 1
+    r_lo, r_hi = 0.0, measured(hi)
+    if r_hi < target:
+        raise ValueError(
+            f"generate.behaviour.retention {target} is not reachable: at most {r_hi:.3f} with every visit but one "
+            "a return visit at this scale"
+        )
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        r_mid = measured(mid)
+        if abs(r_mid - target) <= tolerance:
+            return mid
+        if r_mid < target:
+            lo, r_lo = mid, r_mid
+        else:
+            hi, r_hi = mid, r_mid
+    return lo if target - r_lo <= r_hi - target else hi
 
 
 def root_of(parent: np.ndarray) -> np.ndarray:
@@ -319,11 +442,32 @@ def scaled(counts: dict[str, int], scale: float) -> dict[str, int]:
     return {k: int(round(v * scale)) for k, v in counts.items()}
 
 
-def generate_frame(scale: float = 1.0, seed: int = 42, cal: Calibration | None = None) -> pd.DataFrame:
+@dataclass(frozen=True)
+class SyntheticLog:
+    """A generated raw log with what the generator knows and a log cannot show: each product's category."""
+
+    frame: pd.DataFrame
+    categories: pd.DataFrame  # product_id, category (English category noun)
+    behaviour: Behaviour
+    return_visits: int  # visits linked to an earlier visit of the same customer
+    retention_pct: float  # measured on the log's dated rows at the 80% date quantile, as the profile does
+
+
+def generate_frame(
+    scale: float = 1.0, seed: int = 42, cal: Calibration | None = None, behaviour: Behaviour | None = None
+) -> pd.DataFrame:
     """Generate the raw log (case-study columns, ordered by index) as a DataFrame."""
+    return generate_log(scale, seed, cal, behaviour).frame
+
+
+def generate_log(
+    scale: float = 1.0, seed: int = 42, cal: Calibration | None = None, behaviour: Behaviour | None = None
+) -> SyntheticLog:
+    """Generate the raw log with each product's true category and the measured retention."""
     if scale <= 0:
         raise ValueError(f"scale must be > 0, got {scale}")
     cal = cal or Calibration()
+    behaviour = behaviour or Behaviour()
     rng = np.random.default_rng(seed)
     ev_counts = scaled(cal.event_counts(), scale)
     dup_counts = scaled(cal.duplicate_counts(), scale)
@@ -344,13 +488,15 @@ def generate_frame(scale: float = 1.0, seed: int = 42, cal: Calibration | None =
     order = np.lexsort((rng.random(total), cats[prod], day))
     prod, day, single_slot = prod[order], day[order], single_slot[order]
     n_links = int(round(cal.returning_links * n_users))
-    sizes = visit_sizes(rng, n_users + n_links, total, cal)
+    sizes = visit_sizes(rng, n_users + n_links, total, cal)  # the visit count stays calibrated whatever the retention
     visit = np.repeat(np.arange(len(sizes)), sizes)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     v_day = day[starts]
     v_cat = cats[prod[starts]]
     day = v_day[visit]  # a visit happens on its first slot's day
-    parent = link_visits(rng, v_day, v_cat, sizes, n_links, cal)
+    if behaviour.retention is not None:
+        n_links = links_for_retention(rng, v_day, v_cat, sizes, starts, behaviour.retention, cal, behaviour.category_loyalty)
+    parent = link_visits(rng, v_day, v_cat, sizes, n_links, cal, behaviour.category_loyalty)
     user_of_visit = root_of(parent)
     _, user = np.unique(user_of_visit[visit], return_inverse=True)
 
@@ -368,6 +514,7 @@ def generate_frame(scale: float = 1.0, seed: int = 42, cal: Calibration | None =
     id_gaps = rng.integers(1, max(2, 2 * 14_675_204 // max(n_ids, 1)), n_ids)  # sparse ids like 2..14675204
     user_ids = (1 + np.cumsum(id_gaps))[rng.permutation(n_ids)]
     name, alt = product_names(rng, pids, cats)
+    name, alt = shuffle_names(np.random.default_rng((seed, NAME_STREAM)), name, alt, behaviour.name_signal)
     use_alt = (rng.random(total) < 0.5) & (rng.random(n_products) < 0.03)[prod]
     names = np.where(use_alt, alt[prod], name[prod])
 
@@ -380,13 +527,14 @@ def generate_frame(scale: float = 1.0, seed: int = 42, cal: Calibration | None =
             "Event": events,
         }
     )
+    retention_pct = split_stats(dated_view(frame), RETENTION_QUANTILE)["retention_pct"]
     frame = pd.concat([frame, duplicate_rows(rng, frame, dup_counts)], ignore_index=True)
     frame = frame.iloc[np.argsort(frame["ts"].to_numpy(), kind="stable")].reset_index(drop=True)
     gaps = rng.integers(1, 163, len(frame))
     index = 3 + np.cumsum(gaps) - gaps[0]
     date_text = pd.Series(frame["ts"].to_numpy().astype("datetime64[s]").astype(str), dtype="string[pyarrow]")
     date_text = (date_text.str.replace("T", " ", regex=False) + "+00:00").where(frame["Event"].to_numpy() != "wishlist")
-    return pd.DataFrame(
+    raw = pd.DataFrame(
         {
             "index": index.astype(np.int64),
             "product_id": frame["product_id"].astype(np.int64),
@@ -394,6 +542,37 @@ def generate_frame(scale: float = 1.0, seed: int = 42, cal: Calibration | None =
             "product_name": frame["product_name"].astype("string[pyarrow]"),
             "Event_Date": date_text,
             "Event": frame["Event"].astype("string[pyarrow]"),
+        }
+    )
+    en = np.array([c[1] for c in CATEGORIES], dtype=object)
+    by_id = np.argsort(pids, kind="stable")
+    categories = pd.DataFrame(
+        {"product_id": pids[by_id].astype(np.int64), "category": pd.Series(en[cats[by_id]], dtype="string[pyarrow]")}
+    )
+    return SyntheticLog(raw, categories, behaviour, int((parent >= 0).sum()), retention_pct)
+
+
+def shuffle_names(
+    rng: np.random.Generator, name: np.ndarray, alt: np.ndarray, name_signal: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Permute the names (primary and alternative together) of a `1 - name_signal` share of products among them."""
+    if name_signal >= 1.0:
+        return name, alt
+    moved = np.flatnonzero(rng.random(len(name)) >= name_signal)
+    source = moved[rng.permutation(len(moved))]
+    name, alt = name.copy(), alt.copy()
+    name[moved], alt[moved] = name[source], alt[source]
+    return name, alt
+
+
+def dated_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """Customer, product and date (NaT for the undated wishlist rows) of a frame being generated."""
+    dates = pd.Series(frame["ts"].to_numpy().astype("datetime64[us]"), index=frame.index).dt.tz_localize("UTC")
+    return pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"],
+            "product_id": frame["product_id"],
+            "event_date": dates.where(frame["Event"].to_numpy() != "wishlist"),
         }
     )
 
@@ -417,11 +596,38 @@ def write_case_study_csv(frame: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
-def generate(path: Path, scale: float = 1.0, seed: int = 42) -> dict[str, float]:
-    """Generate the synthetic log to `path`; return rows and seconds."""
+def categories_path(csv_path: Path) -> Path:
+    """Where the true product categories of a generated CSV are written: `<stem>.categories.parquet` next to it."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(csv_path.stem + ".categories.parquet")
+
+
+def write_categories(categories: pd.DataFrame, path: Path) -> None:
+    """Write the product -> category side file atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    categories.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def generate(
+    path: Path, scale: float = 1.0, seed: int = 42, behaviour: Behaviour | None = None, categories: Path | None = None
+) -> dict[str, Any]:
+    """Generate the synthetic log to `path` and the true categories to `categories` (default: next to it)."""
     t0 = time.perf_counter()
-    frame = generate_frame(scale=scale, seed=seed)
-    write_case_study_csv(frame, path)
+    result = generate_log(scale=scale, seed=seed, behaviour=behaviour)
+    categories = Path(categories) if categories is not None else categories_path(Path(path))
+    write_case_study_csv(result.frame, Path(path))
+    write_categories(result.categories, categories)
     took = time.perf_counter() - t0
-    log.info("generated %d rows (scale %s, seed %s) into %s in %.1f s", len(frame), scale, seed, path, took)
-    return {"rows": len(frame), "scale": scale, "seed": seed, "seconds": round(took, 2)}
+    log.info("generated %d rows (scale %s, seed %s, %s) into %s in %.1f s", len(result.frame), scale, seed, result.behaviour, path, took)
+    return {
+        "rows": len(result.frame),
+        "scale": scale,
+        "seed": seed,
+        "behaviour": asdict(result.behaviour),
+        "return_visits": result.return_visits,
+        "retention_pct": result.retention_pct,
+        "categories": relative(categories),
+        "seconds": round(took, 2),
+    }

@@ -1,7 +1,8 @@
-"""Exploration: the high-churn facts of a log as flat metrics and small figures."""
+"""Exploration: the facts of a log (churn, popularity, time, behaviour axes) as flat metrics and small figures."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -9,20 +10,136 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from recsys import config
+from recsys.data.behaviour import returning_category_loyalty
+from recsys.data.profile import split_stats
+from recsys.features.categories import CategoryParams, category_agreement, infer_categories
+
+CASE_STUDY_LAYOUT = "case_study"  # the prepare source whose statistics the published profile describes
+
+
 def split_block(stats: dict[str, Any]) -> dict[str, Any]:
     """The temporal-split block of profile statistics (whatever its quantile)."""
     return next(v for k, v in stats.items() if k.startswith("temporal_split_at_"))
 
 
-def data_source() -> tuple[str, float]:
-    """('synthetic', scale) when prepare reads the generated log, else ('file', 1.0)."""
-    from recsys import config
+def data_source(prepare_summary: dict[str, Any] | None = None) -> tuple[str, float]:
+    """('synthetic', scale) when the log is the generated one, else ('file', 1.0).
 
+    The log is the one a prepare summary names as its input, else the one params/prepare.yaml reads.
+    """
     gen = config.load_params("generate")["generate"]
-    src = config.load_params("prepare")["source"]
-    if config.resolve(src["path"]) == config.resolve(gen["output"]):
+    raw = prepare_summary["input"] if prepare_summary else config.load_params("prepare")["source"]["path"]
+    if config.resolve(raw) == config.resolve(gen["output"]):
         return "synthetic", float(gen["scale"])
     return "file", 1.0
+
+
+def true_categories_path(prepare_summary: dict[str, Any] | None = None) -> Path | None:
+    """The generator's product-category side file when the log is the generated one and the file exists."""
+    from recsys.data.synthetic import categories_path
+
+    gen = config.load_params("generate")["generate"]
+    if data_source(prepare_summary)[0] != "synthetic":
+        return None
+    path = config.resolve(gen.get("categories") or categories_path(config.resolve(gen["output"])))
+    return path if path.is_file() else None
+
+
+def true_categories_for(setting: str | None, prepare_summary: dict[str, Any] | None = None) -> Path | None:
+    """The true-category file to check against: `setting` when given ("" = none), else the generator's side file."""
+    if setting is None:
+        return true_categories_path(prepare_summary)
+    return config.resolve(setting) if setting else None
+
+
+def has_case_study_layout(prepare_summary: dict[str, Any] | None) -> bool:
+    """True when the log was read with the case-study layout, the only one the published profile describes."""
+    return bool(prepare_summary) and str(prepare_summary.get("source")) == CASE_STUDY_LAYOUT
+
+
+def behaviour_axes(
+    df: pd.DataFrame,
+    split_quantile: float = 0.8,
+    params: CategoryParams | None = None,
+    true_categories: pd.DataFrame | None = None,
+    permutations: int = 20,
+    split: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Where a log sits on the generator's unpinned axes (retention, category loyalty), and its inferred categories.
+
+    `split` is the log's `split_stats` at `split_quantile` when the caller has it already.
+    """
+    params = params or CategoryParams()
+    split = split if split is not None else split_stats(df, split_quantile)
+    cutoff = pd.Timestamp(split["cutoff"])
+    inferred = infer_categories(df, params)
+    axes: dict[str, Any] = {
+        "split_quantile": split_quantile,
+        "cutoff": split["cutoff"],
+        "retention_pct": split["retention_pct"],
+        "returning_users": split["returning_users"],
+        "inference": {"k": params.k, "products": int(len(inferred)),
+                      "products_without_tokens": int((inferred["category"] < 0).sum())},
+        "loyalty_inferred": returning_category_loyalty(df, inferred, cutoff, permutations, params.seed),
+        "loyalty_true": None,
+        "agreement": None,
+    }
+    if true_categories is not None:
+        axes["loyalty_true"] = returning_category_loyalty(df, true_categories, cutoff, permutations, params.seed)
+        axes["agreement"] = category_agreement(inferred, true_categories)
+    return axes, inferred
+
+
+def axes_headline(axes: dict[str, Any]) -> dict[str, Any]:
+    """The flat subset of the behaviour axes tracked as DVC metrics (None where not measured)."""
+    inferred, true, agree = axes["loyalty_inferred"], axes["loyalty_true"] or {}, axes["agreement"] or {}
+    return {
+        "loyalty_inferred": inferred["loyalty"],
+        "loyalty_inferred_ci95_lo": inferred["loyalty_ci95"][0],
+        "loyalty_inferred_ci95_hi": inferred["loyalty_ci95"][1],
+        "loyalty_observed_share_inferred": inferred["observed"],
+        "loyalty_chance_share_inferred": inferred["chance"],
+        "loyalty_measured_users": inferred["measured_users"],
+        "loyalty_true": true.get("loyalty"),
+        "category_ari": agree.get("ari"),
+        "category_nmi": agree.get("nmi"),
+        "category_purity": agree.get("purity"),
+    }
+
+
+def category_examples(df: pd.DataFrame, inferred: pd.DataFrame, per_category: int = 3) -> pd.DataFrame:
+    """Per inferred category: products, share of rows and the names of its most active products."""
+    rows = df[["product_id", "product_name"]].merge(inferred, on="product_id", how="left")
+    rows["category"] = rows["category"].fillna(-1).astype(np.int64)
+    per_product = rows.groupby(["category", "product_id"], observed=True).agg(
+        n=("product_name", "size"), name=("product_name", "first")
+    ).reset_index()
+    per_product = per_product.sort_values(["category", "n", "product_id"], ascending=[True, False, True], kind="stable")
+    top = per_product.groupby("category", sort=True).head(per_category)
+    examples = top.groupby("category")["name"].agg(lambda names: " | ".join(str(n) for n in names))
+    sizes = per_product.groupby("category").agg(products=("product_id", "size"), rows=("n", "sum"))
+    out = sizes.join(examples.rename("most active products"))
+    out["share of rows %"] = (100.0 * out["rows"] / out["rows"].sum()).round(2)
+    return out.drop(columns="rows").sort_values("share of rows %", ascending=False, kind="stable").reset_index()
+
+
+def loyalty_figure(axes: dict[str, Any]) -> Figure:
+    """Observed vs chance share of returning customers who come back to a known category (inferred / true categories)."""
+    sides = [("inferred categories", axes["loyalty_inferred"])]
+    if axes["loyalty_true"] is not None:
+        sides.append(("true categories", axes["loyalty_true"]))
+    fig, ax = plt.subplots(figsize=(6.5, 1.3 + 0.7 * len(sides)))
+    y = np.arange(len(sides))
+    ax.barh(y - 0.18, [s["observed"] for _, s in sides], height=0.34, color="#4c72b0", label="observed")
+    ax.barh(y + 0.18, [s["chance"] for _, s in sides], height=0.34, color="#c0c0c0", label="chance (random pairing)")
+    ax.set_yticks(y, [f"{name}\nloyalty {s['loyalty']:.2f}" for name, s in sides])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of returning customers touching a known category after the cutoff")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
 
 
 def headline(stats: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +188,7 @@ def popularity_figure(df: pd.DataFrame) -> Figure:
     a.loglog(x, counts, color="#dd8452")
     a.set_xlabel("product rank")
     a.set_ylabel("interactions")
-    a.set_title("heavy-tailed popularity")
+    a.set_title(f"{(counts == 1).mean():.1%} of {len(counts):,} products have one interaction")
     b.plot(x / len(x), share, color="#55a868")
     b.axvline(0.2, color="grey", lw=0.8, ls="--")
     b.set_xlabel("share of products (most popular first)")
@@ -83,14 +200,21 @@ def popularity_figure(df: pd.DataFrame) -> Figure:
 
 def daily_volume_figure(df: pd.DataFrame, cutoff: str | pd.Timestamp | None = None) -> Figure:
     """Interactions per day over dated rows, with the temporal split's cutoff."""
-    per_day = df["event_date"].dropna().dt.floor("D").value_counts().sort_index()
+    dates = df["event_date"].dropna()
+    per_day = dates.dt.floor("D").value_counts().sort_index()
+    first = (dates < dates.min() + pd.Timedelta(days=30)).sum() / 30.0
+    last = (dates > dates.max() - pd.Timedelta(days=30)).sum() / 30.0
+    undated = int(df["event_date"].isna().sum())
     fig, ax = plt.subplots(figsize=(9, 3.0))
     ax.plot(per_day.index, per_day.to_numpy(), color="#4c72b0", lw=1)
     if cutoff is not None:
-        ax.axvline(pd.Timestamp(cutoff), color="#c44e52", ls="--", lw=1, label="80% date quantile (train | test)")
+        ax.axvline(pd.Timestamp(cutoff), color="#c44e52", ls="--", lw=1, label="split cutoff (train | test)")
         ax.legend(loc="upper left")
     ax.set_ylabel("interactions per day")
-    ax.set_title("traffic grows over the window; undated rows are not shown")
+    ax.set_title(
+        f"{first:,.0f} interactions per day over the first 30 days, {last:,.0f} over the last 30"
+        + (f"; {undated:,} undated rows not shown" if undated else "")
+    )
     fig.tight_layout()
     return fig
 
