@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.contract import CANONICAL_EVENTS, DATE_DTYPE
+from recsys.data.ids import id_array, id_kind
 
 Row = tuple[object, object, str | None, str, str | None]
 
@@ -28,10 +29,11 @@ NAMES: tuple[str, ...] = (
 
 
 def _ids(values: Sequence[object]) -> pd.Series:
-    """Ids as the contract types them: int32 when all integers, else pandas string."""
-    if all(isinstance(v, (int, np.integer)) for v in values):
-        return pd.Series(np.asarray(values, dtype=np.int32))
-    return pd.Series([str(v) for v in values], dtype="string[pyarrow]")
+    """Ids as the contract types them: int32 when all integers (`recsys.data.ids.id_kind`), else pandas string."""
+    arr = id_array(list(values)) if len(values) else np.zeros(0, dtype=np.int32)
+    if id_kind(arr) == "int":
+        return pd.Series(arr.astype(np.int32))
+    return pd.Series(arr, dtype="string[pyarrow]")
 
 
 def frame(rows: Sequence[Row]) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from recsys.data.ids import id_array
 from recsys.features.engagement import FeatureParams, compute_features, encode_ids, unique_sorted
 
 QUERY_BUDGET = 4_000_000  # (products x k) entries processed per vectorised step
@@ -91,16 +92,6 @@ class Recommendations:
 # ----------------------------------------------------------------------------------------------
 
 
-def requested_array(product_ids: np.ndarray | Sequence | pd.Series) -> np.ndarray:
-    """Requested product ids as a numpy array (strings as object)."""
-    if isinstance(product_ids, (pd.Series, pd.Index, pd.api.extensions.ExtensionArray)):
-        if pd.api.types.is_integer_dtype(product_ids.dtype):
-            return np.asarray(product_ids)
-        return np.asarray(pd.array(product_ids, dtype="string[pyarrow]").astype(object), dtype=object)
-    arr = np.asarray(product_ids)
-    return arr if arr.dtype.kind in "iu" else arr.astype(object)
-
-
 @dataclass(frozen=True)
 class History:
     """Fitted customers and products (sorted ids) and who touched what (CSR product -> customers)."""
@@ -141,7 +132,7 @@ class History:
 
     def codes_of(self, product_ids: np.ndarray) -> np.ndarray:
         """Fitted product code of each requested id (-1 when unseen or of another id kind)."""
-        requested = requested_array(product_ids)
+        requested = id_array(product_ids)
         if len(requested) == 0:
             return np.zeros(0, dtype=np.int64)
         same_kind = (requested.dtype.kind in "iu") == (self.product_ids.dtype.kind in "iu")
@@ -259,7 +250,7 @@ class GlobalRanker:
     def rank(self, product_ids: np.ndarray | Sequence, k: int) -> Recommendations:
         """Top-k customers per requested product: the global order without the product's own customers."""
         self._check_fitted()
-        requested = requested_array(product_ids)
+        requested = id_array(product_ids)
         codes = self.history_.codes_of(requested)
         blocks = chunks(len(codes), k)
         return collect(requested, codes, k, blocks, self.global_.top, self.history_)

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.data.ids import id_array
 from recsys.features.engagement import unique_sorted
 from recsys.features.text import tokenize_names
-from recsys.rankers.base import GlobalRanker, History, Recommendations, collect, offsets_of, ordered, requested_array
+from recsys.rankers.base import GlobalRanker, History, Recommendations, collect, offsets_of, ordered
 
 
 def row_normalise(m: sp.csr_matrix) -> sp.csr_matrix:
@@ -193,7 +194,7 @@ class ContentRanker(GlobalRanker):
     def rank(self, product_ids: np.ndarray | Sequence, k: int) -> Recommendations:
         """Top-k customers per requested product by blended affinity and engagement."""
         self._check_fitted()
-        requested = requested_array(product_ids)
+        requested = id_array(product_ids)
         codes = self.history_.codes_of(requested)
         return collect(requested, codes, k, self._blocks(codes, k), self._rank_block, self.history_)
 
