@@ -20,8 +20,12 @@ import psutil
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from dashboard.artifacts import DashboardData
+from dashboard.search import resolve_query
+from dashboard.serve import voila_command
+from dashboard.settings import DATA_ENV, DashboardPaths, REPORTS_ENV
+from dashboard.whatif import WhatIfSettings
 from recsys import config
-from recsys import dashboard as D
 
 pytestmark = pytest.mark.browser
 
@@ -87,11 +91,11 @@ class Served:
     """A running dashboard and the artifacts it reads."""
 
     url: str
-    paths: D.DashboardPaths
+    paths: DashboardPaths
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> D.DashboardPaths:
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> DashboardPaths:
     """Tiny generated log -> prepare -> cache (the real pipeline functions), laid out like data/; no metrics files."""
     from recsys.cache.build import build_cache_from_params
     from recsys.data.contract import source_spec_from_params
@@ -99,7 +103,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> D.DashboardPaths:
     from recsys.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("dashboard")
-    paths = D.DashboardPaths.from_env({D.DATA_ENV: str(root / "data"), D.REPORTS_ENV: str(root / "reports")})
+    paths = DashboardPaths.from_env({DATA_ENV: str(root / "data"), REPORTS_ENV: str(root / "reports")})
     raw = root / "data" / "raw" / "synthetic.csv"
     generate(raw, scale=0.01, seed=42)
     prepare(raw, paths.prepared, source_spec_from_params(config.load_params("prepare")["source"]))
@@ -108,14 +112,14 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> D.DashboardPaths:
 
 
 @pytest.fixture(scope="module")
-def served(chromium: Path, artifacts: D.DashboardPaths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(chromium: Path, artifacts: DashboardPaths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`voila dashboard/app.ipynb` on a free 127.0.0.1 port, pointed at the tiny artifacts; stopped afterwards."""
     port = free_port()
     log = tmp_path_factory.mktemp("voila") / "voila.log"
-    env = {**os.environ, D.DATA_ENV: str(artifacts.prepared.parents[1]),
-           D.REPORTS_ENV: str(artifacts.evaluate_json.parents[1]), "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, DATA_ENV: str(artifacts.prepared.parents[1]),
+           REPORTS_ENV: str(artifacts.evaluate_json.parents[1]), "OPENBLAS_NUM_THREADS": "1"}
     with log.open("wb") as out:
-        proc = subprocess.Popen(D.voila_command(port), cwd=config.PROJ_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(voila_command(port), cwd=config.PROJ_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc, log)
         yield Served(f"http://127.0.0.1:{port}/", artifacts)
@@ -137,7 +141,7 @@ def set_slider(page: Page, css_class: str, value: str) -> None:
     page.keyboard.press("Enter")
 
 
-def pick_query(data: D.DashboardData) -> tuple[str, object]:
+def pick_query(data: DashboardData) -> tuple[str, object]:
     """A partial Arabic name query (alef/diacritics-insensitive) and the product the dashboard must open for it."""
     idx = data.products
     order = np.argsort(-idx.interactions, kind="stable")
@@ -145,12 +149,12 @@ def pick_query(data: D.DashboardData) -> tuple[str, object]:
         name = idx.names[code]
         if name and any("\u0600" <= ch <= "\u06ff" for ch in name.split()[0]) and len(name.split()) >= 3:
             query = " ".join(name.split()[:2]).replace("أ", "ا")
-            first = D.resolve_query(idx, query).matches["product_id"].iloc[0]
+            first = resolve_query(idx, query).matches["product_id"].iloc[0]
             return query, first
     pytest.fail("no product with an Arabic name in the tiny log")
 
 
-def pick_weight_change(data: D.DashboardData, pid: object, cached: np.ndarray) -> tuple[str, float, D.WhatIfSettings]:
+def pick_weight_change(data: DashboardData, pid: object, cached: np.ndarray) -> tuple[str, float, WhatIfSettings]:
     """One engagement-weight slider move that changes this product's top-N (computed with the pure functions)."""
     base = data.default_settings()
     for feature, value in (("recency", 1.0), ("total_interactions", 0.0), ("interaction_frequency", 1.0), ("avg_event_score", 1.0)):
@@ -161,7 +165,7 @@ def pick_weight_change(data: D.DashboardData, pid: object, cached: np.ndarray) -
 
 
 def test_dashboard_in_chromium(chromium: Path, served: Served) -> None:
-    data = D.DashboardData.load(served.paths)
+    data = DashboardData.load(served.paths)
     assert data.ready, data.issues
     query, pid = pick_query(data)
     cached = data.audience(pid, N_ROWS).customers
