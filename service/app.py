@@ -20,16 +20,20 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from copy import deepcopy
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from recsys.config import relative
 
 from service.fastlane import RecommendFastLane
 from service.payloads import audience, dumps, parse_product_id, resolve_n
@@ -85,23 +89,31 @@ def sample_products(snapshot: Snapshot, n: int, seed: int) -> list[Any]:
     return np.asarray(ids)[picks].tolist()
 
 
+def shown_path(path: Path) -> str:
+    """A path as /health shows it: relative to the project root when inside it, else its name (never absolute)."""
+    shown = relative(path)
+    return Path(path).name if Path(shown).is_absolute() else shown
+
+
 def health_payload(holder: CacheHolder, started: float) -> dict[str, Any]:
-    """The /health body for the holder's current state."""
+    """The /health body for the holder's current state (paths shown relative: `shown_path`)."""
     snap = holder.snapshot
     error = holder.last_error
+    cache_dir = shown_path(holder.cache_dir)
     summary = summarize_manifest(snap.manifest, snap.version, snap.n, snap.id_kind, snap.customer_id_kind,
                                  snap.product_count)
     body = HealthResponse(
         status="degraded" if error else "ok",
         ready=True,
         pid=os.getpid(),
-        cache_dir=str(holder.cache_dir),
+        cache_dir=cache_dir,
         cache=summary,
         loaded_at=snap.loaded_at,
         uptime_s=round(time.monotonic() - started, 3),
         reloads=holder.reloads,
         reload_failures=holder.reload_failures,
-        last_reload_error=None if error is None else ReloadErrorInfo(at=error.at, message=error.message),
+        last_reload_error=None if error is None else ReloadErrorInfo(
+            at=error.at, message=error.message.replace(str(holder.cache_dir), cache_dir)),
     )
     return body.model_dump(mode="json")
 
@@ -134,7 +146,7 @@ HolderDep = Annotated[CacheHolder, Depends(get_holder)]
 SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
 ProductIdPath = Annotated[
     str,
-    Path(description="Product id, typed as in the data (see /health cache.id_kind).",
+    PathParam(description="Product id, typed as in the data (see /health cache.id_kind).",
          json_schema_extra={"x-recsys-id": "product"}),
 ]
 NQuery = Annotated[

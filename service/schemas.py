@@ -105,7 +105,7 @@ class HealthResponse(BaseModel):
     )
     ready: bool
     pid: int
-    cache_dir: str
+    cache_dir: str = Field(description="The cache directory relative to the project root (or just its name): never an absolute path.")
     cache: ManifestSummary
     loaded_at: datetime
     uptime_s: float

@@ -15,10 +15,7 @@ from recsys.evaluation.split import temporal_split
 from recsys.rankers import available_rankers, make_ranker
 from recsys.rankers.base import History
 
-try:
-    from _logs import list_log
-except ImportError:  # tests collected as a package
-    from tests._logs import list_log
+from _logs import list_log
 
 SMALL_ALS = {"factors": 8, "iterations": 10, "seed": 7, "num_threads": 1, "chunk_size": 3}
 

@@ -37,10 +37,7 @@ from recsys.evaluation.scoring import RankerContractError, coded_recommendations
 from recsys.evaluation.split import split_summary, temporal_split
 from recsys.rankers import Recommendations
 
-try:
-    from _logs import list_log
-except ImportError:  # tests collected as a package
-    from tests._logs import list_log
+from _logs import list_log
 
 L2 = np.log2
 

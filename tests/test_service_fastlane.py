@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,21 +14,15 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-
-from recsys.config import PROJ_ROOT
-
-if str(PROJ_ROOT) not in sys.path:
-    sys.path.insert(0, str(PROJ_ROOT))
+from conftest import TinyCache
+from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service import fastlane
 from service.fastlane import answer
 from service.settings import ServiceSettings
 from service.state import open_snapshot
 from service.testing import TINY_N, build_tiny_cache, client_score, expected_audiences, tiny_interactions
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
-    from fastapi.testclient import TestClient
 
 # every path/query shape the lane must either answer exactly or hand to FastAPI
 INT_URLS = [
@@ -43,25 +38,14 @@ STR_URLS = ["/recommend/SKU101A", "/recommend/SKU101A?n=2", "/recommend/unknown?
             "/recommend/SKU%20101A", "/recommend/batch", "/recommend/SKU101A?n=0", "/recommend/%E2%82%AC"]
 
 
-def make_client(cache_dir: Path, **settings: Any) -> TestClient:
-    """A TestClient over a fresh app for `cache_dir` (no reload polling)."""
-    cfg = ServiceSettings(cache_dir=cache_dir, reload_interval_s=0.0, **settings)
-    return TestClient(create_app(cfg), raise_server_exceptions=False)
-
-
 @pytest.fixture(scope="module")
-def caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def caches(int_cache: TinyCache, str_cache: TinyCache) -> dict[str, Path]:
     """Tiny real caches with integer and with string product ids."""
-    out = {}
-    for kind, string_ids in (("int", False), ("str", True)):
-        cache_dir = tmp_path_factory.mktemp(f"{kind}_cache")
-        build_tiny_cache(cache_dir, tiny_interactions(string_ids=string_ids))
-        out[kind] = cache_dir
-    return out
+    return {"int": int_cache.dir, "str": str_cache.dir}
 
 
 @pytest.fixture(scope="module")
-def clients(caches: dict[str, Path]) -> Iterator[dict[tuple[str, bool], TestClient]]:
+def clients(caches: dict[str, Path], make_client: Callable[..., TestClient]) -> Iterator[dict[tuple[str, bool], TestClient]]:
     """One client per (id kind, fast lane on/off)."""
     made = {(kind, lane): make_client(path, fast_lane=lane) for kind, path in caches.items() for lane in (True, False)}
     for c in made.values():
@@ -119,14 +103,15 @@ def test_scores_are_float32_in_shortest_form(clients: dict[tuple[str, bool], Tes
         assert np.float32(float(token)) == s and float(token) == float(str(s))
 
 
-def test_cors_wraps_the_lane(caches: dict[str, Path]) -> None:
+def test_cors_wraps_the_lane(caches: dict[str, Path], make_client: Callable[..., TestClient]) -> None:
     origin = "http://a.example"
     with make_client(caches["int"], cors_origins=[origin]) as c:
         r = c.get("/recommend/101?n=2", headers={"Origin": origin})
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
 
 
-def test_a_fault_inside_the_lane_falls_back_to_fastapis_500(caches: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fault_inside_the_lane_falls_back_to_fastapis_500(caches: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                         make_client: Callable[..., TestClient]) -> None:
     with make_client(caches["int"]) as c:
         lookup = c.app.state.holder.snapshot.lookup  # type: ignore[attr-defined]
 
@@ -136,3 +121,28 @@ def test_a_fault_inside_the_lane_falls_back_to_fastapis_500(caches: dict[str, Pa
         monkeypatch.setattr(lookup, "top", broken)
         r = c.get("/recommend/101?n=2")
     assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+
+
+def test_faults_are_logged_with_a_traceback_rate_limited_and_client_errors_are_not(
+        caches: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(fastlane, "FALLBACKS", fastlane.FallbackLog(interval_s=3600.0))
+    caplog.set_level(logging.DEBUG, logger="recsys.service")
+    assert answer(scope_for("/recommend/abc", b"", caches["int"])) is None  # a client mistake: expected, not logged
+    assert answer(scope_for("/recommend/101", b"n=0", caches["int"])) is None
+    assert caplog.records == []
+
+    scope = scope_for("/recommend/101", b"n=2", caches["int"])
+
+    def broken(*_: Any) -> Any:
+        raise OSError("simulated read fault")
+
+    monkeypatch.setattr(scope["app"].state.holder.snapshot.lookup, "top", broken)
+    for _ in range(3):
+        assert answer(scope) is None
+    warnings_ = [r for r in caplog.records if r.levelno == logging.WARNING]
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(warnings_) == 1 and len(debug) == 2  # one warning per interval, the rest at debug
+    for record in warnings_ + debug:
+        assert "/recommend/101" in record.getMessage() and record.exc_info is not None
+        assert "simulated read fault" in caplog.text
+    assert fastlane.FALLBACKS.unlogged == 2  # reported with the next warning
