@@ -28,8 +28,6 @@ import gc
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,12 +40,10 @@ import psutil
 
 from recsys import config
 
-if str(config.PROJ_ROOT) not in sys.path:  # `service` lives next to recsys, not in the installed package list
-    sys.path.insert(0, str(config.PROJ_ROOT))
-
-from service.app import create_app  # noqa: E402
-from service.settings import ServiceSettings  # noqa: E402
-from service.state import CacheHolder  # noqa: E402
+from service.app import create_app
+from service.processes import free_port, http_ok, service_env, start_module, stop_process_tree, wait_until
+from service.settings import ServiceSettings
+from service.state import CacheHolder
 
 TARGETS = {"startup_s": 3.0, "rss_mb_per_worker": 400.0, "p99_ms": 1.0}
 OUT_PATH = config.REPORTS_DIR / "benchmarks" / "service.json"
@@ -59,46 +55,22 @@ MB = 1024 * 1024
 # ---------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def spawn(cache_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     """Start `python -m service` on 127.0.0.1:port (polling off: nothing but serving)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_") or k == "RECSYS_ROOT"}
-    env.update({"RECSYS_CACHE_DIR": str(cache_dir), "RECSYS_PORT": str(port), "RECSYS_HOST": "127.0.0.1",
-                "RECSYS_WORKERS": str(workers), "RECSYS_LOG_LEVEL": "warning", "RECSYS_RELOAD_INTERVAL_S": "0"})
-    return subprocess.Popen([sys.executable, "-m", "service"], cwd=config.PROJ_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = service_env(cache_dir, port, workers=workers, RECSYS_RELOAD_INTERVAL_S="0")
+    return start_module("service", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def wait_ready(proc: subprocess.Popen[bytes], base: str, timeout_s: float = 120.0) -> float:
     """Seconds until GET /health answers 200 (raises if the server dies or never answers)."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout_s:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
-                return time.perf_counter() - t0
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.01)
-    raise RuntimeError(f"server not ready after {timeout_s} s")
+    return wait_until(lambda: http_ok(f"{base}/health", timeout_s=1.0), "GET /health to answer 200", timeout_s=timeout_s,
+                      proc=proc, interval_s=0.01,
+                      describe_exit=lambda: proc.stderr.read().decode()[-2000:] if proc.stderr else "")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server we started and wait for it."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """SIGTERM the server we started (and its workers) and wait for it."""
+    stop_process_tree(proc, timeout_s=60.0)
 
 
 def worker_memory(proc: subprocess.Popen[bytes], workers: int) -> list[dict[str, float]]:

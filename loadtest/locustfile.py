@@ -8,7 +8,7 @@ spot-check products: no recommended customer ever interacted with the product); 
 reported to locust as a failure with the reason.
 
 Ids, audience sizes and the exclusion sample come from a fixture JSON built once from the cache and
-data/prepared/interactions.parquet (``loadtest.run.build_fixture``). The runner passes its path in
+data/prepared/interactions.parquet (``loadtest.fixture.build_fixture``). The runner passes its path in
 ``LOADTEST_FIXTURE``; without it each locust process builds one from the default cache (once).
 Think time per user: ``LOADTEST_WAIT="0.1,0.3"`` seconds (default; see loadtest/README.md).
 
@@ -22,7 +22,6 @@ import gc
 import json
 import os
 import random
-import sys
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -67,7 +66,7 @@ class Fixture:
 
 
 def fixture_from_dict(raw: dict[str, Any]) -> Fixture:
-    """A Fixture from the JSON written by ``loadtest.run.build_fixture``."""
+    """A Fixture from the JSON written by ``loadtest.fixture.build_fixture``."""
     return Fixture(
         known_ids=list(raw["known_ids"]),
         available={k: (int(v[0]), bool(v[1])) for k, v in raw["available"].items()},
@@ -90,10 +89,7 @@ def load_fixture() -> Fixture:
     if path:
         fixture = fixture_from_dict(json.loads(Path(path).read_text()))
     else:
-        root = Path(__file__).resolve().parents[1]
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-        from loadtest.run import build_fixture  # heavy imports only in this fallback
+        from loadtest.fixture import build_fixture  # heavy imports only in this fallback
 
         fixture = fixture_from_dict(build_fixture())
     gc.collect()

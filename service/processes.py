@@ -125,3 +125,18 @@ def stop_process_tree(proc: subprocess.Popen[Any], timeout_s: float = 30.0) -> i
         except psutil.Error:
             pass
     return int(proc.returncode)
+
+
+def run_bounded(cmd: list[str], env: Mapping[str, str], timeout_s: float, log: Path,
+                on_start: Callable[[int], None] | None = None) -> int:
+    """Run `cmd` from the project root in its own session with output to `log`; stop its tree if it overruns (or on Ctrl-C)."""
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, cwd=PROJ_ROOT, env=dict(env), stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        if on_start is not None:
+            on_start(proc.pid)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except BaseException:
+            stop_process_tree(proc, timeout_s=15.0)
+            raise

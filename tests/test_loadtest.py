@@ -18,9 +18,6 @@ import pytest
 
 from recsys.config import PROJ_ROOT
 
-if str(PROJ_ROOT) not in sys.path:  # `loadtest` is a project folder, not an installed package
-    sys.path.insert(0, str(PROJ_ROOT))
-
 pytestmark = pytest.mark.server
 
 RUN_TIMEOUT_S = 240  # generous bound for a loaded machine; the tiny run takes ~30 s
@@ -81,7 +78,7 @@ def test_wrk_runs_against_service_and_trivial_app(tiny_summary: tuple[dict[str, 
 
 def test_readme_table_is_written_between_the_markers_only(tiny_summary: tuple[dict[str, Any], Path],
                                                           tmp_path: Path) -> None:
-    from loadtest.run import README_END, README_START, readme_block, update_readme
+    from loadtest.readme import README_END, README_START, readme_block, update_readme
 
     summary, out = tiny_summary
     block = readme_block(summary)
