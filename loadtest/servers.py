@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -14,10 +14,9 @@ from typing import Any
 import httpx
 import psutil
 
+from loadtest.plan import Plan
 from recsys.config import PROJ_ROOT
 from service.processes import HOST, free_port, service_env, start_module, stop_process_tree
-
-from loadtest.plan import Plan
 
 
 @dataclass
@@ -63,7 +62,6 @@ def health_pid(base: str) -> int | None:
     return int(r.json().get("pid", -1))
 
 
-
 def wait_ready(server: Server, timeout_s: float = 300.0) -> dict[str, Any]:
     """Seconds from launch to the first /health 200 and to every worker having answered /health."""
     first: float | None = None
@@ -73,8 +71,10 @@ def wait_ready(server: Server, timeout_s: float = 300.0) -> dict[str, Any]:
         pool = None
         while time.perf_counter() < deadline:
             if server.proc.poll() is not None:
-                raise RuntimeError(f"{server.name} exited with {server.proc.returncode}; log: "
-                                   f"{server.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"{server.name} exited with {server.proc.returncode}; log: "
+                    f"{server.log.read_text(errors='replace')[-2000:]}"
+                )
             if first is None:
                 pid = health_pid(server.base)
                 if pid is not None:
@@ -92,9 +92,11 @@ def wait_ready(server: Server, timeout_s: float = 300.0) -> dict[str, Any]:
     if first is None:
         raise RuntimeError(f"{server.name} not ready after {timeout_s} s; log: {server.log}")
     all_s = time.perf_counter() - server.started_at if len(pids) >= server.workers else None
-    return {"first_health_ok_s": round(first, 3), "all_workers_ready_s": None if all_s is None else round(all_s, 3),
-            "worker_pids_seen": sorted(pids)}
-
+    return {
+        "first_health_ok_s": round(first, 3),
+        "all_workers_ready_s": None if all_s is None else round(all_s, 3),
+        "worker_pids_seen": sorted(pids),
+    }
 
 
 def stop_server(server: Server, timeout_s: float = 30.0) -> int:
@@ -104,8 +106,9 @@ def stop_server(server: Server, timeout_s: float = 30.0) -> int:
 
 def serve(stack: contextlib.ExitStack, name: str, module: str, cache_dir: Path, plan: Plan, work: Path) -> Server:
     """Start one app on a free port, register its stop, and wait until every worker answers /health."""
-    env = service_env(cache_dir, free_port(), workers=plan.workers,
-                      RECSYS_FAST_LANE="true" if plan.fast_lane else "false")
+    env = service_env(
+        cache_dir, free_port(), workers=plan.workers, RECSYS_FAST_LANE="true" if plan.fast_lane else "false"
+    )
     server = start_server(name, module, env, plan.workers, work / f"{name}.log")
     stack.callback(stop_server, server)
     print(f"starting {name} ({plan.workers} workers) at {server.base} ...", flush=True)
@@ -113,13 +116,14 @@ def serve(stack: contextlib.ExitStack, name: str, module: str, cache_dir: Path, 
     return server
 
 
-
 def uvicorn_implementation(env: dict[str, str]) -> dict[str, str]:
-    """The event loop (`service.loop`) and uvicorn's 'auto' HTTP parser of a server started with `env`."""
-    code = ("import importlib.util as u; from service.loop import loop_name, per_worker_listeners; "
-            "print(repr((loop_name(), bool(u.find_spec('httptools')), per_worker_listeners())))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=PROJ_ROOT, capture_output=True, text=True,
-                         timeout=60, check=True).stdout
-    loop, httptools, reuse_port = ast.literal_eval(out.strip())
-    return {"loop": loop, "http": "httptools" if httptools else "h11",
-            "listeners": "one SO_REUSEPORT socket per worker" if reuse_port else "one shared socket"}
+    """The event loop and socket layout (`service.workers.serving_layout`) and uvicorn's 'auto' HTTP parser."""
+    code = (
+        "import importlib.util as u, json; from service.workers import serving_layout; "
+        "print(json.dumps({**serving_layout(), 'http': 'httptools' if u.find_spec('httptools') else 'h11'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=PROJ_ROOT, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    layout: dict[str, str] = json.loads(out)
+    return layout
