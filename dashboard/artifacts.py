@@ -14,15 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys import config
-from recsys.cache.lookup import AudienceLookup, CacheError, CacheNotFoundError
-from recsys.data.ids import id_array
-from recsys.features.engagement import FeatureParams, compute_raw_features
-
 from dashboard.audience import AudienceResult, UserActivity, audience_frame, diff_audiences, empty_users, user_activity
 from dashboard.search import ProductHistory, ProductIndex
 from dashboard.settings import CACHE_HINT, PREPARED_HINT, DashboardPaths
 from dashboard.whatif import WHATIF_RANKERS, WhatIfModel, WhatIfSettings
+from recsys import config
+from recsys.cache.lookup import AudienceLookup, CacheError, CacheNotFoundError
+from recsys.data.ids import id_array
+from recsys.features.engagement import FeatureParams, compute_raw_features
 
 
 @dataclass
@@ -63,7 +62,7 @@ class DashboardData:
         return WhatIfSettings.from_params(self.feature_params, ranker)
 
     @classmethod
-    def load(cls, paths: DashboardPaths | None = None) -> "DashboardData":
+    def load(cls, paths: DashboardPaths | None = None) -> DashboardData:
         """Load the prepared log, derive per-user/per-product tables, open the cache; never raises for missing files."""
         t0 = time.perf_counter()
         paths = paths or DashboardPaths.from_env()
@@ -94,20 +93,28 @@ class DashboardData:
         self.feature_params = FeatureParams.from_params(manifest_params.get("features") or file_features)
         self.seed = int(manifest_params.get("seed", file_seed))
         if manifest_params.get("features") and FeatureParams.from_params(file_features) != self.feature_params:
-            self.notes.append("params/features.yaml differs from the params the cache was built with; the what-if "
-                              f"starts from the cache's params. Rebuild the cache to serve the new ones ({CACHE_HINT}).")
+            self.notes.append(
+                "params/features.yaml differs from the params the cache was built with; the what-if "
+                f"starts from the cache's params. Rebuild the cache to serve the new ones ({CACHE_HINT})."
+            )
 
     def _load_prepared(self) -> None:
         """Read the prepared table once and build the product index, user activity and what-if model."""
         from recsys.data.contract import DataContractError, load_prepared
 
         if not self.paths.prepared.is_file():
-            self.issues.insert(0, f"Prepared interactions not found at {config.relative(self.paths.prepared)}: {PREPARED_HINT}.")
+            self.issues.insert(
+                0, f"Prepared interactions not found at {config.relative(self.paths.prepared)}: {PREPARED_HINT}."
+            )
             return
         try:
             df = load_prepared(self.paths.prepared)
         except (DataContractError, OSError, ValueError) as exc:
-            self.issues.insert(0, f"Prepared interactions at {config.relative(self.paths.prepared)} are unreadable ({exc}): {PREPARED_HINT}.")
+            self.issues.insert(
+                0,
+                f"Prepared interactions at {config.relative(self.paths.prepared)} are unreadable ({exc}): "
+                f"{PREPARED_HINT}.",
+            )
             return
         self._check_fingerprint()
         raw = compute_raw_features(df, self.feature_params)
@@ -127,15 +134,17 @@ class DashboardData:
             from recsys.cache.build import fingerprint_file
 
             if fingerprint_file(self.paths.prepared) != fp.get("value"):
-                self.notes.append(f"The cache was built from a different prepared file than {config.relative(self.paths.prepared)}; "
-                                  f"cached audiences may be stale ({CACHE_HINT}).")
+                self.notes.append(
+                    f"The cache was built from a different prepared file than {config.relative(self.paths.prepared)}; "
+                    f"cached audiences may be stale ({CACHE_HINT})."
+                )
 
     def present_events(self) -> list[str]:
         """Event types that occur in the data (the what-if offers a weight for each)."""
         if self.users is None:
             return []
         totals = self.users.event_counts.sum(axis=0)
-        return [c for c, t in zip(self.users.categories, totals) if t > 0]
+        return [c for c, t in zip(self.users.categories, totals, strict=True) if t > 0]
 
     def product_history(self, product_id: Any) -> ProductHistory | None:
         """History of a product, None when cold start (or nothing loaded)."""
@@ -150,7 +159,7 @@ class DashboardData:
         if self.lookup is not None:
             cached, cached_scores, cold = self.lookup.top(product_id, n)
             baseline = id_array(cached)
-        if self.lookup is not None and settings.close_to(self.default_settings()):
+        if baseline is not None and settings.close_to(self.default_settings()):
             customers, scores, source, ranker = baseline, np.asarray(cached_scores), "cache", self.cache_ranker
         elif self.whatif is not None and self.products is not None:
             code = self.products.code(product_id)
@@ -159,10 +168,13 @@ class DashboardData:
         else:
             customers, scores, source, ranker = np.zeros(0, dtype=np.int64), np.zeros(0), "none", settings.ranker
         diff = diff_audiences(baseline, customers) if baseline is not None and source == "what-if" else None
-        return AudienceResult(product_id, customers, scores, bool(cold), source, str(ranker), baseline,
-                              time.perf_counter() - t0, diff)
+        return AudienceResult(
+            product_id, customers, scores, bool(cold), source, str(ranker), baseline, time.perf_counter() - t0, diff
+        )
 
     def audience_table(self, result: AudienceResult) -> pd.DataFrame:
         """The result as the displayed/exported table."""
         users = self.users or empty_users()
-        return audience_frame(result.customers, result.scores, users, result.baseline if result.source == "what-if" else None)
+        return audience_frame(
+            result.customers, result.scores, users, result.baseline if result.source == "what-if" else None
+        )

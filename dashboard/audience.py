@@ -85,16 +85,23 @@ def gather(values: np.ndarray, codes: np.ndarray, fill: Any) -> np.ndarray:
     return np.where(known.reshape((-1,) + (1,) * (values.ndim - 1)), picked, fill)
 
 
-def audience_frame(customers: np.ndarray, scores: np.ndarray, users: UserActivity, baseline: np.ndarray | None) -> pd.DataFrame:
+def audience_frame(
+    customers: np.ndarray, scores: np.ndarray, users: UserActivity, baseline: np.ndarray | None
+) -> pd.DataFrame:
     """The audience table: rank, customer, score, change vs baseline and each customer's activity."""
     codes = users.codes(customers)
-    take = lambda arr, fill: gather(arr, codes, fill)  # noqa: E731
+
+    def take(arr: np.ndarray, fill: Any) -> np.ndarray:
+        return gather(arr, codes, fill)
+
     return pd.DataFrame(
         {
             "rank": np.arange(1, len(customers) + 1),
             "customer_id": id_array(customers),
             "score": np.asarray(scores),  # float32 from the cache (shown at its precision), float64 from what-if
-            "change": change_labels(diff_audiences(baseline, customers)) if baseline is not None else np.full(len(codes), "", dtype=object),
+            "change": change_labels(diff_audiences(baseline, customers))
+            if baseline is not None
+            else np.full(len(codes), "", dtype=object),
             "interactions": take(users.interactions, 0),
             "distinct_products": take(users.distinct_products, 0),
             "last_seen": pd.to_datetime(take(users.last_seen, np.datetime64("NaT", "us")), utc=True),
@@ -151,5 +158,11 @@ def user_activity(df: pd.DataFrame, ucodes: np.ndarray, raw: pd.DataFrame) -> Us
 
 def empty_users() -> UserActivity:
     """A UserActivity with nobody in it."""
-    return UserActivity(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                        np.zeros(0, "datetime64[us]"), np.zeros((0, 0), np.int32), [])
+    return UserActivity(
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        np.zeros(0, "datetime64[us]"),
+        np.zeros((0, 0), np.int32),
+        [],
+    )

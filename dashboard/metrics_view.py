@@ -1,4 +1,4 @@
-"""The "why this works (or doesn't)" panel: the pipeline's metrics files turned into text, tables and inline SVG bars."""
+"""The "why this works (or doesn't)" panel: the pipeline's metrics files as text, tables and inline SVG bars."""
 
 from __future__ import annotations
 
@@ -11,13 +11,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys import config
-
 from dashboard.render import esc
 from dashboard.settings import METRICS_HINT, DashboardPaths
+from recsys import config
 
-
-MODEL_ORDER: tuple[str, ...] = ("oracle", "activity", "content", "recency", "als", "bpr", "bgnbd", "popularity", "random")
+MODEL_ORDER: tuple[str, ...] = (
+    "oracle",
+    "activity",
+    "content",
+    "recency",
+    "als",
+    "bpr",
+    "bgnbd",
+    "popularity",
+    "random",
+)
 _VALUE_KEYS = {"mean", "value", "estimate", "point", "score"}
 _LO_KEYS = {"ci_low", "ci_lo", "ci_lower", "low", "lo", "lower"}
 _HI_KEYS = {"ci_high", "ci_hi", "ci_upper", "high", "hi", "upper"}
@@ -25,8 +33,20 @@ _CI_KEYS = {"ci", "ci95", "ci_95", "interval", "bootstrap_ci", "ci_95pct"}
 _MODEL_KEYS = ("model", "ranker", "name")
 _MODEL_CONTAINERS = {"models", "rankers", "by_model", "results"}
 _IGNORED = {"n", "k", "seed", "count", "n_products", "n_users", "n_boot", "std", "se", "stderr"}
-_FACT_PATTERNS = ("one_time", "retention", "returning", "new_products", "single_interaction", "with_2_to_5",
-                  "more_than_5", "sparsity", "top_20pct", "share_last", "undated")
+Numbers = Sequence[float] | np.ndarray | pd.Series  # what the bar charts take
+_FACT_PATTERNS = (
+    "one_time",
+    "retention",
+    "returning",
+    "new_products",
+    "single_interaction",
+    "with_2_to_5",
+    "more_than_5",
+    "sparsity",
+    "top_20pct",
+    "share_last",
+    "undated",
+)
 
 
 def read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -58,8 +78,13 @@ def _split_suffix(key: str) -> tuple[str, str | None]:
     return key, None
 
 
-def _walk_metrics(node: Any, model: str | None, path: tuple[str, ...], out: list[tuple[str, str, str, float]],
-                  in_models: bool = False) -> None:
+def _walk_metrics(
+    node: Any,
+    model: str | None,
+    path: tuple[str, ...],
+    out: list[tuple[str, str, str, float | None]],
+    in_models: bool = False,
+) -> None:
     """Collect (model, metric, stat, value) leaves from any nesting of models, metrics and CI blocks."""
     if isinstance(node, list):
         for item in node:
@@ -96,7 +121,7 @@ def _walk_metrics(node: Any, model: str | None, path: tuple[str, ...], out: list
 
 def headline_table(doc: Mapping[str, Any]) -> pd.DataFrame:
     """Per model and metric: value and CI bounds (nan when absent), from any reasonable evaluate.json layout."""
-    rows: list[tuple[str, str, str, float]] = []
+    rows: list[tuple[str, str, str, float | None]] = []
     doc = dict(doc)
     if isinstance(doc.get("models"), Mapping):
         # the evaluate stage's layout: headline = the main split's models and references only,
@@ -114,7 +139,12 @@ def headline_table(doc: Mapping[str, Any]) -> pd.DataFrame:
     wide = wide.rename(columns={"lo": "ci_low", "hi": "ci_high"})[columns]
     wide = wide[wide["value"].notna()]
     rank = {m: i for i, m in enumerate(MODEL_ORDER)}
-    return wide.assign(_o=wide["model"].map(rank).fillna(len(rank))).sort_values(["metric", "_o", "model"]).drop(columns="_o").reset_index(drop=True)
+    return (
+        wide.assign(_o=wide["model"].map(rank).fillna(len(rank)))
+        .sort_values(["metric", "_o", "model"])
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
 
 
 def headline_metrics(table: pd.DataFrame, limit: int = 2) -> list[str]:
@@ -122,7 +152,11 @@ def headline_metrics(table: pd.DataFrame, limit: int = 2) -> list[str]:
     if table.empty:
         return []
     per = table.groupby("metric")["model"].nunique()
-    prio = lambda m: next((i for i, w in enumerate(("precision", "hit", "recall", "ndcg", "map", "lift")) if w in m.lower()), 9)  # noqa: E731
+    priorities = ("precision", "hit", "recall", "ndcg", "map", "lift")
+
+    def prio(m: str) -> int:
+        return next((i for i, w in enumerate(priorities) if w in m.lower()), 9)
+
     ranked = sorted(per.index, key=lambda m: (prio(m), -per[m], m))
     return ranked[:limit]
 
@@ -130,15 +164,25 @@ def headline_metrics(table: pd.DataFrame, limit: int = 2) -> list[str]:
 def churn_facts(doc: Mapping[str, Any]) -> pd.DataFrame:
     """The high-churn facts of explore.json (fact, value), percentages flagged."""
     flat = pd.json_normalize(dict(doc), sep=".").iloc[0].to_dict() if doc else {}
-    rows = [(k, float(v)) for k, v in flat.items() if _num(v) is not None and any(p in k for p in _FACT_PATTERNS)]
+    rows = [
+        (str(k), float(v)) for k, v in flat.items() if _num(v) is not None and any(p in str(k) for p in _FACT_PATTERNS)
+    ]
     frame = pd.DataFrame(rows, columns=["fact", "value"])
     frame["is_pct"] = frame["fact"].str.endswith("_pct")
     return frame
 
 
-def svg_bars(labels: Sequence[str], values: Sequence[float], title: str, lo: Sequence[float] | None = None,
-             hi: Sequence[float] | None = None, xmax: float | None = None, unit: str = "",
-             highlight: Sequence[bool] | None = None, fmt: str = "{:.4g}") -> str:
+def svg_bars(
+    labels: Sequence[str],
+    values: Numbers,
+    title: str,
+    lo: Numbers | None = None,
+    hi: Numbers | None = None,
+    xmax: float | None = None,
+    unit: str = "",
+    highlight: Sequence[bool] | None = None,
+    fmt: str = "{:.4g}",
+) -> str:
     """A small horizontal bar chart with optional CI whiskers as an inline SVG string (no plotting library)."""
     vals = np.nan_to_num(np.asarray(values, dtype=np.float64))
     lo_a = np.asarray(lo if lo is not None else vals, dtype=np.float64)
@@ -146,19 +190,31 @@ def svg_bars(labels: Sequence[str], values: Sequence[float], title: str, lo: Seq
     top = xmax if xmax is not None else float(np.nanmax(np.r_[vals, hi_a[np.isfinite(hi_a)], 1e-12]))
     left, width, bar, gap = 190, 260, 16, 6
     height = 22 + len(vals) * (bar + gap)
-    x = lambda v: left + width * max(0.0, min(float(v), top)) / top if top > 0 else left  # noqa: E731
+
+    def x(v: float) -> float:
+        return left + width * max(0.0, min(float(v), top)) / top if top > 0 else left
+
     marks = [f"<text x='0' y='13' font-size='12' font-weight='bold'>{esc(title)}</text>"]
-    for i, (label, v) in enumerate(zip(labels, vals)):
+    for i, (label, v) in enumerate(zip(labels, vals, strict=True)):
         y = 22 + i * (bar + gap)
         color = "#2a9d8f" if highlight is not None and highlight[i] else "#8d99ae"
         marks.append(f"<text x='{left - 6}' y='{y + 12}' font-size='11' text-anchor='end'>{esc(label)}</text>")
         marks.append(f"<rect x='{left}' y='{y}' width='{x(v) - left:.1f}' height='{bar}' fill='{color}'/>")
         if np.isfinite(lo_a[i]) and np.isfinite(hi_a[i]) and (lo_a[i] != v or hi_a[i] != v):
             a_, b_, m = x(lo_a[i]), x(hi_a[i]), y + bar / 2
-            marks.append(f"<path d='M{a_:.1f} {m}H{b_:.1f}M{a_:.1f} {m - 4}V{m + 4}M{b_:.1f} {m - 4}V{m + 4}' stroke='#222' fill='none'/>")
-        marks.append(f"<text x='{max(x(v), x(hi_a[i]) if np.isfinite(hi_a[i]) else 0) + 4:.1f}' y='{y + 12}' font-size='10'>{fmt.format(v)}{esc(unit)}</text>")
-    return (f"<div><svg class='recsys-plot' xmlns='http://www.w3.org/2000/svg' width='{left + width + 70}' height='{height}' "
-            f"font-family='sans-serif'>{''.join(marks)}</svg></div>")
+            marks.append(
+                f"<path d='M{a_:.1f} {m}H{b_:.1f}M{a_:.1f} {m - 4}V{m + 4}M{b_:.1f} {m - 4}V{m + 4}' "
+                "stroke='#222' fill='none'/>"
+            )
+        marks.append(
+            f"<text x='{max(x(v), x(hi_a[i]) if np.isfinite(hi_a[i]) else 0) + 4:.1f}' y='{y + 12}' "
+            f"font-size='10'>{fmt.format(v)}{esc(unit)}</text>"
+        )
+    return (
+        "<div><svg class='recsys-plot' xmlns='http://www.w3.org/2000/svg' "
+        f"width='{left + width + 70}' height='{height}' "
+        f"font-family='sans-serif'>{''.join(marks)}</svg></div>"
+    )
 
 
 def plot_headline(table: pd.DataFrame, metrics: Sequence[str]) -> str:
@@ -166,8 +222,16 @@ def plot_headline(table: pd.DataFrame, metrics: Sequence[str]) -> str:
     charts = []
     for metric in metrics:
         block = table[table["metric"] == metric]
-        charts.append(svg_bars(block["model"].tolist(), block["value"], metric, block["ci_low"], block["ci_high"],
-                               highlight=(block["model"] == "activity").tolist()))
+        charts.append(
+            svg_bars(
+                block["model"].tolist(),
+                block["value"],
+                metric,
+                block["ci_low"],
+                block["ci_high"],
+                highlight=(block["model"] == "activity").tolist(),
+            )
+        )
     return "".join(charts)
 
 
@@ -175,8 +239,15 @@ def plot_facts(facts: pd.DataFrame) -> str:
     """Bar chart of the percentage facts on a 0-100 scale."""
     pct = facts[facts["is_pct"]]
     labels = pct["fact"].str.removesuffix("_pct").str.replace("_", " ").tolist()
-    return svg_bars(labels, pct["value"], "the log is high-churn (%)", xmax=100.0, unit="%", fmt="{:.1f}",
-                    highlight=pct["fact"].str.contains("one_time|retention|new_products").tolist())
+    return svg_bars(
+        labels,
+        pct["value"],
+        "the log is high-churn (%)",
+        xmax=100.0,
+        unit="%",
+        fmt="{:.1f}",
+        highlight=pct["fact"].str.contains("one_time|retention|new_products").tolist(),
+    )
 
 
 @dataclass(frozen=True)
@@ -197,31 +268,45 @@ def metrics_view(paths: DashboardPaths) -> MetricsView:
     if ev is None:
         left.append(f"<div class='recsys-note'>Evaluation: {esc(ev_msg)}</div>")
     elif not metrics:
-        left.append(f"<div class='recsys-note'>{esc(paths.evaluate_json.name)} has no per-model metrics this panel "
-                    "recognises (expected e.g. {\"models\": {\"activity\": {\"precision@10\": {\"mean\": 0.01, "
-                    "\"ci\": [0.008, 0.012]}}}}).</div>")
+        left.append(
+            f"<div class='recsys-note'>{esc(paths.evaluate_json.name)} has no per-model metrics this panel "
+            'recognises (expected e.g. {"models": {"activity": {"precision@10": {"mean": 0.01, '
+            '"ci": [0.008, 0.012]}}}}).</div>'
+        )
     else:
-        left += [plot_headline(table, metrics), headline_html(table[table["metric"].isin(metrics)], paths.evaluate_json)]
+        left += [
+            plot_headline(table, metrics),
+            headline_html(table[table["metric"].isin(metrics)], paths.evaluate_json),
+        ]
     ex, ex_msg = read_metrics(paths.explore_json)
     facts = churn_facts(ex) if ex is not None else pd.DataFrame()
     if ex is None:
         right.append(f"<div class='recsys-note'>Exploration: {esc(ex_msg)}</div>")
     else:
         right += [plot_facts(facts) if facts["is_pct"].any() else "", facts_html(facts, paths.explore_json)]
-    body = (f"<div style='display:flex;gap:24px;flex-wrap:wrap'><div style='flex:1;min-width:380px'>{''.join(left)}</div>"
-            f"<div style='flex:1;min-width:380px'>{''.join(right)}</div></div>")
+    body = (
+        f"<div style='display:flex;gap:24px;flex-wrap:wrap'><div style='flex:1;min-width:380px'>{''.join(left)}</div>"
+        f"<div style='flex:1;min-width:380px'>{''.join(right)}</div></div>"
+    )
     return MetricsView(body, bool(metrics), ex is not None)
 
 
 def headline_html(table: pd.DataFrame, source: Path) -> str:
     """The headline evaluation numbers as a small table."""
-    ci = np.where(table["ci_low"].notna(), "[" + table["ci_low"].map("{:.4g}".format) + ", " + table["ci_high"].map("{:.4g}".format) + "]", "")
+    ci = np.where(
+        table["ci_low"].notna(),
+        "[" + table["ci_low"].map("{:.4g}".format) + ", " + table["ci_high"].map("{:.4g}".format) + "]",
+        "",
+    )
     rows = "".join(
         f"<tr><td>{esc(m)}</td><td>{esc(k)}</td><td class='num'>{v:.4g}</td><td>{esc(c)}</td></tr>"
-        for m, k, v, c in zip(table["model"], table["metric"], table["value"], ci)
+        for m, k, v, c in zip(table["model"], table["metric"], table["value"], ci, strict=True)
     )
-    return (f"<b>Evaluation</b> <span class='recsys-muted'>({esc(source.name)})</span>"
-            f"<table class='recsys-table'><tr><th>model</th><th>metric</th><th>value</th><th>CI (as reported)</th></tr>{rows}</table>")
+    return (
+        f"<b>Evaluation</b> <span class='recsys-muted'>({esc(source.name)})</span>"
+        "<table class='recsys-table'><tr><th>model</th><th>metric</th><th>value</th><th>CI (as reported)</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def _fact_value(value: float, is_pct: bool) -> str:
@@ -235,6 +320,6 @@ def facts_html(facts: pd.DataFrame, source: Path) -> str:
     """The high-churn facts as a short list."""
     items = "".join(
         f"<li>{esc(f.removesuffix('_pct').replace('_', ' '))}: <b>{_fact_value(v, p)}</b></li>"
-        for f, v, p in zip(facts["fact"], facts["value"], facts["is_pct"])
+        for f, v, p in zip(facts["fact"], facts["value"], facts["is_pct"], strict=True)
     )
     return f"<b>High-churn facts</b> <span class='recsys-muted'>({esc(source.name)})</span><ul>{items}</ul>"

@@ -16,7 +16,6 @@ from dashboard.audience import AudienceResult
 from dashboard.search import ProductHistory
 from dashboard.whatif import WhatIfSettings
 
-
 FEATURE_LABELS: dict[str, str] = {
     "total_interactions": "interactions",
     "unique_products": "distinct products",
@@ -36,7 +35,8 @@ table.recsys-table th,table.recsys-table td{border-bottom:1px solid #e5e5e5;padd
 table.recsys-table th{background:#f2f2f2;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .chg-new{color:#2a9d8f;font-weight:bold}.chg-up{color:#2a9d8f}.chg-down{color:#e76f51}
-.recsys-download-link{display:inline-block;padding:4px 10px;border:1px solid #2a9d8f;border-radius:4px;color:#2a9d8f;text-decoration:none;font-weight:bold}
+.recsys-download-link{display:inline-block;padding:4px 10px;border:1px solid #2a9d8f;border-radius:4px;
+  color:#2a9d8f;text-decoration:none;font-weight:bold}
 </style>"""
 
 
@@ -69,8 +69,9 @@ def header_html(data: DashboardData) -> str:
     parts = [CSS, "<h2 style='margin:0'>Audience explorer</h2>"]
     if data.counts:
         parts.append(
-            f"<div class='recsys-muted'>{data.counts['interactions']:,} interactions · {data.counts['customers']:,} customers · "
-            f"{data.counts['products']:,} products · data up to {esc((data.reference_date or '')[:10])} · loaded in {data.load_seconds:.1f} s</div>"
+            f"<div class='recsys-muted'>{data.counts['interactions']:,} interactions · "
+            f"{data.counts['customers']:,} customers · {data.counts['products']:,} products · "
+            f"data up to {esc((data.reference_date or '')[:10])} · loaded in {data.load_seconds:.1f} s</div>"
         )
     if data.lookup is not None:
         m = data.lookup.manifest
@@ -87,12 +88,18 @@ def product_card_html(history: ProductHistory | None, product_id: Any) -> str:
     if product_id is None or str(product_id).strip() == "":
         return "<div class='recsys-card recsys-muted'>Search for a product by id or name, or pick a random one.</div>"
     if history is None:
-        return (f"<div class='recsys-card recsys-product'><h3>Product {esc(product_id)}</h3>"
-                "<b>New product — cold start.</b> Nobody in the log has interacted with it yet, so its audience is the "
-                "ranker's global order (no one to exclude).</div>")
+        return (
+            f"<div class='recsys-card recsys-product'><h3>Product {esc(product_id)}</h3>"
+            "<b>New product — cold start.</b> Nobody in the log has interacted with it yet, so its audience is the "
+            "ranker's global order (no one to exclude).</div>"
+        )
     events = ", ".join(f"{n:,} {esc(e)}" for e, n in history.events.items()) or "—"
-    others = (f"<div class='recsys-muted'>also logged as: {', '.join(f'<span dir=auto>{esc(n)}</span>' for n in history.other_names[:5])}</div>"
-              if history.other_names else "")
+    others = (
+        "<div class='recsys-muted'>also logged as: "
+        f"{', '.join(f'<span dir=auto>{esc(n)}</span>' for n in history.other_names[:5])}</div>"
+        if history.other_names
+        else ""
+    )
     undated = f" · {history.undated:,} undated" if history.undated else ""
     return (
         f"<div class='recsys-card recsys-product'><h3 dir='auto'>{esc(history.name) or '(no name)'}</h3>"
@@ -105,19 +112,40 @@ def product_card_html(history: ProductHistory | None, product_id: Any) -> str:
 def audience_table_html(frame: pd.DataFrame) -> str:
     """The audience table as HTML (one <tr class='recsys-row'> per customer)."""
     change = frame["change"].astype(str)
-    cls = np.where(change == "new", "chg-new", np.where(change.str.startswith("▲"), "chg-up",
-                                                        np.where(change.str.startswith("▼"), "chg-down", "")))
+    cls = np.where(
+        change == "new",
+        "chg-new",
+        np.where(change.str.startswith("▲"), "chg-up", np.where(change.str.startswith("▼"), "chg-down", "")),
+    )
     last = frame["last_seen"].dt.strftime("%Y-%m-%d").fillna("—")
     cells = (
-        "<tr class='recsys-row'><td class='num'>" + frame["rank"].astype(str) + "</td><td class='cust'>"
-        + frame["customer_id"].astype(str).map(html.escape) + "</td><td class='num'>" + frame["score"].map("{:.4f}".format)
-        + "</td><td class='" + cls + "'>" + change.map(html.escape) + "</td><td class='num'>" + frame["interactions"].astype(str)
-        + "</td><td class='num'>" + frame["distinct_products"].astype(str) + "</td><td>" + last + "</td><td>"
-        + frame["events"].astype(str).map(html.escape) + "</td></tr>"
+        "<tr class='recsys-row'><td class='num'>"
+        + frame["rank"].astype(str)
+        + "</td><td class='cust'>"
+        + frame["customer_id"].astype(str).map(html.escape)
+        + "</td><td class='num'>"
+        + frame["score"].map("{:.4f}".format)
+        + "</td><td class='"
+        + cls
+        + "'>"
+        + change.map(html.escape)
+        + "</td><td class='num'>"
+        + frame["interactions"].astype(str)
+        + "</td><td class='num'>"
+        + frame["distinct_products"].astype(str)
+        + "</td><td>"
+        + last
+        + "</td><td>"
+        + frame["events"].astype(str).map(html.escape)
+        + "</td></tr>"
     )
-    head = ("<tr><th>rank</th><th>customer</th><th>score</th><th>change</th><th>interactions</th>"
-            "<th>distinct products</th><th>last seen</th><th>events</th></tr>")
-    return f"<div style='max-height:780px;overflow:auto'><table class='recsys-table'>{head}{''.join(cells)}</table></div>"
+    head = (
+        "<tr><th>rank</th><th>customer</th><th>score</th><th>change</th><th>interactions</th>"
+        "<th>distinct products</th><th>last seen</th><th>events</th></tr>"
+    )
+    return (
+        f"<div style='max-height:780px;overflow:auto'><table class='recsys-table'>{head}{''.join(cells)}</table></div>"
+    )
 
 
 def weights_note_html(settings: WhatIfSettings, default: WhatIfSettings) -> str:
@@ -137,8 +165,10 @@ def audience_summary_html(result: AudienceResult, n: int) -> str:
         text = f"What-if top {len(result.customers)} (ranker <b>{esc(result.ranker)}</b>){cold}{took}"
         if result.diff is not None:
             moved = int(((result.diff.moves != 0) & ~result.diff.is_new).sum())
-            text += (f"<br><span class='recsys-diff'>vs cache: <b class='chg-new'>{len(result.diff.entered)} entered</b>, "
-                     f"<b class='chg-down'>{len(result.diff.left)} left</b>, {moved} moved</span>")
+            text += (
+                f"<br><span class='recsys-diff'>vs cache: <b class='chg-new'>{len(result.diff.entered)} entered</b>, "
+                f"<b class='chg-down'>{len(result.diff.left)} left</b>, {moved} moved</span>"
+            )
         else:
             text += " · no cache to compare with"
     else:

@@ -20,7 +20,6 @@ from recsys.data.ids import id_kind, parse_id
 from recsys.features.engagement import dated_extremes, encode_ids, event_codes, timestamps_us, unique_sorted
 from recsys.features.text import fold_text, query_tokens
 
-
 SEARCH_LIMIT = 20
 
 
@@ -69,7 +68,7 @@ class ProductIndex:
         return fold_text(pa.array(self.name_vocab, type=pa.string()))
 
     @classmethod
-    def build(cls, interactions: pd.DataFrame, user_codes: np.ndarray) -> "ProductIndex":
+    def build(cls, interactions: pd.DataFrame, user_codes: np.ndarray) -> ProductIndex:
         """Index the interactions; `user_codes` are the rows' customer codes (sorted-id order)."""
         pcodes, pids = encode_ids(interactions["product_id"])
         n_products, n_users = len(pids), int(user_codes.max()) + 1 if len(user_codes) else 0
@@ -86,9 +85,19 @@ class ProductIndex:
         np.cumsum(np.bincount(prod, minlength=n_products), out=indptr[1:])
         vocab, pair_p, pair_n, display = name_pairs(interactions["product_name"], pcodes, n_products)
         return cls(
-            product_ids=pids, names=display, interactions=np.bincount(pcodes, minlength=n_products),
-            event_counts=counts, categories=categories, first_us=first, last_us=last, dated=n_dated,
-            user_indptr=indptr, user_codes=users.astype(np.int64), name_vocab=vocab, pair_products=pair_p, pair_names=pair_n,
+            product_ids=pids,
+            names=display,
+            interactions=np.bincount(pcodes, minlength=n_products),
+            event_counts=counts,
+            categories=categories,
+            first_us=first,
+            last_us=last,
+            dated=n_dated,
+            user_indptr=indptr,
+            user_codes=users.astype(np.int64),
+            name_vocab=vocab,
+            pair_products=pair_p,
+            pair_names=pair_n,
         )
 
     def code(self, product_id: Any) -> int:
@@ -103,7 +112,7 @@ class ProductIndex:
         """Customer codes that interacted with product `code` (empty for -1)."""
         if code < 0:
             return np.zeros(0, dtype=np.int64)
-        return self.user_codes[self.user_indptr[code]:self.user_indptr[code + 1]]
+        return self.user_codes[self.user_indptr[code] : self.user_indptr[code + 1]]
 
     def history(self, product_id: Any) -> ProductHistory | None:
         """The product's history, or None for a product the log never saw (cold start)."""
@@ -112,28 +121,35 @@ class ProductIndex:
             return None
         names = self.name_vocab[self.pair_names[self.pair_products == c]].tolist()
         n_dated = int(self.dated[c])
-        ts = lambda us: pd.Timestamp(int(us), unit="us", tz="UTC") if n_dated else None  # noqa: E731
+
+        def ts(us: int) -> pd.Timestamp | None:
+            return pd.Timestamp(int(us), unit="us", tz="UTC") if n_dated else None
+
         return ProductHistory(
             product_id=self.product_ids[c].item() if hasattr(self.product_ids[c], "item") else self.product_ids[c],
             name=self.names[c],
             other_names=[n for n in names if n != self.names[c]],
             interactions=int(self.interactions[c]),
             customers=int(self.user_indptr[c + 1] - self.user_indptr[c]),
-            events={cat: int(n) for cat, n in zip(self.categories, self.event_counts[c]) if n},
+            events={cat: int(n) for cat, n in zip(self.categories, self.event_counts[c], strict=True) if n},
             first_seen=ts(self.first_us[c]),
             last_seen=ts(self.last_us[c]),
             undated=int(self.interactions[c]) - n_dated,
         )
 
 
-def name_pairs(names: pd.Series, pcodes: np.ndarray, n_products: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def name_pairs(
+    names: pd.Series, pcodes: np.ndarray, n_products: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Distinct names, distinct (product, name) pairs and each product's most frequent name (ties: first in vocab)."""
     cat = names if isinstance(names.dtype, pd.CategoricalDtype) else names.astype("category")
     vocab = np.asarray(cat.cat.categories.astype(str), dtype=object)
     ncodes = cat.cat.codes.to_numpy().astype(np.int64)
     has = ncodes >= 0
     stride = max(len(vocab), 1)
-    keys, counts = np.unique(pcodes[has].astype(np.int64) * stride + ncodes[has], return_counts=True)  # counts path sorts
+    keys, counts = np.unique(
+        pcodes[has].astype(np.int64) * stride + ncodes[has], return_counts=True
+    )  # counts path sorts
     pair_p, pair_n = np.divmod(keys, stride)
     order = np.lexsort((pair_n, -counts, pair_p))
     first = order[np.r_[True, pair_p[order][1:] != pair_p[order][:-1]]] if len(order) else order
@@ -143,7 +159,7 @@ def name_pairs(names: pd.Series, pcodes: np.ndarray, n_products: int) -> tuple[n
 
 
 def search_products(index: ProductIndex, query: str, limit: int = SEARCH_LIMIT) -> pd.DataFrame:
-    """Products matching an id or every token of a (partial) name; best first: exact id, exact name, prefix, popularity."""
+    """Products matching an id or every token of a (partial) name; exact id, exact name, prefix, popularity first."""
     columns = ["product_id", "name", "interactions"]
     exact_id = index.code(query) if query.strip() else -1
     tokens = query_tokens(query)
@@ -192,7 +208,9 @@ def resolve_query(index: ProductIndex, query: str, limit: int = SEARCH_LIMIT) ->
     pid = id_of_kind(query, index.product_ids) if len(query.split()) == 1 else None
     if pid is None:
         return QueryResult(hits, None, f"No product name or id matches “{query}”.")
-    return QueryResult(hits, pid, f"No product in the log has id or name “{query}”: shown as a new product id (cold start).")
+    return QueryResult(
+        hits, pid, f"No product in the log has id or name “{query}”: shown as a new product id (cold start)."
+    )
 
 
 def most_popular_product(index: ProductIndex) -> Any:
@@ -211,7 +229,9 @@ def product_row(index: ProductIndex, product_id: Any) -> pd.DataFrame:
     """One known product as a search-results frame (no search index needed)."""
     c = index.code(product_id)
     codes = np.array([c] if c >= 0 else [], dtype=np.int64)
-    return pd.DataFrame({"product_id": index.product_ids[codes], "name": index.names[codes], "interactions": index.interactions[codes]})
+    return pd.DataFrame(
+        {"product_id": index.product_ids[codes], "name": index.names[codes], "interactions": index.interactions[codes]}
+    )
 
 
 def warm_search_index(index: ProductIndex) -> threading.Thread:
@@ -224,6 +244,12 @@ def warm_search_index(index: ProductIndex) -> threading.Thread:
 def search_results_options(results: pd.DataFrame) -> list[tuple[str, str]]:
     """(label, product id text) options for the results dropdown."""
     names = "\u2068" + results["name"].fillna("(no name)").astype(str) + "\u2069"  # isolate RTL names inside the label
-    labels = (names + " · id " + results["product_id"].astype(str) + " · "
-              + results["interactions"].astype(int).astype(str) + " interactions")
-    return list(zip(labels.tolist(), results["product_id"].astype(str).tolist()))
+    labels = (
+        names
+        + " · id "
+        + results["product_id"].astype(str)
+        + " · "
+        + results["interactions"].astype(int).astype(str)
+        + " interactions"
+    )
+    return list(zip(labels.tolist(), results["product_id"].astype(str).tolist(), strict=True))

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from recsys import config
 
-
 DATA_ENV = "RECSYS_DASHBOARD_DATA"
 REPORTS_ENV = "RECSYS_DASHBOARD_REPORTS"
 NOTEBOOK = Path(__file__).resolve().parent / "app.ipynb"
@@ -37,7 +36,7 @@ class DashboardPaths:
     explore_json: Path
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "DashboardPaths":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DashboardPaths:
         """Paths from RECSYS_DASHBOARD_DATA / RECSYS_DASHBOARD_REPORTS, else the project's defaults."""
         env = os.environ if env is None else env
         data = config.resolve(env[DATA_ENV]) if env.get(DATA_ENV) else config.DATA_DIR

@@ -26,7 +26,6 @@ from recsys.features.engagement import (
     weight_vector,
 )
 
-
 WHATIF_RANKERS: tuple[str, ...] = ("activity", "recency", "random")
 
 
@@ -40,18 +39,23 @@ class WhatIfSettings:
     normalisation: str
 
     @classmethod
-    def from_params(cls, params: FeatureParams, ranker: str = "activity") -> "WhatIfSettings":
+    def from_params(cls, params: FeatureParams, ranker: str = "activity") -> WhatIfSettings:
         """The settings that reproduce a ranker built with `params`."""
         return cls(ranker, dict(params.event_weights), dict(params.weights), params.normalisation)
 
-    def close_to(self, other: "WhatIfSettings", tol: float = 1e-9) -> bool:
+    def close_to(self, other: WhatIfSettings, tol: float = 1e-9) -> bool:
         """Same ranker and normalisation, and every weight equal within `tol` (sliders may round floats)."""
+
         def same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
             keys = set(a) | set(b)
             return all(abs(float(a.get(k, 0.0)) - float(b.get(k, 0.0))) <= tol for k in keys)
 
-        return (self.ranker == other.ranker and self.normalisation == other.normalisation
-                and same(self.event_weights, other.event_weights) and same(self.weights, other.weights))
+        return (
+            self.ranker == other.ranker
+            and self.normalisation == other.normalisation
+            and same(self.event_weights, other.event_weights)
+            and same(self.weights, other.weights)
+        )
 
 
 class WhatIfModel:
@@ -61,7 +65,7 @@ class WhatIfModel:
         """Keep the raw feature columns as contiguous arrays (raw = recsys.features.engagement.compute_raw_features)."""
         self.customer_ids = id_array(raw.index.to_numpy())
         self.decayed_cols = [c for c in raw.columns if c.startswith(DECAYED_PREFIX)]
-        self.categories = [c[len(DECAYED_PREFIX):] for c in self.decayed_cols]
+        self.categories = [c[len(DECAYED_PREFIX) :] for c in self.decayed_cols]
         self.decayed = np.ascontiguousarray(raw[self.decayed_cols].to_numpy(dtype=np.float64))
         self.raw = {name: np.ascontiguousarray(raw[name].to_numpy(dtype=np.float64)) for name in FEATURE_NAMES}
         last = raw["last_event_date"]
@@ -93,8 +97,12 @@ class WhatIfModel:
 
     def engagement(self, settings: WhatIfSettings) -> np.ndarray:
         """Engagement of every customer under the settings (equals recsys.features.engagement.compute_features)."""
-        cols = [self._norm_event_score(settings.event_weights, settings.normalisation) if f == "avg_event_score"
-                else self._norm(f, settings.normalisation) for f in FEATURE_NAMES]
+        cols = [
+            self._norm_event_score(settings.event_weights, settings.normalisation)
+            if f == "avg_event_score"
+            else self._norm(f, settings.normalisation)
+            for f in FEATURE_NAMES
+        ]
         return np.column_stack(cols) @ weight_vector(settings.weights)
 
     def order_keys(self, settings: WhatIfSettings) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -115,7 +123,7 @@ class WhatIfModel:
 
 
 def top_codes(score: np.ndarray, n: int, exclude: np.ndarray, tie_breaks: Sequence[np.ndarray] = ()) -> np.ndarray:
-    """Codes of the n best users by descending score, then descending tie-breaks, then ascending code, skipping `exclude`."""
+    """Codes of the n best users (score, then tie-breaks, descending; then code ascending), skipping `exclude`."""
     masked = np.array(score, dtype=np.float64, copy=True)
     masked[exclude] = -np.inf
     allowed = len(masked) - len(unique_sorted(exclude))

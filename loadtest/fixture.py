@@ -21,7 +21,6 @@ def tiny_cache(work: Path) -> tuple[Path, Path]:
     return work / "cache", prepared
 
 
-
 def unknown_product_ids(ids: np.ndarray, count: int, rng: np.random.Generator) -> list[Any]:
     """`count` ids of the cache's kind that the cache does not contain (they must come back cold_start)."""
     if ids.dtype.kind in "iu":
@@ -30,7 +29,6 @@ def unknown_product_ids(ids: np.ndarray, count: int, rng: np.random.Generator) -
     known = set(ids.tolist())
     out = [f"unknown-{rng.integers(0, 2**62):x}" for _ in range(count)]
     return [u for u in out if u not in known]
-
 
 
 def source_mismatch(manifest: dict[str, Any], prepared: Path) -> str | None:
@@ -48,9 +46,9 @@ def source_mismatch(manifest: dict[str, Any], prepared: Path) -> str | None:
     return None if same else f"{prepared} is not the data this cache was built from (fingerprint differs)"
 
 
-
-def exclusion_sample(prepared: Path, manifest: dict[str, Any], pool: list[Any], spot: int,
-                     rng: np.random.Generator) -> tuple[dict[str, list[Any]], str | None]:
+def exclusion_sample(
+    prepared: Path, manifest: dict[str, Any], pool: list[Any], spot: int, rng: np.random.Generator
+) -> tuple[dict[str, list[Any]], str | None]:
     """Customers who interacted with each of `spot` products (half the most-interacted, half random from `pool`)."""
     import pandas as pd
 
@@ -64,17 +62,16 @@ def exclusion_sample(prepared: Path, manifest: dict[str, Any], pool: list[Any], 
     popular = counts.index[: spot // 2].tolist()
     taken = set(popular)
     rest = [p for p in pool if p not in taken]
-    chosen = popular + [rest[i] for i in rng.choice(len(rest), size=min(spot - len(popular), len(rest)),
-                                                    replace=False)]
+    chosen = popular + [rest[i] for i in rng.choice(len(rest), size=min(spot - len(popular), len(rest)), replace=False)]
     chosen_set = set(chosen)
     picked = table[table["product_id"].isin(chosen_set)]
     grouped = picked.groupby("product_id", observed=True)["customer_id"].unique()
     return {str(pid): sorted(np.asarray(cs).tolist()) for pid, cs in grouped.items()}, None
 
 
-
-def build_fixture(cache_dir: Path | None = None, prepared: Path | None = None, *, sample: int = 10_000,
-                  spot: int = 100, seed: int = 0) -> dict[str, Any]:
+def build_fixture(
+    cache_dir: Path | None = None, prepared: Path | None = None, *, sample: int = 10_000, spot: int = 100, seed: int = 0
+) -> dict[str, Any]:
     """Ids, audience sizes, unknown ids and an exclusion sample for the locust users (JSON-ready)."""
     from recsys.cache.lookup import AudienceLookup
 
@@ -89,6 +86,13 @@ def build_fixture(cache_dir: Path | None = None, prepared: Path | None = None, *
     for pid in [*known, *(int(k) if lookup.id_kind == "int" else k for k in exclusion)]:
         customers, _, cold = lookup.top(pid, lookup.n)
         available[str(pid)] = [int(len(customers)), bool(cold)]
-    return {"known_ids": known, "available": available, "unknown_ids": unknown,
-            "fallback_size": int(len(lookup.top(unknown[0], lookup.n)[0])), "n_max": int(lookup.n),
-            "exclusion": exclusion, "exclusion_skipped": skipped, "seed": seed}
+    return {
+        "known_ids": known,
+        "available": available,
+        "unknown_ids": unknown,
+        "fallback_size": int(len(lookup.top(unknown[0], lookup.n)[0])),
+        "n_max": int(lookup.n),
+        "exclusion": exclusion,
+        "exclusion_skipped": skipped,
+        "seed": seed,
+    }

@@ -22,6 +22,7 @@ import gc
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 
 from locust import FastHttpUser, between, task
 
+json_loads: Callable[[str | bytes], Any]
 try:
     from orjson import loads as json_loads
 except ImportError:  # orjson ships with the service extra; plain json works too
@@ -125,7 +127,9 @@ def check_audience(body: Any, pid: Any, n: int, fx: Fixture) -> str | None:
     if [r.get("rank") for r in recs] != list(range(1, count + 1)):
         return "ranks are not 1..count"
     scores = [r.get("score") for r in recs]
-    if any(not isinstance(s, int | float) for s in scores) or any(a < b for a, b in zip(scores, scores[1:])):
+    if any(not isinstance(s, int | float) for s in scores) or any(
+        a < b for a, b in zip(scores, scores[1:], strict=False)
+    ):
         return "scores are not non-increasing numbers"
     banned = fx.exclusion.get(key)
     if banned:
@@ -142,7 +146,7 @@ def check_batch(body: Any, pids: list[Any], n: int, fx: Fixture) -> str | None:
     items = body["items"]
     if body.get("count") != len(pids) or len(items) != len(pids):
         return f"batch returned {len(items)} items (count {body.get('count')!r}) for {len(pids)} ids"
-    for pid, item in zip(pids, items):
+    for pid, item in zip(pids, items, strict=True):
         problem = check_audience(item, pid, n, fx)
         if problem:
             return f"item {pid}: {problem}"
@@ -218,8 +222,9 @@ class AudienceUser(FastHttpUser):
         pids = random.sample(self.fx.known_ids, min(size - 1, len(self.fx.known_ids)))
         pids.append(random.choice(self.fx.unknown_ids))
         n = random.choice(self.fx.n_choices)
-        with self.client.post("/recommend/batch", json={"product_ids": pids, "n": n}, name="/recommend/batch",
-                              catch_response=True) as resp:
+        with self.client.post(
+            "/recommend/batch", json={"product_ids": pids, "n": n}, name="/recommend/batch", catch_response=True
+        ) as resp:
             self._judge(resp, lambda b: check_batch(b, pids, n, self.fx))
 
     @task(2)

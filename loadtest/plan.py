@@ -39,35 +39,56 @@ class Plan:
     fast_lane: bool = True
 
 
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     ap = argparse.ArgumentParser(prog="python -m loadtest.run", description=DESCRIPTION)
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers (RECSYS_WORKERS), default 2")
-    ap.add_argument("--no-fast-lane", action="store_true",
-                    help="serve every request through FastAPI routing (RECSYS_FAST_LANE=false), for comparison")
+    ap.add_argument(
+        "--no-fast-lane",
+        action="store_true",
+        help="serve every request through FastAPI routing (RECSYS_FAST_LANE=false), for comparison",
+    )
     ap.add_argument("--users", type=int, default=None, help="locust users (default 1000; tiny 10)")
     ap.add_argument("--spawn-rate", type=float, default=None, help="users started per second (default 50)")
     ap.add_argument("--duration", type=int, default=None, help="locust run time in s (default 60; 0 = skip)")
     ap.add_argument("--wrk-duration", type=int, default=None, help="each wrk run in s (default 30)")
     ap.add_argument("--skip-wrk", action="store_true", help="no wrk runs (service nor trivial app)")
-    ap.add_argument("--soak", type=int, default=0, metavar="SECONDS",
-                    help="extra locust soak run of this length with RSS sampling (5 minutes = --soak 300)")
+    ap.add_argument(
+        "--soak",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="extra locust soak run of this length with RSS sampling (5 minutes = --soak 300)",
+    )
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke run on a tiny cache in a temp dir")
-    ap.add_argument("--locust-processes", type=int, default=None,
-                    help="locust --processes (default 2: one process saturates a core and then measures itself; "
-                    "tiny 1 = no fork)")
+    ap.add_argument(
+        "--locust-processes",
+        type=int,
+        default=None,
+        help="locust --processes (default 2: one process saturates a core and then measures itself; tiny 1 = no fork)",
+    )
     ap.add_argument("--wait", default=None, help='user think time "min,max" s (default "0.1,0.3")')
     ap.add_argument("--out", type=Path, default=None, help=f"output directory (default {OUT_DIR})")
     ap.add_argument("--cache-dir", type=Path, default=None, help="cache to serve (default data/artifacts/cache)")
-    ap.add_argument("--max-load-wait", type=float, default=None,
-                    help="seconds to wait for other jobs to leave the CPU before starting (default 300; tiny 0)")
-    ap.add_argument("--phase-wait", type=float, default=None,
-                    help="seconds each locust/wrk phase may wait for other jobs to leave the CPU (default 120; tiny 0)")
-    ap.add_argument("--busy-threshold", type=float, default=15.0,
-                    help="machine CPU %% (all cores = 100) used by others below which the machine counts as quiet")
+    ap.add_argument(
+        "--max-load-wait",
+        type=float,
+        default=None,
+        help="seconds to wait for other jobs to leave the CPU before starting (default 300; tiny 0)",
+    )
+    ap.add_argument(
+        "--phase-wait",
+        type=float,
+        default=None,
+        help="seconds each locust/wrk phase may wait for other jobs to leave the CPU (default 120; tiny 0)",
+    )
+    ap.add_argument(
+        "--busy-threshold",
+        type=float,
+        default=15.0,
+        help="machine CPU %% (all cores = 100) used by others below which the machine counts as quiet",
+    )
     return ap.parse_args(argv)
-
 
 
 def make_plan(args: argparse.Namespace) -> Plan:

@@ -36,9 +36,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys import config
-from service.processes import service_env
-
 from loadtest.fixture import build_fixture, tiny_cache
 from loadtest.locust_run import run_locust
 from loadtest.monitor import machine_facts, wait_for_quiet, worker_memory
@@ -49,6 +46,8 @@ from loadtest.servers import serve, stop_server, uvicorn_implementation
 from loadtest.soak import max_rss, memory_growth
 from loadtest.targets import ORIGINAL, TARGETS, verdicts
 from loadtest.wrk_run import ensure_wrk, wrk_series
+from recsys import config
+from service.processes import service_env
 
 OUTPUT_PATTERNS = ("locust_*.csv", "soak_*.csv", "summary.json", "summary.md", "*.png")
 
@@ -66,8 +65,16 @@ def raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def service_phase(stack: contextlib.ExitStack, plan: Plan, cache_dir: Path, fixture: Path, ids_file: Path,
-                  wrk: str | None, work: Path, summary: dict[str, Any]) -> None:
+def service_phase(
+    stack: contextlib.ExitStack,
+    plan: Plan,
+    cache_dir: Path,
+    fixture: Path,
+    ids_file: Path,
+    wrk: str | None,
+    work: Path,
+    summary: dict[str, Any],
+) -> None:
     """Start the service, measure start-up and memory, run locust (and the soak), then wrk against it."""
     server = serve(stack, "service", "service", cache_dir, plan, work)
     summary["startup"] = server.ready
@@ -89,20 +96,35 @@ def service_phase(stack: contextlib.ExitStack, plan: Plan, cache_dir: Path, fixt
     summary["service_exit_code"] = stop_server(server)
 
 
-def trivial_phase(stack: contextlib.ExitStack, plan: Plan, cache_dir: Path, ids_file: Path, wrk: str,
-                  work: Path, summary: dict[str, Any]) -> None:
+def trivial_phase(
+    stack: contextlib.ExitStack,
+    plan: Plan,
+    cache_dir: Path,
+    ids_file: Path,
+    wrk: str,
+    work: Path,
+    summary: dict[str, Any],
+) -> None:
     """The same wrk runs against the trivial FastAPI app served the same way: the framework ceiling."""
     server = serve(stack, "trivial", "loadtest.trivial_app", cache_dir, plan, work)
     summary["wrk"]["trivial"] = wrk_series(wrk, server, ids_file, plan, work)
     stop_server(server)
     summary["wrk"]["ratio_to_trivial"] = {
         key: round(run["rps"] / summary["wrk"]["trivial"][key]["rps"], 3)
-        for key, run in summary["wrk"]["service"].items() if summary["wrk"]["trivial"][key]["rps"] > 0
+        for key, run in summary["wrk"]["service"].items()
+        if summary["wrk"]["trivial"][key]["rps"] > 0
     }
 
 
-def routing_phase(stack: contextlib.ExitStack, plan: Plan, cache_dir: Path, ids_file: Path, wrk: str,
-                  work: Path, summary: dict[str, Any]) -> None:
+def routing_phase(
+    stack: contextlib.ExitStack,
+    plan: Plan,
+    cache_dir: Path,
+    ids_file: Path,
+    wrk: str,
+    work: Path,
+    summary: dict[str, Any],
+) -> None:
     """The service's wrk runs again with the fast lane off (RECSYS_FAST_LANE=false): what the lane adds."""
     server = serve(stack, "service-routing", "service", cache_dir, replace(plan, fast_lane=False), work)
     summary["wrk"]["service_fastapi_routing"] = wrk_series(wrk, server, ids_file, plan, work)
@@ -133,18 +155,35 @@ def main(argv: list[str] | None = None) -> int:
             fixture, ids_file = work / "fixture.json", work / "ids.txt"
             fixture.write_text(json.dumps(fx))
             ids_file.write_text("\n".join(str(i) for i in fx["known_ids"]) + "\n")
-            summary["fixture"] = {"known_ids": len(fx["known_ids"]), "unknown_ids": len(fx["unknown_ids"]),
-                                  "exclusion_products": len(fx["exclusion"]),
-                                  "exclusion_customers": sum(len(v) for v in fx["exclusion"].values()),
-                                  "exclusion_skipped": fx["exclusion_skipped"]}
+            summary["fixture"] = {
+                "known_ids": len(fx["known_ids"]),
+                "unknown_ids": len(fx["unknown_ids"]),
+                "exclusion_products": len(fx["exclusion"]),
+                "exclusion_customers": sum(len(v) for v in fx["exclusion"].values()),
+                "exclusion_skipped": fx["exclusion_skipped"],
+            }
             summary["machine"] = machine_facts(load)
-            summary["run"] = {"workers": plan.workers, "users": plan.users, "spawn_rate": plan.spawn_rate,
-                              "duration_s": plan.duration_s, "wrk_duration_s": plan.wrk_duration_s,
-                              "wrk_connections": list(plan.wrk_connections), "soak_s": plan.soak_s, "tiny": plan.tiny,
-                              "think_time_s": plan.wait, "locust_processes": plan.locust_processes,
-                              "fast_lane": plan.fast_lane, "uvicorn": uvicorn_implementation(service_env(cache_dir, 1, workers=plan.workers))}
-            summary["comparable_with_original"] = (not plan.tiny and plan.workers == 2 and plan.users == 1000
-                                                   and plan.duration_s >= 60 and plan.wrk_duration_s >= 30)
+            summary["run"] = {
+                "workers": plan.workers,
+                "users": plan.users,
+                "spawn_rate": plan.spawn_rate,
+                "duration_s": plan.duration_s,
+                "wrk_duration_s": plan.wrk_duration_s,
+                "wrk_connections": list(plan.wrk_connections),
+                "soak_s": plan.soak_s,
+                "tiny": plan.tiny,
+                "think_time_s": plan.wait,
+                "locust_processes": plan.locust_processes,
+                "fast_lane": plan.fast_lane,
+                "uvicorn": uvicorn_implementation(service_env(cache_dir, 1, workers=plan.workers)),
+            }
+            summary["comparable_with_original"] = (
+                not plan.tiny
+                and plan.workers == 2
+                and plan.users == 1000
+                and plan.duration_s >= 60
+                and plan.wrk_duration_s >= 30
+            )
             wrk, why = (None, "skipped (--skip-wrk)") if plan.skip_wrk else ensure_wrk()
             summary["wrk_status"] = why
             if wrk is None and not plan.skip_wrk:
@@ -181,8 +220,12 @@ def finish(summary: dict[str, Any], plan: Plan, work: Path, ok: bool) -> None:
         label = f"{summary['run']['users']} users, {summary['run']['workers']} workers"
         plot_history(plan.out / "locust_stats_history.csv", plan.out / "locust_history.png", f"locust: {label}")
         if summary.get("soak"):
-            plot_history(plan.out / "soak_stats_history.csv", plan.out / "soak_history.png",
-                         f"soak {summary['soak']['duration_s']} s: {label}", summary["soak"].get("memory_samples"))
+            plot_history(
+                plan.out / "soak_stats_history.csv",
+                plan.out / "soak_history.png",
+                f"soak {summary['soak']['duration_s']} s: {label}",
+                summary["soak"].get("memory_samples"),
+            )
         if ok and summary.get("comparable_with_original") and plan.out == OUT_DIR:  # only full runs of record
             readme = config.PROJ_ROOT / "README.md"
             if update_readme(readme, readme_block(summary)):
@@ -194,7 +237,6 @@ def finish(summary: dict[str, Any], plan: Plan, work: Path, ok: bool) -> None:
     else:
         print(f"logs kept in {work}", file=sys.stderr)
     print(f"wrote {plan.out / 'summary.json'}" + (f" and {plan.out / 'summary.md'}" if "run" in summary else ""))
-
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ def memory_growth(samples: list[dict[str, Any]], skip_s: float) -> dict[str, Any
     pids = sorted({m["pid"] for s in kept for m in s["memory"]})
     per_worker = []
     for pid in pids:
+
         def series(key: str, rows: list[dict[str, Any]], pid: int = pid) -> list[float]:
             return [m[key] for s in rows for m in s["memory"] if m["pid"] == pid]
 
@@ -23,13 +24,22 @@ def memory_growth(samples: list[dict[str, Any]], skip_s: float) -> dict[str, Any
         anon_first, anon_last = np.median(series("rss_anon_mb", kept[:k])), np.median(series("rss_anon_mb", kept[-k:]))
         ts = [s["t"] for s in kept for m in s["memory"] if m["pid"] == pid]
         slope = np.polyfit(np.asarray(ts) / 60.0, series("rss_mb", kept), 1)[0] if len(ts) > 2 else float("nan")
-        per_worker.append({"pid": pid, "rss_first_mb": round(float(rss_first), 1), "rss_last_mb": round(float(rss_last), 1),
-                           "rss_growth_mb": round(float(rss_last - rss_first), 1),
-                           "rss_anon_growth_mb": round(float(anon_last - anon_first), 1),
-                           "rss_slope_mb_per_min": round(float(slope), 3)})
-    return {"window_s": [kept[0]["t"], kept[-1]["t"]], "samples": len(kept), "workers": per_worker,
-            "max_rss_growth_mb": max(w["rss_growth_mb"] for w in per_worker)}
-
+        per_worker.append(
+            {
+                "pid": pid,
+                "rss_first_mb": round(float(rss_first), 1),
+                "rss_last_mb": round(float(rss_last), 1),
+                "rss_growth_mb": round(float(rss_last - rss_first), 1),
+                "rss_anon_growth_mb": round(float(anon_last - anon_first), 1),
+                "rss_slope_mb_per_min": round(float(slope), 3),
+            }
+        )
+    return {
+        "window_s": [kept[0]["t"], kept[-1]["t"]],
+        "samples": len(kept),
+        "workers": per_worker,
+        "max_rss_growth_mb": max(w["rss_growth_mb"] for w in per_worker),
+    }
 
 
 def max_rss(summary: dict[str, Any]) -> dict[str, Any]:
@@ -42,6 +52,11 @@ def max_rss(summary: dict[str, Any]) -> dict[str, Any]:
     if not snaps:
         return {}
     worst = max(snaps, key=lambda m: m["rss_mb"])
-    return {"rss_mb": worst["rss_mb"], "pss_mb": worst["pss_mb"], "rss_anon_mb": worst["rss_anon_mb"],
-            "rss_file_mb": worst["rss_file_mb"], "uss_mb": worst["uss_mb"],
-            "max_pss_mb": max(m["pss_mb"] for m in snaps)}
+    return {
+        "rss_mb": worst["rss_mb"],
+        "pss_mb": worst["pss_mb"],
+        "rss_anon_mb": worst["rss_anon_mb"],
+        "rss_file_mb": worst["rss_file_mb"],
+        "uss_mb": worst["uss_mb"],
+        "max_pss_mb": max(m["pss_mb"] for m in snaps),
+    }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 # The original service, measured on a machine like ours (2 cores, ~200K products, 2 uvicorn workers,
 # load generator on the same machine). Figures as reported in issue #8.
 ORIGINAL: dict[str, Any] = {
@@ -12,8 +11,14 @@ ORIGINAL: dict[str, Any] = {
     "rss_mb_per_worker": 2500.0,
     "wrk_c100": {"rps": 13424.0, "p50_ms": 9.3, "p99_ms": 40.5, "timeouts": None},
     "wrk_c1000": {"rps": 11641.0, "p50_ms": 79.0, "p99_ms": 189.0, "timeouts": 107},
-    "locust": {"users": 1000, "rps": 2146.0, "p50_ms": 240.0, "p99_ms": 380.0, "failures": 0,
-               "note": "HttpUser; locust at 100% CPU"},
+    "locust": {
+        "users": 1000,
+        "rps": 2146.0,
+        "p50_ms": 240.0,
+        "p99_ms": 380.0,
+        "failures": 0,
+        "note": "HttpUser; locust at 100% CPU",
+    },
 }
 
 TARGETS: dict[str, Any] = {
@@ -27,12 +32,10 @@ TARGETS: dict[str, Any] = {
 }
 
 
-
 def verdict(measured: float | None, limit: float, kind: str) -> dict[str, Any]:
     """{measured, target, ok} where kind 'min' means measured >= limit and 'max' means <= limit."""
     ok = None if measured is None else (measured >= limit if kind == "min" else measured <= limit)
     return {"measured": measured, "target": f"{'>=' if kind == 'min' else '<='} {limit}", "ok": ok}
-
 
 
 def verdicts(summary: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +43,9 @@ def verdicts(summary: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     startup = summary.get("startup", {})
     out["startup_s"] = verdict(startup.get("all_workers_ready_s"), TARGETS["startup_s_max"], "max")
-    out["rss_mb_per_worker"] = verdict(summary.get("rss_max", {}).get("rss_mb"), TARGETS["rss_mb_per_worker_max"], "max")
+    out["rss_mb_per_worker"] = verdict(
+        summary.get("rss_max", {}).get("rss_mb"), TARGETS["rss_mb_per_worker_max"], "max"
+    )
     loc = summary.get("locust")
     if loc:
         out["locust_failures"] = verdict(loc["failures"], TARGETS["locust"]["failures_max"], "max")
@@ -60,7 +65,8 @@ def verdicts(summary: dict[str, Any]) -> dict[str, Any]:
         out[f"{label}_ratio_to_trivial"] = verdict(ratio, TARGETS["ratio_to_trivial_min"], "min")
     soak = summary.get("soak")
     if soak and "growth" in soak:
-        out["soak_rss_growth_mb"] = verdict(soak["growth"].get("max_rss_growth_mb"), TARGETS["soak_rss_growth_mb_max"],
-                                            "max")
+        out["soak_rss_growth_mb"] = verdict(
+            soak["growth"].get("max_rss_growth_mb"), TARGETS["soak_rss_growth_mb_max"], "max"
+        )
         out["soak_failures"] = verdict(soak["failures"], 0, "max")
     return out

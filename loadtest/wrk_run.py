@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recsys.config import PROJ_ROOT
-from service.processes import run_bounded
-
 from loadtest.monitor import cpu_summary, loadavg, proc_tree, sampling, wait_for_quiet
 from loadtest.plan import WRK_SCRIPT, Plan
 from loadtest.servers import Server
+from recsys.config import PROJ_ROOT
+from service.processes import run_bounded
 
 
 def ensure_wrk() -> tuple[str | None, str]:
@@ -24,13 +23,17 @@ def ensure_wrk() -> tuple[str | None, str]:
     if found:
         return found, "found"
     print("installing wrk (scripts/ensure_deb.sh) ...", flush=True)
-    proc = subprocess.run(["bash", str(PROJ_ROOT / "scripts" / "ensure_deb.sh"), "wrk", "wrk"], check=False, timeout=600,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", str(PROJ_ROOT / "scripts" / "ensure_deb.sh"), "wrk", "wrk"],
+        check=False,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
     found = shutil.which("wrk")
     if found:
         return found, "installed with apt-get"
     return None, f"wrk is not installed and could not be: {(proc.stderr or proc.stdout).strip()[-300:]}"
-
 
 
 def parse_wrk(stdout: str) -> dict[str, Any]:
@@ -41,13 +44,22 @@ def parse_wrk(stdout: str) -> dict[str, Any]:
     raise RuntimeError(f"wrk printed no WRK_JSON summary:\n{stdout[-2000:]}")
 
 
-
-def run_wrk(wrk: str, server: Server, ids_file: Path, connections: int, duration_s: int, work: Path,
-            threads: int = 1) -> dict[str, Any]:
+def run_wrk(
+    wrk: str, server: Server, ids_file: Path, connections: int, duration_s: int, work: Path, threads: int = 1
+) -> dict[str, Any]:
     """`wrk -t1 -cC -dDs` with random known product ids against `server`; its figures plus CPU use."""
     log = work / f"wrk_{server.name}_c{connections}.log"
-    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "-s", str(WRK_SCRIPT), server.base, "--",
-           str(ids_file)]
+    cmd = [
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration_s}s",
+        "-s",
+        str(WRK_SCRIPT),
+        server.base,
+        "--",
+        str(ids_file),
+    ]
     pid: dict[str, int] = {}
     load0 = loadavg()
     with sampling({"wrk": proc_tree(lambda: pid.get("wrk")), "service": server.worker_procs}, 1.0) as sampler:
@@ -57,12 +69,22 @@ def run_wrk(wrk: str, server: Server, ids_file: Path, connections: int, duration
         raise RuntimeError(f"wrk exited with {code}:\n{text[-2000:]}")
     raw = parse_wrk(text)
     lat = raw["latency_ms"]
-    return {"tool": "wrk", "app": server.name, "threads": threads, "connections": connections,
-            "duration_s": round(raw["duration_s"], 2), "requests": raw["requests"], "rps": round(raw["rps"], 1),
-            "latency_ms": {k: round(lat[k], 2) for k in ("p50", "p90", "p99", "p999", "max", "mean")},
-            "timeouts": raw["errors"]["timeout"], "errors": raw["errors"], "socket_timeout_s": 2,
-            "cpu": cpu_summary(sampler.samples), "loadavg_before": load0, "loadavg_after": loadavg()}
-
+    return {
+        "tool": "wrk",
+        "app": server.name,
+        "threads": threads,
+        "connections": connections,
+        "duration_s": round(raw["duration_s"], 2),
+        "requests": raw["requests"],
+        "rps": round(raw["rps"], 1),
+        "latency_ms": {k: round(lat[k], 2) for k in ("p50", "p90", "p99", "p999", "max", "mean")},
+        "timeouts": raw["errors"]["timeout"],
+        "errors": raw["errors"],
+        "socket_timeout_s": 2,
+        "cpu": cpu_summary(sampler.samples),
+        "loadavg_before": load0,
+        "loadavg_after": loadavg(),
+    }
 
 
 def wrk_series(wrk: str, server: Server, ids_file: Path, plan: Plan, work: Path) -> dict[str, Any]:

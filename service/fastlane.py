@@ -61,8 +61,12 @@ class FallbackLog:
             if warn:
                 self._next_warning = now + self.interval_s
         if warn:
-            logger.warning("fast lane: falling back to FastAPI for GET %s (%d more fallbacks since the last warning)",
-                           path, unlogged, exc_info=True)
+            logger.warning(
+                "fast lane: falling back to FastAPI for GET %s (%d more fallbacks since the last warning)",
+                path,
+                unlogged,
+                exc_info=True,
+            )
         else:
             logger.debug("fast lane: falling back to FastAPI for GET %s", path, exc_info=True)
 
@@ -71,11 +75,11 @@ FALLBACKS = FallbackLog()
 
 
 def answer(scope: Scope) -> bytes | None:
-    """The JSON body for a well-formed GET /recommend/{id}[?n=k] on the serving cache, else None (let FastAPI answer)."""
+    """The JSON body for a well-formed GET /recommend/{id}[?n=k], else None (FastAPI answers)."""
     path: str = scope["path"]
     if scope["method"] != "GET" or not path.startswith(PREFIX):
         return None
-    raw = path[len(PREFIX):]
+    raw = path[len(PREFIX) :]
     if not raw or "/" in raw:
         return None
     query: bytes = scope.get("query_string", b"")

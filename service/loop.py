@@ -133,7 +133,7 @@ def _uvloop_class() -> type[asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
 
-    class BatchAcceptLoop(uvloop.Loop):  # type: ignore[misc]  # uvloop.Loop is a compiled class without stubs
+    class BatchAcceptLoop(uvloop.Loop):
         """uvloop.Loop whose servers on an existing plain TCP socket accept in batches (see the module doc)."""
 
         async def create_server(  # type: ignore[override]  # uvloop's signature, narrowed to what uvicorn passes
@@ -143,7 +143,7 @@ def _uvloop_class() -> type[asyncio.AbstractEventLoop] | None:
             sock = kwargs.get("sock")
             plain = not args and kwargs.get("ssl") is None and kwargs.get("host") is None and kwargs.get("port") is None
             if sock is None or not plain or sock.family not in (socket.AF_INET, socket.AF_INET6):
-                return await super().create_server(protocol_factory, *args, **kwargs)  # type: ignore[no-any-return]
+                return await super().create_server(protocol_factory, *args, **kwargs)
             server = BatchAcceptServer(self, sock, protocol_factory, kwargs.get("backlog", 100))
             if kwargs.get("start_serving", True):
                 await server.start_serving()

@@ -13,9 +13,9 @@ import orjson
 from fastapi import HTTPException
 
 from recsys.data.ids import in_int64, parse_id
-
 from service.schemas import DEFAULT_N
 from service.state import Snapshot
+
 
 def dumps(payload: Any) -> bytes:
     """JSON bytes with orjson, numpy-aware (float32 scores print at their own shortest precision)."""
@@ -28,7 +28,7 @@ def client_error(loc: Sequence[str | int], msg: str, kind: str = "value_error") 
 
 
 def parse_product_id(raw: Any, snapshot: Snapshot, loc: Sequence[str | int]) -> int | str:
-    """Coerce a client-supplied id to the cache's id kind (`recsys.data.ids.parse_id`), or raise a 422 saying what was expected."""
+    """A client-supplied id as the cache's id kind (`recsys.data.ids.parse_id`), or a 422 saying what was expected."""
     value = parse_id(raw, snapshot.id_kind)
     if value is None:
         kind, error = ("integers", "int_parsing") if snapshot.id_kind == "int" else ("strings", "string_type")
@@ -55,7 +55,12 @@ def audience(snapshot: Snapshot, product_id: int | str, n: int) -> dict[str, Any
     customers, scores, cold_start = snapshot.lookup.top(product_id, n)
     recs = [
         {"customer_id": c, "score": s, "rank": r}
-        for r, (c, s) in enumerate(zip(customers.tolist(), list(scores)), start=1)
+        for r, (c, s) in enumerate(zip(customers.tolist(), list(scores), strict=True), start=1)
     ]
-    return {"product_id": product_id, "recommendations": recs, "count": len(recs),
-            "cold_start": bool(cold_start), "model": snapshot.version}
+    return {
+        "product_id": product_id,
+        "recommendations": recs,
+        "count": len(recs),
+        "cold_start": bool(cold_start),
+        "model": snapshot.version,
+    }

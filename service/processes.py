@@ -48,33 +48,64 @@ def port_open(port: int, host: str = HOST) -> bool:
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:
     """True when GET `url` answers 200 on a fresh connection."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - local http URLs only
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # local http URLs only
             return int(response.status) == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
-def service_env(cache_dir: Path | str, port: int, *, workers: int = 1, log_level: str = "warning",
-                base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
-    """Environment for `python -m service` on 127.0.0.1:`port`: `base` (default os.environ) with every RECSYS_* but RECSYS_ROOT replaced."""
-    source = os.environ if base is None else base
-    env = {k: v for k, v in source.items() if not k.startswith("RECSYS_") or k == "RECSYS_ROOT"}
-    env.update({"RECSYS_CACHE_DIR": str(cache_dir), "RECSYS_HOST": HOST, "RECSYS_PORT": str(port),
-                "RECSYS_WORKERS": str(workers), "RECSYS_LOG_LEVEL": log_level, **extra})
+def service_env(
+    cache_dir: Path | str,
+    port: int,
+    *,
+    workers: int = 1,
+    log_level: str = "warning",
+    **extra: str,
+) -> dict[str, str]:
+    """Environment for `python -m service` on 127.0.0.1:`port`: ours, with every RECSYS_* but RECSYS_ROOT replaced."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_") or k == "RECSYS_ROOT"}
+    env.update(
+        {
+            "RECSYS_CACHE_DIR": str(cache_dir),
+            "RECSYS_HOST": HOST,
+            "RECSYS_PORT": str(port),
+            "RECSYS_WORKERS": str(workers),
+            "RECSYS_LOG_LEVEL": log_level,
+            **extra,
+        }
+    )
     return env
 
 
-def start_module(module: str, *args: str, env: Mapping[str, str] | None = None,
-                 stdout: IO[Any] | int | None = None, stderr: IO[Any] | int | None = None,
-                 text: bool = False) -> subprocess.Popen[Any]:
+def start_module(
+    module: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    stdout: IO[Any] | int | None = None,
+    stderr: IO[Any] | int | None = None,
+    text: bool = False,
+) -> subprocess.Popen[Any]:
     """`python -m module args` from the project root in its own session (so its whole group can be stopped)."""
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=PROJ_ROOT, env=dict(env or os.environ),
-                            stdout=stdout, stderr=stderr, text=text, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=PROJ_ROOT,
+        env=dict(env or os.environ),
+        stdout=stdout,
+        stderr=stderr,
+        text=text,
+        start_new_session=True,
+    )
 
 
-def wait_until(predicate: Callable[[], bool], what: str, *, timeout_s: float,
-               proc: subprocess.Popen[Any] | None = None, interval_s: float = 0.05,
-               describe_exit: Callable[[], str] | None = None) -> float:
+def wait_until(
+    predicate: Callable[[], bool],
+    what: str,
+    *,
+    timeout_s: float,
+    proc: subprocess.Popen[Any] | None = None,
+    interval_s: float = 0.05,
+    describe_exit: Callable[[], str] | None = None,
+) -> float:
     """Poll `predicate` until true and return the seconds it took; raise if `proc` exits or `timeout_s` passes."""
     t0 = time.perf_counter()
     while True:
@@ -82,7 +113,9 @@ def wait_until(predicate: Callable[[], bool], what: str, *, timeout_s: float,
             return time.perf_counter() - t0
         if proc is not None and proc.poll() is not None:
             detail = describe_exit() if describe_exit is not None else ""
-            raise ProcessExitedError(f"process exited with {proc.returncode} while waiting for {what}{': ' + detail if detail else ''}")
+            raise ProcessExitedError(
+                f"process exited with {proc.returncode} while waiting for {what}{': ' + detail if detail else ''}"
+            )
         if time.perf_counter() - t0 > timeout_s:
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(interval_s)
@@ -127,12 +160,14 @@ def stop_process_tree(proc: subprocess.Popen[Any], timeout_s: float = 30.0) -> i
     return int(proc.returncode)
 
 
-def run_bounded(cmd: list[str], env: Mapping[str, str], timeout_s: float, log: Path,
-                on_start: Callable[[int], None] | None = None) -> int:
-    """Run `cmd` from the project root in its own session with output to `log`; stop its tree if it overruns (or on Ctrl-C)."""
+def run_bounded(
+    cmd: list[str], env: Mapping[str, str], timeout_s: float, log: Path, on_start: Callable[[int], None] | None = None
+) -> int:
+    """Run `cmd` from the project root in its own session, output to `log`; stop its tree on overrun or Ctrl-C."""
     with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, cwd=PROJ_ROOT, env=dict(env), stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=PROJ_ROOT, env=dict(env), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
         if on_start is not None:
             on_start(proc.pid)
         try:

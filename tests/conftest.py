@@ -64,7 +64,7 @@ def cache_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def make_client() -> Callable[..., TestClient]:
-    """Factory: a TestClient over a fresh app for a cache dir, reload polling off unless set (enter it to run the lifespan)."""
+    """Factory: a TestClient over a fresh app for a cache dir, reload polling off unless set (enter it: lifespan)."""
 
     def make(cache_dir: Path, **settings: Any) -> TestClient:
         cfg = ServiceSettings(cache_dir=cache_dir, **{"reload_interval_s": 0.0, **settings})
@@ -99,18 +99,28 @@ class RunningServer:
 
 @pytest.fixture()
 def start_service() -> Iterator[Callable[..., RunningServer]]:
-    """Factory: start `python -m service` over a cache on a free port (RECSYS_* from keywords); every one is stopped after the test."""
+    """Factory: `python -m service` over a cache on a free port (RECSYS_* from keywords), stopped after the test."""
     started: list[RunningServer] = []
 
     def start(cache_dir: Path, *, workers: int = 1, ready: bool = True, **env: str) -> RunningServer:
         port = free_port()
-        proc = start_module("service", env=service_env(cache_dir, port, workers=workers, **env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = start_module(
+            "service",
+            env=service_env(cache_dir, port, workers=workers, **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         server = RunningServer(proc, port, cache_dir)
         started.append(server)
         if ready:
-            wait_until(lambda: http_ok(f"{server.base}/health"), "the server to answer /health",
-                       timeout_s=SERVER_DEADLINE_S, proc=proc, describe_exit=lambda: proc.stderr.read() if proc.stderr else "")
+            wait_until(
+                lambda: http_ok(f"{server.base}/health"),
+                "the server to answer /health",
+                timeout_s=SERVER_DEADLINE_S,
+                proc=proc,
+                describe_exit=lambda: proc.stderr.read() if proc.stderr else "",
+            )
         return server
 
     yield start

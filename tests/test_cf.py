@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.rankers.bgnbd import BGNBDRanker, bgnbd_available, rfm_summary
-from recsys.rankers.factor import ALSRanker, BPRRanker, topk_rows
 from recsys.evaluation.frame import build_eval_sets
 from recsys.evaluation.references import random_metrics
 from recsys.evaluation.scoring import coded_recommendations, score_lists
 from recsys.evaluation.split import temporal_split
 from recsys.rankers import available_rankers, make_ranker
 from recsys.rankers.base import History
+from recsys.rankers.bgnbd import BGNBDRanker, bgnbd_available, rfm_summary
+from recsys.rankers.factor import ALSRanker, BPRRanker, topk_rows
 
 from _logs import list_log
 

@@ -1,4 +1,4 @@
-"""CLI: generate and prepare end to end; errors are one clear line and exit code 2; serve/dashboard run the app packages."""
+"""CLI: generate and prepare end to end; errors are one clear line, exit code 2; serve/dashboard run the apps."""
 
 from __future__ import annotations
 
@@ -29,32 +29,40 @@ def test_missing_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_the_cli_never_imports_the_app_layers() -> None:
-    code = "import sys, recsys.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in {'service', 'dashboard'}))"
+    code = (
+        "import sys, recsys.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in {'service', 'dashboard'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_serve_runs_python_m_service(tmp_path: Path) -> None:
     env = {**os.environ, "RECSYS_CACHE_DIR": str(tmp_path / "no-cache-here")}
-    proc = subprocess.run([sys.executable, "-m", "recsys.cli", "serve"], env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "serve"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 3  # service.main.EXIT_NO_CACHE: the service itself answered
     assert "no-cache-here" in proc.stderr and "manifest.json is missing" in proc.stderr
 
 
-@pytest.mark.parametrize(("argv", "expected"), [
-    (["dashboard"], ["-m", "dashboard"]),
-    (["dashboard", "--port", "9123"], ["-m", "dashboard", "--port", "9123"]),
-    (["serve"], ["-m", "service"]),
-])
-def test_app_commands_exec_the_app_package(monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["dashboard"], ["-m", "dashboard"]),
+        (["dashboard", "--port", "9123"], ["-m", "dashboard", "--port", "9123"]),
+        (["serve"], ["-m", "service"]),
+    ],
+)
+def test_app_commands_exec_the_app_package(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: list[str]
+) -> None:
     seen: list[list[str]] = []
 
     def fake_execv(path: str, args: list[str]) -> None:
         seen.append(args)
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli.os, "execv", fake_execv)
+    monkeypatch.setattr(os, "execv", fake_execv)
     with pytest.raises(SystemExit):
         cli.main(argv)
     assert seen == [[sys.executable, *expected]]

@@ -1,4 +1,4 @@
-"""Dashboard logic (the dashboard package) on small hand-built data: search, what-if, diff, export, metrics, failures."""
+"""The dashboard package on small hand-built data: search, what-if, diff, export, metrics, failures."""
 
 from __future__ import annotations
 
@@ -18,16 +18,37 @@ import pytest
 from dashboard.artifacts import DashboardData
 from dashboard.audience import audience_csv, change_labels, diff_audiences, export_filename
 from dashboard.metrics_view import churn_facts, headline_metrics, headline_table, metrics_view, read_metrics
-from dashboard.render import audience_summary_html, audience_table_html, download_link_html, header_html, product_card_html
-from dashboard.search import ProductIndex, most_popular_product, product_row, random_product, resolve_query, search_products, search_results_options, warm_search_index
+from dashboard.render import (
+    audience_summary_html,
+    audience_table_html,
+    download_link_html,
+    header_html,
+    product_card_html,
+)
+from dashboard.search import (
+    ProductIndex,
+    most_popular_product,
+    product_row,
+    random_product,
+    resolve_query,
+    search_products,
+    search_results_options,
+    warm_search_index,
+)
 from dashboard.serve import voila_command
-from dashboard.settings import DATA_ENV, DashboardPaths, NOTEBOOK, REPORTS_ENV
+from dashboard.settings import DATA_ENV, NOTEBOOK, REPORTS_ENV, DashboardPaths
 from dashboard.whatif import WhatIfModel, WhatIfSettings, top_codes
 from recsys import config
 from recsys.cache.build import build_cache
 from recsys.data.contract import DATE_DTYPE
+from recsys.features.engagement import (
+    DEFAULT_ENGAGEMENT_WEIGHTS,
+    DEFAULT_EVENT_WEIGHTS,
+    FeatureParams,
+    compute_features,
+    compute_raw_features,
+)
 from recsys.features.text import fold_text, query_tokens
-from recsys.features.engagement import DEFAULT_ENGAGEMENT_WEIGHTS, DEFAULT_EVENT_WEIGHTS, FeatureParams, compute_features, compute_raw_features
 from recsys.rankers import make_ranker
 
 EVENTS = ("purchased", "cart", "rating", "wishlist", "search_keyword")
@@ -64,8 +85,10 @@ def make_log(n_users: int = 80, n_rows: int = 400, seed: int = 7) -> pd.DataFram
 
 def params_dict(settings: WhatIfSettings) -> dict[str, Any]:
     """The params/features.yaml structure for these settings."""
-    return {"features": {"event_weights": dict(settings.event_weights)},
-            "engagement": {"normalisation": settings.normalisation, "weights": dict(settings.weights)}}
+    return {
+        "features": {"event_weights": dict(settings.event_weights)},
+        "engagement": {"normalisation": settings.normalisation, "weights": dict(settings.weights)},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +141,13 @@ def test_query_tokens_split_letters_from_digits() -> None:
 @pytest.mark.parametrize(
     ("query", "expected_first"),
     [
-        ("زيت زيتون", 1),          # Arabic, two tokens, most popular olive oil first or the other one
-        ("ارز", 3),                # bare alef finds 'أرز', Eastern digits in the name do not matter
-        ("ارز 5 كيلو", 3),         # ASCII digit finds '٥'
-        ("cafe creme", 4),         # Latin without accents, lower case
-        ("NOOR", None),            # two products contain Noor: both returned
-        ("مكتبه", 5),              # teh marbuta folded, diacritics ignored
-        ("500مل", 1),              # letter/digit run split
+        ("زيت زيتون", 1),  # Arabic, two tokens, most popular olive oil first or the other one
+        ("ارز", 3),  # bare alef finds 'أرز', Eastern digits in the name do not matter
+        ("ارز 5 كيلو", 3),  # ASCII digit finds '٥'
+        ("cafe creme", 4),  # Latin without accents, lower case
+        ("NOOR", None),  # two products contain Noor: both returned
+        ("مكتبه", 5),  # teh marbuta folded, diacritics ignored
+        ("500مل", 1),  # letter/digit run split
     ],
 )
 def test_search_by_partial_name(index: ProductIndex, query: str, expected_first: int | None) -> None:
@@ -169,7 +192,7 @@ def test_product_history_and_cold_start(index: ProductIndex, log: pd.DataFrame) 
     assert hist.undated == int(rows["event_date"].isna().sum())
     assert index.history(12345) is None and index.history("abc") is None
     assert "cold start" in product_card_html(None, 12345)
-    assert 'dir=\'auto\'' in product_card_html(hist, 3)
+    assert "dir='auto'" in product_card_html(hist, 3)
 
 
 def test_product_row_and_background_search_index(log: pd.DataFrame) -> None:
@@ -194,7 +217,8 @@ def test_string_product_ids(log: pd.DataFrame) -> None:
     raw = compute_raw_features(frame)
     idx = ProductIndex.build(frame, np.searchsorted(raw.index.to_numpy(), frame["customer_id"].to_numpy()))
     assert search_products(idx, "SKU2A")["product_id"].iloc[0] == "SKU2A"
-    assert idx.history("SKU2A").name == NAMES[2]
+    history = idx.history("SKU2A")
+    assert history is not None and history.name == NAMES[2]
     assert resolve_query(idx, "SKU99").cold_start_id == "SKU99"
 
 
@@ -216,6 +240,7 @@ def test_string_ids_end_to_end(tmp_path: Path, log: pd.DataFrame) -> None:
     assert not set(whatif.customers) & set(frame.loc[frame["product_id"] == "SKU3A", "customer_id"])
     table = data.audience_table(whatif)
     assert (table["interactions"] > 0).all() and table["customer_id"].tolist() == whatif.customers.tolist()
+    assert whatif.diff is not None
     assert set(whatif.diff.entered) == set(whatif.customers) - set(cached.customers)
 
 
@@ -224,11 +249,17 @@ def test_string_ids_end_to_end(tmp_path: Path, log: pd.DataFrame) -> None:
 
 SETTINGS = [
     WhatIfSettings("activity", DEFAULT_EVENT_WEIGHTS, DEFAULT_ENGAGEMENT_WEIGHTS, "log1p_minmax"),
-    WhatIfSettings("activity", {**DEFAULT_EVENT_WEIGHTS, "cart": 9.0, "purchased": 0.5},
-                     {**DEFAULT_ENGAGEMENT_WEIGHTS, "recency": 1.0, "total_interactions": 0.0}, "log1p_minmax"),
+    WhatIfSettings(
+        "activity",
+        {**DEFAULT_EVENT_WEIGHTS, "cart": 9.0, "purchased": 0.5},
+        {**DEFAULT_ENGAGEMENT_WEIGHTS, "recency": 1.0, "total_interactions": 0.0},
+        "log1p_minmax",
+    ),
     WhatIfSettings("activity", DEFAULT_EVENT_WEIGHTS, {**DEFAULT_ENGAGEMENT_WEIGHTS, "avg_event_score": 0.9}, "minmax"),
     WhatIfSettings("activity", {**DEFAULT_EVENT_WEIGHTS, "wishlist": 7.5}, DEFAULT_ENGAGEMENT_WEIGHTS, "percentile"),
-    WhatIfSettings("recency", DEFAULT_EVENT_WEIGHTS, {**DEFAULT_ENGAGEMENT_WEIGHTS, "unique_products": 0.0}, "log1p_minmax"),
+    WhatIfSettings(
+        "recency", DEFAULT_EVENT_WEIGHTS, {**DEFAULT_ENGAGEMENT_WEIGHTS, "unique_products": 0.0}, "log1p_minmax"
+    ),
     WhatIfSettings("random", DEFAULT_EVENT_WEIGHTS, DEFAULT_ENGAGEMENT_WEIGHTS, "log1p_minmax"),
 ]
 
@@ -240,8 +271,9 @@ def test_engagement_equals_recsys_scorer(log: pd.DataFrame, model: WhatIfModel, 
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s.ranker}-{s.normalisation}")
-def test_whatif_ranking_equals_recsys_ranker(log: pd.DataFrame, model: WhatIfModel, index: ProductIndex,
-                                             settings: WhatIfSettings) -> None:
+def test_whatif_ranking_equals_recsys_ranker(
+    log: pd.DataFrame, model: WhatIfModel, index: ProductIndex, settings: WhatIfSettings
+) -> None:
     ranker = make_ranker(settings.ranker, {"seed": 3, "features": params_dict(settings)}).fit(log)
     k = 25
     recs = ranker.rank(np.array([1, 4, 999], dtype=np.int32), k)
@@ -291,6 +323,7 @@ def test_dashboard_data_cache_whatif_and_diff(data: DashboardData, log: pd.DataF
     assert data.ready and not data.issues and data.n_max == 15
     assert data.counts == {"interactions": len(log), "customers": log["customer_id"].nunique(), "products": len(NAMES)}
     cached = data.audience(1, 10)
+    assert data.lookup is not None and data.whatif is not None and data.products is not None
     top, scores, cold = data.lookup.top(1, 10)
     assert cached.source == "cache" and not cold and cached.ranker == "activity"
     np.testing.assert_array_equal(cached.customers, top)
@@ -298,8 +331,12 @@ def test_dashboard_data_cache_whatif_and_diff(data: DashboardData, log: pd.DataF
     forced = data.whatif.rank(data.default_settings(), 10, data.products.users_of(data.products.code(1)))
     np.testing.assert_array_equal(forced[0], top)
     assert scores.dtype == np.float32  # the cache keeps float32: equal up to that rounding
-    np.testing.assert_allclose(forced[1], scores.astype(np.float64), rtol=np.finfo(np.float32).eps, atol=0)
-    changed = replace(data.default_settings(), weights={**DEFAULT_ENGAGEMENT_WEIGHTS, "recency": 1.0, "total_interactions": 0.0})
+    np.testing.assert_allclose(
+        np.asarray(forced[1], dtype=np.float64), scores.astype(np.float64), rtol=float(np.finfo(np.float32).eps), atol=0
+    )
+    changed = replace(
+        data.default_settings(), weights={**DEFAULT_ENGAGEMENT_WEIGHTS, "recency": 1.0, "total_interactions": 0.0}
+    )
     result = data.audience(1, 10, changed)
     assert result.source == "what-if" and result.diff is not None
     assert set(result.diff.entered) == set(result.customers) - set(top)
@@ -310,13 +347,23 @@ def test_dashboard_data_cache_whatif_and_diff(data: DashboardData, log: pd.DataF
     # rounding noise from a slider still counts as "as cached"
     noisy = replace(data.default_settings(), weights={k: v + 1e-15 for k, v in DEFAULT_ENGAGEMENT_WEIGHTS.items()})
     assert data.audience(1, 10, noisy).source == "cache"
-    cold = data.audience(424242, 5, changed)
-    assert cold.cold_start and len(cold.customers) == 5
+    unseen = data.audience(424242, 5, changed)
+    assert unseen.cold_start and len(unseen.customers) == 5
 
 
 def test_audience_table_activity_columns(data: DashboardData, log: pd.DataFrame) -> None:
+    assert data.users is not None
     frame = data.audience_table(data.audience(2, 6))
-    assert frame.columns.tolist() == ["rank", "customer_id", "score", "change", "interactions", "distinct_products", "last_seen", "events"]
+    assert frame.columns.tolist() == [
+        "rank",
+        "customer_id",
+        "score",
+        "change",
+        "interactions",
+        "distinct_products",
+        "last_seen",
+        "events",
+    ]
     assert frame["rank"].tolist() == list(range(1, 7))
     for row in frame.itertuples():
         mine = log[log["customer_id"] == row.customer_id]
@@ -334,7 +381,16 @@ def test_export_csv_content_and_download_link(data: DashboardData) -> None:
     frame = data.audience_table(result)
     text = audience_csv(frame, 5)
     back = pd.read_csv(io.StringIO(text))
-    assert back.columns.tolist() == ["product_id", "rank", "customer_id", "score", "interactions", "distinct_products", "last_seen", "events"]
+    assert back.columns.tolist() == [
+        "product_id",
+        "rank",
+        "customer_id",
+        "score",
+        "interactions",
+        "distinct_products",
+        "last_seen",
+        "events",
+    ]
     assert (back["product_id"] == 5).all() and back["rank"].tolist() == list(range(1, 9))
     assert back["customer_id"].tolist() == result.customers.tolist()
     np.testing.assert_allclose(back["score"], result.scores, rtol=1e-15)
@@ -342,12 +398,14 @@ def test_export_csv_content_and_download_link(data: DashboardData) -> None:
     name = export_filename(5, result.source, len(frame))
     link = download_link_html(text, name)
     assert f'download="{name}"' in link and name == "audience_5_whatif_top8.csv"
-    payload = re.search(r"base64,([A-Za-z0-9+/=]+)", link).group(1)
+    match = re.search(r"base64,([A-Za-z0-9+/=]+)", link)
+    assert match is not None
+    payload = match.group(1)
     assert base64.b64decode(payload).decode("utf-8") == "\ufeff" + text
     assert export_filename("SKU 1/2", "cache", 3) == "audience_SKU_1_2_cache_top3.csv"
 
 
-# ---------------------------------------------------------------------------------------------- failures, metrics, wiring
+# ------------------------------------------------------------------------------------- failures, metrics, wiring
 
 
 def test_missing_artifacts_give_friendly_messages(tmp_path: Path) -> None:
@@ -370,21 +428,33 @@ def test_cache_without_prepared_data_and_corrupt_metrics(tmp_path: Path, artifac
     assert data.lookup is not None and not data.ready and "recsys prepare" in data.issues[0]
     assert data.audience(1, 3).source == "cache"
     doc, msg = read_metrics(paths.evaluate_json)
-    assert doc is None and "unreadable" in msg and "dvc repro" in msg
+    assert doc is None and msg is not None and "unreadable" in msg and "dvc repro" in msg
 
 
 EVALUATE_LAYOUTS = [
-    {"k": 10, "models": {"activity": {"precision@10": {"mean": 0.012, "ci": [0.01, 0.014]}},
-                         "als": {"precision@10": {"mean": 0.0004, "ci": [0.0001, 0.0007]}},
-                         "random": {"precision@10": {"mean": 0.0007, "ci_low": 0.0005, "ci_high": 0.0009}},
-                         "oracle": {"precision@10": {"mean": 0.1}}}},
-    {"results": [{"model": "activity", "metric": "precision@10", "value": 0.012, "ci_low": 0.01, "ci_high": 0.014},
-                 {"model": "als", "metric": "precision@10", "value": 0.0004, "ci": [0.0001, 0.0007]},
-                 {"model": "random", "metric": "precision@10", "value": 0.0007, "ci_low": 0.0005, "ci_high": 0.0009},
-                 {"model": "oracle", "metric": "precision@10", "value": 0.1}]},
-    {"activity": {"precision@10": 0.012, "precision@10_ci": [0.01, 0.014]},
-     "als": {"precision@10": 0.0004, "precision@10_ci_low": 0.0001, "precision@10_ci_high": 0.0007},
-     "random": {"precision@10": 0.0007, "precision@10_ci": [0.0005, 0.0009]}, "oracle": {"precision@10": 0.1}},
+    {
+        "k": 10,
+        "models": {
+            "activity": {"precision@10": {"mean": 0.012, "ci": [0.01, 0.014]}},
+            "als": {"precision@10": {"mean": 0.0004, "ci": [0.0001, 0.0007]}},
+            "random": {"precision@10": {"mean": 0.0007, "ci_low": 0.0005, "ci_high": 0.0009}},
+            "oracle": {"precision@10": {"mean": 0.1}},
+        },
+    },
+    {
+        "results": [
+            {"model": "activity", "metric": "precision@10", "value": 0.012, "ci_low": 0.01, "ci_high": 0.014},
+            {"model": "als", "metric": "precision@10", "value": 0.0004, "ci": [0.0001, 0.0007]},
+            {"model": "random", "metric": "precision@10", "value": 0.0007, "ci_low": 0.0005, "ci_high": 0.0009},
+            {"model": "oracle", "metric": "precision@10", "value": 0.1},
+        ]
+    },
+    {
+        "activity": {"precision@10": 0.012, "precision@10_ci": [0.01, 0.014]},
+        "als": {"precision@10": 0.0004, "precision@10_ci_low": 0.0001, "precision@10_ci_high": 0.0007},
+        "random": {"precision@10": 0.0007, "precision@10_ci": [0.0005, 0.0009]},
+        "oracle": {"precision@10": 0.1},
+    },
 ]
 
 
@@ -394,7 +464,7 @@ def test_headline_table_reads_several_layouts(doc: dict[str, Any]) -> None:
     assert table["metric"].eq("precision@10").all()
     assert table.loc["activity", "value"] == 0.012 and table.loc["activity", "ci_low"] == 0.01
     assert table.loc["als", "ci_high"] == 0.0007 and table.loc["random", "ci_low"] == 0.0005
-    assert np.isnan(table.loc["oracle", "ci_low"])
+    assert table["ci_low"].isna().to_numpy()[table.index.get_loc("oracle")]
     assert headline_table(doc)["model"].tolist() == ["oracle", "activity", "als", "random"]
     assert headline_metrics(headline_table(doc)) == ["precision@10"]
 
@@ -403,9 +473,20 @@ def test_metrics_view_with_files(tmp_path: Path) -> None:
     metrics = tmp_path / "reports" / "metrics"
     metrics.mkdir(parents=True)
     (metrics / "evaluate.json").write_text(json.dumps(EVALUATE_LAYOUTS[0]), encoding="utf-8")
-    (metrics / "explore.json").write_text(json.dumps(
-        {"one_time_users_pct": 88.8, "retention_pct": 3.05, "new_products_pct": 57.0, "returning_users": 10256,
-         "sparsity": 0.999994, "rows": 498879, "split_cutoff": "2023-03-05"}), encoding="utf-8")
+    (metrics / "explore.json").write_text(
+        json.dumps(
+            {
+                "one_time_users_pct": 88.8,
+                "retention_pct": 3.05,
+                "new_products_pct": 57.0,
+                "returning_users": 10256,
+                "sparsity": 0.999994,
+                "rows": 498879,
+                "split_cutoff": "2023-03-05",
+            }
+        ),
+        encoding="utf-8",
+    )
     paths = DashboardPaths.from_env({DATA_ENV: str(tmp_path / "data"), REPORTS_ENV: str(tmp_path / "reports")})
     view = metrics_view(paths)
     assert view.has_evaluation and view.has_exploration and "dvc repro" not in view.html
@@ -423,7 +504,10 @@ def test_paths_from_env_and_voila_command(tmp_path: Path) -> None:
     assert default.evaluate_json == config.REPORTS_DIR / "metrics" / "evaluate.json"
     custom = DashboardPaths.from_env({DATA_ENV: str(tmp_path), REPORTS_ENV: str(tmp_path / "r")})
     assert custom.prepared == tmp_path / "prepared" / "interactions.parquet"
-    assert custom.cache_dir == tmp_path / "artifacts" / "cache" and custom.explore_json == tmp_path / "r" / "metrics" / "explore.json"
+    assert (
+        custom.cache_dir == tmp_path / "artifacts" / "cache"
+        and custom.explore_json == tmp_path / "r" / "metrics" / "explore.json"
+    )
     cmd = voila_command(9123)
     assert cmd[1:3] == ["-m", "voila"] and Path(cmd[3]) == NOTEBOOK and NOTEBOOK.is_file()
     assert "--Voila.ip=127.0.0.1" in cmd and "--port=9123" in cmd and "--no-browser" in cmd
@@ -446,4 +530,6 @@ def test_headline_reads_the_main_split_not_the_backtest() -> None:
         "backtest": {"q0.6": {"models": {"als": {"precision@10": 0.1}}}},
     }
     table = headline_table(doc).set_index("model")
-    assert table.loc["als", "value"] == 0.5 and table.loc["als", "ci_low"] == 0.4 and table.loc["oracle", "value"] == 0.9
+    assert (
+        table.loc["als", "value"] == 0.5 and table.loc["als", "ci_low"] == 0.4 and table.loc["oracle", "value"] == 0.9
+    )

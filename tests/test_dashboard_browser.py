@@ -25,16 +25,23 @@ from playwright.sync_api import Page, expect, sync_playwright
 from dashboard.artifacts import DashboardData
 from dashboard.search import resolve_query
 from dashboard.serve import voila_command
-from dashboard.settings import DATA_ENV, DashboardPaths, REPORTS_ENV
+from dashboard.settings import DATA_ENV, REPORTS_ENV, DashboardPaths
 from dashboard.whatif import WhatIfSettings
-from service.processes import free_port, port_open, stop_process_tree, wait_until
 from recsys import config
+from service.processes import free_port, port_open, stop_process_tree, wait_until
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 DEADLINE_S = 180.0  # generous bound for a loaded machine; never asserted as a timing
 N_ROWS = 7
 SCREENSHOT = config.PROJ_ROOT / "test-artifacts" / "dashboard.png"
@@ -46,8 +53,14 @@ def chromium() -> Path:
     """Debian's chromium; skipped with a reason outside CI when missing, a failure in CI."""
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing in CI: the test target must run scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core first")
-        pytest.skip(f"{CHROMIUM} is not installed (run scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core); browser test skipped outside CI")
+            pytest.fail(
+                f"{CHROMIUM} is missing in CI: the test target must run "
+                "scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core first"
+            )
+        pytest.skip(
+            f"{CHROMIUM} is not installed (run scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core); "
+            "browser test skipped outside CI"
+        )
     return CHROMIUM
 
 
@@ -81,11 +94,22 @@ def voila(env: dict[str, str], log: Path) -> Iterator[str]:
     """`python -m voila dashboard/app.ipynb` on a free 127.0.0.1 port with `env`; its URL, stopped afterwards."""
     port = free_port()
     with log.open("wb") as out:
-        proc = subprocess.Popen(voila_command(port), cwd=config.PROJ_ROOT, env={**env, "OPENBLAS_NUM_THREADS": "1"},
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            voila_command(port),
+            cwd=config.PROJ_ROOT,
+            env={**env, "OPENBLAS_NUM_THREADS": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_until(lambda: port_open(port), f"voila to listen on port {port}", timeout_s=DEADLINE_S, proc=proc,
-                   interval_s=0.1, describe_exit=lambda: log.read_text(errors="replace"))
+        wait_until(
+            lambda: port_open(port),
+            f"voila to listen on port {port}",
+            timeout_s=DEADLINE_S,
+            proc=proc,
+            interval_s=0.1,
+            describe_exit=lambda: log.read_text(errors="replace"),
+        )
         yield f"http://127.0.0.1:{port}/"
     finally:
         stop_process_tree(proc)
@@ -107,7 +131,11 @@ def browser_page(chromium: Path) -> Iterator[Page]:
 @pytest.fixture(scope="module")
 def served(chromium: Path, artifacts: DashboardPaths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The dashboard pointed at the tiny artifacts."""
-    env = {**os.environ, DATA_ENV: str(artifacts.prepared.parents[1]), REPORTS_ENV: str(artifacts.evaluate_json.parents[1])}
+    env = {
+        **os.environ,
+        DATA_ENV: str(artifacts.prepared.parents[1]),
+        REPORTS_ENV: str(artifacts.evaluate_json.parents[1]),
+    }
     with voila(env, tmp_path_factory.mktemp("voila") / "voila.log") as url:
         yield Served(url, artifacts)
 
@@ -139,6 +167,7 @@ def set_slider(page: Page, css_class: str, value: str) -> None:
 def pick_query(data: DashboardData) -> tuple[str, object]:
     """A partial Arabic name query (alef/diacritics-insensitive) and the product the dashboard must open for it."""
     idx = data.products
+    assert idx is not None
     order = np.argsort(-idx.interactions, kind="stable")
     for code in order[1:]:
         name = idx.names[code]
@@ -152,7 +181,12 @@ def pick_query(data: DashboardData) -> tuple[str, object]:
 def pick_weight_change(data: DashboardData, pid: object, cached: np.ndarray) -> tuple[str, float, WhatIfSettings]:
     """One engagement-weight slider move that changes this product's top-N (computed with the pure functions)."""
     base = data.default_settings()
-    for feature, value in (("recency", 1.0), ("total_interactions", 0.0), ("interaction_frequency", 1.0), ("avg_event_score", 1.0)):
+    for feature, value in (
+        ("recency", 1.0),
+        ("total_interactions", 0.0),
+        ("interaction_frequency", 1.0),
+        ("avg_event_score", 1.0),
+    ):
         settings = replace(base, weights={**base.weights, feature: value})
         if not np.array_equal(data.audience(pid, N_ROWS, settings).customers, cached):
             return feature, value, settings
@@ -185,6 +219,7 @@ def test_dashboard_in_chromium(chromium: Path, served: Served) -> None:
 
         # move one engagement weight: the ranking changes live and the diff vs the cache is shown
         set_slider(page, f"recsys-weight-{feature}", f"{value:.2f}")
+        assert expected.diff is not None
         expect(page.locator(".recsys-summary-box")).to_contain_text(f"{len(expected.diff.entered)} entered")
         expect(cells).to_have_text([str(c) for c in expected.customers])
         shown = table_customers(page)
@@ -214,8 +249,10 @@ def test_readme_screenshot_from_the_default_artifacts(chromium: Path, tmp_path: 
     needed = [paths.prepared, paths.cache_dir / "manifest.json", paths.evaluate_json, paths.explore_json]
     missing = [config.relative(p) for p in needed if not p.is_file()]
     if missing:
-        pytest.skip(f"default artifacts missing ({', '.join(missing)}): run `make run` first to regenerate "
-                    f"{config.relative(README_SCREENSHOT)}")
+        pytest.skip(
+            f"default artifacts missing ({', '.join(missing)}): run `make run` first to regenerate "
+            f"{config.relative(README_SCREENSHOT)}"
+        )
     data = DashboardData.load(paths)
     assert data.ready and not data.issues, data.issues
     rows = min(20, data.n_max)  # the notebook's opening depth
@@ -223,7 +260,9 @@ def test_readme_screenshot_from_the_default_artifacts(chromium: Path, tmp_path: 
     with voila(env, tmp_path / "voila.log") as url, browser_page(chromium) as page:
         page.goto(url, timeout=DEADLINE_S * 1000)
         wait_rendered(page, rows)
-        expect(page.locator(".recsys-summary-box")).to_contain_text(f"Top {rows} from the cache (ranker {data.cache_ranker})")
+        expect(page.locator(".recsys-summary-box")).to_contain_text(
+            f"Top {rows} from the cache (ranker {data.cache_ranker})"
+        )
         expect(page.locator(".recsys-why svg.recsys-plot").first).to_be_visible()  # the evaluation panel has its charts
         assert "not found" not in page.locator("body").inner_text()
         README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

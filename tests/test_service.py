@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TinyCache
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
@@ -23,11 +20,12 @@ from recsys.cache.lookup import AudienceLookup
 from recsys.config import PROJ_ROOT
 from service.app import create_app, shown_path
 from service.main import EXIT_NO_CACHE, main, run
+from service.processes import wait_until
 from service.settings import ServiceSettings
 from service.state import CacheHolder, CacheLoadError
-from service.processes import wait_until
 from service.testing import TINY_N, build_tiny_cache, client_score, expected_audiences, tiny_interactions
 
+from conftest import TinyCache
 
 UNKNOWN_INT = 999_999
 DEADLINE_S = 30.0  # generous upper bound for background reloads; never asserted as a timing
@@ -115,7 +113,9 @@ def test_unknown_product_gets_the_flagged_global_fallback(client: TestClient, in
     customers, scores, cold = AudienceLookup.open(int_cache.dir).top(UNKNOWN_INT, 3)
     assert cold is True and body["cold_start"] is True
     assert body["product_id"] == UNKNOWN_INT
-    assert as_triples(body) == [(c, client_score(s), i) for i, (c, s) in enumerate(zip(customers.tolist(), scores), 1)]
+    assert as_triples(body) == [
+        (c, client_score(s), i) for i, (c, s) in enumerate(zip(customers.tolist(), scores, strict=True), 1)
+    ]
     assert body["count"] == len(customers) > 0
 
 
@@ -185,7 +185,7 @@ def test_openapi_describes_the_loaded_cache(client: TestClient, str_client: Test
 # client mistakes: always 4xx with a message, never a 500 or a traceback
 # ---------------------------------------------------------------------------------------------------
 
-BAD_REQUESTS = [
+BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
     ("GET", "/recommend/abc", None, 422, "integers"),
     ("GET", "/recommend/1.5", None, 422, "integers"),
     ("GET", f"/recommend/{2**70}", None, 422, "64-bit"),
@@ -217,10 +217,14 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("method", "url", "body", "status", "message"), BAD_REQUESTS,
-                         ids=[f"{m} {u[:40]} {str(b)[:30]}" for m, u, b, _, _ in BAD_REQUESTS])
-def test_client_mistakes_get_a_clear_4xx(client: TestClient, method: str, url: str, body: Any, status: int,
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "url", "body", "status", "message"),
+    BAD_REQUESTS,
+    ids=[f"{m} {u[:40]} {str(b)[:30]}" for m, u, b, _, _ in BAD_REQUESTS],
+)
+def test_client_mistakes_get_a_clear_4xx(
+    client: TestClient, method: str, url: str, body: Any, status: int, message: str
+) -> None:
     if isinstance(body, bytes):
         r = client.request(method, url, content=body, headers={"content-type": "application/json"})
     else:
@@ -238,8 +242,9 @@ def test_a_body_not_sent_as_json_gets_415(client: TestClient) -> None:
         assert "Content-Type: application/json" in r.json()["detail"]
 
 
-def test_server_faults_are_logged_and_answered_generically(int_cache: TinyCache,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_server_faults_are_logged_and_answered_generically(
+    int_cache: TinyCache, caplog: pytest.LogCaptureFixture
+) -> None:
     class Exploding:
         """A lookup whose `top` fails like a real bug would."""
 
@@ -312,7 +317,9 @@ def test_settings_come_from_recsys_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServiceSettings() == s
 
 
-def test_cors_is_off_by_default_and_exact_when_configured(client: TestClient, int_cache: TinyCache, make_client: Callable[..., TestClient]) -> None:
+def test_cors_is_off_by_default_and_exact_when_configured(
+    client: TestClient, int_cache: TinyCache, make_client: Callable[..., TestClient]
+) -> None:
     origin = {"origin": "http://a.example"}
     assert "access-control-allow-origin" not in client.get("/health", headers=origin).headers
     with make_client(int_cache.dir, cors_origins=["http://a.example"]) as c:
@@ -369,7 +376,9 @@ def test_reload_under_concurrent_requests_loses_none(tmp_path: Path, make_client
     assert health["cache"]["version"] == new_version[0] and health["reloads"] >= 1 and health["status"] == "ok"
 
 
-def test_corrupt_manifest_at_reload_keeps_serving_the_old_version(tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
+def test_corrupt_manifest_at_reload_keeps_serving_the_old_version(
+    tmp_path: Path, make_client: Callable[..., TestClient]
+) -> None:
     cache_dir = tmp_path / "cache"
     manifest = build_tiny_cache(cache_dir, tiny_interactions())
     expected = expected_audiences(cache_dir)
@@ -378,7 +387,12 @@ def test_corrupt_manifest_at_reload_keeps_serving_the_old_version(tmp_path: Path
         tmp = cache_dir / "manifest.json.tmp"
         tmp.write_text('{"lookup_dir": "lookup-nope", ')
         os.replace(tmp, cache_dir / "manifest.json")
-        wait_until(lambda: c.get("/health").json()["last_reload_error"] is not None, "the reload error in /health", timeout_s=DEADLINE_S, interval_s=0.02)
+        wait_until(
+            lambda: c.get("/health").json()["last_reload_error"] is not None,
+            "the reload error in /health",
+            timeout_s=DEADLINE_S,
+            interval_s=0.02,
+        )
         health = c.get("/health").json()
         assert health["status"] == "degraded" and health["reload_failures"] >= 1
         assert "corrupt" in health["last_reload_error"]["message"]
@@ -388,7 +402,12 @@ def test_corrupt_manifest_at_reload_keeps_serving_the_old_version(tmp_path: Path
         assert body["model"] == manifest["version"] and as_triples(body) == expected[pid]
 
         fixed = build_tiny_cache(cache_dir, tiny_interactions(variant=1))
-        wait_until(lambda: c.get("/health").json()["cache"]["version"] == fixed["version"], "recovery to a valid cache", timeout_s=DEADLINE_S, interval_s=0.02)
+        wait_until(
+            lambda: c.get("/health").json()["cache"]["version"] == fixed["version"],
+            "recovery to a valid cache",
+            timeout_s=DEADLINE_S,
+            interval_s=0.02,
+        )
         recovered = c.get("/health").json()
         assert recovered["status"] == "ok" and recovered["last_reload_error"] is None
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import SERVER_DEADLINE_S, RunningServer
 
 from service.main import EXIT_BAD_CONFIG, EXIT_NO_CACHE
 from service.processes import wait_until
 from service.testing import TINY_N, build_tiny_cache, expected_audiences, tiny_interactions
+
+from conftest import SERVER_DEADLINE_S, RunningServer
 
 pytestmark = pytest.mark.server
 
@@ -57,7 +58,7 @@ def test_real_server_answers_like_the_cache(server: RunningServer) -> None:
         assert malformed.status_code == 422 and "JSON decode error" in malformed.text
         assert http.get("/openapi.json").json()["info"]["title"]
     assert server.stop() in CLEAN_EXIT
-    assert "Traceback" not in server.proc.stderr.read()
+    assert server.proc.stderr is not None and "Traceback" not in server.proc.stderr.read()
 
 
 def test_sighup_reloads_a_new_cache_version(server: RunningServer) -> None:
@@ -66,8 +67,12 @@ def test_sighup_reloads_a_new_cache_version(server: RunningServer) -> None:
         new = build_tiny_cache(server.cache_dir, tiny_interactions(variant=1))["version"]
         assert http.get("/health").json()["cache"]["version"] == old  # polling is off: nothing changes by itself
         server.proc.send_signal(signal.SIGHUP)
-        wait_until(answers(lambda: http.get("/health").json()["cache"]["version"] == new), "the SIGHUP reload",
-                   timeout_s=SERVER_DEADLINE_S, proc=server.proc)
+        wait_until(
+            answers(lambda: http.get("/health").json()["cache"]["version"] == new),
+            "the SIGHUP reload",
+            timeout_s=SERVER_DEADLINE_S,
+            proc=server.proc,
+        )
         assert http.get("/recommend/101").json()["model"] == new
 
 
@@ -76,8 +81,9 @@ def health_pids(base: str, tries: int = 40) -> set[int]:
     return {httpx.get(f"{base}/health", timeout=5).json()["pid"] for _ in range(tries)}
 
 
-def test_two_workers_share_one_port_and_both_get_connections(cache_dir: Path,
-                                                            start_service: Callable[..., RunningServer]) -> None:
+def test_two_workers_share_one_port_and_both_get_connections(
+    cache_dir: Path, start_service: Callable[..., RunningServer]
+) -> None:
     server = start_service(cache_dir, workers=2)
     proc, base = server.proc, server.base
 
@@ -99,15 +105,18 @@ def test_two_workers_share_one_port_and_both_get_connections(cache_dir: Path,
     assert server.stop() in CLEAN_EXIT
 
 
-def test_missing_cache_exits_nonzero_with_a_clear_message(tmp_path: Path,
-                                                          start_service: Callable[..., RunningServer]) -> None:
+def test_missing_cache_exits_nonzero_with_a_clear_message(
+    tmp_path: Path, start_service: Callable[..., RunningServer]
+) -> None:
     proc = start_service(tmp_path / "nothing-here", ready=False).proc
     _, err = proc.communicate(timeout=SERVER_DEADLINE_S)
     assert proc.returncode == EXIT_NO_CACHE
     assert "manifest.json is missing" in err and "Traceback" not in err
 
 
-def test_wildcard_cors_with_credentials_is_refused(cache_dir: Path, start_service: Callable[..., RunningServer]) -> None:
+def test_wildcard_cors_with_credentials_is_refused(
+    cache_dir: Path, start_service: Callable[..., RunningServer]
+) -> None:
     proc = start_service(cache_dir, ready=False, RECSYS_CORS_ORIGINS="*", RECSYS_CORS_ALLOW_CREDENTIALS="true").proc
     _, err = proc.communicate(timeout=SERVER_DEADLINE_S)
     assert proc.returncode == EXIT_BAD_CONFIG and "cannot be combined" in err

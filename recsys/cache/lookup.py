@@ -82,7 +82,8 @@ def _load(cache_dir: Path, lookup_dir: Path, key: str) -> np.ndarray:
     """Memory-map one lookup array read-only."""
     path = lookup_dir / f"{key}.npy"
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        arr: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
+        return arr
     except FileNotFoundError as exc:
         raise _corrupt(cache_dir, f"{path} missing") from exc
     except (OSError, ValueError, EOFError) as exc:

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 CANONICAL_COLUMNS: tuple[str, ...] = ("customer_id", "product_id", "product_name", "event", "event_date")
 REQUIRED_COLUMNS: tuple[str, ...] = ("customer_id", "product_id", "event_date")
 CANONICAL_EVENTS: tuple[str, ...] = ("purchased", "cart", "rating", "wishlist", "search_keyword", "view")
-DATE_DTYPE = "datetime64[us, UTC]"
+DATE_DTYPE: Final = "datetime64[us, UTC]"  # Final: type checkers see the literal dtype name
 
 UNDATED_POLICY = (
     "Undated rows (every wishlist row of the case-study log) are kept. They count towards a user's "
