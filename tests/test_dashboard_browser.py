@@ -265,6 +265,10 @@ def test_readme_screenshot_from_the_default_artifacts(chromium: Path, tmp_path: 
         )
         expect(page.locator(".recsys-why svg.recsys-plot").first).to_be_visible()  # the evaluation panel has its charts
         assert "not found" not in page.locator("body").inner_text()
+        # Voila scrolls inside the page, so a full-page shot stops at the viewport: grow it to the content
+        height = page.evaluate("Math.max(...Array.from(document.querySelectorAll('*'), e => e.scrollHeight))")
+        page.set_viewport_size({"width": 1500, "height": min(int(height) + 40, 4000)})
+        wait_rendered(page, rows)
         README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(README_SCREENSHOT), full_page=True)
     assert README_SCREENSHOT.stat().st_size > 0
