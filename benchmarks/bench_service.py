@@ -40,7 +40,15 @@ import psutil
 
 from recsys import config
 from service.app import create_app
-from service.processes import free_port, http_ok, service_env, start_module, stop_process_tree, wait_until
+from service.processes import (
+    free_port,
+    http_ok,
+    server_workers,
+    service_env,
+    start_module,
+    stop_process_tree,
+    wait_until,
+)
 from service.settings import ServiceSettings
 from service.state import CacheHolder
 
@@ -78,11 +86,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def worker_memory(proc: subprocess.Popen[bytes], workers: int) -> list[dict[str, float]]:
-    """RSS/PSS/USS (MB) of each uvicorn worker (the server process itself when workers == 1)."""
-    parent = psutil.Process(proc.pid)
-    procs = [c for c in parent.children() if "python" in c.name().lower()] if workers > 1 else [parent]
+    """RSS/PSS/USS (MB) of each worker (`service.processes.server_workers`: the server itself when workers == 1)."""
     out = []
-    for p in procs:
+    for p in server_workers(proc.pid, workers):
         info = p.memory_full_info()
         out.append(
             {

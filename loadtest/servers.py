@@ -16,7 +16,7 @@ import psutil
 
 from loadtest.plan import Plan
 from recsys.config import PROJ_ROOT
-from service.processes import HOST, free_port, service_env, start_module, stop_process_tree
+from service.processes import HOST, free_port, server_workers, service_env, start_module, stop_process_tree
 
 
 @dataclass
@@ -32,14 +32,8 @@ class Server:
     ready: dict[str, Any] = field(default_factory=dict)
 
     def worker_procs(self) -> list[psutil.Process]:
-        """The processes that serve requests (uvicorn's spawned workers, or the server itself with 1 worker)."""
-        try:
-            parent = psutil.Process(self.proc.pid)
-            if self.workers == 1:
-                return [parent]
-            return [c for c in parent.children() if "resource_tracker" not in " ".join(c.cmdline())]
-        except psutil.Error:
-            return []
+        """The processes that serve requests (`service.processes.server_workers`)."""
+        return server_workers(self.proc.pid, self.workers)
 
 
 def start_server(name: str, module: str, env: dict[str, str], workers: int, log: Path) -> Server:

@@ -129,6 +129,20 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def server_workers(pid: int, workers: int) -> list[psutil.Process]:
+    """The processes of server `pid` that serve requests: itself with one worker, else its worker children.
+
+    multiprocessing's resource tracker, also a child of a supervisor that spawns its workers, is left out.
+    """
+    try:
+        parent = psutil.Process(pid)
+        if workers == 1:
+            return [parent]
+        return [c for c in parent.children() if "resource_tracker" not in " ".join(c.cmdline())]
+    except psutil.Error:
+        return []
+
+
 def stop_process_tree(proc: subprocess.Popen[Any], timeout_s: float = 30.0) -> int:
     """SIGTERM `proc` (servers stop their own workers), wait; then SIGKILL it and any descendant still alive.
 
