@@ -31,7 +31,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,69 +65,61 @@ def raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def service_phase(
-    stack: contextlib.ExitStack,
-    plan: Plan,
-    cache_dir: Path,
-    fixture: Path,
-    ids_file: Path,
-    wrk: str | None,
-    work: Path,
-    summary: dict[str, Any],
-) -> None:
+@dataclass
+class Session:
+    """What every phase of one run shares: the plan, the cache and fixture, wrk, the work dir and the summary."""
+
+    stack: contextlib.ExitStack  # stops every server a phase started, also on Ctrl-C or an error
+    plan: Plan
+    cache_dir: Path
+    fixture: Path
+    ids_file: Path
+    wrk: str | None
+    work: Path
+    summary: dict[str, Any]
+
+
+def service_phase(run: Session) -> None:
     """Start the service, measure start-up and memory, run locust (and the soak), then wrk against it."""
-    server = serve(stack, "service", "service", cache_dir, plan, work)
+    plan, summary = run.plan, run.summary
+    server = serve(run.stack, "service", "service", run.cache_dir, plan, run.work)
     summary["startup"] = server.ready
     time.sleep(1.0)
     summary["memory"] = {"after_startup": worker_memory(server.worker_procs())}
     print(f"  ready: {server.ready}", flush=True)
     if plan.duration_s > 0:
         print(f"  locust {plan.users} users, {plan.duration_s} s ...", flush=True)
-        summary["locust"] = run_locust(server, fixture, plan, plan.duration_s, plan.out / "locust", work)
+        summary["locust"] = run_locust(server, run.fixture, plan, plan.duration_s, plan.out / "locust", run.work)
         summary["memory"]["after_locust"] = worker_memory(server.worker_procs())
     if plan.soak_s > 0:
         print(f"  soak: locust {plan.users} users, {plan.soak_s} s, RSS every 5 s ...", flush=True)
-        soak = run_locust(server, fixture, plan, plan.soak_s, plan.out / "soak", work, memory_interval=5.0)
+        soak = run_locust(server, run.fixture, plan, plan.soak_s, plan.out / "soak", run.work, memory_interval=5.0)
         soak["growth"] = memory_growth(soak["memory_samples"], skip_s=plan.users / plan.spawn_rate + 30.0)
         summary["soak"] = soak
-    if wrk:
-        summary.setdefault("wrk", {})["service"] = wrk_series(wrk, server, ids_file, plan, work)
+    if run.wrk:
+        summary.setdefault("wrk", {})["service"] = wrk_series(run.wrk, server, run.ids_file, plan, run.work)
         summary["memory"]["after_wrk"] = worker_memory(server.worker_procs())
     summary["service_exit_code"] = stop_server(server)
 
 
-def trivial_phase(
-    stack: contextlib.ExitStack,
-    plan: Plan,
-    cache_dir: Path,
-    ids_file: Path,
-    wrk: str,
-    work: Path,
-    summary: dict[str, Any],
-) -> None:
+def trivial_phase(run: Session, wrk: str) -> None:
     """The same wrk runs against the trivial FastAPI app served the same way: the framework ceiling."""
-    server = serve(stack, "trivial", "loadtest.trivial_app", cache_dir, plan, work)
-    summary["wrk"]["trivial"] = wrk_series(wrk, server, ids_file, plan, work)
+    wrk_runs = run.summary["wrk"]
+    server = serve(run.stack, "trivial", "loadtest.trivial_app", run.cache_dir, run.plan, run.work)
+    wrk_runs["trivial"] = wrk_series(wrk, server, run.ids_file, run.plan, run.work)
     stop_server(server)
-    summary["wrk"]["ratio_to_trivial"] = {
-        key: round(run["rps"] / summary["wrk"]["trivial"][key]["rps"], 3)
-        for key, run in summary["wrk"]["service"].items()
-        if summary["wrk"]["trivial"][key]["rps"] > 0
+    wrk_runs["ratio_to_trivial"] = {
+        key: round(result["rps"] / wrk_runs["trivial"][key]["rps"], 3)
+        for key, result in wrk_runs["service"].items()
+        if wrk_runs["trivial"][key]["rps"] > 0
     }
 
 
-def routing_phase(
-    stack: contextlib.ExitStack,
-    plan: Plan,
-    cache_dir: Path,
-    ids_file: Path,
-    wrk: str,
-    work: Path,
-    summary: dict[str, Any],
-) -> None:
+def routing_phase(run: Session, wrk: str) -> None:
     """The service's wrk runs again with the fast lane off (RECSYS_FAST_LANE=false): what the lane adds."""
-    server = serve(stack, "service-routing", "service", cache_dir, replace(plan, fast_lane=False), work)
-    summary["wrk"]["service_fastapi_routing"] = wrk_series(wrk, server, ids_file, plan, work)
+    plan = replace(run.plan, fast_lane=False)
+    server = serve(run.stack, "service-routing", "service", run.cache_dir, plan, run.work)
+    run.summary["wrk"]["service_fastapi_routing"] = wrk_series(wrk, server, run.ids_file, plan, run.work)
     stop_server(server)
 
 
@@ -188,11 +180,12 @@ def main(argv: list[str] | None = None) -> int:
             summary["wrk_status"] = why
             if wrk is None and not plan.skip_wrk:
                 print(f"wrk unavailable: {why}; continuing without the wrk runs", file=sys.stderr)
-            service_phase(stack, plan, cache_dir, fixture, ids_file, wrk, work, summary)
+            session = Session(stack, plan, cache_dir, fixture, ids_file, wrk, work, summary)
+            service_phase(session)
             if wrk:
-                trivial_phase(stack, plan, cache_dir, ids_file, wrk, work, summary)
+                trivial_phase(session, wrk)
                 if plan.fast_lane:
-                    routing_phase(stack, plan, cache_dir, ids_file, wrk, work, summary)
+                    routing_phase(session, wrk)
         ok = True
     except KeyboardInterrupt:
         print("interrupted: every started process was stopped", file=sys.stderr)
