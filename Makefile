@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export OPENBLAS_NUM_THREADS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup run test test-fast dashboard serve loadtest help
+.PHONY: setup run lint test test-fast dashboard serve loadtest help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,7 +24,12 @@ setup: $(STAMP)  ## create .venv with the pinned environment
 run: setup  ## set up and run the whole research pipeline (dvc repro) on the default data
 	dvc repro
 
-test: setup  ## set up and run the whole test suite (installs Debian chromium for the browser test)
+lint: setup  ## ruff (lint + format check) and mypy (strict on recsys); scopes in pyproject.toml
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup lint  ## set up, lint, and run the whole test suite (installs Debian chromium for the browser test)
 	bash scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core
 	bash scripts/ensure_deb.sh wrk wrk
 	$(BIN)/pytest -q

@@ -30,8 +30,14 @@ PHASES: tuple[str, ...] = ("features", "activity", "cache_build", "content", "re
 GIB = 1024**3
 TARGETS: dict[str, dict[str, float]] = {
     # scale 1.0: features + activity top-100 of every product + cache write (the cache_build phase)
-    "1.0": {"cache_build_s": 20.0, "cache_build_rss_gib": 2.0, "content_s": 120.0, "cache_load_s": 2.0,
-            "lookup_p99_us": 50.0, "rescore_s": 0.3},
+    "1.0": {
+        "cache_build_s": 20.0,
+        "cache_build_rss_gib": 2.0,
+        "content_s": 120.0,
+        "cache_load_s": 2.0,
+        "lookup_p99_us": 50.0,
+        "rescore_s": 0.3,
+    },
     "10.0": {"peak_rss_gib": 12.0, "cache_load_s": 2.0, "lookup_p99_us": 50.0},
 }
 
@@ -85,15 +91,21 @@ def phase_rescore(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict
     for name in ("activity", "recency", "content"):
         cache_params = config.load_params("cache")
         cache_params = {**cache_params, "cache": {**cache_params["cache"], "ranker": name}}
-        ranker, fit_s = _timed(make_ranker(name, ranker_params_from(cache_params, config.load_params("features"))).fit, df)
+        ranker, fit_s = _timed(
+            make_ranker(name, ranker_params_from(cache_params, config.load_params("features"))).fit, df
+        )
         times = []
         for i, product in enumerate(rng.choice(products, size=40)):
             changes = dict(RESCORE_CHANGES[i % len(RESCORE_CHANGES)])
             if name == "content":
                 changes["affinity_weight"] = 0.3 + 0.01 * i
             times.append(_timed(ranker.rescore, [product], n, changes)[1])
-        out[name] = {"fit_s": round(fit_s, 3), "max_s": round(max(times), 4), "p50_s": round(float(np.median(times)), 4),
-                     "first_s": round(times[0], 4)}
+        out[name] = {
+            "fit_s": round(fit_s, 3),
+            "max_s": round(max(times), 4),
+            "p50_s": round(float(np.median(times)), 4),
+            "first_s": round(times[0], 4),
+        }
     return out
 
 
@@ -118,8 +130,14 @@ def _rank_all(name: str, prepared: Path, n: int) -> dict[str, Any]:
     ranker, fit_s = _timed(make_ranker(name, params).fit, df)
     products = _catalogue(df)
     recs, rank_s = _timed(ranker.rank, products, n)
-    return {"products": len(products), "entries": int(recs.offsets[-1]), "load_s": load_s, "fit_s": fit_s,
-            "rank_s": rank_s, "wall_s": fit_s + rank_s}
+    return {
+        "products": len(products),
+        "entries": int(recs.offsets[-1]),
+        "load_s": load_s,
+        "fit_s": fit_s,
+        "rank_s": rank_s,
+        "wall_s": fit_s + rank_s,
+    }
 
 
 def phase_activity(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict[str, Any]:
@@ -140,8 +158,13 @@ def phase_cache_build(prepared: Path, cache_dir: Path, n: int, lookups: int) -> 
         cache.build_cache_from_params, prepared, cache_dir, overrides={"ranker": "activity", "n": n, "export": None}
     )
     size = sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file())
-    return {"wall_s": wall, "rows": manifest["counts"]["rows"], "products": manifest["counts"]["products"],
-            "disk_mib": size / 2**20, "parquet_mib": (cache_dir / cache.AUDIENCE_NAME).stat().st_size / 2**20}
+    return {
+        "wall_s": wall,
+        "rows": manifest["counts"]["rows"],
+        "products": manifest["counts"]["products"],
+        "disk_mib": size / 2**20,
+        "parquet_mib": (cache_dir / cache.AUDIENCE_NAME).stat().st_size / 2**20,
+    }
 
 
 def phase_cache_load(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict[str, Any]:
@@ -160,8 +183,14 @@ def phase_cache_load(prepared: Path, cache_dir: Path, n: int, lookups: int) -> d
         lookup.top(p, n)
         lat[j] = clock() - t0
     us = lat / 1_000.0
-    return {"wall_s": open_s, "lookups": len(ids), "p50_us": float(np.percentile(us, 50)),
-            "p99_us": float(np.percentile(us, 99)), "mean_us": float(us.mean()), "max_us": float(us.max())}
+    return {
+        "wall_s": open_s,
+        "lookups": len(ids),
+        "p50_us": float(np.percentile(us, 50)),
+        "p99_us": float(np.percentile(us, 99)),
+        "mean_us": float(us.mean()),
+        "max_us": float(us.max()),
+    }
 
 
 def run_phase(name: str, prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict[str, Any]:
@@ -186,12 +215,26 @@ def _child_env() -> dict[str, str]:
 
 def spawn_phase(name: str, prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict[str, Any]:
     """Run a phase in a fresh interpreter and parse its JSON line."""
-    cmd = [sys.executable, __file__, "--child", name, "--prepared", str(prepared), "--cache-dir", str(cache_dir),
-           "--n", str(n), "--lookups", str(lookups)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        name,
+        "--prepared",
+        str(prepared),
+        "--cache-dir",
+        str(cache_dir),
+        "--n",
+        str(n),
+        "--lookups",
+        str(lookups),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}",
-                "stderr_tail": proc.stderr[-2000:]}
+        return {
+            "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}",
+            "stderr_tail": proc.stderr[-2000:],
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -210,8 +253,10 @@ def prepare_data(scale: float, data_dir: Path | None) -> tuple[Path, Path | None
     raw, prepared = data_dir / "raw.csv", data_dir / "interactions.parquet"
     cli = [sys.executable, "-m", "recsys.cli"]
     if not prepared.is_file():
-        for args in (["generate", "--scale", str(scale), "--output", str(raw)],
-                     ["prepare", "--input", str(raw), "--output", str(prepared)]):
+        for args in (
+            ["generate", "--scale", str(scale), "--output", str(raw)],
+            ["prepare", "--input", str(raw), "--output", str(prepared)],
+        ):
             t0 = time.perf_counter()
             subprocess.run(cli + args, check=True, env=_child_env(), stdout=subprocess.DEVNULL)
             print(f"  {args[0]}: {time.perf_counter() - t0:.1f} s", flush=True)
@@ -227,11 +272,16 @@ def check_targets(scale_key: str, phases: dict[str, dict[str, Any]]) -> dict[str
         "content_s": phases.get("content", {}).get("wall_s"),
         "cache_load_s": phases.get("cache_load", {}).get("wall_s"),
         "lookup_p99_us": phases.get("cache_load", {}).get("p99_us"),
-        "rescore_s": max((v["max_s"] for k, v in phases.get("rescore", {}).items() if isinstance(v, dict)), default=None),
+        "rescore_s": max(
+            (v["max_s"] for k, v in phases.get("rescore", {}).items() if isinstance(v, dict)), default=None
+        ),
         "peak_rss_gib": max((p.get("peak_rss_mib", 0) for p in phases.values()), default=0) / 1024 or None,
     }
-    return {k: {"target": v, "measured": measured[k], "ok": measured[k] is not None and measured[k] <= v}
-            for k, v in t.items() if measured.get(k) is not None}
+    return {
+        k: {"target": v, "measured": measured[k], "ok": measured[k] is not None and measured[k] <= v}
+        for k, v in t.items()
+        if measured.get(k) is not None
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -241,9 +291,16 @@ def machine() -> dict[str, Any]:
     import pyarrow
     import scipy
 
-    return {"cpus": os.cpu_count(), "mem_gib": round(psutil.virtual_memory().total / GIB, 1),
-            "python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
-            "scipy": scipy.__version__, "pyarrow": pyarrow.__version__, "platform": platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "mem_gib": round(psutil.virtual_memory().total / GIB, 1),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scipy": scipy.__version__,
+        "pyarrow": pyarrow.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,23 +347,32 @@ def main(argv: list[str] | None = None) -> int:
                     results["cache_build"] = spawn_phase("cache_build", prepared, cache_dir, args.n, args.lookups)
                 results[name] = spawn_phase(name, prepared, cache_dir, args.n, args.lookups)
                 results[name]["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-                shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in results[name].items()
-                         if k not in ("stderr_tail", "measured_at")}
+                shown = {
+                    k: (round(v, 4) if isinstance(v, float) else v)
+                    for k, v in results[name].items()
+                    if k not in ("stderr_tail", "measured_at")
+                }
                 print(f"  {name}: {shown}", flush=True)
         finally:
             shutil.rmtree(cache_dir, ignore_errors=True)
             if temp is not None and not args.keep_data:
                 shutil.rmtree(temp, ignore_errors=True)
         results = {**previous, **results}
-        run = {"prepared": config.relative(prepared) if temp is None else f"<temp>/{prepared.name}", "n": args.n,
-               "phases": results, "targets": check_targets(key, results),
-               "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        run = {
+            "prepared": config.relative(prepared) if temp is None else f"<temp>/{prepared.name}",
+            "n": args.n,
+            "phases": results,
+            "targets": check_targets(key, results),
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         report["runs"][key] = run
         for k, v in run["targets"].items():
             print(f"  target {k}: measured {v['measured']:.4g} vs {v['target']} -> {'OK' if v['ok'] else 'MISSED'}")
     report["machine"] = machine()
-    report["note"] = ("Each phase runs in a fresh subprocess; peak_rss_mib is that process's ru_maxrss "
-                      "(interpreter + libraries + data). total_s includes loading the prepared Parquet.")
+    report["note"] = (
+        "Each phase runs in a fresh subprocess; peak_rss_mib is that process's ru_maxrss "
+        "(interpreter + libraries + data). total_s includes loading the prepared Parquet."
+    )
     if not args.no_write:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(report, indent=2) + "\n")

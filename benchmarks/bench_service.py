@@ -28,8 +28,6 @@ import gc
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,13 +39,18 @@ import numpy as np
 import psutil
 
 from recsys import config
-
-if str(config.PROJ_ROOT) not in sys.path:  # `service` lives next to recsys, not in the installed package list
-    sys.path.insert(0, str(config.PROJ_ROOT))
-
-from service.app import create_app  # noqa: E402
-from service.settings import ServiceSettings  # noqa: E402
-from service.state import CacheHolder  # noqa: E402
+from service.app import create_app
+from service.processes import (
+    free_port,
+    http_ok,
+    server_workers,
+    service_env,
+    start_module,
+    stop_process_tree,
+    wait_until,
+)
+from service.settings import ServiceSettings
+from service.state import CacheHolder
 
 TARGETS = {"startup_s": 3.0, "rss_mb_per_worker": 400.0, "p99_ms": 1.0}
 OUT_PATH = config.REPORTS_DIR / "benchmarks" / "service.json"
@@ -59,57 +62,42 @@ MB = 1024 * 1024
 # ---------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def spawn(cache_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
     """Start `python -m service` on 127.0.0.1:port (polling off: nothing but serving)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_") or k == "RECSYS_ROOT"}
-    env.update({"RECSYS_CACHE_DIR": str(cache_dir), "RECSYS_PORT": str(port), "RECSYS_HOST": "127.0.0.1",
-                "RECSYS_WORKERS": str(workers), "RECSYS_LOG_LEVEL": "warning", "RECSYS_RELOAD_INTERVAL_S": "0"})
-    return subprocess.Popen([sys.executable, "-m", "service"], cwd=config.PROJ_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = service_env(cache_dir, port, workers=workers, RECSYS_RELOAD_INTERVAL_S="0")
+    return start_module("service", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def wait_ready(proc: subprocess.Popen[bytes], base: str, timeout_s: float = 120.0) -> float:
     """Seconds until GET /health answers 200 (raises if the server dies or never answers)."""
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout_s:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
-                return time.perf_counter() - t0
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.01)
-    raise RuntimeError(f"server not ready after {timeout_s} s")
+    return wait_until(
+        lambda: http_ok(f"{base}/health", timeout_s=1.0),
+        "GET /health to answer 200",
+        timeout_s=timeout_s,
+        proc=proc,
+        interval_s=0.01,
+        describe_exit=lambda: proc.stderr.read().decode()[-2000:] if proc.stderr else "",
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server we started and wait for it."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """SIGTERM the server we started (and its workers) and wait for it."""
+    stop_process_tree(proc, timeout_s=60.0)
 
 
 def worker_memory(proc: subprocess.Popen[bytes], workers: int) -> list[dict[str, float]]:
-    """RSS/PSS/USS (MB) of each uvicorn worker (the server process itself when workers == 1)."""
-    parent = psutil.Process(proc.pid)
-    procs = [c for c in parent.children() if "python" in c.name().lower()] if workers > 1 else [parent]
+    """RSS/PSS/USS (MB) of each worker (`service.processes.server_workers`: the server itself when workers == 1)."""
     out = []
-    for p in procs:
+    for p in server_workers(proc.pid, workers):
         info = p.memory_full_info()
-        out.append({"pid": p.pid, "rss_mb": round(info.rss / MB, 1), "pss_mb": round(info.pss / MB, 1),
-                    "uss_mb": round(info.uss / MB, 1)})
+        out.append(
+            {
+                "pid": p.pid,
+                "rss_mb": round(info.rss / MB, 1),
+                "pss_mb": round(info.pss / MB, 1),
+                "uss_mb": round(info.uss / MB, 1),
+            }
+        )
     return out
 
 
@@ -117,7 +105,7 @@ def touch_everything(base: str, product_ids: list[Any], n: int) -> int:
     """Request every product at full depth in batches of 1000 (every mapped page is read at least once)."""
     with httpx.Client(base_url=base, timeout=300) as http:
         for start in range(0, len(product_ids), 1000):
-            r = http.post("/recommend/batch", json={"product_ids": product_ids[start:start + 1000], "n": n})
+            r = http.post("/recommend/batch", json={"product_ids": product_ids[start : start + 1000], "n": n})
             r.raise_for_status()
     return len(product_ids)
 
@@ -166,8 +154,12 @@ def measure_memory(cache_dir: Path, workers: int, product_ids: list[Any], n: int
         full = worker_memory(proc, 1)
     finally:
         stop(proc)
-    single = {"after_startup": idle, "after_every_product_at_depth_n": full, "products": touched,
-              "touch_all_s": round(touch_s, 1)}
+    single = {
+        "after_startup": idle,
+        "after_every_product_at_depth_n": full,
+        "products": touched,
+        "touch_all_s": round(touch_s, 1),
+    }
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = spawn(cache_dir, port, workers)
@@ -179,8 +171,12 @@ def measure_memory(cache_dir: Path, workers: int, product_ids: list[Any], n: int
         loaded = worker_memory(proc, workers)
     finally:
         stop(proc)
-    multi = {"workers": workers, "ready_s": round(ready_s, 3), "after_startup": idle,
-             "after_2000_random_requests": loaded}
+    multi = {
+        "workers": workers,
+        "ready_s": round(ready_s, 3),
+        "after_startup": idle,
+        "after_2000_random_requests": loaded,
+    }
     return {"single_worker": single, "multi_worker": multi}
 
 
@@ -191,9 +187,20 @@ def measure_memory(cache_dir: Path, workers: int, product_ids: list[Any], n: int
 
 def make_scope(path: str, query: bytes) -> dict[str, Any]:
     """A minimal ASGI HTTP scope for GET `path`?`query`."""
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-            "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
-            "headers": [(b"host", b"bench")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
 
 
 async def call_asgi(app: Any, path: str, query: bytes) -> tuple[int, bytes]:
@@ -213,9 +220,14 @@ async def call_asgi(app: Any, path: str, query: bytes) -> tuple[int, bytes]:
 def percentiles(values_ns: list[int]) -> dict[str, float]:
     """p50/p90/p99/p99.9/max in milliseconds."""
     a = np.asarray(values_ns, dtype=np.float64) / 1e6
-    return {"p50_ms": round(float(np.percentile(a, 50)), 4), "p90_ms": round(float(np.percentile(a, 90)), 4),
-            "p99_ms": round(float(np.percentile(a, 99)), 4), "p99_9_ms": round(float(np.percentile(a, 99.9)), 4),
-            "max_ms": round(float(a.max()), 4), "mean_ms": round(float(a.mean()), 4)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 4),
+        "p90_ms": round(float(np.percentile(a, 90)), 4),
+        "p99_ms": round(float(np.percentile(a, 99)), 4),
+        "p99_9_ms": round(float(np.percentile(a, 99.9)), 4),
+        "max_ms": round(float(a.max()), 4),
+        "mean_ms": round(float(a.mean()), 4),
+    }
 
 
 async def asgi_latency(app: Any, paths: list[str], query: bytes, warmup: int) -> dict[str, Any]:
@@ -233,9 +245,13 @@ async def asgi_latency(app: Any, paths: list[str], query: bytes, warmup: int) ->
         if status != 200:
             raise RuntimeError(f"{path} answered {status}")
     preempted = me.num_ctx_switches().involuntary - switches0
-    return {"requests": len(paths), "wall": percentiles(wall), "cpu": percentiles(cpu),
-            "involuntary_context_switches": preempted,
-            "share_of_requests_over_1ms_wall": round(float(np.mean(np.asarray(wall) > 1_000_000)), 4)}
+    return {
+        "requests": len(paths),
+        "wall": percentiles(wall),
+        "cpu": percentiles(cpu),
+        "involuntary_context_switches": preempted,
+        "share_of_requests_over_1ms_wall": round(float(np.mean(np.asarray(wall) > 1_000_000)), 4),
+    }
 
 
 async def httpx_latency(app: Any, paths: list[str], query: str) -> dict[str, Any]:
@@ -303,12 +319,24 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
     lat = result["latency"]
     wall, cpu = lat["n10_median_round_p99_wall_ms"], lat["n10_median_round_p99_cpu_ms"]
     return {
-        "startup_s": {"target": TARGETS["startup_s"], "measured_median": startup,
-                      "measured_worst": max(result["startup"]["times_s"]), "ok": startup <= TARGETS["startup_s"]},
-        "rss_mb_per_worker": {"target": TARGETS["rss_mb_per_worker"], "measured_worst": rss,
-                              "ok": rss <= TARGETS["rss_mb_per_worker"]},
-        "p99_ms": {"target": TARGETS["p99_ms"], "measured_wall_median_round": wall, "measured_cpu_median_round": cpu,
-                   "ok_wall": wall <= TARGETS["p99_ms"], "ok_cpu": cpu <= TARGETS["p99_ms"]},
+        "startup_s": {
+            "target": TARGETS["startup_s"],
+            "measured_median": startup,
+            "measured_worst": max(result["startup"]["times_s"]),
+            "ok": startup <= TARGETS["startup_s"],
+        },
+        "rss_mb_per_worker": {
+            "target": TARGETS["rss_mb_per_worker"],
+            "measured_worst": rss,
+            "ok": rss <= TARGETS["rss_mb_per_worker"],
+        },
+        "p99_ms": {
+            "target": TARGETS["p99_ms"],
+            "measured_wall_median_round": wall,
+            "measured_cpu_median_round": cpu,
+            "ok_wall": wall <= TARGETS["p99_ms"],
+            "ok_cpu": cpu <= TARGETS["p99_ms"],
+        },
     }
 
 
@@ -320,8 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = config.resolve(args.cache_dir)
     result: dict[str, Any] = {"build": open_or_build(cache_dir)}
     result["cache"] = cache_facts(cache_dir)
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                         "loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+    result["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+    }
     print("latency ...", flush=True)  # first: nothing else of ours is running or being torn down
     result["latency"] = measure_latency(cache_dir, args.requests, args.warmup, args.seed, args.rounds)
     print("start-up ...", flush=True)

@@ -8,7 +8,7 @@ spot-check products: no recommended customer ever interacted with the product); 
 reported to locust as a failure with the reason.
 
 Ids, audience sizes and the exclusion sample come from a fixture JSON built once from the cache and
-data/prepared/interactions.parquet (``loadtest.run.build_fixture``). The runner passes its path in
+data/prepared/interactions.parquet (``loadtest.fixture.build_fixture``). The runner passes its path in
 ``LOADTEST_FIXTURE``; without it each locust process builds one from the default cache (once).
 Think time per user: ``LOADTEST_WAIT="0.1,0.3"`` seconds (default; see loadtest/README.md).
 
@@ -22,7 +22,7 @@ import gc
 import json
 import os
 import random
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import Any
 
 from locust import FastHttpUser, between, task
 
+json_loads: Callable[[str | bytes], Any]
 try:
     from orjson import loads as json_loads
 except ImportError:  # orjson ships with the service extra; plain json works too
@@ -67,7 +68,7 @@ class Fixture:
 
 
 def fixture_from_dict(raw: dict[str, Any]) -> Fixture:
-    """A Fixture from the JSON written by ``loadtest.run.build_fixture``."""
+    """A Fixture from the JSON written by ``loadtest.fixture.build_fixture``."""
     return Fixture(
         known_ids=list(raw["known_ids"]),
         available={k: (int(v[0]), bool(v[1])) for k, v in raw["available"].items()},
@@ -90,10 +91,7 @@ def load_fixture() -> Fixture:
     if path:
         fixture = fixture_from_dict(json.loads(Path(path).read_text()))
     else:
-        root = Path(__file__).resolve().parents[1]
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-        from loadtest.run import build_fixture  # heavy imports only in this fallback
+        from loadtest.fixture import build_fixture  # heavy imports only in this fallback
 
         fixture = fixture_from_dict(build_fixture())
     gc.collect()
@@ -129,7 +127,9 @@ def check_audience(body: Any, pid: Any, n: int, fx: Fixture) -> str | None:
     if [r.get("rank") for r in recs] != list(range(1, count + 1)):
         return "ranks are not 1..count"
     scores = [r.get("score") for r in recs]
-    if any(not isinstance(s, int | float) for s in scores) or any(a < b for a, b in zip(scores, scores[1:])):
+    if any(not isinstance(s, int | float) for s in scores) or any(
+        a < b for a, b in zip(scores, scores[1:], strict=False)
+    ):
         return "scores are not non-increasing numbers"
     banned = fx.exclusion.get(key)
     if banned:
@@ -146,7 +146,7 @@ def check_batch(body: Any, pids: list[Any], n: int, fx: Fixture) -> str | None:
     items = body["items"]
     if body.get("count") != len(pids) or len(items) != len(pids):
         return f"batch returned {len(items)} items (count {body.get('count')!r}) for {len(pids)} ids"
-    for pid, item in zip(pids, items):
+    for pid, item in zip(pids, items, strict=True):
         problem = check_audience(item, pid, n, fx)
         if problem:
             return f"item {pid}: {problem}"
@@ -222,8 +222,9 @@ class AudienceUser(FastHttpUser):
         pids = random.sample(self.fx.known_ids, min(size - 1, len(self.fx.known_ids)))
         pids.append(random.choice(self.fx.unknown_ids))
         n = random.choice(self.fx.n_choices)
-        with self.client.post("/recommend/batch", json={"product_ids": pids, "n": n}, name="/recommend/batch",
-                              catch_response=True) as resp:
+        with self.client.post(
+            "/recommend/batch", json={"product_ids": pids, "n": n}, name="/recommend/batch", catch_response=True
+        ) as resp:
             self._judge(resp, lambda b: check_batch(b, pids, n, self.fx))
 
     @task(2)

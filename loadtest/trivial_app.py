@@ -1,6 +1,6 @@
 """The framework ceiling: a trivial FastAPI app with the service's URL shape and no work behind it.
 
-Served exactly like the real service (same uvicorn options, event loop, worker count and shared socket) so that
+Served exactly like the real service (same uvicorn options, event loop, workers and listening sockets) so that
 ``wrk`` against it measures what FastAPI + uvicorn + the load generator can do on this machine.
 Run: ``python -m loadtest.trivial_app`` (port from RECSYS_PORT, workers from RECSYS_WORKERS).
 """
@@ -36,13 +36,22 @@ def create_app() -> FastAPI:
 
 
 def main() -> int:
-    """Serve the trivial app on 127.0.0.1 exactly as service.main.run serves the service (same loop, shared socket)."""
-    from service.main import LOOP_FACTORY, serve
+    """Serve the trivial app on 127.0.0.1 exactly as service.main.run serves the service (same loop and sockets)."""
+    from service.main import serve
+    from service.workers import LOOP
 
-    config = uvicorn.Config("loadtest.trivial_app:create_app", factory=True, host="127.0.0.1",
-                            port=int(os.environ.get("RECSYS_PORT", "8001")), workers=int(os.environ.get("RECSYS_WORKERS", "1")),
-                            log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=10,
-                            loop=LOOP_FACTORY)
+    config = uvicorn.Config(
+        "loadtest.trivial_app:create_app",
+        factory=True,
+        host="127.0.0.1",
+        port=int(os.environ.get("RECSYS_PORT", "8001")),
+        workers=int(os.environ.get("RECSYS_WORKERS", "1")),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        loop=LOOP,
+    )
     return 0 if serve(config) else 1
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from recsys import config
 
@@ -90,14 +91,15 @@ def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def _serve(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the HTTP service (uvicorn) over the cache."""
-    from service.main import run
+def exec_module(module: str, *args: str) -> NoReturn:
+    """Replace this process with `python -m module args` (the app layers run on their own; signals reach them directly)."""
+    argv = [sys.executable, "-m", module, *args]
+    os.execv(argv[0], argv)
 
-    code = run()
-    if code:
-        raise SystemExit(code)
-    return {}
+
+def _serve(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the HTTP service: `python -m service` (settings from RECSYS_* variables)."""
+    exec_module("service")
 
 
 def _notebook(args: argparse.Namespace) -> dict[str, Any]:
@@ -116,10 +118,8 @@ def _notebook(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _dashboard(args: argparse.Namespace) -> dict[str, Any]:
-    """Serve the Voilà dashboard on 127.0.0.1 (replaces this process)."""
-    from recsys.dashboard import serve
-
-    serve(args.port)
+    """Serve the Voilà dashboard on 127.0.0.1: `python -m dashboard --port N`."""
+    exec_module("dashboard", *(["--port", str(args.port)] if args.port is not None else []))
 
 
 def _summary(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,8 +136,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] 
     "build-cache": ("build the top-N audience cache for every product", _build_cache),
     "notebook": ("execute a pipeline notebook (papermill, kernel 'recsys') into reports/ + HTML", _notebook),
     "summary": ("write reports/summary.md from the pipeline's metrics", _summary),
-    "dashboard": ("serve the Voilà dashboard on 127.0.0.1 (default port 8866)", _dashboard),
-    "serve": ("run the HTTP service over the cache (settings from RECSYS_* env vars)", _serve),
+    "dashboard": ("serve the Voilà dashboard on 127.0.0.1: python -m dashboard", _dashboard),
+    "serve": ("run the HTTP service over the cache: python -m service (settings from RECSYS_* env vars)", _serve),
 }
 
 
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("name", help="explore | cf_proof | cache | evaluate")
             p.add_argument("-p", "--param", action="append", help="notebook parameter key=value (YAML value)")
         if name == "dashboard":
-            p.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866)")
+            p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: python -m dashboard's)")
         if name == "profile":
             p.add_argument("--scale", type=float, default=1.0, help="scale the published counts by this factor")
             p.add_argument("--quantile", type=float, help="date quantile of the split (default: params/explore.yaml)")

@@ -50,7 +50,9 @@ def load_params(stage: str, params_dir: Path | None = None) -> dict[str, Any]:
         return yaml.safe_load(fh) or {}
 
 
-def check_keys(cfg: Mapping[str, Any], allowed: Iterable[str], where: str, error: type[ValueError] = ValueError) -> None:
+def check_keys(
+    cfg: Mapping[str, Any], allowed: Iterable[str], where: str, error: type[ValueError] = ValueError
+) -> None:
     """Raise `error` naming the keys of a params block that are not `allowed`, so a typo is never ignored."""
     unknown = sorted(set(cfg) - set(allowed))
     if unknown:

@@ -20,17 +20,20 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from copy import deepcopy
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from recsys.config import relative
 from service.fastlane import RecommendFastLane
 from service.payloads import audience, dumps, parse_product_id, resolve_n
 from service.schemas import (
@@ -54,7 +57,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Client error (bad id, n, body)"},
 }
 _BODY_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS, 415: {"model": ErrorResponse, "description": "Body not sent as application/json"},
+    **_ERRORS,
+    415: {"model": ErrorResponse, "description": "Body not sent as application/json"},
 }
 
 
@@ -85,23 +89,33 @@ def sample_products(snapshot: Snapshot, n: int, seed: int) -> list[Any]:
     return np.asarray(ids)[picks].tolist()
 
 
+def shown_path(path: Path) -> str:
+    """A path as /health shows it: relative to the project root when inside it, else its name (never absolute)."""
+    shown = relative(path)
+    return Path(path).name if Path(shown).is_absolute() else shown
+
+
 def health_payload(holder: CacheHolder, started: float) -> dict[str, Any]:
-    """The /health body for the holder's current state."""
+    """The /health body for the holder's current state (paths shown relative: `shown_path`)."""
     snap = holder.snapshot
     error = holder.last_error
-    summary = summarize_manifest(snap.manifest, snap.version, snap.n, snap.id_kind, snap.customer_id_kind,
-                                 snap.product_count)
+    cache_dir = shown_path(holder.cache_dir)
+    summary = summarize_manifest(
+        snap.manifest, snap.version, snap.n, snap.id_kind, snap.customer_id_kind, snap.product_count
+    )
     body = HealthResponse(
         status="degraded" if error else "ok",
         ready=True,
         pid=os.getpid(),
-        cache_dir=str(holder.cache_dir),
+        cache_dir=cache_dir,
         cache=summary,
         loaded_at=snap.loaded_at,
         uptime_s=round(time.monotonic() - started, 3),
         reloads=holder.reloads,
         reload_failures=holder.reload_failures,
-        last_reload_error=None if error is None else ReloadErrorInfo(at=error.at, message=error.message),
+        last_reload_error=None
+        if error is None
+        else ReloadErrorInfo(at=error.at, message=error.message.replace(str(holder.cache_dir), cache_dir)),
     )
     return body.model_dump(mode="json")
 
@@ -134,13 +148,18 @@ HolderDep = Annotated[CacheHolder, Depends(get_holder)]
 SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
 ProductIdPath = Annotated[
     str,
-    Path(description="Product id, typed as in the data (see /health cache.id_kind).",
-         json_schema_extra={"x-recsys-id": "product"}),
+    PathParam(
+        description="Product id, typed as in the data (see /health cache.id_kind).",
+        json_schema_extra={"x-recsys-id": "product"},
+    ),
 ]
 NQuery = Annotated[
     int | None,
-    Query(ge=1, description=f"Customers to return, 1 ≤ n ≤ cache N; default min({DEFAULT_N}, N).",
-          json_schema_extra={"x-recsys-max": "n"}),
+    Query(
+        ge=1,
+        description=f"Customers to return, 1 ≤ n ≤ cache N; default min({DEFAULT_N}, N).",
+        json_schema_extra={"x-recsys-max": "n"},
+    ),
 ]
 
 
@@ -152,22 +171,33 @@ NQuery = Annotated[
 def add_routes(app: FastAPI) -> None:
     """Register the endpoints on `app`."""
 
-    @app.get("/health", response_model=HealthResponse, tags=["ops"],
-             summary="Liveness, readiness and the serving cache")
+    @app.get(
+        "/health", response_model=HealthResponse, tags=["ops"], summary="Liveness, readiness and the serving cache"
+    )
     async def health(holder: HolderDep) -> Response:
         """Always 200 while serving; `status` is 'degraded' when the last reload failed (old version serving)."""
         return json_response(health_payload(holder, app.state.started))
 
-    @app.post("/recommend/batch", response_model=BatchResponse, responses=_BODY_ERRORS, tags=["recommend"],
-              summary="Top-n audiences for up to 1000 products")
+    @app.post(
+        "/recommend/batch",
+        response_model=BatchResponse,
+        responses=_BODY_ERRORS,
+        tags=["recommend"],
+        summary="Top-n audiences for up to 1000 products",
+    )
     async def recommend_batch(body: BatchRequest, snapshot: SnapshotDep) -> Response:
         """One item per requested product, in request order, all answered by the same cache version."""
         k = resolve_n(body.n, snapshot, ("body", "n"))
         ids = [parse_product_id(raw, snapshot, ("body", "product_ids", i)) for i, raw in enumerate(body.product_ids)]
         return batch_response(snapshot, ids, k)
 
-    @app.get("/recommend/{product_id}", response_model=RecommendResponse, responses=_ERRORS, tags=["recommend"],
-             summary="Top-n audience for one product")
+    @app.get(
+        "/recommend/{product_id}",
+        response_model=RecommendResponse,
+        responses=_ERRORS,
+        tags=["recommend"],
+        summary="Top-n audience for one product",
+    )
     async def recommend(product_id: ProductIdPath, request: Request, n: NQuery = None) -> Response:
         """Unknown products get the global fallback ranking with `cold_start: true`."""
         snapshot = current_snapshot(request)
@@ -175,8 +205,13 @@ def add_routes(app: FastAPI) -> None:
         k = resolve_n(n, snapshot, ("query", "n"))
         return json_response(audience(snapshot, pid, k))
 
-    @app.get("/products/sample", response_model=SampleResponse, responses=_ERRORS, tags=["products"],
-             summary="Random known product ids")
+    @app.get(
+        "/products/sample",
+        response_model=SampleResponse,
+        responses=_ERRORS,
+        tags=["products"],
+        summary="Random known product ids",
+    )
     async def products_sample(
         snapshot: SnapshotDep,
         n: Annotated[int, Query(ge=1, le=MAX_SAMPLE, description="How many ids (fewer if the cache has fewer).")] = 10,
@@ -213,8 +248,9 @@ async def on_validation_error(request: Request, exc: RequestValidationError) -> 
     errors = exc.errors()
     body_error = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in errors)
     if body_error and request.method == "POST" and not _is_json_request(request):
-        return json_response({"detail": "the request body must be JSON: send it with Content-Type: application/json"},
-                             status_code=415)
+        return json_response(
+            {"detail": "the request body must be JSON: send it with Content-Type: application/json"}, status_code=415
+        )
     return json_response({"detail": [_error_item(e) for e in errors]}, status_code=422)
 
 
@@ -257,8 +293,9 @@ def _narrow(node: Any, kinds: dict[str, str], n_max: int) -> None:
 def openapi_schema(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document, with id types and n bounds of the serving cache (cached per cache shape)."""
     if app.openapi_schema is None:
-        app.openapi_schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                         routes=app.routes)
+        app.openapi_schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
     holder: CacheHolder = app.state.holder
     if not holder.loaded:
         return app.openapi_schema

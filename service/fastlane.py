@@ -8,15 +8,26 @@ send. Everything else goes to FastAPI untouched: other paths and methods, any qu
 bare positive ``n=<digits>``, ids or n that the helpers reject (FastAPI then renders the 422), and
 any exception (FastAPI then handles, logs and answers it as for every other request). Nothing is
 sent before the lane has the whole body, so falling back is always safe.
+
+A client mistake (an id or n the helpers reject) is an expected fallback and is not logged. Any other
+exception is: at WARNING with its traceback, at most once per ``FALLBACK_LOG_INTERVAL_S`` per worker
+(the count of the fallbacks in between goes with the next warning), and every one at DEBUG.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from fastapi import HTTPException
+
 from service.payloads import audience, dumps, parse_product_id, resolve_n
+
+logger = logging.getLogger("recsys.service")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,14 +39,47 @@ PREFIX = "/recommend/"
 _N_QUERY = re.compile(rb"n=([1-9][0-9]{0,8})")
 _PATH_LOC = ("path", "product_id")
 _QUERY_LOC = ("query", "n")
+FALLBACK_LOG_INTERVAL_S = 60.0
+
+
+class FallbackLog:
+    """Log unexpected fast-lane fallbacks with their traceback: WARNING at most once per interval, DEBUG always."""
+
+    def __init__(self, interval_s: float = FALLBACK_LOG_INTERVAL_S) -> None:
+        """Nothing logged yet; the first fallback is logged at WARNING."""
+        self.interval_s = interval_s
+        self.unlogged = 0
+        self._next_warning = 0.0
+        self._lock = threading.Lock()
+
+    def record(self, path: str) -> None:
+        """Log the exception being handled for a request to `path` (call inside an `except` block)."""
+        now = time.monotonic()
+        with self._lock:
+            warn = now >= self._next_warning
+            unlogged, self.unlogged = (self.unlogged, 0) if warn else (0, self.unlogged + 1)
+            if warn:
+                self._next_warning = now + self.interval_s
+        if warn:
+            logger.warning(
+                "fast lane: falling back to FastAPI for GET %s (%d more fallbacks since the last warning)",
+                path,
+                unlogged,
+                exc_info=True,
+            )
+        else:
+            logger.debug("fast lane: falling back to FastAPI for GET %s", path, exc_info=True)
+
+
+FALLBACKS = FallbackLog()
 
 
 def answer(scope: Scope) -> bytes | None:
-    """The JSON body for a well-formed GET /recommend/{id}[?n=k] on the serving cache, else None (let FastAPI answer)."""
+    """The JSON body for a well-formed GET /recommend/{id}[?n=k], else None (FastAPI answers)."""
     path: str = scope["path"]
     if scope["method"] != "GET" or not path.startswith(PREFIX):
         return None
-    raw = path[len(PREFIX):]
+    raw = path[len(PREFIX) :]
     if not raw or "/" in raw:
         return None
     query: bytes = scope.get("query_string", b"")
@@ -49,7 +93,10 @@ def answer(scope: Scope) -> bytes | None:
         snapshot = scope["app"].state.holder.snapshot  # read once, as the route does
         pid = parse_product_id(raw, snapshot, _PATH_LOC)
         return dumps(audience(snapshot, pid, resolve_n(n, snapshot, _QUERY_LOC)))
-    except Exception:  # client errors and faults alike: FastAPI re-runs the request and owns the response
+    except HTTPException:  # a client mistake: FastAPI re-runs the request and renders the 422
+        return None
+    except Exception:  # a fault: logged here; FastAPI re-runs the request and owns the response
+        FALLBACKS.record(path)
         return None
 
 

@@ -1,14 +1,22 @@
-"""The service's event loop: uvloop, with listening sockets accepted in batches (uvicorn ``loop="service.loop:new_event_loop"``).
+"""The service's event loop: uvloop whose servers on an existing TCP socket accept queued connections in batches.
 
-libuv accepts one connection per event-loop iteration (libuv/libuv#3696, since libuv 1.45). Under
-load an iteration first serves every ready keep-alive connection (~25 ms with 500 busy ones per
-worker), so a burst of new connections waits in the kernel's accept queue, draining at ~40/s per
-worker: in the issue #8 load test (`wrk -c1000`) the last connections waited 1-3 s and wrk counted
-socket timeouts while the workers had the CPU to serve them. Servers created on an already bound
-socket (how `service.main` hands every worker its socket) are therefore accepted here as asyncio's
-own selector loop does: up to `backlog` connections per readiness event, each handed to uvloop with
-``connect_accepted_socket`` so the transport is uvloop's native one. Other servers (host/port, TLS,
-Unix sockets) use uvloop unchanged. Without uvloop (e.g. Windows) the standard asyncio loop is used.
+One small interface: uvicorn's custom loop-factory setting, ``loop="service.loop:new_event_loop"``
+(`service.workers.LOOP`). uvicorn creates its server with ``loop.create_server(protocol_factory,
+sock=<listening socket>, ssl=..., backlog=...)``; that one call returns a `BatchAcceptServer` here,
+every other server is uvloop's own. ``tests/test_service_loop.py`` checks that uvicorn still creates
+its server that way. Without uvloop (e.g. Windows) the standard asyncio loop is used.
+
+Why this is kept (issue 15 measured the supported alternatives back to back; loadtest/README.md):
+libuv, hence uvloop, accepts one connection per loop iteration since libuv 1.45 (libuv/libuv#3696).
+Under load an iteration first serves every ready keep-alive connection, so a burst of new
+connections waits in the kernel's accept queue; in the issue #8 load test (``wrk -c1000``) the last
+ones waited 1-3 s and wrk counted socket timeouts. uvicorn's stock uvloop server on per-worker
+SO_REUSEPORT sockets still counted 94 socket timeouts at -c1000 in one of six runs (this loop: none
+in six, same machine, alternated), and the stock asyncio loop, which accepts in batches, served 27 %
+fewer requests per second at -c1000 (11.3k vs 15.5k, paired run). So servers created on an already
+bound socket are accepted here as asyncio's
+selector loop does: up to ``backlog`` connections per readiness event, each handed to uvloop with
+``connect_accepted_socket`` so the transport is uvloop's native one.
 """
 
 from __future__ import annotations
@@ -27,35 +35,12 @@ _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
 
-def per_worker_listeners() -> bool:
-    """True when servers can listen on their own SO_REUSEPORT sockets (uvloop present, Linux-like OS)."""
-    return _LOOP_CLASS is not None and hasattr(socket, "SO_REUSEPORT")
-
-
-def own_listener(shared: socket.socket) -> socket.socket:
-    """A new socket with SO_REUSEPORT (and the shared one's TCP_NODELAY) bound to `shared`'s address."""
-    sock = socket.socket(shared.family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        nodelay = shared.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, nodelay)
-        sock.bind(shared.getsockname())
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _reuses_port(sock: socket.socket) -> bool:
-    """True when `sock` was bound with SO_REUSEPORT (the supervisor's address-holding socket)."""
-    return hasattr(socket, "SO_REUSEPORT") and bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
-
-
 class BatchAcceptServer(asyncio.AbstractServer):
     """Serve one listening socket on `loop`, accepting up to `batch` connections per readiness event."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, factory: ProtocolFactory, batch: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, factory: ProtocolFactory, batch: int
+    ) -> None:
         """Remember the socket and factory; `start_serving` begins accepting."""
         self._loop = loop
         self._sock = sock
@@ -142,23 +127,23 @@ class BatchAcceptServer(asyncio.AbstractServer):
 
 
 def _uvloop_class() -> type[asyncio.AbstractEventLoop] | None:
-    """uvloop's Loop subclassed with batched accept on existing sockets, or None when uvloop is missing."""
+    """uvloop's Loop with batched accept on existing sockets, or None when uvloop is missing."""
     try:
         import uvloop
     except ImportError:
         return None
 
-    class BatchAcceptLoop(uvloop.Loop):  # type: ignore[misc, name-defined]
-        """uvloop.Loop whose servers on an existing plain TCP socket accept in batches (see module doc)."""
+    class BatchAcceptLoop(uvloop.Loop):
+        """uvloop.Loop whose servers on an existing plain TCP socket accept in batches (see the module doc)."""
 
-        async def create_server(self, protocol_factory: ProtocolFactory, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:
+        async def create_server(  # type: ignore[override]  # uvloop's signature, narrowed to what uvicorn passes
+            self, protocol_factory: ProtocolFactory, *args: Any, **kwargs: Any
+        ) -> asyncio.AbstractServer:
             """`BatchAcceptServer` for ``create_server(factory, sock=<TCP socket>)``; uvloop's server otherwise."""
             sock = kwargs.get("sock")
             plain = not args and kwargs.get("ssl") is None and kwargs.get("host") is None and kwargs.get("port") is None
             if sock is None or not plain or sock.family not in (socket.AF_INET, socket.AF_INET6):
                 return await super().create_server(protocol_factory, *args, **kwargs)
-            if _reuses_port(sock):  # the supervisor only holds the address: listen on this worker's own socket
-                sock = own_listener(sock)
             server = BatchAcceptServer(self, sock, protocol_factory, kwargs.get("backlog", 100))
             if kwargs.get("start_serving", True):
                 await server.start_serving()
@@ -171,7 +156,7 @@ _LOOP_CLASS = _uvloop_class()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvicorn's loop hook (``loop="service.loop:new_event_loop"``): a batch-accepting uvloop loop, else asyncio's."""
+    """uvicorn's loop factory (``service.workers.LOOP``): a batch-accepting uvloop loop, else asyncio's."""
     return _LOOP_CLASS() if _LOOP_CLASS is not None else asyncio.new_event_loop()
 
 

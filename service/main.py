@@ -5,24 +5,21 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import socket
 import sys
 from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
 from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
-from uvicorn.supervisors import Multiprocess
 
-from service.loop import per_worker_listeners
 from service.settings import ServiceSettings
 from service.state import CacheLoadError, open_snapshot
+from service.workers import LOOP, Supervisor, serve_one
 
 logger = logging.getLogger("recsys.service")
 
 EXIT_BAD_CONFIG = 2
 EXIT_NO_CACHE = 3
-LOOP_FACTORY = "service.loop:new_event_loop"  # uvloop with batched accept (see service/loop.py)
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -35,8 +32,13 @@ def log_config(level: str) -> dict[str, Any]:
 def preflight(settings: ServiceSettings) -> None:
     """Open the cache once before uvicorn starts so a missing/corrupt cache fails fast with one clear line."""
     snapshot = open_snapshot(settings.cache_dir)
-    logger.info("cache %s OK at %s (%d products, N=%d)", snapshot.version, settings.cache_dir,
-                snapshot.product_count, snapshot.n)
+    logger.info(
+        "cache %s OK at %s (%d products, N=%d)",
+        snapshot.version,
+        settings.cache_dir,
+        snapshot.product_count,
+        snapshot.n,
+    )
 
 
 def uvicorn_config(settings: ServiceSettings) -> uvicorn.Config:
@@ -52,39 +54,8 @@ def uvicorn_config(settings: ServiceSettings) -> uvicorn.Config:
         access_log=settings.access_log,
         lifespan="on",
         timeout_graceful_shutdown=10,
-        loop=LOOP_FACTORY,
+        loop=LOOP,
     )
-
-
-def shared_socket(config: uvicorn.Config, reuse_port: bool = False) -> socket.socket:
-    """The bound socket every server gets, with TCP_NODELAY so accepted connections inherit it.
-
-    uvicorn binds it as ``socket.socket(AF_INET)`` (proto 0), and asyncio only disables Nagle on
-    transports whose socket says IPPROTO_TCP: without this, h11 (headers and body are two writes)
-    meets the client's delayed ACK and every keep-alive request waits ~40 ms (issue #8 load test).
-    With `reuse_port` the socket is bound with SO_REUSEPORT and never listens itself: it holds the
-    address, and each worker's `service.loop` server listens on its own SO_REUSEPORT socket bound to
-    the same address, so the kernel spreads new connections evenly over the workers.
-    """
-    if not reuse_port:
-        sock = config.bind_socket()
-    else:
-        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((config.host, config.port))
-        except OSError as exc:
-            sock.close()
-            logger.error("cannot bind %s:%s: %s", config.host, config.port, exc)
-            raise SystemExit(STARTUP_FAILURE) from exc
-        sock.set_inheritable(True)
-        host = f"[{config.host}]" if family == socket.AF_INET6 else config.host
-        logger.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", host, sock.getsockname()[1])
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
 
 
 def run(settings: ServiceSettings | None = None) -> int:
@@ -109,18 +80,14 @@ def run(settings: ServiceSettings | None = None) -> int:
 
 
 def serve(config: uvicorn.Config) -> bool:
-    """Bind the shared socket and serve on it (a worker supervisor when workers > 1) until stopped.
-
-    Returns False only when a single server failed to start. Either way every server gets its socket
-    from here, so `service.loop` accepts connections in batches with one worker or many.
-    """
-    sock = shared_socket(config, reuse_port=config.workers > 1 and per_worker_listeners())
-    if config.workers > 1:
-        Multiprocess(config, sockets=[sock]).run()
-        return True
-    server = uvicorn.Server(config)
-    server.run(sockets=[sock])
-    return server.started
+    """Serve until stopped, each worker on its own listening socket (`service.workers`); False if it failed to start."""
+    try:
+        if config.workers > 1:
+            return Supervisor(config).run() == 0
+        return serve_one(config)
+    except OSError as exc:  # the address is taken, or not ours to bind
+        logger.error("cannot bind %s:%s: %s", config.host, config.port, exc)
+        raise SystemExit(STARTUP_FAILURE) from exc
 
 
 def usage() -> str:

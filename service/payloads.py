@@ -6,18 +6,15 @@ FastAPI's exception handlers render it. Nothing here touches the request object.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from fastapi import HTTPException
 
+from recsys.data.ids import in_int64, parse_id
 from service.schemas import DEFAULT_N
 from service.state import Snapshot
-
-_INT_ID = re.compile(r"[+-]?[0-9]{1,64}")
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def dumps(payload: Any) -> bytes:
@@ -31,20 +28,14 @@ def client_error(loc: Sequence[str | int], msg: str, kind: str = "value_error") 
 
 
 def parse_product_id(raw: Any, snapshot: Snapshot, loc: Sequence[str | int]) -> int | str:
-    """Coerce a client-supplied id to the cache's id kind, or raise a 422 that says what was expected."""
-    if snapshot.id_kind == "int":
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            value = raw
-        elif isinstance(raw, str) and _INT_ID.fullmatch(raw.strip()):
-            value = int(raw.strip())
-        else:
-            raise client_error(loc, f"product ids in this cache are integers; got {raw!r}", "int_parsing")
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise client_error(loc, f"product id {value} is outside the signed 64-bit integer range", "int_range")
-        return value
-    if isinstance(raw, bool) or not isinstance(raw, int | str):
-        raise client_error(loc, f"product ids in this cache are strings; got {raw!r}", "string_type")
-    return str(raw)
+    """A client-supplied id as the cache's id kind (`recsys.data.ids.parse_id`), or a 422 saying what was expected."""
+    value = parse_id(raw, snapshot.id_kind)
+    if value is None:
+        kind, error = ("integers", "int_parsing") if snapshot.id_kind == "int" else ("strings", "string_type")
+        raise client_error(loc, f"product ids in this cache are {kind}; got {raw!r}", error)
+    if isinstance(value, int) and not in_int64(value):
+        raise client_error(loc, f"product id {value} is outside the signed 64-bit integer range", "int_range")
+    return value
 
 
 def resolve_n(n: int | None, snapshot: Snapshot, loc: Sequence[str | int]) -> int:
@@ -64,7 +55,12 @@ def audience(snapshot: Snapshot, product_id: int | str, n: int) -> dict[str, Any
     customers, scores, cold_start = snapshot.lookup.top(product_id, n)
     recs = [
         {"customer_id": c, "score": s, "rank": r}
-        for r, (c, s) in enumerate(zip(customers.tolist(), list(scores)), start=1)
+        for r, (c, s) in enumerate(zip(customers.tolist(), list(scores), strict=True), start=1)
     ]
-    return {"product_id": product_id, "recommendations": recs, "count": len(recs),
-            "cold_start": bool(cold_start), "model": snapshot.version}
+    return {
+        "product_id": product_id,
+        "recommendations": recs,
+        "count": len(recs),
+        "cold_start": bool(cold_start),
+        "model": snapshot.version,
+    }

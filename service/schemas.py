@@ -30,7 +30,9 @@ class Recommendation(BaseModel):
     """One targeted customer."""
 
     customer_id: CustomerId
-    score: float = Field(description="Ranker score at float32 precision (shortest decimal form); non-increasing with rank.")
+    score: float = Field(
+        description="Ranker score at float32 precision (shortest decimal form); non-increasing with rank."
+    )
     rank: int = Field(ge=1, description="1-based position in the audience.")
 
 
@@ -55,7 +57,8 @@ class BatchRequest(BaseModel):
         min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} product ids."
     )
     n: Annotated[StrictInt, Field(ge=1)] | None = Field(
-        None, description=f"Customers per product, 1 ≤ n ≤ cache N; default min({DEFAULT_N}, N).",
+        None,
+        description=f"Customers per product, 1 ≤ n ≤ cache N; default min({DEFAULT_N}, N).",
         json_schema_extra={"x-recsys-max": "n"},
     )
 
@@ -105,7 +108,9 @@ class HealthResponse(BaseModel):
     )
     ready: bool
     pid: int
-    cache_dir: str
+    cache_dir: str = Field(
+        description="The cache directory relative to the project root (or just its name): never an absolute path."
+    )
     cache: ManifestSummary
     loaded_at: datetime
     uptime_s: float
@@ -128,8 +133,9 @@ class ErrorResponse(BaseModel):
     detail: str | list[ErrorItem]
 
 
-def summarize_manifest(manifest: dict[str, Any], version: str, n: int, id_kind: str, customer_id_kind: str,
-                       products: int) -> ManifestSummary:
+def summarize_manifest(
+    manifest: dict[str, Any], version: str, n: int, id_kind: str, customer_id_kind: str, products: int
+) -> ManifestSummary:
     """Pick the fields /health shows from a cache manifest (missing keys become null, never an error)."""
     ranker = manifest.get("ranker")
     fingerprint = manifest.get("fingerprint")
@@ -142,7 +148,7 @@ def summarize_manifest(manifest: dict[str, Any], version: str, n: int, id_kind: 
         created_at=None if created is None else str(created),
         products=products,
         n=n,
-        id_kind=id_kind,  # type: ignore[arg-type]
-        customer_id_kind=customer_id_kind,  # type: ignore[arg-type]
+        id_kind=id_kind,
+        customer_id_kind=customer_id_kind,
         data_fingerprint=None if fingerprint is None else str(fingerprint),
     )

@@ -28,7 +28,9 @@ class ServiceSettings(BaseSettings):
     )
     cors_allow_credentials: bool = False
     reload_interval_s: float = Field(
-        2.0, ge=0.0, le=3600.0,
+        2.0,
+        ge=0.0,
+        le=3600.0,
         description="Seconds between manifest.json stat polls; 0 disables polling (SIGHUP still works).",
     )
     fast_lane: bool = Field(
@@ -57,7 +59,7 @@ class ServiceSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _no_wildcard_with_credentials(self) -> "ServiceSettings":
+    def _no_wildcard_with_credentials(self) -> ServiceSettings:
         """Browsers reject `*` with credentials; refuse the combination instead of silently misbehaving."""
         if self.cors_allow_credentials and "*" in self.cors_origins:
             raise ValueError(

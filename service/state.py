@@ -7,10 +7,9 @@ attribute. Cache writers write the new ``lookup-<version>/`` first and then atom
 ``manifest.json``, so a changed manifest always points at complete arrays. A request reads the
 snapshot once and uses only that object, so in-flight requests finish on the version they started
 with; the old arrays stay mapped (even if a writer prunes their directory: unlinked files live on
-while mapped) until the last reference goes. SIGHUP forces an immediate reload attempt in a
-single-process server (with several workers uvicorn's supervisor handles SIGHUP itself as a rolling
-restart, which also picks the new version up). A failed reload keeps the old snapshot serving and is
-recorded for /health; it is retried when the manifest changes again or on SIGHUP.
+while mapped) until the last reference goes. SIGHUP forces an immediate reload attempt (with several
+workers `service.workers.Supervisor` forwards it to every worker). A failed reload keeps the old
+snapshot serving and is recorded for /health; it is retried when the manifest changes again or on SIGHUP.
 """
 
 from __future__ import annotations
@@ -150,8 +149,13 @@ class CacheHolder:
             snapshot = open_snapshot(self.cache_dir, self._opener)
             self._snapshot = snapshot
             self._seen_signature = snapshot.signature
-        logger.info("cache %s loaded from %s (%d products, N=%d)", snapshot.version, self.cache_dir,
-                    snapshot.product_count, snapshot.n)
+        logger.info(
+            "cache %s loaded from %s (%d products, N=%d)",
+            snapshot.version,
+            self.cache_dir,
+            snapshot.product_count,
+            snapshot.n,
+        )
         return snapshot
 
     def check_for_update(self, force: bool = False) -> bool:
@@ -179,8 +183,9 @@ class CacheHolder:
         except CacheLoadError as exc:
             self.reload_failures += 1
             self.last_error = ReloadError(at=datetime.now(UTC), message=str(exc))
-            logger.error("cache reload failed, still serving version %s: %s",
-                         current.version if current else "none", exc)
+            logger.error(
+                "cache reload failed, still serving version %s: %s", current.version if current else "none", exc
+            )
             return False
         self.last_error = None
         if current is not None and candidate.version == current.version:
@@ -188,6 +193,11 @@ class CacheHolder:
             return False
         self._snapshot = candidate
         self.reloads += 1
-        logger.info("cache reloaded: %s -> %s (%d products, N=%d)",
-                    current.version if current else "none", candidate.version, candidate.product_count, candidate.n)
+        logger.info(
+            "cache reloaded: %s -> %s (%d products, N=%d)",
+            current.version if current else "none",
+            candidate.version,
+            candidate.product_count,
+            candidate.n,
+        )
         return True

@@ -22,12 +22,24 @@ def tiny_interactions(variant: int = 0, string_ids: bool = False) -> pd.DataFram
     undated (NaT) as in the case-study log. With `string_ids` product ids are SKU-like strings.
     """
     rows: list[tuple[int, int, str, str | None]] = [
-        (1, 101, "purchased", "2024-01-02"), (1, 102, "view", "2024-01-03"), (2, 101, "cart", "2024-01-04"),
-        (2, 103, "purchased", "2024-01-05"), (3, 102, "rating", "2024-01-06"), (3, 104, "view", "2024-01-07"),
-        (4, 103, "view", "2024-01-08"), (4, 105, "purchased", "2024-01-09"), (5, 101, "view", "2024-01-10"),
-        (5, 104, "search_keyword", "2024-01-11"), (6, 105, "wishlist", None), (6, 102, "purchased", "2024-01-12"),
-        (7, 103, "cart", "2024-01-13"), (7, 101, "purchased", "2024-01-14"), (8, 104, "purchased", "2024-01-15"),
-        (8, 101, "view", "2024-01-16"), (1, 101, "view", "2024-01-17"), (2, 102, "view", "2024-01-18"),
+        (1, 101, "purchased", "2024-01-02"),
+        (1, 102, "view", "2024-01-03"),
+        (2, 101, "cart", "2024-01-04"),
+        (2, 103, "purchased", "2024-01-05"),
+        (3, 102, "rating", "2024-01-06"),
+        (3, 104, "view", "2024-01-07"),
+        (4, 103, "view", "2024-01-08"),
+        (4, 105, "purchased", "2024-01-09"),
+        (5, 101, "view", "2024-01-10"),
+        (5, 104, "search_keyword", "2024-01-11"),
+        (6, 105, "wishlist", None),
+        (6, 102, "purchased", "2024-01-12"),
+        (7, 103, "cart", "2024-01-13"),
+        (7, 101, "purchased", "2024-01-14"),
+        (8, 104, "purchased", "2024-01-15"),
+        (8, 101, "view", "2024-01-16"),
+        (1, 101, "view", "2024-01-17"),
+        (2, 102, "view", "2024-01-18"),
     ]
     if variant:
         rows = [(c, 101 + (p - 101 + c) % 5, e, d) for c, p, e, d in rows]
@@ -44,8 +56,13 @@ def tiny_interactions(variant: int = 0, string_ids: bool = False) -> pd.DataFram
     return frame[["customer_id", "product_id", "product_name", "event", "event_date"]]
 
 
-def build_tiny_cache(cache_dir: Path, frame: pd.DataFrame, n: int = TINY_N, ranker: str = TINY_RANKER,
-                     params: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_tiny_cache(
+    cache_dir: Path,
+    frame: pd.DataFrame,
+    n: int = TINY_N,
+    ranker: str = TINY_RANKER,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Build a real cache for `frame` with recsys.cache.build_cache; returns its manifest."""
     return build_cache(frame, ranker, params or {"seed": 0}, Path(cache_dir), n=n)
 
@@ -66,6 +83,6 @@ def expected_audiences(cache_dir: Path) -> dict[Any, list[tuple[Any, float, int]
         block = block.sort_values("rank")
         out[pid if not hasattr(pid, "item") else pid.item()] = [
             (c.item() if hasattr(c, "item") else c, client_score(s), int(r))
-            for c, s, r in zip(block["customer_id"], block["score"], block["rank"])
+            for c, s, r in zip(block["customer_id"], block["score"], block["rank"], strict=True)
         ]
     return out

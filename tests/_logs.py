@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.contract import CANONICAL_EVENTS, DATE_DTYPE
+from recsys.data.ids import id_array, id_kind
 
 Row = tuple[object, object, str | None, str, str | None]
 
@@ -28,15 +29,16 @@ NAMES: tuple[str, ...] = (
 
 
 def _ids(values: Sequence[object]) -> pd.Series:
-    """Ids as the contract types them: int32 when all integers, else pandas string."""
-    if all(isinstance(v, (int, np.integer)) for v in values):
-        return pd.Series(np.asarray(values, dtype=np.int32))
-    return pd.Series([str(v) for v in values], dtype="string[pyarrow]")
+    """Ids as the contract types them: int32 when all integers (`recsys.data.ids.id_kind`), else pandas string."""
+    arr = id_array(list(values)) if len(values) else np.zeros(0, dtype=np.int32)
+    if id_kind(arr) == "int":
+        return pd.Series(arr.astype(np.int32))
+    return pd.Series(arr, dtype="string[pyarrow]")
 
 
 def frame(rows: Sequence[Row]) -> pd.DataFrame:
     """A canonical table from (customer_id, product_id, product_name, event, iso date or None) tuples."""
-    customers, products, names, events, dates = zip(*rows) if rows else ((), (), (), (), ())
+    customers, products, names, events, dates = zip(*rows, strict=True) if rows else ((), (), (), (), ())
     return pd.DataFrame(
         {
             "customer_id": _ids(list(customers)),
@@ -48,9 +50,15 @@ def frame(rows: Sequence[Row]) -> pd.DataFrame:
     )
 
 
-def list_log(customers: Sequence[object], products: Sequence[object], dates: Sequence[str | None],
-             events: Sequence[str] | None = None, *, default_event: str = "purchased",
-             name: Callable[[object], str] = "item {}".format) -> pd.DataFrame:
+def list_log(
+    customers: Sequence[object],
+    products: Sequence[object],
+    dates: Sequence[str | None],
+    events: Sequence[str] | None = None,
+    *,
+    default_event: str = "purchased",
+    name: Callable[[object], str] = "item {}".format,
+) -> pd.DataFrame:
     """A canonical table from parallel plain lists (ids as given, dates ISO or None, names from `name(product)`)."""
     n = len(customers)
     return pd.DataFrame(
@@ -59,7 +67,7 @@ def list_log(customers: Sequence[object], products: Sequence[object], dates: Seq
             "product_id": np.asarray(products),
             "product_name": pd.Series([name(p) for p in products], dtype="category"),
             "event": pd.Series(events if events is not None else [default_event] * n, dtype="category"),
-            "event_date": pd.to_datetime(pd.Series(dates), utc=True).astype(DATE_DTYPE),
+            "event_date": pd.to_datetime(pd.Series(list(dates), dtype=object), utc=True).astype(DATE_DTYPE),
         }
     )
 
@@ -80,7 +88,7 @@ def random_log(
     events = rng.choice(np.array(CANONICAL_EVENTS), n_rows, p=[0.3, 0.45, 0.05, 0.1, 0.05, 0.05])
     seconds = rng.integers(0, 180 * 86_400, n_rows)
     dates = pd.Series(pd.Timestamp("2023-03-31T23:59:59", tz="UTC") - pd.to_timedelta(seconds, unit="s"))
-    dates[rng.random(n_rows) < undated_frac] = pd.NaT
+    dates = dates.mask(rng.random(n_rows) < undated_frac)
     cust = [f"C{u:04d}" for u in users] if str_ids else users.astype(np.int32)
     prod = [f"SKU-{p:05d}A" for p in products] if str_ids else products.astype(np.int32)
     return pd.DataFrame(

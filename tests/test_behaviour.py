@@ -14,10 +14,7 @@ from recsys.data.synthetic import Behaviour, categories_path, generate
 from recsys.features.categories import CategoryParams, category_agreement, category_params_from, infer_categories
 from recsys.reporting.explore import axes_headline, behaviour_axes, category_examples
 
-try:
-    from _logs import frame
-except ImportError:  # collected from the repository root
-    from tests._logs import frame
+from _logs import frame
 
 CUTOFF = pd.Timestamp("2023-02-01", tz="UTC")
 
@@ -28,14 +25,22 @@ def two_sided(pre: dict[int, list[str]], post: dict[int, list[str]]) -> tuple[pd
     pid = {c: i + 1 for i, c in enumerate(cats)}
     rows = [(u, pid[c], f"name {c}", "purchased", "2023-01-10T10:00:00") for u, cs in pre.items() for c in cs]
     rows += [(u, pid[c], f"name {c}", "purchased", "2023-02-10T10:00:00") for u, cs in post.items() for c in cs]
-    return frame(rows), pd.DataFrame({"product_id": np.array(list(pid.values()), dtype=np.int64), "category": list(pid)})
+    return frame(rows), pd.DataFrame(
+        {"product_id": np.array(list(pid.values()), dtype=np.int64), "category": list(pid)}
+    )
 
 
 def test_loyalty_is_zero_when_chance_explains_the_overlap() -> None:
     # every pre side is {A}: a post side meets it iff it holds A, whoever it is paired with -> chance = observed
     df, cats = two_sided({1: ["A"], 2: ["A"], 3: ["A"], 4: ["A"]}, {1: ["A"], 2: ["A"], 3: ["B"], 4: ["B"]})
     got = returning_category_loyalty(df, cats, CUTOFF, permutations=5)
-    assert (got["returning_users"], got["measured_users"], got["observed"], got["chance"], got["loyalty"]) == (4, 4, 0.5, 0.5, 0.0)
+    assert (got["returning_users"], got["measured_users"], got["observed"], got["chance"], got["loyalty"]) == (
+        4,
+        4,
+        0.5,
+        0.5,
+        0.0,
+    )
 
 
 def test_full_loyalty_against_random_pairing() -> None:
@@ -50,8 +55,12 @@ def test_full_loyalty_against_random_pairing() -> None:
 
 def test_only_returning_dated_rows_with_known_categories_count() -> None:
     df, cats = two_sided({1: ["A"], 2: ["A"], 3: ["B"]}, {1: ["A"], 2: ["B"], 5: ["A"]})
-    extra = frame([(3, 99, "x", "purchased", "2023-02-11T00:00:00"),    # user 3 returns, but to an uncategorised product
-                   (2, 1, "name A", "wishlist", None)])              # undated: on neither side
+    extra = frame(
+        [
+            (3, 99, "x", "purchased", "2023-02-11T00:00:00"),  # user 3 returns, but to an uncategorised product
+            (2, 1, "name A", "wishlist", None),
+        ]
+    )  # undated: on neither side
     got = returning_category_loyalty(pd.concat([df, extra], ignore_index=True), cats, CUTOFF, permutations=5)
     assert got["returning_users"] == 3 and got["measured_users"] == 2  # users 1, 2 (user 3's late row has no category)
     assert got["rows_without_category"] == 1 and got["observed"] == 0.5
@@ -69,8 +78,14 @@ def test_inference_separates_token_groups_and_marks_unnamed_products() -> None:
     assert len(set(labels[:6])) == 1 and len(set(labels[6:12])) == 1 and labels[0] != labels[6]
     assert labels[12:].tolist() == [-1, -1]  # digits only / no name: unknown
     truth = pd.DataFrame({"product_id": range(1, 15), "category": ["fruit"] * 6 + ["tool"] * 6 + ["x", "y"]})
-    assert category_agreement(got, truth) == {"products": 12, "inferred_categories": 2, "true_categories": 2,
-                                              "ari": 1.0, "nmi": 1.0, "purity": 1.0}
+    assert category_agreement(got, truth) == {
+        "products": 12,
+        "inferred_categories": 2,
+        "true_categories": 2,
+        "ari": 1.0,
+        "nmi": 1.0,
+        "purity": 1.0,
+    }
     again = infer_categories(frame(rows), CategoryParams(k=2, components=5, n_init=5, seed=1))
     pd.testing.assert_frame_equal(got, again)
 

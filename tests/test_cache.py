@@ -10,14 +10,17 @@ import pandas as pd
 import pytest
 
 from recsys.cache.build import build_cache, build_cache_from_params
-
-from recsys.cache.lookup import AUDIENCE_NAME, MANIFEST_NAME, AudienceLookup, CacheCorruptError, CacheError, CacheNotFoundError
+from recsys.cache.lookup import (
+    AUDIENCE_NAME,
+    MANIFEST_NAME,
+    AudienceLookup,
+    CacheCorruptError,
+    CacheError,
+    CacheNotFoundError,
+)
 from recsys.rankers import make_ranker
 
-try:
-    from _logs import frame, random_log
-except ImportError:  # tests collected as a package
-    from tests._logs import frame, random_log
+from _logs import frame, random_log
 
 N = 12
 

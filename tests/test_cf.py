@@ -6,19 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.rankers.bgnbd import BGNBDRanker, bgnbd_available, rfm_summary
-from recsys.rankers.factor import ALSRanker, BPRRanker, topk_rows
 from recsys.evaluation.frame import build_eval_sets
 from recsys.evaluation.references import random_metrics
 from recsys.evaluation.scoring import coded_recommendations, score_lists
 from recsys.evaluation.split import temporal_split
 from recsys.rankers import available_rankers, make_ranker
 from recsys.rankers.base import History
+from recsys.rankers.bgnbd import BGNBDRanker, bgnbd_available, rfm_summary
+from recsys.rankers.factor import ALSRanker, BPRRanker, topk_rows
 
-try:
-    from _logs import list_log
-except ImportError:  # tests collected as a package
-    from tests._logs import list_log
+from _logs import list_log
 
 SMALL_ALS = {"factors": 8, "iterations": 10, "seed": 7, "num_threads": 1, "chunk_size": 3}
 

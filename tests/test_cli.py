@@ -1,8 +1,11 @@
-"""CLI: generate and prepare end to end; errors are one clear line and exit code 2."""
+"""CLI: generate and prepare end to end; errors are one clear line, exit code 2; serve/dashboard run the apps."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +30,19 @@ def test_missing_input_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_generate_behaviour_flags_and_side_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     raw = tmp_path / "raw.csv"
-    args = ["generate", "--scale", "0.01", "--seed", "2", "--output", str(raw), "--category-loyalty", "0.35", "--name-signal", "0"]
+    args = [
+        "generate",
+        "--scale",
+        "0.01",
+        "--seed",
+        "2",
+        "--output",
+        str(raw),
+        "--category-loyalty",
+        "0.35",
+        "--name-signal",
+        "0",
+    ]
     assert cli.main(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["behaviour"] == {"category_loyalty": 0.35, "name_signal": 0.0, "retention": None}
@@ -42,7 +57,20 @@ def test_profile_of_a_non_case_study_log(tmp_path: Path, capsys: pytest.CaptureF
     assert cli.main(["prepare", "--input", str(raw), "--output", str(out)]) == 0
     capsys.readouterr()
     # a case-study layout gets the calibration table; --categories checks inference against the truth
-    assert cli.main(["profile", "--input", str(out), "--scale", "0.02", "--categories", str(tmp_path / "raw.categories.parquet")]) == 0
+    assert (
+        cli.main(
+            [
+                "profile",
+                "--input",
+                str(out),
+                "--scale",
+                "0.02",
+                "--categories",
+                str(tmp_path / "raw.categories.parquet"),
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["source"] == "case_study" and result["calibration"] is not None
     assert result["axes"]["agreement"]["ari"] > 0.5 and result["axes"]["loyalty_true"]["measured_users"] > 0
@@ -53,3 +81,43 @@ def test_profile_of_a_non_case_study_log(tmp_path: Path, capsys: pytest.CaptureF
     result = json.loads(capsys.readouterr().out)
     assert result["calibration"] is None and result["axes"]["loyalty_true"] is None
     assert result["axes"]["retention_pct"] > 0 and result["axes"]["loyalty_inferred"]["measured_users"] > 0
+
+
+def test_the_cli_never_imports_the_app_layers() -> None:
+    code = (
+        "import sys, recsys.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in {'service', 'dashboard'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_serve_runs_python_m_service(tmp_path: Path) -> None:
+    env = {**os.environ, "RECSYS_CACHE_DIR": str(tmp_path / "no-cache-here")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "serve"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 3  # service.main.EXIT_NO_CACHE: the service itself answered
+    assert "no-cache-here" in proc.stderr and "manifest.json is missing" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["dashboard"], ["-m", "dashboard"]),
+        (["dashboard", "--port", "9123"], ["-m", "dashboard", "--port", "9123"]),
+        (["serve"], ["-m", "service"]),
+    ],
+)
+def test_app_commands_exec_the_app_package(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: list[str]
+) -> None:
+    seen: list[list[str]] = []
+
+    def fake_execv(path: str, args: list[str]) -> None:
+        seen.append(args)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execv", fake_execv)
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert seen == [[sys.executable, *expected]]

@@ -1,37 +1,51 @@
-"""The dashboard in a real browser: Voilà serves dashboard/app.ipynb on 127.0.0.1 over tiny artifacts, Debian chromium
-(driven by Playwright's sync API, never a downloaded browser) searches a product, sees N rows, moves a weight slider,
-sees the ranking change, downloads the CSV and checks it, and saves test-artifacts/dashboard.png."""
+"""The dashboard in a real browser: Voilà serves dashboard/app.ipynb on 127.0.0.1, driven by Debian chromium through
+Playwright's sync API (never a downloaded browser).
+
+- Over tiny artifacts: search a product, see N rows, move a weight slider, see the ranking change, download the CSV and
+  check it; saves test-artifacts/dashboard.png.
+- Over the default artifacts of `make run` (data/ and reports/metrics/), when they exist: the page as it opens, once
+  fully rendered, becomes the README screenshot reports/figures/dashboard.png (skipped, saying so, without them).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from dashboard.artifacts import DashboardData
+from dashboard.search import resolve_query
+from dashboard.serve import voila_command
+from dashboard.settings import DATA_ENV, REPORTS_ENV, DashboardPaths
+from dashboard.whatif import WhatIfSettings
 from recsys import config
-from recsys import dashboard as D
+from service.processes import free_port, port_open, stop_process_tree, wait_until
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 DEADLINE_S = 180.0  # generous bound for a loaded machine; never asserted as a timing
 N_ROWS = 7
 SCREENSHOT = config.PROJ_ROOT / "test-artifacts" / "dashboard.png"
-
+README_SCREENSHOT = config.REPORTS_DIR / "figures" / "dashboard.png"
 
 
 @pytest.fixture(scope="module")
@@ -39,47 +53,15 @@ def chromium() -> Path:
     """Debian's chromium; skipped with a reason outside CI when missing, a failure in CI."""
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing in CI: the test target must run scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core first")
-        pytest.skip(f"{CHROMIUM} is not installed (run scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core); browser test skipped outside CI")
+            pytest.fail(
+                f"{CHROMIUM} is missing in CI: the test target must run "
+                "scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core first"
+            )
+        pytest.skip(
+            f"{CHROMIUM} is not installed (run scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core); "
+            "browser test skipped outside CI"
+        )
     return CHROMIUM
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll until something listens on 127.0.0.1:port; fail with voila's log if it exits or times out."""
-    end = time.monotonic() + DEADLINE_S
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            pytest.fail(f"voila exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    pytest.fail(f"voila did not listen on port {port}:\n{log.read_text(errors='replace')}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the voila we started (it shuts its kernels down), then end any of its children still running."""
-    children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    alive = [c for c in children if c.is_running()]
-    for child in alive:
-        child.terminate()
-    _, still = psutil.wait_procs(alive, timeout=10)
-    for child in still:
-        child.kill()
 
 
 @dataclass(frozen=True)
@@ -87,11 +69,11 @@ class Served:
     """A running dashboard and the artifacts it reads."""
 
     url: str
-    paths: D.DashboardPaths
+    paths: DashboardPaths
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> D.DashboardPaths:
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> DashboardPaths:
     """Tiny generated log -> prepare -> cache (the real pipeline functions), laid out like data/; no metrics files."""
     from recsys.cache.build import build_cache_from_params
     from recsys.data.contract import source_spec_from_params
@@ -99,7 +81,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> D.DashboardPaths:
     from recsys.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("dashboard")
-    paths = D.DashboardPaths.from_env({D.DATA_ENV: str(root / "data"), D.REPORTS_ENV: str(root / "reports")})
+    paths = DashboardPaths.from_env({DATA_ENV: str(root / "data"), REPORTS_ENV: str(root / "reports")})
     raw = root / "data" / "raw" / "synthetic.csv"
     generate(raw, scale=0.01, seed=42)
     prepare(raw, paths.prepared, source_spec_from_params(config.load_params("prepare")["source"]))
@@ -107,20 +89,65 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> D.DashboardPaths:
     return paths
 
 
-@pytest.fixture(scope="module")
-def served(chromium: Path, artifacts: D.DashboardPaths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """`voila dashboard/app.ipynb` on a free 127.0.0.1 port, pointed at the tiny artifacts; stopped afterwards."""
+@contextlib.contextmanager
+def voila(env: dict[str, str], log: Path) -> Iterator[str]:
+    """`python -m voila dashboard/app.ipynb` on a free 127.0.0.1 port with `env`; its URL, stopped afterwards."""
     port = free_port()
-    log = tmp_path_factory.mktemp("voila") / "voila.log"
-    env = {**os.environ, D.DATA_ENV: str(artifacts.prepared.parents[1]),
-           D.REPORTS_ENV: str(artifacts.evaluate_json.parents[1]), "OPENBLAS_NUM_THREADS": "1"}
     with log.open("wb") as out:
-        proc = subprocess.Popen(D.voila_command(port), cwd=config.PROJ_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            voila_command(port),
+            cwd=config.PROJ_ROOT,
+            env={**env, "OPENBLAS_NUM_THREADS": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_for_port(port, proc, log)
-        yield Served(f"http://127.0.0.1:{port}/", artifacts)
+        wait_until(
+            lambda: port_open(port),
+            f"voila to listen on port {port}",
+            timeout_s=DEADLINE_S,
+            proc=proc,
+            interval_s=0.1,
+            describe_exit=lambda: log.read_text(errors="replace"),
+        )
+        yield f"http://127.0.0.1:{port}/"
     finally:
-        stop(proc)
+        stop_process_tree(proc)
+
+
+@contextlib.contextmanager
+def browser_page(chromium: Path) -> Iterator[Page]:
+    """A fresh page of headless Debian chromium (1500 x 1300, downloads accepted)."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1300}, accept_downloads=True)
+            page.set_default_timeout(DEADLINE_S * 1000)
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def served(chromium: Path, artifacts: DashboardPaths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The dashboard pointed at the tiny artifacts."""
+    env = {
+        **os.environ,
+        DATA_ENV: str(artifacts.prepared.parents[1]),
+        REPORTS_ENV: str(artifacts.evaluate_json.parents[1]),
+    }
+    with voila(env, tmp_path_factory.mktemp("voila") / "voila.log") as url:
+        yield Served(url, artifacts)
+
+
+def wait_rendered(page: Page, rows: int) -> None:
+    """Wait until the opening page is complete: product card, `rows` audience rows, summary, metrics panel, fonts."""
+    expect(page.locator(".recsys-product-card h3")).to_be_visible()
+    expect(page.locator(".recsys-audience tr.recsys-row")).to_have_count(rows)
+    expect(page.locator(".recsys-summary-box .recsys-summary")).to_be_visible()  # each refresh writes it last
+    expect(page.locator(".recsys-why")).to_be_visible()
+    page.evaluate("document.fonts.ready.then(() => true)")
+    page.wait_for_timeout(500)  # let the widgets finish their layout before the pixels are taken
 
 
 def table_customers(page: Page) -> list[str]:
@@ -137,23 +164,29 @@ def set_slider(page: Page, css_class: str, value: str) -> None:
     page.keyboard.press("Enter")
 
 
-def pick_query(data: D.DashboardData) -> tuple[str, object]:
+def pick_query(data: DashboardData) -> tuple[str, object]:
     """A partial Arabic name query (alef/diacritics-insensitive) and the product the dashboard must open for it."""
     idx = data.products
+    assert idx is not None
     order = np.argsort(-idx.interactions, kind="stable")
     for code in order[1:]:
         name = idx.names[code]
         if name and any("\u0600" <= ch <= "\u06ff" for ch in name.split()[0]) and len(name.split()) >= 3:
             query = " ".join(name.split()[:2]).replace("أ", "ا")
-            first = D.resolve_query(idx, query).matches["product_id"].iloc[0]
+            first = resolve_query(idx, query).matches["product_id"].iloc[0]
             return query, first
     pytest.fail("no product with an Arabic name in the tiny log")
 
 
-def pick_weight_change(data: D.DashboardData, pid: object, cached: np.ndarray) -> tuple[str, float, D.WhatIfSettings]:
+def pick_weight_change(data: DashboardData, pid: object, cached: np.ndarray) -> tuple[str, float, WhatIfSettings]:
     """One engagement-weight slider move that changes this product's top-N (computed with the pure functions)."""
     base = data.default_settings()
-    for feature, value in (("recency", 1.0), ("total_interactions", 0.0), ("interaction_frequency", 1.0), ("avg_event_score", 1.0)):
+    for feature, value in (
+        ("recency", 1.0),
+        ("total_interactions", 0.0),
+        ("interaction_frequency", 1.0),
+        ("avg_event_score", 1.0),
+    ):
         settings = replace(base, weights={**base.weights, feature: value})
         if not np.array_equal(data.audience(pid, N_ROWS, settings).customers, cached):
             return feature, value, settings
@@ -161,56 +194,81 @@ def pick_weight_change(data: D.DashboardData, pid: object, cached: np.ndarray) -
 
 
 def test_dashboard_in_chromium(chromium: Path, served: Served) -> None:
-    data = D.DashboardData.load(served.paths)
+    data = DashboardData.load(served.paths)
     assert data.ready, data.issues
     query, pid = pick_query(data)
     cached = data.audience(pid, N_ROWS).customers
     feature, value, settings = pick_weight_change(data, pid, cached)
     expected = data.audience(pid, N_ROWS, settings)
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1300}, accept_downloads=True)
-            page.set_default_timeout(DEADLINE_S * 1000)
-            page.goto(served.url, timeout=DEADLINE_S * 1000)
-            expect(page.locator(".recsys-audience tr.recsys-row").first).to_be_visible()
-            expect(page.locator(".recsys-why")).to_contain_text("dvc repro")  # no metrics files: friendly message
+    with browser_page(chromium) as page:
+        page.goto(served.url, timeout=DEADLINE_S * 1000)
+        expect(page.locator(".recsys-audience tr.recsys-row").first).to_be_visible()
+        expect(page.locator(".recsys-why")).to_contain_text("dvc repro")  # no metrics files: friendly message
 
-            # find a product by part of its Arabic name
-            page.locator(".recsys-search input").fill(query)
-            page.locator(".recsys-search input").press("Enter")
-            expect(page.locator(".recsys-product-card")).to_contain_text(f"product id {pid}")
+        # find a product by part of its Arabic name
+        page.locator(".recsys-search input").fill(query)
+        page.locator(".recsys-search input").press("Enter")
+        expect(page.locator(".recsys-product-card")).to_contain_text(f"product id {pid}")
 
-            # N rows, straight from the cache
-            set_slider(page, "recsys-n", str(N_ROWS))
-            cells = page.locator(".recsys-audience tr.recsys-row td.cust")
-            expect(cells).to_have_text([str(c) for c in cached])  # exactly N rows, in cache order (auto-retried)
-            expect(page.locator(".recsys-summary-box")).to_contain_text(f"Top {N_ROWS} from the cache")
+        # N rows, straight from the cache
+        set_slider(page, "recsys-n", str(N_ROWS))
+        cells = page.locator(".recsys-audience tr.recsys-row td.cust")
+        expect(cells).to_have_text([str(c) for c in cached])  # exactly N rows, in cache order (auto-retried)
+        expect(page.locator(".recsys-summary-box")).to_contain_text(f"Top {N_ROWS} from the cache")
 
-            # move one engagement weight: the ranking changes live and the diff vs the cache is shown
-            set_slider(page, f"recsys-weight-{feature}", f"{value:.2f}")
-            expect(page.locator(".recsys-summary-box")).to_contain_text(f"{len(expected.diff.entered)} entered")
-            expect(cells).to_have_text([str(c) for c in expected.customers])
-            shown = table_customers(page)
-            assert shown != [str(c) for c in cached] and len(shown) == N_ROWS
-            expect(page.locator(".recsys-audience td").filter(has_text="new")).to_have_count(len(expected.diff.entered))
+        # move one engagement weight: the ranking changes live and the diff vs the cache is shown
+        set_slider(page, f"recsys-weight-{feature}", f"{value:.2f}")
+        assert expected.diff is not None
+        expect(page.locator(".recsys-summary-box")).to_contain_text(f"{len(expected.diff.entered)} entered")
+        expect(cells).to_have_text([str(c) for c in expected.customers])
+        shown = table_customers(page)
+        assert shown != [str(c) for c in cached] and len(shown) == N_ROWS
+        expect(page.locator(".recsys-audience td").filter(has_text="new")).to_have_count(len(expected.diff.entered))
 
-            # export: the browser downloads the CSV of exactly what is shown
-            expect(page.locator(".recsys-export")).to_contain_text(f"audience_{pid}_whatif_top{N_ROWS}.csv")
-            with page.expect_download() as info:
-                page.locator(".recsys-export a.recsys-download-link").click()
-            download = info.value
-            assert download.suggested_filename == f"audience_{pid}_whatif_top{N_ROWS}.csv"
-            text = Path(download.path()).read_text(encoding="utf-8-sig")
-            csv = pd.read_csv(io.StringIO(text))
-            assert csv.columns.tolist()[:4] == ["product_id", "rank", "customer_id", "score"]
-            assert csv["customer_id"].astype(str).tolist() == shown and csv["rank"].tolist() == list(range(1, N_ROWS + 1))
-            assert (csv["product_id"].astype(str) == str(pid)).all()
-            np.testing.assert_allclose(csv["score"], expected.scores, rtol=1e-12)
+        # export: the browser downloads the CSV of exactly what is shown
+        expect(page.locator(".recsys-export")).to_contain_text(f"audience_{pid}_whatif_top{N_ROWS}.csv")
+        with page.expect_download() as info:
+            page.locator(".recsys-export a.recsys-download-link").click()
+        download = info.value
+        assert download.suggested_filename == f"audience_{pid}_whatif_top{N_ROWS}.csv"
+        text = Path(download.path()).read_text(encoding="utf-8-sig")
+        csv = pd.read_csv(io.StringIO(text))
+        assert csv.columns.tolist()[:4] == ["product_id", "rank", "customer_id", "score"]
+        assert csv["customer_id"].astype(str).tolist() == shown and csv["rank"].tolist() == list(range(1, N_ROWS + 1))
+        assert (csv["product_id"].astype(str) == str(pid)).all()
+        np.testing.assert_allclose(csv["score"], expected.scores, rtol=1e-12)
 
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-        finally:
-            browser.close()
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 0
+
+
+def test_readme_screenshot_from_the_default_artifacts(chromium: Path, tmp_path: Path) -> None:
+    paths = DashboardPaths.from_env({})
+    needed = [paths.prepared, paths.cache_dir / "manifest.json", paths.evaluate_json, paths.explore_json]
+    missing = [config.relative(p) for p in needed if not p.is_file()]
+    if missing:
+        pytest.skip(
+            f"default artifacts missing ({', '.join(missing)}): run `make run` first to regenerate "
+            f"{config.relative(README_SCREENSHOT)}"
+        )
+    data = DashboardData.load(paths)
+    assert data.ready and not data.issues, data.issues
+    rows = min(20, data.n_max)  # the notebook's opening depth
+    env = {k: v for k, v in os.environ.items() if k not in (DATA_ENV, REPORTS_ENV)}
+    with voila(env, tmp_path / "voila.log") as url, browser_page(chromium) as page:
+        page.goto(url, timeout=DEADLINE_S * 1000)
+        wait_rendered(page, rows)
+        expect(page.locator(".recsys-summary-box")).to_contain_text(
+            f"Top {rows} from the cache (ranker {data.cache_ranker})"
+        )
+        expect(page.locator(".recsys-why svg.recsys-plot").first).to_be_visible()  # the evaluation panel has its charts
+        assert "not found" not in page.locator("body").inner_text()
+        # Voila scrolls inside the page, so a full-page shot stops at the viewport: grow it to the content
+        height = page.evaluate("Math.max(...Array.from(document.querySelectorAll('*'), e => e.scrollHeight))")
+        page.set_viewport_size({"width": 1500, "height": min(int(height) + 40, 4000)})
+        wait_rendered(page, rows)
+        README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(README_SCREENSHOT), full_page=True)
+    assert README_SCREENSHOT.stat().st_size > 0

@@ -14,9 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.reporting import plots
 from recsys.data.contract import DATE_DTYPE
-from recsys.evaluation.run import EvalConfig, ModelSpec, quick_params, ranker_params, run_evaluation
 from recsys.evaluation.frame import build_eval_sets, oracle_lists
 from recsys.evaluation.metrics import (
     METRICS,
@@ -33,14 +31,13 @@ from recsys.evaluation.metrics import (
 )
 from recsys.evaluation.references import oracle_metrics, random_expectation
 from recsys.evaluation.report import hit_count, lift_verdict
+from recsys.evaluation.run import EvalConfig, ModelSpec, quick_params, ranker_params, run_evaluation
 from recsys.evaluation.scoring import RankerContractError, coded_recommendations
 from recsys.evaluation.split import split_summary, temporal_split
 from recsys.rankers import Recommendations
+from recsys.reporting import plots
 
-try:
-    from _logs import list_log
-except ImportError:  # tests collected as a package
-    from tests._logs import list_log
+from _logs import list_log
 
 L2 = np.log2
 

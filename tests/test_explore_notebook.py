@@ -19,10 +19,15 @@ pytestmark = pytest.mark.notebooks
 
 def test_explore_runs_on_online_retail(tmp_path: Path) -> None:
     prepared = tmp_path / "prepared" / "interactions.parquet"
-    summary = prepare(PROJ_ROOT / "data/external/online_retail/online_retail.parquet", prepared, PRESETS["online_retail"])
+    summary = prepare(
+        PROJ_ROOT / "data/external/online_retail/online_retail.parquet", prepared, PRESETS["online_retail"]
+    )
     metrics_path = tmp_path / "metrics" / "explore.json"
-    run_notebook("explore", {"prepared_path": str(prepared), "metrics_path": str(metrics_path),
-                             "figures_dir": str(tmp_path / "figures")}, output_dir=tmp_path / "reports")
+    run_notebook(
+        "explore",
+        {"prepared_path": str(prepared), "metrics_path": str(metrics_path), "figures_dir": str(tmp_path / "figures")},
+        output_dir=tmp_path / "reports",
+    )
     metrics = json.loads(metrics_path.read_text())
     assert metrics["layout"] == "online_retail" and metrics["source"] == "file"
     assert metrics["rows"] == summary.kept and metrics["users"] == summary.users

@@ -18,10 +18,7 @@ from recsys.features.engagement import (
     normalise,
 )
 
-try:
-    from _logs import frame, random_log
-except ImportError:  # tests collected as a package
-    from tests._logs import frame, random_log
+from _logs import frame, random_log
 
 REF = "2023-04-01T00:00:00+00:00"
 REF_DATE = "2023-04-01"

@@ -13,10 +13,7 @@ from recsys.rankers.base import deep_merge
 from recsys.rankers.content import truncate_postings
 from recsys.rankers.engagement import ActivityRanker
 
-try:
-    from _logs import frame, random_log
-except ImportError:  # tests collected as a package
-    from tests._logs import frame, random_log
+from _logs import frame, random_log
 
 BUILTIN = ("random", "activity", "recency", "content")
 DAY = "2023-03-31"

@@ -4,33 +4,28 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
-import warnings
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from recsys.cache.lookup import AudienceLookup
 from recsys.config import PROJ_ROOT
-
-if str(PROJ_ROOT) not in sys.path:  # `service` is not in the installed package list (pyproject: recsys* only)
-    sys.path.insert(0, str(PROJ_ROOT))
-
-from service.app import create_app
+from service.app import create_app, shown_path
 from service.main import EXIT_NO_CACHE, main, run
+from service.processes import wait_until
 from service.settings import ServiceSettings
 from service.state import CacheHolder, CacheLoadError
 from service.testing import TINY_N, build_tiny_cache, client_score, expected_audiences, tiny_interactions
 
-with warnings.catch_warnings():  # starlette suggests httpx2 for its TestClient; httpx is what we have
-    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
-    from fastapi.testclient import TestClient
+from conftest import TinyCache
 
 UNKNOWN_INT = 999_999
 DEADLINE_S = 30.0  # generous upper bound for background reloads; never asserted as a timing
@@ -41,55 +36,22 @@ DEADLINE_S = 30.0  # generous upper bound for background reloads; never asserted
 # ---------------------------------------------------------------------------------------------------
 
 
-def make_client(cache_dir: Path, **settings: Any) -> TestClient:
-    """A TestClient over a fresh app for `cache_dir` (enter it with `with` to run the lifespan)."""
-    cfg = ServiceSettings(cache_dir=cache_dir, **{"reload_interval_s": 0.0, **settings})
-    return TestClient(create_app(cfg), raise_server_exceptions=False)
-
-
 def as_triples(body: dict[str, Any]) -> list[tuple[Any, float, int]]:
     """A /recommend body's recommendations as (customer_id, score, rank) tuples."""
     return [(r["customer_id"], r["score"], r["rank"]) for r in body["recommendations"]]
 
 
-def wait_for(predicate, what: str) -> None:
-    """Poll `predicate` until true; fail with `what` after DEADLINE_S (correctness, not speed)."""
-    end = time.monotonic() + DEADLINE_S
-    while not predicate():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
-def int_cache(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A tiny cache with integer product ids, plus the log it was built from and its ground truth."""
-    cache_dir = tmp_path_factory.mktemp("int_cache")
-    frame = tiny_interactions()
-    manifest = build_tiny_cache(cache_dir, frame)
-    return {"dir": cache_dir, "frame": frame, "manifest": manifest, "expected": expected_audiences(cache_dir)}
-
-
-@pytest.fixture(scope="module")
-def client(int_cache: dict[str, Any]):
+def client(int_cache: TinyCache, make_client: Callable[..., TestClient]) -> Iterator[TestClient]:
     """Module-scoped TestClient over the integer-id cache."""
-    with make_client(int_cache["dir"]) as c:
+    with make_client(int_cache.dir) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def str_cache(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A tiny cache whose product ids are SKU-like strings."""
-    cache_dir = tmp_path_factory.mktemp("str_cache")
-    frame = tiny_interactions(string_ids=True)
-    manifest = build_tiny_cache(cache_dir, frame)
-    return {"dir": cache_dir, "frame": frame, "manifest": manifest, "expected": expected_audiences(cache_dir)}
-
-
-@pytest.fixture(scope="module")
-def str_client(str_cache: dict[str, Any]):
+def str_client(str_cache: TinyCache, make_client: Callable[..., TestClient]) -> Iterator[TestClient]:
     """Module-scoped TestClient over the string-id cache."""
-    with make_client(str_cache["dir"]) as c:
+    with make_client(str_cache.dir) as c:
         yield c
 
 
@@ -98,23 +60,29 @@ def str_client(str_cache: dict[str, Any]):
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_health_reports_the_loaded_manifest(client: TestClient, int_cache: dict[str, Any]) -> None:
+def test_shown_path_is_relative_to_the_project_root_or_just_a_name(tmp_path: Path) -> None:
+    assert shown_path(PROJ_ROOT / "data" / "artifacts" / "cache") == "data/artifacts/cache"
+    assert shown_path(tmp_path / "somewhere" / "cache") == "cache"
+
+
+def test_health_reports_the_loaded_manifest(client: TestClient, int_cache: TinyCache) -> None:
     body = client.get("/health").json()
-    manifest = int_cache["manifest"]
+    manifest = int_cache.manifest
     assert body["status"] == "ok" and body["ready"] is True
     assert body["cache"]["version"] == manifest["version"]
     assert body["cache"]["ranker"] == manifest["ranker"]
     assert body["cache"]["created_at"] == manifest["created_at"]
-    assert body["cache"]["products"] == manifest["counts"]["products"] == len(int_cache["expected"])
+    assert body["cache"]["products"] == manifest["counts"]["products"] == len(int_cache.expected)
     assert body["cache"]["data_fingerprint"] == manifest["fingerprint"]["value"]
     assert body["cache"]["n"] == TINY_N
     assert body["cache"]["id_kind"] == "int" and body["cache"]["customer_id_kind"] == "int"
     assert body["last_reload_error"] is None and body["reloads"] == 0
+    assert body["cache_dir"] == int_cache.dir.name  # outside the project root: its name only, never an absolute path
 
 
-def test_recommend_matches_the_cache_exactly(client: TestClient, int_cache: dict[str, Any]) -> None:
-    version = int_cache["manifest"]["version"]
-    for pid, expected in int_cache["expected"].items():
+def test_recommend_matches_the_cache_exactly(client: TestClient, int_cache: TinyCache) -> None:
+    version = int_cache.manifest["version"]
+    for pid, expected in int_cache.expected.items():
         r = client.get(f"/recommend/{pid}", params={"n": TINY_N})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -125,37 +93,39 @@ def test_recommend_matches_the_cache_exactly(client: TestClient, int_cache: dict
         assert body["model"] == version
 
 
-def test_n_truncates_and_defaults_to_min_10_and_cache_n(client: TestClient, int_cache: dict[str, Any]) -> None:
-    pid, expected = next(iter(int_cache["expected"].items()))
+def test_n_truncates_and_defaults_to_min_10_and_cache_n(client: TestClient, int_cache: TinyCache) -> None:
+    pid, expected = next(iter(int_cache.expected.items()))
     assert as_triples(client.get(f"/recommend/{pid}", params={"n": 2}).json()) == expected[:2]
     assert as_triples(client.get(f"/recommend/{pid}").json()) == expected[: min(10, TINY_N)]
 
 
-def test_no_recommended_customer_already_interacted(client: TestClient, int_cache: dict[str, Any]) -> None:
-    frame = int_cache["frame"]
-    for pid in int_cache["expected"]:
+def test_no_recommended_customer_already_interacted(client: TestClient, int_cache: TinyCache) -> None:
+    frame = int_cache.frame
+    for pid in int_cache.expected:
         seen = set(frame.loc[frame["product_id"] == pid, "customer_id"].tolist())
         body = client.get(f"/recommend/{pid}", params={"n": TINY_N}).json()
         got = {r["customer_id"] for r in body["recommendations"]}
         assert got and not (got & seen), f"product {pid} recommends customers who already interacted: {got & seen}"
 
 
-def test_unknown_product_gets_the_flagged_global_fallback(client: TestClient, int_cache: dict[str, Any]) -> None:
+def test_unknown_product_gets_the_flagged_global_fallback(client: TestClient, int_cache: TinyCache) -> None:
     body = client.get(f"/recommend/{UNKNOWN_INT}", params={"n": 3}).json()
-    customers, scores, cold = AudienceLookup.open(int_cache["dir"]).top(UNKNOWN_INT, 3)
+    customers, scores, cold = AudienceLookup.open(int_cache.dir).top(UNKNOWN_INT, 3)
     assert cold is True and body["cold_start"] is True
     assert body["product_id"] == UNKNOWN_INT
-    assert as_triples(body) == [(c, client_score(s), i) for i, (c, s) in enumerate(zip(customers.tolist(), scores), 1)]
+    assert as_triples(body) == [
+        (c, client_score(s), i) for i, (c, s) in enumerate(zip(customers.tolist(), scores, strict=True), 1)
+    ]
     assert body["count"] == len(customers) > 0
 
 
-def test_batch_answers_each_product_in_request_order(client: TestClient, int_cache: dict[str, Any]) -> None:
-    known = list(int_cache["expected"])
+def test_batch_answers_each_product_in_request_order(client: TestClient, int_cache: TinyCache) -> None:
+    known = list(int_cache.expected)
     ids: list[Any] = [known[2], str(known[0]), UNKNOWN_INT, known[2]]
     r = client.post("/recommend/batch", json={"product_ids": ids, "n": 3})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["count"] == 4 and body["model"] == int_cache["manifest"]["version"]
+    assert body["count"] == 4 and body["model"] == int_cache.manifest["version"]
     assert [item["product_id"] for item in body["items"]] == [known[2], known[0], UNKNOWN_INT, known[2]]
     for item in body["items"]:
         single = client.get(f"/recommend/{item['product_id']}", params={"n": 3}).json()
@@ -168,8 +138,8 @@ def test_batch_accepts_the_maximum_size(client: TestClient) -> None:
     assert r.status_code == 200 and r.json()["count"] == 1000
 
 
-def test_products_sample_is_seedable_and_known(client: TestClient, int_cache: dict[str, Any]) -> None:
-    known = set(int_cache["expected"])
+def test_products_sample_is_seedable_and_known(client: TestClient, int_cache: TinyCache) -> None:
+    known = set(int_cache.expected)
     a = client.get("/products/sample", params={"n": 3, "seed": 7}).json()
     b = client.get("/products/sample", params={"n": 3, "seed": 7}).json()
     assert a == b and a["count"] == 3 and len(set(a["product_ids"])) == 3
@@ -181,8 +151,8 @@ def test_products_sample_is_seedable_and_known(client: TestClient, int_cache: di
     assert replay["product_ids"] == unseeded["product_ids"]
 
 
-def test_string_ids_are_served_as_strings(str_client: TestClient, str_cache: dict[str, Any]) -> None:
-    for pid, expected in str_cache["expected"].items():
+def test_string_ids_are_served_as_strings(str_client: TestClient, str_cache: TinyCache) -> None:
+    for pid, expected in str_cache.expected.items():
         body = str_client.get(f"/recommend/{pid}", params={"n": TINY_N}).json()
         assert body["product_id"] == pid and as_triples(body) == expected and body["cold_start"] is False
     unknown = str_client.get("/recommend/12345").json()
@@ -215,7 +185,7 @@ def test_openapi_describes_the_loaded_cache(client: TestClient, str_client: Test
 # client mistakes: always 4xx with a message, never a 500 or a traceback
 # ---------------------------------------------------------------------------------------------------
 
-BAD_REQUESTS = [
+BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
     ("GET", "/recommend/abc", None, 422, "integers"),
     ("GET", "/recommend/1.5", None, 422, "integers"),
     ("GET", f"/recommend/{2**70}", None, 422, "64-bit"),
@@ -247,10 +217,14 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("method", "url", "body", "status", "message"), BAD_REQUESTS,
-                         ids=[f"{m} {u[:40]} {str(b)[:30]}" for m, u, b, _, _ in BAD_REQUESTS])
-def test_client_mistakes_get_a_clear_4xx(client: TestClient, method: str, url: str, body: Any, status: int,
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "url", "body", "status", "message"),
+    BAD_REQUESTS,
+    ids=[f"{m} {u[:40]} {str(b)[:30]}" for m, u, b, _, _ in BAD_REQUESTS],
+)
+def test_client_mistakes_get_a_clear_4xx(
+    client: TestClient, method: str, url: str, body: Any, status: int, message: str
+) -> None:
     if isinstance(body, bytes):
         r = client.request(method, url, content=body, headers={"content-type": "application/json"})
     else:
@@ -268,8 +242,9 @@ def test_a_body_not_sent_as_json_gets_415(client: TestClient) -> None:
         assert "Content-Type: application/json" in r.json()["detail"]
 
 
-def test_server_faults_are_logged_and_answered_generically(int_cache: dict[str, Any],
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_server_faults_are_logged_and_answered_generically(
+    int_cache: TinyCache, caplog: pytest.LogCaptureFixture
+) -> None:
     class Exploding:
         """A lookup whose `top` fails like a real bug would."""
 
@@ -282,8 +257,8 @@ def test_server_faults_are_logged_and_answered_generically(int_cache: dict[str, 
         def top(self, product_id: Any, n: int) -> Any:
             raise RuntimeError("secret internal detail")
 
-    holder = CacheHolder(int_cache["dir"], opener=lambda d: Exploding(AudienceLookup.open(d)))
-    app = create_app(ServiceSettings(cache_dir=int_cache["dir"], reload_interval_s=0), holder=holder)
+    holder = CacheHolder(int_cache.dir, opener=lambda d: Exploding(AudienceLookup.open(d)))
+    app = create_app(ServiceSettings(cache_dir=int_cache.dir, reload_interval_s=0), holder=holder)
     with TestClient(app, raise_server_exceptions=False) as c, caplog.at_level("ERROR", logger="recsys.service"):
         r = c.get("/recommend/101")
         assert c.get("/health").status_code == 200
@@ -298,13 +273,13 @@ def test_server_faults_are_logged_and_answered_generically(int_cache: dict[str, 
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_startup_without_a_cache_fails_clearly(tmp_path: Path) -> None:
+def test_startup_without_a_cache_fails_clearly(tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
     with pytest.raises(CacheLoadError, match="manifest.json is missing"):
         with make_client(tmp_path / "missing"):
             pass
 
 
-def test_startup_with_a_corrupt_manifest_fails_clearly(tmp_path: Path) -> None:
+def test_startup_with_a_corrupt_manifest_fails_clearly(tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(CacheLoadError, match="corrupt"):
         with make_client(tmp_path):
@@ -342,10 +317,12 @@ def test_settings_come_from_recsys_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServiceSettings() == s
 
 
-def test_cors_is_off_by_default_and_exact_when_configured(client: TestClient, int_cache: dict[str, Any]) -> None:
+def test_cors_is_off_by_default_and_exact_when_configured(
+    client: TestClient, int_cache: TinyCache, make_client: Callable[..., TestClient]
+) -> None:
     origin = {"origin": "http://a.example"}
     assert "access-control-allow-origin" not in client.get("/health", headers=origin).headers
-    with make_client(int_cache["dir"], cors_origins=["http://a.example"]) as c:
+    with make_client(int_cache.dir, cors_origins=["http://a.example"]) as c:
         assert c.get("/health", headers=origin).headers["access-control-allow-origin"] == "http://a.example"
         other = c.get("/health", headers={"origin": "http://evil.example"})
         assert "access-control-allow-origin" not in other.headers
@@ -356,7 +333,7 @@ def test_cors_is_off_by_default_and_exact_when_configured(client: TestClient, in
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_reload_under_concurrent_requests_loses_none(tmp_path: Path) -> None:
+def test_reload_under_concurrent_requests_loses_none(tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
     cache_dir = tmp_path / "cache"
     old_manifest = build_tiny_cache(cache_dir, tiny_interactions(variant=0))
     expected = {old_manifest["version"]: expected_audiences(cache_dir)}
@@ -381,7 +358,7 @@ def test_reload_under_concurrent_requests_loses_none(tmp_path: Path) -> None:
     with make_client(cache_dir, reload_interval_s=0.02) as c:
         with ThreadPoolExecutor(max_workers=6) as pool:
             futures = [pool.submit(hammer, c, seed) for seed in range(6)]
-            wait_for(started.is_set, "the first answers from the old version")
+            wait_until(started.is_set, "the first answers from the old version", timeout_s=DEADLINE_S, interval_s=0.02)
             manifest = build_tiny_cache(cache_dir, tiny_interactions(variant=1))
             new_version.append(manifest["version"])
             expected[manifest["version"]] = expected_audiences(cache_dir)
@@ -399,7 +376,9 @@ def test_reload_under_concurrent_requests_loses_none(tmp_path: Path) -> None:
     assert health["cache"]["version"] == new_version[0] and health["reloads"] >= 1 and health["status"] == "ok"
 
 
-def test_corrupt_manifest_at_reload_keeps_serving_the_old_version(tmp_path: Path) -> None:
+def test_corrupt_manifest_at_reload_keeps_serving_the_old_version(
+    tmp_path: Path, make_client: Callable[..., TestClient]
+) -> None:
     cache_dir = tmp_path / "cache"
     manifest = build_tiny_cache(cache_dir, tiny_interactions())
     expected = expected_audiences(cache_dir)
@@ -408,16 +387,27 @@ def test_corrupt_manifest_at_reload_keeps_serving_the_old_version(tmp_path: Path
         tmp = cache_dir / "manifest.json.tmp"
         tmp.write_text('{"lookup_dir": "lookup-nope", ')
         os.replace(tmp, cache_dir / "manifest.json")
-        wait_for(lambda: c.get("/health").json()["last_reload_error"] is not None, "the reload error in /health")
+        wait_until(
+            lambda: c.get("/health").json()["last_reload_error"] is not None,
+            "the reload error in /health",
+            timeout_s=DEADLINE_S,
+            interval_s=0.02,
+        )
         health = c.get("/health").json()
         assert health["status"] == "degraded" and health["reload_failures"] >= 1
         assert "corrupt" in health["last_reload_error"]["message"]
+        assert str(tmp_path) not in json.dumps(health) and health["cache_dir"] == "cache"  # no absolute path anywhere
         assert health["cache"]["version"] == manifest["version"]
         body = c.get(f"/recommend/{pid}", params={"n": TINY_N}).json()
         assert body["model"] == manifest["version"] and as_triples(body) == expected[pid]
 
         fixed = build_tiny_cache(cache_dir, tiny_interactions(variant=1))
-        wait_for(lambda: c.get("/health").json()["cache"]["version"] == fixed["version"], "recovery to a valid cache")
+        wait_until(
+            lambda: c.get("/health").json()["cache"]["version"] == fixed["version"],
+            "recovery to a valid cache",
+            timeout_s=DEADLINE_S,
+            interval_s=0.02,
+        )
         recovered = c.get("/health").json()
         assert recovered["status"] == "ok" and recovered["last_reload_error"] is None
 

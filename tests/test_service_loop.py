@@ -1,22 +1,21 @@
-"""service.loop: a burst of queued connections is accepted in one readiness event; per-worker SO_REUSEPORT listeners."""
+"""service.loop: a burst of queued connections is accepted in one readiness event, and uvicorn serves through it."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
 import socket
-import sys
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
-
-from recsys.config import PROJ_ROOT
-
-if str(PROJ_ROOT) not in sys.path:
-    sys.path.insert(0, str(PROJ_ROOT))
+import uvicorn
 
 from service import loop as service_loop
-from service.loop import BatchAcceptServer, new_event_loop, own_listener, per_worker_listeners
+from service.loop import BatchAcceptServer, new_event_loop
+from service.processes import free_port, http_ok, wait_until
+from service.workers import LOOP, listener
 
 pytest.importorskip("uvloop")  # the batched-accept loop is the uvloop one; without it asyncio's loop is used as is
 
@@ -75,10 +74,10 @@ def test_the_service_loop_is_uvloop_with_batched_servers() -> None:
         assert type(loop).__name__ == "BatchAcceptLoop"
         sock = bound_socket()
         server = await loop.create_server(lambda: Recorder([]), sock=sock, backlog=128)
-        assert isinstance(server, BatchAcceptServer) and server.is_serving() and server.sockets == (sock,)
+        assert isinstance(server, BatchAcceptServer) and server.is_serving() and list(server.sockets) == [sock]
         server.close()
         await server.wait_closed()
-        assert not server.is_serving() and server.sockets == () and sock.fileno() == -1
+        assert not server.is_serving() and len(server.sockets) == 0 and sock.fileno() == -1
         plain = await loop.create_server(lambda: Recorder([]), host="127.0.0.1", port=0)  # not ours: uvloop's own
         assert not isinstance(plain, BatchAcceptServer)
         plain.close()
@@ -112,48 +111,27 @@ def test_a_queued_burst_is_accepted_in_one_readiness_event() -> None:
     run(main)
 
 
-def test_each_worker_listens_on_its_own_reuseport_socket() -> None:
-    assert per_worker_listeners()
-    shared = bound_socket(reuse_port=True)  # held by the supervisor, never listening
-    port = shared.getsockname()[1]
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=5)
+async def tiny_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app answering every HTTP request with 200 and an empty body."""
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        made: tuple[list[asyncio.BaseTransport], ...] = ([], [])
-        servers = [await loop.create_server(lambda m=m: Recorder(m), sock=shared, backlog=128) for m in made]
-        own = [s.sockets[0] for s in servers]
-        assert all(s is not shared and s.getsockname() == shared.getsockname() for s in own)
-        assert own[0] is not own[1]
-        assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in own)
-        clients = await asyncio.to_thread(connect_many, port, 64)
-        try:
-            await until(lambda: len(made[0]) + len(made[1]) == 64, "all 64 connections to be accepted")
-            assert made[0] and made[1]  # the kernel hashed connections onto both listeners (P(all on one) = 2^-63)
-        finally:
-            for c in clients:
-                c.close()
-            for s in servers:
-                s.close()
-                await s.wait_closed()
-        assert shared.fileno() != -1  # the supervisor's socket stays open: closing a server closes only its own
 
+def test_uvicorn_creates_its_server_through_the_batched_accept_loop() -> None:
+    port = free_port()
+    config = uvicorn.Config(tiny_asgi, loop=LOOP, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener("127.0.0.1", port)]}, daemon=True)
+    thread.start()
     try:
-        run(main)
+        wait_until(lambda: server.started, "uvicorn to start", timeout_s=30)
+        # uvicorn calls loop.create_server(factory, sock=...): the one call service.loop takes over
+        assert [type(s).__name__ for s in server.servers] == ["BatchAcceptServer"]
+        assert http_ok(f"http://127.0.0.1:{port}/")
     finally:
-        shared.close()
-
-
-def test_own_listener_refuses_an_address_listened_on_without_reuseport() -> None:
-    plain = bound_socket(reuse_port=False)
-    plain.listen(8)
-    try:
-        with pytest.raises(OSError) as info:
-            own_listener(plain)
-        assert info.value.errno == errno.EADDRINUSE
-    finally:
-        plain.close()
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 class OutOfFiles:

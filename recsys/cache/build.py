@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from recsys import config
 from recsys.data.contract import CANONICAL_COLUMNS, load_prepared
+from recsys.data.ids import id_array as as_id_array, id_kind
 from recsys.cache.lookup import (  # noqa: F401 - the reading side lives in recsys.cache.lookup; re-exported here
     AUDIENCE_NAME,
     BUILD_HINT,
@@ -61,24 +62,6 @@ ENCODE_CHUNK = 1 << 22
 # ----------------------------------------------------------------------------------------------
 # ids, fingerprints
 # ----------------------------------------------------------------------------------------------
-
-
-def id_kind(values: np.ndarray | pd.Series | pd.Index) -> str:
-    """'int' for integer id arrays, else 'str'."""
-    dtype = getattr(values, "dtype", None)
-    return "int" if dtype is not None and pd.api.types.is_integer_dtype(dtype) else "str"
-
-
-def as_id_array(values: np.ndarray | pd.Series | pd.Index | Sequence) -> np.ndarray:
-    """Ids as a numpy array: integers keep their dtype, strings become an object array of str."""
-    if isinstance(values, (pd.Series, pd.Index, pd.api.extensions.ExtensionArray)):
-        if pd.api.types.is_integer_dtype(values.dtype):
-            return np.asarray(values)
-        return np.asarray(pd.array(values, dtype="string[pyarrow]").astype(object), dtype=object)
-    arr = np.asarray(values)
-    if arr.dtype.kind in "iu":
-        return arr
-    return arr.astype(str).astype(object)
 
 
 def fixed_width(values: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from recsys import config
+from recsys.data.ids import id_kind, parse_id
 
 # 2: integer customer ids stored directly (`customers`), string ids as codes + vocabulary
 # 3: scores stored as float32 (SCORE_DTYPE) in the lookup arrays and in audience.parquet
@@ -81,7 +82,8 @@ def _load(cache_dir: Path, lookup_dir: Path, key: str) -> np.ndarray:
     """Memory-map one lookup array read-only."""
     path = lookup_dir / f"{key}.npy"
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        arr: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
+        return arr
     except FileNotFoundError as exc:
         raise _corrupt(cache_dir, f"{path} missing") from exc
     except (OSError, ValueError, EOFError) as exc:
@@ -133,7 +135,7 @@ class AudienceLookup:
         self.manifest = manifest
         self.n = int(manifest["n"])
         self._ids = arrays["product_ids"]
-        self.id_kind = "int" if self._ids.dtype.kind in "iu" else "str"
+        self.id_kind = id_kind(self._ids)
         self._offsets = arrays["offsets"]
         self._customers = arrays["customers"]
         self._vocab = arrays["customer_vocab"] if arrays["customer_vocab"].dtype.kind == "U" else None
@@ -158,15 +160,9 @@ class AudienceLookup:
 
     def _find(self, product_id: Any) -> int:
         """Row of `product_id` in the sorted ids, or -1 when unknown (or of the wrong kind)."""
-        if self.id_kind == "int":
-            try:
-                key = int(product_id)
-            except (TypeError, ValueError):
-                return -1
-            if key < self._int_lo or key > self._int_hi:
-                return -1
-        else:
-            key = str(product_id)
+        key = parse_id(product_id, self.id_kind)
+        if key is None or (isinstance(key, int) and not self._int_lo <= key <= self._int_hi):
+            return -1
         i = int(np.searchsorted(self._ids, key))
         return i if i < len(self._ids) and self._ids[i] == key else -1
 

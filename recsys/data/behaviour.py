@@ -36,7 +36,9 @@ def category_codes(interactions: pd.DataFrame, categories: pd.DataFrame) -> np.n
     return np.where(pos >= 0, codes[np.maximum(pos, 0)], UNKNOWN).astype(np.int64)
 
 
-def overlap_share(pre_keys: np.ndarray, post_users: np.ndarray, post_cats: np.ndarray, n_cats: int, n_users: int) -> float:
+def overlap_share(
+    pre_keys: np.ndarray, post_users: np.ndarray, post_cats: np.ndarray, n_cats: int, n_users: int
+) -> float:
     """Share of users whose post-cutoff categories meet their pre-cutoff ones (keys = user * n_cats + category)."""
     hit = np.isin(post_users * n_cats + post_cats, pre_keys)
     return float(len(np.unique(post_users[hit])) / n_users) if n_users else float("nan")
@@ -73,8 +75,13 @@ def returning_category_loyalty(
         "categories": int(len(np.unique(cat[cat != UNKNOWN]))),
     }
     if n == 0:
-        return {**result, "observed": float("nan"), "chance": float("nan"), "loyalty": float("nan"),
-                "loyalty_ci95": [float("nan"), float("nan")]}
+        return {
+            **result,
+            "observed": float("nan"),
+            "chance": float("nan"),
+            "loyalty": float("nan"),
+            "loyalty_ci95": [float("nan"), float("nan")],
+        }
     dense = np.full(len(users), -1, dtype=np.int64)
     dense[measured] = np.arange(n)
     rows = on_both & (dense[ucode] >= 0)
@@ -84,7 +91,9 @@ def returning_category_loyalty(
     post_users, post_cats = np.divmod(post, n_cats)
     observed = overlap_share(pre, post_users, post_cats, n_cats, n)
     rng = np.random.default_rng(seed)
-    chance = float(np.mean([overlap_share(pre, rng.permutation(n)[post_users], post_cats, n_cats, n) for _ in range(permutations)]))
+    chance = float(
+        np.mean([overlap_share(pre, rng.permutation(n)[post_users], post_cats, n_cats, n) for _ in range(permutations)])
+    )
     loyalty = (observed - chance) / (1.0 - chance) if chance < 1.0 else float("nan")
     half = 1.96 * np.sqrt(observed * (1.0 - observed) / n) / (1.0 - chance) if chance < 1.0 else float("nan")
     return {

@@ -32,7 +32,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -46,7 +46,7 @@ from recsys.config import check_keys
 CANONICAL_COLUMNS: tuple[str, ...] = ("customer_id", "product_id", "product_name", "event", "event_date")
 REQUIRED_COLUMNS: tuple[str, ...] = ("customer_id", "product_id", "event_date")
 CANONICAL_EVENTS: tuple[str, ...] = ("purchased", "cart", "rating", "wishlist", "search_keyword", "view")
-DATE_DTYPE = "datetime64[us, UTC]"
+DATE_DTYPE: Final = "datetime64[us, UTC]"  # Final: type checkers see the literal dtype name
 
 UNDATED_POLICY = (
     "Undated rows (every wishlist row of the case-study log) are kept. They count towards a user's "

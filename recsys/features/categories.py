@@ -73,7 +73,11 @@ def infer_categories(interactions: pd.DataFrame, params: CategoryParams | None =
     k = min(params.k, len(named))
     if k >= 2 and n_tokens >= 2:
         rng = np.random.default_rng(params.seed)
-        fit = named if len(named) <= params.fit_products else np.sort(rng.choice(named, params.fit_products, replace=False))
+        fit = (
+            named
+            if len(named) <= params.fit_products
+            else np.sort(rng.choice(named, params.fit_products, replace=False))
+        )
         rows = weights[named]
         with threadpool_limits(limits=1):
             svd = TruncatedSVD(min(params.components, n_tokens - 1), random_state=params.seed).fit(weights[fit])
@@ -87,7 +91,7 @@ def infer_categories(interactions: pd.DataFrame, params: CategoryParams | None =
 
 
 def category_agreement(inferred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
-    """ARI, NMI and purity of inferred categories against known ones, over products in both with a known inferred category."""
+    """ARI, NMI and purity of inferred vs known categories (products in both with a known inferred category)."""
     both = inferred.merge(truth.rename(columns={"category": "truth"}), on="product_id", how="inner")
     both = both[both["category"] != UNKNOWN]
     if both.empty:

@@ -75,4 +75,4 @@ def tokenize_names(names: pa.Array | Sequence[str | None] | np.ndarray) -> tuple
 
 def query_tokens(query: str) -> list[str]:
     """Folded tokens of one search query (the same tokens the content ranker sees in a name)."""
-    return [str(t) for t in tokenize_names([query])[1]]
+    return [str(t) for t in tokenize_names([query])[1] if t]  # an empty or punctuation-only query has no tokens

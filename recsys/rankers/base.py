@@ -18,11 +18,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, Self, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
+from recsys.data.ids import id_array
 from recsys.features.engagement import EngagementModel, FeatureParams, encode_ids, unique_sorted
 
 QUERY_BUDGET = 4_000_000  # (products x k) entries processed per vectorised step
@@ -97,16 +98,6 @@ class Recommendations:
 # ----------------------------------------------------------------------------------------------
 
 
-def requested_array(product_ids: np.ndarray | Sequence | pd.Series) -> np.ndarray:
-    """Requested product ids as a numpy array (strings as object)."""
-    if isinstance(product_ids, (pd.Series, pd.Index, pd.api.extensions.ExtensionArray)):
-        if pd.api.types.is_integer_dtype(product_ids.dtype):
-            return np.asarray(product_ids)
-        return np.asarray(pd.array(product_ids, dtype="string[pyarrow]").astype(object), dtype=object)
-    arr = np.asarray(product_ids)
-    return arr if arr.dtype.kind in "iu" else arr.astype(object)
-
-
 @dataclass(frozen=True)
 class History:
     """Fitted customers and products (sorted ids) and who touched what (CSR product -> customers)."""
@@ -147,7 +138,7 @@ class History:
 
     def codes_of(self, product_ids: np.ndarray) -> np.ndarray:
         """Fitted product code of each requested id (-1 when unseen or of another id kind)."""
-        requested = requested_array(product_ids)
+        requested = id_array(product_ids)
         if len(requested) == 0:
             return np.zeros(0, dtype=np.int64)
         same_kind = (requested.dtype.kind in "iu") == (self.product_ids.dtype.kind in "iu")
@@ -270,7 +261,7 @@ class FixedRanker:
         """Top-k customers per requested product."""
         raise NotImplementedError
 
-    def with_params(self, changes: Mapping[str, Any]) -> "FixedRanker":
+    def with_params(self, changes: Mapping[str, Any]) -> Self:
         """Itself: only an empty change is accepted (see ``merge_knobs``)."""
         merge_knobs(self.name, self.params, changes, self.knobs)
         return self
@@ -341,7 +332,7 @@ class GlobalRanker:
         """Engagement per customer code under the current params."""
         return self.engagement_model_.engagement(self.feature_params)
 
-    def fit(self, interactions: pd.DataFrame) -> "GlobalRanker":
+    def fit(self, interactions: pd.DataFrame) -> Self:
         """Index the history, prepare the fixed state and fix the global order."""
         self.history_ = History.build(interactions)
         self._prepare(interactions, self.history_)
@@ -358,7 +349,7 @@ class GlobalRanker:
         if not hasattr(self, "history_"):
             raise RuntimeError(f"ranker {self.name!r} is not fitted: call fit(interactions) first")
 
-    def _with_knobs(self, changes: Mapping[str, Any]) -> "GlobalRanker":
+    def _with_knobs(self, changes: Mapping[str, Any]) -> Self:
         """A shallow copy with changed params (validated against ``knobs``), order not rebuilt."""
         self._check_fitted()
         merged = merge_knobs(self.name, self.params, changes, self.knobs)
@@ -367,7 +358,7 @@ class GlobalRanker:
         new.feature_params = FeatureParams.from_params(merged.get("features"))
         return new
 
-    def with_params(self, changes: Mapping[str, Any]) -> "GlobalRanker":
+    def with_params(self, changes: Mapping[str, Any]) -> Self:
         """A fitted copy re-scored with changed knobs (shares the fitted state; equals a refit with the merged params)."""
         new = self._with_knobs(changes)
         new._build_order()
@@ -376,7 +367,7 @@ class GlobalRanker:
     def rescore(self, product_ids: np.ndarray | Sequence[Any], k: int, changes: Mapping[str, Any] | None = None) -> Recommendations:
         """Top-k of a few products under changed knobs, one O(customers) pass per product (no global order rebuilt)."""
         new = self._with_knobs(changes or {})
-        requested = requested_array(product_ids)
+        requested = id_array(product_ids)
         codes = new.history_.codes_of(requested)
         return collect(requested, codes, k, [slice(i, i + 1) for i in range(len(codes))], new._rank_dense, new.history_)
 
@@ -396,7 +387,7 @@ class GlobalRanker:
     def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
         """Top-k customers per requested product: the global order without the product's own customers."""
         self._check_fitted()
-        requested = requested_array(product_ids)
+        requested = id_array(product_ids)
         codes = self.history_.codes_of(requested)
         blocks = chunks(len(codes), k)
         return collect(requested, codes, k, blocks, self.global_.top, self.history_)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.data.ids import id_array
 from recsys.features.engagement import unique_sorted
 from recsys.features.text import tokenize_names
 from recsys.rankers.base import (
@@ -19,7 +20,6 @@ from recsys.rankers.base import (
     collect,
     offsets_of,
     ordered,
-    requested_array,
 )
 
 
@@ -234,7 +234,7 @@ class ContentRanker(GlobalRanker):
     def rank(self, product_ids: np.ndarray | Sequence, k: int) -> Recommendations:
         """Top-k customers per requested product by blended affinity and engagement."""
         self._check_fitted()
-        requested = requested_array(product_ids)
+        requested = id_array(product_ids)
         codes = self.history_.codes_of(requested)
         return collect(requested, codes, k, self._blocks(codes, k), self._rank_block, self.history_)
 

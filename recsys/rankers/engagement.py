@@ -17,7 +17,7 @@ class RandomRanker(GlobalRanker):
     """Uniform random scores per customer (seed = params['seed']); a baseline."""
 
     name = "random"
-    knobs = ("seed",)
+    knobs: tuple[str, ...] = ("seed",)
 
     def _order_keys(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """Seeded uniform scores."""
@@ -51,7 +51,9 @@ class RecencyRanker(GlobalRanker):
         raw = self.engagement_model_.raw
         self.recency_ = raw["recency"].to_numpy(dtype=np.float64)
         last = raw["last_event_date"]
-        self.last_us_ = np.where(last.notna(), last.dt.tz_localize(None).to_numpy().view(np.int64), 0).astype(np.float64)
+        self.last_us_ = np.where(last.notna(), last.dt.tz_localize(None).to_numpy().view(np.int64), 0).astype(
+            np.float64
+        )
 
     def _order_keys(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """Recency, ties by last instant then engagement."""

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.data.ids import id_array
 from recsys.features.engagement import event_codes
-from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, ordered, requested_array
+from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, ordered
 
 FACTOR_DEFAULTS: dict[str, Any] = {
     "factors": 50,
@@ -284,7 +285,7 @@ class FactorRanker(FixedRanker):
         from threadpoolctl import threadpool_limits
 
         self._check_fitted()
-        requested = requested_array(product_ids)
+        requested = id_array(product_ids)
         codes = self.history_.codes_of(requested)
         k = max(int(k), 0)
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
