@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export OPENBLAS_NUM_THREADS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup run lint test test-fast dashboard serve loadtest help
+.PHONY: setup run lint test test-fast dashboard serve loadtest screenshot help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,10 @@ dashboard: setup  ## serve the Voilà dashboard on http://127.0.0.1:8866/ (after
 
 serve: setup  ## serve the HTTP API on http://127.0.0.1:8000/ (after `make run`)
 	$(BIN)/recsys serve
+
+screenshot: setup  ## regenerate the README dashboard screenshot from the default artifacts (after `make run`)
+	bash scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core
+	RECSYS_UPDATE_SCREENSHOT=1 $(BIN)/pytest -q tests/test_dashboard_browser.py -k readme_screenshot
 
 loadtest: setup  ## locust + wrk load test of the service on 127.0.0.1 with a 5-minute soak (~13 min; after `make run`)
 	bash scripts/ensure_deb.sh wrk wrk

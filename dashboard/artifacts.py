@@ -1,7 +1,8 @@
 """The artifacts the dashboard shows, loaded once: prepared log, audience cache, feature params.
 
 ``DashboardData.load`` reads the prepared Parquet and opens the audience cache (memory-mapped), then
-derives the product index (search), per-customer activity (audience table) and the what-if model.
+derives the product index (search), per-customer activity (audience table) and the what-if engine
+(the rankers' own re-score API, fitted on the same log and params as the cache).
 A missing or unreadable artifact leaves a message naming the fix in ``issues`` instead of raising.
 """
 
@@ -17,7 +18,7 @@ import pandas as pd
 from dashboard.audience import AudienceResult, UserActivity, audience_frame, diff_audiences, empty_users, user_activity
 from dashboard.search import ProductHistory, ProductIndex
 from dashboard.settings import CACHE_HINT, PREPARED_HINT, DashboardPaths
-from dashboard.whatif import WHATIF_RANKERS, WhatIfModel, WhatIfSettings
+from dashboard.whatif import WHATIF_RANKERS, WhatIfEngine, WhatIfSettings
 from recsys import config
 from recsys.cache.lookup import AudienceLookup, CacheError, CacheNotFoundError
 from recsys.data.ids import id_array
@@ -33,7 +34,8 @@ class DashboardData:
     seed: int = 0
     products: ProductIndex | None = None
     users: UserActivity | None = None
-    whatif: WhatIfModel | None = None
+    whatif: WhatIfEngine | None = None
+    ranker_params: dict[str, Any] = field(default_factory=dict)
     lookup: AudienceLookup | None = None
     issues: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -56,10 +58,26 @@ class DashboardData:
         """Ranker that built the cache, if any."""
         return str(self.lookup.manifest.get("ranker")) if self.lookup is not None else None
 
+    @property
+    def whatif_ranker(self) -> str:
+        """The ranker the what-if starts from: the cache's when it can be re-scored, else activity."""
+        return self.cache_ranker if self.cache_ranker in WHATIF_RANKERS else "activity"
+
+    def params_for(self, ranker: str) -> dict[str, Any]:
+        """make_ranker params of `ranker`: the cache's own for its ranker; else its params/cache.yaml block with the
+        cache's feature params and seed (so only the ranker differs from the cache)."""
+        if ranker == self.cache_ranker and self.ranker_params:
+            return dict(self.ranker_params)
+        try:
+            own = dict((config.load_params("cache").get("rankers") or {}).get(ranker) or {})
+        except FileNotFoundError:
+            own = {}
+        base = {"seed": self.seed, "features": self.ranker_params.get("features") or {}}
+        return {**base, **own}
+
     def default_settings(self) -> WhatIfSettings:
-        """Settings that reproduce the cache (its ranker when the what-if knows it, else activity)."""
-        ranker = self.cache_ranker if self.cache_ranker in WHATIF_RANKERS else "activity"
-        return WhatIfSettings.from_params(self.feature_params, ranker)
+        """Settings that reproduce the cache (its ranker when the what-if can re-score it, else activity)."""
+        return WhatIfSettings.from_params(self.whatif_ranker, self.params_for(self.whatif_ranker))
 
     @classmethod
     def load(cls, paths: DashboardPaths | None = None) -> DashboardData:
@@ -92,6 +110,7 @@ class DashboardData:
             file_features, file_seed = {}, 0
         self.feature_params = FeatureParams.from_params(manifest_params.get("features") or file_features)
         self.seed = int(manifest_params.get("seed", file_seed))
+        self.ranker_params = dict(manifest_params) or {"seed": self.seed, "features": file_features}
         if manifest_params.get("features") and FeatureParams.from_params(file_features) != self.feature_params:
             self.notes.append(
                 "params/features.yaml differs from the params the cache was built with; the what-if "
@@ -122,7 +141,7 @@ class DashboardData:
         ucodes = np.searchsorted(id_array(raw.index.to_numpy()), id_array(df["customer_id"].to_numpy()))
         self.products = ProductIndex.build(df, ucodes.astype(np.int64))
         self.users = user_activity(df, ucodes, raw)
-        self.whatif = WhatIfModel(raw, self.seed)
+        self.whatif = WhatIfEngine(df, {name: self.params_for(name) for name in WHATIF_RANKERS})
         self.counts = {"interactions": len(df), "customers": len(raw), "products": len(self.products.product_ids)}
 
     def _check_fingerprint(self) -> None:
@@ -161,10 +180,9 @@ class DashboardData:
             baseline = id_array(cached)
         if baseline is not None and settings.close_to(self.default_settings()):
             customers, scores, source, ranker = baseline, np.asarray(cached_scores), "cache", self.cache_ranker
-        elif self.whatif is not None and self.products is not None:
-            code = self.products.code(product_id)
-            customers, scores = self.whatif.rank(settings, n, self.products.users_of(code))
-            cold, source, ranker = code < 0, "what-if", settings.ranker
+        elif self.whatif is not None:
+            customers, scores, cold = self.whatif.rank(settings, product_id, n)
+            source, ranker = "what-if", settings.ranker
         else:
             customers, scores, source, ranker = np.zeros(0, dtype=np.int64), np.zeros(0), "none", settings.ranker
         diff = diff_audiences(baseline, customers) if baseline is not None and source == "what-if" else None

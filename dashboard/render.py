@@ -155,8 +155,8 @@ def weights_note_html(settings: WhatIfSettings, default: WhatIfSettings) -> str:
     return f"<div class='recsys-muted recsys-weights-note'>engagement weights sum to {total:.2f} · {state}</div>"
 
 
-def audience_summary_html(result: AudienceResult, n: int) -> str:
-    """One line: where the list comes from and how it differs from the cache."""
+def audience_summary_html(result: AudienceResult, n: int, cache_ranker: str | None = None) -> str:
+    """One line: where the list comes from and how it differs from the cache (and whether the ranker changed)."""
     cold = " · <b>cold start</b>: global order" if result.cold_start else ""
     took = f" · ranked in {result.seconds * 1000:.0f} ms"
     if result.source == "cache":
@@ -165,8 +165,9 @@ def audience_summary_html(result: AudienceResult, n: int) -> str:
         text = f"What-if top {len(result.customers)} (ranker <b>{esc(result.ranker)}</b>){cold}{took}"
         if result.diff is not None:
             moved = int(((result.diff.moves != 0) & ~result.diff.is_new).sum())
+            versus = "vs cache" if cache_ranker in (None, result.ranker) else f"vs cache (ranker {esc(cache_ranker)})"
             text += (
-                f"<br><span class='recsys-diff'>vs cache: <b class='chg-new'>{len(result.diff.entered)} entered</b>, "
+                f"<br><span class='recsys-diff'>{versus}: <b class='chg-new'>{len(result.diff.entered)} entered</b>, "
                 f"<b class='chg-down'>{len(result.diff.left)} left</b>, {moved} moved</span>"
             )
         else:

@@ -1,137 +1,134 @@
-"""Today's what-if: re-rank every customer for one product under new engagement weights.
+"""The what-if: one product's audience re-ranked under new weights, by the rankers' own re-score API.
 
-``WhatIfModel`` keeps the raw per-customer features of the log and reproduces ``recsys.rankers``
-exactly (same scores, same tie-breaks, same exclusions) for ``activity`` (engagement), ``recency``
-(recency feature, ties by last instant then engagement) and ``random`` (seeded uniform scores). Its
-interface is ``WhatIfSettings`` in, ``rank(settings, n, exclude)`` out, so the rankers' own re-score
-API can replace this module without touching the rest of the dashboard.
+``WhatIfSettings`` holds the knobs a business user can turn (ranker, event weights, engagement
+weights, normalisation, the content ranker's affinity weight) and turns them into the params change
+that ``Ranker.rescore`` takes. ``WhatIfEngine`` fits each ranker the what-if offers once, on the same
+prepared log and params as the cache, and answers ``rank(settings, product_id, n)`` with
+``rescore`` — the same engine, scores and tie-breaks as the cache stage (a re-score equals a refit
+with the changed params). Rankers without knobs (ALS, BPR, item-kNN, BG/NBD) are served from the
+cache only: nothing about them can be changed without a refit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from recsys.data.ids import id_array
-from recsys.features.engagement import (
-    DECAYED_PREFIX,
-    FEATURE_NAMES,
-    FeatureParams,
-    event_weight_vector,
-    normalise,
-    unique_sorted,
-    weight_vector,
-)
+from recsys.data.ids import id_array, id_kind, parse_id
+from recsys.features.engagement import FeatureParams
+from recsys.rankers import Ranker, make_ranker
+from recsys.rankers.base import ENGAGEMENT_PATHS
+from recsys.rankers.registry import RANKERS
 
-WHATIF_RANKERS: tuple[str, ...] = ("activity", "recency", "random")
+DEFAULT_AFFINITY_WEIGHT = 0.5
+
+
+def knobs_of(ranker: str) -> tuple[str, ...]:
+    """The params paths a re-score of `ranker` may change (empty for unknown rankers)."""
+    cls = RANKERS.get(ranker)
+    return tuple(getattr(cls, "knobs", ())) if cls is not None else ()
+
+
+def uses_engagement(ranker: str) -> bool:
+    """True when the ranker's scores move with the engagement weights."""
+    return all(path in knobs_of(ranker) for path in ENGAGEMENT_PATHS)
+
+
+def uses_affinity(ranker: str) -> bool:
+    """True when the ranker blends name-token affinity with a weight the user can change."""
+    return "affinity_weight" in knobs_of(ranker)
+
+
+# Rankers the what-if can re-score (they have knobs and fit in seconds); the cache may use any ranker.
+WHATIF_RANKERS: tuple[str, ...] = tuple(r for r in ("content", "activity", "recency", "random") if knobs_of(r))
 
 
 @dataclass(frozen=True)
 class WhatIfSettings:
-    """The knobs a business user can turn: ranker, event weights, engagement weights, normalisation."""
+    """The knobs a business user can turn: ranker, event weights, engagement weights, normalisation, affinity."""
 
     ranker: str
     event_weights: Mapping[str, float]
     weights: Mapping[str, float]
     normalisation: str
+    affinity_weight: float = DEFAULT_AFFINITY_WEIGHT
 
     @classmethod
-    def from_params(cls, params: FeatureParams, ranker: str = "activity") -> WhatIfSettings:
-        """The settings that reproduce a ranker built with `params`."""
-        return cls(ranker, dict(params.event_weights), dict(params.weights), params.normalisation)
+    def from_params(cls, ranker: str, params: Mapping[str, Any]) -> WhatIfSettings:
+        """The settings that reproduce `ranker` built with `params` (the make_ranker params structure)."""
+        fp = FeatureParams.from_params(params.get("features"))
+        affinity = float(params.get("affinity_weight", DEFAULT_AFFINITY_WEIGHT))
+        return cls(ranker, dict(fp.event_weights), dict(fp.weights), fp.normalisation, affinity)
+
+    def changes(self) -> dict[str, Any]:
+        """The params change a re-score takes: only the knobs the chosen ranker has."""
+        out: dict[str, Any] = {}
+        if uses_engagement(self.ranker):
+            out["features"] = {
+                "features": {"event_weights": dict(self.event_weights)},
+                "engagement": {"weights": dict(self.weights), "normalisation": self.normalisation},
+            }
+        if uses_affinity(self.ranker):
+            out["affinity_weight"] = float(self.affinity_weight)
+        return out
 
     def close_to(self, other: WhatIfSettings, tol: float = 1e-9) -> bool:
-        """Same ranker and normalisation, and every weight equal within `tol` (sliders may round floats)."""
+        """Same ranker and every knob it has equal within `tol` (sliders may round floats)."""
 
         def same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
             keys = set(a) | set(b)
             return all(abs(float(a.get(k, 0.0)) - float(b.get(k, 0.0))) <= tol for k in keys)
 
-        return (
-            self.ranker == other.ranker
-            and self.normalisation == other.normalisation
+        if self.ranker != other.ranker:
+            return False
+        if uses_engagement(self.ranker) and not (
+            self.normalisation == other.normalisation
             and same(self.event_weights, other.event_weights)
             and same(self.weights, other.weights)
-        )
+        ):
+            return False
+        return not uses_affinity(self.ranker) or abs(self.affinity_weight - other.affinity_weight) <= tol
 
 
-class WhatIfModel:
-    """Raw per-user features computed once; `rank` re-scores every user and takes a product's top-n."""
+@dataclass
+class WhatIfEngine:
+    """Rankers fitted once on the prepared log (lazily, thread-safe) and re-scored per product."""
 
-    def __init__(self, raw: pd.DataFrame, seed: int = 0) -> None:
-        """Keep the raw feature columns as contiguous arrays (raw = recsys.features.engagement.compute_raw_features)."""
-        self.customer_ids = id_array(raw.index.to_numpy())
-        self.decayed_cols = [c for c in raw.columns if c.startswith(DECAYED_PREFIX)]
-        self.categories = [c[len(DECAYED_PREFIX) :] for c in self.decayed_cols]
-        self.decayed = np.ascontiguousarray(raw[self.decayed_cols].to_numpy(dtype=np.float64))
-        self.raw = {name: np.ascontiguousarray(raw[name].to_numpy(dtype=np.float64)) for name in FEATURE_NAMES}
-        last = raw["last_event_date"]
-        self.last_us = np.where(last.notna(), last.dt.tz_localize(None).to_numpy().view(np.int64), 0).astype(np.float64)
-        self.random_scores = np.random.default_rng(int(seed)).random(len(raw))
-        self._normalised: dict[tuple[str, str], np.ndarray] = {}
-        self._event_score_key: tuple[tuple[float, ...], str] | None = None
-        self._event_score = np.zeros(0)
+    interactions: pd.DataFrame
+    params_of: Mapping[str, Mapping[str, Any]]  # ranker -> the make_ranker params it is fitted with
+    _fitted: dict[str, Ranker] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __len__(self) -> int:
-        """Number of customers."""
-        return int(len(self.customer_ids))
+    def fitted(self, ranker: str) -> Ranker:
+        """The ranker fitted on the log with its base params (fitted on first use)."""
+        with self._lock:
+            if ranker not in self._fitted:
+                if ranker not in WHATIF_RANKERS:
+                    raise ValueError(f"the what-if re-scores {', '.join(WHATIF_RANKERS)}; {ranker!r} has no knobs")
+                params = dict(self.params_of.get(ranker) or {})
+                self._fitted[ranker] = make_ranker(ranker, params).fit(self.interactions)
+            return self._fitted[ranker]
 
-    def _norm(self, name: str, method: str) -> np.ndarray:
-        """A weight-independent normalised feature column (memoised per normalisation)."""
-        key = (name, method)
-        if key not in self._normalised:
-            self._normalised[key] = normalise(self.raw[name], method)
-        return self._normalised[key]
+    def warm(self, rankers: tuple[str, ...]) -> threading.Thread:
+        """Fit `rankers` in a background thread (the first what-if then answers at once)."""
 
-    def _norm_event_score(self, event_weights: Mapping[str, float], method: str) -> np.ndarray:
-        """Normalised avg_event_score under these event weights (the last one is memoised for weight-only changes)."""
-        w = event_weight_vector(self.categories, event_weights)
-        key = (tuple(w.tolist()), method)
-        if self._event_score_key != key:
-            self._event_score = normalise((self.decayed @ w) / self.raw["total_interactions"], method)
-            self._event_score_key = key
-        return self._event_score
+        def run() -> None:
+            for name in rankers:
+                if name in WHATIF_RANKERS:
+                    self.fitted(name)
 
-    def engagement(self, settings: WhatIfSettings) -> np.ndarray:
-        """Engagement of every customer under the settings (equals recsys.features.engagement.compute_features)."""
-        cols = [
-            self._norm_event_score(settings.event_weights, settings.normalisation)
-            if f == "avg_event_score"
-            else self._norm(f, settings.normalisation)
-            for f in FEATURE_NAMES
-        ]
-        return np.column_stack(cols) @ weight_vector(settings.weights)
+        thread = threading.Thread(target=run, name="whatif-warm", daemon=True)
+        thread.start()
+        return thread
 
-    def order_keys(self, settings: WhatIfSettings) -> tuple[np.ndarray, list[np.ndarray]]:
-        """(score, tie-breaks) of the chosen ranker, as recsys.rankers orders them."""
-        if settings.ranker == "activity":
-            return self.engagement(settings), []
-        if settings.ranker == "recency":
-            return self.raw["recency"], [self.last_us, self.engagement(settings)]
-        if settings.ranker == "random":
-            return self.random_scores, []
-        raise ValueError(f"what-if ranker must be one of {WHATIF_RANKERS}, got {settings.ranker!r}")
-
-    def rank(self, settings: WhatIfSettings, n: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(customer ids, scores) of the n best customers not in `exclude` (customer codes)."""
-        score, ties = self.order_keys(settings)
-        codes = top_codes(score, n, exclude, ties)
-        return self.customer_ids[codes], score[codes]
-
-
-def top_codes(score: np.ndarray, n: int, exclude: np.ndarray, tie_breaks: Sequence[np.ndarray] = ()) -> np.ndarray:
-    """Codes of the n best users (score, then tie-breaks, descending; then code ascending), skipping `exclude`."""
-    masked = np.array(score, dtype=np.float64, copy=True)
-    masked[exclude] = -np.inf
-    allowed = len(masked) - len(unique_sorted(exclude))
-    n = min(int(n), allowed)
-    if n <= 0:
-        return np.zeros(0, dtype=np.int64)
-    kth = np.partition(masked, len(masked) - n)[len(masked) - n]
-    cand = np.flatnonzero(masked >= kth)
-    cand = cand[masked[cand] > -np.inf]
-    keys = [cand] + [-np.asarray(t)[cand] for t in reversed(tie_breaks)] + [-masked[cand]]
-    return cand[np.lexsort(keys)[:n]].astype(np.int64)
+    def rank(self, settings: WhatIfSettings, product_id: Any, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(customer ids, scores, cold start) of the product's top-n under the settings (ids as the widgets give them:
+        a product id as text is read as the catalogue's id kind; one that cannot be an id is a cold start)."""
+        pid = parse_id(product_id, id_kind(self.interactions["product_id"]))
+        recs = self.fitted(settings.ranker).rescore([product_id if pid is None else pid], n, settings.changes())
+        return id_array(recs.customer_ids), np.asarray(recs.scores, dtype=np.float64), bool(recs.cold_start[0])

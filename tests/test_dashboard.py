@@ -37,19 +37,18 @@ from dashboard.search import (
 )
 from dashboard.serve import voila_command
 from dashboard.settings import DATA_ENV, NOTEBOOK, REPORTS_ENV, DashboardPaths
-from dashboard.whatif import WhatIfModel, WhatIfSettings, top_codes
+from dashboard.whatif import WHATIF_RANKERS, WhatIfEngine, WhatIfSettings
 from recsys import config
 from recsys.cache.build import build_cache
 from recsys.data.contract import DATE_DTYPE
 from recsys.features.engagement import (
     DEFAULT_ENGAGEMENT_WEIGHTS,
     DEFAULT_EVENT_WEIGHTS,
-    FeatureParams,
-    compute_features,
     compute_raw_features,
 )
 from recsys.features.text import fold_text, query_tokens
 from recsys.rankers import make_ranker
+from recsys.rankers.base import deep_merge
 
 EVENTS = ("purchased", "cart", "rating", "wishlist", "search_keyword")
 NAMES = {
@@ -83,12 +82,12 @@ def make_log(n_users: int = 80, n_rows: int = 400, seed: int = 7) -> pd.DataFram
     return frame.drop_duplicates(["customer_id", "product_id", "event", "event_date"]).reset_index(drop=True)
 
 
-def params_dict(settings: WhatIfSettings) -> dict[str, Any]:
-    """The params/features.yaml structure for these settings."""
-    return {
-        "features": {"event_weights": dict(settings.event_weights)},
-        "engagement": {"normalisation": settings.normalisation, "weights": dict(settings.weights)},
-    }
+BASE_PARAMS: dict[str, Any] = {"seed": 3, "features": {}, "token_user_cap": 4}
+
+
+def refit_params(settings: WhatIfSettings) -> dict[str, Any]:
+    """make_ranker params equal to the base params with the settings' knobs applied."""
+    return deep_merge(BASE_PARAMS, settings.changes())
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +103,8 @@ def index(log: pd.DataFrame) -> ProductIndex:
 
 
 @pytest.fixture(scope="module")
-def model(log: pd.DataFrame) -> WhatIfModel:
-    return WhatIfModel(compute_raw_features(log), seed=3)
+def engine(log: pd.DataFrame) -> WhatIfEngine:
+    return WhatIfEngine(log, {name: BASE_PARAMS for name in WHATIF_RANKERS})
 
 
 @pytest.fixture(scope="module")
@@ -261,48 +260,47 @@ SETTINGS = [
         "recency", DEFAULT_EVENT_WEIGHTS, {**DEFAULT_ENGAGEMENT_WEIGHTS, "unique_products": 0.0}, "log1p_minmax"
     ),
     WhatIfSettings("random", DEFAULT_EVENT_WEIGHTS, DEFAULT_ENGAGEMENT_WEIGHTS, "log1p_minmax"),
+    WhatIfSettings("content", DEFAULT_EVENT_WEIGHTS, DEFAULT_ENGAGEMENT_WEIGHTS, "log1p_minmax", 0.5),
+    WhatIfSettings("content", {**DEFAULT_EVENT_WEIGHTS, "cart": 6.0}, DEFAULT_ENGAGEMENT_WEIGHTS, "percentile", 0.85),
 ]
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s.ranker}-{s.normalisation}")
-def test_engagement_equals_recsys_scorer(log: pd.DataFrame, model: WhatIfModel, settings: WhatIfSettings) -> None:
-    expected = compute_features(log, FeatureParams.from_params(params_dict(settings)))["engagement"].to_numpy()
-    np.testing.assert_allclose(model.engagement(settings), expected, rtol=0, atol=1e-12)
+def test_whatif_offers_the_served_ranker() -> None:
+    assert "content" in WHATIF_RANKERS and {"activity", "recency", "random"} <= set(WHATIF_RANKERS)
+    assert WhatIfSettings("random", {}, {}, "minmax").changes() == {}  # random has no engagement knobs
+    assert set(SETTINGS[-1].changes()) == {"features", "affinity_weight"}
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s.ranker}-{s.normalisation}")
-def test_whatif_ranking_equals_recsys_ranker(
-    log: pd.DataFrame, model: WhatIfModel, index: ProductIndex, settings: WhatIfSettings
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s.ranker}-{s.normalisation}-{s.affinity_weight}")
+def test_whatif_ranking_equals_a_refit_ranker(
+    log: pd.DataFrame, engine: WhatIfEngine, settings: WhatIfSettings
 ) -> None:
-    ranker = make_ranker(settings.ranker, {"seed": 3, "features": params_dict(settings)}).fit(log)
+    ranker = make_ranker(settings.ranker, refit_params(settings)).fit(log)
     k = 25
     recs = ranker.rank(np.array([1, 4, 999], dtype=np.int32), k)
     for i, pid in enumerate([1, 4, 999]):
         block = slice(recs.offsets[i], recs.offsets[i + 1])
-        customers, scores = model.rank(settings, k, index.users_of(index.code(pid)))
+        customers, scores, cold = engine.rank(settings, pid, k)
         np.testing.assert_array_equal(customers, recs.customer_ids[block])
-        np.testing.assert_allclose(scores, recs.scores[block], rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(scores, recs.scores[block])
+        assert cold == bool(recs.cold_start[i])
 
 
-def test_whatif_respects_exclusion(log: pd.DataFrame, model: WhatIfModel, index: ProductIndex) -> None:
+def test_whatif_respects_exclusion(log: pd.DataFrame, engine: WhatIfEngine) -> None:
     n_users = log["customer_id"].nunique()
-    for pid in NAMES:
-        bought = set(log.loc[log["product_id"] == pid, "customer_id"])
-        customers, _ = model.rank(SETTINGS[1], n_users, index.users_of(index.code(pid)))
-        assert not bought & set(customers.tolist())
-        assert len(customers) == n_users - len(bought)
-    everyone, _ = model.rank(SETTINGS[1], n_users + 5, index.users_of(-1))
-    assert len(everyone) == n_users
-
-
-def test_top_codes_ties_and_edges() -> None:
-    score = np.array([0.5, 0.9, 0.9, 0.1, 0.9, 0.5])
-    assert top_codes(score, 3, np.array([], dtype=np.int64)).tolist() == [1, 2, 4]
-    assert top_codes(score, 3, np.array([2])).tolist() == [1, 4, 0]
-    assert top_codes(score, 10, np.array([1, 1, 2])).tolist() == [4, 0, 5, 3]
-    assert top_codes(score, 0, np.array([], dtype=np.int64)).tolist() == []
-    assert top_codes(score, 2, np.arange(6)).tolist() == []
-    assert top_codes(score, 2, np.array([], dtype=np.int64), [np.array([0, 1, 2, 0, 3, 0])]).tolist() == [4, 2]
+    for settings in (SETTINGS[1], SETTINGS[-1]):
+        for pid in NAMES:
+            bought = set(log.loc[log["product_id"] == pid, "customer_id"])
+            customers, _, _ = engine.rank(settings, pid, n_users)
+            assert not bought & set(customers.tolist())
+            assert len(customers) == n_users - len(bought)
+        everyone, _, cold = engine.rank(settings, 424242, n_users + 5)
+        assert cold and len(everyone) == n_users
+    as_text, as_int = engine.rank(SETTINGS[-1], "4", 6), engine.rank(SETTINGS[-1], 4, 6)  # widgets hand ids as text
+    np.testing.assert_array_equal(as_text[0], as_int[0])
+    assert not as_text[2]
+    with pytest.raises(ValueError, match="has no knobs"):
+        engine.fitted("als")
 
 
 # ---------------------------------------------------------------------------------------------- diff + export
@@ -328,7 +326,7 @@ def test_dashboard_data_cache_whatif_and_diff(data: DashboardData, log: pd.DataF
     assert cached.source == "cache" and not cold and cached.ranker == "activity"
     np.testing.assert_array_equal(cached.customers, top)
     # the same knobs through the what-if path reproduce the cache exactly: nobody entered or left
-    forced = data.whatif.rank(data.default_settings(), 10, data.products.users_of(data.products.code(1)))
+    forced = data.whatif.rank(data.default_settings(), 1, 10)
     np.testing.assert_array_equal(forced[0], top)
     assert scores.dtype == np.float32  # the cache keeps float32: equal up to that rounding
     np.testing.assert_allclose(

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from recsys.features.text import query_tokens, tokenize_names
 from recsys.rankers import Ranker, Recommendations, available_rankers, make_ranker
-from recsys.rankers.base import deep_merge
+from recsys.rankers.base import deep_merge, top_k_codes
 from recsys.rankers.content import truncate_postings
 from recsys.rankers.engagement import ActivityRanker
 
@@ -117,9 +117,7 @@ def test_content_prefers_customers_with_matching_name_tokens() -> None:
 
 
 def test_tokenizer_handles_arabic_latin_digits_and_units() -> None:
-    names = [
-        "زيت زيتون 500مل", "Coffee 100G", "شامبو للأطفال ٤٠٠ مل", "قَهْوَة", "أرز", None, "Shampoo-Kids/400ml"
-    ]
+    names = ["زيت زيتون 500مل", "Coffee 100G", "شامبو للأطفال ٤٠٠ مل", "قَهْوَة", "أرز", None, "Shampoo-Kids/400ml"]
     parents, tokens = tokenize_names(names)
     by_name = pd.Series(tokens).groupby(parents).agg(list).to_dict()
     assert by_name[0] == ["زيت", "زيتون", "500", "مل"]
@@ -207,7 +205,10 @@ def test_truncated_postings_keep_each_tokens_strongest_customers() -> None:
         got = truncate_postings(q, priority, cap).tocsc()
         full = q.tocsc()
         for t in range(q.shape[1]):  # reference: sort each column by (-weight, -priority, row)
-            rows, vals = full.indices[full.indptr[t] : full.indptr[t + 1]], full.data[full.indptr[t] : full.indptr[t + 1]]
+            rows, vals = (
+                full.indices[full.indptr[t] : full.indptr[t + 1]],
+                full.data[full.indptr[t] : full.indptr[t + 1]],
+            )
             expected = sorted(zip(-vals, -priority[rows], rows))[:cap]
             kept = got.indices[got.indptr[t] : got.indptr[t + 1]]
             assert sorted(kept.tolist()) == sorted(r for _, _, r in expected)
@@ -245,7 +246,10 @@ def test_rescore_equals_a_refit_with_the_changed_params(name: str, str_ids: bool
     fitted = make_ranker(name, base).fit(log)
     products = np.sort(np.asarray(log["product_id"].unique(), dtype=object if str_ids else np.int64))
     unseen = "SKU-unseen" if str_ids else 10_000
-    few = np.asarray([products[0], products[len(products) // 2], unseen, products[-1]], dtype=products.dtype if not str_ids else object)
+    few = np.asarray(
+        [products[0], products[len(products) // 2], unseen, products[-1]],
+        dtype=products.dtype if not str_ids else object,
+    )
     for changes in RESCORE_CHANGES[name]:
         merged = deep_merge(base, changes)
         refit = make_ranker(name, merged).fit(log)
@@ -264,3 +268,13 @@ def test_rescore_refuses_changes_that_need_a_refit() -> None:
         ranker.with_params({"affinity_weight": 0.2})
     with pytest.raises(RuntimeError, match="not fitted"):
         make_ranker("recency").rescore([1], 3)
+
+
+def test_top_k_codes_ties_and_edges() -> None:
+    score = np.array([0.5, 0.9, 0.9, 0.1, 0.9, 0.5])
+    assert top_k_codes(score, 3, np.array([], dtype=np.int64)).tolist() == [1, 2, 4]
+    assert top_k_codes(score, 3, np.array([2])).tolist() == [1, 4, 0]
+    assert top_k_codes(score, 10, np.array([1, 1, 2])).tolist() == [4, 0, 5, 3]
+    assert top_k_codes(score, 0, np.array([], dtype=np.int64)).tolist() == []
+    assert top_k_codes(score, 2, np.arange(6)).tolist() == []
+    assert top_k_codes(score, 2, np.array([], dtype=np.int64), [np.array([0, 1, 2, 0, 3, 0])]).tolist() == [4, 2]

@@ -47,7 +47,9 @@ class Ranker(Protocol):
 
     def with_params(self, changes: Mapping[str, Any]) -> "Ranker": ...
 
-    def rescore(self, product_ids: np.ndarray | Sequence, k: int, changes: Mapping[str, Any] | None = None) -> "Recommendations": ...
+    def rescore(
+        self, product_ids: np.ndarray | Sequence, k: int, changes: Mapping[str, Any] | None = None
+    ) -> "Recommendations": ...
 
 
 def _id_series(values: np.ndarray, name: str) -> pd.Series:
@@ -231,8 +233,10 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 
 
 def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted paths whose values differ between two nested params dicts."""
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
+    """Dotted paths of the leaves whose values differ between two nested params dicts (a missing block is empty)."""
+    blocks = (isinstance(old, Mapping) or old is None) and (isinstance(new, Mapping) or new is None)
+    if blocks and (old is not None or new is not None):
+        old, new = old or {}, new or {}
         out: list[str] = []
         for key in sorted(set(old) | set(new), key=str):
             out += _changed_paths(old.get(key), new.get(key), f"{prefix}{key}.")
@@ -240,10 +244,14 @@ def _changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def merge_knobs(name: str, params: Mapping[str, Any], changes: Mapping[str, Any], knobs: Sequence[str]) -> dict[str, Any]:
+def merge_knobs(
+    name: str, params: Mapping[str, Any], changes: Mapping[str, Any], knobs: Sequence[str]
+) -> dict[str, Any]:
     """`params` with `changes` merged in; a ValueError names every changed path that is not a knob of the ranker."""
     merged = deep_merge(params, changes)
-    bad = [p for p in _changed_paths(params, merged) if not any(p == k or p.startswith(k.rstrip(".") + ".") for k in knobs)]
+    bad = [
+        p for p in _changed_paths(params, merged) if not any(p == k or p.startswith(k.rstrip(".") + ".") for k in knobs)
+    ]
     if bad:
         allowed = ", ".join(knobs) or "none"
         raise ValueError(f"ranker {name!r} cannot re-score with changed {bad}: refit it instead (its knobs: {allowed})")
@@ -266,7 +274,9 @@ class FixedRanker:
         merge_knobs(self.name, self.params, changes, self.knobs)
         return self
 
-    def rescore(self, product_ids: np.ndarray | Sequence[Any], k: int, changes: Mapping[str, Any] | None = None) -> Recommendations:
+    def rescore(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, changes: Mapping[str, Any] | None = None
+    ) -> Recommendations:
         """The ranking of the requested products (only an empty change is accepted)."""
         return self.with_params(changes or {}).rank(product_ids, k)
 
@@ -364,7 +374,9 @@ class GlobalRanker:
         new._build_order()
         return new
 
-    def rescore(self, product_ids: np.ndarray | Sequence[Any], k: int, changes: Mapping[str, Any] | None = None) -> Recommendations:
+    def rescore(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, changes: Mapping[str, Any] | None = None
+    ) -> Recommendations:
         """Top-k of a few products under changed knobs, one O(customers) pass per product (no global order rebuilt)."""
         new = self._with_knobs(changes or {})
         requested = id_array(product_ids)
@@ -425,5 +437,3 @@ def collect(
         scores=scores[:filled],
         cold_start=codes < 0,
     )
-
-
