@@ -4,8 +4,9 @@ Playwright's sync API (never a downloaded browser).
 - Over tiny artifacts: search a product, see N rows, move a weight slider, see the ranking change, download the CSV and
   check it; saves test-artifacts/dashboard.png.
 - Over the default artifacts of `make run` (data/ and reports/metrics/), when they exist: the page as it opens, once
-  fully rendered, is checked and saved to test-artifacts/readme-dashboard.png; `make screenshot` (RECSYS_UPDATE_SCREENSHOT=1)
-  writes it to the README screenshot reports/figures/dashboard.png instead (skipped, saying so, without the artifacts).
+  fully rendered, is checked and saved to test-artifacts/readme-dashboard.png; `make screenshot`
+  (RECSYS_UPDATE_SCREENSHOT=1) writes it to the README screenshot reports/figures/dashboard.png instead (skipped,
+  saying so, without the artifacts).
 """
 
 from __future__ import annotations
@@ -271,7 +272,8 @@ def test_readme_screenshot_from_the_default_artifacts(chromium: Path, tmp_path: 
         height = page.evaluate("Math.max(...Array.from(document.querySelectorAll('*'), e => e.scrollHeight))")
         page.set_viewport_size({"width": 1500, "height": min(int(height) + 40, 4000)})
         wait_rendered(page, rows)
-        target = README_SCREENSHOT if os.environ.get(UPDATE_ENV) == "1" else SCREENSHOT.with_name("readme-dashboard.png")
+        update = os.environ.get(UPDATE_ENV) == "1"
+        target = README_SCREENSHOT if update else SCREENSHOT.with_name("readme-dashboard.png")
         target.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(target), full_page=True)
     assert target.stat().st_size > 0
