@@ -209,6 +209,16 @@ def chunks(m: int, per_item: int, budget: int = QUERY_BUDGET) -> Iterator[slice]
         yield slice(start, min(m, start + step))
 
 
+def gather_ranges(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """values[starts[0]:ends[0]] ++ values[starts[1]:ends[1]] ++ ... without a Python loop."""
+    lens = ends - starts
+    total = int(lens.sum())
+    if total == 0:
+        return values[:0]
+    base = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+    return values[base + np.arange(total)]
+
+
 def offsets_of(sizes: np.ndarray) -> np.ndarray:
     """CSR offsets from block sizes."""
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
@@ -255,6 +265,10 @@ class GlobalRanker:
         """Raise a clear error when rank is called before fit."""
         if not hasattr(self, "global_"):
             raise RuntimeError(f"ranker {self.name!r} is not fitted: call fit(interactions) first")
+
+    def shared_scale(self, codes: np.ndarray) -> np.ndarray:
+        """Per product code, the factor that turns `global_.scores` into that product's score of a customer (here 1)."""
+        return np.ones(len(codes), dtype=np.float64)
 
     def rank(self, product_ids: np.ndarray | Sequence, k: int) -> Recommendations:
         """Top-k customers per requested product: the global order without the product's own customers."""
