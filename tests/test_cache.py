@@ -193,6 +193,19 @@ def test_capped_cache_invariants_on_the_built_cache(tmp_path: Path, int_log: pd.
     pd.testing.assert_frame_equal(exported, audience[["product_id", "customer_id", "score", "rank"]], check_dtype=False)
 
 
+def test_capped_cache_with_string_ids(tmp_path: Path) -> None:
+    log = random_log(n_rows=1500, n_users=150, n_products=40, seed=8, str_ids=True)
+    manifest = build(log, tmp_path, ranker="content", allocation={"max_exposures": 3, "candidates": 30})
+    assert manifest["id_kinds"] == {"product_id": "str", "customer_id": "str"}
+    audience = pd.read_parquet(tmp_path / AUDIENCE_NAME)
+    assert audience["customer_id"].value_counts().max() <= 3 < manifest["exposure"]["uncapped"]["at_k"][str(N)]["max_exposures"]
+    touched = log[["product_id", "customer_id"]].drop_duplicates()
+    assert len(audience.merge(touched, on=["product_id", "customer_id"])) == 0
+    lookup = AudienceLookup.open(tmp_path)
+    first = str(lookup.product_ids()[0])
+    assert lookup.top(first, N)[0].tolist() == audience.loc[audience["product_id"] == first, "customer_id"].tolist()
+
+
 def test_allocation_params_errors(tmp_path: Path, int_log: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="cache.allocation.max_exposures must be >= 1"):
         build(int_log, tmp_path, allocation={"max_exposures": 0})

@@ -74,7 +74,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.rankers.base import Recommendations, gather_ranges, offsets_of
+from recsys.rankers.base import Recommendations, gather_ranges, offsets_of, range_indices
 
 MAX_ROUNDS = 64  # deferred-acceptance rounds (holds are final after that)
 FILL_ROUNDS = 32  # water-fill rounds (each retries only the pairs the previous one dropped)
@@ -187,11 +187,10 @@ class Allocation:
 
 def truncate(recs: Recommendations, k: int) -> Recommendations:
     """The first k entries of every list."""
-    sizes = np.diff(recs.offsets)
-    keep = (np.arange(len(recs.customer_ids), dtype=np.int64) - np.repeat(recs.offsets[:-1], sizes)) < k
+    keep = recs.ranks() <= k
     return Recommendations(
         product_ids=recs.product_ids,
-        offsets=offsets_of(np.minimum(sizes, k)),
+        offsets=offsets_of(np.minimum(recs.sizes(), k)),
         customer_ids=np.asarray(recs.customer_ids)[keep],
         scores=np.asarray(recs.scores)[keep],
         cold_start=recs.cold_start,
@@ -204,7 +203,7 @@ def customer_codes(customer_ids: np.ndarray, fitted: np.ndarray) -> np.ndarray:
     codes = np.empty(len(ids), dtype=np.int32)
     if len(ids) == 0:
         return codes
-    dense = ids.dtype.kind in "iu" and fitted.dtype.kind in "iu" and len(fitted) and 0 <= fitted[0]
+    dense = bool(ids.dtype.kind in "iu" and fitted.dtype.kind in "iu" and len(fitted) and fitted[0] >= 0)
     if dense and int(fitted[-1]) < max(2 * len(ids), 1 << 22):  # a lookup table of at most 2 ints per id
         lut = np.full(int(fitted[-1]) + 2, -1, dtype=np.int32)
         lut[fitted] = np.arange(len(fitted), dtype=np.int32)
@@ -233,7 +232,7 @@ def problem_from_ranker(candidates: Recommendations, ranker: Any) -> Problem:
     scale_fn = getattr(ranker, "shared_scale", None)
     known = pcodes >= 0
     rows = np.repeat(np.flatnonzero(known), np.diff(history.indptr)[pcodes[known]])
-    users = _gather_history(history.indptr, history.users, pcodes[known])
+    users = gather_ranges(history.users, history.indptr[pcodes[known]], history.indptr[pcodes[known] + 1]).astype(np.int64)
     scorer = getattr(ranker, "score_pairs", None)
     return Problem(
         n_customers=n,
@@ -246,11 +245,6 @@ def problem_from_ranker(candidates: Recommendations, ranker: Any) -> Problem:
         excluded=np.sort(rows * np.int64(n) + users),
         pair_scores=None if scorer is None else (lambda r, u: scorer(pcodes[r], u)),
     )
-
-
-def _gather_history(indptr: np.ndarray, users: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """The customers of each product code, concatenated in code order."""
-    return gather_ranges(users, indptr[codes], indptr[codes + 1]).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,16 +269,7 @@ def in_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return sorted_keys[pos] == keys
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ranges start[i] .. start[i] + lengths[i] - 1."""
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    shift = np.repeat(starts - offsets_of(lengths)[:-1], lengths)
-    return shift + np.arange(total, dtype=np.int64)
-
-
-def _first_of_run(sorted_values: np.ndarray) -> np.ndarray:
+def _run_position(sorted_values: np.ndarray) -> np.ndarray:
     """Position of each entry within its run of equal values (input sorted)."""
     n = len(sorted_values)
     if n == 0:
@@ -439,7 +424,7 @@ def customer_lists(
     del packed
     order = np.argsort(key, kind="stable")
     edges = edges[order]
-    return edges[_first_of_run(customers[edges]) < depth]
+    return edges[_run_position(customers[edges]) < depth]
 
 
 def _deferred_acceptance(
@@ -465,7 +450,7 @@ def _deferred_acceptance(
         if len(active) == 0:
             break
         rounds += 1
-        new = _ranges(ptr[active], n_prop[active])
+        new = range_indices(ptr[active], n_prop[active])
         ptr[active] += n_prop[active]
         held_u += np.bincount(cu[new], minlength=n_users)
         touched = np.zeros(n_products, dtype=bool)
@@ -473,7 +458,7 @@ def _deferred_acceptance(
         hit = touched[cr[held]]
         contest = np.concatenate([held[hit], new])
         contest = contest[np.argsort(cr[contest] * span + cq[contest], kind="stable")]
-        ok = _first_of_run(cr[contest]) < slots[cr[contest]]
+        ok = _run_position(cr[contest]) < slots[cr[contest]]
         held_u -= np.bincount(cu[contest[~ok]], minlength=n_users)
         held = np.concatenate([held[~hit], contest[ok]])
     return held, rounds
@@ -541,7 +526,7 @@ def _window_fill(problem: Problem, state: _State, target: np.ndarray, seed: int)
     ew = np.asarray(problem.pair_scores(er, eu), dtype=np.float64)
     order = list_order(er, ew, eu, problem.n_products)
     eq = np.empty(len(er), dtype=np.int64)
-    eq[order] = _first_of_run(er[order])
+    eq[order] = _run_position(er[order])
     lists = customer_lists(eu, ew, np.arange(len(eu)), lambda e: er[e], problem.n_customers, len(er), seed)
     accepted, _ = _deferred_acceptance(eu[lists], er[lists], eq[lists], want, state.capacity)
     state.add(er[lists[accepted]], eu[lists[accepted]])
@@ -598,7 +583,7 @@ def _swap(problem: Problem, state: _State, target: np.ndarray, seed: int) -> int
         q, v = state.rows[pair], state.codes[pair]
         keep = _unique_first(pair) & _unique_first(state.keys(o, v)) & _unique_first(state.keys(q, u))
         pair, o, u, q, v = pair[keep], o[keep], u[keep], q[keep], v[keep]
-        within = _first_of_run_unsorted(u) < state.capacity[u]
+        within = _occurrence(u) < state.capacity[u]
         pair, o, u, q, v = pair[within], o[within], u[within], q[within], v[within]
         if len(pair) == 0:
             break
@@ -615,11 +600,11 @@ def _unique_first(values: np.ndarray) -> np.ndarray:
     return first
 
 
-def _first_of_run_unsorted(values: np.ndarray) -> np.ndarray:
+def _occurrence(values: np.ndarray) -> np.ndarray:
     """Occurrence number (0, 1, ...) of every entry among the entries with the same value, in input order."""
     order = np.argsort(values, kind="stable")
     out = np.empty(len(values), dtype=np.int64)
-    out[order] = _first_of_run(values[order])
+    out[order] = _run_position(values[order])
     return out
 
 
@@ -639,7 +624,7 @@ def solve(problem: Problem, k: int, max_exposures: int, min_audience: int = 0, s
         raise ValueError(f"need k >= 1, max_exposures >= 1 and 0 <= min_audience <= k; got {k}, {max_exposures}, {min_audience}")
     p, n = problem.n_products, problem.n_customers
     sizes = np.diff(problem.offsets)
-    top = _ranges(problem.offsets[:-1], np.minimum(sizes, k))
+    top = range_indices(problem.offsets[:-1], np.minimum(sizes, k))
     exposures = np.bincount(problem.customers[top], minlength=n)
     excluded = _excluded_per_row(problem)
     allowed = n - excluded

@@ -236,4 +236,4 @@ def exposure_frame(sides: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         for metric in TABLE_METRICS
     ]
     rows.append({"k": first["jaccard_k"], "metric": "mean_jaccard", **{label: d["mean_jaccard"] for label, d in sides.items()}})
-    return pd.DataFrame(rows).set_index(["k", "metric"])
+    return pd.DataFrame(rows, dtype=object).set_index(["k", "metric"])  # object: counts print as integers

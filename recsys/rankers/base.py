@@ -209,14 +209,18 @@ def chunks(m: int, per_item: int, budget: int = QUERY_BUDGET) -> Iterator[slice]
         yield slice(start, min(m, start + step))
 
 
+def range_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """starts[0], ..., starts[0] + lengths[0] - 1, starts[1], ... without a Python loop (int64)."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return shift + np.arange(total, dtype=np.int64)
+
+
 def gather_ranges(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """values[starts[0]:ends[0]] ++ values[starts[1]:ends[1]] ++ ... without a Python loop."""
-    lens = ends - starts
-    total = int(lens.sum())
-    if total == 0:
-        return values[:0]
-    base = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-    return values[base + np.arange(total)]
+    return values[range_indices(starts, ends - starts)]
 
 
 def offsets_of(sizes: np.ndarray) -> np.ndarray:
