@@ -141,7 +141,7 @@ def summarize_manifest(
     fingerprint = manifest.get("fingerprint")
     if isinstance(fingerprint, dict):  # {"algorithm": ..., "value": ...} as written by recsys.cache
         fingerprint = fingerprint.get("value")
-    created = manifest.get("created_at")
+    created = manifest.get("created_at", manifest.get("version"))  # content-addressed caches carry no build time
     return ManifestSummary(
         version=version,
         ranker=None if ranker is None else str(ranker),

@@ -48,7 +48,10 @@ def test_artifact_layout_and_manifest(int_cache: tuple[Path, dict], int_log: pd.
     assert manifest["ranker"] == "activity" and manifest["n"] == N
     assert manifest["ranker_params"]["seed"] == 0
     assert manifest["id_kinds"] == {"product_id": "int", "customer_id": "int"}
-    assert manifest["fingerprint"]["value"] and manifest["created_at"]
+    assert manifest["fingerprint"]["value"] and "created_at" not in manifest  # nothing time-dependent
+    assert manifest["allocation"]["max_exposures"] is None and manifest["allocation"]["depth"] == N
+    exposure = manifest["exposure"]
+    assert exposure["served"] == exposure["uncapped"] and set(exposure["served"]["at_k"]) == {"10", str(N)}  # 100 > N: whole lists
     assert manifest["counts"]["products"] == int_log["product_id"].nunique()
     assert (cache_dir / manifest["lookup_dir"]).is_dir() and manifest["lookup_dir"].startswith("lookup-")
     audience = pd.read_parquet(cache_dir / AUDIENCE_NAME)
@@ -88,21 +91,35 @@ def test_cold_start_lookup_serves_the_global_order(int_cache: tuple[Path, dict],
     assert lookup.top("SKU-1", 5)[2] is True and lookup.top(None, 5)[2] is True
 
 
-def test_two_builds_give_identical_parquet_bytes(tmp_path: Path, int_log: pd.DataFrame) -> None:
-    a = build(int_log, tmp_path / "a", ranker="content")
-    b = build(int_log.sample(frac=1.0, random_state=3), tmp_path / "b", ranker="content")
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under root (relative path -> bytes)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("allocation", [None, {"max_exposures": 4, "candidates": 30}])
+def test_two_builds_give_identical_bytes(tmp_path: Path, int_log: pd.DataFrame, allocation: dict | None) -> None:
+    a = build(int_log, tmp_path / "a", ranker="content", allocation=allocation)
+    b = build(int_log.sample(frac=1.0, random_state=3), tmp_path / "b", ranker="content", allocation=allocation)
     assert (tmp_path / "a" / AUDIENCE_NAME).read_bytes() == (tmp_path / "b" / AUDIENCE_NAME).read_bytes()
+    assert (tmp_path / "a" / MANIFEST_NAME).read_bytes() == (tmp_path / "b" / MANIFEST_NAME).read_bytes()
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")  # lookup arrays and directory names too
     assert a["files"]["audience_sha256"] == b["files"]["audience_sha256"]
     assert a["fingerprint"] == b["fingerprint"]  # row-order independent content fingerprint
 
 
 def test_rebuilds_keep_two_lookup_dirs_and_replace_the_manifest(tmp_path: Path, int_log: pd.DataFrame) -> None:
-    names = [build(int_log, tmp_path)["lookup_dir"] for _ in range(3)]
+    logs = [int_log.iloc[: len(int_log) - 100 * i] for i in range(3)]  # three different inputs
+    names = [build(log, tmp_path)["lookup_dir"] for log in logs]
     assert len(set(names)) == 3
     kept = sorted(p.name for p in tmp_path.glob("lookup-*"))
     assert kept == sorted(names[1:])
     assert AudienceLookup.open(tmp_path).manifest["lookup_dir"] == names[-1]
     assert not list(tmp_path.glob(".*tmp*"))
+    # the same input again: same version, its lookup dir is reused and counts as the newest
+    assert build(logs[1], tmp_path)["lookup_dir"] == names[1]
+    assert sorted(p.name for p in tmp_path.glob("lookup-*")) == sorted(names[1:])
+    assert build(logs[0], tmp_path)["lookup_dir"] == names[0]
+    assert sorted(p.name for p in tmp_path.glob("lookup-*")) == sorted([names[0], names[1]])
 
 
 def test_string_ids_end_to_end(tmp_path: Path) -> None:
@@ -141,6 +158,66 @@ def test_csv_export(tmp_path: Path, int_log: pd.DataFrame) -> None:
     assert list(exported.columns) == ["product_id", "customer_id", "score", "rank"]
     with pytest.raises(ValueError, match="export"):
         build(int_log, tmp_path, export="xlsx")
+
+
+CAP = 4
+
+
+@pytest.mark.parametrize("ranker", ["activity", "content"])
+def test_capped_cache_invariants_on_the_built_cache(tmp_path: Path, int_log: pd.DataFrame, ranker: str) -> None:
+    manifest = build(int_log, tmp_path, ranker=ranker, export="csv",
+                     allocation={"max_exposures": CAP, "min_audience": 2, "candidates": 40})
+    assert manifest["allocation"]["max_exposures"] == CAP and manifest["allocation"]["depth"] == N
+    assert manifest["allocation"]["candidates"] == 40 and manifest["allocation"]["stats"]["capped"] is True
+    audience = pd.read_parquet(tmp_path / AUDIENCE_NAME)
+    lookup = AudienceLookup.open(tmp_path)
+    served = {p: lookup.top(p, N) for p in lookup.product_ids().tolist()}
+    from_lookup = pd.concat(
+        [pd.DataFrame({"product_id": p, "customer_id": c, "score": s}) for p, (c, s, _) in served.items()], ignore_index=True
+    )
+    pd.testing.assert_frame_equal(from_lookup, audience[["product_id", "customer_id", "score"]], check_dtype=False)
+    # no customer over the cap
+    assert audience["customer_id"].value_counts().max() <= CAP
+    # nobody who already touched the product
+    touched = int_log[["product_id", "customer_id"]].drop_duplicates()
+    assert len(audience.merge(touched, on=["product_id", "customer_id"])) == 0
+    # ranks 1..n, scores non-increasing, each customer once per product
+    assert (audience["rank"] == audience.groupby("product_id").cumcount() + 1).all()
+    assert (audience.groupby("product_id")["score"].diff().dropna() <= 0).all()
+    assert not audience.duplicated(["product_id", "customer_id"]).any()
+    # min_audience honoured (the cap leaves room: 200 customers x 4 >= 60 products x 12)
+    assert audience.groupby("product_id").size().min() >= 2 and len(served) == int_log["product_id"].nunique()
+    # the manifest reports both sides of the cap
+    before, after = manifest["exposure"]["uncapped"]["at_k"][str(N)], manifest["exposure"]["served"]["at_k"][str(N)]
+    assert before["max_exposures"] > CAP >= after["max_exposures"]
+    assert after["max_exposures"] == audience["customer_id"].value_counts().max()
+    assert after["distinct_customers"] == audience["customer_id"].nunique() > before["distinct_customers"]
+    exported = pd.read_csv(tmp_path / manifest["files"]["export"])
+    pd.testing.assert_frame_equal(exported, audience[["product_id", "customer_id", "score", "rank"]], check_dtype=False)
+
+
+def test_capped_cache_with_string_ids(tmp_path: Path) -> None:
+    log = random_log(n_rows=1500, n_users=150, n_products=40, seed=8, str_ids=True)
+    manifest = build(log, tmp_path, ranker="content", allocation={"max_exposures": 3, "candidates": 30})
+    assert manifest["id_kinds"] == {"product_id": "str", "customer_id": "str"}
+    audience = pd.read_parquet(tmp_path / AUDIENCE_NAME)
+    assert audience["customer_id"].value_counts().max() <= 3 < manifest["exposure"]["uncapped"]["at_k"][str(N)]["max_exposures"]
+    touched = log[["product_id", "customer_id"]].drop_duplicates()
+    assert len(audience.merge(touched, on=["product_id", "customer_id"])) == 0
+    lookup = AudienceLookup.open(tmp_path)
+    first = str(lookup.product_ids()[0])
+    assert lookup.top(first, N)[0].tolist() == audience.loc[audience["product_id"] == first, "customer_id"].tolist()
+
+
+def test_allocation_params_errors(tmp_path: Path, int_log: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="cache.allocation.max_exposures must be >= 1"):
+        build(int_log, tmp_path, allocation={"max_exposures": 0})
+    with pytest.raises(ValueError, match="cache.allocation.candidates must be >= the audience depth"):
+        build(int_log, tmp_path, allocation={"max_exposures": 3, "candidates": N - 1})
+    with pytest.raises(ValueError, match="unknown key"):
+        build(int_log, tmp_path, allocation={"cap": 3})
+    with pytest.raises(ValueError, match="min_audience"):
+        build(int_log, tmp_path, allocation={"max_exposures": 3, "min_audience": N + 1})
 
 
 def test_missing_cache_error_names_path_and_command(tmp_path: Path) -> None:

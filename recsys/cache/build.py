@@ -9,9 +9,21 @@ Artifact directory (default ``recsys.config.CACHE_DIR``):
   integer customer ids themselves, or for string ids int32 codes into the sorted fixed-width
   ``customer_vocab``; empty for integer ids), ``scores`` (float32, as in the Parquet), per-product ``cold_start`` and the global
   fallback (``global_customers``, ``global_scores``) served for products unseen at build time.
-- ``manifest.json``: ranker + params, input fingerprint, counts, N, created_at, id kinds, version and
+- ``manifest.json``: ranker + params, input fingerprint, counts, N, the allocation settings (frequency
+  cap, depth, candidates) and exposure metrics before and after the cap, id kinds, version and
   ``lookup_dir``. It is the commit point: writers finish the lookup directory first, then replace the
-  manifest with ``os.replace``; at most ``keep`` (default 2) lookup directories are kept.
+  manifest with ``os.replace``; at most ``keep`` (default 2) lookup directories are kept (newest by
+  modification time, the live one always).
+
+Same inputs and params give a byte-identical artifact directory: nothing time-dependent is written;
+the version is a digest of the served arrays, so a rebuild with the same content reuses its lookup
+directory (DVC sees an unchanged output).
+
+Audiences (``cache.allocation``): with ``max_exposures: null`` every product gets the ranker's own
+top-N. With a cap, the ranker ranks ``candidates`` deep and ``recsys.allocation.allocate`` picks the
+served top-N so that no customer is in more than ``max_exposures`` lists (optionally at least
+``min_audience`` customers per product). The global fallback served for unseen product ids is the
+ranker's plain global order, uncapped: it answers ad-hoc lookups, it is not a campaign audience.
 
 ``AudienceLookup.open`` maps the arrays read-only; ``top`` is a binary search plus two slices, no pandas.
 """
@@ -25,7 +37,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +47,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from recsys import config
+from recsys.allocation import AllocationParams, allocate, exposure_metrics, truncate
+from recsys.allocation.exposure import DEFAULT_KS, returning_customers
 from recsys.data.contract import CANONICAL_COLUMNS, load_prepared
 from recsys.data.ids import id_array as as_id_array, id_kind
 from recsys.cache.lookup import (  # noqa: F401 - the reading side lives in recsys.cache.lookup; re-exported here
@@ -241,9 +254,26 @@ def lookup_arrays(recs: Recommendations, fallback: Recommendations) -> dict[str,
     }
 
 
+def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 over the lookup arrays (name, dtype, shape and bytes of each, in LOOKUP_ARRAYS order)."""
+    h = hashlib.sha256()
+    for key in LOOKUP_ARRAYS:
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
 def write_lookup_dir(cache_dir: Path, arrays: Mapping[str, np.ndarray], version: str) -> str:
-    """Write the arrays into a temp dir, then rename it to lookup-<version>; return its name."""
+    """Write the arrays into a temp dir, then rename it to lookup-<version>; return its name.
+
+    The version is a content digest, so an existing lookup-<version> already holds these arrays: it is
+    kept (and touched, so pruning counts it as the newest) instead of being written again.
+    """
     name = f"{LOOKUP_PREFIX}{version}"
+    if (cache_dir / name).is_dir():
+        os.utime(cache_dir / name)
+        return name
     tmp = cache_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
@@ -260,8 +290,9 @@ def write_lookup_dir(cache_dir: Path, arrays: Mapping[str, np.ndarray], version:
 
 
 def prune_lookup_dirs(cache_dir: Path, keep: int, current: str) -> list[str]:
-    """Delete all but the `keep` newest lookup dirs (never `current`); return the removed names."""
-    dirs = sorted(p.name for p in cache_dir.glob(f"{LOOKUP_PREFIX}*") if p.is_dir())
+    """Delete all but the `keep` most recently written lookup dirs (never `current`); return the removed names."""
+    found = [p for p in cache_dir.glob(f"{LOOKUP_PREFIX}*") if p.is_dir()]
+    dirs = [p.name for p in sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))]
     survivors = set(dirs[-max(keep, 1):]) | {current}
     removed = [d for d in dirs if d not in survivors]
     for d in removed:
@@ -322,8 +353,7 @@ def write_cache(
     recs = sort_by_product(recs)
     arrays = lookup_arrays(recs, fallback)
     audience_sha = write_parquet_atomic(audience_batches(recs), cache_dir / AUDIENCE_NAME)
-    now = datetime.now(UTC)
-    version = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{audience_sha[:12]}"
+    version = hashlib.sha256(f"{audience_sha}:{arrays_digest(arrays)}".encode()).hexdigest()[:20]
     lookup_dir = write_lookup_dir(cache_dir, arrays, version)
     exported = export_original(recs, cache_dir, export) if export else None
     sizes = np.diff(arrays["offsets"])
@@ -333,7 +363,6 @@ def write_cache(
         "format_version": FORMAT_VERSION,
         **_jsonable(dict(meta)),
         "n": int(meta.get("n", int(sizes.max()) if len(sizes) else 0)),
-        "created_at": now.isoformat(timespec="seconds"),
         "version": version,
         "lookup_dir": lookup_dir,
         "id_kinds": {"product_id": id_kind(arrays["product_ids"]), "customer_id": customer_kind},
@@ -362,6 +391,36 @@ def global_fallback(ranker: Any, catalogue: np.ndarray, n: int) -> Recommendatio
     return ranker.rank(np.asarray([cold_sentinel(catalogue)], dtype=object if id_kind(catalogue) == "str" else np.int64), n)
 
 
+def ranked_audiences(
+    ranker: Any, catalogue: np.ndarray, n: int, allocation: AllocationParams
+) -> tuple[Recommendations, Recommendations, dict[str, Any]]:
+    """(served audiences, the ranker's uncapped top-n, allocation stats) of every catalogue product."""
+    allocation.check(n)
+    if allocation.max_exposures is None:
+        recs = ranker.rank(catalogue, n)
+        return recs, recs, {"capped": False}
+    candidates = ranker.rank(catalogue, allocation.candidates)
+    result = allocate(candidates, ranker, n, allocation)
+    return result.recommendations, truncate(candidates, n), result.stats
+
+
+def exposure_summary(
+    served: Recommendations, uncapped: Recommendations, interactions: pd.DataFrame, n: int,
+    exposure: Mapping[str, Any] | None, seed: int,
+) -> dict[str, Any]:
+    """Exposure metrics of the uncapped top-n and of the served audiences (cut-offs above n use the whole list)."""
+    cfg = dict(exposure or {})
+    unknown = sorted(set(cfg) - {"ks", "pairs"})
+    if unknown:
+        raise ValueError(f"cache.exposure: unknown key(s) {unknown}; expected ['ks', 'pairs']")
+    ks = sorted({min(int(k), n) for k in cfg.get("ks", DEFAULT_KS)})
+    reachable = returning_customers(interactions)
+    kwargs: dict[str, Any] = {"reachable": reachable, "pairs": int(cfg.get("pairs", 10_000)), "seed": seed}
+    before = exposure_metrics(uncapped, ks, **kwargs).to_dict()
+    after = before if served is uncapped else exposure_metrics(served, ks, **kwargs).to_dict()
+    return {"reachable": "customers with dated events on >= 2 distinct days", "uncapped": before, "served": after}
+
+
 def build_cache(
     interactions: pd.DataFrame,
     ranker_name: str,
@@ -373,14 +432,19 @@ def build_cache(
     fingerprint: Mapping[str, Any] | None = None,
     source: str | None = None,
     keep: int = 2,
+    allocation: Mapping[str, Any] | None = None,
+    exposure: Mapping[str, Any] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Fit `ranker_name` on the interactions, rank every product's top-n and write the cache."""
+    """Fit `ranker_name`, allocate every product's top-n audience (capped per `allocation`) and write the cache."""
     if n < 1:
         raise ValueError(f"cache depth n must be >= 1, got {n} (params/cache.yaml: cache.n)")
+    alloc = AllocationParams.from_params(allocation, seed=seed)
+    alloc.check(n)
     interactions = canonical_order(interactions)
     ranker = make_ranker(ranker_name, dict(ranker_params or {})).fit(interactions)
     catalogue = catalogue_ids(interactions)
-    recs = ranker.rank(catalogue, n)
+    recs, uncapped, stats = ranked_audiences(ranker, catalogue, n, alloc)
     fallback = global_fallback(ranker, catalogue, n)
     meta = {
         "ranker": ranker_name,
@@ -393,6 +457,8 @@ def build_cache(
             "customers": int(interactions["customer_id"].nunique()),
             "catalogue": int(len(catalogue)),
         },
+        "allocation": {**alloc.to_dict(), "depth": int(n), "seed": int(seed), "stats": stats},
+        "exposure": exposure_summary(recs, uncapped, interactions, n, exposure, seed),
     }
     return write_cache(recs, fallback, cache_dir, meta, export=export, keep=keep)
 
@@ -430,6 +496,9 @@ def build_cache_from_params(
         fingerprint={"algorithm": "sha256-file", "value": fingerprint_file(path)},
         source=config.relative(path),
         keep=int(cfg.get("keep_lookup_dirs", 2)),
+        allocation=cfg.get("allocation"),
+        exposure=cfg.get("exposure"),
+        seed=int(cfg.get("seed", 0)),
     )
 
 

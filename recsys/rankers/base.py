@@ -208,6 +208,20 @@ def chunks(m: int, per_item: int, budget: int = QUERY_BUDGET) -> Iterator[slice]
         yield slice(start, min(m, start + step))
 
 
+def range_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """starts[0], ..., starts[0] + lengths[0] - 1, starts[1], ... without a Python loop (int64)."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return shift + np.arange(total, dtype=np.int64)
+
+
+def gather_ranges(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """values[starts[0]:ends[0]] ++ values[starts[1]:ends[1]] ++ ... without a Python loop."""
+    return values[range_indices(starts, ends - starts)]
+
+
 def offsets_of(sizes: np.ndarray) -> np.ndarray:
     """CSR offsets from block sizes."""
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
@@ -395,6 +409,10 @@ class GlobalRanker:
         exclude = h.users[h.indptr[code] : h.indptr[code + 1]] if code >= 0 else np.zeros(0, dtype=np.int64)
         top = top_k_codes(score, k, exclude, ties)
         return np.array([len(top)], dtype=np.int64), top, np.asarray(score, dtype=np.float64)[top]
+
+    def shared_scale(self, codes: np.ndarray) -> np.ndarray:
+        """Per product code, the factor that turns `global_.scores` into that product's score of a customer (here 1)."""
+        return np.ones(len(codes), dtype=np.float64)
 
     def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
         """Top-k customers per requested product: the global order without the product's own customers."""

@@ -231,6 +231,29 @@ class ContentRanker(GlobalRanker):
         for a, b in zip(edges[:-1], edges[1:]):
             yield slice(int(a), int(b))
 
+    def shared_scale(self, codes: np.ndarray) -> np.ndarray:
+        """1 - w for known products (a lower bound: the score of a customer without affinity), 1 for cold start."""
+        return np.where(np.asarray(codes) < 0, 1.0, 1.0 - self.weight_)
+
+    def score_pairs(self, codes: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """Blended score of each (product code, customer code) pair; engagement alone for cold-start codes (-1)."""
+        self._check_fitted()
+        codes = np.asarray(codes, dtype=np.int64)
+        users = np.asarray(users, dtype=np.int64)
+        eng = self.engagement_[users]
+        out = np.where(codes < 0, eng, (1.0 - self.weight_) * eng)
+        known = np.flatnonzero(codes >= 0)
+        if len(known) == 0:
+            return out
+        if not hasattr(self, "user_postings_"):
+            self.user_postings_ = sp.csr_matrix(self.postings_.T)  # customers x tokens
+        step = max(1, int(self.params.get("chunk_entries", 8_000_000)) // 32)
+        for start in range(0, len(known), step):
+            rows = known[start : start + step]
+            pair = self.x_[codes[rows]].multiply(self.user_postings_[users[rows]])
+            out[rows] += self.weight_ * np.asarray(pair.sum(axis=1)).ravel()
+        return out
+
     def rank(self, product_ids: np.ndarray | Sequence, k: int) -> Recommendations:
         """Top-k customers per requested product by blended affinity and engagement."""
         self._check_fitted()

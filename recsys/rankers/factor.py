@@ -26,7 +26,7 @@ import scipy.sparse as sp
 
 from recsys.data.ids import id_array
 from recsys.features.engagement import event_codes
-from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, ordered
+from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, gather_ranges, ordered
 
 FACTOR_DEFAULTS: dict[str, Any] = {
     "factors": 50,
@@ -145,16 +145,6 @@ def _resolve_boundary_ties(
     idx[out_rows, n_gt[out_rows] + rank_in_row[take]] = cc[take]
 
 
-def _gather_ranges(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """values[starts[0]:ends[0]] ++ values[starts[1]:ends[1]] ++ ... without a Python loop."""
-    lens = ends - starts
-    total = int(lens.sum())
-    if total == 0:
-        return values[:0]
-    base = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-    return values[base + np.arange(total)]
-
-
 def _interleave(
     n_rows: int, parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -248,6 +238,7 @@ class FactorRanker(FixedRanker):
         mean_item = (popularity @ self.item_factors_.astype(np.float64)) / max(popularity.sum(), 1.0)
         g = self.user_factors_.astype(np.float64) @ mean_item
         self.global_ = GlobalOrder.build(ordered(g), g, self.history_)
+        self.cold_scores_ = g
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -263,8 +254,22 @@ class FactorRanker(FixedRanker):
         h = self.history_
         starts, ends = h.indptr[codes], h.indptr[codes + 1]
         rows = np.repeat(np.arange(len(codes)), ends - starts)
-        s[rows, _gather_ranges(h.users, starts, ends)] = -np.inf
+        s[rows, gather_ranges(h.users, starts, ends)] = -np.inf
         return s
+
+    def score_pairs(self, codes: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """Factor score of each (product code, customer code) pair; the global-order score for cold-start codes (-1)."""
+        self._check_fitted()
+        codes = np.asarray(codes, dtype=np.int64)
+        users = np.asarray(users, dtype=np.int64)
+        out = self.cold_scores_[users].astype(np.float64)
+        known = np.flatnonzero(codes >= 0)
+        step = max(1, int(self.params["chunk_size"]) * 1024)
+        for start in range(0, len(known), step):
+            rows = known[start : start + step]
+            item, user = self.item_factors_[codes[rows]], self.user_factors_[users[rows]]
+            out[rows] = np.einsum("ij,ij->i", item, user).astype(np.float64)
+        return out
 
     def _buffer(self, rows: int) -> np.ndarray:
         """This thread's reusable score buffer (avoids page-faulting a fresh block per chunk)."""
