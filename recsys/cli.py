@@ -54,9 +54,13 @@ def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
     """Top-N audience for every product, written as the cache artifact."""
     from recsys.cache.build import build_cache_from_params
 
+    prepared: Path | str | None = None
+    if args.input:  # URIs (hdfs://, s3a://, file://) go to the Spark engine untouched
+        prepared = args.input if "://" in args.input else config.resolve(args.input)
     return build_cache_from_params(
-        prepared_path=config.resolve(args.input) if args.input else None,
+        prepared_path=prepared,
         cache_dir=config.resolve(args.output) if args.output else None,
+        overrides={k: v for k, v in {"engine": args.engine, "ranker": args.ranker}.items() if v} or None,
     )
 
 
@@ -126,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--input", help="input path (default: params)")
         if name in {"prepare", "build-cache"}:
             p.add_argument("--output", help="output path (default: params/config)")
+        if name == "build-cache":
+            p.add_argument("--engine", choices=["pandas", "spark"], help="pandas or spark (default: params/cache.yaml cache.engine)")
+            p.add_argument("--ranker", help="ranker name (default: params/cache.yaml cache.ranker)")
         if name == "prepare":
             p.add_argument("--preset", help="column-mapping preset: case_study, retailrocket, rees46")
         if name == "notebook":

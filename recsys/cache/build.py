@@ -52,6 +52,7 @@ from recsys.cache.lookup import (  # noqa: F401 - the reading side lives in recs
     CacheNotFoundError,
     read_manifest,
 )
+from recsys.engines import check_engine
 from recsys.rankers import Recommendations, make_ranker
 
 PARQUET_ROW_GROUP = 1 << 20
@@ -161,6 +162,18 @@ def _arrow_ids(values: np.ndarray) -> pa.Array:
     return pa.array(values, type=pa.string())
 
 
+def audience_slice(product_ids: np.ndarray, ranks: np.ndarray, customer_ids: np.ndarray, scores: np.ndarray) -> pa.Table:
+    """One Arrow slice of the cache's long table (product_id, rank int32, customer_id, score float32)."""
+    return pa.table(
+        {
+            "product_id": _arrow_ids(product_ids),
+            "rank": pa.array(np.asarray(ranks).astype(np.int32)),
+            "customer_id": _arrow_ids(customer_ids),
+            "score": pa.array(np.asarray(scores, dtype=SCORE_DTYPE)),
+        }
+    )
+
+
 def audience_batches(recs: Recommendations, rows: int = PARQUET_ROW_GROUP) -> Iterator[pa.Table]:
     """The cache's long table (product_id, rank, customer_id, score) in Arrow slices of `rows` rows."""
     pids = as_id_array(recs.product_ids)
@@ -172,14 +185,7 @@ def audience_batches(recs: Recommendations, rows: int = PARQUET_ROW_GROUP) -> It
         stop = min(start + rows, total)
         entry = np.arange(start, stop, dtype=np.int64)
         block = np.searchsorted(offsets, entry, side="right") - 1
-        yield pa.table(
-            {
-                "product_id": _arrow_ids(pids[block]),
-                "rank": pa.array((entry - offsets[block] + 1).astype(np.int32)),
-                "customer_id": _arrow_ids(customers[start:stop]),
-                "score": pa.array(scores[start:stop]),
-            }
-        )
+        yield audience_slice(pids[block], entry - offsets[block] + 1, customers[start:stop], scores[start:stop])
 
 
 def audience_table(recs: Recommendations) -> pa.Table:
@@ -258,22 +264,41 @@ def lookup_arrays(recs: Recommendations, fallback: Recommendations) -> dict[str,
     }
 
 
+def lookup_tmp_dir(cache_dir: Path) -> Path:
+    """A fresh hidden directory inside `cache_dir` to write one lookup version into."""
+    tmp = cache_dir / f".tmp-{LOOKUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def save_lookup_array(tmp: Path, key: str, array: np.ndarray) -> None:
+    """Write one lookup array as <key>.npy and fsync it."""
+    with (tmp / f"{key}.npy").open("wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def commit_lookup_dir(tmp: Path, cache_dir: Path, version: str) -> str:
+    """Rename a complete temp lookup dir (every LOOKUP_ARRAYS file present) to lookup-<version>; return its name."""
+    missing = [key for key in LOOKUP_ARRAYS if not (tmp / f"{key}.npy").is_file()]
+    if missing:
+        raise RuntimeError(f"lookup arrays {missing} were not written into {tmp}")
+    name = f"{LOOKUP_PREFIX}{version}"
+    os.rename(tmp, cache_dir / name)
+    return name
+
+
 def write_lookup_dir(cache_dir: Path, arrays: Mapping[str, np.ndarray], version: str) -> str:
     """Write the arrays into a temp dir, then rename it to lookup-<version>; return its name."""
-    name = f"{LOOKUP_PREFIX}{version}"
-    tmp = cache_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    tmp = lookup_tmp_dir(cache_dir)
     try:
         for key in LOOKUP_ARRAYS:
-            with (tmp / f"{key}.npy").open("wb") as fh:
-                np.save(fh, np.ascontiguousarray(arrays[key]), allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.rename(tmp, cache_dir / name)
+            save_lookup_array(tmp, key, arrays[key])
+        return commit_lookup_dir(tmp, cache_dir, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return name
 
 
 def prune_lookup_dirs(cache_dir: Path, keep: int, current: str) -> list[str]:
@@ -288,9 +313,14 @@ def prune_lookup_dirs(cache_dir: Path, keep: int, current: str) -> list[str]:
 
 def export_original(recs: Recommendations, cache_dir: Path, fmt: str) -> Path:
     """Write the original project's layout (product_id, customer_id, score, rank) as CSV or Parquet."""
+    return export_slices(audience_batches(recs), cache_dir, fmt)
+
+
+def export_slices(slices: Iterable[pa.Table], cache_dir: Path, fmt: str) -> Path:
+    """Write audience slices in the original project's layout (product_id, customer_id, score, rank)."""
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"cache export must be null, 'csv' or 'parquet', got {fmt!r} (params/cache.yaml: cache.export)")
-    batches = (t.select(["product_id", "customer_id", "score", "rank"]) for t in audience_batches(recs))
+    batches = (t.select(["product_id", "customer_id", "score", "rank"]) for t in slices)
     path = cache_dir / f"{EXPORT_STEM}.{fmt}"
     if fmt == "parquet":
         write_parquet_atomic(batches, path)
@@ -322,6 +352,17 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def check_export(export: str | None) -> None:
+    """Raise if cache.export is not null, 'csv' or 'parquet'."""
+    if export not in (None, "csv", "parquet"):
+        raise ValueError(f"cache export must be null, 'csv' or 'parquet', got {export!r} (params/cache.yaml: cache.export)")
+
+
+def cache_version(now: datetime, audience_sha: str) -> str:
+    """Name of a cache version: creation instant plus the audience digest."""
+    return f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{audience_sha[:12]}"
+
+
 def write_cache(
     recs: Recommendations,
     fallback: Recommendations,
@@ -332,17 +373,33 @@ def write_cache(
     keep: int = 2,
 ) -> dict[str, Any]:
     """Write audience.parquet, a new lookup dir and (last, atomically) manifest.json; return the manifest."""
-    if export not in (None, "csv", "parquet"):
-        raise ValueError(f"cache export must be null, 'csv' or 'parquet', got {export!r} (params/cache.yaml: cache.export)")
+    check_export(export)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     recs = sort_by_product(recs)
     arrays = lookup_arrays(recs, fallback)
     audience_sha = write_parquet_atomic(audience_batches(recs), cache_dir / AUDIENCE_NAME)
     now = datetime.now(UTC)
-    version = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{audience_sha[:12]}"
+    version = cache_version(now, audience_sha)
     lookup_dir = write_lookup_dir(cache_dir, arrays, version)
     exported = export_original(recs, cache_dir, export) if export else None
+    return commit_manifest(cache_dir, arrays, meta, now=now, version=version, lookup_dir=lookup_dir,
+                           audience_sha=audience_sha, exported=exported, keep=keep)
+
+
+def commit_manifest(
+    cache_dir: Path,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    *,
+    now: datetime,
+    version: str,
+    lookup_dir: str,
+    audience_sha: str,
+    exported: Path | None,
+    keep: int,
+) -> dict[str, Any]:
+    """Write manifest.json (the commit point) for a written audience + lookup dir, prune old dirs; return it."""
     sizes = np.diff(arrays["offsets"])
     customer_kind = "str" if arrays["customer_vocab"].dtype.kind == "U" else "int"
     ranked = pd.unique(arrays["customers"])
@@ -403,6 +460,7 @@ def build_cache(
         "ranker": ranker_name,
         "ranker_params": dict(ranker_params or {}),
         "n": int(n),
+        "engine": "pandas",
         "fingerprint": dict(fingerprint or {"algorithm": "sha256-rows", "value": fingerprint_frame(interactions)}),
         "source": source,
         "counts": {
@@ -422,19 +480,25 @@ def ranker_params_from(cache_params: Mapping[str, Any], feature_params: Mapping[
 
 
 def build_cache_from_params(
-    prepared_path: Path | None = None,
+    prepared_path: Path | str | None = None,
     cache_dir: Path | None = None,
     *,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict:
     """Build the cache from params/cache.yaml + params/features.yaml and the prepared Parquet.
 
-    `overrides` replaces keys of the `cache` block (e.g. {"ranker": "content", "n": 50}).
+    `overrides` replaces keys of the `cache` block (e.g. {"ranker": "content", "n": 50, "engine": "spark"}).
+    With ``cache.engine: spark`` the build runs on Spark (recsys.engines.spark; `prepared_path` may be a URI).
     """
     cache_params = config.load_params("cache")
     cache_params["cache"] = {**cache_params["cache"], **dict(overrides or {})}
     feature_params = config.load_params("features")
     cfg = cache_params["cache"]
+    if check_engine(str(cfg.get("engine") or "pandas")) == "spark":
+        from recsys.engines.spark.build import build_cache_spark_from_params
+
+        ranker_params = ranker_params_from(cache_params, feature_params)
+        return build_cache_spark_from_params(cache_params, ranker_params, prepared_path, cache_dir)
     path = Path(prepared_path) if prepared_path else config.PREPARED_PARQUET
     interactions = load_prepared(path)
     return build_cache(
