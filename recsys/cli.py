@@ -14,12 +14,16 @@ from recsys import config
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
     """Write the synthetic log in the case-study raw format."""
-    from recsys.data.synthetic import generate
+    from recsys.data.synthetic import DEFAULT_SHARD_SCALE, SHARDED_FROM_SCALE, generate, generate_sharded
 
     p = config.load_params("generate")["generate"]
     out = config.resolve(args.output or p["output"])
-    return generate(out, scale=args.scale if args.scale is not None else float(p["scale"]),
-                    seed=args.seed if args.seed is not None else int(p["seed"]))
+    scale = args.scale if args.scale is not None else float(p["scale"])
+    seed = args.seed if args.seed is not None else int(p["seed"])
+    shard_scale = args.shard_scale or (DEFAULT_SHARD_SCALE if scale >= SHARDED_FROM_SCALE else None)
+    if shard_scale:
+        return generate_sharded(out, scale=scale, seed=seed, shard_scale=shard_scale)
+    return generate(out, scale=scale, seed=seed)
 
 
 def _prepare(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--scale", type=float, help="size relative to the real log (default: params)")
             p.add_argument("--seed", type=int, help="random seed (default: params)")
             p.add_argument("--output", help="CSV path (default: params/generate.yaml)")
+            p.add_argument("--shard-scale", type=float,
+                           help="write independent shards of this scale, one in memory at a time (default: 10 from scale 100 on)")
         if name in {"prepare", "profile", "build-cache"}:
             p.add_argument("--input", help="input path (default: params)")
         if name in {"prepare", "build-cache"}:

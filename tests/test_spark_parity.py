@@ -31,7 +31,7 @@ pytestmark = [
 ]
 
 N = 12
-PARTITIONS = 4
+PARTITIONS = 2
 SCORE_TOL = 1e-9
 RUN_ONLY = {"created_at", "version", "lookup_dir", "engine", "spark", "fingerprint", "source"}
 
@@ -101,16 +101,16 @@ def assert_same_audiences(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     np.testing.assert_allclose(got["score"].to_numpy(float), expected["score"].to_numpy(float), rtol=0, atol=SCORE_TOL)
 
 
-PARITY_CASES = [
-    ("activity", "log1p_minmax"),
-    ("activity", "minmax"),
-    ("activity", "percentile"),
-    ("recency", "log1p_minmax"),
+PARITY_CASES = [  # (ranker, normalisation, string ids): every ranker, normalisation and id kind at least once
+    ("activity", "log1p_minmax", False),
+    ("activity", "minmax", True),
+    ("activity", "percentile", False),
+    ("activity", "percentile", True),
+    ("recency", "log1p_minmax", True),
 ]
 
 
-@pytest.mark.parametrize("string_ids", [False, True], ids=["int-ids", "str-ids"])
-@pytest.mark.parametrize(("ranker", "normalisation"), PARITY_CASES)
+@pytest.mark.parametrize(("ranker", "normalisation", "string_ids"), PARITY_CASES)
 def test_tiny_log_parity(spark: Any, tmp_path: Path, string_ids: bool, ranker: str, normalisation: str) -> None:
     log = tiny_log(string_ids)
     params = {"seed": 0, "features": {"engagement": {"normalisation": normalisation}}}
@@ -124,17 +124,16 @@ def test_tiny_log_parity(spark: Any, tmp_path: Path, string_ids: bool, ranker: s
     assert len(got_fb) == 7  # n > customers: the fallback holds everybody
 
 
-@pytest.mark.parametrize("string_ids", [False, True], ids=["int-ids", "str-ids"])
 @pytest.mark.parametrize(
-    ("ranker", "features"),
+    ("ranker", "features", "string_ids"),
     [
-        ("activity", {"engagement": {"normalisation": "percentile"}}),
-        ("activity", {"features": {"event_weights": {"cart": 4.0}, "undated_decay": 0.3, "decay_days": 30}}),
-        ("recency", {"features": {"reference_date": "2023-02-15"}, "engagement": {"normalisation": "minmax"}}),
+        ("activity", {"engagement": {"normalisation": "percentile"}}, True),
+        ("activity", {"features": {"event_weights": {"cart": 4.0}, "undated_decay": 0.3, "decay_days": 30}}, False),
+        ("recency", {"features": {"reference_date": "2023-02-15"}, "engagement": {"normalisation": "minmax"}}, False),
     ],
-    ids=["percentile", "weights-undated", "reference-date"],
+    ids=["percentile-str-ids", "weights-undated-int-ids", "reference-date-int-ids"],
 )
-def test_small_log_parity(spark: Any, tmp_path: Path, string_ids: bool, ranker: str, features: dict[str, Any]) -> None:
+def test_small_log_parity(spark: Any, tmp_path: Path, ranker: str, features: dict[str, Any], string_ids: bool) -> None:
     log = random_log(n_rows=2500, n_users=300, n_products=70, seed=5, str_ids=string_ids, undated_frac=0.1)
     params = {"seed": 0, "features": features}
     expected, expected_fb = pandas_rankings(log, ranker, params, N)
@@ -216,10 +215,8 @@ def test_clear_errors(spark: Any, tmp_path: Path) -> None:
 def test_als_invariants(spark: Any, tmp_path: Path) -> None:
     log = random_log(n_rows=2000, n_users=200, n_products=50, seed=3)
     uri = write_log(log, tmp_path, "log")
-    params = {"factors": 8, "iterations": 5, "regularization": 0.05, "seed": 7}
+    params = {"factors": 8, "iterations": 3, "regularization": 0.05, "seed": 7}
     first, fallback = spark_rankings(spark, uri, "als", params, N)
-    again, _ = spark_rankings(spark, uri, "als", params, N)
-    pd.testing.assert_frame_equal(first, again)  # seeded: the same audiences twice
     touched = set(zip(log["product_id"].tolist(), log["customer_id"].tolist()))
     assert not {(p, c) for p, c in zip(first["product_id"], first["customer_id"])} & touched
     n_customers = log["customer_id"].nunique()
@@ -234,7 +231,11 @@ def test_als_invariants(spark: Any, tmp_path: Path) -> None:
     assert len(fallback) == N and fallback["score"].is_monotonic_decreasing
     manifest = build_cache_spark(uri, "als", params, tmp_path / "c", n=N, spark=spark)
     assert manifest["ranker"] == "als" and manifest["counts"]["rows"] == len(first)
-    assert AudienceLookup.open(tmp_path / "c").top(987_654, 3)[2] is True
+    cached = pd.read_parquet(tmp_path / "c" / AUDIENCE_NAME)  # a second fit with the same seed: the same audiences
+    for col in ("product_id", "rank", "customer_id"):
+        assert cached[col].tolist() == first[col].tolist()
+    np.testing.assert_allclose(cached["score"], first["score"].astype(np.float32), rtol=1e-6)
+    assert AudienceLookup.open(tmp_path / "c").top(987_654, 3)[0].tolist() == fallback["customer_id"].head(3).tolist()
 
 
 def test_cli_engine_spark_builds_a_cache_the_service_serves(spark: Any, tmp_path: Path) -> None:

@@ -5,12 +5,16 @@ regularisation by each row's number of ratings (ALS-WR), initialises and partiti
 computes in float32 blocks, so the factors and the audiences differ; parity is not expected, only the
 shared invariants (ranks 1..n, non-increasing scores, no own customer, deterministic for a seed and a
 fixed partitioning). Params are the pandas ranker's (recsys.rankers.factor.FACTOR_DEFAULTS): factors,
-iterations, regularization, alpha (confidence = 1 + alpha * weight), seed, event_weights.
+iterations, regularization, alpha (confidence = 1 + alpha * weight), seed, event_weights; plus
+``spark_blocks`` (default 1): MLlib's user and item blocks. With one block a seeded fit is
+reproducible run to run; with more blocks the fit spreads over executors, but MLlib adds the blocks'
+Gram matrices in task-completion order, so repeated fits differ in the last bits and customers with
+nearly equal scores can swap places.
 
 Exclusion: MLlib's ``recommendForItemSubset(items, k)`` returns each product's top k customers, own
-customers included. Products are grouped by own(p) (distinct customers) into powers of two; a group
-with own(p) <= 2^j asks for k = n + 2^j, so after dropping own customers every product keeps its exact
-top n while the request stays under n + 2 own(p) per product (not n + max own). Ties of the float32
+customers included. Products are grouped by own(p) (distinct customers) into powers of four; a group
+with own(p) <= 4^j asks for k = n + 4^j, so after dropping own customers every product keeps its exact
+top n while the request stays under n + 4 own(p) per product (not n + max own). Ties of the float32
 scores are broken by ascending customer id after the request. Cold-start order: customers by their
 factors' dot product with the popularity-weighted mean item factor (as the pandas ranker).
 """
@@ -28,11 +32,17 @@ from recsys.engines.spark.topn import dense_index
 from recsys.rankers.factor import FACTOR_DEFAULTS
 
 
+SPARK_DEFAULTS: dict[str, Any] = {"spark_blocks": 1}  # MLlib user/item blocks (1 = reproducible, see above)
+GROUP_BASE = 4  # products are grouped by own(p) in powers of 4: the request stays under n + 4 own(p)
+
+
 def als_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """FACTOR_DEFAULTS overridden by the ranker block; factors and iterations must be > 0."""
-    merged = {**FACTOR_DEFAULTS, **dict(params or {})}
+    """FACTOR_DEFAULTS and SPARK_DEFAULTS overridden by the ranker block; factors, iterations, blocks must be > 0."""
+    merged = {**FACTOR_DEFAULTS, **SPARK_DEFAULTS, **dict(params or {})}
     if int(merged["factors"]) <= 0 or int(merged["iterations"]) <= 0:
         raise ValueError(f"als: factors and iterations must be > 0, got {merged['factors']}, {merged['iterations']}")
+    if int(merged["spark_blocks"]) <= 0:
+        raise ValueError(f"rankers.als.spark_blocks must be >= 1, got {merged['spark_blocks']}")
     return merged
 
 
@@ -63,8 +73,8 @@ def fit(rows: DataFrame, params: Mapping[str, Any], partitions: int) -> tuple[AL
         userCol="u",
         itemCol="p",
         ratingCol="r",
-        numUserBlocks=partitions,
-        numItemBlocks=partitions,
+        numUserBlocks=int(p["spark_blocks"]),
+        numItemBlocks=int(p["spark_blocks"]),
         coldStartStrategy="drop",
     )
     return als.fit(data), users, items
@@ -73,11 +83,11 @@ def fit(rows: DataFrame, params: Mapping[str, Any], partitions: int) -> tuple[AL
 def top_n(model: ALSModel, pairs: DataFrame, users: DataFrame, items: DataFrame, n: int, n_users: int) -> DataFrame:
     """(product_id, rank, customer_id, score): each product's best n customers by factor score, own customers excluded."""
     own = pairs.groupBy("product_id").agg(F.count(F.lit(1)).alias("own")).join(items, "product_id")
-    bucket = F.ceil(F.log2(F.col("own").cast("double"))).cast("int")
-    own = own.withColumn("b", bucket)
+    bucket = F.ceil(F.log(float(GROUP_BASE), F.col("own").cast("double")) - F.lit(1e-9)).cast("int")
+    own = own.withColumn("b", F.greatest(bucket, F.lit(0)))
     parts = []
     for (b,) in sorted((r["b"],) for r in own.select("b").distinct().collect()):
-        k = min(n + 2 ** int(b), n_users)
+        k = min(n + GROUP_BASE ** int(b), n_users)
         subset = own.where(F.col("b") == b).select("p")
         parts.append(model.recommendForItemSubset(subset, k))
     recs = parts[0]

@@ -132,12 +132,16 @@ class Inputs:
     def read(cls, spark: SparkSession, uri: str) -> "Inputs":
         """Read and persist the canonical interactions at `uri`; an empty table is an error."""
         rows = read_interactions(spark, uri).persist()
-        n_rows = rows.count()
-        if n_rows == 0:
+        counts = rows.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.countDistinct("product_id").alias("products"),
+            F.countDistinct("customer_id").alias("customers"),
+        ).first()
+        if counts is None or int(counts["rows"]) == 0:
             raise ValueError(f"cannot fit a ranker on an empty interactions table ({uri})")
         pairs = customer_pairs(rows).persist()
         catalogue = pairs.select("product_id").distinct().persist()
-        return cls(rows, pairs, catalogue, n_rows, catalogue.count(), rows.select("customer_id").distinct().count())
+        return cls(rows, pairs, catalogue, int(counts["rows"]), int(counts["products"]), int(counts["customers"]))
 
     def release(self) -> None:
         """Drop the persisted tables."""

@@ -10,7 +10,7 @@ so scores can differ from the pandas engine in the last bits (parity tests allow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pyspark.sql import Column, DataFrame
@@ -30,12 +30,14 @@ from recsys.features.engagement import (
 DAY = float(US_PER_DAY)
 
 
-def reference_of(rows: DataFrame, params: FeatureParams) -> int | None:
-    """Reference instant in microseconds: the param, else the latest dated event (None if nothing is dated)."""
-    latest = rows.agg(F.max("us").alias("m")).first()
-    value = None if latest is None else latest["m"]
+def scan_facts(rows: DataFrame, params: FeatureParams) -> tuple[int | None, list[str]]:
+    """One pass: the reference instant in microseconds (the param, else the latest dated event; None if
+    nothing is dated) and the distinct non-null events."""
+    facts = rows.agg(F.max("us").alias("m"), F.collect_set("event").alias("events")).first()
+    value = None if facts is None else facts["m"]
     us = np.asarray([value if value is not None else 0], dtype=np.int64)
-    return reference_us(params, us, np.asarray([value is not None]))
+    events = [str(e) for e in (facts["events"] if facts is not None else [])]
+    return reference_us(params, us, np.asarray([value is not None])), events
 
 
 def event_order(events: Sequence[str]) -> list[str]:
@@ -61,8 +63,7 @@ def ordered_sum(values: Column) -> Column:
 def raw_features(rows: DataFrame, params: FeatureParams) -> tuple[DataFrame, int | None]:
     """Per customer: total_interactions, unique_products, avg_event_score, interaction_frequency, recency,
     dated_interactions and last_us (0 when undated only); plus the reference instant used."""
-    ref = reference_of(rows, params)
-    events = [r["event"] for r in rows.where(F.col("event").isNotNull()).select("event").distinct().collect()]
+    ref, events = scan_facts(rows, params)
     order = event_order(events)
     weights = event_weight_vector(order, params.event_weights)  # raises naming any event without a weight
     weight_of = F.create_map(*[x for e, w in zip(order, weights) for x in (F.lit(e), F.lit(float(w)))])
@@ -103,44 +104,61 @@ def raw_features(rows: DataFrame, params: FeatureParams) -> tuple[DataFrame, int
     return feats, ref
 
 
-def minmax_column(feats: DataFrame, x: Column) -> Column:
-    """(x - min) / (max - min) over all customers; a constant column becomes 0."""
-    stats = feats.agg(F.min(x).alias("lo"), F.max(x).alias("hi")).first()
-    lo = float(stats["lo"]) if stats is not None and stats["lo"] is not None else 0.0
-    hi = float(stats["hi"]) if stats is not None and stats["hi"] is not None else 0.0
-    if not hi > lo:
-        return F.lit(0.0)
-    return (x - F.lit(lo)) / F.lit(hi - lo)
+def minmax_columns(feats: DataFrame, columns: Mapping[str, Column]) -> dict[str, Column]:
+    """(x - min) / (max - min) over all customers for each column (one pass); a constant column becomes 0."""
+    stats = feats.agg(
+        *[agg for j, x in enumerate(columns.values()) for agg in (F.min(x).alias(f"lo{j}"), F.max(x).alias(f"hi{j}"))]
+    ).first()
+    out = {}
+    for j, (name, x) in enumerate(columns.items()):
+        lo = stats[f"lo{j}"] if stats is not None else None
+        hi = stats[f"hi{j}"] if stats is not None else None
+        if lo is None or hi is None or not float(hi) > float(lo):
+            out[name] = F.lit(0.0)
+        else:
+            out[name] = (x - F.lit(float(lo))) / F.lit(float(hi) - float(lo))
+    return out
 
 
-def percentile_frame(feats: DataFrame, name: str, partitions: int) -> DataFrame | None:
-    """(value, normalised) for the percentile normalisation of one feature; None when it is all zeros."""
+def with_percentiles(feats: DataFrame, names: Sequence[str], partitions: int) -> DataFrame:
+    """Add norm_<name>: average rank scaled to [0, 1] (ties share their mean rank), all features in one sort.
+
+    The (feature, value) counts of every feature are sorted together; feature j's running count is the
+    global running count minus j * customers (every feature has one value per customer).
+    """
     n = feats.count()
-    counts = feats.groupBy(F.col(name).alias("x")).count()
-    if n < 2 or counts.count() < 2:
-        return None
-    ranked = with_running_sum(counts, "x", "count", "cum", partitions)
-    mean_rank = F.col("cum").cast("double") - (F.col("count") - F.lit(1)) / F.lit(2.0)
-    return ranked.select("x", ((mean_rank - F.lit(1.0)) / F.lit(float(n - 1))).alias("p"))
+    if n < 2:
+        return feats.select("*", *[F.lit(0.0).alias(f"norm_{name}") for name in names])
+    cells = F.array(*[F.struct(F.lit(j).alias("f"), F.col(name).alias("x")) for j, name in enumerate(names)])
+    counts = feats.select(F.explode(cells).alias("c")).select("c.f", "c.x").groupBy("f", "x").count()
+    distinct = {int(r["f"]): int(r["count"]) for r in counts.groupBy("f").count().collect()}
+    ranked = with_running_sum(counts, ["f", "x"], "count", "cum", partitions)
+    cum = F.col("cum") - F.col("f").cast("long") * F.lit(n)
+    mean_rank = cum.cast("double") - (F.col("count") - F.lit(1)) / F.lit(2.0)
+    table = ranked.select("f", "x", ((mean_rank - F.lit(1.0)) / F.lit(float(n - 1))).alias("p")).persist()
+    out = feats
+    for j, name in enumerate(names):
+        col = f"norm_{name}"
+        if distinct.get(j, 0) < 2:
+            out = out.withColumn(col, F.lit(0.0))
+            continue
+        part = table.where(F.col("f") == j).select(F.col("x").alias(name), F.col("p").alias(col))
+        out = out.join(part, name, "left")
+    return out
 
 
 def with_engagement(feats: DataFrame, params: FeatureParams, partitions: int) -> DataFrame:
     """Add norm_<feature> for the five features (params.normalisation) and engagement = sum weight * norm."""
     method = params.normalisation
-    out = feats
-    for name in FEATURE_NAMES:
-        col = f"norm_{name}"
-        if method == "minmax":
-            out = out.withColumn(col, minmax_column(out, F.col(name)))
-        elif method == "log1p_minmax":
-            logged = F.log1p(F.greatest(F.col(name), F.lit(0.0)))
-            out = out.withColumn(col, minmax_column(out, logged))
+    if method == "percentile":
+        out = with_percentiles(feats, FEATURE_NAMES, partitions)
+    else:
+        if method == "log1p_minmax":
+            columns = {name: F.log1p(F.greatest(F.col(name), F.lit(0.0))) for name in FEATURE_NAMES}
         else:
-            table = percentile_frame(out, name, partitions)
-            if table is None:
-                out = out.withColumn(col, F.lit(0.0))
-            else:
-                out = out.join(table.withColumnRenamed("x", name).withColumnRenamed("p", col), name, "left")
+            columns = {name: F.col(name) for name in FEATURE_NAMES}
+        scaled = minmax_columns(feats, columns)
+        out = feats.select("*", *[scaled[name].alias(f"norm_{name}") for name in FEATURE_NAMES])
     weights = weight_vector(params.weights)
     engagement: Column = F.lit(0.0)
     for name, w in zip(FEATURE_NAMES, weights):
@@ -151,4 +169,4 @@ def with_engagement(feats: DataFrame, params: FeatureParams, partitions: int) ->
 def customer_features(rows: DataFrame, params: FeatureParams, partitions: int) -> DataFrame:
     """Raw features, norm_<feature> and engagement, one row per customer (recsys.features.engagement.compute_features)."""
     raw, _ = raw_features(rows, params)
-    return with_engagement(raw, params, partitions)
+    return with_engagement(raw.persist(), params, partitions)

@@ -10,6 +10,7 @@ excluded positions among them are gathered, the allowed positions are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,17 +90,18 @@ def global_top_n(spark: SparkSession, catalogue: DataFrame, pairs: DataFrame, to
     )
 
 
-def with_running_sum(df: DataFrame, order_col: str, value_col: str, out_col: str, partitions: int) -> DataFrame:
-    """`df` plus the inclusive running sum of `value_col` in ascending `order_col` (values of order_col unique).
+def with_running_sum(df: DataFrame, order_cols: Sequence[str], value_col: str, out_col: str, partitions: int) -> DataFrame:
+    """`df` plus the inclusive running sum of `value_col` in ascending `order_cols` (unique keys).
 
     Scales past one partition: rows are range-partitioned and checkpointed (so every later action sees
     the same partitioning), each partition's total is collected (one number per partition), and a
     per-partition window adds the totals of the partitions before it.
     """
     spark = df.sparkSession
+    keys = list(order_cols)
     ranged = (
-        df.repartitionByRange(max(partitions, 1), order_col)
-        .sortWithinPartitions(order_col)
+        df.repartitionByRange(max(partitions, 1), *keys)
+        .sortWithinPartitions(*keys)
         .withColumn("_part", F.spark_partition_id())
         .localCheckpoint(eager=True)
     )
@@ -110,7 +112,7 @@ def with_running_sum(df: DataFrame, order_col: str, value_col: str, out_col: str
         running += total
     schema = T.StructType([T.StructField("_part", T.IntegerType(), False), T.StructField("_off", T.LongType(), False)])
     off = F.broadcast(spark.createDataFrame(offsets, schema=schema))
-    window = Window.partitionBy("_part").orderBy(order_col).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    window = Window.partitionBy("_part").orderBy(*keys).rowsBetween(Window.unboundedPreceding, Window.currentRow)
     return (
         ranged.join(off, "_part")
         .withColumn(out_col, F.sum(value_col).over(window) + F.col("_off"))
@@ -121,5 +123,5 @@ def with_running_sum(df: DataFrame, order_col: str, value_col: str, out_col: str
 def dense_index(values: DataFrame, col: str, out_col: str, partitions: int) -> DataFrame:
     """Distinct values of `col` with a dense 0-based index in ascending value order (int)."""
     distinct = values.select(col).distinct().withColumn("_one", F.lit(1).cast("long"))
-    ranked = with_running_sum(distinct, col, "_one", "_cum", partitions)
+    ranked = with_running_sum(distinct, [col], "_one", "_cum", partitions)
     return ranked.select(col, (F.col("_cum") - 1).cast("int").alias(out_col))
