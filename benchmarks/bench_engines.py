@@ -47,8 +47,11 @@ SAMPLE_S = 0.2
 
 def run_cell(engine: str, prepared: Path, cache_dir: Path, n: int, driver_memory: str, partitions: int) -> dict[str, Any]:
     """Build the activity cache with `engine`; return wall time and the manifest's counts."""
+    import logging
+
     from recsys.cache.build import build_cache_from_params
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {"ranker": "activity", "n": n, "export": None, "engine": engine}
     if engine == "spark":
         overrides["spark"] = {"master": "local[2]", "driver_memory": driver_memory, "shuffle_partitions": partitions}
@@ -140,6 +143,9 @@ def spawn_cell(engine: str, prepared: Path, n: int, driver_memory: str, partitio
                      "stderr_tail": (err or "")[-3000:]})
         return cell
     cell.update(json.loads(out.strip().splitlines()[-1]))
+    steps = [line.split(": ", 1)[1] for line in (err or "").splitlines() if "spark build: " in line]
+    if steps:
+        cell["steps"] = [step.split("spark build: ", 1)[-1] for step in steps]
     return cell
 
 
@@ -179,6 +185,10 @@ def findings(cells: dict[str, dict[str, Any]]) -> list[str]:
             reach = s1 + (MACHINE_GIB - b["peak_rss_gib"]) / slope
             lines.append(f"Extrapolating pandas' peak linearly from scales {s0:g} and {s1:g} ({slope:.2f} GiB per unit of "
                          f"scale), it reaches {MACHINE_GIB:g} GiB near scale {reach:.0f} (an extrapolation, not a measurement).")
+    same = [s for s, c in sorted(by_scale.items()) if all(e in c and "error" not in c[e] for e in ENGINES)
+            and c["pandas"].get("audience_sha256") == c["spark"].get("audience_sha256")]
+    if same:
+        lines.append(f"audience.parquet is byte-identical between the engines at scale(s) {', '.join(f'{s:g}' for s in same)}.")
     loaded = [c for c in cells.values() if c.get("load_avg_1m_before", 0) > 2.5]
     if loaded:
         lines.append(f"{len(loaded)} cell(s) ran while the 2-core machine was shared (1-minute load average above 2.5 "

@@ -262,3 +262,29 @@ def test_cli_engine_spark_builds_a_cache_the_service_serves(spark: Any, tmp_path
         body = client.get(f"/recommend/{product}", params={"n": 3}).json()
     want = expected[expected["product_id"] == product].head(3)["customer_id"].tolist()
     assert [r["customer_id"] for r in body["recommendations"]] == want and body["cold_start"] is False
+
+
+def test_engine_and_settings_errors_name_the_param(tmp_path: Path) -> None:
+    from recsys.cache.build import build_cache_from_params
+    from recsys.engines import check_engine
+
+    assert check_engine("spark") == "spark"
+    with pytest.raises(ValueError, match=r"cache.engine must be one of \('pandas', 'spark'\), got 'dask'"):
+        build_cache_from_params(tmp_path / "x.parquet", tmp_path / "c", overrides={"engine": "dask"})
+    with pytest.raises(ValueError, match=r"cache.spark has unknown key\(s\) \['mastr'\]"):
+        SparkSettings.from_params({"mastr": "local[1]"})
+    with pytest.raises(ValueError, match="cache.spark.shuffle_partitions must be >= 1"):
+        SparkSettings.from_params({"shuffle_partitions": 0})
+    settings = SparkSettings.from_params({"master": "spark://127.0.0.1:7077", "conf": {"spark.executor.memory": "2g"}})
+    assert settings.master == "spark://127.0.0.1:7077" and settings.conf == {"spark.executor.memory": "2g"}
+    assert settings.input is None and settings.shuffle_partitions == SparkSettings().shuffle_partitions
+
+
+def test_uris_stay_uris() -> None:
+    from recsys.engines.spark.session import has_scheme, join_uri, local_path
+
+    assert local_path("s3a://bucket/data/interactions.parquet") is None
+    assert local_path("hdfs://nn:8020/data") is None
+    assert local_path("file:///tmp/x.parquet") == "/tmp/x.parquet" and local_path("data/x.parquet") == "data/x.parquet"
+    assert has_scheme("s3a://b/k") and not has_scheme("/tmp/x") and not has_scheme("C:/data/x")
+    assert join_uri("s3a://bucket/staging/", "run-1", "audience") == "s3a://bucket/staging/run-1/audience"

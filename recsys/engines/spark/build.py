@@ -9,8 +9,10 @@ implementation). Asking for one of them raises a ValueError naming the engine sw
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from recsys.engines.spark.writer import StagedAudience, write_staged_cache
 from recsys.features.engagement import FeatureParams
 
 SPARK_RANKERS: tuple[str, ...] = ("activity", "als", "recency")
+log = logging.getLogger(__name__)
 
 
 def check_ranker(name: str) -> None:
@@ -187,12 +190,19 @@ def build_cache_spark(
     settings = settings or SparkSettings()
     spark = spark or spark_session(settings)
     params = dict(ranker_params or {})
+    t0 = time.perf_counter()
     inputs = Inputs.read(spark, uri)
     run = f"recsys-staging-{uuid.uuid4().hex[:12]}"
     staging = join_uri(settings.staging, run) if settings.staging else Path(cache_dir).resolve().parent.joinpath(f".{run}").as_uri()
+    log.info("spark build: read %d interactions in %.1f s", inputs.n_rows, time.perf_counter() - t0)
     try:
+        t1 = time.perf_counter()
         ranked, fallback = rankings(spark, inputs, ranker_name, params, n, settings.shuffle_partitions)
+        log.info("spark build: fitted %s (features, global order) in %.1f s", ranker_name, time.perf_counter() - t1)
+        t1 = time.perf_counter()
         staged = stage(spark, ranked, inputs.catalogue, fallback, staging, inputs.n_products, n, settings)
+        log.info("spark build: ranked and staged %d rows in %.1f s", int(staged.sizes.sum()), time.perf_counter() - t1)
+        t1 = time.perf_counter()
         meta = {
             "ranker": ranker_name,
             "ranker_params": params,
@@ -207,7 +217,9 @@ def build_cache_spark(
                 "catalogue": inputs.n_products,
             },
         }
-        return write_staged_cache(staged, Path(cache_dir), meta, export=export, keep=keep)
+        manifest = write_staged_cache(staged, Path(cache_dir), meta, export=export, keep=keep)
+        log.info("spark build: driver streamed the staging into the cache in %.1f s", time.perf_counter() - t1)
+        return manifest
     finally:
         inputs.release()
         try:
