@@ -66,32 +66,32 @@ def global_order(feats: DataFrame, ranker: str) -> DataFrame:
 
 def rank_products(
     spark: SparkSession, rows: DataFrame, pairs: DataFrame, catalogue: DataFrame, ranker: str,
-    params: Mapping[str, Any], n: int, n_customers: int, partitions: int,
+    params: Mapping[str, Any], n: int, n_customers: int, partitions: int, parts: int,
 ) -> tuple[DataFrame, TopOrder]:
-    """(ranked rows, cold-start fallback order) for one ranker."""
+    """(ranked rows range-partitioned by product into `parts`, cold-start fallback order) for one ranker."""
     if ranker == "als":
         model, users, items = spark_als.fit(rows, params, partitions)
-        ranked = spark_als.top_n(model, pairs, users, items, n, n_customers)
+        ranked = spark_als.top_n(model, pairs, users, items, n, n_customers).persist()  # sampled, then shuffled
         order = spark_als.global_order(model, pairs, users, items)
-        return ranked, take_order(order, global_sort("als"), min(n, n_customers))
+        fallback = take_order(order, global_sort("als"), min(n, n_customers))
+        return ranked.repartitionByRange(parts, "product_id"), fallback
     feats = customer_features(rows, FeatureParams.from_params(params.get("features")), partitions).persist()
     order = global_order(feats, ranker)
     top = take_order(order, global_sort(ranker), min(n + max_own(pairs), n_customers))
-    ranked = global_top_n(spark, catalogue, pairs, top, n)
+    ranked = global_top_n(spark, catalogue, pairs, top, n, parts)
     k = min(n, len(top))
     return ranked, TopOrder(top.customer_ids[:k], top.scores[:k], top.customer_type)
 
 
-def stage(
-    spark: SparkSession, ranked: DataFrame, catalogue: DataFrame, fallback: TopOrder, uri: str,
-    n_products: int, n: int, settings: SparkSettings,
-) -> StagedAudience:
-    """Write the ranked rows sorted by (product_id, rank) under `uri`; collect sizes, vocabulary and fallback."""
-    parts = max(1, math.ceil(n_products * n / settings.rows_per_output_partition))
+def output_parts(n_products: int, n: int, settings: SparkSettings) -> int:
+    """Number of staged part files: about rows_per_output_partition ranked rows each."""
+    return max(1, math.ceil(n_products * n / settings.rows_per_output_partition))
+
+
+def stage(spark: SparkSession, ranked: DataFrame, catalogue: DataFrame, fallback: TopOrder, uri: str) -> StagedAudience:
+    """Write the (range-partitioned) ranked rows sorted by (product_id, rank) under `uri`; collect sizes and vocabulary."""
     target = join_uri(uri, "audience")
-    ranked.repartitionByRange(parts, "product_id").sortWithinPartitions("product_id", "rank").write.mode(
-        "errorifexists"
-    ).parquet(target)
+    ranked.sortWithinPartitions("product_id", "rank").write.mode("errorifexists").parquet(target)
     written = spark.read.parquet(target)
     counts = written.groupBy("product_id").agg(F.count(F.lit(1)).alias("size"))
     sizes = catalogue.join(counts, "product_id", "left").select(
@@ -153,12 +153,13 @@ class Inputs:
 
 
 def rankings(
-    spark: SparkSession, inputs: Inputs, ranker: str, params: Mapping[str, Any], n: int, partitions: int
+    spark: SparkSession, inputs: Inputs, ranker: str, params: Mapping[str, Any], n: int, partitions: int, parts: int = 1
 ) -> tuple[DataFrame, TopOrder]:
-    """(product_id, rank, customer_id, score) of every catalogue product and the cold-start fallback order."""
+    """(product_id, rank, customer_id, score) of every catalogue product (range-partitioned into `parts`) and
+    the cold-start fallback order."""
     check_ranker(ranker)
     return rank_products(
-        spark, inputs.rows, inputs.pairs, inputs.catalogue, ranker, params, n, inputs.n_customers, partitions
+        spark, inputs.rows, inputs.pairs, inputs.catalogue, ranker, params, n, inputs.n_customers, partitions, parts
     )
 
 
@@ -197,10 +198,11 @@ def build_cache_spark(
     log.info("spark build: read %d interactions in %.1f s", inputs.n_rows, time.perf_counter() - t0)
     try:
         t1 = time.perf_counter()
-        ranked, fallback = rankings(spark, inputs, ranker_name, params, n, settings.shuffle_partitions)
+        parts = output_parts(inputs.n_products, n, settings)
+        ranked, fallback = rankings(spark, inputs, ranker_name, params, n, settings.shuffle_partitions, parts)
         log.info("spark build: fitted %s (features, global order) in %.1f s", ranker_name, time.perf_counter() - t1)
         t1 = time.perf_counter()
-        staged = stage(spark, ranked, inputs.catalogue, fallback, staging, inputs.n_products, n, settings)
+        staged = stage(spark, ranked, inputs.catalogue, fallback, staging)
         log.info("spark build: ranked and staged %d rows in %.1f s", int(staged.sizes.sum()), time.perf_counter() - t1)
         t1 = time.perf_counter()
         meta = {

@@ -67,8 +67,11 @@ def top_frame(spark: SparkSession, top: TopOrder) -> DataFrame:
     return spark.createDataFrame(data, schema=schema)
 
 
-def global_top_n(spark: SparkSession, catalogue: DataFrame, pairs: DataFrame, top: TopOrder, n: int) -> DataFrame:
-    """(product_id, rank, customer_id, score): each catalogue product's first n allowed customers of the order."""
+def global_top_n(
+    spark: SparkSession, catalogue: DataFrame, pairs: DataFrame, top: TopOrder, n: int, parts: int = 1
+) -> DataFrame:
+    """(product_id, rank, customer_id, score): each catalogue product's first n allowed customers of the order,
+    range-partitioned by product into `parts` (partitioned before the explode, so only products are sampled)."""
     m = len(top)
     positions = F.broadcast(top_frame(spark, top))
     excluded = (
@@ -77,8 +80,10 @@ def global_top_n(spark: SparkSession, catalogue: DataFrame, pairs: DataFrame, to
         .agg(F.sort_array(F.collect_list("pos")).alias("e"))
     )
     empty = F.array().cast(T.ArrayType(T.IntegerType()))
-    per_product = catalogue.join(excluded, "product_id", "left").select(
-        "product_id", F.coalesce(F.col("e"), empty).alias("e")
+    per_product = (
+        catalogue.join(excluded, "product_id", "left")
+        .select("product_id", F.coalesce(F.col("e"), empty).alias("e"))
+        .repartitionByRange(max(parts, 1), "product_id")
     )
     stop = F.least(F.lit(n) + F.size("e"), F.lit(m)) - F.lit(1)
     allowed = F.slice(F.array_except(F.sequence(F.lit(0), stop), F.col("e")), 1, n)
