@@ -149,6 +149,17 @@ def spawn_cell(engine: str, prepared: Path, n: int, driver_memory: str, partitio
     return cell
 
 
+def code_version() -> str:
+    """The commit the cell ran (with '+dirty' when the work tree had changes), or 'unknown'."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def scale_key(scale: float) -> str:
     """JSON key of a scale: 1.0 -> '1', 0.05 -> '0.05'."""
     return f"{scale:g}"
@@ -274,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  content volume: {report['content_volume'][scale_key(scale)]}", flush=True)
             for engine in todo:
                 print(f"scale {scale:g} {engine} ...", flush=True)
-                cell = {"scale": scale_key(scale), **spawn_cell(engine, prepared, args.n, args.driver_memory,
+                cell = {"scale": scale_key(scale), "code": code_version(), **spawn_cell(engine, prepared, args.n, args.driver_memory,
                                                                args.partitions, args.timeout)}
                 if engine == "spark":
                     cell["spark"] = {"master": "local[2]", "driver_memory": args.driver_memory, "partitions": args.partitions}

@@ -173,7 +173,7 @@ def test_cache_artifact_equals_the_pandas_engine(spark: Any, tmp_path: Path, str
     params = {"seed": 0, "features": {}}
     build_cache(log, "activity", params, tmp_path / "pandas", n=N, export="parquet")
     manifest = build_cache_spark(uri, "activity", params, tmp_path / "spark", n=N, export="parquet", spark=spark,
-                                 settings=SparkSettings(shuffle_partitions=PARTITIONS, rows_per_output_partition=500))
+                                 settings=SparkSettings(shuffle_partitions=PARTITIONS, rows_per_output_partition=100))
     assert manifest["fingerprint"]["algorithm"] == "sha256-file"
     assert_same_cache(tmp_path / "spark", tmp_path / "pandas")
     exported = pd.read_parquet(tmp_path / "spark" / "audience_original.parquet")
