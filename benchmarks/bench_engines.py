@@ -150,11 +150,12 @@ def spawn_cell(engine: str, prepared: Path, n: int, driver_memory: str, partitio
 
 
 def code_version() -> str:
-    """The commit the cell ran (with '+dirty' when the work tree had changes), or 'unknown'."""
+    """The commit the cell ran (with '+dirty' when code, params or benchmarks had changes), or 'unknown'."""
     root = Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "recsys", "params", "benchmarks"],
+                               cwd=root, capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
