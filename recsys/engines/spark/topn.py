@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -43,7 +43,7 @@ def max_own(pairs: DataFrame) -> int:
     return int(row["m"] or 0) if row is not None else 0
 
 
-def take_order(order: DataFrame, sort_cols: list[F.Column], m: int) -> TopOrder:
+def take_order(order: DataFrame, sort_cols: list[Column], m: int) -> TopOrder:
     """The first `m` rows of `order` (columns customer_id, score) under `sort_cols`, collected through Arrow."""
     head = order.orderBy(*sort_cols).limit(max(m, 0)).select("customer_id", "score").toArrow()
     customer_type = order.schema["customer_id"].dataType
