@@ -29,9 +29,10 @@ lint: setup  ## ruff (lint + format check) and mypy (strict on recsys); scopes i
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: setup lint  ## set up, lint, and run the whole test suite (installs Debian chromium for the browser test)
+test: setup lint  ## set up, lint, and run the whole test suite (installs Debian chromium, wrk and a Java runtime for Spark if missing)
 	bash scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core
 	bash scripts/ensure_deb.sh wrk wrk
+	bash scripts/ensure_deb.sh java default-jre-headless
 	$(BIN)/pytest -q
 
 dashboard: setup  ## serve the Voilà dashboard on http://127.0.0.1:8866/ (after `make run`)
@@ -48,5 +49,5 @@ loadtest: setup  ## locust + wrk load test of the service on 127.0.0.1 with a 5-
 	bash scripts/ensure_deb.sh wrk wrk
 	$(BIN)/python -m loadtest.run --soak 300
 
-test-fast: setup  ## unit tests only (no notebooks, servers or browser)
-	$(BIN)/pytest -q -m "not notebooks and not server and not browser"
+test-fast: setup  ## unit tests only (no notebooks, servers, browser or Spark)
+	$(BIN)/pytest -q -m "not notebooks and not server and not browser and not spark"

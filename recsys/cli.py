@@ -15,7 +15,14 @@ from recsys import config
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
     """Write the synthetic log in the case-study raw format, and its true product categories."""
-    from recsys.data.synthetic import behaviour_from_params, categories_path, generate
+    from recsys.data.synthetic import (
+        DEFAULT_SHARD_SCALE,
+        SHARDED_FROM_SCALE,
+        behaviour_from_params,
+        categories_path,
+        generate,
+        generate_sharded,
+    )
 
     p = config.load_params("generate")["generate"]
     out = config.resolve(args.output or p["output"])
@@ -28,8 +35,12 @@ def _generate(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {k: v for k, v in (("category_loyalty", args.category_loyalty), ("name_signal", args.name_signal),
                                    ("retention", args.retention)) if v is not None}
     behaviour = behaviour_from_params({**(p.get("behaviour") or {}), **overrides})
-    return generate(out, scale=args.scale if args.scale is not None else float(p["scale"]),
-                    seed=args.seed if args.seed is not None else int(p["seed"]), behaviour=behaviour, categories=cats)
+    scale = args.scale if args.scale is not None else float(p["scale"])
+    seed = args.seed if args.seed is not None else int(p["seed"])
+    shard_scale = args.shard_scale or (DEFAULT_SHARD_SCALE if scale >= SHARDED_FROM_SCALE else None)
+    if shard_scale:
+        return generate_sharded(out, scale=scale, seed=seed, shard_scale=shard_scale, behaviour=behaviour, categories=cats)
+    return generate(out, scale=scale, seed=seed, behaviour=behaviour, categories=cats)
 
 
 def _prepare(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,9 +96,17 @@ def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
     """Top-N audience for every product, written as the cache artifact."""
     from recsys.cache.build import build_cache_from_params
 
+    prepared: Path | str | None = None
+    if args.input:  # URIs (hdfs://, s3a://, file://) go to the Spark engine untouched
+        prepared = args.input if "://" in args.input else config.resolve(args.input)
+    overrides: dict[str, Any] = {k: v for k, v in {"engine": args.engine, "ranker": args.ranker}.items() if v}
+    if args.uncapped:
+        allocation = dict((config.load_params("cache").get("cache") or {}).get("allocation") or {})
+        overrides["allocation"] = {**allocation, "max_exposures": None}
     return build_cache_from_params(
-        prepared_path=config.resolve(args.input) if args.input else None,
+        prepared_path=prepared,
         cache_dir=config.resolve(args.output) if args.output else None,
+        overrides=overrides or None,
     )
 
 
@@ -156,10 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--category-loyalty", type=float, help="behaviour: share of return visits to a known category")
             p.add_argument("--name-signal", type=float, help="behaviour: share of products keeping their own name")
             p.add_argument("--retention", type=float, help="behaviour: target retention share across the 80%% split")
+            p.add_argument("--shard-scale", type=float,
+                           help="write independent shards of this scale, one in memory at a time (default: 10 from scale 100 on)")
         if name in {"prepare", "profile", "build-cache"}:
             p.add_argument("--input", help="input path (default: params)")
         if name in {"prepare", "build-cache"}:
             p.add_argument("--output", help="output path (default: params/config)")
+        if name == "build-cache":
+            p.add_argument("--engine", choices=["pandas", "spark"], help="pandas or spark (default: params/cache.yaml cache.engine)")
+            p.add_argument("--ranker", help="ranker name (default: params/cache.yaml cache.ranker)")
+            p.add_argument("--uncapped", action="store_true", help="serve each product's uncapped top-n (no exposure cap)")
         if name == "prepare":
             p.add_argument("--preset", help="column-mapping preset: case_study, online_retail, retailrocket, rees46, none")
         if name == "notebook":

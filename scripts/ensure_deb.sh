@@ -4,6 +4,7 @@
 # there; otherwise apt-get installs the packages, with sudo only when not running as root.
 #   scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core   # browser test (Playwright executable_path)
 #   scripts/ensure_deb.sh wrk wrk                                         # load test
+#   scripts/ensure_deb.sh java default-jre-headless                       # Spark engine tests (Java 17+)
 set -euo pipefail
 
 if [ $# -lt 2 ]; then

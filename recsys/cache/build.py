@@ -66,6 +66,7 @@ from recsys.cache.lookup import (  # noqa: F401 - the reading side lives in recs
     CacheNotFoundError,
     read_manifest,
 )
+from recsys.engines import check_engine
 from recsys.rankers import Recommendations, make_ranker
 
 PARQUET_ROW_GROUP = 1 << 20
@@ -157,6 +158,18 @@ def _arrow_ids(values: np.ndarray) -> pa.Array:
     return pa.array(values, type=pa.string())
 
 
+def audience_slice(product_ids: np.ndarray, ranks: np.ndarray, customer_ids: np.ndarray, scores: np.ndarray) -> pa.Table:
+    """One Arrow slice of the cache's long table (product_id, rank int32, customer_id, score float32)."""
+    return pa.table(
+        {
+            "product_id": _arrow_ids(product_ids),
+            "rank": pa.array(np.asarray(ranks).astype(np.int32)),
+            "customer_id": _arrow_ids(customer_ids),
+            "score": pa.array(np.asarray(scores, dtype=SCORE_DTYPE)),
+        }
+    )
+
+
 def audience_batches(recs: Recommendations, rows: int = PARQUET_ROW_GROUP) -> Iterator[pa.Table]:
     """The cache's long table (product_id, rank, customer_id, score) in Arrow slices of `rows` rows."""
     pids = as_id_array(recs.product_ids)
@@ -168,14 +181,7 @@ def audience_batches(recs: Recommendations, rows: int = PARQUET_ROW_GROUP) -> It
         stop = min(start + rows, total)
         entry = np.arange(start, stop, dtype=np.int64)
         block = np.searchsorted(offsets, entry, side="right") - 1
-        yield pa.table(
-            {
-                "product_id": _arrow_ids(pids[block]),
-                "rank": pa.array((entry - offsets[block] + 1).astype(np.int32)),
-                "customer_id": _arrow_ids(customers[start:stop]),
-                "score": pa.array(scores[start:stop]),
-            }
-        )
+        yield audience_slice(pids[block], entry - offsets[block] + 1, customers[start:stop], scores[start:stop])
 
 
 def audience_table(recs: Recommendations) -> pa.Table:
@@ -264,29 +270,58 @@ def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def write_lookup_dir(cache_dir: Path, arrays: Mapping[str, np.ndarray], version: str) -> str:
-    """Write the arrays into a temp dir, then rename it to lookup-<version>; return its name.
+def cache_version(audience_sha: str, arrays: Mapping[str, np.ndarray]) -> str:
+    """Name of a cache version: a digest of what it serves (the audience file and the lookup arrays), no clock."""
+    return hashlib.sha256(f"{audience_sha}:{arrays_digest(arrays)}".encode()).hexdigest()[:20]
 
-    The version is a content digest, so an existing lookup-<version> already holds these arrays: it is
-    kept (and touched, so pruning counts it as the newest) instead of being written again.
+
+def lookup_tmp_dir(cache_dir: Path) -> Path:
+    """A fresh hidden directory inside `cache_dir` to write one lookup version into."""
+    tmp = cache_dir / f".tmp-{LOOKUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def save_lookup_array(tmp: Path, key: str, array: np.ndarray) -> None:
+    """Write one lookup array as <key>.npy and fsync it."""
+    with (tmp / f"{key}.npy").open("wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def commit_lookup_dir(tmp: Path, cache_dir: Path, version: str) -> str:
+    """Rename a complete temp lookup dir (every LOOKUP_ARRAYS file present) to lookup-<version>; return its name.
+
+    The version is a content digest, so an existing lookup-<version> already holds these arrays: it is kept (and
+    touched, so pruning counts it as the newest) and the temp dir is dropped.
     """
+    missing = [key for key in LOOKUP_ARRAYS if not (tmp / f"{key}.npy").is_file()]
+    if missing:
+        raise RuntimeError(f"lookup arrays {missing} were not written into {tmp}")
+    name = f"{LOOKUP_PREFIX}{version}"
+    if (cache_dir / name).is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.utime(cache_dir / name)
+        return name
+    os.rename(tmp, cache_dir / name)
+    return name
+
+
+def write_lookup_dir(cache_dir: Path, arrays: Mapping[str, np.ndarray], version: str) -> str:
+    """Write the arrays into a temp dir, then rename it to lookup-<version>; return its name (reused when present)."""
     name = f"{LOOKUP_PREFIX}{version}"
     if (cache_dir / name).is_dir():
         os.utime(cache_dir / name)
         return name
-    tmp = cache_dir / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    tmp = lookup_tmp_dir(cache_dir)
     try:
         for key in LOOKUP_ARRAYS:
-            with (tmp / f"{key}.npy").open("wb") as fh:
-                np.save(fh, np.ascontiguousarray(arrays[key]), allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.rename(tmp, cache_dir / name)
+            save_lookup_array(tmp, key, arrays[key])
+        return commit_lookup_dir(tmp, cache_dir, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return name
 
 
 def prune_lookup_dirs(cache_dir: Path, keep: int, current: str) -> list[str]:
@@ -302,9 +337,14 @@ def prune_lookup_dirs(cache_dir: Path, keep: int, current: str) -> list[str]:
 
 def export_original(recs: Recommendations, cache_dir: Path, fmt: str) -> Path:
     """Write the original project's layout (product_id, customer_id, score, rank) as CSV or Parquet."""
+    return export_slices(audience_batches(recs), cache_dir, fmt)
+
+
+def export_slices(slices: Iterable[pa.Table], cache_dir: Path, fmt: str) -> Path:
+    """Write audience slices in the original project's layout (product_id, customer_id, score, rank)."""
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"cache export must be null, 'csv' or 'parquet', got {fmt!r} (params/cache.yaml: cache.export)")
-    batches = (t.select(["product_id", "customer_id", "score", "rank"]) for t in audience_batches(recs))
+    batches = (t.select(["product_id", "customer_id", "score", "rank"]) for t in slices)
     path = cache_dir / f"{EXPORT_STEM}.{fmt}"
     if fmt == "parquet":
         write_parquet_atomic(batches, path)
@@ -336,6 +376,12 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def check_export(export: str | None) -> None:
+    """Raise if cache.export is not null, 'csv' or 'parquet'."""
+    if export not in (None, "csv", "parquet"):
+        raise ValueError(f"cache export must be null, 'csv' or 'parquet', got {export!r} (params/cache.yaml: cache.export)")
+
+
 def write_cache(
     recs: Recommendations,
     fallback: Recommendations,
@@ -346,16 +392,33 @@ def write_cache(
     keep: int = 2,
 ) -> dict[str, Any]:
     """Write audience.parquet, a new lookup dir and (last, atomically) manifest.json; return the manifest."""
-    if export not in (None, "csv", "parquet"):
-        raise ValueError(f"cache export must be null, 'csv' or 'parquet', got {export!r} (params/cache.yaml: cache.export)")
+    check_export(export)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     recs = sort_by_product(recs)
     arrays = lookup_arrays(recs, fallback)
     audience_sha = write_parquet_atomic(audience_batches(recs), cache_dir / AUDIENCE_NAME)
-    version = hashlib.sha256(f"{audience_sha}:{arrays_digest(arrays)}".encode()).hexdigest()[:20]
+    version = cache_version(audience_sha, arrays)
     lookup_dir = write_lookup_dir(cache_dir, arrays, version)
     exported = export_original(recs, cache_dir, export) if export else None
+    return commit_manifest(
+        cache_dir, arrays, meta, version=version, lookup_dir=lookup_dir, audience_sha=audience_sha, exported=exported,
+        keep=keep,
+    )
+
+
+def commit_manifest(
+    cache_dir: Path,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    *,
+    version: str,
+    lookup_dir: str,
+    audience_sha: str,
+    exported: Path | None,
+    keep: int,
+) -> dict[str, Any]:
+    """Write manifest.json (the commit point) for a written audience + lookup dir, prune old dirs; return it."""
     sizes = np.diff(arrays["offsets"])
     customer_kind = "str" if arrays["customer_vocab"].dtype.kind == "U" else "int"
     ranked = pd.unique(arrays["customers"])
@@ -404,17 +467,37 @@ def ranked_audiences(
     return result.recommendations, truncate(candidates, n), result.stats
 
 
+def arrays_recommendations(arrays: Mapping[str, np.ndarray]) -> Recommendations:
+    """The served audiences as `Recommendations`, read from lookup arrays (memory-mapped arrays stay mapped)."""
+    vocab = arrays["customer_vocab"]
+    customers = vocab[arrays["customers"]].astype(object) if vocab.dtype.kind == "U" else arrays["customers"]
+    products = arrays["product_ids"]
+    return Recommendations(
+        product_ids=products.astype(object) if products.dtype.kind == "U" else products,
+        offsets=np.asarray(arrays["offsets"], dtype=np.int64),
+        customer_ids=customers,
+        scores=arrays["scores"],
+        cold_start=np.asarray(arrays["cold_start"], dtype=bool),
+    )
+
+
+def uncapped_allocation(allocation: Mapping[str, Any] | None, n: int, seed: int) -> dict[str, Any]:
+    """The manifest's allocation block of a cache that serves every product's uncapped top-n."""
+    params = AllocationParams.from_params({**dict(allocation or {}), "max_exposures": None}, seed=seed)
+    return {**params.to_dict(), "depth": int(n), "seed": int(seed), "stats": {"capped": False}}
+
+
 def exposure_summary(
-    served: Recommendations, uncapped: Recommendations, interactions: pd.DataFrame, n: int,
+    served: Recommendations, uncapped: Recommendations, reachable: np.ndarray, n: int,
     exposure: Mapping[str, Any] | None, seed: int,
 ) -> dict[str, Any]:
-    """Exposure metrics of the uncapped top-n and of the served audiences (cut-offs above n use the whole list)."""
+    """Exposure metrics of the uncapped top-n and of the served audiences (cut-offs above n use the whole list);
+    `reachable` = ids of the customers with dated events on >= 2 distinct days (``returning_customers``)."""
     cfg = dict(exposure or {})
     unknown = sorted(set(cfg) - {"ks", "pairs"})
     if unknown:
         raise ValueError(f"cache.exposure: unknown key(s) {unknown}; expected ['ks', 'pairs']")
     ks = sorted({min(int(k), n) for k in cfg.get("ks", DEFAULT_KS)})
-    reachable = returning_customers(interactions)
     kwargs: dict[str, Any] = {"reachable": reachable, "pairs": int(cfg.get("pairs", 10_000)), "seed": seed}
     before = exposure_metrics(uncapped, ks, **kwargs).to_dict()
     after = before if served is uncapped else exposure_metrics(served, ks, **kwargs).to_dict()
@@ -450,6 +533,7 @@ def build_cache(
         "ranker": ranker_name,
         "ranker_params": dict(ranker_params or {}),
         "n": int(n),
+        "engine": "pandas",
         "fingerprint": dict(fingerprint or {"algorithm": "sha256-rows", "value": fingerprint_frame(interactions)}),
         "source": source,
         "counts": {
@@ -458,7 +542,7 @@ def build_cache(
             "catalogue": int(len(catalogue)),
         },
         "allocation": {**alloc.to_dict(), "depth": int(n), "seed": int(seed), "stats": stats},
-        "exposure": exposure_summary(recs, uncapped, interactions, n, exposure, seed),
+        "exposure": exposure_summary(recs, uncapped, returning_customers(interactions), n, exposure, seed),
     }
     return write_cache(recs, fallback, cache_dir, meta, export=export, keep=keep)
 
@@ -471,19 +555,25 @@ def ranker_params_from(cache_params: Mapping[str, Any], feature_params: Mapping[
 
 
 def build_cache_from_params(
-    prepared_path: Path | None = None,
+    prepared_path: Path | str | None = None,
     cache_dir: Path | None = None,
     *,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict:
     """Build the cache from params/cache.yaml + params/features.yaml and the prepared Parquet.
 
-    `overrides` replaces keys of the `cache` block (e.g. {"ranker": "content", "n": 50}).
+    `overrides` replaces keys of the `cache` block (e.g. {"ranker": "content", "n": 50, "engine": "spark"}).
+    With ``cache.engine: spark`` the build runs on Spark (recsys.engines.spark; `prepared_path` may be a URI).
     """
     cache_params = config.load_params("cache")
     cache_params["cache"] = {**cache_params["cache"], **dict(overrides or {})}
     feature_params = config.load_params("features")
     cfg = cache_params["cache"]
+    if check_engine(str(cfg.get("engine") or "pandas")) == "spark":
+        from recsys.engines.spark.build import build_cache_spark_from_params
+
+        ranker_params = ranker_params_from(cache_params, feature_params)
+        return build_cache_spark_from_params(cache_params, ranker_params, prepared_path, cache_dir)
     path = Path(prepared_path) if prepared_path else config.PREPARED_PARQUET
     interactions = load_prepared(path)
     return build_cache(

@@ -631,3 +631,77 @@ def generate(
         "categories": relative(categories),
         "seconds": round(took, 2),
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# large scales: independent shards appended to one CSV
+# ----------------------------------------------------------------------------------------------
+
+SHARDED_FROM_SCALE = 100.0  # `recsys generate` shards from this scale on unless told otherwise
+DEFAULT_SHARD_SCALE = 10.0  # scale of one shard: one generate_frame in memory at a time
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """Seed of one shard: `seed` itself for shard 0 (one shard = generate_frame's output), else derived."""
+    if shard == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(shard)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def generate_sharded(
+    path: Path,
+    scale: float,
+    seed: int = 42,
+    shard_scale: float = DEFAULT_SHARD_SCALE,
+    behaviour: Behaviour | None = None,
+    categories: Path | None = None,
+) -> dict[str, Any]:
+    """Write a log of `scale` as ceil(scale / shard_scale) independent shards appended to one CSV.
+
+    Each shard is ``generate_frame(scale / shards, shard_seed(seed, i))`` held in memory alone; its
+    product and customer ids and its ``index`` are shifted past the previous shards', so id ranges
+    are disjoint and the index keeps increasing. Differences from one in-memory log of the same
+    scale: no customer ever crosses shards (returning users link within a shard); the popularity
+    head is shallower (a product's count is capped at ``max_product_count * sqrt(shard scale)``, not
+    ``sqrt(scale)``); perfume names keep their shard-local number, so several products share one
+    (as name variants do); behaviour settings apply within each shard (a retention target is met per shard). The
+    true categories of all shards go to one side file (`categories`, default next to the CSV). With one shard the
+    output equals ``generate`` (same rows, same categories, same seed).
+    """
+    if scale <= 0 or shard_scale <= 0:
+        raise ValueError(f"scale and shard_scale must be > 0, got {scale} and {shard_scale}")
+    t0 = time.perf_counter()
+    shards = max(1, int(np.ceil(scale / shard_scale - 1e-9)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    rows = 0
+    cats: list[pd.DataFrame] = []
+    offsets = {"product_id": 0, "customer_id": 0, "index": 0}
+    writer: pacsv.CSVWriter | None = None
+    try:
+        for shard in range(shards):
+            result = generate_log(scale=scale / shards, seed=shard_seed(seed, shard), behaviour=behaviour)
+            frame = result.frame
+            for col, offset in offsets.items():
+                frame[col] = frame[col] + offset
+            cats.append(result.categories.assign(product_id=result.categories["product_id"] + offsets["product_id"]))
+            offsets = {col: int(frame[col].max()) + 1 for col in offsets}
+            table = pa.Table.from_pandas(frame[list(CASE_STUDY_HEADER)], preserve_index=False)
+            if writer is None:
+                writer = pacsv.CSVWriter(tmp, table.schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
+            writer.write_table(table)
+            rows += len(frame)
+            log.info("shard %d/%d: %d rows", shard + 1, shards, len(frame))
+            del frame, table, result
+        assert writer is not None
+        writer.close()
+        writer = None
+        tmp.replace(path)
+        write_categories(pd.concat(cats, ignore_index=True), categories or categories_path(path))
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    took = time.perf_counter() - t0
+    log.info("generated %d rows in %d shards (scale %s, seed %s) into %s in %.1f s", rows, shards, scale, seed, path, took)
+    return {"rows": rows, "scale": scale, "seed": seed, "shards": shards, "seconds": round(took, 2)}

@@ -1,0 +1,253 @@
+"""Stream Spark's ranked Parquet (staging) into the audience cache through recsys.cache.build's writers.
+
+Spark writes the ranked rows (product_id, rank, customer_id, score) range-partitioned and sorted by
+(product_id, rank), one part file per partition. The driver reads the part files in partition order
+with pyarrow, one record batch at a time, and
+
+- re-slices them into the pandas engine's row groups (``PARQUET_ROW_GROUP`` rows) for
+  ``write_parquet_atomic`` (same schema and construction: ``audience_slice``), and
+- fills ``customers.npy`` / ``scores.npy`` of a new lookup directory in place (numpy memory maps),
+
+so the driver holds one batch of rows plus the per-product arrays (product ids, offsets), never the
+whole audience. The manifest, the lookup directory commit and the export are recsys.cache.build's.
+Every slice is checked against the per-product sizes computed by Spark (product order and ranks
+1..n), so a mis-ordered staging output raises instead of writing a wrong cache.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from recsys.cache.build import (
+    AUDIENCE_NAME,
+    LOOKUP_ARRAYS,
+    PARQUET_ROW_GROUP,
+    SCORE_DTYPE,
+    audience_slice,
+    cache_version,
+    check_export,
+    commit_lookup_dir,
+    commit_manifest,
+    export_slices,
+    fixed_width,
+    lookup_tmp_dir,
+    save_lookup_array,
+    write_parquet_atomic,
+)
+from recsys.engines.spark.session import has_scheme, local_path
+from recsys.rankers.base import offsets_of
+
+PART_FILE = re.compile(r"^part-(\d+)")
+
+
+@dataclass(frozen=True)
+class StagedAudience:
+    """Where Spark wrote the ranked rows, plus the small per-product and fallback arrays the driver needs."""
+
+    uri: str
+    product_ids: np.ndarray
+    sizes: np.ndarray
+    customer_dtype: np.dtype[Any]
+    vocab: np.ndarray | None
+    fallback_ids: np.ndarray
+    fallback_scores: np.ndarray
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """CSR offsets of the products' blocks."""
+        return offsets_of(np.asarray(self.sizes, dtype=np.int64))
+
+
+def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and path for a staging URI (s3a:// is read as s3://)."""
+    path = local_path(uri)
+    if path is not None:
+        return pafs.LocalFileSystem(), os.path.abspath(path)
+    fixed = re.sub(r"^s3a://", "s3://", uri) if has_scheme(uri) else uri
+    return pafs.FileSystem.from_uri(fixed)
+
+
+def part_files(uri: str) -> tuple[pafs.FileSystem, list[str]]:
+    """Spark's part files under `uri`, in partition order."""
+    fs, root = arrow_filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+    parts = []
+    for info in infos:
+        match = PART_FILE.match(info.base_name)
+        if info.is_file and match and info.base_name.endswith(".parquet"):
+            parts.append((int(match.group(1)), info.path))
+    return fs, [p for _, p in sorted(parts)]
+
+
+def staged_batches(uri: str, rows: int = PARQUET_ROW_GROUP) -> Iterator[pa.RecordBatch]:
+    """Record batches of the staged rows, in order (one part file open at a time)."""
+    fs, files = part_files(uri)
+    for path in files:
+        with fs.open_input_file(path) as fh:
+            reader = pq.ParquetFile(fh)
+            yield from reader.iter_batches(batch_size=rows, columns=["product_id", "rank", "customer_id", "score"])
+
+
+def ids_of(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Ids as numpy: integers keep their dtype, strings become an object array of str."""
+    if pa.types.is_integer(column.type):
+        return np.asarray(column.to_numpy(zero_copy_only=False))
+    return np.asarray(column.to_pylist(), dtype=object)
+
+
+def exact_slices(uri: str, rows: int = PARQUET_ROW_GROUP) -> Iterator[pa.Table]:
+    """The staged rows re-sliced into tables of exactly `rows` rows (the last one shorter)."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in staged_batches(uri, rows):
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            pending = rest.to_batches()
+            held = rest.num_rows
+    if held:
+        yield pa.Table.from_batches(pending)
+
+
+def audience_stream(
+    staged: StagedAudience,
+    customers_out: np.ndarray | None = None,
+    scores_out: np.ndarray | None = None,
+    vocab_index: pd.Index | None = None,
+) -> Iterator[pa.Table]:
+    """Audience slices in the pandas engine's layout; optionally fill the lookup arrays on the way."""
+    offsets = staged.offsets
+    total = int(offsets[-1])
+    start = 0
+    for table in exact_slices(staged.uri):
+        stop = start + table.num_rows
+        if stop > total:
+            raise RuntimeError(f"Spark staging {staged.uri} holds more rows than the per-product sizes ({total})")
+        entry = np.arange(start, stop, dtype=np.int64)
+        block = np.searchsorted(offsets, entry, side="right") - 1
+        pids = staged.product_ids[block]
+        ranks = entry - offsets[block] + 1
+        got_pids = ids_of(table.column("product_id"))
+        got_ranks = np.asarray(table.column("rank").to_numpy(), dtype=np.int64)
+        if not (np.array_equal(got_pids, pids) and np.array_equal(got_ranks, ranks)):
+            raise RuntimeError(f"Spark staging {staged.uri} is not sorted by (product_id, rank) with ranks 1..n near row {start}")
+        customers = ids_of(table.column("customer_id"))
+        scores = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
+        if customers_out is not None and scores_out is not None:
+            customers_out[start:stop] = customers if vocab_index is None else codes_of(vocab_index, customers)
+            scores_out[start:stop] = scores.astype(SCORE_DTYPE)
+        yield audience_slice(pids, ranks, customers, scores)
+        start = stop
+    if start != total:
+        raise RuntimeError(f"Spark staging {staged.uri} holds {start} rows, the per-product sizes say {total}")
+    if total == 0:
+        empty_customers = np.zeros(0, dtype=staged.customer_dtype if staged.vocab is None else object)
+        yield audience_slice(staged.product_ids[:0], np.zeros(0, dtype=np.int64), empty_customers, np.zeros(0))
+
+
+def codes_of(index: pd.Index, ids: np.ndarray) -> np.ndarray:
+    """int32 codes of string ids in the sorted vocabulary (every id must be in it)."""
+    codes = index.get_indexer(ids)
+    if len(codes) and codes.min() < 0:
+        raise RuntimeError("a ranked customer id is missing from the customer vocabulary")
+    return codes.astype(np.int32)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a written file to disk."""
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def fill_lookup_dir(staged: StagedAudience, tmp: Path) -> str:
+    """Write audience.parquet beside `tmp`'s cache dir while filling tmp's lookup arrays; return the audience sha256."""
+    total = int(staged.offsets[-1])
+    string_ids = staged.vocab is not None
+    index = pd.Index(staged.vocab) if string_ids else None
+    if total == 0:
+        digest = write_parquet_atomic(audience_stream(staged), tmp.parent / AUDIENCE_NAME)
+        save_lookup_array(tmp, "customers", np.zeros(0, dtype=np.int32 if string_ids else staged.customer_dtype))
+        save_lookup_array(tmp, "scores", np.zeros(0, dtype=SCORE_DTYPE))
+        return digest
+    dtype = np.dtype(np.int32) if string_ids else staged.customer_dtype
+    customers = np.lib.format.open_memmap(tmp / "customers.npy", mode="w+", dtype=dtype, shape=(total,))
+    scores = np.lib.format.open_memmap(tmp / "scores.npy", mode="w+", dtype=SCORE_DTYPE, shape=(total,))
+    digest = write_parquet_atomic(audience_stream(staged, customers, scores, index), tmp.parent / AUDIENCE_NAME)
+    customers.flush()
+    scores.flush()
+    del customers, scores
+    fsync_path(tmp / "customers.npy")
+    fsync_path(tmp / "scores.npy")
+    return digest
+
+
+def small_arrays(staged: StagedAudience) -> dict[str, np.ndarray]:
+    """Every lookup array except customers/scores (product ids, offsets, vocabulary, cold_start, fallback)."""
+    string_ids = staged.vocab is not None
+    if string_ids:
+        vocab = fixed_width(np.asarray(staged.vocab, dtype=object))
+        g_customers = codes_of(pd.Index(staged.vocab), np.asarray(staged.fallback_ids, dtype=object))
+    else:
+        vocab = np.zeros(0, dtype=np.int64)
+        g_customers = np.asarray(staged.fallback_ids, dtype=staged.customer_dtype)
+    return {
+        "product_ids": fixed_width(staged.product_ids),
+        "offsets": staged.offsets,
+        "customer_vocab": vocab,
+        "cold_start": np.zeros(len(staged.product_ids), dtype=bool),
+        "global_customers": g_customers,
+        "global_scores": np.asarray(staged.fallback_scores, dtype=SCORE_DTYPE),
+    }
+
+
+def write_staged_cache(
+    staged: StagedAudience,
+    cache_dir: Path,
+    meta: Mapping[str, Any],
+    *,
+    export: str | None = None,
+    keep: int = 2,
+    facts: Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """audience.parquet, a new lookup dir and (last, atomically) manifest.json from Spark's staging; return the manifest.
+
+    `facts` computes manifest entries from the written lookup arrays (e.g. the exposure metrics) before the commit.
+    """
+    check_export(export)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = lookup_tmp_dir(cache_dir)
+    try:
+        digest = fill_lookup_dir(staged, tmp)
+        for key, array in small_arrays(staged).items():
+            save_lookup_array(tmp, key, array)
+        written = {key: np.load(tmp / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
+        version = cache_version(digest, written)
+        del written
+        lookup_dir = commit_lookup_dir(tmp, cache_dir, version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    exported = export_slices(audience_stream(staged), cache_dir, export) if export else None
+    arrays = {key: np.load(cache_dir / lookup_dir / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
+    if facts is not None:
+        meta = {**meta, **facts(arrays)}
+    return commit_manifest(
+        cache_dir, arrays, meta, version=version, lookup_dir=lookup_dir, audience_sha=digest, exported=exported,
+        keep=keep,
+    )
