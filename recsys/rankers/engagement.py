@@ -1,8 +1,10 @@
-"""Rankers whose order is the same for every product: ``random``, ``activity`` and ``recency``.
+"""Rankers whose order is the same for every product: ``random``, ``activity``, ``recency``, ``popularity``.
 
 ``random`` (seeded uniform scores), ``activity`` (engagement, see recsys.features.engagement),
 ``recency`` (most recently active first: the ``recency`` feature, ties by last event instant then
-engagement). Each product gets the global order minus its own customers.
+engagement), ``popularity`` (customers by number of fit rows, the product -> customers analogue of
+"most popular items"; ties by last dated event, most recent first, then ascending id). Each product
+gets the global order minus its own (and its excluded) customers.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from recsys.features.engagement import dated_extremes, timestamps_us
 from recsys.rankers.base import GlobalRanker, History, ordered
 
 
@@ -50,3 +53,22 @@ class RecencyRanker(GlobalRanker):
         eng = feats["engagement"].to_numpy(dtype=np.float64)
         return ordered(recency, last_us, eng), recency
 
+
+
+def popularity_order(interactions: pd.DataFrame, history: History) -> tuple[np.ndarray, np.ndarray]:
+    """(customer codes by number of fit rows desc, then last dated event desc, then code asc; rows per customer)."""
+    rows = np.bincount(history.row_users, minlength=history.n_users).astype(np.float64)
+    us, dated = timestamps_us(interactions["event_date"])
+    _, last, n_dated = dated_extremes(history.row_users, us, dated, history.n_users)
+    last_key = np.where(n_dated > 0, last, np.iinfo(np.int64).min).astype(np.float64)  # undated-only customers last
+    return ordered(rows, last_key), rows
+
+
+class PopularityRanker(GlobalRanker):
+    """Customers by number of training interactions (rows), ties by last dated event then id; a CF-free baseline."""
+
+    name = "popularity"
+
+    def _user_order(self, interactions: pd.DataFrame, history: History) -> tuple[np.ndarray, np.ndarray]:
+        """Fit-row counts, ordered descending with tie-breaks."""
+        return popularity_order(interactions, history)
