@@ -71,6 +71,15 @@ def overall_sentence(verdicts: Sequence[KVerdict]) -> str:
     return f"{head}: the verdict depends on k — " + "; ".join(parts) + "."
 
 
+def headline(verdicts: Sequence[KVerdict]) -> str:
+    """A short title from the per-k verdicts: 'als (CF) vs activity (engagement): inconclusive at every k'."""
+    if not verdicts:
+        return "no CF-vs-engagement comparison was possible"
+    kinds = list(dict.fromkeys(v.verdict for v in verdicts))
+    tail = f"{VERDICT_TEXT[kinds[0]]} at every k" if len(kinds) == 1 else "the verdict depends on k"
+    return f"{verdicts[0].cf_model} (CF) vs {verdicts[0].engagement_model} (engagement): {tail}"
+
+
 def protocol_markdown(s: EvaluationSummary) -> str:
     """The protocol, stated at the top of the report."""
     p = s.protocol

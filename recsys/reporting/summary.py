@@ -1,136 +1,115 @@
-"""Generated report text: the default-ranker decision, wide plot tables and the README summary."""
+"""reports/summary.md: the headline table the README links to, generated from the pipeline's typed results."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
-
-import numpy as np
-import pandas as pd
+from typing import Any
 
 from recsys import config
+from recsys.evaluation.report import default_ranker_markdown, fmt, interval, pct, verdict_phrase
+from recsys.evaluation.results import EvaluationSummary, read_summary
 
-REFERENCES = ("random_expected", "oracle")
-
-
-def _fmt(x: float) -> str:
-    """A small metric value in 3 significant digits."""
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.3g}"
+SUMMARY_JSON = Path("evaluation") / "summary.json"
 
 
-def precision_at(main: pd.DataFrame, k: int, metric: str = "precision") -> pd.DataFrame:
-    """One row per model: value and CI of `metric`@k, best first."""
-    rows = main[(main["metric"] == metric) & (main["k"] == k)]
-    return rows.set_index("model")[["value", "ci_low", "ci_high"]].sort_values("value", ascending=False, kind="stable")
+def settings_text(summary: EvaluationSummary, label: str) -> str:
+    """The searched keys' chosen values of a model, or 'fixed'."""
+    tuning = next((t for t in summary.tuning if t.model == label), None)
+    if tuning is None or not tuning.space:
+        return "fixed"
+    return ", ".join(f"{k}={v}" for k, v in tuning.chosen.items())
 
 
-def precision_wide(table: pd.DataFrame, index: str = "k") -> pd.DataFrame:
-    """Precision per model as columns against `index` (k, or the backtest cutoff) — the DVC plots layout."""
-    rows = table[table["metric"] == "precision"]
-    wide = rows.pivot_table(index=index, columns="model", values="value", sort=False).reset_index()
-    wide.columns.name = None
-    return wide
-
-
-def deployable_at(main: pd.DataFrame, k: int) -> pd.DataFrame:
-    """precision@k of the models a merchant could deploy (no references, no random), best first."""
-    table = precision_at(main, k)
-    return table.drop(index=[m for m in (*REFERENCES, "random") if m in table.index])
-
-
-def choose_default_ranker(main: pd.DataFrame, metrics: Mapping[str, Any], k: int) -> dict[str, Any]:
-    """Pick the deployable model with the best precision@k and say how clear the margin is."""
-    params = metrics.get("model_params") or {}
-    at_k = deployable_at(main, k)
-    if at_k.empty:
-        return {"recommended": None, "text": "No deployable model was evaluated."}
-    best = str(at_k.index[0])
-    ranker_of = lambda label: str((params.get(label) or {}).get("ranker", label))  # noqa: E731
-    leads = [int(kk) for kk in sorted(main["k"].unique()) if deployable_at(main, int(kk)).index[0] == best]
-    runner = str(at_k.index[1]) if len(at_k) > 1 else None
-    diff = (metrics.get("differences") or {}).get(f"{best}-{runner}@{k}") if runner else None
-    significant = bool(diff and diff["ci_low"] > 0)
-    recommended = ranker_of(best)
-    row = at_k.loc[best]
-    text = (
-        f"At k={k}, **{best}** (ranker `{recommended}`) has the highest precision among deployable models: "
-        f"{_fmt(row['value'])} [95% CI {_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]; it leads at k = {', '.join(map(str, leads))}."
-    )
-    if diff:
-        text += (
-            f" Its margin over {runner} is {_fmt(diff['value'])} [95% CI {_fmt(diff['ci_low'])}, {_fmt(diff['ci_high'])}]"
-            + (" — a clear margin." if significant else " — not significant, so either is defensible.")
-        )
-    text += f" The evaluation therefore recommends `{recommended}` as the default ranker of the audience cache (`params/cache.yaml: cache.ranker`)."
-    norm = [m for m in ("activity_log1p", "activity_minmax") if m in at_k.index]
-    if len(norm) == 2:
-        a, b = at_k.loc["activity_log1p"], at_k.loc["activity_minmax"]
-        text += (
-            f" Normalisation of the engagement score at k={k}: log1p {_fmt(a['value'])} vs the original min-max {_fmt(b['value'])} "
-            f"(CIs [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}] and [{_fmt(b['ci_low'])}, {_fmt(b['ci_high'])}])."
-        )
-    return {"recommended": recommended, "recommended_label": best, "significant_margin": significant, "leads_at_k": leads, "text": text}
-
-
-def summary_markdown(
-    main: pd.DataFrame, metrics: Mapping[str, Any], explore: Mapping[str, Any], cache: Mapping[str, Any], conclusion: str = ""
-) -> str:
-    """reports/summary.md: the headline table the README links to, generated from the pipeline's outputs."""
-    k = int(metrics["headline_k"])
-    split, prods = metrics["split"], metrics["products"]
-    hits = metrics.get("hits") or {}
-    choice = metrics.get("default_ranker") or {}
+def summary_markdown(summary: EvaluationSummary, explore: Mapping[str, Any], cache: Mapping[str, Any]) -> str:
+    """reports/summary.md from the evaluation summary and the explore / cache metrics."""
+    k = summary.protocol.headline_k
+    test = summary.split("test")
+    rnd, orc = summary.reference("random_expected"), summary.reference("oracle")
     lines = [
-        "# Results summary (generated by the `summary` stage from the pipeline's metrics — do not edit)",
+        "# Results summary (generated by the `summary` stage from the pipeline's results — do not edit)",
         "",
         f"Data: {explore['rows']:,} interactions, {explore['users']:,} customers, {explore['products']:,} products "
         f"({explore['source']}{', scale ' + str(explore['scale']) if explore['source'] == 'synthetic' else ''}). "
-        f"{explore['one_time_users_pct']:.1f}% of customers act once; retention across the 80% date split is "
-        f"{explore['retention_pct']:.2f}%; {explore['new_products_pct']:.1f}% of test-period products are new.",
+        f"{explore['one_time_users_pct']:.1f}% of customers act once; retention across the explore split "
+        f"({str(explore.get('split_cutoff', ''))[:10]}) is {explore['retention_pct']:.2f}%; "
+        f"{explore['new_products_pct']:.1f}% of "
+        "test-period products are new.",
         "",
-        f"Temporal split at the {split['quantile']:.0%} date quantile ({split['cutoff'][:10]}): "
-        f"{split['test_users_unseen_share']:.1%} of test customers are unseen in training; "
-        f"{prods['evaluated']:,} products evaluated (all present in both periods); "
-        f"{prods['relevant_pairs_reachable']:,} of {prods['relevant_pairs']:,} relevant pairs are reachable by any ranker of known customers.",
+        f"Protocol: settings tuned on a validation window ending at the test cutoff ({test.cutoff[:10]}), test window "
+        "scored once; "
+        f"undated rows `{summary.protocol.undated_policy}`. {pct(test.truth_customers_unseen_share)} of test "
+        "customers have no fit rows; "
+        f"{test.evaluated_products:,} products evaluated; {test.reachable_pairs:,} of {test.relevant_pairs:,} "
+        "relevant pairs are "
+        "reachable by a ranker of known customers.",
         "",
-        f"| model | precision@{k} [95% CI] | lift over random@{k} [95% CI] | hits in top {k} | precision@100 |",
+        f"| model | group | precision@{k} [{summary.protocol.level:.0%} interval] | hits@{k} | tuned settings |",
         "| --- | --- | --- | --- | --- |",
     ]
-    p_k, p_100 = precision_at(main, k), precision_at(main, 100) if 100 in set(main["k"]) else None
-    lift = precision_at(main, k, "lift")
-    for model, row in p_k.iterrows():
-        lr = lift.loc[model] if model in lift.index else None
-        lift_txt = f"{_fmt(lr['value'])} [{_fmt(lr['ci_low'])}, {_fmt(lr['ci_high'])}]" if lr is not None else "—"
-        h = (hits.get(model) or {}).get(f"hits@{k}")
-        p100 = _fmt(p_100.loc[model, "value"]) if p_100 is not None and model in p_100.index else "—"
+    for m in sorted(summary.models, key=lambda m: -(m.at(k).value or 0.0)):
+        p = m.at(k)
         lines.append(
-            f"| {model} | {_fmt(row['value'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}] | {lift_txt} | "
-            f"{'—' if h is None else f'{h:g}'} | {p100} |"
+            f"| {m.label} | {m.group} | {interval(p.value, p.low, p.high)} | {p.hits:g} | "
+            f"{settings_text(summary, m.label)} |"
         )
-    verdict = next((ln for ln in conclusion.splitlines() if ln.startswith("Verdict")), None)
-    if choice.get("text"):
-        lines += ["", choice["text"]]
-    agrees = choice.get("recommended") == cache.get("ranker")
+    lines.append(
+        f"| random (exact expectation) | reference | {fmt(rnd.at(k).value)} | {fmt(rnd.at(k).hits)} expected | |"
+    )
+    lines.append(f"| oracle (ceiling) | reference | {fmt(orc.at(k).value)} | {orc.at(k).hits:g} | |")
     lines += [
         "",
-        f"The audience cache is built with `{cache.get('ranker')}` (N = {cache.get('n')}, {cache.get('products', 0):,} products, "
-        f"{cache.get('exclusion_violations')} exclusion violations): "
-        + ("this is the ranker the evaluation recommends." if agrees else f"**the evaluation recommends `{choice.get('recommended')}`** — set `cache.ranker`."),
+        "Verdicts (CF vs engagement, Holm-corrected): "
+        + "; ".join(f"k={v.k} {verdict_phrase(v)}" for v in summary.verdicts)
+        + "."
+        if summary.verdicts
+        else "",
+        "",
+        f"**{summary.overall}**",
     ]
-    if verdict:
-        lines += ["", verdict]
-    lines += ["", "Full reports: [evaluate](evaluate.html), [cf_proof](cf_proof.html), [explore](explore.html), [cache](cache.html)."]
+    cover = summary.random_coverage
+    if cover:
+        bad = [c.k for c in cover if not c.covers]
+        lines += [
+            "",
+            "The random ranker's interval covers its exact expectation at every k."
+            if not bad
+            else f"The random ranker's interval misses its exact expectation at k = {', '.join(map(str, bad))}.",
+        ]
+    lines += ["", default_ranker_markdown(summary).split("\n\n", 1)[1].strip()]
+    choice = summary.default_ranker
+    recommended = None if choice is None else choice.ranker
+    agrees = recommended == cache.get("ranker")
+    lines += [
+        "",
+        f"The audience cache is built with `{cache.get('ranker')}` (N = {cache.get('n')}, "
+        f"{cache.get('products', 0):,} products, "
+        f"{cache.get('exclusion_violations')} exclusion violations): "
+        + (
+            "this is the ranker the evaluation recommends."
+            if agrees
+            else f"**the evaluation recommends `{recommended}`** — set `cache.ranker`."
+        ),
+        "",
+        "Full reports: [evaluate](evaluate.html), [cf_proof](cf_proof.html), [evaluation "
+        "report](evaluation/report.md), "
+        "[explore](explore.html), [cache](cache.html).",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def write_summary(reports_dir: Path | None = None) -> Path:
-    """Assemble reports/summary.md from the metrics files the pipeline wrote."""
+    """Assemble reports/summary.md from the evaluation summary and the metrics files the pipeline wrote."""
     reports = reports_dir or config.REPORTS_DIR
-    read = lambda rel: json.loads((reports / rel).read_text(encoding="utf-8"))  # noqa: E731
-    main = pd.read_csv(reports / "evaluation" / "metrics_at_k.csv")
-    conclusion = (reports / "evaluation" / "conclusion.md").read_text(encoding="utf-8")
-    text = summary_markdown(main, read("metrics/evaluate.json"), read("metrics/explore.json"), read("metrics/cache.json"), conclusion)
+
+    def read(rel: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads((reports / rel).read_text(encoding="utf-8"))
+        return loaded
+
+    text = summary_markdown(
+        read_summary(reports / SUMMARY_JSON), read("metrics/explore.json"), read("metrics/cache.json")
+    )
     out = reports / "summary.md"
     out.write_text(text, encoding="utf-8")
     return out
