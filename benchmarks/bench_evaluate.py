@@ -51,8 +51,7 @@ def load_data(input_path: Path | None, scale: float, seed: int) -> tuple[Any, st
 
 
 def summarise_phases(timings: dict[str, float]) -> dict[str, Any]:
-    """Group the evaluation's phase timings: per model (tuning fit / rank, test fit / rank) and per kind, wall and "
-    "CPU."""
+    """Group the phase timings per model (tuning fit / rank, test fit / rank) and per kind, wall and CPU."""
     by_model: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     by_kind: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for name, sec in timings.items():

@@ -1,5 +1,4 @@
-"""Intervals: per-hit metric values, the two-way bootstrap and its exact variance, Garwood and quasi-Poisson bounds, "
-"coverage."""
+"""Intervals: per-hit metric values, the two-way bootstrap and its exact variance, Garwood bounds, coverage."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Generated report text from a hand-made typed summary: the summary table, the default-ranker sentence, the verdict "
-"prose."""
+"""Generated text from a hand-made typed summary: the summary table, the default-ranker sentence, verdict prose."""
 
 from __future__ import annotations
 
@@ -201,7 +200,7 @@ def summary(
         tuning=[
             Tuning(
                 model="als",
-                space={"factors": [16, 32]},
+                space=[{"factors": [16, 32]}],
                 grid_size=2,
                 fits=2,
                 trials=[

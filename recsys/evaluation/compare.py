@@ -1,5 +1,4 @@
-"""The report's family of comparisons (CF vs engagement at every k, default-ranker lead), verdicts, coverage and "
-"choices."""
+"""The report's family of comparisons (CF vs engagement at every k, default-ranker lead), verdicts and choices."""
 
 from __future__ import annotations
 

@@ -129,8 +129,7 @@ def bootstrap_variance(hs: HitSet, values: np.ndarray | None = None) -> float:
 
 
 def cluster_variance(hs: HitSet, values: np.ndarray | None = None) -> float:
-    """Two-way cluster-robust variance of sum(x): sum_p X_p^2 + sum_c X_c^2 - sum x^2 (= bootstrap variance - 2 sum "
-    "x^2)."""
+    """Two-way cluster-robust variance of sum(x): sum_p X_p^2 + sum_c X_c^2 - sum x^2 (= Var* - 2 sum x^2)."""
     sp, sc, sx = _cluster_sums(hs, values)
     return sp + sc - sx
 
@@ -144,8 +143,7 @@ def dispersion(hs: HitSet, floor: float = 1.0) -> float:
 
 
 def garwood(count: np.ndarray | float, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Poisson interval of a (possibly non-integer) count: chi2(a/2; 2n)/2 and chi2(1-a/2; 2n+2)/2 (lower 0 at "
-    "n = 0)."""
+    """Exact Poisson interval of a (possibly non-integer) count n: chi2(a/2; 2n)/2, chi2(1-a/2; 2n+2)/2 (0 at n = 0)."""
     n = np.asarray(count, dtype=np.float64)
     a = 1.0 - level
     lo = np.where(n > 0, chi2.ppf(a / 2.0, 2.0 * np.maximum(n, 1e-300)) / 2.0, 0.0)
@@ -162,8 +160,7 @@ def quasi_poisson_interval(count: float, phi: float, level: float = 0.95) -> tup
 def precision_interval(
     hs: HitSet, k: int, n_products: int, level: float = 0.95, floor: float = 1.0
 ) -> tuple[float, float, float]:
-    """(low, high, phi) of precision@k = H / (k P) from the quasi-Poisson Garwood interval of the hits within k (phi "
-    ">= floor)."""
+    """(low, high, phi) of precision@k = H / (k P): quasi-Poisson Garwood interval of hits within k, phi >= floor."""
     h = hs.at(k)
     if n_products <= 0:
         return float("nan"), float("nan"), float("nan")
@@ -174,8 +171,7 @@ def precision_interval(
 
 @dataclass(frozen=True)
 class HitGroup:
-    """Bootstrap series sharing one hit list: (product row, customer code) per hit and a (hits x series) value "
-    "matrix."""
+    """Bootstrap series sharing one hit list: (product row, customer code) per hit, a (hits x series) value matrix."""
 
     product: np.ndarray
     customer: np.ndarray

@@ -286,7 +286,7 @@ def results_markdown(s: EvaluationSummary) -> str:
 def tuned_keys(s: EvaluationSummary, m: ModelResult) -> set[str]:
     """The searched keys of a model (dotted)."""
     t = next((t for t in s.tuning if t.model == m.label), None)
-    return set(t.space) if t is not None else set()
+    return {key for grid in t.space for key in grid} if t is not None else set()
 
 
 def comparisons_markdown(s: EvaluationSummary) -> str:

@@ -109,7 +109,7 @@ class Tuning(Record):
     """The search of one model on validation: its space, every trial and the chosen values."""
 
     model: str
-    space: dict[str, list[Scalar]]
+    space: list[dict[str, list[Scalar]]]
     grid_size: int
     fits: int
     trials: list[Trial]
@@ -117,8 +117,7 @@ class Tuning(Record):
 
 
 class PrecisionAtK(Record):
-    """precision@k with its interval (quasi-Poisson Garwood), hits, dispersion and the two-way bootstrap percentile "
-    "interval."""
+    """precision@k, its quasi-Poisson Garwood interval, hits, dispersion, two-way bootstrap percentile interval."""
 
     k: int
     value: float | None

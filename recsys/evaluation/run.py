@@ -101,8 +101,7 @@ OUTPUT_FILES: dict[str, str] = {
 
 @dataclass
 class Timer:
-    """Wall-clock and process CPU seconds per named phase (CPU under 'cpu/<phase>': on a shared machine it is the "
-    "steadier figure)."""
+    """Wall-clock and process CPU seconds per named phase (CPU under 'cpu/<phase>', steadier on a shared machine)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -168,7 +167,7 @@ def tuning_record(spec: ModelSpec, result: SearchResult) -> Tuning:
     ]
     return Tuning(
         model=spec.label,
-        space={k: [_scalar(v) for v in vs] for k, vs in result.space.items()},
+        space=[{k: [_scalar(v) for v in vs] for k, vs in grid.items()} for grid in result.space],
         grid_size=result.grid_size,
         fits=result.fits,
         trials=trials,
@@ -384,7 +383,7 @@ def run_evaluation(
             label=label,
             ranker=rankers[label],
             group=cfg.group_of(label, rankers[label]),
-            tuned=label in searches and bool(searches[label].space),
+            tuned=label in searches and any(searches[label].space),
             params=flat_params(chosen_params[label]),
             validation_objective=num(searches[label].trials[searches[label].chosen][1].objective)
             if label in searches
@@ -458,8 +457,7 @@ def run_evaluation(
 
 
 def dvc_metrics(summary: EvaluationSummary) -> dict[str, Any]:
-    """Flat DVC metrics: precision@k with interval and hits per model and reference, verdicts, coverage, default "
-    "ranker."""
+    """DVC metrics: precision@k, interval and hits per model / reference, tuning, verdicts, coverage, default."""
     out: dict[str, Any] = {"models": {}, "references": {}, "verdicts": {}, "random_coverage": {}}
     for kind, records in (("models", summary.models), ("references", summary.references)):
         for m in records:

@@ -1,5 +1,4 @@
-"""The evaluation's settings: the ``evaluate`` block of params/evaluate.yaml, validated, and the params each ranker "
-"gets."""
+"""The evaluation's settings: the validated ``evaluate`` block of params/evaluate.yaml and each ranker's params."""
 
 from __future__ import annotations
 

@@ -63,8 +63,7 @@ def sign_flip_distribution(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sign_flip_test(d: np.ndarray, seed: int = 0, n_mc: int = 100_000) -> tuple[float, str]:
-    """Two-sided p-value P(|T*| >= |T|) of the customer sign-flip test and the method used ('exact' or "
-    "'monte_carlo')."""
+    """Two-sided p-value P(|T*| >= |T|) of the customer sign-flip test and its method ('exact' or 'monte_carlo')."""
     d = np.asarray(d, dtype=np.int64)
     d = d[d != 0]
     if len(d) == 0:
@@ -111,8 +110,7 @@ class Power:
 def minimum_detectable(
     d: np.ndarray, alpha: float, k: int, n_products: int, power: float = 0.8, floor: float = 1.0
 ) -> Power:
-    """Minimum detectable rate ratio and precision difference of the sign-flip test at level `alpha` and `power` "
-    "(dispersion >= floor)."""
+    """Minimum detectable rate ratio and precision difference of the sign-flip test (phi >= floor)."""
     d = np.asarray(d, dtype=np.int64)
     d = d[d != 0]
     nd = int(np.abs(d).sum())

@@ -119,8 +119,7 @@ def window_split(
 
 
 def validation_cutoff(dates: pd.Series, test_cutoff: pd.Timestamp, validation: str | float) -> pd.Timestamp:
-    """Validation cutoff: `matched` = test cutoff minus the test window's length, else a date quantile below the "
-    "test one."""
+    """Validation cutoff: `matched` = test cutoff minus the test window's length, else a lower date quantile."""
     if validation == "matched":
         last = dates.max()
         cutoff: pd.Timestamp = (test_cutoff - (last - test_cutoff)).as_unit("us")

@@ -1,5 +1,4 @@
-"""Tables of one evaluation set: scored models, references, bootstrap replicates, precision records and the long CSV "
-"tables."""
+"""Tables of one evaluation set: scored models, references, bootstrap replicates, precision records, CSV tables."""
 
 from __future__ import annotations
 

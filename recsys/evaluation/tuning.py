@@ -2,9 +2,11 @@
 
 Each model of ``evaluate.models`` may list a ``search`` space next to its params: key -> candidate
 values (dotted keys reach nested blocks, e.g. ``engagement.normalisation``). The grid is the
-Cartesian product of the lists in the order written. ``evaluate.tuning.budget`` bounds the number of
-fits per model: a grid of at most ``budget`` fits is searched fully, a larger one by a seeded random
-sample of ``budget`` grid points (seed = ``evaluate.tuning.seed`` and the model's label).
+Cartesian product of the lists in the order written; a list of such mappings is the union of their
+grids (for conditional keys, e.g. BM25's K1 and B only with ``similarity: bm25``).
+``evaluate.tuning.budget`` bounds the number of fits per model: a grid of at most ``budget`` fits is
+searched fully, a larger one by a seeded random sample of ``budget`` grid points (seed =
+``evaluate.tuning.seed`` and the model's label).
 
 One key per ranker is re-scored without refitting (``RESCORE_KEYS``) and does not count against the
 budget: ``iterations`` of ``als`` (implicit continues the same factorisation, identical to a fresh fit
@@ -66,31 +68,42 @@ def with_values(params: Mapping[str, Any], values: Mapping[str, Any]) -> dict[st
     return out
 
 
-def check_space(label: str, space: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """The search space as key -> non-empty list, or a clear error naming the model and key."""
-    out: dict[str, list[Any]] = {}
-    for key, values in space.items():
-        if not isinstance(values, (list, tuple)) or len(values) == 0:
-            raise ValueError(
-                f"evaluate.models.{label}.search.{key} must be a non-empty list of candidate values, got {values!r}"
-            )
-        out[str(key)] = list(values)
-    return out
+Grid = dict[str, list[Any]]
+
+
+def check_space(label: str, space: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Grid]:
+    """The search space as a list of grids (key -> non-empty list), or a clear error naming the model and key."""
+    grids = [space] if isinstance(space, Mapping) else list(space)
+    out: list[Grid] = []
+    for i, grid in enumerate(grids):
+        where = f"evaluate.models.{label}.search" + ("" if isinstance(space, Mapping) else f"[{i}]")
+        if not isinstance(grid, Mapping):
+            raise ValueError(f"{where} must be a mapping of key -> list of candidate values, got {grid!r}")
+        checked: Grid = {}
+        for key, values in grid.items():
+            if not isinstance(values, (list, tuple)) or len(values) == 0:
+                raise ValueError(f"{where}.{key} must be a non-empty list of candidate values, got {values!r}")
+            checked[str(key)] = list(values)
+        out.append(checked)
+    return out or [{}]
 
 
 def grid_points(
-    space: Mapping[str, Sequence[Any]], budget: int, seed: int, label: str
-) -> tuple[list[dict[str, Any]], int]:
-    """(grid points to fit, grid size): the whole grid when it fits the budget, else a seeded sample in grid order."""
+    grids: Sequence[Mapping[str, Sequence[Any]]], budget: int, seed: int, label: str
+) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """((grid index, point) to fit, union size): the whole union when it fits the budget, else a seeded sample."""
     if budget < 1:
         raise ValueError(f"evaluate.tuning.budget must be >= 1, got {budget}")
-    keys = list(space)
-    grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(space[k] for k in keys))]
-    if len(grid) <= budget:
-        return grid, len(grid)
+    union = [
+        (i, dict(zip(list(grid), combo, strict=True)))
+        for i, grid in enumerate(grids)
+        for combo in itertools.product(*(grid[k] for k in grid))
+    ]
+    if len(union) <= budget:
+        return union, len(union)
     rng = np.random.default_rng([int(seed), zlib.crc32(label.encode("utf-8"))])
-    pick = np.sort(rng.choice(len(grid), size=budget, replace=False))
-    return [grid[int(i)] for i in pick], len(grid)
+    pick = np.sort(rng.choice(len(union), size=budget, replace=False))
+    return [union[int(i)] for i in pick], len(union)
 
 
 def rescored(ranker: Any, ranker_name: str, key: str, values: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
@@ -147,7 +160,7 @@ class SearchResult:
     """Every trial of one model and the index of the chosen one."""
 
     label: str
-    space: dict[str, list[Any]]
+    space: list[Grid]
     grid_size: int
     fits: int
     trials: list[tuple[dict[str, Any], TrialScore]]
@@ -181,23 +194,25 @@ def search(
     score: Callable[[Any], TrialScore],
 ) -> SearchResult:
     """Fit every sampled grid point with `fit(params)`, score it (and its re-scored variants) with `score(ranker)`."""
-    space = check_space(label, space)
+    grids = check_space(label, space)
     key = RESCORE_KEYS.get(ranker_name)
-    rescore = key if key is not None and key in space else None
-    fit_space = {k: v for k, v in space.items() if k != rescore}
-    points, grid_size = grid_points(fit_space, budget, seed, label)
+    fit_grids = [{k: v for k, v in grid.items() if k != key} for grid in grids]
+    points, _ = grid_points(fit_grids, budget, seed, label)
     trials: list[tuple[dict[str, Any], TrialScore]] = []
-    for point in points:
+    for gi, point in points:
         params = with_values(base, point)
-        if rescore is None:
+        values = grids[gi].get(key) if key is not None else None
+        if key is None or values is None:
             trials.append((point, score(fit(params))))
             continue
-        values = space[rescore]
-        ranker = fit(set_path(params, rescore, first_fit_value(ranker_name, values)))
-        for value, variant in rescored(ranker, ranker_name, rescore, values):
-            trials.append(({**point, rescore: value}, score(variant)))
+        ranker = fit(set_path(params, key, first_fit_value(ranker_name, values)))
+        for value, variant in rescored(ranker, ranker_name, key, values):
+            trials.append(({**point, key: value}, score(variant)))
         del ranker
     for tried, s in trials:
         log.info("tuning %s %s: objective %.6g, hits %d", label, tried, s.objective, s.hits_objective_k)
-    rescore_size = len(space[rescore]) if rescore is not None else 1
-    return SearchResult(label, dict(space), grid_size * rescore_size, len(points), trials, best_trial(trials))
+    size = 0
+    for grid in grids:
+        combos = int(np.prod([len(v) for v in grid.values()])) if grid else 1
+        size += combos
+    return SearchResult(label, grids, size, len(points), trials, best_trial(trials))

@@ -17,7 +17,7 @@ SUMMARY_JSON = Path("evaluation") / "summary.json"
 def settings_text(summary: EvaluationSummary, label: str) -> str:
     """The searched keys' chosen values of a model, or 'fixed'."""
     tuning = next((t for t in summary.tuning if t.model == label), None)
-    if tuning is None or not tuning.space:
+    if tuning is None or not any(tuning.space):
         return "fixed"
     return ", ".join(f"{k}={v}" for k, v in tuning.chosen.items())
 
