@@ -82,7 +82,13 @@ def tiny_params(models: dict | None = None, **over) -> dict:
                 "chunk_size": 64,
                 "search": {"factors": [4, 8], "iterations": [2, 5]},
             },
-            "itemknn": {"ranker": "itemknn", "search": {"K": [5, 20]}},
+            "itemknn": {
+                "ranker": "itemknn",
+                "search": [
+                    {"similarity": ["cosine"], "K": [5, 20]},
+                    {"similarity": ["bm25"], "K": [5], "B": [0.5, 0.9]},
+                ],
+            },
             "bgnbd": {"ranker": "bgnbd", "optional": True, "enabled": False},
         },
     }
@@ -392,6 +398,9 @@ def test_tuned_models_report_every_trial_and_the_chosen_one(churn_run) -> None:
     assert set(tuning) == {"activity", "popularity", "content", "als", "itemknn"}  # searched, or in a verdict group
     assert len(tuning["als"].trials) == 4 and tuning["als"].fits == 2  # 2 fits x 2 iteration counts, re-scored
     assert len(tuning["content"].trials) == 2 and tuning["content"].fits == 1
+    assert len(tuning["itemknn"].space) == 2 and tuning["itemknn"].fits == 2  # a union of 4 grid points, budget 2
+    for tr in tuning["itemknn"].trials:
+        assert ("B" in tr.params) == (tr.params["similarity"] == "bm25")
     for t in tuning.values():
         assert sum(tr.chosen for tr in t.trials) == 1
         chosen = next(tr for tr in t.trials if tr.chosen)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ class ModelSpec:
     label: str
     ranker: str
     params: Mapping[str, Any]
-    search: Mapping[str, Any] | None = None
+    search: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
     optional: bool = False
 
 
@@ -74,7 +74,7 @@ class EvalConfig:
                 label=str(label),
                 ranker=str(spec.get("ranker", label)),
                 params={k: v for k, v in spec.items() if k not in {"ranker", "optional", "enabled", "search"}},
-                search=dict(spec["search"]) if spec.get("search") else None,
+                search=spec.get("search") or None,
                 optional=bool(spec.get("optional", False)),
             )
             for label, spec in (block.get("models") or {}).items()

@@ -187,7 +187,7 @@ def search(
     label: str,
     ranker_name: str,
     base: Mapping[str, Any],
-    space: Mapping[str, Sequence[Any]],
+    space: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     budget: int,
     seed: int,
     fit: Callable[[Mapping[str, Any]], Any],
