@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from recsys.evaluation.results import Comparison, EvaluationSummary, KVerdict, ModelResult
+from recsys.evaluation.results import Comparison, EvaluationSummary, KVerdict
 
 VERDICT_TEXT: dict[str, str] = {
     "cf_better": "CF better",
@@ -258,9 +258,7 @@ def results_markdown(s: EvaluationSummary) -> str:
     ]
     for m in sorted(s.models, key=lambda m: -(m.at(k).value or 0.0)):
         a, b = m.at(k), m.at(k2)
-        settings = (
-            ", ".join(f"{key}={v}" for key, v in m.params.items() if key in tuned_keys(s, m)) if m.tuned else "fixed"
-        )
+        settings = chosen_text(s, m.label)
         lines.append(
             f"| {m.label} | {m.group} | {interval(a.value, a.low, a.high)} | {a.hits:g} | {fmt(a.phi)} | "
             f"{interval(b.value, b.low, b.high)} | {b.hits:g} | {settings} |"
@@ -283,10 +281,12 @@ def results_markdown(s: EvaluationSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tuned_keys(s: EvaluationSummary, m: ModelResult) -> set[str]:
-    """The searched keys of a model (dotted)."""
-    t = next((t for t in s.tuning if t.model == m.label), None)
-    return {key for grid in t.space for key in grid} if t is not None else set()
+def chosen_text(s: EvaluationSummary, label: str) -> str:
+    """The chosen values of a model's searched keys ('k=v, ...'), or 'fixed' when it was not searched."""
+    t = next((t for t in s.tuning if t.model == label), None)
+    if t is None or not any(t.space):
+        return "fixed"
+    return ", ".join(f"{key}={value}" for key, value in t.chosen.items())
 
 
 def comparisons_markdown(s: EvaluationSummary) -> str:
@@ -377,7 +377,7 @@ def case_study_markdown(s: EvaluationSummary) -> str:
 def report_markdown(s: EvaluationSummary) -> str:
     """The whole generated evaluation report (protocol first)."""
     sections = [
-        "# Evaluation report (generated from the evaluation's results)",
+        "# Evaluation report (generated from the evaluation's results)\n",
         protocol_markdown(s),
         data_markdown(s),
         tuning_markdown(s),

@@ -8,18 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from recsys import config
-from recsys.evaluation.report import default_ranker_markdown, fmt, interval, pct, verdict_phrase
+from recsys.evaluation.report import chosen_text, default_ranker_markdown, fmt, interval, pct, verdict_phrase
 from recsys.evaluation.results import EvaluationSummary, read_summary
 
 SUMMARY_JSON = Path("evaluation") / "summary.json"
-
-
-def settings_text(summary: EvaluationSummary, label: str) -> str:
-    """The searched keys' chosen values of a model, or 'fixed'."""
-    tuning = next((t for t in summary.tuning if t.model == label), None)
-    if tuning is None or not any(tuning.space):
-        return "fixed"
-    return ", ".join(f"{k}={v}" for k, v in tuning.chosen.items())
 
 
 def summary_markdown(summary: EvaluationSummary, explore: Mapping[str, Any], cache: Mapping[str, Any]) -> str:
@@ -52,7 +44,7 @@ def summary_markdown(summary: EvaluationSummary, explore: Mapping[str, Any], cac
         p = m.at(k)
         lines.append(
             f"| {m.label} | {m.group} | {interval(p.value, p.low, p.high)} | {p.hits:g} | "
-            f"{settings_text(summary, m.label)} |"
+            f"{chosen_text(summary, m.label)} |"
         )
     lines.append(
         f"| random (exact expectation) | reference | {fmt(rnd.at(k).value)} | {fmt(rnd.at(k).hits)} expected | |"
