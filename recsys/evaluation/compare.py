@@ -24,7 +24,7 @@ from recsys.evaluation.results import (
 from recsys.evaluation.settings import EvalConfig
 from recsys.evaluation.significance import customer_differences, holm, minimum_detectable, sign_flip_test, verdict
 from recsys.evaluation.tables import RANDOM_REF, SetResult, precision_records
-from recsys.evaluation.tuning import SearchResult
+from recsys.evaluation.tuning import SearchResult, TrialScore, best_trial
 
 
 @dataclass(frozen=True)
@@ -38,17 +38,12 @@ class PlannedComparison:
 
 
 def representative(labels: Sequence[str], searches: Mapping[str, SearchResult], available: Sequence[str]) -> str | None:
-    """The group member with the best validation objective (ties: first listed)."""
-    best, best_obj = None, -np.inf
-    for label in labels:
-        if label not in available or label not in searches:
-            continue
-        res = searches[label]
-        obj = res.trials[res.chosen][1].objective
-        obj = obj if np.isfinite(obj) else -np.inf
-        if best is None or obj > best_obj:
-            best, best_obj = label, obj
-    return best
+    """The group member whose chosen trial is best on validation, by the tuning rule (tuning.best_trial)."""
+    members = [m for m in labels if m in available and m in searches]
+    if not members:
+        return None
+    chosen: list[tuple[dict[str, Any], TrialScore]] = [({}, searches[m].trials[searches[m].chosen][1]) for m in members]
+    return members[best_trial(chosen)]
 
 
 def deployable_ranking(result: SetResult, k: int, rankers: Mapping[str, str]) -> list[str]:

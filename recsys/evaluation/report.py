@@ -132,8 +132,8 @@ def protocol_markdown(s: EvaluationSummary) -> str:
         "that ratio "
         f"is at most {p.smallest_effect_ratio:g} (the smallest effect of interest), else 'inconclusive (N hits)'.",
         f"- **Verdict groups.** CF: {', '.join(p.cf_models)}; engagement: {', '.join(p.engagement_models)}; the "
-        "representative "
-        "of each group is its model with the best validation objective.",
+        "representative of each group is its model with the best validation objective (ties: more validation hits "
+        "at the headline k, then the first listed).",
     ]
     return "\n".join(lines) + "\n"
 
