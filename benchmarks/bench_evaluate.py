@@ -1,9 +1,10 @@
 """Benchmark the full evaluation (recsys.evaluation.run.run_evaluation); writes reports/benchmarks/evaluate.json.
 
-Target at scale 1.0: ALS 50x50 + scoring every evaluated product + every baseline + bootstrap + the
-3-cutoff backtest in <= 300 s on 2 cores. Records wall time per phase, per model (summed over
-cutoffs), peak RSS, and the machine's load average before/after (other jobs on a shared machine
-inflate the times; the JSON says so instead of hiding it).
+Target at scale 1.0: the whole evaluation — tuning every model on the validation window, one test
+fit and scoring per model, new products, intervals, comparisons — in <= 240 s on 2 cores. Records
+wall and process CPU time per phase and per model (tuning fit / rank, test fit / rank), peak RSS,
+and the machine's load average before/after (other jobs on a shared machine inflate wall times;
+CPU seconds are the steadier figure, and the JSON says so instead of hiding it).
 
     nice -n 10 .venv/bin/python benchmarks/bench_evaluate.py                # data/prepared (or generate scale 1.0)
     nice -n 10 .venv/bin/python benchmarks/bench_evaluate.py --scale 0.1 --no-write
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-TARGET_SECONDS: dict[str, float] = {"1.0": 300.0}
+TARGET_SECONDS: dict[str, float] = {"1.0": 240.0}
 
 
 def peak_rss_mib() -> float:
@@ -50,22 +51,19 @@ def load_data(input_path: Path | None, scale: float, seed: int) -> tuple[Any, st
 
 
 def summarise_phases(timings: dict[str, float]) -> dict[str, Any]:
-    """Group the evaluation's phase timings: per cutoff, per model (fit + rank), and overall kinds."""
-    by_cutoff: dict[str, float] = defaultdict(float)
+    """Group the phase timings per model (tuning fit / rank, test fit / rank) and per kind, wall and CPU."""
     by_model: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    by_kind: dict[str, float] = defaultdict(float)
+    by_kind: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for name, sec in timings.items():
-        parts = name.split("/")
-        if parts[0].startswith("q"):
-            by_cutoff[parts[0]] += sec
-            kind = "/".join(p for p in parts[1:] if p in {"split", "fit", "rank", "metrics", "references", "new"})
-            by_kind[kind] += sec
-            if parts[-2] in {"fit", "rank"}:
-                by_model[parts[-1]][("new_" if "new" in parts else "") + parts[-2]] += sec
+        clock, _, phase = name.partition("/") if name.startswith("cpu/") else ("wall", "", name)
+        parts = phase.split("/")
+        if len(parts) == 3 and parts[0] in {"tune", "test"}:
+            by_model[parts[2]][f"{parts[0]}_{parts[1]}_{clock}"] += sec
+            by_kind[f"{parts[0]}/{parts[1]}"][clock] += sec
         else:
-            by_kind[name] += sec
+            by_kind[phase][clock] += sec
     r = lambda d: {k: round(v, 2) for k, v in d.items()}  # noqa: E731
-    return {"by_cutoff": r(by_cutoff), "by_kind": r(by_kind), "by_model": {m: r(v) for m, v in by_model.items()}}
+    return {"by_model": {m: r(v) for m, v in by_model.items()}, "by_kind": {k: r(v) for k, v in by_kind.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - t0
     params = config.load_params("evaluate")
     with tempfile.TemporaryDirectory(prefix="bench-eval-out-") as tmp:
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         result = run_evaluation(params, interactions=df, output_dir=args.eval_output or Path(tmp))
-        eval_s = time.perf_counter() - t1
+        eval_s, eval_cpu = time.perf_counter() - t1, time.process_time() - c1
+    summary = result.summary
     target = TARGET_SECONDS.get(str(float(args.scale)))
     report = {
         "benchmark": "evaluate",
@@ -99,14 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         "source": source,
         "scale": args.scale,
         "rows": int(len(df)),
-        "evaluated_products": result.metrics["products"]["evaluated"],
-        "new_products": result.metrics["products"]["new"],
-        "models": sorted(result.metrics["models"]),
-        "skipped_models": result.metrics["skipped_models"],
-        "bootstrap_resamples": result.metrics["bootstrap"]["n"],
-        "backtest_cutoffs": sorted(result.metrics["backtest"]),
+        "evaluated_products": summary.split("test").evaluated_products,
+        "ranked_products": summary.split("test").ranked_products,
+        "validation_products": summary.split("validation").evaluated_products,
+        "new_products": summary.split("test").new_products,
+        "models": sorted(m.label for m in summary.models),
+        "skipped_models": summary.skipped_models,
+        "validation_trials": {t.model: len(t.trials) for t in summary.tuning},
+        "validation_fits": {t.model: t.fits for t in summary.tuning},
+        "bootstrap_replicates": summary.protocol.n_boot,
         "load_data_seconds": round(load_s, 2),
         "evaluation_seconds": round(eval_s, 2),
+        "evaluation_cpu_seconds": round(eval_cpu, 2),
         "target_seconds": target,
         "within_target": None if target is None else bool(eval_s <= target),
         "phases": summarise_phases(result.timings),

@@ -1,4 +1,4 @@
-"""Command line: `recsys generate | prepare | profile | build-cache | serve | dashboard`."""
+"""Command line: `recsys generate | prepare | profile | evaluate | build-cache | notebook | summary | serve | dashboard`."""
 
 from __future__ import annotations
 
@@ -141,6 +141,17 @@ def _dashboard(args: argparse.Namespace) -> dict[str, Any]:
     exec_module("dashboard", *(["--port", str(args.port)] if args.port is not None else []))
 
 
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the evaluation once (tuning on validation, one test scoring) and write its results."""
+    from recsys.evaluation.run import main as evaluate_main
+
+    argv = [*(["--input", args.input] if args.input else []), *(["--quick"] if args.quick else [])]
+    code = evaluate_main(argv)
+    if code:
+        raise SystemExit(code)
+    return {}
+
+
 def _summary(args: argparse.Namespace) -> dict[str, Any]:
     """Write reports/summary.md from the pipeline's metrics."""
     from recsys.reporting.summary import write_summary
@@ -152,6 +163,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] 
     "generate": ("write the synthetic default log (case-study CSV format)", _generate),
     "prepare": ("read a raw log into the canonical Parquet, quarantining bad rows", _prepare),
     "profile": ("print the profile statistics vs the published profile", _profile),
+    "evaluate": ("run the evaluation (validation tuning, one test scoring) into reports/evaluation", _evaluate),
     "build-cache": ("build the top-N audience cache for every product", _build_cache),
     "notebook": ("execute a pipeline notebook (papermill, kernel 'recsys') into reports/ + HTML", _notebook),
     "summary": ("write reports/summary.md from the pipeline's metrics", _summary),
@@ -177,8 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--retention", type=float, help="behaviour: target retention share across the 80%% split")
             p.add_argument("--shard-scale", type=float,
                            help="write independent shards of this scale, one in memory at a time (default: 10 from scale 100 on)")
-        if name in {"prepare", "profile", "build-cache"}:
+        if name in {"prepare", "profile", "build-cache", "evaluate"}:
             p.add_argument("--input", help="input path (default: params)")
+        if name == "evaluate":
+            p.add_argument("--quick", action="store_true", help="small factor models, tuning budget 1 (smoke run)")
         if name in {"prepare", "build-cache"}:
             p.add_argument("--output", help="output path (default: params/config)")
         if name == "build-cache":

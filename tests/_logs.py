@@ -100,3 +100,29 @@ def random_log(
             "event_date": dates.astype(DATE_DTYPE),
         }
     )
+
+
+def high_churn_log(n_users: int = 1500, n_products: int = 150, seed: int = 0) -> pd.DataFrame:
+    """Like the case study: most customers appear once, popularity is skewed, wishlist rows are undated.
+
+    About 10% of customers return; a returning customer tends to revisit products they touched
+    (so engagement is a real, weak signal). Dates span 180 days.
+    """
+    rng = np.random.default_rng(seed)
+    pop = 1.0 / np.arange(1, n_products + 1) ** 1.1
+    pop /= pop.sum()
+    start = pd.Timestamp("2022-10-01", tz="UTC")
+    cust, prod, date, event = [], [], [], []
+    for u in range(1, n_users + 1):
+        n = 1 if rng.random() < 0.9 else int(rng.integers(2, 8))
+        first = rng.uniform(0, 180)
+        days = np.sort(first + rng.exponential(20, size=n)) % 180
+        own = rng.choice(n_products, size=n, p=pop) + 1
+        own[1:] = np.where(rng.random(n - 1) < 0.3, own[0], own[1:])
+        for d, p in zip(days, own):
+            cust.append(u * 7 + 3)  # sparse ids
+            prod.append(int(p))
+            ev = rng.choice(["purchased", "cart", "wishlist"], p=[0.35, 0.6, 0.05])
+            event.append(str(ev))
+            date.append(None if ev == "wishlist" else str(start + pd.Timedelta(days=float(d))))
+    return list_log(cust, prod, date, event, default_event="cart", name=lambda p: f"item {p % 7} size {p % 3}")

@@ -9,7 +9,7 @@ import pytest
 from recsys.evaluation.frame import build_eval_sets
 from recsys.evaluation.references import random_metrics
 from recsys.evaluation.scoring import coded_recommendations, score_lists
-from recsys.evaluation.split import temporal_split
+from recsys.evaluation.split import cutoff_at, window_split
 from recsys.rankers import available_rankers, make_ranker
 from recsys.rankers.base import History
 from recsys.rankers.bgnbd import BGNBDRanker, bgnbd_available, rfm_summary
@@ -159,7 +159,7 @@ def test_rank_before_fit_is_a_clear_error() -> None:
 def test_als_beats_random_on_co_purchase_structure() -> None:
     """On a dense log with group structure, ALS finds the next purchase far above chance (the CF path is real)."""
     log = co_purchase_log()
-    split = temporal_split(log, quantile=0.8)
+    split = window_split(log, cutoff_at(log["event_date"], 0.8))
     existing, _ = build_eval_sets(split)
     ks = (5, 10)
     ranker = ALSRanker({"factors": 8, "iterations": 15, "seed": 1, "num_threads": 1, "regularization": 0.1}).fit(split.train)
@@ -169,6 +169,22 @@ def test_als_beats_random_on_co_purchase_structure() -> None:
     als_p5, rnd_p5 = np.nanmean(als[0, 0]), np.nanmean(rnd[0, 0])
     assert als_p5 > 4 * rnd_p5, (als_p5, rnd_p5)
     assert np.nanmean(als[2, 1]) > 0.9  # hit rate@10: nearly every product finds a buyer
+
+
+def test_als_train_more_equals_a_fresh_fit_and_threads_do_not_matter() -> None:
+    log = co_purchase_log()
+    fresh = ALSRanker({**SMALL_ALS, "iterations": 10}).fit(log)
+    continued = ALSRanker({**SMALL_ALS, "iterations": 4}).fit(log).train_more(6)
+    two_threads = ALSRanker({**SMALL_ALS, "iterations": 10, "num_threads": 2, "score_threads": 2}).fit(log)
+    assert continued.params["iterations"] == 10
+    for other in (continued, two_threads):
+        assert np.array_equal(fresh.user_factors_, other.user_factors_)
+        assert np.array_equal(fresh.item_factors_, other.item_factors_)
+    products = np.arange(1, 41)
+    a, b = fresh.rank(products, 20), two_threads.rank(products, 20)
+    assert np.array_equal(a.customer_ids, b.customer_ids) and np.array_equal(a.scores, b.scores)
+    with pytest.raises(ValueError, match="iterations > 0"):
+        fresh.train_more(0)
 
 
 def test_bpr_fits_and_respects_contract() -> None:

@@ -19,25 +19,25 @@ from recsys.evaluation.frame import build_eval_sets, oracle_lists
 from recsys.evaluation.metrics import (
     METRICS,
     average_precision_at_k,
-    bootstrap_means,
     hit_rate_at_k,
     hits_against,
     metrics_at_k,
     nanmean_or_nan,
     ndcg_at_k,
-    percentile_ci,
     precision_at_k,
     recall_at_k,
 )
 from recsys.evaluation.references import oracle_metrics, random_expectation
-from recsys.evaluation.report import hit_count, lift_verdict
-from recsys.evaluation.run import EvalConfig, ModelSpec, quick_params, ranker_params, run_evaluation
+from recsys.evaluation.report import overall_sentence
+from recsys.evaluation.results import EvaluationSummary, read_summary
+from recsys.evaluation.run import quick_params, run_evaluation
 from recsys.evaluation.scoring import RankerContractError, coded_recommendations
-from recsys.evaluation.split import split_summary, temporal_split
+from recsys.evaluation.settings import EvalConfig, ranker_params
+from recsys.evaluation.split import cutoff_at, protocol_splits, split_summary, undated_facts, window_split
 from recsys.rankers import Recommendations
 from recsys.reporting import plots
 
-from _logs import list_log
+from _logs import high_churn_log, list_log
 
 L2 = np.log2
 
@@ -49,53 +49,44 @@ L2 = np.log2
 
 def canonical(customers, products, dates, events=None) -> pd.DataFrame:
     """A canonical interactions table from plain lists (dates as ISO strings or None; default event cart)."""
-    return list_log(customers, products, dates, events, default_event="cart", name=lambda p: f"item {p % 7} size {p % 3}")
-
-
-def high_churn_log(n_users: int = 1500, n_products: int = 150, seed: int = 0) -> pd.DataFrame:
-    """Like the case study: most customers appear once, popularity is skewed, wishlist rows are undated.
-
-    About 10% of customers return; a returning customer tends to revisit products they touched
-    (so engagement is a real, weak signal). Dates span 180 days.
-    """
-    rng = np.random.default_rng(seed)
-    pop = 1.0 / np.arange(1, n_products + 1) ** 1.1
-    pop /= pop.sum()
-    start = pd.Timestamp("2022-10-01", tz="UTC")
-    cust, prod, date, event = [], [], [], []
-    for u in range(1, n_users + 1):
-        n = 1 if rng.random() < 0.9 else int(rng.integers(2, 8))
-        first = rng.uniform(0, 180)
-        days = np.sort(first + rng.exponential(20, size=n)) % 180
-        own = rng.choice(n_products, size=n, p=pop) + 1
-        own[1:] = np.where(rng.random(n - 1) < 0.3, own[0], own[1:])
-        for d, p in zip(days, own):
-            cust.append(u * 7 + 3)  # sparse ids
-            prod.append(int(p))
-            ev = rng.choice(["purchased", "cart", "wishlist"], p=[0.35, 0.6, 0.05])
-            event.append(str(ev))
-            date.append(None if ev == "wishlist" else str(start + pd.Timedelta(days=float(d))))
-    return canonical(cust, prod, date, event)
+    return list_log(
+        customers, products, dates, events, default_event="cart", name=lambda p: f"item {p % 7} size {p % 3}"
+    )
 
 
 def tiny_params(models: dict | None = None, **over) -> dict:
-    """Evaluate params for a fast run on a tiny log."""
+    """Evaluate params for a fast run on a tiny log (small grids, few bootstrap replicates)."""
     block = {
         "seed": 5,
-        "split": {"quantile": 0.8, "undated_in_train": True},
+        "split": {"quantile": 0.8, "validation": "matched", "undated_policy": "exclude_only"},
         "ks": [5, 10, 20],
         "headline_k": 10,
-        "bootstrap": {"n": 200, "ci": 0.95},
-        "backtest": {"quantiles": [0.6, 0.7, 0.8], "horizon": "matched"},
+        "tuning": {"objective": {"metric": "precision", "k": 20}, "budget": {"default": 2}, "seed": 3},
+        "intervals": {"n_boot": 200, "level": 0.95},
+        "comparisons": {"cf_models": ["als", "itemknn"], "engagement_models": ["activity", "popularity"]},
         "models": models
         or {
             "random": {"ranker": "random"},
-            "activity_log1p": {"ranker": "activity", "engagement": {"normalisation": "log1p_minmax"}},
-            "activity_minmax": {"ranker": "activity", "engagement": {"normalisation": "minmax"}},
+            "activity": {"ranker": "activity", "search": {"engagement.normalisation": ["log1p_minmax", "minmax"]}},
+            "popularity": {"ranker": "popularity"},
             "recency": {"ranker": "recency"},
-            "content": {"ranker": "content"},
-            "als": {"ranker": "als", "factors": 8, "iterations": 5, "num_threads": 1, "chunk_size": 64},
-            "bgnbd": {"ranker": "bgnbd", "optional": True},
+            "content": {"ranker": "content", "search": {"affinity_weight": [0.3, 0.7]}},
+            "als": {
+                "ranker": "als",
+                "factors": 8,
+                "iterations": 5,
+                "num_threads": 1,
+                "chunk_size": 64,
+                "search": {"factors": [4, 8], "iterations": [2, 5]},
+            },
+            "itemknn": {
+                "ranker": "itemknn",
+                "search": [
+                    {"similarity": ["cosine"], "K": [5, 20]},
+                    {"similarity": ["bm25"], "K": [5], "B": [0.5, 0.9]},
+                ],
+            },
+            "bgnbd": {"ranker": "bgnbd", "optional": True, "enabled": False},
         },
     }
     block.update(over)
@@ -160,21 +151,8 @@ def test_vectorised_metrics_match_single_lists() -> None:
     fns = (precision_at_k, recall_at_k, hit_rate_at_k, ndcg_at_k, average_precision_at_k)
     for i, fn in enumerate(fns):
         for j, k in enumerate(ks):
-            expected = [fn(x, t, k) for x, t in zip(lists, truths)]
+            expected = [fn(x, t, k) for x, t in zip(lists, truths, strict=True)]
             np.testing.assert_allclose(got[i, j], expected, equal_nan=True)
-
-
-def test_bootstrap_is_seeded_paired_and_nan_aware() -> None:
-    rng = np.random.default_rng(0)
-    v = np.column_stack([rng.random(500), np.full(500, 0.25), np.where(rng.random(500) < 0.5, np.nan, 1.0)])
-    a, b = bootstrap_means(v, 300, seed=9), bootstrap_means(v, 300, seed=9)
-    assert np.array_equal(a, b)
-    lo, hi = percentile_ci(a)
-    assert lo[0] < v[:, 0].mean() < hi[0]
-    assert lo[1] == pytest.approx(0.25) and hi[1] == pytest.approx(0.25)
-    assert lo[2] == pytest.approx(1.0) and hi[2] == pytest.approx(1.0)
-    empty = bootstrap_means(np.full((4, 1), np.nan), 10, seed=1)
-    assert np.isnan(empty).all() and np.isnan(percentile_ci(empty)[0]).all()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,40 +160,67 @@ def test_bootstrap_is_seeded_paired_and_nan_aware() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_split_has_no_leakage_and_keeps_undated_out_of_test() -> None:
+def test_train_precedes_validation_precedes_test_and_undated_rows_follow_the_policy() -> None:
     log = high_churn_log()
-    for undated_in_train in (True, False):
-        s = temporal_split(log, 0.8, undated_in_train)
-        assert s.train["event_date"].dropna().max() < s.cutoff <= s.test["event_date"].min()
-        assert s.test["event_date"].notna().all()
-        n_undated = int(log["event_date"].isna().sum())
-        assert n_undated > 0
-        assert int(s.train["event_date"].isna().sum()) == (n_undated if undated_in_train else 0)
-        assert len(s.train) + len(s.test) + s.undated_dropped == len(log)
-        assert s.undated_dropped == (0 if undated_in_train else n_undated)
+    n_undated = int(log["event_date"].isna().sum())
+    assert n_undated > 0
+    for policy in ("exclude_only", "train", "drop"):
+        val, test = protocol_splits(log, 0.8, "matched", policy)
+        assert val.train["event_date"].dropna().max() < val.cutoff <= val.test["event_date"].min()
+        assert val.test["event_date"].max() < test.cutoff == val.end <= test.test["event_date"].min()
+        assert test.train["event_date"].dropna().max() < test.cutoff
+        for s in (val, test):
+            assert s.test["event_date"].notna().all()  # undated rows never reach a truth window
+            assert int(s.train["event_date"].isna().sum()) == (n_undated if policy == "train" else 0)
+            assert len(s.exclude) == (n_undated if policy == "exclude_only" else 0)
+        assert val.window_days == pytest.approx(test.window_days, abs=1e-6)  # matched windows
+        dated = int(log["event_date"].notna().sum())
+        assert len(test.train) - (n_undated if policy == "train" else 0) + len(test.test) == dated
+    with pytest.raises(ValueError, match="undated_policy"):
+        protocol_splits(log, 0.8, "matched", "keep")
 
 
-def test_split_window_and_summary() -> None:
-    log = high_churn_log()
-    full = temporal_split(log, 0.6)
-    window = temporal_split(log, 0.6, test_days=10)
-    assert window.test["event_date"].max() < window.cutoff + pd.Timedelta(days=10)
-    assert len(window.test) + window.after_window_dropped == len(full.test)
-    summary = split_summary(full)
-    unseen = ~full.test["customer_id"].drop_duplicates().isin(full.train["customer_id"])
-    assert summary["test_users_unseen_share"] == pytest.approx(unseen.mean())
-    assert summary["test_users_unseen_share"] > 0.5  # high churn
-
-
-def test_split_errors_are_explicit() -> None:
-    log = high_churn_log(n_users=50)
+def test_validation_quantile_and_explicit_errors() -> None:
+    log = high_churn_log(n_users=300)
+    val, test = protocol_splits(log, 0.8, 0.6)
+    assert val.cutoff == cutoff_at(log["event_date"], 0.6) and val.end == test.cutoff
+    with pytest.raises(ValueError, match="validation cutoff"):
+        protocol_splits(log, 0.6, 0.7)
     with pytest.raises(ValueError, match="between 0 and 1"):
-        temporal_split(log, 1.0)
+        protocol_splits(log, 1.0)
     undated = log.assign(event_date=pd.Series(pd.NaT, index=log.index, dtype=DATE_DTYPE))
     with pytest.raises(ValueError, match="dated rows"):
-        temporal_split(undated, 0.8)
+        protocol_splits(undated, 0.8)
     with pytest.raises(RuntimeError, match="event_date"):
-        temporal_split(log.drop(columns="event_date"), 0.8)
+        protocol_splits(log.drop(columns="event_date"), 0.8)
+    summary = split_summary(test)
+    unseen = ~test.test["customer_id"].drop_duplicates().isin(test.train["customer_id"])
+    assert summary["truth_customers_unseen_share"] == pytest.approx(unseen.mean())
+
+
+def test_undated_facts_by_hand() -> None:
+    # customer 5 is known before the cutoff only through an undated row and buys in the test window; both
+    # test-window pairs (5, 3) and (1, 1) are also undated wishlist pairs (excluded under exclude_only)
+    log = canonical(
+        [1, 2, 1, 5, 5, 1],
+        [1, 2, 1, 3, 3, 1],
+        ["2023-01-01", "2023-01-02", None, None, "2023-02-05", "2023-02-06"],
+        ["cart", "cart", "wishlist", "wishlist", "cart", "cart"],
+    )
+    test = window_split(log, pd.Timestamp("2023-02-01", tz="UTC"))
+    facts = undated_facts(log, test)
+    assert facts == {
+        "undated_rows": 2,
+        "undated_customers": 2,
+        "customers_known_only_undated": 0,
+        "known_only_undated_truth_customers": 1,
+        "excluded_truth_pairs": 2,
+    }
+    only = canonical([7, 8], [1, 1], [None, "2023-01-03"], ["wishlist", "cart"])
+    assert (
+        undated_facts(only, window_split(only, pd.Timestamp("2023-01-02", tz="UTC")))["customers_known_only_undated"]
+        == 1
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,8 +237,13 @@ def toy_split_log() -> pd.DataFrame:
     )
 
 
+def split_at(log: pd.DataFrame, quantile: float, policy: str = "exclude_only"):
+    """The test split of a log at a date quantile."""
+    return window_split(log, cutoff_at(log["event_date"], quantile), None, policy)
+
+
 def test_eval_sets_truth_exclusions_and_oracle_by_hand() -> None:
-    s = temporal_split(toy_split_log(), 0.4)
+    s = split_at(toy_split_log(), 0.4)
     assert s.train["customer_id"].tolist() == [1, 2, 3]
     existing, new = build_eval_sets(s)
     assert existing.product_ids.tolist() == [1] and new.product_ids.tolist() == [3]
@@ -253,9 +263,9 @@ def test_eval_sets_truth_exclusions_and_oracle_by_hand() -> None:
 def test_truth_event_filter() -> None:
     log = toy_split_log()
     log["event"] = pd.Series(["cart", "cart", "cart", "purchased", "cart", "cart", "cart"], dtype="category")
-    existing, _ = build_eval_sets(temporal_split(log, 0.4), truth_events=["purchased"])
+    existing, _ = build_eval_sets(split_at(log, 0.4), truth_events=["purchased"])
     assert existing.customers.ids[existing.truth].tolist() == [2]
-    existing, _ = build_eval_sets(temporal_split(log, 0.4), truth_events=["rating"])
+    existing, _ = build_eval_sets(split_at(log, 0.4), truth_events=["rating"])
     assert existing.n_relevant.tolist() == [0]  # kept, metrics become NaN
 
 
@@ -283,8 +293,21 @@ def test_random_expectation_edge_cases() -> None:
     assert out[0, 0, 2] == pytest.approx(0.5) and out[2, 0, 2] == 1.0  # whole pool drawn
 
 
+def test_undated_rows_exclude_for_references_too() -> None:
+    log = pd.concat([toy_split_log(), canonical([3], [1], [None], ["wishlist"])], ignore_index=True)
+    existing, _ = build_eval_sets(split_at(log, 0.4, "exclude_only"))
+    ids = existing.customers.ids
+    assert sorted(ids[existing.excl]) == [1, 2, 3]  # c3 wishlisted p1: excluded like a buyer
+    assert existing.n_eligible_relevant().tolist() == [0] and existing.pool_size().tolist() == [0]
+    assert existing.scored_mask().tolist() == [False]
+    trained, _ = build_eval_sets(split_at(log, 0.4, "train"))
+    assert sorted(trained.customers.ids[trained.excl]) == [1, 2, 3]
+    dropped, _ = build_eval_sets(split_at(log, 0.4, "drop"))
+    assert sorted(dropped.customers.ids[dropped.excl]) == [1, 2] and dropped.n_eligible_relevant().tolist() == [1]
+
+
 def test_contract_violations_are_caught() -> None:
-    s = temporal_split(toy_split_log(), 0.4)
+    s = split_at(toy_split_log(), 0.4)
     existing, _ = build_eval_sets(s)
 
     def recs(customers: list[int]) -> Recommendations:
@@ -315,38 +338,130 @@ def churn_run(tmp_path_factory: pytest.TempPathFactory):
     return result, out
 
 
-def test_end_to_end_on_high_churn_log_writes_every_output(churn_run) -> None:
+OUTPUTS = (
+    "summary.json",
+    "metrics_at_k.csv",
+    "new_products_at_k.csv",
+    "slices_at_k.csv",
+    "validation.csv",
+    "comparisons.csv",
+    "report.md",
+    "metrics.json",
+    "precision_at_k.csv",
+)
+
+
+def test_end_to_end_writes_every_output_once(churn_run) -> None:
     result, out = churn_run
-    names = ("metrics.json", "metrics_at_k.csv", "new_products_at_k.csv", "backtest_at_k.csv", "slices_at_k.csv", "conclusion.md")
-    for name in names:
+    for name in OUTPUTS:
         assert (out / name).is_file(), name
     table = pd.read_csv(out / "metrics_at_k.csv")
-    assert list(table.columns) == ["model", "k", "metric", "value", "ci_low", "ci_high", "n_products"]
-    models = set(table["model"])
-    assert {"random", "activity_log1p", "activity_minmax", "recency", "content", "als", "random_expected", "oracle"} <= models
+    assert list(table.columns) == [
+        "model",
+        "k",
+        "metric",
+        "value",
+        "ci_low",
+        "ci_high",
+        "interval",
+        "hits",
+        "n_products",
+    ]
+    assert {
+        "random",
+        "activity",
+        "popularity",
+        "recency",
+        "content",
+        "als",
+        "itemknn",
+        "random_expected",
+        "oracle",
+    } == set(table["model"])
     assert set(table["metric"]) == set(METRICS) | {"lift"}
     ok = table.dropna(subset=["value", "ci_low", "ci_high"])
     assert ((ok["ci_low"] <= ok["value"] + 1e-12) & (ok["value"] <= ok["ci_high"] + 1e-12)).all()
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert {"split", "products", "models", "references", "backtest", "diagnostics", "hits"} <= set(metrics)
+    assert (table.loc[table["metric"] == "precision", "interval"].isin(["quasi_poisson_garwood", "exact"])).all()
+    summary = read_summary(out / "summary.json")
+    assert summary == result.summary
+    assert EvaluationSummary.model_validate_json((out / "summary.json").read_text()) == summary
     assert json.loads((out / "timings.json").read_text())["total"] > 0
-    assert metrics["products"]["evaluated"] > 0
-    assert len(metrics["backtest"]) == 3
-    backtest = pd.read_csv(out / "backtest_at_k.csv")
-    assert sorted(backtest["cutoff_quantile"].unique()) == [0.6, 0.7, 0.8]
-    assert "Verdict at k=10" in result.conclusion and "Temporal split" in result.conclusion
-    if "bgnbd" in metrics["skipped_models"]:
-        assert "pymc-marketing" in metrics["skipped_models"]["bgnbd"]
+    assert "timings" not in (out / "summary.json").read_text()
+
+
+def test_tuned_models_report_every_trial_and_the_chosen_one(churn_run) -> None:
+    result, _ = churn_run
+    tuning = {t.model: t for t in result.summary.tuning}
+    assert set(tuning) == {"activity", "popularity", "content", "als", "itemknn"}  # searched, or in a verdict group
+    assert len(tuning["als"].trials) == 4 and tuning["als"].fits == 2  # 2 fits x 2 iteration counts, re-scored
+    assert len(tuning["content"].trials) == 2 and tuning["content"].fits == 1
+    assert len(tuning["itemknn"].space) == 2 and tuning["itemknn"].fits == 2  # a union of 4 grid points, budget 2
+    for tr in tuning["itemknn"].trials:
+        assert ("B" in tr.params) == (tr.params["similarity"] == "bm25")
+    for t in tuning.values():
+        assert sum(tr.chosen for tr in t.trials) == 1
+        chosen = next(tr for tr in t.trials if tr.chosen)
+        assert chosen.objective == max(tr.objective for tr in t.trials)
+        assert t.chosen == chosen.params
+    als = result.summary.model("als")
+    for key, value in tuning["als"].chosen.items():
+        assert als.params[key] == value  # the test fit uses the settings chosen on validation
+    validation = result.validation
+    assert len(validation) == sum(len(t.trials) for t in tuning.values())
+
+
+def test_tuning_never_sees_the_test_window(churn_run, tmp_path: Path) -> None:
+    result, _ = churn_run
+    log = high_churn_log()
+    test_cutoff = result.summary.split("test").cutoff
+    later = (log["event_date"] >= pd.Timestamp(test_cutoff)).fillna(False)
+    shuffled = log.copy()
+    rng = np.random.default_rng(0)
+    shuffled.loc[later, "customer_id"] = rng.permutation(shuffled.loc[later, "customer_id"].to_numpy())
+    again = run_evaluation(tiny_params(), interactions=shuffled, output_dir=tmp_path, feature_params={})
+    assert again.summary.split("test").cutoff == test_cutoff
+    assert again.summary.tuning == result.summary.tuning
 
 
 def test_oracle_ceiling_bounds_every_model(churn_run) -> None:
     result, _ = churn_run
-    for table in (result.main, result.new_products, result.backtest):
-        for keys, part in table[table["metric"] == "precision"].groupby(
-            [c for c in ("cutoff_quantile", "k") if c in table.columns]
-        ):
+    for table in (result.main, result.new_products):
+        prec = table[table["metric"] == "precision"]
+        for k, part in prec.groupby("k"):
             oracle = part.loc[part["model"] == "oracle", "value"].iloc[0]
-            assert (part["value"] <= oracle + 1e-12).all(), keys
+            assert (part["value"] <= oracle + 1e-12).all(), k
+
+
+def test_hits_and_intervals_are_consistent(churn_run) -> None:
+    result, _ = churn_run
+    s = result.summary
+    test = s.split("test")
+    for m in s.models:
+        for p in m.precision:
+            assert p.value == pytest.approx(p.hits / (p.k * test.evaluated_with_truth), rel=1e-5)
+            assert p.low <= p.value <= p.high and p.high > 0  # zero hits still get a positive upper bound
+            assert p.phi >= test.truth_dispersion - 1e-9
+    assert [c.k for c in s.random_coverage] == s.protocol.ks
+
+
+def test_family_holm_power_and_verdicts(churn_run) -> None:
+    result, _ = churn_run
+    s = result.summary
+    verdict_comps = [c for c in s.comparisons if "verdict" in c.purpose]
+    assert [c.k for c in verdict_comps] == s.protocol.ks
+    cf_tunings = [t for t in s.tuning if t.model in ("als", "itemknn")]
+    chosen = [next(tr for tr in t.trials if tr.chosen) for t in cf_tunings]
+    best = max(range(len(chosen)), key=lambda i: (chosen[i].objective, chosen[i].hits_headline_k, -i))
+    assert {c.a for c in verdict_comps} == {cf_tunings[best].model}  # the CF representative is chosen on validation
+    for c in s.comparisons:
+        assert c.p_holm >= c.p_value and c.significant == (c.p_holm < s.protocol.alpha)
+        assert c.discordant <= c.hits_a + c.hits_b
+    assert [v.k for v in s.verdicts] == s.protocol.ks
+    assert s.overall == overall_sentence(s.verdicts)
+    d = s.default_ranker
+    assert d is not None and d.label not in ("random",)
+    assert any("default_ranker" in c.purpose for c in s.comparisons)
+    assert "## Protocol" in result.report.split("## Data")[0]
 
 
 def test_new_users_slice_is_unreachable(churn_run) -> None:
@@ -354,18 +469,45 @@ def test_new_users_slice_is_unreachable(churn_run) -> None:
     s = result.slices
     recall0 = s[(s["slice"] == "0") & (s["metric"] == "recall")]["value"].dropna()
     assert len(recall0) and (recall0 == 0).all()
-    shares = result.metrics["diagnostics"]["share_test_rows_by_training_rows"]
-    assert sum(shares.values()) == pytest.approx(1.0)
+    shares = result.summary.slice_shares["test_rows"]
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-5)
     assert shares["0"] > 0.5
 
 
 def test_run_is_deterministic(churn_run, tmp_path: Path) -> None:
     result, out = churn_run
-    again = run_evaluation(tiny_params(), interactions=high_churn_log(), output_dir=tmp_path, feature_params={})
-    pd.testing.assert_frame_equal(result.main, again.main)
-    assert result.conclusion == again.conclusion
-    for name in ("metrics.json", "metrics_at_k.csv", "backtest_at_k.csv", "slices_at_k.csv"):
+    run_evaluation(tiny_params(), interactions=high_churn_log(), output_dir=tmp_path, feature_params={})
+    for name in OUTPUTS:
         assert (out / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+def test_undated_policy_changes_what_trains_and_is_reported(tmp_path: Path) -> None:
+    models = {
+        "random": {"ranker": "random"},
+        "activity": {"ranker": "activity"},
+        "popularity": {"ranker": "popularity"},
+        "itemknn": {"ranker": "itemknn", "K": 10},
+    }
+    runs = {}
+    for policy in ("exclude_only", "train", "drop"):
+        params = tiny_params(
+            models=models,
+            split={"quantile": 0.8, "validation": "matched", "undated_policy": policy},
+            comparisons={"cf_models": ["itemknn"], "engagement_models": ["activity", "popularity"]},
+        )
+        runs[policy] = run_evaluation(
+            params, interactions=high_churn_log(), output_dir=tmp_path / policy, feature_params={}
+        )
+    exclude, train, drop = (runs[p].summary for p in ("exclude_only", "train", "drop"))
+    assert exclude.undated.policy == "exclude_only" and exclude.undated.undated_rows > 0
+    assert exclude.undated == drop.undated.model_copy(update={"policy": "exclude_only"})
+    assert exclude.split("test").exclude_rows == exclude.undated.undated_rows and train.split("test").exclude_rows == 0
+    assert train.split("test").fit_rows == exclude.split("test").fit_rows + exclude.undated.undated_rows
+    assert (
+        drop.split("test").reachable_pairs >= exclude.split("test").reachable_pairs
+    )  # nothing excluded by undated rows
+    for policy, run in runs.items():
+        assert f"**Undated rows: `{policy}`**" in run.report.split("## Data")[0]
 
 
 def test_params_are_validated() -> None:
@@ -373,14 +515,43 @@ def test_params_are_validated() -> None:
         EvalConfig.from_params(tiny_params(headline_k=7)["evaluate"])
     with pytest.raises(ValueError, match="models"):
         EvalConfig.from_params({"models": {}})
-    cfg = EvalConfig.from_params(tiny_params(models={"x": {"ranker": "als", "enabled": False}, "r": {"ranker": "random"}})["evaluate"])
+    with pytest.raises(ValueError, match="objective.k"):
+        EvalConfig.from_params(tiny_params(tuning={"objective": {"metric": "precision", "k": 7}})["evaluate"])
+    with pytest.raises(ValueError, match="budget.default must be >= 1"):
+        EvalConfig.from_params(
+            tiny_params(tuning={"objective": {"metric": "precision", "k": 20}, "budget": 0})["evaluate"]
+        )
+    with pytest.raises(ValueError, match="cf_models"):
+        EvalConfig.from_params(tiny_params(comparisons={"cf_models": ["nope"]})["evaluate"])
+    with pytest.raises(ValueError, match="unknown key"):
+        EvalConfig.from_params(tiny_params(split={"undated_in_train": True})["evaluate"])
+    cfg = EvalConfig.from_params(
+        tiny_params(
+            models={"x": {"ranker": "als", "enabled": False}, "r": {"ranker": "random"}},
+            comparisons={"cf_models": [], "engagement_models": []},
+        )["evaluate"]
+    )
     assert [m.label for m in cfg.models] == ["r"]
 
 
+def test_search_space_errors_name_the_model_and_key(tmp_path: Path) -> None:
+    params = tiny_params(
+        models={"activity": {"ranker": "activity", "search": {"engagement.normalisation": "minmax"}}},
+        comparisons={"cf_models": [], "engagement_models": ["activity"]},
+    )
+    with pytest.raises(
+        ValueError, match="evaluate.models.activity.search.engagement.normalisation must be a non-empty list"
+    ):
+        run_evaluation(params, interactions=high_churn_log(n_users=300), output_dir=tmp_path, feature_params={})
+
+
 def test_ranker_params_never_use_a_reference_date_inside_the_test_window() -> None:
-    spec = ModelSpec("a", "activity", {"engagement": {"normalisation": "minmax"}})
-    feats = {"features": {"reference_date": "2030-01-01", "decay_days": 30}, "engagement": {"normalisation": "percentile"}}
-    p = ranker_params(spec, feats, seed=3)
+    own = {"engagement": {"normalisation": "minmax"}}
+    feats = {
+        "features": {"reference_date": "2030-01-01", "decay_days": 30},
+        "engagement": {"normalisation": "percentile"},
+    }
+    p = ranker_params(own, feats, seed=3)
     assert p["features"]["features"]["reference_date"] is None
     assert p["features"]["features"]["decay_days"] == 30
     assert p["features"]["engagement"]["normalisation"] == "minmax"
@@ -390,65 +561,46 @@ def test_ranker_params_never_use_a_reference_date_inside_the_test_window() -> No
 def test_quick_params_shrink_cf() -> None:
     q = quick_params(tiny_params())
     assert q["evaluate"]["models"]["als"]["iterations"] == 5 and "bgnbd" not in q["evaluate"]["models"]
+    assert "search" not in q["evaluate"]["models"]["als"] and q["evaluate"]["tuning"]["budget"] == 1
 
 
-def test_event_filtered_truth_runs(tmp_path: Path) -> None:
-    params = tiny_params(
-        models={"random": {"ranker": "random"}, "activity_log1p": {"ranker": "activity"}},
-        ground_truth={"events": ["purchased"]},
-        backtest={"quantiles": [0.8]},
-        cf_model="activity_log1p",
-    )
-    result = run_evaluation(params, interactions=high_churn_log(), output_dir=tmp_path, feature_params={})
-    assert result.metrics["ground_truth_events"] == ["purchased"]
-    assert result.metrics["products"]["evaluated_with_truth"] <= result.metrics["products"]["evaluated"]
-
-
-def test_string_ids_run_end_to_end(tmp_path: Path) -> None:
+def test_event_filtered_truth_and_string_ids_run(tmp_path: Path) -> None:
     log = high_churn_log(n_users=600, n_products=60)
     log["customer_id"] = ("u" + log["customer_id"].astype(str)).astype("string[pyarrow]")
     log["product_id"] = ("85123" + log["product_id"].astype(str) + "A").astype("string[pyarrow]")
     params = tiny_params(
         models={
             "random": {"ranker": "random"},
-            "activity_log1p": {"ranker": "activity"},
+            "activity": {"ranker": "activity"},
             "als": {"ranker": "als", "factors": 4, "iterations": 3, "num_threads": 1},
         },
-        backtest={"quantiles": [0.8]},
-        engagement_models=["activity_log1p"],
+        comparisons={"cf_models": ["als"], "engagement_models": ["activity"]},
+        ground_truth={"events": ["purchased"]},
     )
     result = run_evaluation(params, interactions=log, output_dir=tmp_path, feature_params={})
-    assert result.metrics["products"]["evaluated"] > 0
-    assert {"random", "activity_log1p", "als"} <= set(result.main["model"])
+    test = result.summary.split("test")
+    assert test.evaluated_products > 0 and test.evaluated_with_truth <= test.evaluated_products
+    assert result.summary.protocol.truth_events == ["purchased"]
+    assert {"random", "activity", "als"} <= set(result.main["model"])
 
 
-def _table(rows: list[tuple[str, str, float, float, float]], k: int = 10, n: int = 1000) -> pd.DataFrame:
-    """A long table from (model, metric, value, ci_low, ci_high) rows."""
-    return pd.DataFrame(
-        [{"model": m, "k": k, "metric": met, "value": v, "ci_low": lo, "ci_high": hi, "n_products": n} for m, met, v, lo, hi in rows]
+def test_case_study_comparison_only_when_asked(tmp_path: Path) -> None:
+    models = {
+        "random": {"ranker": "random"},
+        "activity": {"ranker": "activity"},
+        "als": {"ranker": "als", "factors": 4, "iterations": 2, "num_threads": 1},
+    }
+    params = tiny_params(models=models, comparisons={"cf_models": ["als"], "engagement_models": ["activity"]})
+    plain = run_evaluation(
+        params, interactions=high_churn_log(n_users=400), output_dir=tmp_path / "a", feature_params={}
     )
-
-
-def test_lift_verdict_needs_the_ci_and_the_hit_count_to_agree() -> None:
-    table = _table(
-        [
-            ("random_expected", "precision", 1e-5, 9e-6, 1.1e-5),  # 0.1 expected hits
-            ("none", "precision", 0.0, 0.0, 0.0),
-            ("none", "lift", 0.0, 0.0, 0.0),
-            ("few", "precision", 3e-4, 0.0, 7e-4),  # 3 hits: far above 0.1, but not robust
-            ("few", "lift", 30.0, 0.0, 70.0),
-            ("many", "precision", 5e-3, 3e-3, 7e-3),
-            ("many", "lift", 500.0, 300.0, 700.0),
-        ]
+    assert plain.summary.case_study is None and "original write-up" not in plain.report
+    labelled = run_evaluation(
+        params, interactions=high_churn_log(n_users=400), output_dir=tmp_path / "b", feature_params={}, case_study=True
     )
-    assert hit_count(table, "few", 10) == pytest.approx(3.0)
-    assert lift_verdict(table, "none", 10) == "indistinguishable from random"  # 0 hits vs 0.1 expected is not 'worse'
-    assert lift_verdict(table, "few", 10).startswith("above random by hit count only")
-    assert lift_verdict(table, "many", 10) == "better than random"
-    worse = _table(
-        [("random_expected", "precision", 0.1, 0.09, 0.11), ("w", "precision", 0.01, 0.005, 0.02), ("w", "lift", 0.1, 0.05, 0.2)]
+    assert (
+        labelled.summary.case_study and "Comparison with the original write-up (case-study layout)" in labelled.report
     )
-    assert lift_verdict(worse, "w", 10) == "worse than random"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -456,14 +608,17 @@ def test_lift_verdict_needs_the_ci_and_the_hit_count_to_agree() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_plots_draw_from_the_tables(churn_run) -> None:
+def test_plots_draw_from_the_results(churn_run) -> None:
     result, _ = churn_run
+    s = result.summary
     figs = [
         plots.plot_metric_at_k(result.main, "precision"),
         plots.plot_lift(result.main),
-        plots.plot_backtest(result.backtest, "precision", 10),
         plots.plot_slices(result.slices, 10),
-        plots.plot_slice_shares(result.metrics["diagnostics"]),
+        plots.plot_slice_shares(s.slice_shares),
+        plots.plot_precision_intervals(s, 10),
+        plots.plot_validation(s),
+        plots.plot_comparisons(s, "verdict"),
     ]
     for fig in figs:
         assert fig.axes and any(ax.has_data() for ax in fig.axes)

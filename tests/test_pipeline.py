@@ -14,13 +14,16 @@ import pytest
 import yaml
 
 from recsys.config import PROJ_ROOT
+from recsys.evaluation.results import read_summary
 
 pytestmark = pytest.mark.notebooks
 
 BIN = Path(sys.executable).parent
 TINY = {
     "generate.yaml": {"generate": {"scale": 0.02, "seed": 5}},
-    "evaluate.yaml": {"evaluate": {"bootstrap": {"n": 50}, "models": {"als": {"iterations": 3}}}},
+    "evaluate.yaml": {
+        "evaluate": {"intervals": {"n_boot": 50}, "tuning": {"budget": {"default": 1, "itemknn": 1, "bpr": 1}}}
+    },
 }
 
 
@@ -66,8 +69,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
 def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str, str]]) -> None:
     root, _ = project
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    for name in ("explore", "cf_proof", "cache", "evaluate"):
+    for name in ("explore", "cf_proof", "cache", "evaluate", "evaluate_report"):
         assert name in stages, f"stage {name} missing from dvc.yaml"
+    for name in ("explore", "cf_proof", "cache", "evaluate"):
         assert (root / "reports" / f"{name}.html").stat().st_size > 10_000
         executed = json.loads((root / "reports" / f"{name}.ipynb").read_text())
         assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
@@ -83,9 +87,15 @@ def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str
     cache_metrics = json.loads((root / "reports/metrics/cache.json").read_text())
     assert cache_metrics["products"] == prepared["product_id"].nunique()
     evaluation = json.loads((root / "reports/metrics/evaluate.json").read_text())
-    cf = json.loads((root / "reports/metrics/cf_proof.json").read_text())
-    assert evaluation and cf
-    assert (root / "reports/summary.md").read_text().strip()
+    summary = read_summary(root / "reports/evaluation/summary.json")
+    assert evaluation["default_ranker"] == (summary.default_ranker.ranker if summary.default_ranker else None)
+    assert {m.label for m in summary.models} >= {"random", "activity", "popularity", "als", "itemknn", "content"}
+    for name in ("evaluate", "cf_proof"):  # the notebooks render the evaluation's results, they fit nothing
+        source = json.loads((root / "notebooks" / f"{name}.ipynb").read_text())
+        code = "".join("".join(c["source"]) for c in source["cells"] if c["cell_type"] == "code")
+        assert "read_summary" in code and ".fit(" not in code and "run_evaluation" not in code
+    text = (root / "reports/summary.md").read_text()
+    assert summary.overall in text
 
 
 def test_second_repro_does_nothing_and_one_weight_reruns_only_its_stages(project: tuple[Path, dict[str, str]]) -> None:

@@ -15,7 +15,9 @@ from recsys.rankers.engagement import ActivityRanker
 
 from _logs import frame, random_log
 
-BUILTIN = ("random", "activity", "recency", "content")
+BUILTIN = ("random", "activity", "recency", "popularity", "content")
+EXCLUSION_RANKERS = (*BUILTIN, "als", "itemknn")  # every ranker that fits in a second (bpr: test_cf, bgnbd: optional)
+FAST = {"seed": 1, "token_user_cap": 15, "chunk_entries": 300, "factors": 4, "iterations": 3, "num_threads": 1, "K": 10}
 DAY = "2023-03-31"
 
 
@@ -175,6 +177,77 @@ def test_undated_rows_count_for_exclusion() -> None:
         assert out["customer_id"].tolist() == [3], name
 
 
+@pytest.mark.parametrize("name", EXCLUSION_RANKERS)
+def test_nobody_is_recommended_a_product_they_touched_dated_or_not(name: str) -> None:
+    log = random_log(n_rows=3000, n_users=300, n_products=80, seed=7, undated_frac=0.2)
+    undated = log["event_date"].isna().to_numpy()
+    ranker = make_ranker(name, FAST).fit(log[~undated], exclude=log[undated])
+    products = np.sort(log["product_id"].unique())
+    out = ranker.rank(products, 400).to_frame()
+    touched = log[["product_id", "customer_id"]].drop_duplicates()
+    assert out.merge(touched, on=["product_id", "customer_id"]).empty
+    assert set(out["customer_id"]) <= set(log.loc[~undated, "customer_id"])  # exclusion rows add no customer
+
+
+@pytest.mark.parametrize("name", EXCLUSION_RANKERS)
+def test_exclusion_rows_give_no_training_signal(name: str) -> None:
+    log = random_log(n_rows=3000, n_users=300, n_products=80, seed=8, undated_frac=0.2)
+    undated = log["event_date"].isna().to_numpy()
+    dated = log[~undated].reset_index(drop=True)
+    only_excl = log[undated].head(40).copy()
+    only_excl["product_id"] = (only_excl["product_id"] + 1000).astype(log["product_id"].dtype)
+    assert not set(only_excl["product_id"]) & set(dated["product_id"])  # products known only through exclusion rows
+    exclude = pd.concat([log[undated], only_excl], ignore_index=True)
+    plain = make_ranker(name, FAST).fit(dated)
+    with_excl = make_ranker(name, FAST).fit(dated, exclude=exclude)
+    products = np.sort(dated["product_id"].unique())
+    a = plain.rank(products, 10_000).to_frame()
+    b = with_excl.rank(products, 10_000).to_frame()
+    excluded = exclude[["product_id", "customer_id"]].drop_duplicates().assign(excl=True)
+    a = a.merge(excluded, on=["product_id", "customer_id"], how="left")
+    a = a[a["excl"].isna()].drop(columns="excl")
+    a["rank"] = a.groupby("product_id").cumcount() + 1
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False)
+
+
+def test_a_product_known_only_through_exclusion_rows_is_cold_but_still_excludes() -> None:
+    log = frame([(1, 1, "a", "purchased", DAY), (2, 2, "b", "cart", DAY), (3, 2, "b", "cart", DAY)])
+    wish = frame([(2, 9, "z", "wishlist", None), (7, 9, "z", "wishlist", None)])  # customer 7 has no fit rows
+    for name in EXCLUSION_RANKERS:
+        recs = make_ranker(name, FAST).fit(log, exclude=wish).rank([9], 5)
+        assert recs.cold_start.tolist() == [True], name
+        assert sorted(recs.customer_ids.tolist()) == [1, 3], name
+
+
+def test_popularity_orders_by_rows_then_last_activity_then_id() -> None:
+    log = frame(
+        [
+            (1, 1, "x", "purchased", "2023-01-01"),
+            (1, 2, "x", "cart", "2023-01-02"),
+            (2, 1, "x", "cart", "2023-02-01"),
+            (3, 3, "y", "purchased", "2023-03-01"),
+            (4, 3, "y", "cart", "2023-03-01"),
+            (5, 4, "z", "wishlist", None),
+        ]
+    )
+    out = make_ranker("popularity").fit(log).rank([99], 5).to_frame()
+    # customer 1: 2 rows; 3 and 4: 1 row on 2023-03-01 (tie -> id); 2: 1 row on 2023-02-01; 5: 1 undated row, last
+    assert out["customer_id"].tolist() == [1, 3, 4, 2, 5]
+    assert out["score"].tolist() == [2.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_content_with_weight_equals_a_fresh_fit() -> None:
+    log = random_log(n_rows=2000, n_users=200, n_products=50, seed=6)
+    base = make_ranker("content", {"affinity_weight": 0.5, "token_user_cap": 20}).fit(log)
+    products = np.arange(50)
+    for w in (0.0, 0.3, 0.9):
+        fresh_ranker = make_ranker("content", {"affinity_weight": w, "token_user_cap": 20}).fit(log)
+        fresh = fresh_ranker.rank(products, 15).to_frame()
+        pd.testing.assert_frame_equal(base.with_weight(w).rank(products, 15).to_frame(), fresh)
+    with pytest.raises(ValueError, match="affinity_weight"):
+        base.with_weight(1.5)
+
+
 def test_edge_requests() -> None:
     log = random_log(n_rows=300, n_users=50, n_products=10, seed=9)
     ranker = make_ranker("activity").fit(log)
@@ -250,7 +323,7 @@ def test_rescore_equals_a_refit_with_the_changed_params(name: str, str_ids: bool
         [products[0], products[len(products) // 2], unseen, products[-1]],
         dtype=products.dtype if not str_ids else object,
     )
-    for changes in RESCORE_CHANGES[name]:
+    for changes in RESCORE_CHANGES.get(name, []):  # popularity has no knobs: only the unchanged re-score below
         merged = deep_merge(base, changes)
         refit = make_ranker(name, merged).fit(log)
         _same(fitted.with_params(changes).rank(products, 12), refit.rank(products, 12))

@@ -1,1 +1,4 @@
-"""Evaluation building blocks: temporal split, coded evaluation sets, metrics, references, reports."""
+"""The evaluation protocol: splits, evaluation sets, metrics, references, tuning, intervals, tests, typed results.
+
+Entry point: ``recsys evaluate`` (recsys.evaluation.run); results: recsys.evaluation.results.
+"""

@@ -1,4 +1,4 @@
-"""Ranking metrics @k for many ranked lists at once (CSR layout), and the product bootstrap.
+"""Ranking metrics @k for many ranked lists at once (CSR layout); intervals live in recsys.evaluation.intervals.
 
 A "list" is one product's ranked audience; its relevant set is the product's test-period customers.
 Definitions (k = cut-off, rel_i = 1 if the customer at rank i is relevant, R = relevant set):
@@ -31,7 +31,7 @@ def block_rows(offsets: np.ndarray) -> np.ndarray:
 def block_ranks(offsets: np.ndarray) -> np.ndarray:
     """1-based rank of every entry within its list."""
     sizes = np.diff(offsets)
-    return np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1], sizes) + 1
+    return np.asarray(np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1], sizes) + 1, dtype=np.int64)
 
 
 def discount_cumsum(n: int) -> np.ndarray:
@@ -39,7 +39,9 @@ def discount_cumsum(n: int) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, n + 2, dtype=np.float64)))])
 
 
-def hits_against(offsets: np.ndarray, entries: np.ndarray, truth_offsets: np.ndarray, truth: np.ndarray, n_items: int) -> np.ndarray:
+def hits_against(
+    offsets: np.ndarray, entries: np.ndarray, truth_offsets: np.ndarray, truth: np.ndarray, n_items: int
+) -> np.ndarray:
     """Per entry: is entries[j] in the relevant set of its list? (codes in [0, n_items); -1 never hits)."""
     if len(entries) == 0 or len(truth) == 0:
         return np.zeros(len(entries), dtype=bool)
@@ -49,7 +51,7 @@ def hits_against(offsets: np.ndarray, entries: np.ndarray, truth_offsets: np.nda
     order = np.argsort(truth_keys, kind="stable")
     sorted_keys = truth_keys[order]
     pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return (sorted_keys[pos] == keys) & (entries >= 0)
+    return np.asarray((sorted_keys[pos] == keys) & (entries >= 0), dtype=bool)
 
 
 def metrics_at_k(offsets: np.ndarray, hits: np.ndarray, n_relevant: np.ndarray, ks: Sequence[int]) -> np.ndarray:
@@ -134,44 +136,3 @@ def nanmean_or_nan(values: np.ndarray, axis: int = -1) -> np.ndarray:
     total = np.where(finite, values, 0.0).sum(axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def bootstrap_means(values: np.ndarray, n_boot: int, seed: int, chunk: int = 50) -> np.ndarray:
-    """Means of every column over `n_boot` resamples of the rows (products) with replacement.
-
-    values: (n_rows, n_cols), NaN = missing (a resample's mean uses its finite rows only, NaN if none).
-    Every column sees the same resamples, so differences and ratios between columns are paired.
-    Returns (n_boot, n_cols).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    n, m = values.shape
-    out = np.full((n_boot, m), np.nan)
-    if n == 0 or n_boot <= 0:
-        return out
-    rng = np.random.default_rng(seed)
-    finite = np.isfinite(values)
-    filled = np.where(finite, values, 0.0)
-    fin = finite.astype(np.float64)
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        draws = rng.integers(0, n, size=(b, n))
-        counts = np.bincount((np.arange(b)[:, None] * n + draws).ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
-        sums, cnt = counts @ filled, counts @ fin
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start : start + b] = np.where(cnt > 0, sums / np.maximum(cnt, 1.0), np.nan)
-    return out
-
-
-def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of bootstrap samples along axis 0 (NaN where a column has no finite sample)."""
-    samples = np.asarray(samples, dtype=np.float64)
-    alpha = (1.0 - level) / 2.0
-    finite = np.isfinite(samples)
-    ok = finite.any(axis=0)
-    lo = np.full(samples.shape[1:], np.nan)
-    hi = np.full(samples.shape[1:], np.nan)
-    if ok.any():
-        with np.errstate(invalid="ignore"):
-            q = np.nanquantile(samples[:, ok], [alpha, 1.0 - alpha], axis=0)
-        lo[ok], hi[ok] = q[0], q[1]
-    return lo, hi

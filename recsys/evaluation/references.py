@@ -13,7 +13,7 @@ from recsys.evaluation.metrics import METRICS, discount_cumsum, metrics_at_k
 
 def _log_comb(n: np.ndarray, r: np.ndarray) -> np.ndarray:
     """log C(n, r) for arrays (0 <= r <= n)."""
-    return gammaln(n + 1.0) - gammaln(r + 1.0) - gammaln(n - r + 1.0)
+    return np.asarray(gammaln(n + 1.0) - gammaln(r + 1.0) - gammaln(n - r + 1.0), dtype=np.float64)
 
 
 def random_expectation(

@@ -1,23 +1,24 @@
-"""Honest offline evaluation: which ranker finds the customers who will engage with each product?
+"""The evaluation as one computation: ``run_evaluation(params)`` (``recsys evaluate``, ``python -m recsys.evaluation``).
 
-``run_evaluation(params)`` (params/evaluate.yaml, block ``evaluate``):
+Protocol (params/evaluate.yaml, block ``evaluate``; stated at the top of the generated report):
 
-1. temporal split at a date quantile of the dated rows (recsys.evaluation.split; undated rows never
-   reach the test side);
-2. ground truth per product = its test-period customers (optionally only some event types);
-3. every product present in both periods is evaluated (no sampling); products new in the test period
-   are reported separately (each ranker's cold-start global order);
-4. precision / recall / hit rate / NDCG / MAP @k, macro-averaged over products, 95% paired bootstrap
-   CIs over products (seeded);
-5. references: the exact expectation of random targeting, the seeded ``random`` ranker and the oracle
-   ceiling; lift over random with a CI;
-6. every model of ``models`` (random, activity with two normalisations, recency, content, ALS, BPR,
-   BG/NBD) is fitted on the same training side and ranks the same products;
-7. a rolling-origin backtest repeats the comparison at several cutoffs;
-8. diagnostics by customers' number of training interactions (0, 1, 2+);
-9. outputs: metrics JSON (DVC metrics), long CSV tables (DVC plots) and a generated conclusion.
-
-Run: ``python -m recsys.evaluation.run`` (add ``--input``, ``--output-dir``, ``--quick``).
+1. splits (recsys.evaluation.split): train | validation window | test window by date, with the
+   undated-row policy; ground truth of a product = its customers in the window;
+2. tuning (recsys.evaluation.tuning): every model with a ``search`` space, and every model of the
+   verdict's groups, is scored on the validation window; its chosen configuration is the best
+   validation objective;
+3. test: every model is refitted once with its chosen configuration on everything before the test
+   cutoff and ranks every product present on both sides (plus, separately, the new products with
+   each ranker's cold-start order); the test split is scored once;
+4. references: the exact expectation of random targeting and the oracle ceiling;
+5. intervals (recsys.evaluation.intervals): two-way (product x customer) bootstrap; precision@k
+   gets the quasi-Poisson Garwood interval of its hit count;
+6. comparisons (recsys.evaluation.significance): the family = the verdict comparison at every k
+   (the CF and the engagement model with the best validation objective) plus the default-ranker
+   comparison (test leader vs runner-up at the headline k); customer sign-flip tests, Holm, power,
+   per-k verdicts and one overall sentence;
+7. outputs, written once: ``summary.json`` (typed, recsys.evaluation.results), long CSV tables,
+   ``report.md`` (generated), the DVC metrics and plots files, and ``timings.json`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -39,139 +40,58 @@ import pandas as pd
 
 from recsys import config
 from recsys.data.contract import load_prepared
+from recsys.evaluation import report as text
+from recsys.evaluation.compare import (
+    case_study_rows,
+    coverage_records,
+    default_choice,
+    deployable_ranking,
+    plan_family,
+    representative,
+    run_family,
+    verdicts_of,
+)
 from recsys.evaluation.frame import EvalSet, build_eval_sets
-from recsys.evaluation.references import oracle_metrics, random_metrics
-from recsys.evaluation.report import (
+from recsys.evaluation.metrics import METRICS, nanmean_or_nan
+from recsys.evaluation.results import (
+    EvaluationSummary,
+    ModelResult,
+    Protocol,
+    Reference,
+    SplitFacts,
+    Trial,
+    Tuning,
+    UndatedFacts,
+    num,
+    write_summary,
+)
+from recsys.evaluation.scoring import Scored, score_ranker, slice_shares
+from recsys.evaluation.settings import EvalConfig, ModelSpec, model_extra, ranker_params
+from recsys.evaluation.split import Split, protocol_splits, split_summary, undated_facts
+from recsys.evaluation.tables import (
     ORACLE_REF,
     RANDOM_REF,
-    conclusion_text,
-    flat_metrics,
-    hit_count,
-    lift_verdict,
-    models_of,
-    paired_difference,
-    random_hit_test,
-    ranking_at,
-    segment_table,
+    TABLE_COLUMNS,
+    evaluate_set,
+    long_table,
+    precision_records,
     slice_table,
 )
-from recsys.evaluation.scoring import Segment, coded_recommendations, score_lists, slice_scores, slice_shares
-from recsys.evaluation.split import Split, split_summary, temporal_split
+from recsys.evaluation.tuning import SearchResult, TrialScore, search, with_values
 from recsys.rankers import make_ranker
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50, 100)
 OUTPUT_FILES: dict[str, str] = {
-    "metrics": "metrics.json",
+    "summary": "summary.json",
     "main": "metrics_at_k.csv",
     "new_products": "new_products_at_k.csv",
-    "backtest": "backtest_at_k.csv",
     "slices": "slices_at_k.csv",
-    "conclusion": "conclusion.md",
+    "validation": "validation.csv",
+    "comparisons": "comparisons.csv",
+    "report": "report.md",
     "timings": "timings.json",  # run-specific wall times: git-ignored, not a DVC output
 }
-
-
-# ----------------------------------------------------------------------------------------------
-# params
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model of the comparison: a label, the registered ranker name and its params block."""
-
-    label: str
-    ranker: str
-    params: Mapping[str, Any]
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """The evaluate block of params/evaluate.yaml, validated."""
-
-    quantile: float = 0.8
-    undated_in_train: bool = True
-    truth_events: tuple[str, ...] | None = None
-    ks: tuple[int, ...] = DEFAULT_KS
-    headline_k: int = 10
-    n_boot: int = 1000
-    ci_level: float = 0.95
-    seed: int = 42
-    backtest_quantiles: tuple[float, ...] = (0.6, 0.7, 0.8)
-    backtest_horizon: str | float | None = "matched"
-    new_products: bool = True
-    diagnostics: bool = True
-    cf_model: str = "als"
-    engagement_models: tuple[str, ...] = ("activity_log1p", "activity_minmax")
-    models: tuple[ModelSpec, ...] = ()
-
-    @classmethod
-    def from_params(cls, block: Mapping[str, Any]) -> EvalConfig:
-        """Build from the `evaluate` block; missing keys keep defaults; bad values raise ValueError."""
-        split = dict(block.get("split") or {})
-        boot = dict(block.get("bootstrap") or {})
-        bt = dict(block.get("backtest") or {})
-        truth = (block.get("ground_truth") or {}).get("events")
-        ks = tuple(sorted({int(k) for k in block.get("ks", DEFAULT_KS)}))
-        if not ks or ks[0] <= 0:
-            raise ValueError(f"evaluate.ks must be positive integers, got {block.get('ks')}")
-        models = tuple(
-            ModelSpec(
-                label=str(label),
-                ranker=str(spec.get("ranker", label)),
-                params={k: v for k, v in spec.items() if k not in {"ranker", "optional", "enabled"}},
-                optional=bool(spec.get("optional", False)),
-            )
-            for label, spec in (block.get("models") or {}).items()
-            if (spec or {}).get("enabled", True)
-        )
-        cfg = cls(
-            quantile=float(split.get("quantile", 0.8)),
-            undated_in_train=bool(split.get("undated_in_train", True)),
-            truth_events=tuple(truth) if truth else None,
-            ks=ks,
-            headline_k=int(block.get("headline_k", 10)),
-            n_boot=int(boot.get("n", 1000)),
-            ci_level=float(boot.get("ci", 0.95)),
-            seed=int(block.get("seed", 42)),
-            backtest_quantiles=tuple(float(q) for q in bt.get("quantiles", (0.6, 0.7, 0.8))),
-            backtest_horizon=bt.get("horizon", "matched"),
-            new_products=bool(block.get("new_products", True)),
-            diagnostics=bool(block.get("diagnostics", True)),
-            cf_model=str(block.get("cf_model", "als")),
-            engagement_models=tuple(block.get("engagement_models", ("activity_log1p", "activity_minmax"))),
-            models=models,
-        )
-        if cfg.headline_k not in cfg.ks:
-            raise ValueError(f"evaluate.headline_k={cfg.headline_k} must be one of evaluate.ks={list(cfg.ks)}")
-        if not 0.0 < cfg.ci_level < 1.0:
-            raise ValueError(f"evaluate.bootstrap.ci must be in (0, 1), got {cfg.ci_level}")
-        if not cfg.models:
-            raise ValueError("evaluate.models is empty: list at least one model (e.g. random, activity, als)")
-        return cfg
-
-
-def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge (over wins)."""
-    out = copy.deepcopy(dict(base))
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
-    return out
-
-
-def ranker_params(spec: ModelSpec, feature_params: Mapping[str, Any], seed: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Params handed to make_ranker: seed, the features block (+ the model's overrides), the model's own keys.
-
-    The features' reference_date is forced to null, i.e. the end of the training data, so no
-    feature is computed relative to a date inside the test window.
-    """
-    own = dict(spec.params)
-    feats = _deep_merge(feature_params, {k: own.pop(k) for k in ("features", "engagement") if k in own})
-    feats.setdefault("features", {})["reference_date"] = None
-    return {"seed": seed, **own, **dict(extra or {}), "features": feats}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,116 +101,116 @@ def ranker_params(spec: ModelSpec, feature_params: Mapping[str, Any], seed: int,
 
 @dataclass
 class Timer:
-    """Wall-clock seconds per named phase."""
+    """Wall-clock and process CPU seconds per named phase (CPU under 'cpu/<phase>', steadier on a shared machine)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Time the enclosed block under `name` (accumulates)."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
+            key = f"cpu/{name}"
+            self.seconds[key] = round(self.seconds.get(key, 0.0) + time.process_time() - c0, 3)
 
 
 # ----------------------------------------------------------------------------------------------
-# one cutoff
+# tuning and test fits
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class CutoffResult:
-    """Everything measured at one cutoff."""
-
-    split: dict[str, Any]
-    existing: Segment
-    new: Segment | None
-    shares: dict[str, dict[str, float]] | None
-    skipped: dict[str, str]
-    products: dict[str, int]
-    model_info: dict[str, dict[str, Any]]
+def fit_ranker(
+    ranker: str, params: Mapping[str, Any], split: Split, feature_params: Mapping[str, Any], seed: int
+) -> Any:
+    """A ranker fitted on a split's fit rows, the split's exclusion-only rows excluded."""
+    full = ranker_params(params, feature_params, seed, model_extra(ranker, params, split))
+    return make_ranker(ranker, full).fit(split.train, exclude=split.exclude)
 
 
-def _model_extra(spec: ModelSpec, split: Split) -> dict[str, Any]:
-    """Per-split overrides: BG/NBD predicts over the test window's length unless params fix it."""
-    if spec.ranker == "bgnbd" and "horizon_days" not in spec.params:
-        return {"horizon_days": max(split.test_days, 1.0)}
-    return {}
+def tune_model(
+    spec: ModelSpec, cfg: EvalConfig, val: Split, val_es: EvalSet, feature_params: Mapping[str, Any], timer: Timer
+) -> SearchResult:
+    """Search a model's space on the validation split (a single trial with its params when it has no space)."""
+    ks = tuple(sorted({cfg.headline_k, cfg.objective.k}))
+    metric = METRICS.index(cfg.objective.metric)
+
+    def fit(params: Mapping[str, Any]) -> Any:
+        with timer.phase(f"tune/fit/{spec.label}"):
+            return fit_ranker(spec.ranker, params, val, feature_params, cfg.seed)
+
+    def score(ranker: Any) -> TrialScore:
+        with timer.phase(f"tune/rank/{spec.label}"):
+            scored = score_ranker(ranker, val_es, ks, spec.label)
+        objective = float(nanmean_or_nan(scored.values[metric, ks.index(cfg.objective.k)]))
+        return TrialScore(objective, scored.hits.at(cfg.objective.k).count, scored.hits.at(cfg.headline_k).count)
+
+    return search(
+        spec.label, spec.ranker, spec.params, spec.search or {}, cfg.budget_of(spec.label), cfg.tuning_seed, fit, score
+    )
 
 
-def _score_model(
-    label: str, ranker: Any, es: EvalSet, ks: Sequence[int], seg: Segment, timer: Timer, phase: str, diagnostics: bool
-) -> None:
-    """Rank the set's products with a fitted ranker and add the per-product metrics to the segment."""
-    kmax = int(max(ks))
-    with timer.phase(f"{phase}/rank/{label}"):
-        rec = ranker.rank(es.product_ids, kmax)
-    with timer.phase(f"{phase}/metrics"):
-        offsets, codes = coded_recommendations(rec, es, label)
-        values, hits = score_lists(es, offsets, codes, ks)
-        seg.add(label, values)
-        if diagnostics:
-            seg.slice_recall[label], seg.slice_hits[label] = slice_scores(es, offsets, codes, hits, ks)
+def tuning_record(spec: ModelSpec, result: SearchResult) -> Tuning:
+    """The typed record of a search."""
+    trials = [
+        Trial(
+            index=i,
+            params={k: _scalar(v) for k, v in values.items()},
+            objective=num(s.objective),
+            hits_objective_k=s.hits_objective_k,
+            hits_headline_k=s.hits_headline_k,
+            chosen=i == result.chosen,
+        )
+        for i, (values, s) in enumerate(result.trials)
+    ]
+    return Tuning(
+        model=spec.label,
+        space=[{k: [_scalar(v) for v in vs] for k, vs in grid.items()} for grid in result.space],
+        grid_size=result.grid_size,
+        fits=result.fits,
+        trials=trials,
+        chosen={k: _scalar(v) for k, v in result.chosen_values.items()},
+    )
 
 
-def evaluate_cutoff(
-    interactions: pd.DataFrame,
-    cfg: EvalConfig,
-    feature_params: Mapping[str, Any],
-    quantile: float,
-    timer: Timer,
-    test_days: float | None = None,
-    with_new: bool = True,
-    with_diagnostics: bool = True,
-) -> CutoffResult:
-    """Split at one date quantile, fit every model on the training side, score all evaluated products."""
-    phase = f"q{quantile:g}"
-    with timer.phase(f"{phase}/split"):
-        split = temporal_split(interactions, quantile, cfg.undated_in_train, test_days)
-        existing, new = build_eval_sets(split, cfg.truth_events)
-        summary = split_summary(split)
-    log.info("cutoff q=%s (%s): %d evaluated products, %d new", quantile, summary["cutoff"], len(existing), len(new))
-    seg_old = Segment(cfg.ks, len(existing))
-    seg_new = Segment(cfg.ks, len(new)) if with_new else None
-    skipped: dict[str, str] = {}
-    info: dict[str, dict[str, Any]] = {}
-    for spec in cfg.models:
-        params = ranker_params(spec, feature_params, cfg.seed, _model_extra(spec, split))
-        try:
-            with timer.phase(f"{phase}/fit/{spec.label}"):
-                ranker = make_ranker(spec.ranker, params).fit(split.train)
-        except ImportError as exc:
-            if not spec.optional:
-                raise
-            skipped[spec.label] = f"{type(exc).__name__}: {exc}"
-            log.warning("skipping optional model %s: %s", spec.label, exc)
-            continue
-        info[spec.label] = {"ranker": spec.ranker, **{k: v for k, v in params.items() if k != "features"}}
-        if hasattr(ranker, "fit_summary_"):
-            info[spec.label]["fit_summary"] = dict(ranker.fit_summary_)
-        _score_model(spec.label, ranker, existing, cfg.ks, seg_old, timer, phase, with_diagnostics)
-        if seg_new is not None:
-            _score_model(spec.label, ranker, new, cfg.ks, seg_new, timer, f"{phase}/new", False)
-        del ranker
-    with timer.phase(f"{phase}/references"):
-        for es, seg in ((existing, seg_old), (new, seg_new)):
-            if seg is not None:
-                seg.add(RANDOM_REF, random_metrics(es, cfg.ks))
-                seg.add(ORACLE_REF, oracle_metrics(es, cfg.ks))
-    shares = None
-    if with_diagnostics:
-        test_codes = existing.customers.codes(split.test["customer_id"].to_numpy())
-        shares = slice_shares(existing, test_codes)
-    products = {
-        "evaluated": len(existing),
-        "evaluated_with_truth": int((existing.n_relevant > 0).sum()),
-        "new": len(new),
-        "relevant_pairs": int(existing.n_relevant.sum()),
-        "relevant_pairs_reachable": int(existing.n_eligible_relevant().sum()),
-    }
-    return CutoffResult(summary, seg_old, seg_new, shares, skipped, products, info)
+def _scalar(v: Any) -> float | int | str | bool | None:
+    """A JSON scalar for params (numbers rounded like every result)."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return num(v)
+    return None if v is None else str(v)
+
+
+def flat_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested params as dotted scalar keys (lists as strings)."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flat_params(v, key + "."))
+        else:
+            out[key] = _scalar(v) if not isinstance(v, (list, tuple)) else json.dumps(list(v))
+    return out
+
+
+def load_claims() -> dict[str, Any]:
+    """The original write-up's claims from the published profile."""
+    from recsys.data.profile import load_profile
+
+    return dict(load_profile().get("claims_of_the_original_write_up_to_beat_or_refute") or {})
+
+
+def is_case_study_layout(prepare_summary: Path | None = None) -> bool:
+    """True when `prepare` read the log with the case_study preset (data/prepared/prepare_summary.json: source)."""
+    path = prepare_summary or config.PREPARE_SUMMARY_JSON
+    if not Path(path).is_file():
+        return False
+    return str(json.loads(Path(path).read_text(encoding="utf-8")).get("source", "")).split("+")[0] == "case_study"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,44 +220,70 @@ def evaluate_cutoff(
 
 @dataclass
 class EvaluationResult:
-    """Tables, the flat metrics dict, the generated conclusion and where they were written."""
+    """The typed summary, the tables, the generated report and where they were written."""
 
+    summary: EvaluationSummary
     main: pd.DataFrame
     new_products: pd.DataFrame
-    backtest: pd.DataFrame
     slices: pd.DataFrame
-    metrics: dict[str, Any]
-    conclusion: str
+    validation: pd.DataFrame
+    comparisons: pd.DataFrame
+    report: str
     timings: dict[str, float]
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def _differences(seg: Segment, table: pd.DataFrame, cfg: EvalConfig) -> dict[str, tuple[float, float, float]]:
-    """Paired bootstrap differences in precision: leader vs runner-up, and each engagement model vs CF, at every k."""
-    out: dict[str, tuple[float, float, float]] = {}
-    for k in cfg.ks:
-        ranked = ranking_at(table, "precision", k)
-        if len(ranked) >= 2:
-            a, b = ranked[0][0], ranked[1][0]
-            out[f"{a}-{b}@{k}"] = paired_difference(seg, a, b, "precision", k, cfg.n_boot, cfg.seed, cfg.ci_level)
-    if cfg.cf_model in seg.labels:
-        for m in cfg.engagement_models:
-            if m in seg.labels:
-                for k in cfg.ks:
-                    out[f"{m}-{cfg.cf_model}@{k}"] = paired_difference(
-                        seg, m, cfg.cf_model, "precision", k, cfg.n_boot, cfg.seed, cfg.ci_level
-                    )
-    return out
+def split_facts(split: Split, existing: EvalSet, new: EvalSet) -> SplitFacts:
+    """Typed facts of one split and its evaluation sets."""
+    s = split_summary(split)
+    return SplitFacts(
+        name=s["name"],
+        cutoff=s["cutoff"],
+        end=s["end"],
+        window_days=float(num(s["window_days"]) or 0.0),
+        fit_rows=s["fit_rows"],
+        truth_rows=s["truth_rows"],
+        exclude_rows=s["exclude_rows"],
+        fit_customers=s["fit_customers"],
+        truth_customers=s["truth_customers"],
+        truth_customers_unseen=s["truth_customers_unseen"],
+        truth_customers_unseen_share=num(s["truth_customers_unseen_share"]),
+        truth_products=s["truth_products"],
+        truth_products_unseen=s["truth_products_unseen"],
+        evaluated_products=len(existing),
+        evaluated_with_truth=int((existing.n_relevant > 0).sum()),
+        ranked_products=int(existing.scored_mask().sum()),
+        new_products=len(new),
+        relevant_pairs=int(existing.n_relevant.sum()),
+        reachable_pairs=int(existing.n_eligible_relevant().sum()),
+        truth_dispersion=float(num(existing.truth_dispersion()) or 1.0),
+    )
 
 
-def _horizon(cfg: EvalConfig, main: CutoffResult) -> float | None:
-    """Backtest test-window length in days: matched to the main split, a number, or None (to the end)."""
-    h = cfg.backtest_horizon
-    if h is None or h == "end":
-        return None
-    if h == "matched":
-        return float(main.split["test_days"]) if main.split["test_days"] > 0 else None
-    return float(h)
+def slice_share_record(test: Split, es: EvalSet) -> dict[str, dict[str, float | None]]:
+    """Shares of test rows, test customers and relevant pairs by customers' number of fit rows (0, 1, 2+)."""
+    shares = slice_shares(es, es.customers.codes(test.test["customer_id"].to_numpy()))
+    return {what: {s: num(v) for s, v in by.items()} for what, by in shares.items()}
+
+
+def validation_table(tunings: Sequence[Tuning]) -> pd.DataFrame:
+    """Every validation trial: model, trial, params (JSON), objective, hits at the objective and headline k, chosen."""
+    rows = [
+        (
+            t.model,
+            tr.index,
+            json.dumps(tr.params, sort_keys=True),
+            tr.objective,
+            tr.hits_objective_k,
+            tr.hits_headline_k,
+            tr.chosen,
+        )
+        for t in tunings
+        for tr in t.trials
+    ]
+    return pd.DataFrame(
+        rows, columns=["model", "trial", "params", "objective", "hits_objective_k", "hits_headline_k", "chosen"]
+    )
 
 
 def run_evaluation(
@@ -346,11 +292,14 @@ def run_evaluation(
     output_dir: Path | None = None,
     feature_params: Mapping[str, Any] | None = None,
     write: bool = True,
+    case_study: bool = False,
 ) -> EvaluationResult:
-    """Run the whole evaluation from params (default params/evaluate.yaml) and write its outputs.
+    """Run the whole evaluation from params (default params/evaluate.yaml) and write its outputs once.
 
     interactions: the canonical table (default: `evaluate.input`, loaded with load_prepared).
     feature_params: the params/features.yaml structure (default: loaded from params/).
+    case_study: add the original write-up's figures as a labelled comparison (the caller decides,
+    e.g. from ``is_case_study_layout()``; never guessed here).
     """
     timer = Timer()
     block = dict((params if params is not None else config.load_params("evaluate")).get("evaluate") or {})
@@ -363,173 +312,231 @@ def run_evaluation(
     with timer.phase("load"):
         if interactions is None:
             interactions = load_prepared(config.resolve(block.get("input") or config.PREPARED_PARQUET))
-    with timer.phase("total"):
-        main = evaluate_cutoff(interactions, cfg, feature_params, cfg.quantile, timer, None, cfg.new_products, cfg.diagnostics)
-        with timer.phase("bootstrap"):
-            main_table = segment_table(main.existing, cfg.n_boot, cfg.seed, cfg.ci_level)
-            new_table = (
-                segment_table(main.new, cfg.n_boot, cfg.seed, cfg.ci_level) if main.new is not None else pd.DataFrame()
-            )
-            slices = slice_table(main.existing, cfg.n_boot, cfg.seed, cfg.ci_level) if cfg.diagnostics else pd.DataFrame()
-            diffs = _differences(main.existing, main_table, cfg)
-        backtests = []
-        horizon = _horizon(cfg, main)
-        for q in cfg.backtest_quantiles:
-            if abs(q - cfg.quantile) < 1e-12 and horizon == main.split["test_days"]:
-                res, tab = main, main_table
-            else:
-                res = evaluate_cutoff(interactions, cfg, feature_params, q, timer, horizon, False, False)
-                with timer.phase("bootstrap"):
-                    tab = segment_table(res.existing, cfg.n_boot, cfg.seed, cfg.ci_level)
-            backtests.append((q, res, tab.assign(cutoff_quantile=q, cutoff=res.split["cutoff"])))
-    backtest = pd.concat([b[2] for b in backtests], ignore_index=True) if backtests else pd.DataFrame()
-    if not backtest.empty:
-        backtest = backtest[["cutoff_quantile", "cutoff", "model", "k", "metric", "value", "ci_low", "ci_high", "n_products"]]
-    metrics = _metrics_dict(cfg, main, main_table, new_table, backtests, slices, diffs)
-    claims = _claims()
-    conclusion = conclusion_text(
-        main_table,
-        metrics,
-        diffs,
-        cfg.ks,
-        cfg.headline_k,
-        cfg.cf_model,
-        [m for m in cfg.engagement_models if m in main.existing.labels],
-        new_products=new_table if not new_table.empty else None,
-        backtest=backtest if len(backtests) > 1 else None,
-        shares=main.shares,
-        slices=slices if not slices.empty else None,
-        claims=claims,
+    t_total, c_total = time.perf_counter(), time.process_time()
+    with timer.phase("split"):
+        val, test = protocol_splits(interactions, cfg.quantile, cfg.validation, cfg.undated_policy)
+        val_es, val_new = build_eval_sets(val, cfg.truth_events)
+        test_es, new_es = build_eval_sets(test, cfg.truth_events)
+        undated = undated_facts(interactions, test)
+    log.info(
+        "validation %s..%s: %d products (%d ranked); test from %s: %d products (%d ranked), %d new",
+        val.cutoff,
+        val.end,
+        len(val_es),
+        val_es.scored_mask().sum(),
+        test.cutoff,
+        len(test_es),
+        test_es.scored_mask().sum(),
+        len(new_es),
     )
-    result = EvaluationResult(main_table, new_table, backtest, slices, metrics, conclusion, dict(timer.seconds))
+    group_labels = set(cfg.cf_models) | set(cfg.engagement_models)
+    searches: dict[str, SearchResult] = {}
+    skipped: dict[str, str] = {}
+    chosen_params: dict[str, dict[str, Any]] = {}
+    for spec in cfg.models:
+        chosen_params[spec.label] = dict(spec.params)
+        if not spec.search and spec.label not in group_labels:
+            continue
+        try:
+            res = tune_model(spec, cfg, val, val_es, feature_params, timer)
+        except ImportError as exc:
+            if not spec.optional:
+                raise
+            skipped[spec.label] = f"{type(exc).__name__}: {exc}"
+            log.warning("skipping optional model %s: %s", spec.label, exc)
+            continue
+        searches[spec.label] = res
+        chosen_params[spec.label] = with_values(spec.params, res.chosen_values)
+    scored: dict[str, Scored] = {}
+    scored_new: dict[str, Scored] = {}
+    rankers: dict[str, str] = {}
+    for spec in cfg.models:
+        if spec.label in skipped:
+            continue
+        try:
+            with timer.phase(f"test/fit/{spec.label}"):
+                ranker = fit_ranker(spec.ranker, chosen_params[spec.label], test, feature_params, cfg.seed)
+        except ImportError as exc:
+            if not spec.optional:
+                raise
+            skipped[spec.label] = f"{type(exc).__name__}: {exc}"
+            log.warning("skipping optional model %s: %s", spec.label, exc)
+            continue
+        rankers[spec.label] = spec.ranker
+        with timer.phase(f"test/rank/{spec.label}"):
+            scored[spec.label] = score_ranker(ranker, test_es, cfg.ks, spec.label, cfg.diagnostics)
+            if cfg.new_products:
+                scored_new[spec.label] = score_ranker(ranker, new_es, cfg.ks, spec.label)
+        del ranker
+    with timer.phase("intervals"):
+        main = evaluate_set(test_es, cfg.ks, scored, cfg.n_boot, cfg.seed)
+        new = evaluate_set(new_es, cfg.ks, scored_new, 0, cfg.seed) if cfg.new_products else None
+    with timer.phase("comparisons"):
+        cf = representative(cfg.cf_models, searches, list(scored))
+        eng = representative(cfg.engagement_models, searches, list(scored))
+        ranking = deployable_ranking(main, cfg.headline_k, rankers)
+        plan = plan_family(cfg, cf, eng, *(ranking[:2] if len(ranking) >= 2 else (None, None)))
+        comparisons = run_family(plan, main, cfg)
+        verdicts = verdicts_of(comparisons, cfg)
+    models = [
+        ModelResult(
+            label=label,
+            ranker=rankers[label],
+            group=cfg.group_of(label, rankers[label]),
+            tuned=label in searches and any(searches[label].space),
+            params=flat_params(chosen_params[label]),
+            validation_objective=num(searches[label].trials[searches[label].chosen][1].objective)
+            if label in searches
+            else None,
+            precision=precision_records(main, label, cfg.level),
+        )
+        for label in scored
+    ]
+    references = [Reference(label=r, precision=precision_records(main, r, cfg.level)) for r in (RANDOM_REF, ORACLE_REF)]
+    random_label = next((m for m, r in rankers.items() if r == "random"), None)
+    summary = EvaluationSummary(
+        protocol=Protocol(
+            test_quantile=cfg.quantile,
+            validation=cfg.validation,
+            undated_policy=cfg.undated_policy,
+            truth_events=list(cfg.truth_events) if cfg.truth_events else None,
+            ks=list(cfg.ks),
+            headline_k=cfg.headline_k,
+            objective_metric=cfg.objective.metric,
+            objective_k=cfg.objective.k,
+            tuning_budget={"default": cfg.budget, **dict(cfg.budgets)},
+            tuning_seed=cfg.tuning_seed,
+            seed=cfg.seed,
+            level=cfg.level,
+            n_boot=cfg.n_boot,
+            alpha=cfg.alpha,
+            power=cfg.power,
+            smallest_effect_ratio=cfg.smallest_effect_ratio,
+            cf_models=list(cfg.cf_models),
+            engagement_models=list(cfg.engagement_models),
+        ),
+        splits=[split_facts(val, val_es, val_new), split_facts(test, test_es, new_es)],
+        undated=UndatedFacts(policy=cfg.undated_policy, **undated),
+        models=models,
+        references=references,
+        tuning=[tuning_record(spec, searches[spec.label]) for spec in cfg.models if spec.label in searches],
+        comparisons=comparisons,
+        verdicts=verdicts,
+        overall=text.overall_sentence(verdicts),
+        random_coverage=coverage_records(main, random_label, cfg.level),
+        default_ranker=default_choice(main, cfg, ranking, rankers, comparisons, cfg.level),
+        skipped_models=skipped,
+        slice_shares=slice_share_record(test, test_es) if cfg.diagnostics else None,
+        case_study=None,
+    )
+    if case_study:
+        summary = summary.model_copy(
+            update={"case_study": case_study_rows(summary.models, summary.references, load_claims())}
+        )
+    timer.seconds["total"] = round(time.perf_counter() - t_total, 3)
+    timer.seconds["cpu/total"] = round(time.process_time() - c_total, 3)
+    main_table = long_table(main, cfg.level)
+    new_table = long_table(new, cfg.level) if new is not None else pd.DataFrame(columns=list(TABLE_COLUMNS))
+    comp_table = pd.DataFrame([c.model_dump() for c in comparisons]) if comparisons else pd.DataFrame()
+    if not comp_table.empty:
+        comp_table["purpose"] = comp_table["purpose"].map("+".join)
+    result = EvaluationResult(
+        summary=summary,
+        main=main_table,
+        new_products=new_table,
+        slices=slice_table(main),
+        validation=validation_table(summary.tuning),
+        comparisons=comp_table,
+        report=text.report_markdown(summary),
+        timings=dict(timer.seconds),
+    )
     if write:
         default_dir = config.resolve(block.get("output_dir") or (config.REPORTS_DIR / "evaluation"))
-        out_dir = Path(output_dir) if output_dir is not None else default_dir
-        result.paths = write_outputs(result, out_dir)
+        result.paths = write_outputs(result, Path(output_dir) if output_dir is not None else default_dir)
     return result
 
 
-def _claims() -> dict[str, Any] | None:
-    """The original write-up's claims from the published profile (None if unavailable)."""
-    try:
-        from recsys.data.profile import load_profile
-
-        return dict(load_profile().get("claims_of_the_original_write_up_to_beat_or_refute") or {})
-    except Exception:  # noqa: BLE001 - the profile is optional context, never a reason to fail
-        return None
-
-
-def _metrics_dict(
-    cfg: EvalConfig,
-    main: CutoffResult,
-    main_table: pd.DataFrame,
-    new_table: pd.DataFrame,
-    backtests: list[tuple[float, CutoffResult, pd.DataFrame]],
-    slices: pd.DataFrame,
-    diffs: Mapping[str, tuple[float, float, float]],
-) -> dict[str, Any]:
-    """Flat-ish metrics dict (DVC metrics): split facts, per-model metrics with CIs, lifts, backtest, diagnostics."""
-    flat = flat_metrics(main_table)
-    out: dict[str, Any] = {
-        "split": main.split,
-        "products": main.products,
-        "headline_k": cfg.headline_k,
-        "bootstrap": {"n": cfg.n_boot, "ci": cfg.ci_level, "seed": cfg.seed, "unit": "product"},
-        "ground_truth_events": list(cfg.truth_events) if cfg.truth_events else "all",
-        "models": {m: v for m, v in flat.items() if m not in (RANDOM_REF, ORACLE_REF)},
-        "references": {m: v for m, v in flat.items() if m in (RANDOM_REF, ORACLE_REF)},
-        "differences": {k: {"value": v[0], "ci_low": v[1], "ci_high": v[2]} for k, v in diffs.items()},
-        "hits": _hits_dict(main_table, cfg),
-        "skipped_models": main.skipped,
-        "model_params": main.model_info,
-    }
-    if not new_table.empty:
-        out["new_products"] = flat_metrics(new_table[new_table["k"] == cfg.headline_k])
-    out["backtest"] = {
-        f"q{q:g}": {
-            "cutoff": res.split["cutoff"],
-            "test_days": res.split["test_days"],
-            "evaluated_products": res.products["evaluated"],
-            "models": flat_metrics(tab[(tab["k"] == cfg.headline_k) & tab["metric"].isin(["precision", "lift"])]),
-        }
-        for q, res, tab in backtests
-    }
-    if main.shares is not None:
-        diag: dict[str, Any] = {f"share_{what}_by_training_rows": v for what, v in main.shares.items()}
-        if not slices.empty:
-            rec = slices[(slices["metric"] == "recall") & (slices["k"] == cfg.headline_k)]
-            diag[f"recall@{cfg.headline_k}_by_training_rows"] = {
-                m: {str(r.slice): (None if not np.isfinite(r.value) else float(f"{r.value:.6g}")) for r in part.itertuples()}
-                for m, part in rec.groupby("model", sort=False)
-            }
-        out["diagnostics"] = diag
+def dvc_metrics(summary: EvaluationSummary) -> dict[str, Any]:
+    """DVC metrics: precision@k, interval and hits per model / reference, tuning, verdicts, coverage, default."""
+    out: dict[str, Any] = {"models": {}, "references": {}, "verdicts": {}, "random_coverage": {}}
+    for kind, records in (("models", summary.models), ("references", summary.references)):
+        for m in records:
+            d = out[kind].setdefault(m.label, {})
+            for p in m.precision:
+                d[f"precision@{p.k}"] = p.value
+                d[f"precision@{p.k}_ci_low"] = p.low
+                d[f"precision@{p.k}_ci_high"] = p.high
+                d[f"hits@{p.k}"] = p.hits
+    for v in summary.verdicts:
+        out["verdicts"][f"k{v.k}"] = v.verdict
+    for c in summary.random_coverage:
+        out["random_coverage"][f"k{c.k}"] = c.covers
+    out["default_ranker"] = None if summary.default_ranker is None else summary.default_ranker.ranker
     return out
 
 
-def _hits_dict(table: pd.DataFrame, cfg: EvalConfig) -> dict[str, Any]:
-    """Total hits per model at every k, random targeting's expected hits, and the headline verdicts."""
-    k = cfg.headline_k
-    out: dict[str, Any] = {}
-    for m in [*models_of(table), RANDOM_REF, ORACLE_REF]:
-        out[m] = {f"hits@{kk}": _round(hit_count(table, m, kk)) for kk in cfg.ks}
-    expected = hit_count(table, RANDOM_REF, k)
-    for m in models_of(table):
-        hits = hit_count(table, m, k)
-        if hits is not None and expected is not None:
-            p_more, p_less = random_hit_test(hits, expected)
-            out[m].update({f"p_more_than_random@{k}": _round(p_more), f"p_less_than_random@{k}": _round(p_less)})
-        out[m][f"verdict@{k}"] = lift_verdict(table, m, k, (1.0 - cfg.ci_level) / 2.0)
-    return out
-
-
-def _round(x: float | None) -> float | None:
-    """6 significant digits, None for missing/NaN."""
-    return None if x is None or not np.isfinite(x) else float(f"{x:.6g}")
-
-
-def write_outputs(result: EvaluationResult, out_dir: Path) -> dict[str, Path]:
-    """Write metrics JSON (deterministic), the long CSV tables, the conclusion and the phase timings into out_dir."""
+def write_outputs(
+    result: EvaluationResult, out_dir: Path, metrics_path: Path | None = None, plots_dir: Path | None = None
+) -> dict[str, Path]:
+    """Write the summary, tables, report and timings into out_dir, plus the DVC metrics and plots files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / fname for name, fname in OUTPUT_FILES.items()}
-    paths["metrics"].write_text(json.dumps(result.metrics, indent=2, ensure_ascii=False, default=_json_default) + "\n", encoding="utf-8")
-    tables = {"main": result.main, "new_products": result.new_products, "backtest": result.backtest, "slices": result.slices}
+    write_summary(result.summary, paths["summary"])
+    tables = {
+        "main": result.main,
+        "new_products": result.new_products,
+        "slices": result.slices,
+        "validation": result.validation,
+        "comparisons": result.comparisons,
+    }
     for name, table in tables.items():
-        table.to_csv(paths[name], index=False, float_format="%.6g")
-    paths["conclusion"].write_text(result.conclusion, encoding="utf-8")
-    paths["timings"].write_text(json.dumps(result.timings, indent=2) + "\n", encoding="utf-8")
+        table.to_csv(paths[name], index=False, float_format="%.6g", lineterminator="\n")
+    paths["report"].write_text(result.report, encoding="utf-8")
+    paths["timings"].write_text(json.dumps(result.timings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    metrics = metrics_path or (out_dir / "metrics.json")
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(json.dumps(dvc_metrics(result.summary), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    paths["metrics"] = metrics
+    plots = plots_dir or out_dir
+    plots.mkdir(parents=True, exist_ok=True)
+    wide = (
+        result.main[result.main["metric"] == "precision"]
+        .pivot_table(index="k", columns="model", values="value", sort=False)
+        .reset_index()
+    )
+    wide.columns.name = None
+    paths["plots"] = plots / "precision_at_k.csv"
+    wide.to_csv(paths["plots"], index=False, float_format="%.6g", lineterminator="\n")
     return paths
 
 
-def _json_default(x: Any) -> Any:
-    """JSON for numpy scalars and timestamps."""
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return None if not np.isfinite(x) else float(x)
-    if isinstance(x, (pd.Timestamp,)):
-        return x.isoformat()
-    return str(x)
-
-
 def quick_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """A small variant for smoke runs: few bootstrap resamples, small ALS, no BG/NBD."""
+    """A small variant for smoke runs: few bootstrap replicates, small factor models, budget 1, no BG/NBD."""
     p = copy.deepcopy(dict(params))
     block = p.setdefault("evaluate", {})
-    block.setdefault("bootstrap", {})["n"] = 100
+    block.setdefault("intervals", {})["n_boot"] = 100
+    block.setdefault("tuning", {})["budget"] = 1
     models = block.get("models") or {}
     for spec in models.values():
         if (spec or {}).get("ranker") in {"als", "bpr"}:
             spec.update({"factors": 16, "iterations": 5})
+            spec.pop("search", None)
     models.pop("bgnbd", None)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: run the evaluation from params/evaluate.yaml and print where the outputs went."""
-    parser = argparse.ArgumentParser(prog="python -m recsys.evaluation.run", description="Run the offline evaluation.")
+    parser = argparse.ArgumentParser(
+        prog="recsys evaluate", description="Run the offline evaluation (one computation, written once)."
+    )
     parser.add_argument("--input", help="prepared interactions Parquet (default: evaluate.input)")
     parser.add_argument("--output-dir", help="output directory (default: evaluate.output_dir)")
-    parser.add_argument("--quick", action="store_true", help="small ALS and bootstrap (smoke run)")
+    parser.add_argument("--metrics", default="reports/metrics/evaluate.json", help="DVC metrics file")
+    parser.add_argument("--plots-dir", default="reports/plots", help="DVC plots directory")
+    parser.add_argument(
+        "--quick", action="store_true", help="small factor models, budget 1, few replicates (smoke run)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     params = config.load_params("evaluate")
@@ -537,13 +544,24 @@ def main(argv: list[str] | None = None) -> int:
         params = quick_params(params)
     if args.input:
         params["evaluate"]["input"] = args.input
+    block = params["evaluate"]
+    choice = str(block.get("case_study_comparison", "auto"))
+    if choice not in {"auto", "true", "false", "True", "False"}:
+        print(
+            f"evaluate: error: evaluate.case_study_comparison must be auto, true or false, got {choice!r}",
+            file=sys.stderr,
+        )
+        return 2
+    case_study = is_case_study_layout() if choice == "auto" else choice.lower() == "true"
     try:
-        result = run_evaluation(params, output_dir=config.resolve(args.output_dir) if args.output_dir else None)
+        result = run_evaluation(params, write=False, case_study=case_study)
+        out_dir = config.resolve(args.output_dir or block.get("output_dir") or (config.REPORTS_DIR / "evaluation"))
+        result.paths = write_outputs(result, out_dir, config.resolve(args.metrics), config.resolve(args.plots_dir))
     except (FileNotFoundError, ValueError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
-    print(result.conclusion)
-    print(json.dumps({k: str(v) for k, v in result.paths.items()}, indent=2))
+    print(result.summary.overall)
+    print(json.dumps({k: config.relative(v) for k, v in result.paths.items()}, indent=2))
     return 0
 
 

@@ -1,15 +1,23 @@
-"""Score rankers on an evaluation set: per-product metric arrays, contract checks, slice diagnostics."""
+"""Score rankers on an evaluation set: per-product metric arrays, hit lists, contract checks, slice diagnostics.
+
+Only products with at least one reachable relevant customer are ranked (``EvalSet.scored_mask``):
+every other product has 0 hits for any ranker that honours the contract, so its metrics are exact
+zeros (NaN when it has no relevant customer at all) without ranking it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from recsys.evaluation.frame import SLICES, EvalSet
-from recsys.evaluation.metrics import METRICS, block_ranks, block_rows, hits_against, metrics_at_k
+from recsys.evaluation.intervals import HitSet, hit_set
+from recsys.evaluation.metrics import block_ranks, block_rows, hits_against, metrics_at_k
 from recsys.rankers import Recommendations
+from recsys.rankers.base import offsets_of
 
 
 class RankerContractError(RuntimeError):
@@ -17,28 +25,14 @@ class RankerContractError(RuntimeError):
 
 
 @dataclass
-class Segment:
-    """Per-product metric arrays of several labelled models on one evaluation set."""
+class Scored:
+    """One model on one evaluation set: per-product metrics (METRICS x ks x products) and its hits within max(ks)."""
 
-    ks: tuple[int, ...]
-    n_products: int
-    labels: list[str] = field(default_factory=list)
-    values: list[np.ndarray] = field(default_factory=list)  # each (len(METRICS), len(ks), n_products)
-    slice_recall: dict[str, np.ndarray] = field(default_factory=dict)  # label -> (3 slices, len(ks), n_products)
-    slice_hits: dict[str, np.ndarray] = field(default_factory=dict)  # label -> (3 slices, len(ks)) total hits
-
-    def add(self, label: str, values: np.ndarray) -> None:
-        """Store one model's per-product metrics."""
-        if values.shape != (len(METRICS), len(self.ks), self.n_products):
-            raise ValueError(f"metrics of {label!r} have shape {values.shape}")
-        self.labels.append(label)
-        self.values.append(values)
-
-    def stacked(self) -> np.ndarray:
-        """(n_labels, len(METRICS), len(ks), n_products)."""
-        if not self.values:
-            return np.zeros((0, len(METRICS), len(self.ks), self.n_products))
-        return np.stack(self.values)
+    label: str
+    values: np.ndarray
+    hits: HitSet
+    slice_recall: np.ndarray | None = None  # (3 slices, len(ks), products)
+    slice_hits: np.ndarray | None = None  # (3 slices, len(ks)) total hits
 
 
 def coded_recommendations(rec: Recommendations, es: EvalSet, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -61,10 +55,28 @@ def coded_recommendations(rec: Recommendations, es: EvalSet, name: str) -> tuple
     return offsets, codes
 
 
-def score_lists(es: EvalSet, offsets: np.ndarray, codes: np.ndarray, ks: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def score_lists(
+    es: EvalSet, offsets: np.ndarray, codes: np.ndarray, ks: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """(per-product metrics, per-entry hit flags) of coded ranked lists."""
     hits = hits_against(offsets, codes, es.truth_offsets, es.truth, es.customers.n)
     return metrics_at_k(offsets, hits, es.n_relevant, ks), hits
+
+
+def score_ranker(ranker: Any, es: EvalSet, ks: Sequence[int], label: str, diagnostics: bool = False) -> Scored:
+    """Rank the products that can score (contract-checked), then metrics and hits over every product of the set."""
+    mask = es.scored_mask()
+    sub = es.subset(mask)
+    rec = ranker.rank(sub.product_ids, int(max(ks)))
+    sub_offsets, codes = coded_recommendations(rec, sub, label)
+    sizes = np.zeros(len(es), dtype=np.int64)
+    sizes[mask] = np.diff(sub_offsets)
+    offsets = offsets_of(sizes)
+    values, hits = score_lists(es, offsets, codes, ks)
+    scored = Scored(label, values, hit_set(offsets, codes, hits))
+    if diagnostics:
+        scored.slice_recall, scored.slice_hits = slice_scores(es, offsets, codes, hits, ks)
+    return scored
 
 
 def slice_scores(
@@ -78,7 +90,9 @@ def slice_scores(
     n = len(es)
     truth_slice = es.customers.slice_of(es.truth)
     truth_rows = block_rows(es.truth_offsets)
-    rel = np.stack([np.bincount(truth_rows[truth_slice == s], minlength=n) for s in range(len(SLICES))]).astype(np.float64)
+    rel = np.stack([np.bincount(truth_rows[truth_slice == s], minlength=n) for s in range(len(SLICES))]).astype(
+        np.float64
+    )
     rows, ranks = block_rows(offsets), block_ranks(offsets)
     entry_slice = es.customers.slice_of(codes)
     recall = np.full((len(SLICES), len(ks), n), np.nan)
@@ -96,10 +110,11 @@ def slice_scores(
 
 def slice_shares(es: EvalSet, test_codes: np.ndarray) -> dict[str, dict[str, float]]:
     """Share of test rows, test customers and relevant (product, customer) pairs by training-history slice."""
+
     def shares(codes: np.ndarray) -> dict[str, float]:
         counts = np.bincount(es.customers.slice_of(codes), minlength=len(SLICES)).astype(np.float64)
         total = counts.sum()
-        return {s: (float(c / total) if total else float("nan")) for s, c in zip(SLICES, counts)}
+        return {s: (float(c / total) if total else float("nan")) for s, c in zip(SLICES, counts, strict=True)}
 
     return {
         "test_rows": shares(test_codes),

@@ -1,9 +1,10 @@
 """Rankers: for each product, which customers to target, best first (one engine for every stage).
 
 - ``base``: the ``Ranker`` protocol, ``Recommendations`` (CSR result), the history index and global orders;
-- ``engagement``: ``random``, ``activity``, ``recency`` (one order for every product);
+- ``engagement``: ``random``, ``activity``, ``recency``, ``popularity`` (one order for every product);
 - ``content``: name-token affinity blended with engagement;
 - ``factor``: ``als`` and ``bpr`` (implicit);
+- ``knn``: ``itemknn``, item-item cosine / BM25 neighbours (implicit) turned into product -> customers;
 - ``bgnbd``: BG/NBD expected transactions (pymc-marketing, optional);
 - ``registry``: ``make_ranker(name, params)``.
 """

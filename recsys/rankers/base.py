@@ -1,11 +1,16 @@
 """Ranker foundations: the protocol, the result type, the history index and global-order ranking.
 
 Every ranker fits on a canonical interactions table and answers ``rank(product_ids, k)`` with a
-``Recommendations`` block per requested product. Shared rules (docs/INTERFACES.md):
+``Recommendations`` block per requested product. ``fit(interactions, exclude=None)``: the optional
+``exclude`` rows (same columns) give no training signal at all; they only add (product, customer)
+pairs that must never be recommended (the evaluation passes undated rows this way under
+``split.undated_policy: exclude_only``). Shared rules (docs/INTERFACES.md):
 
-- a customer who interacted with the product in the fit data (any event, dated or not) is never
-  ranked for it; customers with no history are never ranked at all (only fitted customers exist);
-- a product unseen at fit time gets the ranker's global order and ``cold_start=True``;
+- a customer who interacted with the product in the fit data or in the exclude rows (any event,
+  dated or not) is never ranked for it; customers with no fit history are never ranked at all
+  (only fitted customers exist; exclude rows add no customer);
+- a product without fit rows (unseen, or known only through exclude rows) gets the ranker's global
+  order minus its excluded customers and ``cold_start=True``;
 - ranks are 1..n contiguous, scores non-increasing within a block, ties broken by ascending
   customer id, so results are deterministic.
 
@@ -41,7 +46,7 @@ class Ranker(Protocol):
     name: str
     knobs: tuple[str, ...]  # params paths a re-score may change without a refit
 
-    def fit(self, interactions: pd.DataFrame) -> "Ranker": ...
+    def fit(self, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> "Ranker": ...
 
     def rank(self, product_ids: np.ndarray | Sequence, k: int) -> "Recommendations": ...
 
@@ -102,7 +107,12 @@ class Recommendations:
 
 @dataclass(frozen=True)
 class History:
-    """Fitted customers and products (sorted ids) and who touched what (CSR product -> customers)."""
+    """Fitted customers and products (sorted ids), who touched what (CSR product -> customers), which have fit rows.
+
+    ``row_users`` / ``row_products`` code the rows of the fit interactions only; ``indptr`` / ``users``
+    also hold the pairs of the exclude rows (exclusion only); ``signal[p]`` is False for a product
+    known only through exclude rows.
+    """
 
     customer_ids: np.ndarray
     product_ids: np.ndarray
@@ -111,6 +121,7 @@ class History:
     row_users: np.ndarray
     row_products: np.ndarray
     index: pd.Index
+    signal: np.ndarray
 
     @property
     def n_users(self) -> int:
@@ -119,27 +130,41 @@ class History:
 
     @property
     def n_products(self) -> int:
-        """Number of fitted products."""
+        """Number of indexed products (with fit rows or exclusion pairs)."""
         return int(len(self.product_ids))
 
     @classmethod
-    def build(cls, interactions: pd.DataFrame) -> "History":
-        """Index the interactions (every row counts, dated or not)."""
+    def build(cls, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> "History":
+        """Index the fit rows (every row counts, dated or not) and the exclusion-only pairs of `exclude`."""
         if len(interactions) == 0:
             raise ValueError("cannot fit a ranker on an empty interactions table")
         ucodes, uids = encode_ids(interactions["customer_id"])
-        pcodes, pids = encode_ids(interactions["product_id"])
+        n_fit = len(interactions)
+        products = interactions["product_id"]
+        extra_users = np.zeros(0, dtype=np.int64)
+        if exclude is not None and len(exclude):
+            missing = [c for c in ("customer_id", "product_id") if c not in exclude.columns]
+            if missing:
+                raise ValueError(f"exclude rows lack column(s) {missing}: pass rows of the canonical table")
+            codes = pd.Index(uids).get_indexer(np.asarray(exclude["customer_id"].to_numpy()))
+            known = codes >= 0  # a customer known only through exclude rows is never ranked: nothing to exclude
+            extra_users = codes[known].astype(np.int64)
+            products = pd.concat([products, exclude["product_id"][known]], ignore_index=True)
+        pcodes, pids = encode_ids(products)
         n_users = len(uids)
-        keys = unique_sorted(pcodes.astype(np.int64) * n_users + ucodes)
+        all_users = np.concatenate([ucodes.astype(np.int64), extra_users])
+        keys = unique_sorted(pcodes.astype(np.int64) * n_users + all_users)
         prod, users = np.divmod(keys, n_users)
         indptr = np.zeros(len(pids) + 1, dtype=np.int64)
         np.cumsum(np.bincount(prod, minlength=len(pids)), out=indptr[1:])
+        row_products = pcodes[:n_fit].astype(np.int64)
+        signal = np.bincount(row_products, minlength=len(pids)) > 0
         return cls(
-            uids, pids, indptr, users.astype(np.int64), ucodes.astype(np.int64), pcodes.astype(np.int64), pd.Index(pids)
+            uids, pids, indptr, users.astype(np.int64), ucodes.astype(np.int64), row_products, pd.Index(pids), signal
         )
 
     def codes_of(self, product_ids: np.ndarray) -> np.ndarray:
-        """Fitted product code of each requested id (-1 when unseen or of another id kind)."""
+        """Indexed product code of each requested id (-1 when unseen or of another id kind)."""
         requested = id_array(product_ids)
         if len(requested) == 0:
             return np.zeros(0, dtype=np.int64)
@@ -148,8 +173,12 @@ class History:
             return np.full(len(requested), -1, dtype=np.int64)
         return self.index.get_indexer(requested).astype(np.int64)
 
+    def cold(self, codes: np.ndarray) -> np.ndarray:
+        """Per code: True when the product has no fit rows (unseen, -1, or known only through exclude rows)."""
+        return (codes < 0) | ~self.signal[np.maximum(codes, 0)] if len(self.signal) else np.ones(len(codes), dtype=bool)
+
     def pair_keys(self) -> np.ndarray:
-        """Sorted product*n_users + user keys of every (product, customer) pair in the history."""
+        """Sorted product*n_users + user keys of every (product, customer) pair in the history (exclusions included)."""
         prod = np.repeat(np.arange(self.n_products, dtype=np.int64), np.diff(self.indptr))
         return prod * self.n_users + self.users
 
@@ -356,9 +385,9 @@ class GlobalRanker:
         """Engagement per customer code under the current params."""
         return self.engagement_model_.engagement(self.feature_params)
 
-    def fit(self, interactions: pd.DataFrame) -> Self:
-        """Index the history, prepare the fixed state and fix the global order."""
-        self.history_ = History.build(interactions)
+    def fit(self, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> Self:
+        """Index the history (and the exclusion-only rows), prepare the fixed state and fix the global order."""
+        self.history_ = History.build(interactions, exclude)
         self._prepare(interactions, self.history_)
         self._build_order()
         return self
@@ -423,6 +452,60 @@ class GlobalRanker:
         return collect(requested, codes, k, blocks, self.global_.top, self.history_)
 
 
+def topk_superset(row: np.ndarray, score: np.ndarray, n_rows: int, k: int, buckets: int = 32) -> np.ndarray:
+    """Mask of entries that surely contains every row's top k (cuts the sort that follows).
+
+    Each row's score range is split into equal buckets (a monotone map, so equal scores share a
+    bucket); entries below the bucket where the row's count from the top reaches k are dropped.
+    """
+    if len(row) == 0:
+        return np.ones(0, dtype=bool)
+    lo = np.full(n_rows, np.inf)
+    hi = np.full(n_rows, -np.inf)
+    np.minimum.at(lo, row, score)
+    np.maximum.at(hi, row, score)
+    base, width = lo[row], (hi - lo)[row]
+    scaled = np.divide(score - base, width, out=np.ones_like(score), where=width > 0)
+    bucket = np.minimum((scaled * buckets).astype(np.int64), buckets - 1)
+    counts = np.bincount(row * buckets + bucket, minlength=n_rows * buckets).reshape(n_rows, buckets)
+    from_top = np.cumsum(counts[:, ::-1], axis=1)
+    cut = buckets - 1 - np.argmax(from_top >= k, axis=1)
+    cut[from_top[:, -1] < k] = 0
+    return np.asarray(bucket >= cut[row], dtype=bool)
+
+
+def sparse_topk(
+    row: np.ndarray, user: np.ndarray, score: np.ndarray, n_rows: int, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best k (user, score) candidates per row, score descending then user code ascending: (sizes, users, scores)."""
+    top = topk_superset(row, score, n_rows, k)
+    row, user, score = row[top], user[top], score[top]
+    order = np.lexsort((user, -score, row))
+    row, user, score = row[order], user[order], score[order]
+    keep = (np.arange(len(row)) - np.searchsorted(row, row, side="left")) < k
+    return np.bincount(row[keep], minlength=n_rows).astype(np.int64), user[keep], score[keep]
+
+
+def not_excluded(pair_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Mask of product*n_users + user keys that are not in the sorted history pair keys."""
+    if len(pair_keys) == 0 or len(keys) == 0:
+        return np.ones(len(keys), dtype=bool)
+    hit = np.minimum(np.searchsorted(pair_keys, keys), len(pair_keys) - 1)
+    return np.asarray(pair_keys[hit] != keys, dtype=bool)
+
+
+def cost_blocks(cost: np.ndarray, budget: int) -> Iterator[slice]:
+    """Contiguous slices of a request whose summed cost stays near `budget` (at least one item each)."""
+    if len(cost) == 0:
+        return
+    cum = np.cumsum(cost)
+    budget = max(1, int(budget))
+    cuts = np.searchsorted(cum, np.arange(1, int(cum[-1] // budget) + 1) * budget, side="left")
+    edges = np.unique(np.concatenate([[0], cuts, [len(cost)]]))
+    for a, b in zip(edges[:-1], edges[1:]):
+        yield slice(int(a), int(b))
+
+
 BlockRanker = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -453,5 +536,5 @@ def collect(
         offsets=offsets_of(sizes),
         customer_ids=history.customer_ids[users[:filled]],
         scores=scores[:filled],
-        cold_start=codes < 0,
+        cold_start=history.cold(codes),
     )

@@ -18,8 +18,12 @@ from recsys.rankers.base import (
     History,
     Recommendations,
     collect,
+    cost_blocks,
+    not_excluded,
     offsets_of,
     ordered,
+    sparse_topk,
+    topk_superset,
 )
 
 
@@ -53,9 +57,12 @@ def product_token_matrix(interactions: pd.DataFrame, history: History) -> tuple[
     return x, np.asarray(vocab, dtype=object)
 
 
-def tfidf(x: sp.csr_matrix) -> sp.csr_matrix:
-    """Smoothed TF-IDF of a binary (products x tokens) matrix, rows L2-normalised: idf = ln((1+P)/(1+df)) + 1."""
-    n = x.shape[0]
+def tfidf(x: sp.csr_matrix, n_docs: int | None = None) -> sp.csr_matrix:
+    """Smoothed TF-IDF of a binary (products x tokens) matrix, rows L2-normalised.
+
+    idf = ln((1+P)/(1+df)) + 1 with P = n_docs (default: the number of rows).
+    """
+    n = x.shape[0] if n_docs is None else int(n_docs)
     df = np.bincount(x.indices, minlength=x.shape[1])
     idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
     return row_normalise(sp.csr_matrix(x @ sp.diags(idf)))
@@ -77,28 +84,6 @@ def truncate_postings(q: sp.csr_matrix, priority: np.ndarray, cap: int) -> sp.cs
     return sp.csr_matrix((val[keep], (row[keep], col[keep])), shape=q.shape)
 
 
-def topk_superset(row: np.ndarray, score: np.ndarray, n_rows: int, k: int, buckets: int = 32) -> np.ndarray:
-    """Mask of entries that surely contains every row's top k (cuts the sort that follows).
-
-    Each row's score range is split into equal buckets (a monotone map, so equal scores share a
-    bucket); entries below the bucket where the row's count from the top reaches k are dropped.
-    """
-    if len(row) == 0:
-        return np.ones(0, dtype=bool)
-    lo = np.full(n_rows, np.inf)
-    hi = np.full(n_rows, -np.inf)
-    np.minimum.at(lo, row, score)
-    np.maximum.at(hi, row, score)
-    base, width = lo[row], (hi - lo)[row]
-    scaled = np.divide(score - base, width, out=np.ones_like(score), where=width > 0)
-    bucket = np.minimum((scaled * buckets).astype(np.int64), buckets - 1)
-    counts = np.bincount(row * buckets + bucket, minlength=n_rows * buckets).reshape(n_rows, buckets)
-    from_top = np.cumsum(counts[:, ::-1], axis=1)
-    cut = buckets - 1 - np.argmax(from_top >= k, axis=1)
-    cut[from_top[:, -1] < k] = 0
-    return bucket >= cut[row]
-
-
 class ContentRanker(GlobalRanker):
     """Name-token affinity blended with engagement.
 
@@ -112,8 +97,10 @@ class ContentRanker(GlobalRanker):
 
     score(u, p) = w * affinity(u, p) + (1 - w) * engagement(u), with w = ``affinity_weight``.
     Candidates per product: customers with affinity > 0 plus the engagement top-k (affinity 0), so a
-    product without usable name tokens ranks by engagement, scaled by (1 - w). Products unseen at fit
-    time get the plain activity order (score = engagement) with cold_start=True.
+    product without usable name tokens ranks by engagement, scaled by (1 - w). Products without fit
+    rows get the plain activity order (score = engagement) with cold_start=True. Profiles use the fit
+    rows only (exclusion rows add no signal). Knobs (engagement weights, ``affinity_weight``,
+    ``token_user_cap``) change through ``with_params`` / ``rescore`` without refitting the token model.
     """
 
     name = "content"
@@ -124,9 +111,11 @@ class ContentRanker(GlobalRanker):
         self._fit_engagement(interactions, history)
         x, self.vocab_ = product_token_matrix(interactions, history)
         self.tokens_ = x
-        self.x_ = tfidf(x)
+        self.x_ = tfidf(x, int(history.signal.sum()))  # products known only through exclusions are not documents
+        n_users = history.n_users
+        fit_pairs = unique_sorted(history.row_products * n_users + history.row_users)  # fit rows only, no exclusions
         hist = sp.csr_matrix(
-            (np.ones(len(history.users)), history.users, history.indptr), shape=(history.n_products, history.n_users)
+            (np.ones(len(fit_pairs)), np.divmod(fit_pairs, n_users)), shape=(history.n_products, n_users)
         )
         self.profiles_ = sp.csc_matrix(row_normalise(sp.csr_matrix(hist.T @ self.x_)))  # customers x tokens
         self.pair_keys_ = history.pair_keys()
@@ -154,12 +143,17 @@ class ContentRanker(GlobalRanker):
         self.postings_ = sp.csr_matrix(truncate_postings(self.profiles_, eng, cap).T)  # tokens x users
         per_token = np.diff(self.postings_.indptr).astype(np.float64)
         self.estimate_ = (self.tokens_ @ per_token).astype(np.int64)  # upper bound of candidates per product
+        self.__dict__.pop("user_postings_", None)  # score_pairs' transposed postings belong to the old knobs
+
+    def with_weight(self, weight: float) -> "ContentRanker":
+        """A copy that shares this fitted token model but blends with another affinity_weight (no refit)."""
+        return self.with_params({"affinity_weight": float(weight)})
 
     def _dense_scores(self, code: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """w * affinity + (1 - w) * engagement over every customer for one product (engagement alone when cold)."""
         weight, cap = self._knob_values()
         eng = self.engagement()
-        if code < 0:
+        if self.history_.cold(np.array([code]))[0]:
             return eng, ()
         row = self.x_[code]
         toks = row.indices
@@ -181,12 +175,8 @@ class ContentRanker(GlobalRanker):
         score = self.weight_ * aff.data + (1.0 - self.weight_) * self.engagement_[user]
         survive = score >= floor[row]
         row, user, score = row[survive], user[survive].astype(np.int64), score[survive]
-        keys = codes[row] * self.history_.n_users + user
-        if len(self.pair_keys_) and len(keys):
-            hit = np.minimum(np.searchsorted(self.pair_keys_, keys), len(self.pair_keys_) - 1)
-            allowed = self.pair_keys_[hit] != keys
-            row, user, score = row[allowed], user[allowed], score[allowed]
-        return row, user, score
+        allowed = not_excluded(self.pair_keys_, codes[row] * self.history_.n_users + user)
+        return row[allowed], user[allowed], score[allowed]
 
     def _rank_block(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sizes, customer codes and scores for one block of requested product codes.
@@ -196,7 +186,7 @@ class ContentRanker(GlobalRanker):
         """
         f_sizes, f_user, f_score = self.global_.top(codes, k)
         f_row = np.repeat(np.arange(len(codes), dtype=np.int64), f_sizes)
-        f_score = np.where(codes[f_row] < 0, f_score, (1.0 - self.weight_) * f_score)
+        f_score = np.where(self.history_.cold(codes)[f_row], f_score, (1.0 - self.weight_) * f_score)
         floor = np.full(len(codes), -np.inf)
         full = f_sizes == k
         floor[full] = f_score[offsets_of(f_sizes)[1:][full] - 1]
@@ -210,30 +200,16 @@ class ContentRanker(GlobalRanker):
         row = np.concatenate([a_row, f_row[~dup]])
         user = np.concatenate([a_user, f_user[~dup]])
         score = np.concatenate([a_score, f_score[~dup]])
-        top = topk_superset(row, score, len(codes), k)
-        row, user, score = row[top], user[top], score[top]
-        order = np.lexsort((user, -score, row))
-        row, user, score = row[order], user[order], score[order]
-        starts = np.searchsorted(row, row, side="left")
-        keep = (np.arange(len(row)) - starts) < k
-        sizes = np.bincount(row[keep], minlength=len(codes)).astype(np.int64)
-        return sizes, user[keep], score[keep]
+        return sparse_topk(row, user, score, len(codes), k)
 
     def _blocks(self, codes: np.ndarray, k: int) -> Iterator[slice]:
         """Slices of the request whose candidate volume stays near `chunk_entries`."""
-        if len(codes) == 0:
-            return
-        budget = max(1, int(self.params.get("chunk_entries", 8_000_000)))
         cost = np.where(codes >= 0, self.estimate_[np.maximum(codes, 0)], 0) + k
-        cum = np.cumsum(cost)
-        cuts = np.searchsorted(cum, np.arange(1, int(cum[-1] // budget) + 1) * budget, side="left")
-        edges = np.unique(np.concatenate([[0], cuts, [len(codes)]]))
-        for a, b in zip(edges[:-1], edges[1:]):
-            yield slice(int(a), int(b))
+        return cost_blocks(cost, int(self.params.get("chunk_entries", 8_000_000)))
 
     def shared_scale(self, codes: np.ndarray) -> np.ndarray:
         """1 - w for known products (a lower bound: the score of a customer without affinity), 1 for cold start."""
-        return np.where(np.asarray(codes) < 0, 1.0, 1.0 - self.weight_)
+        return np.where(self.history_.cold(np.asarray(codes, dtype=np.int64)), 1.0, 1.0 - self.weight_)
 
     def score_pairs(self, codes: np.ndarray, users: np.ndarray) -> np.ndarray:
         """Blended score of each (product code, customer code) pair; engagement alone for cold-start codes (-1)."""
@@ -241,8 +217,9 @@ class ContentRanker(GlobalRanker):
         codes = np.asarray(codes, dtype=np.int64)
         users = np.asarray(users, dtype=np.int64)
         eng = self.engagement_[users]
-        out = np.where(codes < 0, eng, (1.0 - self.weight_) * eng)
-        known = np.flatnonzero(codes >= 0)
+        cold = self.history_.cold(codes)
+        out = np.where(cold, eng, (1.0 - self.weight_) * eng)
+        known = np.flatnonzero(~cold)
         if len(known) == 0:
             return out
         if not hasattr(self, "user_postings_"):

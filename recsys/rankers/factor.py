@@ -4,8 +4,13 @@
 top-k over every fitted customer except the product's own customers (any event, dated or not). The
 product x customer score matrix is computed in chunks of products (``chunk_size``), excluded pairs are
 set to -inf, and the exact top-k per row is found with a block-maximum prefilter plus argpartition,
-so there is no Python loop per product. A product unseen at fit time (cold start) gets the model's
-global order: customers by their affinity to the popularity-weighted mean item vector.
+so there is no Python loop per product. A product without fit rows (cold start: unseen, or known
+only through exclusion rows) gets the model's global order minus its excluded customers: customers
+by their affinity to the popularity-weighted mean item vector.
+
+``fit(interactions, exclude)``: exclude rows only add excluded pairs (no signal). ``train_more(n)``
+continues the same factorisation for n more iterations (implicit keeps fitted factors), so a tuning
+run can score 10, 20, 30 iterations of one model for the price of 30.
 
 Params (``params/evaluate.yaml`` and ``params/cache.yaml: rankers.<name>``): see ``FACTOR_DEFAULTS``.
 """
@@ -35,7 +40,8 @@ FACTOR_DEFAULTS: dict[str, Any] = {
     "alpha": 1.0,  # ALS confidence = 1 + alpha * weight
     "learning_rate": 0.01,  # BPR only
     "seed": 42,
-    "num_threads": 0,  # 0 = every core (fit and scoring)
+    "num_threads": 0,  # fit threads, 0 = every core; the evaluation fixes it (BPR needs 1 for byte-stable results)
+    "score_threads": None,  # threads scoring product chunks (None = num_threads); any count gives the same bytes
     "event_weights": None,  # None = every row weighs 1.0; a mapping event -> weight otherwise
     "chunk_size": 256,  # products scored per matrix block
     "block": 64,  # customers per block in the top-k prefilter
@@ -171,7 +177,7 @@ def _recommendations(
         offsets=offsets,
         customer_ids=history.customer_ids[user_codes],
         scores=np.asarray(scores, dtype=np.float64),
-        cold_start=codes < 0,
+        cold_start=history.cold(codes),
     )
 
 # ----------------------------------------------------------------------------------------------
@@ -221,26 +227,46 @@ class FactorRanker(FixedRanker):
             calculate_training_loss=False,
         )
 
-    def fit(self, interactions: pd.DataFrame) -> FactorRanker:
-        """Factorise the customer x product matrix of the fit data."""
+    def fit(self, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> FactorRanker:
+        """Factorise the customer x product matrix of the fit data (exclude rows only exclude)."""
+        t0 = time.perf_counter()
+        self.history_ = History.build(interactions, exclude)
+        self.signal_cols_ = np.flatnonzero(self.history_.signal)  # products known only through exclusions: not fitted
+        full = interaction_matrix(interactions, self.history_, self.params.get("event_weights"))
+        self.matrix_ = sp.csr_matrix(full[:, self.signal_cols_])
+        self.model_ = self._model()
+        self._train(self.model_)
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def train_more(self, iterations: int) -> FactorRanker:
+        """Continue the fitted factorisation for `iterations` more epochs (params['iterations'] grows accordingly)."""
+        self._check_fitted()
+        if int(iterations) <= 0:
+            raise ValueError(f"{self.name}: train_more needs iterations > 0, got {iterations}")
+        t0 = time.perf_counter()
+        self.model_.iterations = int(iterations)
+        self._train(self.model_)
+        self.params["iterations"] = int(self.params["iterations"]) + int(iterations)
+        self.fit_seconds_ = getattr(self, "fit_seconds_", 0.0) + time.perf_counter() - t0
+        return self
+
+    def _train(self, model: Any) -> None:
+        """Run the implicit model's epochs on the stored matrix, then refresh the factors and the global order."""
         from threadpoolctl import threadpool_limits
 
-        t0 = time.perf_counter()
-        self.history_ = History.build(interactions)
-        x = interaction_matrix(interactions, self.history_, self.params.get("event_weights"))
-        model = self._model()
         with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            model.fit(x, show_progress=False)
+            model.fit(self.matrix_, show_progress=False)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
-        popularity = np.diff(self.history_.indptr).astype(np.float64)
-        mean_item = (popularity @ self.item_factors_.astype(np.float64)) / max(popularity.sum(), 1.0)
+        fitted = np.asarray(model.item_factors, dtype=np.float32)
+        self.item_factors_ = np.zeros((self.history_.n_products, fitted.shape[1]), dtype=np.float32)
+        self.item_factors_[self.signal_cols_] = fitted  # products without fit rows keep 0 (they use the global order)
+        popularity = np.asarray(self.matrix_.getnnz(axis=0), dtype=np.float64)  # customers per fitted product
+        mean_item = (popularity @ fitted.astype(np.float64)) / max(popularity.sum(), 1.0)
         g = self.user_factors_.astype(np.float64) @ mean_item
         self.global_ = GlobalOrder.build(ordered(g), g, self.history_)
         self.cold_scores_ = g
-        self.fit_seconds_ = time.perf_counter() - t0
-        return self
 
     def _check_fitted(self) -> None:
         """Raise a clear error when rank is called before fit."""
@@ -263,7 +289,7 @@ class FactorRanker(FixedRanker):
         codes = np.asarray(codes, dtype=np.int64)
         users = np.asarray(users, dtype=np.int64)
         out = self.cold_scores_[users].astype(np.float64)
-        known = np.flatnonzero(codes >= 0)
+        known = np.flatnonzero(~self.history_.cold(codes))
         step = max(1, int(self.params["chunk_size"]) * 1024)
         for start in range(0, len(known), step):
             rows = known[start : start + step]
@@ -294,17 +320,20 @@ class FactorRanker(FixedRanker):
         codes = self.history_.codes_of(requested)
         k = max(int(k), 0)
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        known = np.flatnonzero(codes >= 0)
-        cold = np.flatnonzero(codes < 0)
+        is_cold = self.history_.cold(codes)
+        known = np.flatnonzero(~is_cold)
+        cold = np.flatnonzero(is_cold)
         if k > 0 and len(known):
             step = max(1, int(self.params["chunk_size"]))
             chunks = [known[i : i + step] for i in range(0, len(known), step)]
             self._local = threading.local()
-            with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(_threads(int(self.params["num_threads"]))) as pool:
+            threads = self.params.get("score_threads")
+            threads = _threads(int(self.params["num_threads"] if threads is None else threads))
+            with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
                 parts.extend(pool.map(lambda rows: self._rank_chunk(rows, codes[rows], k), chunks))
             del self._local
         if k > 0 and len(cold):
-            sizes, users, scores = self.global_.top(np.full(len(cold), -1, dtype=np.int64), k)
+            sizes, users, scores = self.global_.top(codes[cold], k)
             parts.append((cold, sizes, users, scores))
         sizes, users, scores = _interleave(len(codes), parts)
         return _recommendations(requested, codes, sizes, users, scores, self.history_)

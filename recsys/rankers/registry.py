@@ -8,13 +8,24 @@ from typing import Any
 from recsys.rankers.base import Ranker
 from recsys.rankers.bgnbd import BGNBDRanker
 from recsys.rankers.content import ContentRanker
-from recsys.rankers.engagement import ActivityRanker, RandomRanker, RecencyRanker
+from recsys.rankers.engagement import ActivityRanker, PopularityRanker, RandomRanker, RecencyRanker
 from recsys.rankers.factor import ALSRanker, BPRRanker
+from recsys.rankers.knn import ItemKNNRanker
 
 RankerFactory = Callable[[Mapping[str, Any]], Ranker]
 RANKERS: dict[str, RankerFactory] = {
     cls.name: cls
-    for cls in (RandomRanker, ActivityRanker, RecencyRanker, ContentRanker, ALSRanker, BPRRanker, BGNBDRanker)
+    for cls in (
+        RandomRanker,
+        ActivityRanker,
+        RecencyRanker,
+        PopularityRanker,
+        ContentRanker,
+        ALSRanker,
+        BPRRanker,
+        ItemKNNRanker,
+        BGNBDRanker,
+    )
 }
 
 

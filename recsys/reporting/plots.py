@@ -1,4 +1,4 @@
-"""Figures of the evaluation tables (recsys.evaluation.run outputs); every function returns a matplotlib Figure.
+"""Figures of the evaluation results (recsys.evaluation outputs); every function returns a matplotlib Figure.
 
 Figures are built without pyplot's global state (``matplotlib.figure.Figure``), so notebooks display
 them by returning them and tests can draw many without leaking windows. Pass ``ax`` to draw into an
@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from recsys.evaluation.frame import SLICES
 from recsys.evaluation.metrics import METRICS
+from recsys.evaluation.results import EvaluationSummary
 
 REFERENCE_STYLE: dict[str, dict[str, Any]] = {
     "random_expected": {"color": "0.45", "linestyle": "--"},
@@ -27,7 +28,10 @@ REFERENCE_STYLE: dict[str, dict[str, Any]] = {
 def _axes(ax: Axes | None, size: tuple[float, float] = (7.0, 4.2)) -> tuple[Figure, Axes]:
     """The given axes and its figure, or a new figure with one axes."""
     if ax is not None:
-        return ax.figure, ax
+        fig = ax.get_figure(root=True)
+        if not isinstance(fig, Figure):
+            raise ValueError("ax must belong to a matplotlib Figure")
+        return fig, ax
     fig = Figure(figsize=size, layout="constrained")
     return fig, fig.subplots()
 
@@ -45,7 +49,11 @@ def _models(table: pd.DataFrame, models: Sequence[str] | None) -> list[str]:
 
 
 def plot_metric_at_k(
-    table: pd.DataFrame, metric: str = "precision", models: Sequence[str] | None = None, ax: Axes | None = None, log_y: bool = True
+    table: pd.DataFrame,
+    metric: str = "precision",
+    models: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    log_y: bool = True,
 ) -> Figure:
     """A metric against k per model with its 95% CI band; references dashed/dotted."""
     fig, ax = _axes(ax)
@@ -65,7 +73,7 @@ def plot_metric_at_k(
     ax.set_ylim(bottom=0)
     ax.set_xlabel("k (audience size)")
     ax.set_ylabel(f"{metric}@k (macro over products)")
-    ax.set_title(f"{metric}@k with 95% bootstrap CIs")
+    ax.set_title(f"{metric}@k with 95% intervals")
     ax.legend(fontsize="small", ncols=2)
     return fig
 
@@ -85,38 +93,17 @@ def plot_lift(table: pd.DataFrame, models: Sequence[str] | None = None, ax: Axes
     ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1, label="random = 1")
     ax.set_xticks(np.arange(len(ks)), [f"k={k}" for k in ks])
     ax.set_ylabel("precision lift over random targeting")
-    ax.set_title("Lift over random with 95% bootstrap CIs")
-    ax.legend(fontsize="small", ncols=2)
-    return fig
-
-
-def plot_backtest(
-    table: pd.DataFrame, metric: str = "precision", k: int = 10, models: Sequence[str] | None = None, ax: Axes | None = None
-) -> Figure:
-    """A metric at one k for each backtest cutoff (grouped bars with CI error bars; the oracle only if asked)."""
-    fig, ax = _axes(ax)
-    rows = _check_metric(table, metric)
-    rows = rows[rows["k"] == k]
-    if rows.empty:
-        raise ValueError(f"no rows for k={k} in the backtest table")
-    cutoffs = sorted(rows["cutoff_quantile"].unique())
-    names = _models(rows, models) if models is not None else [m for m in _models(rows, None) if m != "oracle"]
-    width = 0.8 / max(len(names), 1)
-    for i, model in enumerate(names):
-        part = rows[rows["model"] == model].set_index("cutoff_quantile").reindex(cutoffs)
-        x = np.arange(len(cutoffs)) + (i - (len(names) - 1) / 2) * width
-        err = np.vstack([part["value"] - part["ci_low"], part["ci_high"] - part["value"]]).clip(min=0)
-        color = {"color": REFERENCE_STYLE[model]["color"]} if model in REFERENCE_STYLE else {}
-        ax.bar(x, part["value"], width, yerr=err, capsize=2, label=model, **color)
-    ax.set_xticks(np.arange(len(cutoffs)), [f"q={q:g}" for q in cutoffs])
-    ax.set_ylabel(f"{metric}@{k}")
-    ax.set_title(f"Rolling-origin backtest: {metric}@{k} per cutoff")
+    ax.set_title("Lift of precision over the exact random expectation (95% intervals)")
     ax.legend(fontsize="small", ncols=2)
     return fig
 
 
 def plot_slices(
-    slices: pd.DataFrame, k: int = 10, metric: str = "recall", models: Sequence[str] | None = None, ax: Axes | None = None
+    slices: pd.DataFrame,
+    k: int = 10,
+    metric: str = "recall",
+    models: Sequence[str] | None = None,
+    ax: Axes | None = None,
 ) -> Figure:
     """A metric by customers' number of training interactions (0, 1, 2+) per model."""
     fig, ax = _axes(ax)
@@ -127,30 +114,26 @@ def plot_slices(
     for i, model in enumerate(names):
         part = rows[rows["model"] == model].set_index("slice").reindex(list(SLICES))
         x = np.arange(len(SLICES)) + (i - (len(names) - 1) / 2) * width
-        lo = part["ci_low"].fillna(part["value"])
-        hi = part["ci_high"].fillna(part["value"])
-        err = np.vstack([part["value"] - lo, hi - part["value"]]).clip(min=0)
-        ax.bar(x, part["value"], width, yerr=err, capsize=2, label=model)
-    ax.set_xticks(np.arange(len(SLICES)), [f"{s} training interactions" for s in SLICES])
+        ax.bar(x, part["value"], width, label=model)
+    ax.set_xticks(np.arange(len(SLICES)), [f"{s} fit rows" for s in SLICES])
     ax.set_ylabel(f"{metric}@{k} within the slice")
     ax.set_title(f"{metric}@{k} by customers' training history")
     ax.legend(fontsize="small", ncols=2)
     return fig
 
 
-def plot_slice_shares(diagnostics: Mapping[str, Any], ax: Axes | None = None) -> Figure:
-    """Share of test rows, test customers and relevant pairs by customers' training interactions."""
+def plot_slice_shares(shares: Mapping[str, Mapping[str, float | None]] | None, ax: Axes | None = None) -> Figure:
+    """Shares of test rows, customers and relevant pairs by customers' fit rows (EvaluationSummary.slice_shares)."""
     fig, ax = _axes(ax, (6.0, 3.6))
-    keys = [k for k in diagnostics if k.startswith("share_")]
-    if not keys:
-        raise ValueError("diagnostics hold no share_* entries (run the evaluation with diagnostics: true)")
+    if not shares:
+        raise ValueError("no slice shares in the summary (run the evaluation with diagnostics: true)")
+    keys = list(shares)
     width = 0.8 / len(keys)
     for i, key in enumerate(keys):
-        vals = [diagnostics[key].get(s, np.nan) for s in SLICES]
+        vals = np.array([shares[key].get(s) for s in SLICES], dtype=np.float64)  # None -> nan
         x = np.arange(len(SLICES)) + (i - (len(keys) - 1) / 2) * width
-        label = key.removeprefix("share_").removesuffix("_by_training_rows").replace("_", " ")
-        ax.bar(x, vals, width, label=label)
-    ax.set_xticks(np.arange(len(SLICES)), [f"{s} training interactions" for s in SLICES])
+        ax.bar(x, vals, width, label=key.replace("_", " "))
+    ax.set_xticks(np.arange(len(SLICES)), [f"{s} fit rows" for s in SLICES])
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of the test period")
     ax.set_title("Who engages in the test period?")
@@ -158,4 +141,96 @@ def plot_slice_shares(diagnostics: Mapping[str, Any], ax: Axes | None = None) ->
     return fig
 
 
-__all__ = ["plot_metric_at_k", "plot_lift", "plot_backtest", "plot_slices", "plot_slice_shares", "METRICS"]
+def plot_precision_intervals(summary: EvaluationSummary, k: int, ax: Axes | None = None) -> Figure:
+    """precision@k of every model with its interval and hit count; the exact random expectation as a dashed line."""
+    fig, ax = _axes(ax, (7.0, 0.45 * (len(summary.models) + 2) + 1.2))
+    models = sorted(summary.models, key=lambda m: m.at(k).value or 0.0)
+    y = np.arange(len(models))
+    for i, m in enumerate(models):
+        p = m.at(k)
+        value, low, high = (np.nan if v is None else v for v in (p.value, p.low, p.high))
+        ax.errorbar(
+            value, i, xerr=[[max(value - low, 0.0)], [max(high - value, 0.0)]], fmt="o", capsize=3, color=f"C{i % 10}"
+        )
+        ax.annotate(
+            f"{p.hits:g} hits", (high, i), xytext=(4, 0), textcoords="offset points", va="center", fontsize="small"
+        )
+    expected = summary.reference("random_expected").at(k).value
+    if expected is not None:
+        ax.axvline(expected, **REFERENCE_STYLE["random_expected"], label="random (exact expectation)")
+    ax.set_yticks(y, [m.label for m in models])
+    ax.set_xscale("symlog", linthresh=max(expected or 1e-6, 1e-7))
+    ax.set_xlim(left=0.0)
+    ax.set_xlabel(f"precision@{k} (test; linear below the random expectation, logarithmic above)")
+    ax.set_title(f"precision@{k} with {summary.protocol.level:.0%} intervals (quasi-Poisson, two-way)")
+    ax.legend(fontsize="small", loc="upper left")
+    return fig
+
+
+def plot_validation(summary: EvaluationSummary, ax: Axes | None = None) -> Figure:
+    """Every validation trial's objective per model; the chosen trial is the filled marker."""
+    fig, ax = _axes(ax, (7.0, 0.45 * (len(summary.tuning) + 1) + 1.2))
+    for i, t in enumerate(summary.tuning):
+        vals = np.array([np.nan if tr.objective is None else tr.objective for tr in t.trials])
+        chosen = np.array([tr.chosen for tr in t.trials])
+        jitter = np.linspace(-0.15, 0.15, len(vals)) if len(vals) > 1 else np.zeros(1)
+        ax.scatter(vals[~chosen], i + jitter[~chosen], facecolors="none", edgecolors=f"C{i % 10}", s=25)
+        ax.scatter(vals[chosen], i + jitter[chosen], color=f"C{i % 10}", s=45, label=None)
+        hits = next(tr.hits_objective_k for tr in t.trials if tr.chosen)
+        ax.annotate(
+            f"{hits} hits",
+            (np.nanmax(vals) if np.isfinite(vals).any() else 0.0, i),
+            xytext=(6, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="small",
+        )
+    ax.set_yticks(np.arange(len(summary.tuning)), [t.model for t in summary.tuning])
+    p = summary.protocol
+    ax.set_xlabel(f"validation {p.objective_metric}@{p.objective_k}")
+    ax.set_title("Tuning on the validation window (filled = chosen)")
+    return fig
+
+
+def plot_comparisons(summary: EvaluationSummary, purpose: str = "verdict", ax: Axes | None = None) -> Figure:
+    """Precision difference A - B with its bootstrap interval for the family's comparisons of one purpose, per k."""
+    fig, ax = _axes(ax)
+    comps = [c for c in summary.comparisons if purpose in c.purpose]
+    if not comps:
+        raise ValueError(f"no comparison with purpose {purpose!r} in the summary")
+    for i, c in enumerate(comps):
+        d, lo, hi = (np.nan if v is None else v for v in (c.difference, c.diff_low, c.diff_high))
+        marker = "o" if c.significant else "s"
+        ax.errorbar(
+            i,
+            d,
+            yerr=[[max(d - lo, 0.0)], [max(hi - d, 0.0)]],
+            fmt=marker,
+            capsize=3,
+            color="C0" if c.significant else "0.4",
+        )
+        ax.annotate(
+            f"p_Holm={c.p_holm:.2g}\n{c.hits_a}/{c.hits_b} hits",
+            (i, hi),
+            xytext=(0, 4),
+            textcoords="offset points",
+            ha="center",
+            fontsize="x-small",
+        )
+    ax.axhline(0.0, color="0.3", linewidth=1)
+    ax.set_xticks(np.arange(len(comps)), [f"k={c.k}" for c in comps])
+    ax.set_ylabel(f"precision@k: {comps[0].a} - {comps[0].b}")
+    ax.set_title(f"Paired differences ({purpose}), two-way bootstrap intervals")
+    return fig
+
+
+__all__ = [
+    "plot_metric_at_k",
+    "plot_lift",
+    "plot_slices",
+    "plot_slice_shares",
+    "plot_precision_intervals",
+    "plot_validation",
+    "plot_comparisons",
+    "METRICS",
+]

@@ -1,0 +1,275 @@
+"""Typed results of the evaluation: ``EvaluationSummary`` is written once by the evaluate stage and read by everyone.
+
+Written with ``model_dump_json`` (``write_summary``), read with ``model_validate_json`` (``read_summary``)
+by both evaluation notebooks, ``recsys.reporting.summary`` and (later) the dashboard. Verdicts are
+data (``KVerdict.verdict``); prose is rendered from them (``recsys.evaluation.report``) and never
+parsed back. Floats are rounded to 6 significant digits and non-finite values are ``None`` so the
+file is byte-stable. Run-specific wall times are not in it (``timings.json`` next to it, git-ignored).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_VERSION = 1
+Verdict = Literal["cf_better", "no_detectable_difference", "engagement_better", "inconclusive"]
+Group = Literal["cf", "engagement", "content", "baseline"]
+Scalar = float | int | str | bool | None
+
+
+def num(x: Any) -> float | None:
+    """A JSON-safe float: 6 significant digits, None for missing / NaN / infinite."""
+    if x is None:
+        return None
+    x = float(x)
+    return float(f"{x:.6g}") if math.isfinite(x) else None
+
+
+class Record(BaseModel):
+    """Base of every result record: immutable, unknown fields rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Protocol(Record):
+    """How the numbers were produced (stated at the top of the evaluate report)."""
+
+    test_quantile: float
+    validation: str
+    undated_policy: str
+    truth_events: list[str] | None
+    ks: list[int]
+    headline_k: int
+    objective_metric: str
+    objective_k: int
+    tuning_budget: dict[str, int]
+    tuning_seed: int
+    seed: int
+    level: float
+    n_boot: int
+    alpha: float
+    power: float
+    smallest_effect_ratio: float
+    cf_models: list[str]
+    engagement_models: list[str]
+
+
+class SplitFacts(Record):
+    """Dates and sizes of one split (validation or test) and of its evaluation set."""
+
+    name: str
+    cutoff: str
+    end: str | None
+    window_days: float
+    fit_rows: int
+    truth_rows: int
+    exclude_rows: int
+    fit_customers: int
+    truth_customers: int
+    truth_customers_unseen: int
+    truth_customers_unseen_share: float | None
+    truth_products: int
+    truth_products_unseen: int
+    evaluated_products: int
+    evaluated_with_truth: int
+    ranked_products: int
+    new_products: int
+    relevant_pairs: int
+    reachable_pairs: int
+    truth_dispersion: float
+
+
+class UndatedFacts(Record):
+    """The undated rows and what the chosen policy does with them (recsys.evaluation.split.undated_facts)."""
+
+    policy: str
+    undated_rows: int
+    undated_customers: int
+    customers_known_only_undated: int
+    known_only_undated_truth_customers: int
+    excluded_truth_pairs: int
+
+
+class Trial(Record):
+    """One configuration scored on the validation window."""
+
+    index: int
+    params: dict[str, Scalar]
+    objective: float | None
+    hits_objective_k: int
+    hits_headline_k: int
+    chosen: bool
+
+
+class Tuning(Record):
+    """The search of one model on validation: its space, every trial and the chosen values."""
+
+    model: str
+    space: list[dict[str, list[Scalar]]]
+    grid_size: int
+    fits: int
+    trials: list[Trial]
+    chosen: dict[str, Scalar]
+
+
+class PrecisionAtK(Record):
+    """precision@k, its quasi-Poisson Garwood interval, hits, dispersion, two-way bootstrap percentile interval."""
+
+    k: int
+    value: float | None
+    low: float | None
+    high: float | None
+    hits: float
+    phi: float | None
+    boot_low: float | None
+    boot_high: float | None
+
+
+class ModelResult(Record):
+    """One model's test result with the settings it was tested with."""
+
+    label: str
+    ranker: str
+    group: Group
+    tuned: bool
+    params: dict[str, Scalar]
+    validation_objective: float | None
+    precision: list[PrecisionAtK]
+
+    def at(self, k: int) -> PrecisionAtK:
+        """precision@k record."""
+        return next(p for p in self.precision if p.k == k)
+
+
+class Reference(Record):
+    """random_expected (exact expectation) or oracle (ceiling) precision per k; hits are expected hits for random."""
+
+    label: str
+    precision: list[PrecisionAtK]
+
+    def at(self, k: int) -> PrecisionAtK:
+        """precision@k record."""
+        return next(p for p in self.precision if p.k == k)
+
+
+class Comparison(Record):
+    """A paired comparison of precision@k (A - B) in the report's family (recsys.evaluation.significance)."""
+
+    a: str
+    b: str
+    k: int
+    purpose: list[str]
+    hits_a: int
+    hits_b: int
+    discordant: int
+    discordant_customers: int
+    overdispersion: float | None
+    statistic: int
+    difference: float | None
+    diff_low: float | None
+    diff_high: float | None
+    p_value: float
+    p_method: str
+    p_holm: float
+    significant: bool
+    mde_ratio: float | None
+    mde_precision: float | None
+    powered: bool
+
+
+class KVerdict(Record):
+    """The verdict at one k: CF model vs engagement model (both chosen on validation)."""
+
+    k: int
+    verdict: Verdict
+    cf_model: str
+    engagement_model: str
+    hits: int
+
+
+class Coverage(Record):
+    """Does the seeded random ranker's interval cover the exact random expectation at k?"""
+
+    k: int
+    expected: float | None
+    low: float | None
+    high: float | None
+    covers: bool
+
+
+class DefaultChoice(Record):
+    """The deployable model with the best test precision at the headline k and how clear its lead is."""
+
+    k: int
+    label: str
+    ranker: str
+    value: float | None
+    low: float | None
+    high: float | None
+    leads_at_k: list[int]
+    runner_up: str | None
+    p_holm: float | None
+    significant: bool
+
+
+class ClaimRow(Record):
+    """One figure of the original write-up next to the measured one (case-study layout only)."""
+
+    claim: str
+    claimed: str
+    measured: str
+
+
+class EvaluationSummary(Record):
+    """Everything the evaluate stage concluded, typed."""
+
+    schema_version: int = SCHEMA_VERSION
+    protocol: Protocol
+    splits: list[SplitFacts]
+    undated: UndatedFacts
+    models: list[ModelResult]
+    references: list[Reference]
+    tuning: list[Tuning]
+    comparisons: list[Comparison]
+    verdicts: list[KVerdict]
+    overall: str
+    random_coverage: list[Coverage]
+    default_ranker: DefaultChoice | None
+    skipped_models: dict[str, str]
+    slice_shares: dict[str, dict[str, float | None]] | None
+    case_study: list[ClaimRow] | None
+
+    def split(self, name: str) -> SplitFacts:
+        """The split facts by name ('validation' or 'test')."""
+        return next(s for s in self.splits if s.name == name)
+
+    def model(self, label: str) -> ModelResult:
+        """A model's result by label (KeyError naming the labels when absent)."""
+        for m in self.models:
+            if m.label == label:
+                return m
+        raise KeyError(f"no model {label!r} in the summary; models: {[m.label for m in self.models]}")
+
+    def reference(self, label: str) -> Reference:
+        """random_expected or oracle."""
+        return next(r for r in self.references if r.label == label)
+
+
+def write_summary(summary: EvaluationSummary, path: Path) -> Path:
+    """Write the summary as indented JSON (byte-stable for equal content)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_summary(path: Path) -> EvaluationSummary:
+    """Read and validate a summary written by write_summary (a clear error names the file and the fix)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"evaluation summary {path} not found: run `recsys evaluate` (or `dvc repro evaluate`) first"
+        )
+    return EvaluationSummary.model_validate_json(Path(path).read_text(encoding="utf-8"))
