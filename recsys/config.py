@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,103 @@ REPORTS_DIR = PROJ_ROOT / "reports"
 NOTEBOOKS_DIR = PROJ_ROOT / "notebooks"
 
 DEFAULT_RAW_CSV = RAW_DIR / "synthetic.csv"
-PREPARED_PARQUET = PREPARED_DIR / "interactions.parquet"
-QUARANTINE_PARQUET = PREPARED_DIR / "quarantine.parquet"
-PREPARE_SUMMARY_JSON = PREPARED_DIR / "prepare_summary.json"
+DEFAULT_DATASET = "synthetic"  # the calibrated synthetic log: what the cache serves unless params/cache.yaml says otherwise
 CACHE_DIR = ARTIFACTS_DIR / "cache"
 KERNEL_NAME = "recsys"
+DATASET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True)
+class DatasetPaths:
+    """Where one data set's pipeline files live: data/prepared/<name>/ and reports/<name>/."""
+
+    name: str
+
+    @property
+    def prepared_dir(self) -> Path:
+        """data/prepared/<name>/."""
+        return PREPARED_DIR / self.name
+
+    @property
+    def interactions(self) -> Path:
+        """The canonical interactions Parquet written by `prepare`."""
+        return self.prepared_dir / "interactions.parquet"
+
+    @property
+    def quarantine(self) -> Path:
+        """Rows set aside by `prepare`, each with its reason."""
+        return self.prepared_dir / "quarantine.parquet"
+
+    @property
+    def prepare_summary(self) -> Path:
+        """prepare's row accounting (rows_in == kept + sum(rejected)) and the source it read."""
+        return self.prepared_dir / "prepare_summary.json"
+
+    @property
+    def reports_dir(self) -> Path:
+        """reports/<name>/: the data set's rendered notebooks."""
+        return REPORTS_DIR / self.name
+
+    @property
+    def metrics_dir(self) -> Path:
+        """reports/<name>/metrics/: DVC metrics of the data set."""
+        return self.reports_dir / "metrics"
+
+    @property
+    def figures_dir(self) -> Path:
+        """reports/<name>/figures/."""
+        return self.reports_dir / "figures"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        """reports/<name>/evaluation/: the evaluation's typed summary and tables."""
+        return self.reports_dir / "evaluation"
+
+    @property
+    def evaluation_summary(self) -> Path:
+        """The typed evaluation summary (recsys.evaluation.results.EvaluationSummary)."""
+        return self.evaluation_dir / "summary.json"
+
+
+def dataset_paths(name: str) -> DatasetPaths:
+    """The paths of data set `name` (a lower-case identifier, as listed in params/prepare.yaml: datasets)."""
+    if not DATASET_NAME.fullmatch(name):
+        raise ValueError(f"data set name {name!r} must match {DATASET_NAME.pattern} (params/prepare.yaml: datasets)")
+    return DatasetPaths(name)
+
+
+def datasets(params_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The data sets the pipeline prepares, explores and evaluates (params/prepare.yaml: datasets), in order."""
+    block = load_params("prepare", params_dir).get("datasets") or {}
+    if not isinstance(block, Mapping) or not block:
+        raise ValueError("params/prepare.yaml: `datasets` must map at least one data set name to its source block")
+    for name in block:
+        dataset_paths(str(name))
+    return {str(k): dict(v or {}) for k, v in block.items()}
+
+
+def dataset_config(name: str, params_dir: Path | None = None) -> dict[str, Any]:
+    """One data set's block of params/prepare.yaml (its `source` and, for generated logs, `categories`)."""
+    known = datasets(params_dir)
+    if name not in known:
+        raise ValueError(f"unknown data set {name!r}; params/prepare.yaml lists {sorted(known)}")
+    return known[name]
+
+
+def served_dataset(params_dir: Path | None = None) -> str:
+    """The data set whose audiences the cache, the service and the dashboard serve (params/cache.yaml: cache.dataset)."""
+    try:
+        cache = load_params("cache", params_dir).get("cache") or {}
+    except FileNotFoundError:
+        return DEFAULT_DATASET
+    name = str(cache.get("dataset") or DEFAULT_DATASET)
+    dataset_paths(name)
+    return name
+
+
+PREPARED_PARQUET = dataset_paths(DEFAULT_DATASET).interactions  # the default data set's prepared table
+QUARANTINE_PARQUET = dataset_paths(DEFAULT_DATASET).quarantine
+PREPARE_SUMMARY_JSON = dataset_paths(DEFAULT_DATASET).prepare_summary
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:
