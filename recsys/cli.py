@@ -48,9 +48,13 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     from recsys.data.contract import source_spec_from_params
     from recsys.data.prepare import prepare, summary_dict
 
-    src = config.load_params("prepare")["source"]
+    name = args.dataset or config.DEFAULT_DATASET
+    src = dict(config.dataset_config(name).get("source") or {})
     spec = source_spec_from_params({**src, **({"preset": args.preset} if args.preset else {})})
-    summary = prepare(config.resolve(args.input or src["path"]), config.resolve(args.output or config.PREPARED_PARQUET), spec)
+    if not (args.input or src.get("path")):
+        raise ValueError(f"params/prepare.yaml: datasets.{name}.source.path is missing (the raw file to read)")
+    output = config.resolve(args.output) if args.output else config.dataset_paths(name).interactions
+    summary = prepare(config.resolve(args.input or src["path"]), output, spec)
     return summary_dict(summary)
 
 
@@ -199,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--engine", choices=["pandas", "spark"], help="pandas or spark (default: params/cache.yaml cache.engine)")
             p.add_argument("--ranker", help="ranker name (default: params/cache.yaml cache.ranker)")
             p.add_argument("--uncapped", action="store_true", help="serve each product's uncapped top-n (no exposure cap)")
+        if name in {"prepare", "profile", "evaluate", "notebook"}:
+            p.add_argument("--dataset", help="data set name of params/prepare.yaml: datasets (default: synthetic)")
         if name == "prepare":
             p.add_argument("--preset", help="column-mapping preset: case_study, online_retail, retailrocket, rees46, none")
         if name == "notebook":

@@ -501,7 +501,7 @@ def test_paths_from_env_and_voila_command(tmp_path: Path) -> None:
     assert default.prepared == config.PREPARED_PARQUET and default.cache_dir == config.CACHE_DIR
     assert default.evaluate_json == config.REPORTS_DIR / "metrics" / "evaluate.json"
     custom = DashboardPaths.from_env({DATA_ENV: str(tmp_path), REPORTS_ENV: str(tmp_path / "r")})
-    assert custom.prepared == tmp_path / "prepared" / "interactions.parquet"
+    assert custom.prepared == tmp_path / "prepared" / "synthetic" / "interactions.parquet"
     assert (
         custom.cache_dir == tmp_path / "artifacts" / "cache"
         and custom.explore_json == tmp_path / "r" / "metrics" / "explore.json"

@@ -87,7 +87,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> DashboardPaths:
     paths = DashboardPaths.from_env({DATA_ENV: str(root / "data"), REPORTS_ENV: str(root / "reports")})
     raw = root / "data" / "raw" / "synthetic.csv"
     generate(raw, scale=0.01, seed=42)
-    prepare(raw, paths.prepared, source_spec_from_params(config.load_params("prepare")["source"]))
+    source = config.dataset_config(config.DEFAULT_DATASET)["source"]
+    prepare(raw, paths.prepared, source_spec_from_params(source))
     build_cache_from_params(prepared_path=paths.prepared, cache_dir=paths.cache_dir)
     return paths
 

@@ -29,7 +29,7 @@ def data_source(prepare_summary: dict[str, Any] | None = None) -> tuple[str, flo
     The log is the one a prepare summary names as its input, else the one params/prepare.yaml reads.
     """
     gen = config.load_params("generate")["generate"]
-    raw = prepare_summary["input"] if prepare_summary else config.load_params("prepare")["source"]["path"]
+    raw = prepare_summary["input"] if prepare_summary else config.dataset_config(config.DEFAULT_DATASET)["source"]["path"]
     if config.resolve(raw) == config.resolve(gen["output"]):
         return "synthetic", float(gen["scale"])
     return "file", 1.0
