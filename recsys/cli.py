@@ -67,14 +67,18 @@ def _profile(args: argparse.Namespace) -> dict[str, Any]:
     from recsys.features.categories import category_params_from
     from recsys.reporting.explore import behaviour_axes, has_case_study_layout, split_block, true_categories_for
 
-    prepared = config.resolve(args.input or config.PREPARED_PARQUET)
+    default = config.dataset_paths(args.dataset or config.DEFAULT_DATASET).interactions
+    prepared = config.resolve(args.input) if args.input else default
     df = load_prepared(prepared)
     summary_path = prepared.with_name("prepare_summary.json")
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
     ex = config.load_params("explore")["explore"]
     quantile = args.quantile if args.quantile is not None else float(ex["split_quantile"])
     stats = profile_stats(df, summary, quantile)
-    truth_path = true_categories_for(args.categories, summary)
+    categories = args.categories
+    if categories is None and args.dataset:
+        categories = config.dataset_config(args.dataset).get("categories") or ""
+    truth_path = true_categories_for(categories, summary)
     truth = pd.read_parquet(truth_path) if truth_path is not None else None
     axes, _ = behaviour_axes(df, quantile, category_params_from(ex.get("categories")), truth,
                              int(ex.get("loyalty_permutations", 20)), split_block(stats))
@@ -129,15 +133,18 @@ def _notebook(args: argparse.Namespace) -> dict[str, Any]:
     """Execute a pipeline notebook with papermill into reports/ and render HTML."""
     import yaml
 
-    from recsys.reporting.notebooks import run_notebook
+    from recsys.reporting.notebooks import dataset_parameters, run_notebook
 
-    params = {}
+    params: dict[str, Any] = {}
+    output_dir = None
+    if args.dataset:
+        params, output_dir = dataset_parameters(args.name, args.dataset)
     for item in args.param or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"parameter {item!r} must look like key=value")
         params[key] = yaml.safe_load(value)
-    return run_notebook(args.name, params)
+    return run_notebook(args.name, params, output_dir)
 
 
 def _dashboard(args: argparse.Namespace) -> dict[str, Any]:
@@ -150,10 +157,30 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from recsys.evaluation.run import main as evaluate_main
 
     argv = [*(["--input", args.input] if args.input else []), *(["--quick"] if args.quick else [])]
+    if args.dataset:
+        paths = config.dataset_paths(args.dataset)
+        argv = [
+            "--input", args.input or str(paths.interactions),
+            "--prepare-summary", str(paths.prepare_summary),
+            "--output-dir", str(paths.evaluation_dir),
+            "--metrics", str(paths.metrics_dir / "evaluate.json"),
+            "--plots-dir", str(paths.reports_dir / "plots"),
+            *(["--quick"] if args.quick else []),
+        ]
     code = evaluate_main(argv)
     if code:
         raise SystemExit(code)
     return {}
+
+
+def _sensitivity(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate synthetic logs across the generator's unpinned settings into reports/sensitivity/."""
+    from recsys.evaluation.sensitivity import run_sweep, write_outputs
+
+    out_dir = config.resolve(args.output) if args.output else config.REPORTS_DIR / "sensitivity"
+    summary = run_sweep()
+    paths = write_outputs(summary, out_dir)
+    return {"points": len(summary.points), "conditions": summary.conditions, **{k: config.relative(v) for k, v in paths.items()}}
 
 
 def _summary(args: argparse.Namespace) -> dict[str, Any]:
@@ -170,6 +197,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] 
     "evaluate": ("run the evaluation (validation tuning, one test scoring) into reports/evaluation", _evaluate),
     "build-cache": ("build the top-N audience cache for every product", _build_cache),
     "notebook": ("execute a pipeline notebook (papermill, kernel 'recsys') into reports/ + HTML", _notebook),
+    "sensitivity": ("evaluate synthetic logs across the generator's unpinned settings into reports/sensitivity", _sensitivity),
     "summary": ("write reports/summary.md from the pipeline's metrics", _summary),
     "dashboard": ("serve the Voilà dashboard on 127.0.0.1: python -m dashboard", _dashboard),
     "serve": ("run the HTTP service over the cache: python -m service (settings from RECSYS_* env vars)", _serve),
@@ -197,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--input", help="input path (default: params)")
         if name == "evaluate":
             p.add_argument("--quick", action="store_true", help="small factor models, tuning budget 1 (smoke run)")
-        if name in {"prepare", "build-cache"}:
+        if name in {"prepare", "build-cache", "sensitivity"}:
             p.add_argument("--output", help="output path (default: params/config)")
         if name == "build-cache":
             p.add_argument("--engine", choices=["pandas", "spark"], help="pandas or spark (default: params/cache.yaml cache.engine)")

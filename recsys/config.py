@@ -19,9 +19,12 @@ PREPARED_DIR = DATA_DIR / "prepared"
 ARTIFACTS_DIR = DATA_DIR / "artifacts"
 REPORTS_DIR = PROJ_ROOT / "reports"
 NOTEBOOKS_DIR = PROJ_ROOT / "notebooks"
+DATASETS_REPORTS_DIR = REPORTS_DIR / "datasets"
 
 DEFAULT_RAW_CSV = RAW_DIR / "synthetic.csv"
-DEFAULT_DATASET = "synthetic"  # the calibrated synthetic log: what the cache serves unless params/cache.yaml says otherwise
+DEFAULT_DATASET = (
+    "synthetic"  # the calibrated synthetic log: what the cache serves unless params/cache.yaml says otherwise
+)
 CACHE_DIR = ARTIFACTS_DIR / "cache"
 KERNEL_NAME = "recsys"
 DATASET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -29,7 +32,7 @@ DATASET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 @dataclass(frozen=True)
 class DatasetPaths:
-    """Where one data set's pipeline files live: data/prepared/<name>/ and reports/<name>/."""
+    """Where one data set's pipeline files live: data/prepared/<name>/ and reports/datasets/<name>/."""
 
     name: str
 
@@ -55,22 +58,23 @@ class DatasetPaths:
 
     @property
     def reports_dir(self) -> Path:
-        """reports/<name>/: the data set's rendered notebooks."""
-        return REPORTS_DIR / self.name
+        """reports/datasets/<name>/: the data set's rendered notebooks (every data set under one directory, so a
+        stage that reads them all depends on reports/datasets)."""
+        return DATASETS_REPORTS_DIR / self.name
 
     @property
     def metrics_dir(self) -> Path:
-        """reports/<name>/metrics/: DVC metrics of the data set."""
+        """reports/datasets/<name>/metrics/: DVC metrics of the data set."""
         return self.reports_dir / "metrics"
 
     @property
     def figures_dir(self) -> Path:
-        """reports/<name>/figures/."""
+        """reports/datasets/<name>/figures/."""
         return self.reports_dir / "figures"
 
     @property
     def evaluation_dir(self) -> Path:
-        """reports/<name>/evaluation/: the evaluation's typed summary and tables."""
+        """reports/datasets/<name>/evaluation/: the evaluation's typed summary and tables."""
         return self.reports_dir / "evaluation"
 
     @property

@@ -518,8 +518,12 @@ def build_cache(
     allocation: Mapping[str, Any] | None = None,
     exposure: Mapping[str, Any] | None = None,
     seed: int = 0,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
-    """Fit `ranker_name`, allocate every product's top-n audience (capped per `allocation`) and write the cache."""
+    """Fit `ranker_name`, allocate every product's top-n audience (capped per `allocation`) and write the cache.
+
+    `dataset` names the data set the interactions come from (params/prepare.yaml: datasets), recorded in the manifest.
+    """
     if n < 1:
         raise ValueError(f"cache depth n must be >= 1, got {n} (params/cache.yaml: cache.n)")
     alloc = AllocationParams.from_params(allocation, seed=seed)
@@ -530,6 +534,7 @@ def build_cache(
     recs, uncapped, stats = ranked_audiences(ranker, catalogue, n, alloc)
     fallback = global_fallback(ranker, catalogue, n)
     meta = {
+        "dataset": dataset,
         "ranker": ranker_name,
         "ranker_params": dict(ranker_params or {}),
         "n": int(n),
@@ -574,7 +579,8 @@ def build_cache_from_params(
 
         ranker_params = ranker_params_from(cache_params, feature_params)
         return build_cache_spark_from_params(cache_params, ranker_params, prepared_path, cache_dir)
-    path = Path(prepared_path) if prepared_path else config.PREPARED_PARQUET
+    dataset = str(cfg.get("dataset") or config.DEFAULT_DATASET)
+    path = Path(prepared_path) if prepared_path else config.dataset_paths(dataset).interactions
     interactions = load_prepared(path)
     return build_cache(
         interactions,
@@ -589,6 +595,7 @@ def build_cache_from_params(
         allocation=cfg.get("allocation"),
         exposure=cfg.get("exposure"),
         seed=int(cfg.get("seed", 0)),
+        dataset=dataset,
     )
 
 

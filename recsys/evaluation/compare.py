@@ -38,8 +38,12 @@ class PlannedComparison:
 
 
 def representative(labels: Sequence[str], searches: Mapping[str, SearchResult], available: Sequence[str]) -> str | None:
-    """The group member whose chosen trial is best on validation, by the tuning rule (tuning.best_trial)."""
-    members = [m for m in labels if m in available and m in searches]
+    """The group member whose chosen trial is best on validation, by the tuning rule (tuning.best_trial); a group
+    with one evaluated member needs no validation: that member."""
+    present = [m for m in labels if m in available]
+    if len(present) == 1 and present[0] not in searches:
+        return present[0]
+    members = [m for m in present if m in searches]
     if not members:
         return None
     chosen: list[tuple[dict[str, Any], TrialScore]] = [({}, searches[m].trials[searches[m].chosen][1]) for m in members]

@@ -4,9 +4,9 @@ Protocol (params/evaluate.yaml, block ``evaluate``; stated at the top of the gen
 
 1. splits (recsys.evaluation.split): train | validation window | test window by date, with the
    undated-row policy; ground truth of a product = its customers in the window;
-2. tuning (recsys.evaluation.tuning): every model with a ``search`` space, and every model of the
-   verdict's groups, is scored on the validation window; its chosen configuration is the best
-   validation objective;
+2. tuning (recsys.evaluation.tuning): every model with a ``search`` space, and every model of a
+   verdict group with more than one member, is scored on the validation window; its chosen
+   configuration is the best validation objective;
 3. test: every model is refitted once with its chosen configuration on everything before the test
    cutoff and ranks every product present on both sides (plus, separately, the new products with
    each ranker's cold-start order); the test split is scored once;
@@ -329,7 +329,9 @@ def run_evaluation(
         test_es.scored_mask().sum(),
         len(new_es),
     )
-    group_labels = set(cfg.cf_models) | set(cfg.engagement_models)
+    labels = {spec.label for spec in cfg.models}
+    groups = [[m for m in g if m in labels] for g in (cfg.cf_models, cfg.engagement_models)]
+    group_labels = {m for g in groups if len(g) > 1 for m in g}  # a one-member group has no choice to validate
     searches: dict[str, SearchResult] = {}
     skipped: dict[str, str] = {}
     chosen_params: dict[str, dict[str, Any]] = {}
@@ -532,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--input", help="prepared interactions Parquet (default: evaluate.input)")
     parser.add_argument("--output-dir", help="output directory (default: evaluate.output_dir)")
+    parser.add_argument("--prepare-summary", help="prepare_summary.json of the input (layout detection; default: next to it)")
     parser.add_argument("--metrics", default="reports/metrics/evaluate.json", help="DVC metrics file")
     parser.add_argument("--plots-dir", default="reports/plots", help="DVC plots directory")
     parser.add_argument(
@@ -552,7 +555,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    case_study = is_case_study_layout() if choice == "auto" else choice.lower() == "true"
+    summary_path = config.resolve(args.prepare_summary) if args.prepare_summary else None
+    if summary_path is None and args.input:
+        summary_path = config.resolve(args.input).with_name("prepare_summary.json")
+    case_study = is_case_study_layout(summary_path) if choice == "auto" else choice.lower() == "true"
     try:
         result = run_evaluation(params, write=False, case_study=case_study)
         out_dir = config.resolve(args.output_dir or block.get("output_dir") or (config.REPORTS_DIR / "evaluation"))

@@ -12,7 +12,12 @@ from recsys import config
 
 log = logging.getLogger(__name__)
 
-NOTEBOOKS: tuple[str, ...] = ("explore", "cf_proof", "cache", "evaluate")
+NOTEBOOKS: tuple[str, ...] = ("explore", "cf_proof", "cache", "evaluate", "sensitivity")
+DATASET_NOTEBOOKS: tuple[str, ...] = (
+    "explore",
+    "evaluate",
+    "cf_proof",
+)  # run once per data set into reports/datasets/<name>/
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -23,7 +28,9 @@ def setup_logging(level: int = logging.INFO) -> None:
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write a metrics/summary JSON file (sorted keys, UTF-8, trailing newline)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True, default=str) + "\n", encoding="utf-8"
+    )
 
 
 def scrub(executed: Path) -> None:
@@ -37,7 +44,9 @@ def scrub(executed: Path) -> None:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+            cell.outputs = [
+                o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
+            ]
     nbformat.write(nb, executed)
 
 
@@ -54,6 +63,26 @@ def render_html(executed: Path) -> Path:
     html = executed.with_suffix(".html")
     html.write_text(body, encoding="utf-8")
     return html
+
+
+def dataset_parameters(name: str, dataset: str) -> tuple[dict[str, Any], Path]:
+    """(papermill parameters, output directory) that point notebook `name` at data set `dataset`'s files."""
+    if name not in DATASET_NOTEBOOKS:
+        raise ValueError(f"notebook {name!r} is not run per data set; per-data-set notebooks: {DATASET_NOTEBOOKS}")
+    paths = config.dataset_paths(dataset)
+    rel = config.relative
+    if name == "explore":
+        categories = config.dataset_config(dataset).get("categories")
+        params: dict[str, Any] = {
+            "dataset": dataset,
+            "prepared_path": rel(paths.interactions),
+            "metrics_path": rel(paths.metrics_dir / "explore.json"),
+            "figures_dir": rel(paths.figures_dir / "explore"),
+            "true_categories_path": rel(config.resolve(categories)) if categories else "",
+        }
+    else:
+        params = {"dataset": dataset, "results_dir": rel(paths.evaluation_dir)}
+    return params, paths.reports_dir
 
 
 def run_notebook(name: str, parameters: dict[str, Any] | None = None, output_dir: Path | None = None) -> dict[str, Any]:
@@ -85,5 +114,10 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, output_dir
     took = time.perf_counter() - t0
     log.info("notebook %s executed in %.1f s (+%.1f s HTML) -> %s", name, executed_s, took - executed_s, html)
     timing = {"notebook": name, "executed_seconds": round(executed_s, 2), "total_seconds": round(took, 2)}
-    write_json(config.DATA_DIR / "timings" / f"{name}.json", timing)  # run-specific: kept out of reports/
-    return {**timing, "executed": str(executed.relative_to(out_dir.parent)), "html": str(html.relative_to(out_dir.parent))}
+    stem = name if out_dir == config.REPORTS_DIR else f"{out_dir.name}-{name}"
+    write_json(config.DATA_DIR / "timings" / f"{stem}.json", timing)  # run-specific: kept out of reports/
+    return {
+        **timing,
+        "executed": str(executed.relative_to(out_dir.parent)),
+        "html": str(html.relative_to(out_dir.parent)),
+    }

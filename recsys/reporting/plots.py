@@ -234,3 +234,54 @@ __all__ = [
     "plot_comparisons",
     "METRICS",
 ]
+
+
+def plot_sensitivity(
+    points: pd.DataFrame, positions: pd.DataFrame | None = None, models: Sequence[str] | None = None
+) -> Figure:
+    """precision@k with its interval per model against each swept setting (three panels), real logs marked.
+
+    points: ``recsys.evaluation.sensitivity.points_table``; positions: ``log_positions`` (vertical lines at each
+    data set's inferred loyalty or retention).
+    """
+    fig = Figure(figsize=(13.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    panels = [
+        ("loyalty", 1.0, "category_loyalty", "loyalty_inferred", "category loyalty (informative names)"),
+        ("loyalty", 0.0, "category_loyalty", "loyalty_inferred", "category loyalty (shuffled names)"),
+        ("retention", None, "measured_retention_pct", "retention_pct", "retention (%)"),
+    ]
+    names = _models(points, models)
+    floor = float(points["precision"][points["precision"] > 0].min()) / 3 if (points["precision"] > 0).any() else 1e-7
+    for ax, (axis, signal, x, where, title) in zip(axes, panels, strict=True):
+        part = points[(points["axis"] == axis) & ((points["name_signal"] == signal) if signal is not None else True)]
+        for j, model in enumerate(names):
+            rows = part[part["model"] == model].sort_values(x)
+            if rows.empty:
+                continue
+            xs = rows[x].to_numpy(dtype=float) * (1.0 + 0.012 * (j - len(names) / 2))  # dodge overlapping whiskers
+            y = np.maximum(rows["precision"].to_numpy(dtype=float), floor)
+            lo = np.maximum(rows["low"].to_numpy(dtype=float), floor)
+            hi = np.maximum(rows["high"].to_numpy(dtype=float), floor)
+            ax.errorbar(xs, y, yerr=[y - lo, hi - y], marker="o", capsize=3, label=model)
+        if positions is not None and not positions.empty:
+            for row in positions.itertuples(index=False):
+                value = getattr(row, where)
+                if value is not None and np.isfinite(value):
+                    ax.axvline(float(value), color="0.5", linestyle=":", linewidth=1)
+                    ax.annotate(
+                        str(row.dataset),
+                        (float(value), 1.0),
+                        xycoords=("data", "axes fraction"),
+                        rotation=90,
+                        va="top",
+                        ha="right",
+                        fontsize=8,
+                        color="0.35",
+                    )
+        ax.set_yscale("log")
+        ax.set_xlabel(title)
+        ax.set_title(title)
+    axes[0].set_ylabel("precision@10 (log; 0 drawn at the floor)")
+    axes[-1].legend(fontsize=8, loc="best")
+    return fig

@@ -204,6 +204,7 @@ def build_cache_spark(
     allocation: Mapping[str, Any] | None = None,
     exposure: Mapping[str, Any] | None = None,
     seed: int = 0,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Fit `ranker_name` on Spark over the interactions at `uri`, rank every product's top-n and write the cache.
 
@@ -231,6 +232,7 @@ def build_cache_spark(
         log.info("spark build: ranked and staged %d rows in %.1f s", int(staged.sizes.sum()), time.perf_counter() - t1)
         t1 = time.perf_counter()
         meta = {
+            "dataset": dataset,
             "ranker": ranker_name,
             "ranker_params": params,
             "n": int(n),
@@ -282,7 +284,8 @@ def build_cache_spark_from_params(
             "(or `recsys build-cache --engine spark --uncapped`), or use cache.engine: pandas"
         )
     settings = SparkSettings.from_params(cfg.get("spark"))
-    uri = str(prepared) if prepared is not None else (settings.input or str(config.PREPARED_PARQUET))
+    served = config.dataset_paths(str(cfg.get("dataset") or config.DEFAULT_DATASET)).interactions
+    uri = str(prepared) if prepared is not None else (settings.input or str(served))
     source = config.relative(uri) if local_path(uri) is not None else uri
     return build_cache_spark(
         uri,
@@ -298,4 +301,5 @@ def build_cache_spark_from_params(
         allocation=cfg.get("allocation"),
         exposure=cfg.get("exposure"),
         seed=int(cfg.get("seed", 0)),
+        dataset=str(cfg.get("dataset") or config.DEFAULT_DATASET),
     )
