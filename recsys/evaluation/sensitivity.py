@@ -144,8 +144,9 @@ def point_params(cfg: SweepConfig, evaluate: Mapping[str, Any], tuned: Evaluatio
         models[label] = unflatten_into(specs[label], chosen[label])
     block["models"] = models
     tuning = dict(block.get("tuning") or {})
-    budget = dict(tuning.get("budget") or {})
-    tuning["budget"] = {k: v for k, v in budget.items() if k == "default" or k in models}  # nothing is tuned anyway
+    budget = tuning.get("budget")
+    if isinstance(budget, Mapping):  # per-model budgets may name models the sweep leaves out (nothing is tuned anyway)
+        tuning["budget"] = {k: v for k, v in budget.items() if k == "default" or k in models}
     block["tuning"] = tuning
     comparisons = dict(block.get("comparisons") or {})
     verdict = tuned.verdicts[0] if tuned.verdicts else None

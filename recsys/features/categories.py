@@ -26,8 +26,8 @@ from threadpoolctl import threadpool_limits
 
 from recsys.config import check_keys
 from recsys.data.behaviour import UNKNOWN
-from recsys.rankers.base import History
-from recsys.rankers.content import product_token_matrix, tfidf
+from recsys.features.engagement import encode_ids
+from recsys.features.text import product_token_matrix, tfidf
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,12 @@ def category_params_from(cfg: Mapping[str, Any] | None) -> CategoryParams:
 
 def name_token_weights(interactions: pd.DataFrame) -> tuple[np.ndarray, sp.csr_matrix]:
     """Product ids (sorted) and their TF-IDF rows over letter tokens shared by at least two products."""
-    history = History.build(interactions)
-    x, vocab = product_token_matrix(interactions, history)
+    codes, product_ids = encode_ids(interactions["product_id"])
+    x, vocab = product_token_matrix(interactions["product_name"], codes, len(product_ids))
     letters = ~pd.Series(vocab, dtype="string[pyarrow]").str.fullmatch(r"\d+").fillna(True).to_numpy(dtype=bool)
     shared = np.bincount(x.indices, minlength=x.shape[1]) >= 2
     kept = sp.csr_matrix(x[:, np.flatnonzero(letters & shared)])
-    return history.product_ids, tfidf(kept)
+    return product_ids, tfidf(kept)
 
 
 def infer_categories(interactions: pd.DataFrame, params: CategoryParams | None = None) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from recsys.data.ids import id_array
 from recsys.features.engagement import unique_sorted
-from recsys.features.text import tokenize_names
+from recsys.features.text import product_token_matrix, row_normalise, tfidf
 from recsys.rankers.base import (
     ENGAGEMENT_PATHS,
     GlobalOrder,
@@ -25,47 +25,6 @@ from recsys.rankers.base import (
     sparse_topk,
     topk_superset,
 )
-
-
-def row_normalise(m: sp.csr_matrix) -> sp.csr_matrix:
-    """Scale every row to unit L2 norm (empty rows stay empty)."""
-    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
-    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    return sp.csr_matrix(sp.diags(inv) @ m)
-
-
-def product_token_matrix(interactions: pd.DataFrame, history: History) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Binary (products x tokens) matrix of every name logged for each product, and the token vocabulary."""
-    names = interactions["product_name"]
-    if not isinstance(names.dtype, pd.CategoricalDtype):
-        names = names.astype("category")
-    name_codes = names.cat.codes.to_numpy().astype(np.int64)
-    has = name_codes >= 0
-    pairs = unique_sorted(history.row_products[has] * max(len(names.cat.categories), 1) + name_codes[has])
-    pair_prod, pair_name = np.divmod(pairs, max(len(names.cat.categories), 1))
-    parents, tokens = tokenize_names(np.asarray(names.cat.categories, dtype=object))
-    token_codes, vocab = pd.factorize(tokens)
-    n_tokens = len(vocab)
-    name_tok = sp.csr_matrix(
-        (np.ones(len(parents)), (parents, token_codes)), shape=(len(names.cat.categories), n_tokens)
-    )
-    prod_name = sp.csr_matrix(
-        (np.ones(len(pair_prod)), (pair_prod, pair_name)), shape=(history.n_products, len(names.cat.categories))
-    )
-    x = sp.csr_matrix(prod_name @ name_tok)
-    x.data[:] = 1.0
-    return x, np.asarray(vocab, dtype=object)
-
-
-def tfidf(x: sp.csr_matrix, n_docs: int | None = None) -> sp.csr_matrix:
-    """Smoothed TF-IDF of a binary (products x tokens) matrix, rows L2-normalised.
-
-    idf = ln((1+P)/(1+df)) + 1 with P = n_docs (default: the number of rows).
-    """
-    n = x.shape[0] if n_docs is None else int(n_docs)
-    df = np.bincount(x.indices, minlength=x.shape[1])
-    idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
-    return row_normalise(sp.csr_matrix(x @ sp.diags(idf)))
 
 
 def truncate_postings(q: sp.csr_matrix, priority: np.ndarray, cap: int) -> sp.csr_matrix:
@@ -109,7 +68,7 @@ class ContentRanker(GlobalRanker):
     def _prepare(self, interactions: pd.DataFrame, history: History) -> None:
         """The knob-independent model: engagement features, the TF-IDF product-token matrix, customer profiles."""
         self._fit_engagement(interactions, history)
-        x, self.vocab_ = product_token_matrix(interactions, history)
+        x, self.vocab_ = product_token_matrix(interactions["product_name"], history.row_products, history.n_products)
         self.tokens_ = x
         self.x_ = tfidf(x, int(history.signal.sum()))  # products known only through exclusions are not documents
         n_users = history.n_users

@@ -255,11 +255,12 @@ def plot_sensitivity(
     floor = float(points["precision"][points["precision"] > 0].min()) / 3 if (points["precision"] > 0).any() else 1e-7
     for ax, (axis, signal, x, where, title) in zip(axes, panels, strict=True):
         part = points[(points["axis"] == axis) & ((points["name_signal"] == signal) if signal is not None else True)]
+        span = float(part[x].max() - part[x].min()) if not part.empty else 1.0
         for j, model in enumerate(names):
             rows = part[part["model"] == model].sort_values(x)
             if rows.empty:
                 continue
-            xs = rows[x].to_numpy(dtype=float) * (1.0 + 0.012 * (j - len(names) / 2))  # dodge overlapping whiskers
+            xs = rows[x].to_numpy(dtype=float) + 0.008 * (span or 1.0) * (j - len(names) / 2)  # dodge the whiskers
             y = np.maximum(rows["precision"].to_numpy(dtype=float), floor)
             lo = np.maximum(rows["low"].to_numpy(dtype=float), floor)
             hi = np.maximum(rows["high"].to_numpy(dtype=float), floor)
