@@ -56,7 +56,7 @@ class DashboardData:
     @property
     def cache_ranker(self) -> str | None:
         """Ranker that built the cache, if any."""
-        return str(self.lookup.manifest.get("ranker")) if self.lookup is not None else None
+        return self.lookup.manifest.ranker if self.lookup is not None else None
 
     @property
     def whatif_ranker(self) -> str:
@@ -102,7 +102,7 @@ class DashboardData:
 
     def _load_params(self) -> None:
         """Feature params and seed: those the cache was built with, else params/*.yaml."""
-        manifest_params = (self.lookup.manifest.get("ranker_params") or {}) if self.lookup is not None else {}
+        manifest_params: dict[str, Any] = dict(self.lookup.manifest.ranker_params) if self.lookup is not None else {}
         try:
             file_features = config.load_params("features")
             file_seed = int((config.load_params("cache").get("cache") or {}).get("seed", 0))
@@ -148,11 +148,11 @@ class DashboardData:
         """Note when the cache was built from another prepared file."""
         if self.lookup is None:
             return
-        fp = self.lookup.manifest.get("fingerprint") or {}
-        if fp.get("algorithm") == "sha256-file":
+        fp = self.lookup.manifest.fingerprint
+        if fp.algorithm == "sha256-file":
             from recsys.cache.build import fingerprint_file
 
-            if fingerprint_file(self.paths.prepared) != fp.get("value"):
+            if fingerprint_file(self.paths.prepared) != fp.value:
                 self.notes.append(
                     f"The cache was built from a different prepared file than {config.relative(self.paths.prepared)}; "
                     f"cached audiences may be stale ({CACHE_HINT})."

@@ -75,9 +75,14 @@ def header_html(data: DashboardData) -> str:
         )
     if data.lookup is not None:
         m = data.lookup.manifest
+        cap = (
+            "uncapped"
+            if m.allocation.max_exposures is None
+            else f"cap {m.allocation.max_exposures} audiences per customer"
+        )
         parts.append(
-            f"<div class='recsys-muted'>Audience cache: ranker <b>{esc(m.get('ranker'))}</b>, N = {int(m['n'])}, "
-            f"built {esc(str(m.get('created_at', ''))[:19])}</div>"
+            f"<div class='recsys-muted'>Audience cache: ranker <b>{esc(m.ranker)}</b>, N = {m.n}, {cap} · "
+            f"{m.counts.products:,} products · version {esc(m.version[:12])} ({esc(m.engine.name)})</div>"
         )
     parts.append(issues_html(data.issues, data.notes))
     return "".join(parts)
