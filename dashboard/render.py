@@ -35,6 +35,7 @@ table.recsys-table th,table.recsys-table td{border-bottom:1px solid #e5e5e5;padd
 table.recsys-table th{background:#f2f2f2;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .chg-new{color:#2a9d8f;font-weight:bold}.chg-up{color:#2a9d8f}.chg-down{color:#e76f51}
+.recsys-verdicts,.recsys-default,.recsys-coverage{margin-top:8px}
 .recsys-download-link{display:inline-block;padding:4px 10px;border:1px solid #2a9d8f;border-radius:4px;
   color:#2a9d8f;text-decoration:none;font-weight:bold}
 </style>"""
@@ -134,6 +135,8 @@ def audience_table_html(frame: pd.DataFrame) -> str:
         + cls
         + "'>"
         + change.map(html.escape)
+        + "</td><td class='num expo'>"
+        + frame["exposures"].astype(str)
         + "</td><td class='num'>"
         + frame["interactions"].astype(str)
         + "</td><td class='num'>"
@@ -145,7 +148,8 @@ def audience_table_html(frame: pd.DataFrame) -> str:
         + "</td></tr>"
     )
     head = (
-        "<tr><th>rank</th><th>customer</th><th>score</th><th>change</th><th>interactions</th>"
+        "<tr><th>rank</th><th>customer</th><th>score</th><th>change</th>"
+        "<th title='in how many served audiences (cache depth N) the customer is'>exposures</th><th>interactions</th>"
         "<th>distinct products</th><th>last seen</th><th>events</th></tr>"
     )
     return (
@@ -164,10 +168,17 @@ def audience_summary_html(result: AudienceResult, n: int, cache_ranker: str | No
     """One line: where the list comes from and how it differs from the cache (and whether the ranker changed)."""
     cold = " · <b>cold start</b>: global order" if result.cold_start else ""
     took = f" · ranked in {result.seconds * 1000:.0f} ms"
+    cap = "uncapped" if result.cap is None else f"cap {result.cap}"
     if result.source == "cache":
-        text = f"Top {len(result.customers)} from the cache (ranker <b>{esc(result.ranker)}</b>){cold}"
+        text = f"Top {len(result.customers)} from the cache (ranker <b>{esc(result.ranker)}</b>, {cap}){cold}"
     elif result.source == "what-if":
-        text = f"What-if top {len(result.customers)} (ranker <b>{esc(result.ranker)}</b>){cold}{took}"
+        text = f"What-if top {len(result.customers)} (ranker <b>{esc(result.ranker)}</b>, {cap}){cold}{took}"
+        if result.approximate and result.held_out is not None:
+            text += (
+                f"<br><span class='recsys-cap-note'>{cap}: per-product approximation of the joint allocation (the "
+                f"other products' audiences held as served): <b>{len(result.held_out)}</b> customers of the ranking "
+                f"held out, already in ≥ {result.cap} other served audiences</span>"
+            )
         if result.diff is not None:
             moved = int(((result.diff.moves != 0) & ~result.diff.is_new).sum())
             versus = "vs cache" if cache_ranker in (None, result.ranker) else f"vs cache (ranker {esc(cache_ranker)})"

@@ -336,3 +336,17 @@ def test_manifest_round_trips_through_its_json(int_cache: tuple[Path, CacheManif
     assert (int_cache[0] / MANIFEST_NAME).read_text() == manifest.to_json()
     with pytest.raises(ValueError, match="frozen"):
         manifest.n = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("ids", ["dense-int", "sparse-int", "str"])
+def test_exposure_counts_of_the_lookup_equal_the_audience_counts(tmp_path: Path, ids: str) -> None:
+    log = random_log(n_rows=1500, n_users=150, n_products=40, seed=8, str_ids=ids == "str")
+    if ids == "sparse-int":  # ids far above the dense-bincount limit: counted with one sort instead
+        log["customer_id"] = log["customer_id"].astype(np.int64) * 10**12
+    manifest = build(log, tmp_path, allocation={"max_exposures": 3, "candidates": 30})
+    customers, counts = AudienceLookup.open(tmp_path).exposure_counts()
+    expected = pd.read_parquet(tmp_path / AUDIENCE_NAME)["customer_id"].value_counts().sort_index()
+    assert customers.tolist() == expected.index.tolist() and counts.tolist() == expected.tolist()
+    assert counts.dtype == np.int64 and int(counts.sum()) == manifest.counts.rows
+    served = manifest.exposure.served.at(N)
+    assert int(counts.max()) == served.max_exposures <= 3 and len(counts) == served.distinct_customers

@@ -47,6 +47,7 @@ SCORE_DTYPE = np.float32  # ~7 significant digits: enough to order and show; hal
 AUDIENCE_NAME = "audience.parquet"
 EXPORT_STEM = "audience_original"
 LOOKUP_PREFIX = "lookup-"
+DENSE_ID_LIMIT = 1 << 24  # integer customer ids below this are counted with one bincount (an int64 per id value)
 LOOKUP_ARRAYS: tuple[str, ...] = (
     "product_ids",
     "offsets",
@@ -165,6 +166,27 @@ class AudienceLookup:
     def _ids_of(self, stored: np.ndarray) -> np.ndarray:
         """Customer ids from stored values (the ids themselves, or codes into the vocabulary)."""
         return stored if self._vocab is None else self._vocab[stored]
+
+    def exposure_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids ascending, count) of every customer in some audience: in how many product audiences (depth N) each is.
+
+        One bincount over the stored customers (vocabulary codes for string ids; the ids themselves when they are
+        non-negative and dense enough, else one sort with ``np.unique``).
+        """
+        stored = self._customers
+        if self._vocab is not None:
+            counts = np.bincount(stored, minlength=len(self._vocab))
+            used = np.flatnonzero(counts)
+            return self._vocab[used], counts[used].astype(np.int64)
+        if len(stored) == 0:
+            return stored[:0].copy(), np.zeros(0, dtype=np.int64)
+        lo, hi = int(stored.min()), int(stored.max())
+        if lo >= 0 and hi < max(4 * len(stored), DENSE_ID_LIMIT):
+            counts = np.bincount(stored, minlength=hi + 1)
+            used = np.flatnonzero(counts)
+            return used.astype(stored.dtype), counts[used].astype(np.int64)
+        ids, counts = np.unique(stored, return_counts=True)
+        return ids, counts.astype(np.int64)
 
     def known(self, product_id: Any) -> bool:
         """True when the product has its own audience in the cache."""
