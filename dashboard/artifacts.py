@@ -232,6 +232,7 @@ class DashboardData:
             cap=limit if source == "what-if" else self.served_cap,
             approximate=held is not None,
             held_out=held,
+            served_cap=self.served_cap,
         )
 
     def audience_table(self, result: AudienceResult) -> pd.DataFrame:

@@ -151,6 +151,7 @@ class AudienceResult:
     cap: int | None = None  # the frequency cap the list was chosen under (None: uncapped)
     approximate: bool = False  # a per-product approximation of the joint capped allocation (dashboard.exposure)
     held_out: np.ndarray | None = None  # customers of the ranking the cap held out (approximate lists only)
+    served_cap: int | None = None  # the cap the cache's audiences were allocated under (None: uncapped or no cache)
 
 
 def user_activity(df: pd.DataFrame, ucodes: np.ndarray, raw: pd.DataFrame) -> UserActivity:

@@ -8,7 +8,9 @@
   the whole catalogue (tens of seconds at scale 1), so the dashboard answers per product and labels it an
   approximation: the other products' audiences are held at the served allocation; walking the product's own
   ranking (the what-if engine's ``Ranker.rescore``), a customer already in C or more other served audiences is
-  held out and the next customer under the cap takes the slot. "Uncapped" is exact: the ranker's own top-n.
+  held out and the next customer under the cap takes the slot. "Uncapped" is exact: the ranker's own top-n. A cap
+  looser than the served one holds nobody out under this approximation (no customer is in more served audiences
+  than the served cap), which the summary line says.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ UNCAPPED = "none"  # the cap choice "no cap" (the ranker's own top-n)
 CapChoice = int | str  # SERVED, UNCAPPED or a cap >= 1
 CAP_STEPS: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 MIN_DEPTH = 256  # first ranking depth the capped what-if walks (deepened by DEEPEN until n customers fit)
-DEEPEN = 4
+DEEPEN = 16  # measured at scale 1: scoring dominates a call, so few deep calls beat many shallow ones
 Ranking = Callable[[int], tuple[np.ndarray, np.ndarray, bool]]  # depth -> (customer ids, scores, cold start)
 
 
@@ -125,11 +127,11 @@ def cap_whatif(
 
 
 def _cell(value: Any) -> str:
-    """A metric value for the table: integers with separators, floats with 3 significant digits, '—' for None."""
+    """A metric value: integers (and floats from 1,000 up) with separators, other floats to 3 digits, '—' for None."""
     if value is None:
         return "—"
-    if isinstance(value, int | np.integer):
-        return f"{int(value):,}"
+    if isinstance(value, int | np.integer) or abs(float(value)) >= 1000:
+        return f"{float(value):,.0f}"
     return f"{float(value):.3g}"
 
 

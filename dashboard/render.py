@@ -174,11 +174,7 @@ def audience_summary_html(result: AudienceResult, n: int, cache_ranker: str | No
     elif result.source == "what-if":
         text = f"What-if top {len(result.customers)} (ranker <b>{esc(result.ranker)}</b>, {cap}){cold}{took}"
         if result.approximate and result.held_out is not None:
-            text += (
-                f"<br><span class='recsys-cap-note'>{cap}: per-product approximation of the joint allocation (the "
-                f"other products' audiences held as served): <b>{len(result.held_out)}</b> customers of the ranking "
-                f"held out, already in ≥ {result.cap} other served audiences</span>"
-            )
+            text += f"<br><span class='recsys-cap-note'>{cap_note(result)}</span>"
         if result.diff is not None:
             moved = int(((result.diff.moves != 0) & ~result.diff.is_new).sum())
             versus = "vs cache" if cache_ranker in (None, result.ranker) else f"vs cache (ranker {esc(cache_ranker)})"
@@ -193,6 +189,23 @@ def audience_summary_html(result: AudienceResult, n: int, cache_ranker: str | No
     if len(result.customers) < n and result.source != "none":
         text += f" · only {len(result.customers)} eligible customers"
     return f"<div class='recsys-summary'>{text}</div>"
+
+
+def cap_note(result: AudienceResult) -> str:
+    """What the cap what-if did and what it assumes (a per-product approximation of the joint allocation)."""
+    held = 0 if result.held_out is None else len(result.held_out)
+    text = (
+        f"cap {result.cap}: per-product approximation of the joint allocation (the other products' audiences held "
+        f"as served): <b>{held}</b> customers of the ranking held out, already in ≥ {result.cap} other served audiences"
+    )
+    looser = result.cap is not None and result.served_cap is not None and result.cap > result.served_cap
+    if looser:
+        text += (
+            f". The served audiences were allocated under cap {result.served_cap}, so nobody is in more than "
+            f"{result.served_cap} of them: a looser cap holds no one out here, while the exact joint allocation would "
+            "give busy customers more slots elsewhere too"
+        )
+    return text
 
 
 def download_link_html(csv_text: str, filename: str, label: str = "Download CSV") -> str:

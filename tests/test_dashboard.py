@@ -687,6 +687,8 @@ def test_cap_whatif_in_the_dashboard(capped: DashboardData) -> None:
     loose = capped.audience(pid, CAPPED_N, cap=1000)
     assert loose.customers.tolist() == free.customers.tolist() and loose.held_out is not None
     assert len(loose.held_out) == 0
+    assert "a looser cap holds no one out" in audience_summary_html(loose, CAPPED_N)
+    assert "looser" not in audience_summary_html(capped.audience(pid, CAPPED_N, cap=2), CAPPED_N)
     # changed weights under the served cap: the same approximation, at the served cap
     changed = replace(capped.default_settings(), weights={**DEFAULT_ENGAGEMENT_WEIGHTS, "recency": 1.0})
     moved = capped.audience(pid, CAPPED_N, changed)

@@ -176,6 +176,10 @@ def test_openapi_describes_the_loaded_cache(client: TestClient, str_client: Test
     assert schemas["RecommendResponse"]["properties"]["product_id"]["type"] == "integer"
     assert schemas["Recommendation"]["properties"]["customer_id"]["type"] == "integer"
     assert set(spec["paths"]) >= {"/health", "/recommend/{product_id}", "/recommend/batch", "/products/sample"}
+    cache = schemas["ManifestSummary"]
+    health = client.get("/health").json()["cache"]
+    assert set(cache["properties"]) == set(health) and set(cache["required"]) == set(health)  # /health as documented
+    assert cache["properties"]["engine"]["enum"] == ["pandas", "spark"] and "created_at" not in cache["properties"]
     str_spec = str_client.get("/openapi.json").json()
     str_params = {p["name"]: p["schema"] for p in str_spec["paths"]["/recommend/{product_id}"]["get"]["parameters"]}
     assert str_params["product_id"]["type"] == "string"
