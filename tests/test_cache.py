@@ -350,3 +350,15 @@ def test_exposure_counts_of_the_lookup_equal_the_audience_counts(tmp_path: Path,
     assert counts.dtype == np.int64 and int(counts.sum()) == manifest.counts.rows
     served = manifest.exposure.served.at(N)
     assert int(counts.max()) == served.max_exposures <= 3 and len(counts) == served.distinct_customers
+
+
+def test_manifest_exposure_records_mirror_the_exposure_metrics() -> None:
+    """The manifest (pydantic, import-light) restates recsys.allocation.exposure's result fields: they must agree."""
+    import dataclasses
+
+    from recsys.allocation.exposure import ExposureAtK as AtK
+    from recsys.allocation.exposure import ExposureMetrics
+    from recsys.cache.manifest import ExposureAtK, ExposureSide
+
+    assert set(ExposureAtK.model_fields) == {f.name for f in dataclasses.fields(AtK)} - {"k"}  # k is the dict key
+    assert set(ExposureSide.model_fields) == {f.name for f in dataclasses.fields(ExposureMetrics)}

@@ -129,16 +129,21 @@ def engine(log: pd.DataFrame) -> WhatIfEngine:
     return WhatIfEngine(log, {name: BASE_PARAMS for name in WHATIF_RANKERS})
 
 
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory, log: pd.DataFrame) -> DashboardPaths:
-    """A data dir laid out like data/ (prepared parquet + cache built with the project's params) and empty reports."""
-    root = tmp_path_factory.mktemp("dash")
+def dashboard_dir(root: Path, log: pd.DataFrame, n: int, allocation: dict[str, Any] | None = None) -> DashboardPaths:
+    """A data dir laid out like data/ (prepared parquet + activity cache built with the project's feature params) and
+    empty reports, under `root`."""
     paths = DashboardPaths.from_env({DATA_ENV: str(root / "data"), REPORTS_ENV: str(root / "reports")})
     paths.prepared.parent.mkdir(parents=True)
     log.to_parquet(paths.prepared, index=False)
-    features = config.load_params("features")
-    build_cache(log, "activity", {"seed": 0, "features": features}, paths.cache_dir, n=15)
+    params = {"seed": 0, "features": config.load_params("features")}
+    build_cache(log, "activity", params, paths.cache_dir, n=n, allocation=allocation)
     return paths
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory, log: pd.DataFrame) -> DashboardPaths:
+    """The uncapped cache of depth 15 and the log it was built from."""
+    return dashboard_dir(tmp_path_factory.mktemp("dash"), log, n=15)
 
 
 @pytest.fixture(scope="module")
@@ -248,11 +253,7 @@ def test_string_ids_end_to_end(tmp_path: Path, log: pd.DataFrame) -> None:
         customer_id=("C" + log["customer_id"].astype(str)).astype("string[pyarrow]"),
         product_id=("SKU" + log["product_id"].astype(str) + "A").astype("string[pyarrow]"),
     )
-    paths = DashboardPaths.from_env({DATA_ENV: str(tmp_path / "data"), REPORTS_ENV: str(tmp_path / "reports")})
-    paths.prepared.parent.mkdir(parents=True)
-    frame.to_parquet(paths.prepared, index=False)
-    build_cache(frame, "activity", {"seed": 0, "features": config.load_params("features")}, paths.cache_dir, n=6)
-    data = DashboardData.load(paths)
+    data = DashboardData.load(dashboard_dir(tmp_path, frame, n=6))
     assert data.ready and not data.issues
     cached = data.audience("SKU3A", 6)
     assert cached.source == "cache" and all(str(c).startswith("C") for c in cached.customers)
@@ -589,15 +590,8 @@ CAPPED_N = 10
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory: pytest.TempPathFactory, log: pd.DataFrame) -> DashboardData:
     """The dashboard over a cache capped at CAP audiences per customer (activity, depth CAPPED_N)."""
-    root = tmp_path_factory.mktemp("capped")
-    paths = DashboardPaths.from_env({DATA_ENV: str(root / "data"), REPORTS_ENV: str(root / "reports")})
-    paths.prepared.parent.mkdir(parents=True)
-    log.to_parquet(paths.prepared, index=False)
-    params = {"seed": 0, "features": config.load_params("features")}
-    build_cache(
-        log, "activity", params, paths.cache_dir, n=CAPPED_N, allocation={"max_exposures": CAP, "candidates": 40}
-    )
-    return DashboardData.load(paths)
+    allocation = {"max_exposures": CAP, "candidates": 40}
+    return DashboardData.load(dashboard_dir(tmp_path_factory.mktemp("capped"), log, n=CAPPED_N, allocation=allocation))
 
 
 def own_ranking(data: DashboardData, pid: int) -> np.ndarray:

@@ -145,7 +145,11 @@ class AllocationInfo(Record):
 
 
 class ExposureAtK(Record):
-    """Exposure counts at one cut-off k (``recsys.allocation.exposure`` defines every field)."""
+    """Exposure counts at one cut-off k (``recsys.allocation.exposure`` defines every field).
+
+    Restates the fields of ``recsys.allocation.exposure.ExposureAtK`` (k is the key here) because that module imports
+    pandas and this one must stay light for the service; tests/test_cache.py keeps the two in step.
+    """
 
     slots: int
     distinct_customers: int
