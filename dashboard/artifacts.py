@@ -204,9 +204,9 @@ class DashboardData:
             if limit is None:
                 customers, scores, cold = engine.rank(settings, product_id, n)
             else:
-                served_list = (
-                    self.lookup.top(product_id, self.lookup.n)[0] if self.lookup is not None else np.zeros(0, np.int64)
-                )
+                served_list = np.zeros(0, dtype=np.int64)
+                if self.lookup is not None and self.lookup.known(product_id):  # the cold-start fallback is no audience
+                    served_list = self.lookup.top(product_id, self.lookup.n)[0]
                 capped = cap_whatif(
                     lambda depth: engine.rank(settings, product_id, depth),
                     id_array(served_list),

@@ -683,6 +683,11 @@ def test_cap_whatif_in_the_dashboard(capped: DashboardData) -> None:
     assert len(loose.held_out) == 0
     assert "a looser cap holds no one out" in audience_summary_html(loose, CAPPED_N)
     assert "looser" not in audience_summary_html(capped.audience(pid, CAPPED_N, cap=2), CAPPED_N)
+    # an unseen product: its ranking is the global order and the fallback list holds no slots of its own
+    global_order = own_ranking(capped, 424242)
+    unseen = capped.audience(424242, CAPPED_N, cap=2)
+    assert unseen.cold_start and unseen.approximate
+    assert unseen.customers.tolist() == global_order[capped.exposure.of(global_order) < 2][:CAPPED_N].tolist()
     # changed weights under the served cap: the same approximation, at the served cap
     changed = replace(capped.default_settings(), weights={**DEFAULT_ENGAGEMENT_WEIGHTS, "recency": 1.0})
     moved = capped.audience(pid, CAPPED_N, changed)
