@@ -58,9 +58,9 @@ def run_cell(engine: str, prepared: Path, cache_dir: Path, n: int, driver_memory
     t0 = time.perf_counter()
     manifest = build_cache_from_params(prepared, cache_dir, overrides=overrides)
     wall = time.perf_counter() - t0
-    return {"build_s": wall, "rows": manifest["counts"]["rows"], "products": manifest["counts"]["products"],
-            "interactions": manifest["counts"]["interactions"], "customers": manifest["counts"]["customers"],
-            "audience_sha256": manifest["files"]["audience_sha256"]}
+    counts = manifest.counts
+    return {"build_s": wall, "rows": counts.rows, "products": counts.products, "interactions": counts.interactions,
+            "customers": counts.customers, "audience_sha256": manifest.files.audience_sha256}
 
 
 def content_volume(prepared: Path) -> dict[str, Any]:

@@ -160,8 +160,8 @@ def phase_cache_build(prepared: Path, cache_dir: Path, n: int, lookups: int) -> 
     size = sum(f.stat().st_size for f in cache_dir.rglob("*") if f.is_file())
     return {
         "wall_s": wall,
-        "rows": manifest["counts"]["rows"],
-        "products": manifest["counts"]["products"],
+        "rows": manifest.counts.rows,
+        "products": manifest.counts.products,
         "disk_mib": size / 2**20,
         "parquet_mib": (cache_dir / cache.AUDIENCE_NAME).stat().st_size / 2**20,
     }

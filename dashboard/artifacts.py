@@ -1,8 +1,9 @@
 """The artifacts the dashboard shows, loaded once: prepared log, audience cache, feature params.
 
 ``DashboardData.load`` reads the prepared Parquet and opens the audience cache (memory-mapped), then
-derives the product index (search), per-customer activity (audience table) and the what-if engine
-(the rankers' own re-score API, fitted on the same log and params as the cache).
+derives the product index (search), per-customer activity and served exposure counts (audience table)
+and the what-if engine (the rankers' own re-score API, fitted on the same log and params as the cache;
+the frequency-cap what-if is ``dashboard.exposure``).
 A missing or unreadable artifact leaves a message naming the fix in ``issues`` instead of raising.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard.audience import AudienceResult, UserActivity, audience_frame, diff_audiences, empty_users, user_activity
+from dashboard.exposure import SERVED, CapChoice, ExposureCounts, cap_whatif, resolve_cap
 from dashboard.search import ProductHistory, ProductIndex
 from dashboard.settings import CACHE_HINT, PREPARED_HINT, DashboardPaths
 from dashboard.whatif import WHATIF_RANKERS, WhatIfEngine, WhatIfSettings
@@ -37,6 +39,7 @@ class DashboardData:
     whatif: WhatIfEngine | None = None
     ranker_params: dict[str, Any] = field(default_factory=dict)
     lookup: AudienceLookup | None = None
+    exposure: ExposureCounts = field(default_factory=lambda: ExposureCounts.from_lookup(None))
     issues: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -54,9 +57,14 @@ class DashboardData:
         return int(self.lookup.n) if self.lookup is not None else 100
 
     @property
+    def served_cap(self) -> int | None:
+        """The frequency cap the cache's audiences were allocated under (None: uncapped, or no cache)."""
+        return self.lookup.manifest.allocation.max_exposures if self.lookup is not None else None
+
+    @property
     def cache_ranker(self) -> str | None:
         """Ranker that built the cache, if any."""
-        return str(self.lookup.manifest.get("ranker")) if self.lookup is not None else None
+        return self.lookup.manifest.ranker if self.lookup is not None else None
 
     @property
     def whatif_ranker(self) -> str:
@@ -95,6 +103,7 @@ class DashboardData:
         """Open the audience cache (memory-mapped) or note how to build it."""
         try:
             self.lookup = AudienceLookup.open(self.paths.cache_dir)
+            self.exposure = ExposureCounts.from_lookup(self.lookup)
         except CacheNotFoundError:
             self.issues.append(f"Audience cache not found at {config.relative(self.paths.cache_dir)}: {CACHE_HINT}.")
         except CacheError as exc:  # corrupt or incomplete: its message names the path and the rebuild command
@@ -102,7 +111,7 @@ class DashboardData:
 
     def _load_params(self) -> None:
         """Feature params and seed: those the cache was built with, else params/*.yaml."""
-        manifest_params = (self.lookup.manifest.get("ranker_params") or {}) if self.lookup is not None else {}
+        manifest_params: dict[str, Any] = dict(self.lookup.manifest.ranker_params) if self.lookup is not None else {}
         try:
             file_features = config.load_params("features")
             file_seed = int((config.load_params("cache").get("cache") or {}).get("seed", 0))
@@ -148,11 +157,11 @@ class DashboardData:
         """Note when the cache was built from another prepared file."""
         if self.lookup is None:
             return
-        fp = self.lookup.manifest.get("fingerprint") or {}
-        if fp.get("algorithm") == "sha256-file":
+        fp = self.lookup.manifest.fingerprint
+        if fp.algorithm == "sha256-file":
             from recsys.cache.build import fingerprint_file
 
-            if fingerprint_file(self.paths.prepared) != fp.get("value"):
+            if fingerprint_file(self.paths.prepared) != fp.value:
                 self.notes.append(
                     f"The cache was built from a different prepared file than {config.relative(self.paths.prepared)}; "
                     f"cached audiences may be stale ({CACHE_HINT})."
@@ -169,30 +178,70 @@ class DashboardData:
         """History of a product, None when cold start (or nothing loaded)."""
         return self.products.history(product_id) if self.products is not None else None
 
-    def audience(self, product_id: Any, n: int, settings: WhatIfSettings | None = None) -> AudienceResult:
-        """The cached top-n when settings are the defaults, else the what-if top-n; with the cached list as baseline."""
+    def audience(
+        self, product_id: Any, n: int, settings: WhatIfSettings | None = None, cap: CapChoice = SERVED
+    ) -> AudienceResult:
+        """The cached top-n when settings and cap are as served, else the what-if top-n; the cached list as baseline.
+
+        Under a cap (the served one with changed settings, or another) the what-if list is the per-product
+        approximation of ``dashboard.exposure.cap_whatif``; uncapped it is the ranker's own top-n (exact).
+        """
         t0 = time.perf_counter()
         n = max(1, min(int(n), self.n_max))
         settings = settings or self.default_settings()
+        limit = resolve_cap(cap, self.served_cap)
         baseline, cold = None, True
         if self.lookup is not None:
             cached, cached_scores, cold = self.lookup.top(product_id, n)
             baseline = id_array(cached)
-        if baseline is not None and settings.close_to(self.default_settings()):
+        held: np.ndarray | None = None
+        as_served = limit == self.served_cap and settings.close_to(self.default_settings())
+        if baseline is not None and as_served:
             customers, scores, source, ranker = baseline, np.asarray(cached_scores), "cache", self.cache_ranker
         elif self.whatif is not None:
-            customers, scores, cold = self.whatif.rank(settings, product_id, n)
+            engine = self.whatif
             source, ranker = "what-if", settings.ranker
+            if limit is None:
+                customers, scores, cold = engine.rank(settings, product_id, n)
+            else:
+                served_list = np.zeros(0, dtype=np.int64)
+                if self.lookup is not None and self.lookup.known(product_id):  # the cold-start fallback is no audience
+                    served_list = self.lookup.top(product_id, self.lookup.n)[0]
+                capped = cap_whatif(
+                    lambda depth: engine.rank(settings, product_id, depth),
+                    id_array(served_list),
+                    self.exposure,
+                    limit,
+                    n,
+                    max_depth=self.counts.get("customers", n),
+                )
+                customers, scores, cold, held = capped.customers, capped.scores, capped.cold_start, capped.held_out
         else:
             customers, scores, source, ranker = np.zeros(0, dtype=np.int64), np.zeros(0), "none", settings.ranker
         diff = diff_audiences(baseline, customers) if baseline is not None and source == "what-if" else None
         return AudienceResult(
-            product_id, customers, scores, bool(cold), source, str(ranker), baseline, time.perf_counter() - t0, diff
+            product_id,
+            customers,
+            scores,
+            bool(cold),
+            source,
+            str(ranker),
+            baseline,
+            time.perf_counter() - t0,
+            diff,
+            cap=limit if source == "what-if" else self.served_cap,
+            approximate=held is not None,
+            held_out=held,
+            served_cap=self.served_cap,
         )
 
     def audience_table(self, result: AudienceResult) -> pd.DataFrame:
-        """The result as the displayed/exported table."""
+        """The result as the displayed/exported table (with each customer's served exposure count)."""
         users = self.users or empty_users()
         return audience_frame(
-            result.customers, result.scores, users, result.baseline if result.source == "what-if" else None
+            result.customers,
+            result.scores,
+            users,
+            result.baseline if result.source == "what-if" else None,
+            self.exposure.of(result.customers),
         )

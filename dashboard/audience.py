@@ -26,13 +26,16 @@ class UserActivity:
 
     def codes(self, customer_ids: np.ndarray) -> np.ndarray:
         """Codes of customer ids (-1 for ids not in the data)."""
-        ids = id_array(customer_ids)
-        if len(ids) == 0 or len(self.customer_ids) == 0:
-            return np.full(len(ids), -1, dtype=np.int64)
-        if (ids.dtype.kind in "iu") != (self.customer_ids.dtype.kind in "iu"):
-            return np.full(len(ids), -1, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.customer_ids, ids), len(self.customer_ids) - 1)
-        return np.where(self.customer_ids[pos] == ids, pos, -1).astype(np.int64)
+        return positions_in(self.customer_ids, customer_ids)
+
+
+def positions_in(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Position of each id in the ascending `sorted_ids` (-1 when absent or of the other id kind)."""
+    ids = id_array(ids)
+    if len(ids) == 0 or len(sorted_ids) == 0 or (ids.dtype.kind in "iu") != (sorted_ids.dtype.kind in "iu"):
+        return np.full(len(ids), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == ids, pos, -1).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,16 @@ def gather(values: np.ndarray, codes: np.ndarray, fill: Any) -> np.ndarray:
 
 
 def audience_frame(
-    customers: np.ndarray, scores: np.ndarray, users: UserActivity, baseline: np.ndarray | None
+    customers: np.ndarray,
+    scores: np.ndarray,
+    users: UserActivity,
+    baseline: np.ndarray | None,
+    exposures: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """The audience table: rank, customer, score, change vs baseline and each customer's activity."""
+    """The audience table: rank, customer, score, change vs baseline, served exposures and each customer's activity.
+
+    `exposures`: per row, in how many served audiences the customer is (``dashboard.exposure.ExposureCounts``).
+    """
     codes = users.codes(customers)
 
     def take(arr: np.ndarray, fill: Any) -> np.ndarray:
@@ -102,6 +112,7 @@ def audience_frame(
             "change": change_labels(diff_audiences(baseline, customers))
             if baseline is not None
             else np.full(len(codes), "", dtype=object),
+            "exposures": np.zeros(len(codes), dtype=np.int64) if exposures is None else np.asarray(exposures),
             "interactions": take(users.interactions, 0),
             "distinct_products": take(users.distinct_products, 0),
             "last_seen": pd.to_datetime(take(users.last_seen, np.datetime64("NaT", "us")), utc=True),
@@ -137,6 +148,10 @@ class AudienceResult:
     baseline: np.ndarray | None
     seconds: float
     diff: AudienceDiff | None = None
+    cap: int | None = None  # the frequency cap the list was chosen under (None: uncapped)
+    approximate: bool = False  # a per-product approximation of the joint capped allocation (dashboard.exposure)
+    held_out: np.ndarray | None = None  # customers of the ranking the cap held out (approximate lists only)
+    served_cap: int | None = None  # the cap the cache's audiences were allocated under (None: uncapped or no cache)
 
 
 def user_activity(df: pd.DataFrame, ucodes: np.ndarray, raw: pd.DataFrame) -> UserActivity:

@@ -35,6 +35,7 @@ table.recsys-table th,table.recsys-table td{border-bottom:1px solid #e5e5e5;padd
 table.recsys-table th{background:#f2f2f2;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .chg-new{color:#2a9d8f;font-weight:bold}.chg-up{color:#2a9d8f}.chg-down{color:#e76f51}
+.recsys-verdicts,.recsys-default,.recsys-coverage{margin-top:8px}
 .recsys-download-link{display:inline-block;padding:4px 10px;border:1px solid #2a9d8f;border-radius:4px;
   color:#2a9d8f;text-decoration:none;font-weight:bold}
 </style>"""
@@ -75,9 +76,14 @@ def header_html(data: DashboardData) -> str:
         )
     if data.lookup is not None:
         m = data.lookup.manifest
+        cap = (
+            "uncapped"
+            if m.allocation.max_exposures is None
+            else f"cap {m.allocation.max_exposures} audiences per customer"
+        )
         parts.append(
-            f"<div class='recsys-muted'>Audience cache: ranker <b>{esc(m.get('ranker'))}</b>, N = {int(m['n'])}, "
-            f"built {esc(str(m.get('created_at', ''))[:19])}</div>"
+            f"<div class='recsys-muted'>Audience cache: ranker <b>{esc(m.ranker)}</b>, N = {m.n}, {cap} · "
+            f"{m.counts.products:,} products · version {esc(m.version[:12])} ({esc(m.engine.name)})</div>"
         )
     parts.append(issues_html(data.issues, data.notes))
     return "".join(parts)
@@ -129,6 +135,8 @@ def audience_table_html(frame: pd.DataFrame) -> str:
         + cls
         + "'>"
         + change.map(html.escape)
+        + "</td><td class='num expo'>"
+        + frame["exposures"].astype(str)
         + "</td><td class='num'>"
         + frame["interactions"].astype(str)
         + "</td><td class='num'>"
@@ -140,7 +148,8 @@ def audience_table_html(frame: pd.DataFrame) -> str:
         + "</td></tr>"
     )
     head = (
-        "<tr><th>rank</th><th>customer</th><th>score</th><th>change</th><th>interactions</th>"
+        "<tr><th>rank</th><th>customer</th><th>score</th><th>change</th>"
+        "<th title='in how many served audiences (cache depth N) the customer is'>exposures</th><th>interactions</th>"
         "<th>distinct products</th><th>last seen</th><th>events</th></tr>"
     )
     return (
@@ -159,10 +168,13 @@ def audience_summary_html(result: AudienceResult, n: int, cache_ranker: str | No
     """One line: where the list comes from and how it differs from the cache (and whether the ranker changed)."""
     cold = " · <b>cold start</b>: global order" if result.cold_start else ""
     took = f" · ranked in {result.seconds * 1000:.0f} ms"
+    cap = "uncapped" if result.cap is None else f"cap {result.cap}"
     if result.source == "cache":
-        text = f"Top {len(result.customers)} from the cache (ranker <b>{esc(result.ranker)}</b>){cold}"
+        text = f"Top {len(result.customers)} from the cache (ranker <b>{esc(result.ranker)}</b>, {cap}){cold}"
     elif result.source == "what-if":
-        text = f"What-if top {len(result.customers)} (ranker <b>{esc(result.ranker)}</b>){cold}{took}"
+        text = f"What-if top {len(result.customers)} (ranker <b>{esc(result.ranker)}</b>, {cap}){cold}{took}"
+        if result.approximate and result.held_out is not None:
+            text += f"<br><span class='recsys-cap-note'>{cap_note(result)}</span>"
         if result.diff is not None:
             moved = int(((result.diff.moves != 0) & ~result.diff.is_new).sum())
             versus = "vs cache" if cache_ranker in (None, result.ranker) else f"vs cache (ranker {esc(cache_ranker)})"
@@ -177,6 +189,23 @@ def audience_summary_html(result: AudienceResult, n: int, cache_ranker: str | No
     if len(result.customers) < n and result.source != "none":
         text += f" · only {len(result.customers)} eligible customers"
     return f"<div class='recsys-summary'>{text}</div>"
+
+
+def cap_note(result: AudienceResult) -> str:
+    """What the cap what-if did and what it assumes (a per-product approximation of the joint allocation)."""
+    held = 0 if result.held_out is None else len(result.held_out)
+    text = (
+        f"cap {result.cap}: per-product approximation of the joint allocation (the other products' audiences held "
+        f"as served): <b>{held}</b> customers of the ranking held out, already in ≥ {result.cap} other served audiences"
+    )
+    looser = result.cap is not None and result.served_cap is not None and result.cap > result.served_cap
+    if looser:
+        text += (
+            f". The served audiences were allocated under cap {result.served_cap}, so nobody is in more than "
+            f"{result.served_cap} of them: a looser cap holds no one out here, while the exact joint allocation would "
+            "give busy customers more slots elsewhere too"
+        )
+    return text
 
 
 def download_link_html(csv_text: str, filename: str, label: str = "Download CSV") -> str:

@@ -1,11 +1,13 @@
 """Where the dashboard reads from and how it is served: paths, environment variables, port, fix-it hints.
 
-Environment variables (all optional):
+The dashboard shows the data set the cache serves (``recsys.config.served_dataset()``, params/cache.yaml:
+cache.dataset); its files are those of ``recsys.config.dataset_paths(name)``. Environment variables (all
+optional) move the two roots:
 
-- ``RECSYS_DASHBOARD_DATA``: a directory laid out like ``data/`` (``prepared/interactions.parquet``,
+- ``RECSYS_DASHBOARD_DATA``: a directory laid out like ``data/`` (``prepared/<name>/interactions.parquet``,
   ``artifacts/cache/``); default ``recsys.config.DATA_DIR``.
-- ``RECSYS_DASHBOARD_REPORTS``: a directory laid out like ``reports/`` (``metrics/evaluate.json``,
-  ``metrics/explore.json``); default ``recsys.config.REPORTS_DIR``.
+- ``RECSYS_DASHBOARD_REPORTS``: a directory laid out like ``reports/`` (``<name>/evaluation/summary.json``,
+  ``<name>/metrics/explore.json``); default ``recsys.config.REPORTS_DIR``.
 """
 
 from __future__ import annotations
@@ -24,27 +26,31 @@ DEFAULT_PORT = 8866
 PREPARED_HINT = "run `recsys generate && recsys prepare` (or `dvc repro prepare`) to produce it"
 CACHE_HINT = "run `recsys build-cache` (or `dvc repro cache`) to produce it"
 METRICS_HINT = "run `dvc repro` to produce these"
+EVALUATION_HINT = "run `dvc repro` (or `recsys evaluate`) to produce it"
 
 
 @dataclass(frozen=True)
 class DashboardPaths:
-    """Every file the dashboard reads."""
+    """Every file the dashboard reads, for one data set."""
 
+    dataset: str
     prepared: Path
     cache_dir: Path
-    evaluate_json: Path
+    evaluation_summary: Path
     explore_json: Path
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> DashboardPaths:
-        """Paths from RECSYS_DASHBOARD_DATA / RECSYS_DASHBOARD_REPORTS, else the project's defaults."""
+    def from_env(cls, env: Mapping[str, str] | None = None, dataset: str | None = None) -> DashboardPaths:
+        """Paths of `dataset` (default: the served one) under RECSYS_DASHBOARD_DATA / _REPORTS or the defaults."""
         env = os.environ if env is None else env
         data = config.resolve(env[DATA_ENV]) if env.get(DATA_ENV) else config.DATA_DIR
         reports = config.resolve(env[REPORTS_ENV]) if env.get(REPORTS_ENV) else config.REPORTS_DIR
-        metrics = reports / "metrics"
+        name = dataset or config.served_dataset()
+        own = config.dataset_paths(name)
         return cls(
-            prepared=data / config.PREPARED_PARQUET.relative_to(config.DATA_DIR),
+            dataset=name,
+            prepared=data / own.interactions.relative_to(config.DATA_DIR),
             cache_dir=data / config.CACHE_DIR.relative_to(config.DATA_DIR),
-            evaluate_json=metrics / "evaluate.json",
-            explore_json=metrics / "explore.json",
+            evaluation_summary=reports / own.evaluation_summary.relative_to(config.REPORTS_DIR),
+            explore_json=reports / own.metrics_dir.relative_to(config.REPORTS_DIR) / "explore.json",
         )

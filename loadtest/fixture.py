@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from recsys import config
+from recsys.cache.manifest import CacheManifest
 
 
 def tiny_cache(work: Path) -> tuple[Path, Path]:
@@ -31,23 +32,23 @@ def unknown_product_ids(ids: np.ndarray, count: int, rng: np.random.Generator) -
     return [u for u in out if u not in known]
 
 
-def source_mismatch(manifest: dict[str, Any], prepared: Path) -> str | None:
+def source_mismatch(manifest: CacheManifest, prepared: Path) -> str | None:
     """Why `prepared` is not the data the cache was fitted on (exclusion would not hold), or None."""
     from recsys.cache.build import fingerprint_file, fingerprint_frame
     from recsys.data.contract import load_prepared
 
-    fp = manifest.get("fingerprint") or {}
-    if fp.get("algorithm") == "sha256-file":
-        same = fingerprint_file(prepared) == fp.get("value")
-    elif fp.get("algorithm") == "sha256-rows":
-        same = fingerprint_frame(load_prepared(prepared)) == fp.get("value")
+    fp = manifest.fingerprint
+    if fp.algorithm == "sha256-file":
+        same = fingerprint_file(prepared) == fp.value
+    elif fp.algorithm == "sha256-rows":
+        same = fingerprint_frame(load_prepared(prepared)) == fp.value
     else:
-        return f"cache manifest has no usable fingerprint ({fp.get('algorithm')!r})"
+        return f"the cache's fingerprint ({fp.algorithm}) cannot be checked against a local file"
     return None if same else f"{prepared} is not the data this cache was built from (fingerprint differs)"
 
 
 def exclusion_sample(
-    prepared: Path, manifest: dict[str, Any], pool: list[Any], spot: int, rng: np.random.Generator
+    prepared: Path, manifest: CacheManifest, pool: list[Any], spot: int, rng: np.random.Generator
 ) -> tuple[dict[str, list[Any]], str | None]:
     """Customers who interacted with each of `spot` products (half the most-interacted, half random from `pool`)."""
     import pandas as pd

@@ -111,11 +111,12 @@ def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
     if args.uncapped:
         allocation = dict((config.load_params("cache").get("cache") or {}).get("allocation") or {})
         overrides["allocation"] = {**allocation, "max_exposures": None}
-    return build_cache_from_params(
+    manifest = build_cache_from_params(
         prepared_path=prepared,
         cache_dir=config.resolve(args.output) if args.output else None,
         overrides=overrides or None,
     )
+    return manifest.model_dump(mode="json")
 
 
 def exec_module(module: str, *args: str) -> NoReturn:

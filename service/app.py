@@ -100,9 +100,7 @@ def health_payload(holder: CacheHolder, started: float) -> dict[str, Any]:
     snap = holder.snapshot
     error = holder.last_error
     cache_dir = shown_path(holder.cache_dir)
-    summary = summarize_manifest(
-        snap.manifest, snap.version, snap.n, snap.id_kind, snap.customer_id_kind, snap.product_count
-    )
+    summary = summarize_manifest(snap.manifest)
     body = HealthResponse(
         status="degraded" if error else "ok",
         ready=True,

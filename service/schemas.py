@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
+from recsys.cache.manifest import CacheManifest, EngineName, IdKind
+
 
 def _int_or_str(value: Any) -> Any:
     """Accept only JSON integers and strings as ids (no floats, booleans, nulls, objects)."""
@@ -81,16 +83,19 @@ class SampleResponse(BaseModel):
 
 
 class ManifestSummary(BaseModel):
-    """What the serving cache is."""
+    """What the serving cache is (from its typed manifest, recsys.cache.manifest.CacheManifest)."""
 
-    version: str
-    ranker: str | None
-    created_at: str | None
+    version: str = Field(description="Content-addressed cache version: a digest of what it serves (no build time).")
+    ranker: str
+    engine: EngineName
     products: int
     n: int = Field(description="Cache depth N: the largest n a request may ask for.")
-    id_kind: Literal["int", "str"]
-    customer_id_kind: Literal["int", "str"]
-    data_fingerprint: str | None
+    id_kind: IdKind
+    customer_id_kind: IdKind
+    max_exposures: int | None = Field(
+        description="Frequency cap: no customer is in more than this many served audiences; null = uncapped."
+    )
+    data_fingerprint: str = Field(description="Digest of the interactions the cache was built from.")
 
 
 class ReloadErrorInfo(BaseModel):
@@ -133,22 +138,16 @@ class ErrorResponse(BaseModel):
     detail: str | list[ErrorItem]
 
 
-def summarize_manifest(
-    manifest: dict[str, Any], version: str, n: int, id_kind: str, customer_id_kind: str, products: int
-) -> ManifestSummary:
-    """Pick the fields /health shows from a cache manifest (missing keys become null, never an error)."""
-    ranker = manifest.get("ranker")
-    fingerprint = manifest.get("fingerprint")
-    if isinstance(fingerprint, dict):  # {"algorithm": ..., "value": ...} as written by recsys.cache
-        fingerprint = fingerprint.get("value")
-    created = manifest.get("created_at", manifest.get("version"))  # content-addressed caches carry no build time
+def summarize_manifest(manifest: CacheManifest) -> ManifestSummary:
+    """The fields /health shows, from the serving cache's manifest."""
     return ManifestSummary(
-        version=version,
-        ranker=None if ranker is None else str(ranker),
-        created_at=None if created is None else str(created),
-        products=products,
-        n=n,
-        id_kind=id_kind,
-        customer_id_kind=customer_id_kind,
-        data_fingerprint=None if fingerprint is None else str(fingerprint),
+        version=manifest.version,
+        ranker=manifest.ranker,
+        engine=manifest.engine.name,
+        products=manifest.counts.products,
+        n=manifest.n,
+        id_kind=manifest.id_kinds.product_id,
+        customer_id_kind=manifest.id_kinds.customer_id,
+        max_exposures=manifest.allocation.max_exposures,
+        data_fingerprint=manifest.fingerprint.value,
     )

@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys.cache.lookup import BUILD_HINT, AudienceLookup
+from recsys.cache.lookup import AudienceLookup
+from recsys.cache.manifest import BUILD_HINT, MANIFEST_NAME, CacheManifest
 
 logger = logging.getLogger("recsys.service")
 
-MANIFEST_NAME = "manifest.json"
 Signature = tuple[int, int, int]
 Opener = Callable[[Path], Any]
 
@@ -46,7 +46,7 @@ class Snapshot:
     id_kind: str
     customer_id_kind: str
     product_count: int
-    manifest: dict[str, Any]
+    manifest: CacheManifest
     loaded_at: datetime
     signature: Signature | None
 
@@ -68,22 +68,6 @@ def manifest_signature(cache_dir: Path) -> Signature | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def version_of(manifest: dict[str, Any]) -> str:
-    """The cache version string: manifest `version`, else the suffix of `lookup_dir`."""
-    version = manifest.get("version")
-    if version:
-        return str(version)
-    lookup_dir = str(manifest.get("lookup_dir") or "")
-    return lookup_dir.removeprefix("lookup-") or "unknown"
-
-
-def _customer_kind(manifest: dict[str, Any]) -> str:
-    """'int' or 'str' for customer ids, as the manifest's `id_kinds` says (unknown -> 'str', the general case)."""
-    kinds = manifest.get("id_kinds")
-    kind = kinds.get("customer_id") if isinstance(kinds, dict) else None
-    return kind if kind in {"int", "str"} else "str"
-
-
 def open_snapshot(cache_dir: Path, opener: Opener = AudienceLookup.open) -> Snapshot:
     """Open the cache at `cache_dir` as a Snapshot; any failure becomes a CacheLoadError with a hint."""
     signature = manifest_signature(cache_dir)
@@ -94,13 +78,13 @@ def open_snapshot(cache_dir: Path, opener: Opener = AudienceLookup.open) -> Snap
         )
     try:
         lookup = opener(cache_dir)
-        manifest = dict(lookup.manifest)
+        manifest: CacheManifest = lookup.manifest
         snapshot = Snapshot(
             lookup=lookup,
-            version=version_of(manifest),
+            version=manifest.version,
             n=int(lookup.n),
             id_kind=str(lookup.id_kind),
-            customer_id_kind=_customer_kind(manifest),
+            customer_id_kind=manifest.id_kinds.customer_id,
             product_count=int(len(lookup.product_ids())),
             manifest=manifest,
             loaded_at=datetime.now(UTC),

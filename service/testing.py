@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.cache.build import build_cache
+from recsys.cache.manifest import CacheManifest
 from recsys.data.contract import DATE_DTYPE
 
 TINY_RANKER = "activity"
@@ -62,7 +63,7 @@ def build_tiny_cache(
     n: int = TINY_N,
     ranker: str = TINY_RANKER,
     params: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> CacheManifest:
     """Build a real cache for `frame` with recsys.cache.build_cache; returns its manifest."""
     return build_cache(frame, ranker, params or {"seed": 0}, Path(cache_dir), n=n)
 

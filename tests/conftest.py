@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from recsys.cache.manifest import CacheManifest
 from service.app import create_app
 from service.processes import free_port, http_ok, service_env, start_module, stop_process_tree, wait_until
 from service.settings import ServiceSettings
@@ -33,7 +34,7 @@ class TinyCache:
 
     dir: Path
     frame: Any
-    manifest: dict[str, Any]
+    manifest: CacheManifest
     expected: dict[Any, list[tuple[Any, float, int]]]
 
 

@@ -18,6 +18,7 @@ from recsys.cache.lookup import (
     CacheError,
     CacheNotFoundError,
 )
+from recsys.cache.manifest import FORMAT_VERSION, CacheManifest, read_manifest
 from recsys.rankers import make_ranker
 
 from _logs import frame, random_log
@@ -25,7 +26,7 @@ from _logs import frame, random_log
 N = 12
 
 
-def build(log: pd.DataFrame, cache_dir: Path, ranker: str = "activity", **kwargs: object) -> dict:
+def build(log: pd.DataFrame, cache_dir: Path, ranker: str = "activity", **kwargs: object) -> CacheManifest:
     """build_cache with the test defaults."""
     return build_cache(log, ranker, {"seed": 0, "token_user_cap": 20}, cache_dir, n=N, **kwargs)
 
@@ -36,33 +37,43 @@ def int_log() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def int_cache(tmp_path_factory: pytest.TempPathFactory, int_log: pd.DataFrame) -> tuple[Path, dict]:
+def int_cache(tmp_path_factory: pytest.TempPathFactory, int_log: pd.DataFrame) -> tuple[Path, CacheManifest]:
     cache_dir = tmp_path_factory.mktemp("cache")
     return cache_dir, build(int_log, cache_dir)
 
 
-def test_artifact_layout_and_manifest(int_cache: tuple[Path, dict], int_log: pd.DataFrame) -> None:
+def test_artifact_layout_and_manifest(int_cache: tuple[Path, CacheManifest], int_log: pd.DataFrame) -> None:
     cache_dir, manifest = int_cache
-    on_disk = json.loads((cache_dir / MANIFEST_NAME).read_text())
-    assert on_disk == manifest
-    assert manifest["ranker"] == "activity" and manifest["n"] == N
-    assert manifest["ranker_params"]["seed"] == 0
-    assert manifest["id_kinds"] == {"product_id": "int", "customer_id": "int"}
-    assert manifest["fingerprint"]["value"] and "created_at" not in manifest  # nothing time-dependent
-    assert manifest["allocation"]["max_exposures"] is None and manifest["allocation"]["depth"] == N
-    exposure = manifest["exposure"]
-    assert exposure["served"] == exposure["uncapped"] and set(exposure["served"]["at_k"]) == {"10", str(N)}  # 100 > N: whole lists
-    assert manifest["counts"]["products"] == int_log["product_id"].nunique()
-    assert (cache_dir / manifest["lookup_dir"]).is_dir() and manifest["lookup_dir"].startswith("lookup-")
+    text = (cache_dir / MANIFEST_NAME).read_text()
+    assert read_manifest(cache_dir) == manifest and AudienceLookup.open(cache_dir).manifest == manifest
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"  # sorted keys: stable bytes
+    on_disk = json.loads(text)
+    assert on_disk["format_version"] == FORMAT_VERSION and "created_at" not in on_disk  # nothing time-dependent
+    assert manifest.ranker == "activity" and manifest.n == N and manifest.engine.name == "pandas"
+    assert manifest.ranker_params["seed"] == 0
+    assert (manifest.id_kinds.product_id, manifest.id_kinds.customer_id) == ("int", "int")
+    assert manifest.fingerprint.algorithm == "sha256-rows" and len(manifest.fingerprint.value) == 64
+    assert manifest.allocation.max_exposures is None and manifest.allocation.depth == N
+    assert not manifest.allocation.capped and manifest.allocation.stats.capped is False
+    exposure = manifest.exposure
+    assert exposure.served == exposure.uncapped and exposure.served.ks == [10, N]  # 100 > N: whole lists
+    assert on_disk["exposure"]["served"]["at_k"].keys() == {"10", str(N)}
+    assert manifest.counts.products == int_log["product_id"].nunique()
+    assert manifest.counts.interactions == len(int_log) and manifest.counts.catalogue == manifest.counts.products
+    assert (cache_dir / manifest.lookup_dir).is_dir() and manifest.lookup_dir == f"lookup-{manifest.version}"
     audience = pd.read_parquet(cache_dir / AUDIENCE_NAME)
     assert list(audience.columns) == ["product_id", "rank", "customer_id", "score"]
-    assert len(audience) == manifest["counts"]["rows"]
+    assert len(audience) == manifest.counts.rows
+    assert manifest.counts.customers_ranked == audience["customer_id"].nunique()
+    assert manifest.files.audience == AUDIENCE_NAME and manifest.files.export is None
     assert audience.equals(audience.sort_values(["product_id", "rank"]).reset_index(drop=True))
     assert (audience["rank"] == audience.groupby("product_id").cumcount() + 1).all()
     assert (audience.groupby("product_id")["score"].diff().dropna() <= 0).all()
 
 
-def test_parquet_matches_the_ranker_and_the_lookup(int_cache: tuple[Path, dict], int_log: pd.DataFrame) -> None:
+def test_parquet_matches_the_ranker_and_the_lookup(
+    int_cache: tuple[Path, CacheManifest], int_log: pd.DataFrame
+) -> None:
     cache_dir, _ = int_cache
     audience = pd.read_parquet(cache_dir / AUDIENCE_NAME)
     products = np.sort(int_log["product_id"].unique())
@@ -82,7 +93,9 @@ def test_parquet_matches_the_ranker_and_the_lookup(int_cache: tuple[Path, dict],
     assert len(lookup.top(first, 10_000)[0]) <= N and len(lookup.top(first, 0)[0]) == 0
 
 
-def test_cold_start_lookup_serves_the_global_order(int_cache: tuple[Path, dict], int_log: pd.DataFrame) -> None:
+def test_cold_start_lookup_serves_the_global_order(
+    int_cache: tuple[Path, CacheManifest], int_log: pd.DataFrame
+) -> None:
     lookup = AudienceLookup.open(int_cache[0])
     customers, scores, cold = lookup.top(987_654, 5)
     assert cold is True and not lookup.known(987_654) and lookup.known(int(lookup.product_ids()[0]))
@@ -103,22 +116,23 @@ def test_two_builds_give_identical_bytes(tmp_path: Path, int_log: pd.DataFrame, 
     assert (tmp_path / "a" / AUDIENCE_NAME).read_bytes() == (tmp_path / "b" / AUDIENCE_NAME).read_bytes()
     assert (tmp_path / "a" / MANIFEST_NAME).read_bytes() == (tmp_path / "b" / MANIFEST_NAME).read_bytes()
     assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")  # lookup arrays and directory names too
-    assert a["files"]["audience_sha256"] == b["files"]["audience_sha256"]
-    assert a["fingerprint"] == b["fingerprint"]  # row-order independent content fingerprint
+    assert a.files.audience_sha256 == b.files.audience_sha256
+    assert a.fingerprint == b.fingerprint  # row-order independent content fingerprint
+    assert a == b
 
 
 def test_rebuilds_keep_two_lookup_dirs_and_replace_the_manifest(tmp_path: Path, int_log: pd.DataFrame) -> None:
     logs = [int_log.iloc[: len(int_log) - 100 * i] for i in range(3)]  # three different inputs
-    names = [build(log, tmp_path)["lookup_dir"] for log in logs]
+    names = [build(log, tmp_path).lookup_dir for log in logs]
     assert len(set(names)) == 3
     kept = sorted(p.name for p in tmp_path.glob("lookup-*"))
     assert kept == sorted(names[1:])
-    assert AudienceLookup.open(tmp_path).manifest["lookup_dir"] == names[-1]
+    assert AudienceLookup.open(tmp_path).manifest.lookup_dir == names[-1]
     assert not list(tmp_path.glob(".*tmp*"))
     # the same input again: same version, its lookup dir is reused and counts as the newest
-    assert build(logs[1], tmp_path)["lookup_dir"] == names[1]
+    assert build(logs[1], tmp_path).lookup_dir == names[1]
     assert sorted(p.name for p in tmp_path.glob("lookup-*")) == sorted(names[1:])
-    assert build(logs[0], tmp_path)["lookup_dir"] == names[0]
+    assert build(logs[0], tmp_path).lookup_dir == names[0]
     assert sorted(p.name for p in tmp_path.glob("lookup-*")) == sorted([names[0], names[1]])
 
 
@@ -127,7 +141,8 @@ def test_string_ids_end_to_end(tmp_path: Path) -> None:
     log.loc[0, "product_id"] = "SKU-85123A"
     log.loc[0, "customer_id"] = "C001"
     manifest = build(log, tmp_path, ranker="content", export="parquet")
-    assert manifest["id_kinds"] == {"product_id": "str", "customer_id": "str"}
+    assert (manifest.id_kinds.product_id, manifest.id_kinds.customer_id) == ("str", "str")
+    assert manifest.files.export == "audience_original.parquet"
     lookup = AudienceLookup.open(tmp_path)
     assert lookup.id_kind == "str" and lookup.known("SKU-85123A")
     audience = pd.read_parquet(tmp_path / AUDIENCE_NAME)
@@ -145,7 +160,7 @@ def test_string_ids_end_to_end(tmp_path: Path) -> None:
 def test_catalogue_with_no_allowed_customer(tmp_path: Path, ids: tuple[object, object]) -> None:
     log = frame([(ids[0], ids[1], "x", "purchased", "2023-01-01")])
     manifest = build_cache(log, "content", {}, tmp_path, n=5)
-    assert manifest["counts"]["rows"] == 0 and len(pd.read_parquet(tmp_path / AUDIENCE_NAME)) == 0
+    assert manifest.counts.rows == 0 and len(pd.read_parquet(tmp_path / AUDIENCE_NAME)) == 0
     lookup = AudienceLookup.open(tmp_path)
     customers, scores, cold = lookup.top(ids[1], 5)
     assert len(customers) == 0 and len(scores) == 0 and cold is False
@@ -154,7 +169,8 @@ def test_catalogue_with_no_allowed_customer(tmp_path: Path, ids: tuple[object, o
 
 def test_csv_export(tmp_path: Path, int_log: pd.DataFrame) -> None:
     manifest = build(int_log, tmp_path, export="csv")
-    exported = pd.read_csv(tmp_path / manifest["files"]["export"])
+    assert manifest.files.export is not None
+    exported = pd.read_csv(tmp_path / manifest.files.export)
     assert list(exported.columns) == ["product_id", "customer_id", "score", "rank"]
     with pytest.raises(ValueError, match="export"):
         build(int_log, tmp_path, export="xlsx")
@@ -167,13 +183,16 @@ CAP = 4
 def test_capped_cache_invariants_on_the_built_cache(tmp_path: Path, int_log: pd.DataFrame, ranker: str) -> None:
     manifest = build(int_log, tmp_path, ranker=ranker, export="csv",
                      allocation={"max_exposures": CAP, "min_audience": 2, "candidates": 40})
-    assert manifest["allocation"]["max_exposures"] == CAP and manifest["allocation"]["depth"] == N
-    assert manifest["allocation"]["candidates"] == 40 and manifest["allocation"]["stats"]["capped"] is True
+    alloc = manifest.allocation
+    assert alloc.max_exposures == CAP and alloc.depth == N and alloc.min_audience == 2 and alloc.capped
+    assert alloc.candidates == 40 and alloc.stats.capped is True and alloc.stats.k == N
+    assert alloc.stats.pairs == manifest.counts.rows == (alloc.stats.from_candidates or 0) + (alloc.stats.fill_ins or 0)
     audience = pd.read_parquet(tmp_path / AUDIENCE_NAME)
     lookup = AudienceLookup.open(tmp_path)
     served = {p: lookup.top(p, N) for p in lookup.product_ids().tolist()}
     from_lookup = pd.concat(
-        [pd.DataFrame({"product_id": p, "customer_id": c, "score": s}) for p, (c, s, _) in served.items()], ignore_index=True
+        [pd.DataFrame({"product_id": p, "customer_id": c, "score": s}) for p, (c, s, _) in served.items()],
+        ignore_index=True,
     )
     pd.testing.assert_frame_equal(from_lookup, audience[["product_id", "customer_id", "score"]], check_dtype=False)
     # no customer over the cap
@@ -188,20 +207,21 @@ def test_capped_cache_invariants_on_the_built_cache(tmp_path: Path, int_log: pd.
     # min_audience honoured (the cap leaves room: 200 customers x 4 >= 60 products x 12)
     assert audience.groupby("product_id").size().min() >= 2 and len(served) == int_log["product_id"].nunique()
     # the manifest reports both sides of the cap
-    before, after = manifest["exposure"]["uncapped"]["at_k"][str(N)], manifest["exposure"]["served"]["at_k"][str(N)]
-    assert before["max_exposures"] > CAP >= after["max_exposures"]
-    assert after["max_exposures"] == audience["customer_id"].value_counts().max()
-    assert after["distinct_customers"] == audience["customer_id"].nunique() > before["distinct_customers"]
-    exported = pd.read_csv(tmp_path / manifest["files"]["export"])
+    before, after = manifest.exposure.uncapped.at(N), manifest.exposure.served.at(N)
+    assert before.max_exposures > CAP >= after.max_exposures
+    assert after.max_exposures == audience["customer_id"].value_counts().max()
+    assert after.distinct_customers == audience["customer_id"].nunique() > before.distinct_customers
+    assert manifest.files.export is not None
+    exported = pd.read_csv(tmp_path / manifest.files.export)
     pd.testing.assert_frame_equal(exported, audience[["product_id", "customer_id", "score", "rank"]], check_dtype=False)
 
 
 def test_capped_cache_with_string_ids(tmp_path: Path) -> None:
     log = random_log(n_rows=1500, n_users=150, n_products=40, seed=8, str_ids=True)
     manifest = build(log, tmp_path, ranker="content", allocation={"max_exposures": 3, "candidates": 30})
-    assert manifest["id_kinds"] == {"product_id": "str", "customer_id": "str"}
+    assert (manifest.id_kinds.product_id, manifest.id_kinds.customer_id) == ("str", "str")
     audience = pd.read_parquet(tmp_path / AUDIENCE_NAME)
-    assert audience["customer_id"].value_counts().max() <= 3 < manifest["exposure"]["uncapped"]["at_k"][str(N)]["max_exposures"]
+    assert audience["customer_id"].value_counts().max() <= 3 < manifest.exposure.uncapped.at(N).max_exposures
     touched = log[["product_id", "customer_id"]].drop_duplicates()
     assert len(audience.merge(touched, on=["product_id", "customer_id"])) == 0
     lookup = AudienceLookup.open(tmp_path)
@@ -241,7 +261,7 @@ DAMAGES = ("manifest-garbage", "manifest-keys", "lookup-dir", "array-missing", "
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
-def test_corrupt_cache_errors(tmp_path: Path, int_cache: tuple[Path, dict], damage: str) -> None:
+def test_corrupt_cache_errors(tmp_path: Path, int_cache: tuple[Path, CacheManifest], damage: str) -> None:
     cache_dir = _corrupt_copy(int_cache[0], tmp_path / "c")
     manifest = json.loads((cache_dir / MANIFEST_NAME).read_text())
     lookup_dir = cache_dir / manifest["lookup_dir"]
@@ -270,7 +290,75 @@ def test_build_cache_from_params(tmp_path: Path, int_log: pd.DataFrame) -> None:
     prepared = tmp_path / "interactions.parquet"
     int_log.to_parquet(prepared)
     manifest = build_cache_from_params(prepared_path=prepared, cache_dir=tmp_path / "cache")
-    assert manifest["fingerprint"]["algorithm"] == "sha256-file"
-    assert manifest["ranker"] and manifest["n"] >= 1 and "features" in manifest["ranker_params"]
+    assert manifest.fingerprint.algorithm == "sha256-file"
+    assert manifest.source == str(prepared)  # outside the project root: the path as given
+    assert manifest.ranker and manifest.n >= 1 and "features" in manifest.ranker_params
     lookup = AudienceLookup.open(tmp_path / "cache")
     assert len(lookup) == int_log["product_id"].nunique()
+
+
+MANIFEST_DAMAGES = {
+    "missing-field": (lambda m: m["counts"].pop("rows"), "counts.rows: Field required"),
+    "wrong-type": (lambda m: m.update(n="many"), "n: Input should be a valid integer"),
+    "unknown-field": (lambda m: m.update(created_at="2024-01-01"), "created_at: Extra inputs are not permitted"),
+    "bad-kind": (
+        lambda m: m["id_kinds"].update(product_id="float"),
+        "id_kinds.product_id: Input should be 'int' or 'str'",
+    ),
+    "old-format": (lambda m: m.update(format_version=3), "format version 3, this code reads version 4"),
+    "not-an-object": (None, "manifest.json is not a JSON object"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(MANIFEST_DAMAGES))
+def test_invalid_manifest_names_the_file_the_field_and_the_fix(
+    tmp_path: Path, int_cache: tuple[Path, CacheManifest], damage: str
+) -> None:
+    cache_dir = _corrupt_copy(int_cache[0], tmp_path / "c")
+    change, expected = MANIFEST_DAMAGES[damage]
+    doc = json.loads((cache_dir / MANIFEST_NAME).read_text())
+    if change is None:
+        doc = [doc]
+    else:
+        change(doc)
+    (cache_dir / MANIFEST_NAME).write_text(json.dumps(doc))
+    for read in (read_manifest, AudienceLookup.open):
+        with pytest.raises(CacheCorruptError) as info:
+            read(cache_dir)
+        message = str(info.value)
+        assert expected in message and MANIFEST_NAME in message, message
+        assert str(cache_dir) in message and "recsys build-cache" in message
+
+
+def test_manifest_round_trips_through_its_json(int_cache: tuple[Path, CacheManifest]) -> None:
+    manifest = int_cache[1]
+    assert CacheManifest.model_validate_json(manifest.to_json()) == manifest
+    assert (int_cache[0] / MANIFEST_NAME).read_text() == manifest.to_json()
+    with pytest.raises(ValueError, match="frozen"):
+        manifest.n = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("ids", ["dense-int", "sparse-int", "str"])
+def test_exposure_counts_of_the_lookup_equal_the_audience_counts(tmp_path: Path, ids: str) -> None:
+    log = random_log(n_rows=1500, n_users=150, n_products=40, seed=8, str_ids=ids == "str")
+    if ids == "sparse-int":  # ids far above the dense-bincount limit: counted with one sort instead
+        log["customer_id"] = log["customer_id"].astype(np.int64) * 10**12
+    manifest = build(log, tmp_path, allocation={"max_exposures": 3, "candidates": 30})
+    customers, counts = AudienceLookup.open(tmp_path).exposure_counts()
+    expected = pd.read_parquet(tmp_path / AUDIENCE_NAME)["customer_id"].value_counts().sort_index()
+    assert customers.tolist() == expected.index.tolist() and counts.tolist() == expected.tolist()
+    assert counts.dtype == np.int64 and int(counts.sum()) == manifest.counts.rows
+    served = manifest.exposure.served.at(N)
+    assert int(counts.max()) == served.max_exposures <= 3 and len(counts) == served.distinct_customers
+
+
+def test_manifest_exposure_records_mirror_the_exposure_metrics() -> None:
+    """The manifest (pydantic, import-light) restates recsys.allocation.exposure's result fields: they must agree."""
+    import dataclasses
+
+    from recsys.allocation.exposure import ExposureAtK as AtK
+    from recsys.allocation.exposure import ExposureMetrics
+    from recsys.cache.manifest import ExposureAtK, ExposureSide
+
+    assert set(ExposureAtK.model_fields) == {f.name for f in dataclasses.fields(AtK)} - {"k"}  # k is the dict key
+    assert set(ExposureSide.model_fields) == {f.name for f in dataclasses.fields(ExposureMetrics)}

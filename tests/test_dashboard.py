@@ -14,10 +14,30 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from test_reporting import summary as hand_made_summary  # a small typed EvaluationSummary built by hand
 
 from dashboard.artifacts import DashboardData
 from dashboard.audience import audience_csv, change_labels, diff_audiences, export_filename
-from dashboard.metrics_view import churn_facts, headline_metrics, headline_table, metrics_view, read_metrics
+from dashboard.exposure import (
+    SERVED,
+    UNCAPPED,
+    ExposureCounts,
+    cap_options,
+    cap_whatif,
+    capped_prefix,
+    exposure_panel_html,
+    resolve_cap,
+)
+from dashboard.metrics_view import (
+    churn_facts,
+    evaluation_html,
+    lift_rows,
+    load_summary,
+    log_domain,
+    metrics_view,
+    read_metrics,
+    svg_lift,
+)
 from dashboard.render import (
     audience_summary_html,
     audience_table_html,
@@ -40,7 +60,9 @@ from dashboard.settings import DATA_ENV, NOTEBOOK, REPORTS_ENV, DashboardPaths
 from dashboard.whatif import WHATIF_RANKERS, WhatIfEngine, WhatIfSettings
 from recsys import config
 from recsys.cache.build import build_cache
+from recsys.cache.manifest import CacheManifest
 from recsys.data.contract import DATE_DTYPE
+from recsys.evaluation.results import Coverage, write_summary
 from recsys.features.engagement import (
     DEFAULT_ENGAGEMENT_WEIGHTS,
     DEFAULT_EVENT_WEIGHTS,
@@ -107,16 +129,21 @@ def engine(log: pd.DataFrame) -> WhatIfEngine:
     return WhatIfEngine(log, {name: BASE_PARAMS for name in WHATIF_RANKERS})
 
 
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory, log: pd.DataFrame) -> DashboardPaths:
-    """A data dir laid out like data/ (prepared parquet + cache built with the project's params) and empty reports."""
-    root = tmp_path_factory.mktemp("dash")
+def dashboard_dir(root: Path, log: pd.DataFrame, n: int, allocation: dict[str, Any] | None = None) -> DashboardPaths:
+    """A data dir laid out like data/ (prepared parquet + activity cache built with the project's feature params) and
+    empty reports, under `root`."""
     paths = DashboardPaths.from_env({DATA_ENV: str(root / "data"), REPORTS_ENV: str(root / "reports")})
     paths.prepared.parent.mkdir(parents=True)
     log.to_parquet(paths.prepared, index=False)
-    features = config.load_params("features")
-    build_cache(log, "activity", {"seed": 0, "features": features}, paths.cache_dir, n=15)
+    params = {"seed": 0, "features": config.load_params("features")}
+    build_cache(log, "activity", params, paths.cache_dir, n=n, allocation=allocation)
     return paths
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory, log: pd.DataFrame) -> DashboardPaths:
+    """The uncapped cache of depth 15 and the log it was built from."""
+    return dashboard_dir(tmp_path_factory.mktemp("dash"), log, n=15)
 
 
 @pytest.fixture(scope="module")
@@ -226,11 +253,7 @@ def test_string_ids_end_to_end(tmp_path: Path, log: pd.DataFrame) -> None:
         customer_id=("C" + log["customer_id"].astype(str)).astype("string[pyarrow]"),
         product_id=("SKU" + log["product_id"].astype(str) + "A").astype("string[pyarrow]"),
     )
-    paths = DashboardPaths.from_env({DATA_ENV: str(tmp_path / "data"), REPORTS_ENV: str(tmp_path / "reports")})
-    paths.prepared.parent.mkdir(parents=True)
-    frame.to_parquet(paths.prepared, index=False)
-    build_cache(frame, "activity", {"seed": 0, "features": config.load_params("features")}, paths.cache_dir, n=6)
-    data = DashboardData.load(paths)
+    data = DashboardData.load(dashboard_dir(tmp_path, frame, n=6))
     assert data.ready and not data.issues
     cached = data.audience("SKU3A", 6)
     assert cached.source == "cache" and all(str(c).startswith("C") for c in cached.customers)
@@ -357,6 +380,7 @@ def test_audience_table_activity_columns(data: DashboardData, log: pd.DataFrame)
         "customer_id",
         "score",
         "change",
+        "exposures",
         "interactions",
         "distinct_products",
         "last_seen",
@@ -369,8 +393,11 @@ def test_audience_table_activity_columns(data: DashboardData, log: pd.DataFrame)
         assert row.last_seen == mine["event_date"].max()
         counts = mine["event"].value_counts()
         assert row.events == " · ".join(f"{int(counts[e])} {e}" for e in data.users.categories if counts.get(e, 0))
+    audience = pd.read_parquet(data.paths.cache_dir / "audience.parquet")
+    served = audience["customer_id"].value_counts()  # audiences each customer is in at the cache depth
+    assert frame["exposures"].tolist() == [int(served.get(c, 0)) for c in frame["customer_id"]]
     html_table = audience_table_html(frame)
-    assert html_table.count("<tr class='recsys-row'>") == 6
+    assert html_table.count("<tr class='recsys-row'>") == 6 and html_table.count("class='num expo'") == 6
 
 
 def test_export_csv_content_and_download_link(data: DashboardData) -> None:
@@ -384,6 +411,7 @@ def test_export_csv_content_and_download_link(data: DashboardData) -> None:
         "rank",
         "customer_id",
         "score",
+        "exposures",
         "interactions",
         "distinct_products",
         "last_seen",
@@ -414,64 +442,103 @@ def test_missing_artifacts_give_friendly_messages(tmp_path: Path) -> None:
     assert "recsys prepare" in text and "recsys build-cache" in text and "Traceback" not in text
     view = metrics_view(paths)
     assert view.html.count("dvc repro") == 2 and not view.has_evaluation and not view.has_exploration
+    assert "recsys evaluate" in view.html and "summary.json not found" in view.html
     assert "recsys prepare" in header_html(data)
     result = data.audience(1, 5)
     assert result.source == "none" and len(result.customers) == 0
 
 
-def test_cache_without_prepared_data_and_corrupt_metrics(tmp_path: Path, artifacts: DashboardPaths) -> None:
-    paths = replace(artifacts, prepared=tmp_path / "missing.parquet", evaluate_json=tmp_path / "evaluate.json")
-    paths.evaluate_json.write_text("{not json", encoding="utf-8")
+def test_cache_without_prepared_data_and_corrupt_summary(tmp_path: Path, artifacts: DashboardPaths) -> None:
+    paths = replace(artifacts, prepared=tmp_path / "missing.parquet", evaluation_summary=tmp_path / "summary.json")
+    paths.evaluation_summary.write_text("{not json", encoding="utf-8")
     data = DashboardData.load(paths)
     assert data.lookup is not None and not data.ready and "recsys prepare" in data.issues[0]
     assert data.audience(1, 3).source == "cache"
-    doc, msg = read_metrics(paths.evaluate_json)
-    assert doc is None and msg is not None and "unreadable" in msg and "dvc repro" in msg
+    summary, msg = load_summary(paths.evaluation_summary)
+    assert summary is None and msg is not None and "unreadable" in msg and "recsys evaluate" in msg
+    assert "unreadable" in metrics_view(paths).html
+    explore = tmp_path / "explore.json"
+    explore.write_text("[1, 2]", encoding="utf-8")
+    doc, msg = read_metrics(explore)
+    assert doc is None and msg is not None and "not a JSON object" in msg and "dvc repro" in msg
 
 
-EVALUATE_LAYOUTS = [
-    {
-        "k": 10,
-        "models": {
-            "activity": {"precision@10": {"mean": 0.012, "ci": [0.01, 0.014]}},
-            "als": {"precision@10": {"mean": 0.0004, "ci": [0.0001, 0.0007]}},
-            "random": {"precision@10": {"mean": 0.0007, "ci_low": 0.0005, "ci_high": 0.0009}},
-            "oracle": {"precision@10": {"mean": 0.1}},
-        },
-    },
-    {
-        "results": [
-            {"model": "activity", "metric": "precision@10", "value": 0.012, "ci_low": 0.01, "ci_high": 0.014},
-            {"model": "als", "metric": "precision@10", "value": 0.0004, "ci": [0.0001, 0.0007]},
-            {"model": "random", "metric": "precision@10", "value": 0.0007, "ci_low": 0.0005, "ci_high": 0.0009},
-            {"model": "oracle", "metric": "precision@10", "value": 0.1},
-        ]
-    },
-    {
-        "activity": {"precision@10": 0.012, "precision@10_ci": [0.01, 0.014]},
-        "als": {"precision@10": 0.0004, "precision@10_ci_low": 0.0001, "precision@10_ci_high": 0.0007},
-        "random": {"precision@10": 0.0007, "precision@10_ci": [0.0005, 0.0009]},
-        "oracle": {"precision@10": 0.1},
-    },
-]
+# ---------------------------------------------------------------------------------------------- evaluation panel
 
 
-@pytest.mark.parametrize("doc", EVALUATE_LAYOUTS, ids=["nested", "records", "flat-suffix"])
-def test_headline_table_reads_several_layouts(doc: dict[str, Any]) -> None:
-    table = headline_table(doc).set_index("model")
-    assert table["metric"].eq("precision@10").all()
-    assert table.loc["activity", "value"] == 0.012 and table.loc["activity", "ci_low"] == 0.01
-    assert table.loc["als", "ci_high"] == 0.0007 and table.loc["random", "ci_low"] == 0.0005
-    assert table["ci_low"].isna().to_numpy()[table.index.get_loc("oracle")]
-    assert headline_table(doc)["model"].tolist() == ["oracle", "activity", "als", "random"]
-    assert headline_metrics(headline_table(doc)) == ["precision@10"]
+def test_lift_rows_divide_by_the_exact_random_expectation() -> None:
+    rows = lift_rows(hand_made_summary(), 10)  # random expects precision@10 = 1e-4
+    assert [r.label for r in rows] == ["content", "activity", "als", "random", "oracle"]
+    lifts = {r.label: (r.lift, r.lift_low, r.lift_high) for r in rows}
+    assert lifts["content"] == pytest.approx((40.0, 20.0, 80.0))
+    assert lifts["activity"] == pytest.approx((20.0, 10.0, 40.0))
+    assert lifts["als"] == pytest.approx((0.0, 0.0, 74.0)) and lifts["oracle"] == pytest.approx((400.0, 200.0, 800.0))
+    assert rows[-1].group == "reference" and rows[0].hits == 2
+    assert log_domain([0.0, None, 0.05, 800.0]) == (-2, 3) and log_domain([3.0]) == (0, 1)
+    assert log_domain([1e-12, 1e3]) == (-5, 3)  # at most MAX_DECADES wide: smaller values sit at the left edge
+
+
+def test_lift_chart_is_on_a_log_axis_with_random_at_one() -> None:
+    rows = lift_rows(hand_made_summary(), 10)
+    svg = svg_lift(rows, 10, 0.95, served="activity")
+    dots = [
+        (float(a), float(b), fill)
+        for a, b, fill in re.findall(r"data-lift='([^']+)' cx='([^']+)' cy='[^']+' r='4.5' fill='([^']+)'", svg)
+    ]
+    assert [d[0] for d in dots] == pytest.approx([40.0, 20.0, 0.0, 0.0, 400.0])
+    left, width, decades = 150.0, 380.0, 3  # domain 10^0 .. 10^3 (the oracle's high whisker is 800)
+    for lift, cx, fill in dots:
+        expected = left + width * (np.log10(lift) / decades if lift > 0 else 0.0)
+        assert cx == pytest.approx(expected, abs=0.1)
+        assert (fill == "white") == (lift == 0)  # zero hits: a hollow dot at the axis' left edge
+    assert dots[4][1] - dots[0][1] == pytest.approx(width / decades, abs=0.2)  # 400 vs 40: one decade apart
+    assert "recsys-random-line" in svg and ">1×<" in svg and ">1,000×<" in svg and "0 hits" in svg
+    assert "activity (served)" in svg and "oracle (ceiling)" in svg and "95% interval" in svg
+
+
+def test_evaluation_panel_renders_the_summary_fields() -> None:
+    s = hand_made_summary(verdicts=("cf_better", "inconclusive"))
+    html_text = evaluation_html(s, Path("reports/synthetic/evaluation/summary.json"), served="activity")
+    assert html_text.count("<tr class='recsys-eval-row'>") == len(s.models) + 2  # models, oracle, random
+    assert "0.004 [0.002, 0.008]" in html_text and "40 [20, 80]" in html_text  # precision and lift with interval
+    assert "factors=32" in html_text and "activity · served" in html_text
+    assert "0.05 expected" in html_text and "1×" in html_text  # random's exact expectation row
+    verdicts = re.findall(r"data-verdict='([a-z_]+)'>k=(\d+)", html_text)
+    assert verdicts == [("cf_better", "10"), ("inconclusive", "100")]
+    assert "<b>CF better</b>" in html_text and "<b>inconclusive (5 hits)</b>" in html_text
+    assert s.overall in html_text.replace("&#x27;", "'")  # the overall sentence is the summary's own field
+    assert "covers its exact expectation at every k (10 and 100)" in html_text
+    assert "Recommended default at k=10: <b>content</b>" in html_text
+    assert "significant after Holm correction (p = 0.03)" in html_text
+    assert "The cache serves <b>activity</b>, not the recommended <b>content</b>" in html_text
+    assert "the recommended ranker" in evaluation_html(s, Path("x.json"), served="content")
+
+
+def test_evaluation_panel_reports_a_coverage_miss_and_a_zero_random_expectation() -> None:
+    s = hand_made_summary(significant=False)
+    missed = s.model_copy(
+        update={
+            "random_coverage": [
+                Coverage(k=10, expected=1e-4, low=0.0, high=0.0074, covers=True),
+                Coverage(k=100, expected=1e-4, low=2e-4, high=3e-4, covers=False),
+            ]
+        }
+    )
+    text = evaluation_html(missed, Path("x.json"))
+    assert "misses its exact expectation at k = 100" in text and "<td><b>no</b></td>" in text
+    assert "<b>not</b> significant after Holm correction (p = 1)" in text
+    rnd = s.reference("random_expected")
+    zero = rnd.model_copy(update={"precision": [p.model_copy(update={"value": 0.0}) for p in rnd.precision]})
+    flat = s.model_copy(update={"references": [zero, s.reference("oracle")]})
+    text = evaluation_html(flat, Path("x.json"))
+    assert "no lift over random to chart" in text and "<svg" not in text and "n/a" in text
 
 
 def test_metrics_view_with_files(tmp_path: Path) -> None:
-    metrics = tmp_path / "reports" / "metrics"
-    metrics.mkdir(parents=True)
-    (metrics / "evaluate.json").write_text(json.dumps(EVALUATE_LAYOUTS[0]), encoding="utf-8")
-    (metrics / "explore.json").write_text(
+    paths = DashboardPaths.from_env({DATA_ENV: str(tmp_path / "data"), REPORTS_ENV: str(tmp_path / "reports")})
+    write_summary(hand_made_summary(), paths.evaluation_summary)
+    paths.explore_json.parent.mkdir(parents=True)
+    paths.explore_json.write_text(
         json.dumps(
             {
                 "one_time_users_pct": 88.8,
@@ -485,30 +552,162 @@ def test_metrics_view_with_files(tmp_path: Path) -> None:
         ),
         encoding="utf-8",
     )
-    paths = DashboardPaths.from_env({DATA_ENV: str(tmp_path / "data"), REPORTS_ENV: str(tmp_path / "reports")})
-    view = metrics_view(paths)
+    view = metrics_view(paths, served="content")
     assert view.has_evaluation and view.has_exploration and "dvc repro" not in view.html
-    assert view.html.count("<svg") == 2 and "precision@10" in view.html and "one time users" in view.html
+    assert view.html.count("<svg") == 2 and "recsys-lift-chart" in view.html and "one time users" in view.html
     assert "88.8%" in view.html and "10,256" in view.html and "rows" not in view.html
-    facts = churn_facts(json.loads((metrics / "explore.json").read_text()))
+    assert "content (served)" in view.html
+    facts = churn_facts(json.loads(paths.explore_json.read_text()))
     assert set(facts.loc[facts["is_pct"], "fact"]) == {"one_time_users_pct", "retention_pct", "new_products_pct"}
-    (metrics / "evaluate.json").write_text(json.dumps({"note": "nothing per model"}), encoding="utf-8")
-    assert "recognises" in metrics_view(paths).html
 
 
 def test_paths_from_env_and_voila_command(tmp_path: Path) -> None:
     default = DashboardPaths.from_env({})
-    assert default.prepared == config.PREPARED_PARQUET and default.cache_dir == config.CACHE_DIR
-    assert default.evaluate_json == config.REPORTS_DIR / "metrics" / "evaluate.json"
-    custom = DashboardPaths.from_env({DATA_ENV: str(tmp_path), REPORTS_ENV: str(tmp_path / "r")})
-    assert custom.prepared == tmp_path / "prepared" / "synthetic" / "interactions.parquet"
-    assert (
-        custom.cache_dir == tmp_path / "artifacts" / "cache"
-        and custom.explore_json == tmp_path / "r" / "metrics" / "explore.json"
-    )
+    served = config.dataset_paths(config.served_dataset())
+    assert default.dataset == config.served_dataset()
+    assert default.prepared == served.interactions and default.cache_dir == config.CACHE_DIR
+    assert default.evaluation_summary == served.evaluation_summary
+    assert default.explore_json == served.metrics_dir / "explore.json"
+    custom = DashboardPaths.from_env({DATA_ENV: str(tmp_path), REPORTS_ENV: str(tmp_path / "r")}, dataset="other")
+    assert custom.prepared == tmp_path / "prepared" / "other" / "interactions.parquet"
+    assert custom.cache_dir == tmp_path / "artifacts" / "cache"
+    assert custom.evaluation_summary == tmp_path / "r" / "datasets" / "other" / "evaluation" / "summary.json"
+    assert custom.explore_json == tmp_path / "r" / "datasets" / "other" / "metrics" / "explore.json"
+    with pytest.raises(ValueError, match="data set name"):
+        DashboardPaths.from_env({}, dataset="Bad Name")
     cmd = voila_command(9123)
     assert cmd[1:3] == ["-m", "voila"] and Path(cmd[3]) == NOTEBOOK and NOTEBOOK.is_file()
     assert "--Voila.ip=127.0.0.1" in cmd and "--port=9123" in cmd and "--no-browser" in cmd
+
+
+# ---------------------------------------------------------------------------------------------- exposure + cap
+
+
+CAP = 3
+CAPPED_N = 10
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory: pytest.TempPathFactory, log: pd.DataFrame) -> DashboardData:
+    """The dashboard over a cache capped at CAP audiences per customer (activity, depth CAPPED_N)."""
+    allocation = {"max_exposures": CAP, "candidates": 40}
+    return DashboardData.load(dashboard_dir(tmp_path_factory.mktemp("capped"), log, n=CAPPED_N, allocation=allocation))
+
+
+def own_ranking(data: DashboardData, pid: int) -> np.ndarray:
+    """The cache ranker's own ranking of every customer for a product (a fresh fit, independent of the dashboard)."""
+    features = config.load_params("features")
+    n_customers = data.counts["customers"]
+    ranker = make_ranker("activity", {"seed": 0, "features": features}).fit(pd.read_parquet(data.paths.prepared))
+    return np.asarray(ranker.rank(np.array([pid]), n_customers).customer_ids)
+
+
+def test_exposure_counts_agree_with_the_cache_and_its_manifest(capped: DashboardData) -> None:
+    assert capped.lookup is not None and capped.served_cap == CAP
+    manifest: CacheManifest = capped.lookup.manifest
+    audience = pd.read_parquet(capped.paths.cache_dir / "audience.parquet")
+    expected = audience["customer_id"].value_counts().sort_index()
+    counts = capped.exposure
+    assert counts.customer_ids.tolist() == expected.index.tolist() and counts.counts.tolist() == expected.tolist()
+    served = manifest.exposure.served.at(CAPPED_N)
+    assert int(counts.counts.max()) == served.max_exposures <= CAP and len(counts.counts) == served.distinct_customers
+    assert counts.of(np.array([expected.index[0], 999_999])).tolist() == [int(expected.iloc[0]), 0]
+    assert counts.of(np.array(["C1"], dtype=object)).tolist() == [0]  # another id kind: in no audience
+    assert ExposureCounts.from_lookup(None).of(np.array([1, 2])).tolist() == [0, 0]
+
+
+def test_capped_prefix_holds_out_customers_at_the_cap() -> None:
+    other = np.array([0, 3, 1, 5, 0, 2, 4])
+    chosen, held = capped_prefix(other, 3, 3)
+    assert chosen.tolist() == [0, 2, 4] and held.tolist() == [1, 3]
+    chosen, held = capped_prefix(other, 3, 5)  # fewer than n fit: every position at or over the cap is held out
+    assert chosen.tolist() == [0, 2, 4, 5] and held.tolist() == [1, 3, 6]
+    assert capped_prefix(other, 10, 2)[0].tolist() == [0, 1] and len(capped_prefix(other, 10, 2)[1]) == 0
+
+
+def test_cap_whatif_deepens_the_ranking_until_n_fit() -> None:
+    ranking = np.arange(100, 1100)  # customer ids in rank order
+    counts = ExposureCounts(np.arange(100, 1100), np.where(np.arange(1000) < 600, 5, 0))  # the first 600 are busy
+    asked: list[int] = []
+
+    def rank(depth: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        asked.append(depth)
+        return ranking[:depth], -np.arange(depth, dtype=np.float64), False
+
+    served = np.array([100, 101])  # this product's own served slots do not count against the cap
+    result = cap_whatif(rank, served, counts, cap=5, n=4, max_depth=1000)
+    assert asked == [256, 1000] and result.depth == 1000
+    assert result.customers.tolist() == [100, 101, 700, 701]
+    assert len(result.held_out) == 598 and result.held_out[0] == 102 and result.scores.tolist() == [0, -1, -600, -601]
+    few = cap_whatif(rank, served, counts, cap=1, n=500, max_depth=1000)  # only 400 customers are under the cap
+    assert len(few.customers) == 400 and few.depth == 1000
+
+
+def test_cap_choices() -> None:
+    assert resolve_cap(SERVED, 50) == 50 and resolve_cap(UNCAPPED, 50) is None and resolve_cap(7, None) == 7
+    with pytest.raises(ValueError, match="integer >= 1"):
+        resolve_cap(0, 50)
+    options = cap_options(50)
+    assert options[:2] == [("as served (cap 50)", SERVED), ("uncapped (exact: the ranker's own top-n)", UNCAPPED)]
+    assert [v for _, v in options[2:]] == [1, 2, 5, 10, 20, 100, 200, 500, 1000]
+    assert cap_options(None)[0] == ("as served (uncapped)", SERVED) and cap_options(None)[1][1] == 1
+
+
+def test_cap_whatif_in_the_dashboard(capped: DashboardData) -> None:
+    assert capped.lookup is not None
+    pid = int(capped.lookup.product_ids()[0])
+    cached = capped.audience(pid, CAPPED_N)
+    assert cached.source == "cache" and cached.cap == CAP and not cached.approximate
+    ranking = own_ranking(capped, pid)
+    # uncapped: exactly the ranker's own top-n; the diff names who the cap had moved out and in
+    free = capped.audience(pid, CAPPED_N, cap=UNCAPPED)
+    assert free.source == "what-if" and free.cap is None and not free.approximate
+    assert free.customers.tolist() == ranking[:CAPPED_N].tolist()
+    assert free.diff is not None and set(free.diff.entered) == set(free.customers) - set(cached.customers)
+    # a tighter cap: the first customers of the ranking with fewer than `cap` other served audiences
+    served_list = capped.lookup.top(pid, CAPPED_N)[0]
+    other = capped.exposure.of(ranking) - np.isin(ranking, served_list)
+    for cap in (1, 2):
+        result = capped.audience(pid, CAPPED_N, cap=cap)
+        assert result.approximate and result.cap == cap and result.held_out is not None
+        assert result.customers.tolist() == ranking[other < cap][:CAPPED_N].tolist()
+        last = int(np.flatnonzero(ranking == result.customers[-1])[0])
+        assert result.held_out.tolist() == ranking[: last + 1][other[: last + 1] >= cap].tolist()
+        assert result.diff is not None and len(result.diff.entered) == len(result.diff.left)
+        text = audience_summary_html(result, CAPPED_N, capped.cache_ranker)
+        assert f"{len(result.held_out)}</b> customers of the ranking held out" in text and "approximation" in text
+        assert f"{len(result.diff.entered)} entered" in text
+    # a cap nobody reaches holds nobody out: the ranker's own top-n
+    loose = capped.audience(pid, CAPPED_N, cap=1000)
+    assert loose.customers.tolist() == free.customers.tolist() and loose.held_out is not None
+    assert len(loose.held_out) == 0
+    assert "a looser cap holds no one out" in audience_summary_html(loose, CAPPED_N)
+    assert "looser" not in audience_summary_html(capped.audience(pid, CAPPED_N, cap=2), CAPPED_N)
+    # an unseen product: its ranking is the global order and the fallback list holds no slots of its own
+    global_order = own_ranking(capped, 424242)
+    unseen = capped.audience(424242, CAPPED_N, cap=2)
+    assert unseen.cold_start and unseen.approximate
+    assert unseen.customers.tolist() == global_order[capped.exposure.of(global_order) < 2][:CAPPED_N].tolist()
+    # changed weights under the served cap: the same approximation, at the served cap
+    changed = replace(capped.default_settings(), weights={**DEFAULT_ENGAGEMENT_WEIGHTS, "recency": 1.0})
+    moved = capped.audience(pid, CAPPED_N, changed)
+    assert moved.source == "what-if" and moved.approximate and moved.cap == CAP
+
+
+def test_exposure_panel_shows_the_manifest_before_and_after(capped: DashboardData, data: DashboardData) -> None:
+    assert capped.lookup is not None and data.lookup is not None
+    manifest = capped.lookup.manifest
+    text = exposure_panel_html(manifest)
+    assert f"no customer is in more than <b>{CAP}</b> served audiences of depth {CAPPED_N}" in text
+    before, after = manifest.exposure.uncapped.at(CAPPED_N), manifest.exposure.served.at(CAPPED_N)
+    row = re.search(
+        rf"<td class='num'>{CAPPED_N}</td><td>max exposures</td><td class='num'>([^<]+)</td>"
+        r"<td class='num'>([^<]+)</td>",
+        text,
+    )
+    assert row is not None and row.groups() == (f"{before.max_exposures:,}", f"{after.max_exposures:,}")
+    assert text.count("<tr>") == 1 + 7 * len(manifest.exposure.served.ks) + 1  # header, 7 metrics per k, jaccard
+    assert "No frequency cap" in exposure_panel_html(data.lookup.manifest)
 
 
 def test_notebook_is_committed_without_outputs() -> None:
@@ -517,17 +716,3 @@ def test_notebook_is_committed_without_outputs() -> None:
     assert code and all(c.execution_count is None and c.outputs == [] for c in code)
     assert nb.metadata["kernelspec"]["name"] == "python3"
     assert "DashboardData.load()" in code[0].source
-
-
-def test_headline_reads_the_main_split_not_the_backtest() -> None:
-    from dashboard.metrics_view import headline_table
-
-    doc = {
-        "models": {"als": {"precision@10": 0.5, "precision@10_ci_low": 0.4, "precision@10_ci_high": 0.6}},
-        "references": {"oracle": {"precision@10": 0.9}},
-        "backtest": {"q0.6": {"models": {"als": {"precision@10": 0.1}}}},
-    }
-    table = headline_table(doc).set_index("model")
-    assert (
-        table.loc["als", "value"] == 0.5 and table.loc["als", "ci_low"] == 0.4 and table.loc["oracle", "value"] == 0.9
-    )

@@ -1,9 +1,12 @@
 """The dashboard in a real browser: Voilà serves dashboard/app.ipynb on 127.0.0.1, driven by Debian chromium through
 Playwright's sync API (never a downloaded browser).
 
-- Over tiny artifacts: search a product, see N rows, move a weight slider, see the ranking change, download the CSV and
-  check it; saves test-artifacts/dashboard.png.
-- Over the default artifacts of `make run` (data/ and reports/metrics/), when they exist: the page as it opens, once
+- Over tiny artifacts (a hand-made typed evaluation summary, no explore metrics): the evaluation panel's lift chart,
+  verdicts and overall sentence; search a product, see N rows with each customer's served exposure count, move a
+  weight slider, see the ranking change, download the CSV and check it, then change the frequency cap and see who
+  entered or left; saves test-artifacts/dashboard.png.
+- Over the default artifacts of `make run` (data/ and the served data set's reports), when they exist: the page as it
+  opens, once
   fully rendered, is checked and saved to test-artifacts/readme-dashboard.png; `make screenshot`
   (RECSYS_UPDATE_SCREENSHOT=1) writes it to the README screenshot reports/figures/dashboard.png instead (skipped,
   saying so, without the artifacts).
@@ -23,13 +26,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+from test_reporting import summary as hand_made_summary  # a small typed EvaluationSummary built by hand
 
 from dashboard.artifacts import DashboardData
+from dashboard.exposure import UNCAPPED
 from dashboard.search import resolve_query
 from dashboard.serve import voila_command
 from dashboard.settings import DATA_ENV, REPORTS_ENV, DashboardPaths
 from dashboard.whatif import WhatIfSettings
 from recsys import config
+from recsys.evaluation.results import write_summary
 from service.processes import free_port, port_open, stop_process_tree, wait_until
 
 pytestmark = pytest.mark.browser
@@ -77,7 +83,8 @@ class Served:
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> DashboardPaths:
-    """Tiny generated log -> prepare -> cache (the real pipeline functions), laid out like data/; no metrics files."""
+    """Tiny generated log -> prepare -> cache (the real pipeline functions), laid out like data/; a hand-made
+    evaluation summary where the served data set's belongs; no explore metrics."""
     from recsys.cache.build import build_cache_from_params
     from recsys.data.contract import source_spec_from_params
     from recsys.data.prepare import prepare
@@ -90,6 +97,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> DashboardPaths:
     source = config.dataset_config(config.DEFAULT_DATASET)["source"]
     prepare(raw, paths.prepared, source_spec_from_params(source))
     build_cache_from_params(prepared_path=paths.prepared, cache_dir=paths.cache_dir)
+    write_summary(hand_made_summary(), paths.evaluation_summary)
     return paths
 
 
@@ -137,8 +145,8 @@ def served(chromium: Path, artifacts: DashboardPaths, tmp_path_factory: pytest.T
     """The dashboard pointed at the tiny artifacts."""
     env = {
         **os.environ,
-        DATA_ENV: str(artifacts.prepared.parents[1]),
-        REPORTS_ENV: str(artifacts.evaluate_json.parents[1]),
+        DATA_ENV: str(artifacts.cache_dir.parents[1]),  # <data>/artifacts/cache
+        REPORTS_ENV: str(artifacts.evaluation_summary.parents[2]),  # <reports>/<data set>/evaluation/summary.json
     }
     with voila(env, tmp_path_factory.mktemp("voila") / "voila.log") as url:
         yield Served(url, artifacts)
@@ -204,11 +212,24 @@ def test_dashboard_in_chromium(chromium: Path, served: Served) -> None:
     cached = data.audience(pid, N_ROWS).customers
     feature, value, settings = pick_weight_change(data, pid, cached)
     expected = data.audience(pid, N_ROWS, settings)
+    tight = data.audience(pid, N_ROWS, settings, cap=1)  # the frequency-cap what-if on top of the weight change
+    free = data.audience(pid, N_ROWS, settings, cap=UNCAPPED)
+    assert tight.held_out is not None and len(tight.held_out) > 0 and tight.diff is not None and free.diff is not None
+    summary = hand_made_summary()
 
     with browser_page(chromium) as page:
         page.goto(served.url, timeout=DEADLINE_S * 1000)
         expect(page.locator(".recsys-audience tr.recsys-row").first).to_be_visible()
-        expect(page.locator(".recsys-why")).to_contain_text("dvc repro")  # no metrics files: friendly message
+
+        # the evaluation panel reads the typed summary: lift chart on a log axis, per-k verdicts, overall sentence
+        why = page.locator(".recsys-why")
+        expect(why.locator("svg.recsys-lift-chart")).to_be_visible()
+        expect(why.locator("svg.recsys-lift-chart circle.recsys-lift")).to_have_count(len(summary.models) + 1)
+        expect(why.locator(".recsys-verdict")).to_have_count(len(summary.verdicts))
+        expect(why.locator(".recsys-overall")).to_have_text(summary.overall)
+        expect(why).to_contain_text(f"{data.cache_ranker} (served)")
+        expect(why).to_contain_text("dvc repro")  # no explore metrics: friendly message
+        expect(page.locator(".recsys-exposure")).to_contain_text("ranker's own top-N")
 
         # find a product by part of its Arabic name
         page.locator(".recsys-search input").fill(query)
@@ -242,6 +263,24 @@ def test_dashboard_in_chromium(chromium: Path, served: Served) -> None:
         assert csv["customer_id"].astype(str).tolist() == shown and csv["rank"].tolist() == list(range(1, N_ROWS + 1))
         assert (csv["product_id"].astype(str) == str(pid)).all()
         np.testing.assert_allclose(csv["score"], expected.scores, rtol=1e-12)
+        assert csv["exposures"].tolist() == data.exposure.of(expected.customers).tolist()
+
+        # the frequency cap as a what-if: a tighter cap holds busy customers out (an approximation, labelled so)
+        page.locator(".recsys-cap select").select_option(label="cap 1 (approximation)")
+        box = page.locator(".recsys-summary-box")
+        expect(box.locator(".recsys-cap-note")).to_contain_text(
+            f"{len(tight.held_out)} customers of the ranking held out"
+        )
+        expect(box).to_contain_text(f"{len(tight.diff.entered)} entered")
+        expect(box).to_contain_text(f"{len(tight.diff.left)} left")
+        expect(cells).to_have_text([str(c) for c in tight.customers])
+        exposures = page.locator(".recsys-audience tr.recsys-row td.expo")
+        expect(exposures).to_have_text([str(x) for x in data.exposure.of(tight.customers)])
+        # uncapped is exact: the ranker's own top-n under the changed weights
+        page.locator(".recsys-cap select").select_option(label="uncapped (exact: the ranker's own top-n)")
+        expect(box).to_contain_text(f"{len(free.diff.entered)} entered")
+        expect(cells).to_have_text([str(c) for c in free.customers])
+        expect(box.locator(".recsys-cap-note")).to_have_count(0)
 
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
@@ -250,7 +289,7 @@ def test_dashboard_in_chromium(chromium: Path, served: Served) -> None:
 
 def test_readme_screenshot_from_the_default_artifacts(chromium: Path, tmp_path: Path) -> None:
     paths = DashboardPaths.from_env({})
-    needed = [paths.prepared, paths.cache_dir / "manifest.json", paths.evaluate_json, paths.explore_json]
+    needed = [paths.prepared, paths.cache_dir / "manifest.json", paths.evaluation_summary, paths.explore_json]
     missing = [config.relative(p) for p in needed if not p.is_file()]
     if missing:
         pytest.skip(
@@ -264,10 +303,12 @@ def test_readme_screenshot_from_the_default_artifacts(chromium: Path, tmp_path: 
     with voila(env, tmp_path / "voila.log") as url, browser_page(chromium) as page:
         page.goto(url, timeout=DEADLINE_S * 1000)
         wait_rendered(page, rows)
+        cap = "uncapped" if data.served_cap is None else f"cap {data.served_cap}"
         expect(page.locator(".recsys-summary-box")).to_contain_text(
-            f"Top {rows} from the cache (ranker {data.cache_ranker})"
+            f"Top {rows} from the cache (ranker {data.cache_ranker}, {cap})"
         )
-        expect(page.locator(".recsys-why svg.recsys-plot").first).to_be_visible()  # the evaluation panel has its charts
+        expect(page.locator(".recsys-why svg.recsys-lift-chart")).to_be_visible()  # the evaluation panel's chart
+        expect(page.locator(".recsys-exposure")).to_be_visible()
         assert "not found" not in page.locator("body").inner_text()
         # Voila scrolls inside the page, so a full-page shot stops at the viewport: grow it to the content
         height = page.evaluate("Math.max(...Array.from(document.querySelectorAll('*'), e => e.scrollHeight))")

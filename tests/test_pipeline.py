@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from recsys.cache.manifest import read_manifest
 from recsys.config import PROJ_ROOT
 from recsys.evaluation.results import read_summary
 
@@ -78,10 +79,10 @@ def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str
     prepared = pd.read_parquet(root / "data/prepared/interactions.parquet")
     explore = json.loads((root / "reports/metrics/explore.json").read_text())
     assert explore["rows"] == len(prepared) and explore["users"] == prepared["customer_id"].nunique()
-    manifest = json.loads((root / "data/artifacts/cache/manifest.json").read_text())
+    manifest = read_manifest(root / "data/artifacts/cache")
     cache = pd.read_parquet(root / "data/artifacts/cache/audience.parquet")
     assert cache["product_id"].nunique() == prepared["product_id"].nunique()
-    assert int(cache.groupby("product_id")["rank"].max().max()) <= manifest["n"]
+    assert int(cache.groupby("product_id")["rank"].max().max()) <= manifest.n
     touched = set(zip(prepared["product_id"], prepared["customer_id"]))
     assert not any(pair in touched for pair in zip(cache["product_id"], cache["customer_id"]))
     cache_metrics = json.loads((root / "reports/metrics/cache.json").read_text())

@@ -69,11 +69,12 @@ def test_health_reports_the_loaded_manifest(client: TestClient, int_cache: TinyC
     body = client.get("/health").json()
     manifest = int_cache.manifest
     assert body["status"] == "ok" and body["ready"] is True
-    assert body["cache"]["version"] == manifest["version"]
-    assert body["cache"]["ranker"] == manifest["ranker"]
-    assert body["cache"]["created_at"] == manifest["version"]  # no build time in a content-addressed manifest
-    assert body["cache"]["products"] == manifest["counts"]["products"] == len(int_cache.expected)
-    assert body["cache"]["data_fingerprint"] == manifest["fingerprint"]["value"]
+    assert body["cache"]["version"] == manifest.version
+    assert body["cache"]["ranker"] == manifest.ranker == "activity" and body["cache"]["engine"] == "pandas"
+    assert "created_at" not in body["cache"]  # a content-addressed cache has no build time to show
+    assert body["cache"]["products"] == manifest.counts.products == len(int_cache.expected)
+    assert body["cache"]["data_fingerprint"] == manifest.fingerprint.value
+    assert body["cache"]["max_exposures"] is None  # the tiny cache is uncapped
     assert body["cache"]["n"] == TINY_N
     assert body["cache"]["id_kind"] == "int" and body["cache"]["customer_id_kind"] == "int"
     assert body["last_reload_error"] is None and body["reloads"] == 0
@@ -81,7 +82,7 @@ def test_health_reports_the_loaded_manifest(client: TestClient, int_cache: TinyC
 
 
 def test_recommend_matches_the_cache_exactly(client: TestClient, int_cache: TinyCache) -> None:
-    version = int_cache.manifest["version"]
+    version = int_cache.manifest.version
     for pid, expected in int_cache.expected.items():
         r = client.get(f"/recommend/{pid}", params={"n": TINY_N})
         assert r.status_code == 200, r.text
@@ -125,7 +126,7 @@ def test_batch_answers_each_product_in_request_order(client: TestClient, int_cac
     r = client.post("/recommend/batch", json={"product_ids": ids, "n": 3})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["count"] == 4 and body["model"] == int_cache.manifest["version"]
+    assert body["count"] == 4 and body["model"] == int_cache.manifest.version
     assert [item["product_id"] for item in body["items"]] == [known[2], known[0], UNKNOWN_INT, known[2]]
     for item in body["items"]:
         single = client.get(f"/recommend/{item['product_id']}", params={"n": 3}).json()
@@ -175,6 +176,10 @@ def test_openapi_describes_the_loaded_cache(client: TestClient, str_client: Test
     assert schemas["RecommendResponse"]["properties"]["product_id"]["type"] == "integer"
     assert schemas["Recommendation"]["properties"]["customer_id"]["type"] == "integer"
     assert set(spec["paths"]) >= {"/health", "/recommend/{product_id}", "/recommend/batch", "/products/sample"}
+    cache = schemas["ManifestSummary"]
+    health = client.get("/health").json()["cache"]
+    assert set(cache["properties"]) == set(health) and set(cache["required"]) == set(health)  # /health as documented
+    assert cache["properties"]["engine"]["enum"] == ["pandas", "spark"] and "created_at" not in cache["properties"]
     str_spec = str_client.get("/openapi.json").json()
     str_params = {p["name"]: p["schema"] for p in str_spec["paths"]["/recommend/{product_id}"]["get"]["parameters"]}
     assert str_params["product_id"]["type"] == "string"
@@ -336,8 +341,8 @@ def test_cors_is_off_by_default_and_exact_when_configured(
 def test_reload_under_concurrent_requests_loses_none(tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
     cache_dir = tmp_path / "cache"
     old_manifest = build_tiny_cache(cache_dir, tiny_interactions(variant=0))
-    expected = {old_manifest["version"]: expected_audiences(cache_dir)}
-    products = sorted(expected[old_manifest["version"]])
+    expected = {old_manifest.version: expected_audiences(cache_dir)}
+    products = sorted(expected[old_manifest.version])
     started, rebuilt = threading.Event(), threading.Event()
     new_version: list[str] = []
 
@@ -360,14 +365,14 @@ def test_reload_under_concurrent_requests_loses_none(tmp_path: Path, make_client
             futures = [pool.submit(hammer, c, seed) for seed in range(6)]
             wait_until(started.is_set, "the first answers from the old version", timeout_s=DEADLINE_S, interval_s=0.02)
             manifest = build_tiny_cache(cache_dir, tiny_interactions(variant=1))
-            new_version.append(manifest["version"])
-            expected[manifest["version"]] = expected_audiences(cache_dir)
+            new_version.append(manifest.version)
+            expected[manifest.version] = expected_audiences(cache_dir)
             rebuilt.set()
             results = [r for f in futures for r in f.result()]
         health = c.get("/health").json()
 
-    assert new_version[0] != old_manifest["version"]
-    assert expected[new_version[0]] != expected[old_manifest["version"]], "variant data must change the answers"
+    assert new_version[0] != old_manifest.version
+    assert expected[new_version[0]] != expected[old_manifest.version], "variant data must change the answers"
     assert results and all(status == 200 for status, _ in results)
     seen_versions = {body["model"] for _, body in results}
     assert seen_versions == set(expected), "answers must come from the old and then the new version only"
@@ -397,13 +402,13 @@ def test_corrupt_manifest_at_reload_keeps_serving_the_old_version(
         assert health["status"] == "degraded" and health["reload_failures"] >= 1
         assert "corrupt" in health["last_reload_error"]["message"]
         assert str(tmp_path) not in json.dumps(health) and health["cache_dir"] == "cache"  # no absolute path anywhere
-        assert health["cache"]["version"] == manifest["version"]
+        assert health["cache"]["version"] == manifest.version
         body = c.get(f"/recommend/{pid}", params={"n": TINY_N}).json()
-        assert body["model"] == manifest["version"] and as_triples(body) == expected[pid]
+        assert body["model"] == manifest.version and as_triples(body) == expected[pid]
 
         fixed = build_tiny_cache(cache_dir, tiny_interactions(variant=1))
         wait_until(
-            lambda: c.get("/health").json()["cache"]["version"] == fixed["version"],
+            lambda: c.get("/health").json()["cache"]["version"] == fixed.version,
             "recovery to a valid cache",
             timeout_s=DEADLINE_S,
             interval_s=0.02,
@@ -417,11 +422,11 @@ def test_manual_check_swaps_only_on_manifest_change(tmp_path: Path) -> None:
     first = build_tiny_cache(cache_dir, tiny_interactions())
     holder = CacheHolder(cache_dir)
     holder.load()
-    assert holder.check_for_update() is False and holder.snapshot.version == first["version"]
+    assert holder.check_for_update() is False and holder.snapshot.version == first.version
     second = build_tiny_cache(cache_dir, tiny_interactions(variant=1))
-    assert holder.check_for_update() is True and holder.snapshot.version == second["version"]
+    assert holder.check_for_update() is True and holder.snapshot.version == second.version
     assert holder.check_for_update() is False and holder.reloads == 1
     (cache_dir / "manifest.json").unlink()
-    assert holder.check_for_update() is False and holder.snapshot.version == second["version"]
+    assert holder.check_for_update() is False and holder.snapshot.version == second.version
     assert holder.last_error is not None and "missing" in holder.last_error.message
-    assert json.loads(json.dumps(holder.snapshot.manifest))["version"] == second["version"]
+    assert holder.snapshot.manifest == second and holder.snapshot.manifest.version == second.version

@@ -64,7 +64,7 @@ def test_real_server_answers_like_the_cache(server: RunningServer) -> None:
 def test_sighup_reloads_a_new_cache_version(server: RunningServer) -> None:
     with httpx.Client(base_url=server.base, timeout=10) as http:
         old = http.get("/health").json()["cache"]["version"]
-        new = build_tiny_cache(server.cache_dir, tiny_interactions(variant=1))["version"]
+        new = build_tiny_cache(server.cache_dir, tiny_interactions(variant=1)).version
         assert http.get("/health").json()["cache"]["version"] == old  # polling is off: nothing changes by itself
         server.proc.send_signal(signal.SIGHUP)
         wait_until(

@@ -85,7 +85,7 @@ def test_sighup_reaches_every_worker(cache_dir: Path, start_service: Callable[..
         return len(seen) == 2 and (version is None or set(seen.values()) == {version})
 
     wait_until(lambda: both_workers_on(None), "both workers to answer", timeout_s=SERVER_DEADLINE_S, proc=server.proc)
-    new = build_tiny_cache(cache_dir, tiny_interactions(variant=1))["version"]
+    new = build_tiny_cache(cache_dir, tiny_interactions(variant=1)).version
     server.proc.send_signal(signal.SIGHUP)  # polling is off: only the forwarded signal can reload them
     wait_until(
         lambda: both_workers_on(new),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -15,7 +14,8 @@ import pandas as pd
 import pytest
 
 from recsys.cache.build import build_cache
-from recsys.cache.lookup import AUDIENCE_NAME, MANIFEST_NAME, AudienceLookup
+from recsys.cache.lookup import AUDIENCE_NAME, AudienceLookup
+from recsys.cache.manifest import read_manifest
 
 try:
     from _logs import random_log
@@ -120,11 +120,11 @@ def test_spark_submit_on_a_standalone_cluster_builds_the_same_cache(cluster: tup
            str(script), "--ranker", "activity", "--uncapped", "--input", prepared.as_uri(), "--output", str(tmp_path / "cache")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-4000:]
-    manifest = json.loads((tmp_path / "cache" / MANIFEST_NAME).read_text())
-    assert manifest["engine"] == "spark" and manifest["spark"]["master"] == url  # ran on the cluster, not local
-    assert manifest["fingerprint"]["algorithm"] == "sha256-file"  # a file:// URI is a local file
-    params = {"seed": manifest["ranker_params"]["seed"], "features": manifest["ranker_params"]["features"]}
-    build_cache(log, "activity", params, tmp_path / "pandas", n=manifest["n"])
+    manifest = read_manifest(tmp_path / "cache")
+    assert manifest.engine.name == "spark" and manifest.engine.master == url  # ran on the cluster, not local
+    assert manifest.fingerprint.algorithm == "sha256-file"  # a file:// URI is a local file
+    params = {"seed": manifest.ranker_params["seed"], "features": manifest.ranker_params["features"]}
+    build_cache(log, "activity", params, tmp_path / "pandas", n=manifest.n)
     got = pd.read_parquet(tmp_path / "cache" / AUDIENCE_NAME)
     want = pd.read_parquet(tmp_path / "pandas" / AUDIENCE_NAME)
     for col in ("product_id", "rank", "customer_id"):

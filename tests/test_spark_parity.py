@@ -13,6 +13,7 @@ import pytest
 
 from recsys.cache.build import build_cache, canonical_order, catalogue_ids, global_fallback
 from recsys.cache.lookup import AUDIENCE_NAME, LOOKUP_ARRAYS, MANIFEST_NAME, AudienceLookup
+from recsys.cache.manifest import read_manifest
 from recsys.rankers import make_ranker
 
 try:
@@ -33,7 +34,7 @@ pytestmark = [
 N = 12
 PARTITIONS = 2
 SCORE_TOL = 1e-9
-RUN_ONLY = {"created_at", "version", "lookup_dir", "engine", "spark", "fingerprint", "source"}
+RUN_ONLY = {"version", "lookup_dir", "engine", "fingerprint", "source"}
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +154,7 @@ def assert_same_cache(spark_dir: Path, pandas_dir: Path) -> None:
     np.testing.assert_allclose(a["score"], b["score"], rtol=1e-6, atol=1e-7)
     ma = json.loads((spark_dir / MANIFEST_NAME).read_text())
     mb = json.loads((pandas_dir / MANIFEST_NAME).read_text())
-    assert ma["engine"] == "spark" and mb["engine"] == "pandas"
+    assert ma["engine"]["name"] == "spark" and mb["engine"] == {"name": "pandas", "spark_version": None, "master": None}
     assert {k: v for k, v in ma.items() if k not in RUN_ONLY} == {k: v for k, v in mb.items() if k not in RUN_ONLY}
     for key in LOOKUP_ARRAYS:
         x = np.load(spark_dir / ma["lookup_dir"] / f"{key}.npy")
@@ -174,10 +175,11 @@ def test_cache_artifact_equals_the_pandas_engine(spark: Any, tmp_path: Path, str
     build_cache(log, "activity", params, tmp_path / "pandas", n=N, export="parquet")
     manifest = build_cache_spark(uri, "activity", params, tmp_path / "spark", n=N, export="parquet", spark=spark,
                                  settings=SparkSettings(shuffle_partitions=PARTITIONS, rows_per_output_partition=100))
-    assert manifest["fingerprint"]["algorithm"] == "sha256-file"
+    assert manifest.fingerprint.algorithm == "sha256-file" and manifest.engine.master == spark.sparkContext.master
+    assert manifest == read_manifest(tmp_path / "spark")
     assert_same_cache(tmp_path / "spark", tmp_path / "pandas")
     exported = pd.read_parquet(tmp_path / "spark" / "audience_original.parquet")
-    assert len(exported) == manifest["counts"]["rows"]
+    assert len(exported) == manifest.counts.rows
     lookup = AudienceLookup.open(tmp_path / "spark")
     first = lookup.product_ids()[0]
     assert lookup.top(first, N)[0].tolist() == AudienceLookup.open(tmp_path / "pandas").top(first, N)[0].tolist()
@@ -187,7 +189,7 @@ def test_cache_artifact_equals_the_pandas_engine(spark: Any, tmp_path: Path, str
 def test_cache_with_no_allowed_customer(spark: Any, tmp_path: Path) -> None:
     log = frame([("C1", "SKU-1", "x", "purchased", "2023-01-01")])
     manifest = build_cache_spark(write_log(log, tmp_path, "one"), "activity", {}, tmp_path / "c", n=5, spark=spark)
-    assert manifest["counts"]["rows"] == 0 and len(pd.read_parquet(tmp_path / "c" / AUDIENCE_NAME)) == 0
+    assert manifest.counts.rows == 0 and len(pd.read_parquet(tmp_path / "c" / AUDIENCE_NAME)) == 0
     lookup = AudienceLookup.open(tmp_path / "c")
     assert len(lookup.top("SKU-1", 5)[0]) == 0 and lookup.top("elsewhere", 5)[0].tolist() == ["C1"]
 
@@ -230,7 +232,7 @@ def test_als_invariants(spark: Any, tmp_path: Path) -> None:
     assert ties.all()
     assert len(fallback) == N and fallback["score"].is_monotonic_decreasing
     manifest = build_cache_spark(uri, "als", params, tmp_path / "c", n=N, spark=spark)
-    assert manifest["ranker"] == "als" and manifest["counts"]["rows"] == len(first)
+    assert manifest.ranker == "als" and manifest.counts.rows == len(first)
     cached = pd.read_parquet(tmp_path / "c" / AUDIENCE_NAME)  # a second fit with the same seed: the same audiences
     for col in ("product_id", "rank", "customer_id"):
         assert cached[col].tolist() == first[col].tolist()
@@ -255,8 +257,9 @@ def test_cli_engine_spark_builds_a_cache_the_service_serves(spark: Any, tmp_path
     args = ["build-cache", "--engine", "spark", "--ranker", "activity", "--input", uri, "--output", str(cache_dir)]
     assert main(args) == 2  # the default cache is capped: the cap runs on the pandas engine only, and the error says so
     assert main([*args, "--uncapped"]) == 0
-    manifest = json.loads((cache_dir / MANIFEST_NAME).read_text())
-    assert manifest["engine"] == "spark" and manifest["ranker"] == "activity" and manifest["n"] >= 1
+    manifest = read_manifest(cache_dir)
+    assert manifest.engine.name == "spark" and manifest.ranker == "activity" and manifest.n >= 1
+    assert manifest.allocation.max_exposures is None and not manifest.allocation.stats.capped
     expected = pd.read_parquet(cache_dir / AUDIENCE_NAME)
     product = int(expected["product_id"].iloc[0])
     with TestClient(create_app(ServiceSettings(cache_dir=cache_dir, reload_interval_s=0.0))) as client:

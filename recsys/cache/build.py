@@ -9,9 +9,9 @@ Artifact directory (default ``recsys.config.CACHE_DIR``):
   integer customer ids themselves, or for string ids int32 codes into the sorted fixed-width
   ``customer_vocab``; empty for integer ids), ``scores`` (float32, as in the Parquet), per-product ``cold_start`` and the global
   fallback (``global_customers``, ``global_scores``) served for products unseen at build time.
-- ``manifest.json``: ranker + params, input fingerprint, counts, N, the allocation settings (frequency
-  cap, depth, candidates) and exposure metrics before and after the cap, id kinds, version and
-  ``lookup_dir``. It is the commit point: writers finish the lookup directory first, then replace the
+- ``manifest.json``: a ``recsys.cache.manifest.CacheManifest`` (ranker + params, engine, input fingerprint,
+  counts, N, the allocation settings (frequency cap, depth, candidates) and stats, exposure metrics before
+  and after the cap, id kinds, version and ``lookup_dir``). It is the commit point: writers finish the lookup directory first, then replace the
   manifest with ``os.replace``; at most ``keep`` (default 2) lookup directories are kept (newest by
   modification time, the live one always).
 
@@ -31,7 +31,6 @@ ranker's plain global order, uncapped: it answers ad-hoc lookups, it is not a ca
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -51,20 +50,31 @@ from recsys.allocation import AllocationParams, allocate, exposure_metrics, trun
 from recsys.allocation.exposure import DEFAULT_KS, returning_customers
 from recsys.data.contract import CANONICAL_COLUMNS, load_prepared
 from recsys.data.ids import id_array as as_id_array, id_kind
-from recsys.cache.lookup import (  # noqa: F401 - the reading side lives in recsys.cache.lookup; re-exported here
+from recsys.cache.lookup import (
     AUDIENCE_NAME,
-    BUILD_HINT,
     EXPORT_STEM,
-    FORMAT_VERSION,
     LOOKUP_ARRAYS,
     LOOKUP_PREFIX,
-    MANIFEST_NAME,
     SCORE_DTYPE,
     AudienceLookup,
-    CacheCorruptError,
+)
+from recsys.cache.manifest import (
+    FORMAT_VERSION,
+    AllocationInfo,
+    AllocationStats,
+    BuildInfo,
+    CacheCounts,
     CacheError,
-    CacheNotFoundError,
+    CacheExposure,
+    CacheFiles,
+    CacheManifest,
+    EngineInfo,
+    ExposureSide,
+    Fingerprint,
+    IdKinds,
+    InputCounts,
     read_manifest,
+    write_manifest,
 )
 from recsys.engines import check_engine
 from recsys.rankers import Recommendations, make_ranker
@@ -187,19 +197,6 @@ def audience_batches(recs: Recommendations, rows: int = PARQUET_ROW_GROUP) -> It
 def audience_table(recs: Recommendations) -> pa.Table:
     """The cache's long table as one Arrow table."""
     return pa.concat_tables(list(audience_batches(recs)))
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes to a temp file next to `path`, fsync, then os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_parquet_atomic(batches: Iterable[pa.Table], path: Path) -> str:
@@ -363,12 +360,12 @@ def export_slices(slices: Iterable[pa.Table], cache_dir: Path, fmt: str) -> Path
     return path
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Params made JSON-safe (numpy scalars, paths, dates become plain values)."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (str, int, float, bool)) or value is None:
@@ -386,11 +383,12 @@ def write_cache(
     recs: Recommendations,
     fallback: Recommendations,
     cache_dir: Path,
-    meta: Mapping[str, Any],
+    meta: BuildInfo,
+    exposure: CacheExposure,
     *,
     export: str | None = None,
     keep: int = 2,
-) -> dict[str, Any]:
+) -> CacheManifest:
     """Write audience.parquet, a new lookup dir and (last, atomically) manifest.json; return the manifest."""
     check_export(export)
     cache_dir = Path(cache_dir)
@@ -402,49 +400,59 @@ def write_cache(
     lookup_dir = write_lookup_dir(cache_dir, arrays, version)
     exported = export_original(recs, cache_dir, export) if export else None
     return commit_manifest(
-        cache_dir, arrays, meta, version=version, lookup_dir=lookup_dir, audience_sha=audience_sha, exported=exported,
-        keep=keep,
+        cache_dir, arrays, meta, exposure, version=version, lookup_dir=lookup_dir, audience_sha=audience_sha,
+        exported=exported, keep=keep,
     )
 
 
 def commit_manifest(
     cache_dir: Path,
     arrays: Mapping[str, np.ndarray],
-    meta: Mapping[str, Any],
+    meta: BuildInfo,
+    exposure: CacheExposure,
     *,
     version: str,
     lookup_dir: str,
     audience_sha: str,
     exported: Path | None,
     keep: int,
-) -> dict[str, Any]:
-    """Write manifest.json (the commit point) for a written audience + lookup dir, prune old dirs; return it."""
+) -> CacheManifest:
+    """Write manifest.json (the commit point) for a written audience + lookup dir, prune old dirs; return it.
+
+    The one manifest writer of both engines: the build facts (`meta`), the exposure metrics and what the arrays hold.
+    """
     sizes = np.diff(arrays["offsets"])
-    customer_kind = "str" if arrays["customer_vocab"].dtype.kind == "U" else "int"
-    ranked = pd.unique(arrays["customers"])
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        **_jsonable(dict(meta)),
-        "n": int(meta.get("n", int(sizes.max()) if len(sizes) else 0)),
-        "version": version,
-        "lookup_dir": lookup_dir,
-        "id_kinds": {"product_id": id_kind(arrays["product_ids"]), "customer_id": customer_kind},
-        "counts": {
-            **_jsonable(dict(meta.get("counts", {}))),
-            "products": int(len(arrays["product_ids"])),
-            "rows": int(arrays["offsets"][-1]),
-            "customers_ranked": int(len(ranked)),
-            "products_with_full_audience": int((sizes >= int(meta.get("n", 0))).sum()),
-            "cold_start_products": int(arrays["cold_start"].sum()),
-            "global_fallback": int(len(arrays["global_customers"])),
-        },
-        "files": {
-            "audience": AUDIENCE_NAME,
-            "audience_sha256": audience_sha,
-            "export": exported.name if exported else None,
-        },
-    }
-    _atomic_write_bytes(cache_dir / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    counts = CacheCounts(
+        interactions=meta.counts.interactions,
+        customers=meta.counts.customers,
+        catalogue=meta.counts.catalogue,
+        products=int(len(arrays["product_ids"])),
+        rows=int(arrays["offsets"][-1]),
+        customers_ranked=int(len(pd.unique(arrays["customers"]))),
+        products_with_full_audience=int((sizes >= meta.n).sum()),
+        cold_start_products=int(arrays["cold_start"].sum()),
+        global_fallback=int(len(arrays["global_customers"])),
+    )
+    manifest = CacheManifest(
+        ranker=meta.ranker,
+        ranker_params=meta.ranker_params,
+        n=meta.n,
+        engine=meta.engine,
+        fingerprint=meta.fingerprint,
+        source=meta.source,
+        allocation=meta.allocation,
+        counts=counts,
+        format_version=FORMAT_VERSION,
+        version=version,
+        lookup_dir=lookup_dir,
+        exposure=exposure,
+        id_kinds=IdKinds(
+            product_id=id_kind(arrays["product_ids"]),
+            customer_id="str" if arrays["customer_vocab"].dtype.kind == "U" else "int",
+        ),
+        files=CacheFiles(audience=AUDIENCE_NAME, audience_sha256=audience_sha, export=exported.name if exported else None),
+    )
+    write_manifest(cache_dir, manifest)
     prune_lookup_dirs(cache_dir, keep, lookup_dir)
     return manifest
 
@@ -481,16 +489,21 @@ def arrays_recommendations(arrays: Mapping[str, np.ndarray]) -> Recommendations:
     )
 
 
-def uncapped_allocation(allocation: Mapping[str, Any] | None, n: int, seed: int) -> dict[str, Any]:
+def allocation_info(params: AllocationParams, n: int, seed: int, stats: Mapping[str, Any]) -> AllocationInfo:
+    """The manifest's allocation block: the settings, the depth and seed, and what the allocation did."""
+    return AllocationInfo(**params.to_dict(), depth=int(n), seed=int(seed), stats=AllocationStats.from_stats(dict(stats)))
+
+
+def uncapped_allocation(allocation: Mapping[str, Any] | None, n: int, seed: int) -> AllocationInfo:
     """The manifest's allocation block of a cache that serves every product's uncapped top-n."""
     params = AllocationParams.from_params({**dict(allocation or {}), "max_exposures": None}, seed=seed)
-    return {**params.to_dict(), "depth": int(n), "seed": int(seed), "stats": {"capped": False}}
+    return allocation_info(params, n, seed, {"capped": False})
 
 
 def exposure_summary(
     served: Recommendations, uncapped: Recommendations, reachable: np.ndarray, n: int,
     exposure: Mapping[str, Any] | None, seed: int,
-) -> dict[str, Any]:
+) -> CacheExposure:
     """Exposure metrics of the uncapped top-n and of the served audiences (cut-offs above n use the whole list);
     `reachable` = ids of the customers with dated events on >= 2 distinct days (``returning_customers``)."""
     cfg = dict(exposure or {})
@@ -499,9 +512,9 @@ def exposure_summary(
         raise ValueError(f"cache.exposure: unknown key(s) {unknown}; expected ['ks', 'pairs']")
     ks = sorted({min(int(k), n) for k in cfg.get("ks", DEFAULT_KS)})
     kwargs: dict[str, Any] = {"reachable": reachable, "pairs": int(cfg.get("pairs", 10_000)), "seed": seed}
-    before = exposure_metrics(uncapped, ks, **kwargs).to_dict()
-    after = before if served is uncapped else exposure_metrics(served, ks, **kwargs).to_dict()
-    return {"reachable": "customers with dated events on >= 2 distinct days", "uncapped": before, "served": after}
+    before = ExposureSide.model_validate(exposure_metrics(uncapped, ks, **kwargs).to_dict())
+    after = before if served is uncapped else ExposureSide.model_validate(exposure_metrics(served, ks, **kwargs).to_dict())
+    return CacheExposure(reachable="customers with dated events on >= 2 distinct days", uncapped=before, served=after)
 
 
 def build_cache(
@@ -512,14 +525,14 @@ def build_cache(
     *,
     n: int = 100,
     export: str | None = None,
-    fingerprint: Mapping[str, Any] | None = None,
+    fingerprint: Fingerprint | None = None,
     source: str | None = None,
     keep: int = 2,
     allocation: Mapping[str, Any] | None = None,
     exposure: Mapping[str, Any] | None = None,
     seed: int = 0,
     dataset: str | None = None,
-) -> dict[str, Any]:
+) -> CacheManifest:
     """Fit `ranker_name`, allocate every product's top-n audience (capped per `allocation`) and write the cache.
 
     `dataset` names the data set the interactions come from (params/prepare.yaml: datasets), recorded in the manifest.
@@ -533,23 +546,23 @@ def build_cache(
     catalogue = catalogue_ids(interactions)
     recs, uncapped, stats = ranked_audiences(ranker, catalogue, n, alloc)
     fallback = global_fallback(ranker, catalogue, n)
-    meta = {
-        "dataset": dataset,
-        "ranker": ranker_name,
-        "ranker_params": dict(ranker_params or {}),
-        "n": int(n),
-        "engine": "pandas",
-        "fingerprint": dict(fingerprint or {"algorithm": "sha256-rows", "value": fingerprint_frame(interactions)}),
-        "source": source,
-        "counts": {
-            "interactions": int(len(interactions)),
-            "customers": int(interactions["customer_id"].nunique()),
-            "catalogue": int(len(catalogue)),
-        },
-        "allocation": {**alloc.to_dict(), "depth": int(n), "seed": int(seed), "stats": stats},
-        "exposure": exposure_summary(recs, uncapped, returning_customers(interactions), n, exposure, seed),
-    }
-    return write_cache(recs, fallback, cache_dir, meta, export=export, keep=keep)
+    meta = BuildInfo(
+        dataset=dataset,
+        ranker=ranker_name,
+        ranker_params=jsonable(dict(ranker_params or {})),
+        n=int(n),
+        engine=EngineInfo(name="pandas"),
+        fingerprint=fingerprint or Fingerprint(algorithm="sha256-rows", value=fingerprint_frame(interactions)),
+        source=source,
+        counts=InputCounts(
+            interactions=int(len(interactions)),
+            customers=int(interactions["customer_id"].nunique()),
+            catalogue=int(len(catalogue)),
+        ),
+        allocation=allocation_info(alloc, n, seed, stats),
+    )
+    facts = exposure_summary(recs, uncapped, returning_customers(interactions), n, exposure, seed)
+    return write_cache(recs, fallback, cache_dir, meta, facts, export=export, keep=keep)
 
 
 def ranker_params_from(cache_params: Mapping[str, Any], feature_params: Mapping[str, Any]) -> dict[str, Any]:
@@ -564,7 +577,7 @@ def build_cache_from_params(
     cache_dir: Path | None = None,
     *,
     overrides: Mapping[str, Any] | None = None,
-) -> dict:
+) -> CacheManifest:
     """Build the cache from params/cache.yaml + params/features.yaml and the prepared Parquet.
 
     `overrides` replaces keys of the `cache` block (e.g. {"ranker": "content", "n": 50, "engine": "spark"}).
@@ -589,7 +602,7 @@ def build_cache_from_params(
         Path(cache_dir) if cache_dir else config.CACHE_DIR,
         n=int(cfg.get("n", 100)),
         export=cfg.get("export") or None,
-        fingerprint={"algorithm": "sha256-file", "value": fingerprint_file(path)},
+        fingerprint=Fingerprint(algorithm="sha256-file", value=fingerprint_file(path)),
         source=config.relative(path),
         keep=int(cfg.get("keep_lookup_dirs", 2)),
         allocation=cfg.get("allocation"),
@@ -614,7 +627,7 @@ def open_or_build(cache_dir: Path) -> dict[str, Any]:
 def cache_facts(cache_dir: Path) -> dict[str, Any]:
     """Version, shape and on-disk size of a cache (for benchmark and load-test reports)."""
     manifest = read_manifest(cache_dir)
-    size = sum(p.stat().st_size for p in (cache_dir / manifest["lookup_dir"]).glob("*.npy"))
-    return {"dir": config.relative(cache_dir), "version": manifest.get("version"), "ranker": manifest.get("ranker"),
-            "n": manifest["n"], "products": manifest["counts"]["products"], "rows": manifest["counts"]["rows"],
+    size = sum(p.stat().st_size for p in (cache_dir / manifest.lookup_dir).glob("*.npy"))
+    return {"dir": config.relative(cache_dir), "version": manifest.version, "ranker": manifest.ranker,
+            "n": manifest.n, "products": manifest.counts.products, "rows": manifest.counts.rows,
             "lookup_arrays_mb": round(size / 2**20, 1)}

@@ -1,12 +1,11 @@
 """Reading side of the audience cache: memory-mapped top-N lookups with numpy only (no pandas/pyarrow).
 
-The service and the dashboard import this module; `recsys.cache` (the builder) writes what it reads.
-See `recsys.cache` for the artifact layout.
+The service and the dashboard import this module; `recsys.cache.build` (the builder) writes what it reads and
+`recsys.cache.manifest` types the manifest both sides share. See `recsys.cache.build` for the artifact layout.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,16 +13,41 @@ from typing import Any
 import numpy as np
 
 from recsys import config
+from recsys.cache.manifest import (
+    BUILD_HINT,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    CacheCorruptError,
+    CacheError,
+    CacheManifest,
+    CacheNotFoundError,
+    corrupt,
+    read_manifest,
+)
 from recsys.data.ids import id_kind, parse_id
 
-# 2: integer customer ids stored directly (`customers`), string ids as codes + vocabulary
-# 3: scores stored as float32 (SCORE_DTYPE) in the lookup arrays and in audience.parquet
-FORMAT_VERSION = 3
+__all__ = [
+    "AUDIENCE_NAME",
+    "BUILD_HINT",
+    "EXPORT_STEM",
+    "FORMAT_VERSION",
+    "LOOKUP_ARRAYS",
+    "LOOKUP_PREFIX",
+    "MANIFEST_NAME",
+    "SCORE_DTYPE",
+    "AudienceLookup",
+    "CacheCorruptError",
+    "CacheError",
+    "CacheManifest",
+    "CacheNotFoundError",
+    "read_manifest",
+]
+
 SCORE_DTYPE = np.float32  # ~7 significant digits: enough to order and show; halves the largest mapped array
-MANIFEST_NAME = "manifest.json"
 AUDIENCE_NAME = "audience.parquet"
 EXPORT_STEM = "audience_original"
 LOOKUP_PREFIX = "lookup-"
+DENSE_ID_LIMIT = 1 << 24  # integer customer ids below this are counted with one bincount (an int64 per id value)
 LOOKUP_ARRAYS: tuple[str, ...] = (
     "product_ids",
     "offsets",
@@ -34,48 +58,11 @@ LOOKUP_ARRAYS: tuple[str, ...] = (
     "global_customers",
     "global_scores",
 )
-BUILD_HINT = "build it with `recsys build-cache` (or `dvc repro cache`)"
-
-
-class CacheError(RuntimeError):
-    """The audience cache cannot be used; the message names the path and how to rebuild it."""
-
-
-class CacheNotFoundError(CacheError, FileNotFoundError):
-    """No cache (no manifest.json) at the given directory."""
-
-
-class CacheCorruptError(CacheError):
-    """The cache exists but its manifest or arrays are unreadable or inconsistent."""
 
 
 # ----------------------------------------------------------------------------------------------
 # reading
 # ----------------------------------------------------------------------------------------------
-
-
-def _corrupt(cache_dir: Path, detail: str) -> CacheCorruptError:
-    """A corrupt-cache error naming the path and the rebuild command."""
-    return CacheCorruptError(f"audience cache at {cache_dir} is corrupt or incomplete ({detail}); {BUILD_HINT}")
-
-
-def read_manifest(cache_dir: Path) -> dict[str, Any]:
-    """Parse manifest.json; missing or unreadable manifests raise CacheError with the build command."""
-    path = Path(cache_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise CacheNotFoundError(f"no audience cache at {cache_dir} ({MANIFEST_NAME} not found); {BUILD_HINT}")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _corrupt(cache_dir, f"{path.name} unreadable: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise _corrupt(cache_dir, f"{path.name} is not a JSON object")
-    missing = [k for k in ("lookup_dir", "n", "id_kinds") if k not in manifest]
-    if missing:
-        raise _corrupt(cache_dir, f"{path.name} lacks {missing}")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise _corrupt(cache_dir, f"format version {manifest.get('format_version')!r}, this code reads version {FORMAT_VERSION}")
-    return manifest
 
 
 def _load(cache_dir: Path, lookup_dir: Path, key: str) -> np.ndarray:
@@ -85,12 +72,12 @@ def _load(cache_dir: Path, lookup_dir: Path, key: str) -> np.ndarray:
         arr: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
         return arr
     except FileNotFoundError as exc:
-        raise _corrupt(cache_dir, f"{path} missing") from exc
+        raise corrupt(cache_dir, f"{path} missing") from exc
     except (OSError, ValueError, EOFError) as exc:
-        raise _corrupt(cache_dir, f"{path} unreadable: {exc}") from exc
+        raise corrupt(cache_dir, f"{path} unreadable: {exc}") from exc
 
 
-def _validate(cache_dir: Path, a: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> None:
+def _validate(cache_dir: Path, a: Mapping[str, np.ndarray], manifest: CacheManifest) -> None:
     """Structural checks (shapes, dtypes, offsets, sorted ids) that are cheap on mapped arrays."""
     p = len(a["product_ids"])
     offsets = a["offsets"]
@@ -109,31 +96,31 @@ def _validate(cache_dir: Path, a: Mapping[str, np.ndarray], manifest: Mapping[st
         ),
         (len(a["global_customers"]) == len(a["global_scores"]), "global fallback arrays differ in length"),
         (
-            (manifest["id_kinds"].get("customer_id") == "str") == (a["customer_vocab"].dtype.kind == "U"),
+            (manifest.id_kinds.customer_id == "str") == (a["customer_vocab"].dtype.kind == "U"),
             "customer id kind differs from the manifest",
         ),
     ]
     for ok, detail in checks:
         if not ok:
-            raise _corrupt(cache_dir, detail)
+            raise corrupt(cache_dir, detail)
     if offsets[0] != 0 or offsets[-1] != len(a["scores"]) or np.any(np.diff(offsets) < 0):
-        raise _corrupt(cache_dir, "offsets are not a valid CSR index")
+        raise corrupt(cache_dir, "offsets are not a valid CSR index")
     if p > 1 and not np.all(a["product_ids"][1:] > a["product_ids"][:-1]):
-        raise _corrupt(cache_dir, "product ids are not strictly ascending")
+        raise corrupt(cache_dir, "product ids are not strictly ascending")
     kind = "int" if a["product_ids"].dtype.kind in "iu" else "str"
-    if kind != manifest["id_kinds"].get("product_id", kind):
-        raise _corrupt(cache_dir, "product id kind differs from the manifest")
+    if kind != manifest.id_kinds.product_id:
+        raise corrupt(cache_dir, "product id kind differs from the manifest")
 
 
 class AudienceLookup:
     """Read-only, memory-mapped top-N audiences; `top` answers without pandas."""
 
-    def __init__(self, cache_dir: Path, manifest: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, cache_dir: Path, manifest: CacheManifest, arrays: Mapping[str, np.ndarray]) -> None:
         """Wrap validated arrays (use `AudienceLookup.open`)."""
         arrays = {k: v.view(np.ndarray) for k, v in arrays.items()}
         self.cache_dir = Path(cache_dir)
         self.manifest = manifest
-        self.n = int(manifest["n"])
+        self.n = manifest.n
         self._ids = arrays["product_ids"]
         self.id_kind = id_kind(self._ids)
         self._offsets = arrays["offsets"]
@@ -147,13 +134,13 @@ class AudienceLookup:
         self._int_lo, self._int_hi = (int(self._ids[0]), int(self._ids[-1])) if has_int_ids else (0, -1)
 
     @classmethod
-    def open(cls, cache_dir: Path | None = None) -> "AudienceLookup":
+    def open(cls, cache_dir: Path | None = None) -> AudienceLookup:
         """Map the cache version named by manifest.json; raise CacheError naming the fix if missing/corrupt."""
         cache_dir = Path(cache_dir) if cache_dir is not None else config.CACHE_DIR
         manifest = read_manifest(cache_dir)
-        lookup_dir = cache_dir / str(manifest["lookup_dir"])
+        lookup_dir = cache_dir / manifest.lookup_dir
         if not lookup_dir.is_dir():
-            raise _corrupt(cache_dir, f"lookup directory {lookup_dir} missing")
+            raise corrupt(cache_dir, f"lookup directory {lookup_dir} missing")
         arrays = {key: _load(cache_dir, lookup_dir, key) for key in LOOKUP_ARRAYS}
         _validate(cache_dir, arrays, manifest)
         return cls(cache_dir, manifest, arrays)
@@ -179,6 +166,27 @@ class AudienceLookup:
     def _ids_of(self, stored: np.ndarray) -> np.ndarray:
         """Customer ids from stored values (the ids themselves, or codes into the vocabulary)."""
         return stored if self._vocab is None else self._vocab[stored]
+
+    def exposure_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids ascending, count) of every customer in some audience: in how many product audiences (depth N) each is.
+
+        One bincount over the stored customers (vocabulary codes for string ids; the ids themselves when they are
+        non-negative and dense enough, else one sort with ``np.unique``).
+        """
+        stored = self._customers
+        if self._vocab is not None:
+            counts = np.bincount(stored, minlength=len(self._vocab))
+            used = np.flatnonzero(counts)
+            return self._vocab[used], counts[used].astype(np.int64)
+        if len(stored) == 0:
+            return stored[:0].copy(), np.zeros(0, dtype=np.int64)
+        lo, hi = int(stored.min()), int(stored.max())
+        if lo >= 0 and hi < max(4 * len(stored), DENSE_ID_LIMIT):
+            counts = np.bincount(stored, minlength=hi + 1)
+            used = np.flatnonzero(counts)
+            return used.astype(stored.dtype), counts[used].astype(np.int64)
+        ids, counts = np.unique(stored, return_counts=True)
+        return ids, counts.astype(np.int64)
 
     def known(self, product_id: Any) -> bool:
         """True when the product has its own audience in the cache."""

@@ -31,7 +31,8 @@ from recsys.engines.spark.io import fingerprint, read_interactions
 from recsys.engines.spark.session import SparkSettings, join_uri, local_path, spark_session
 from recsys.engines.spark.topn import TopOrder, customer_pairs, global_top_n, max_own, take_order
 from recsys.engines.spark.writer import StagedAudience, write_staged_cache
-from recsys.cache.build import arrays_recommendations, exposure_summary, uncapped_allocation
+from recsys.cache.build import arrays_recommendations, exposure_summary, jsonable, uncapped_allocation
+from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest, EngineInfo, InputCounts
 from recsys.features.engagement import FeatureParams
 
 SPARK_RANKERS: tuple[str, ...] = ("activity", "als", "recency")
@@ -205,7 +206,7 @@ def build_cache_spark(
     exposure: Mapping[str, Any] | None = None,
     seed: int = 0,
     dataset: str | None = None,
-) -> dict[str, Any]:
+) -> CacheManifest:
     """Fit `ranker_name` on Spark over the interactions at `uri`, rank every product's top-n and write the cache.
 
     The served audiences are uncapped (the capped allocation is single-machine); the manifest records the same
@@ -231,29 +232,26 @@ def build_cache_spark(
         staged = stage(spark, ranked, inputs.catalogue, fallback, staging)
         log.info("spark build: ranked and staged %d rows in %.1f s", int(staged.sizes.sum()), time.perf_counter() - t1)
         t1 = time.perf_counter()
-        meta = {
-            "dataset": dataset,
-            "ranker": ranker_name,
-            "ranker_params": params,
-            "n": int(n),
-            "engine": "spark",
-            "spark": {"version": spark.version, "master": spark.sparkContext.master},
-            "fingerprint": fingerprint(spark, uri, inputs.rows),
-            "source": source if source is not None else uri,
-            "counts": {
-                "interactions": inputs.n_rows,
-                "customers": inputs.n_customers,
-                "catalogue": inputs.n_products,
-            },
-            "allocation": uncapped_allocation(allocation, n, seed),
-        }
+        meta = BuildInfo(
+            dataset=dataset,
+            ranker=ranker_name,
+            ranker_params=jsonable(params),
+            n=int(n),
+            engine=EngineInfo(name="spark", spark_version=spark.version, master=spark.sparkContext.master),
+            fingerprint=fingerprint(spark, uri, inputs.rows),
+            source=source if source is not None else uri,
+            counts=InputCounts(
+                interactions=inputs.n_rows, customers=inputs.n_customers, catalogue=inputs.n_products
+            ),
+            allocation=uncapped_allocation(allocation, n, seed),
+        )
         reachable = returning_customer_ids(inputs.rows)
 
-        def facts(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        def exposure_of(arrays: Mapping[str, np.ndarray]) -> CacheExposure:
             served = arrays_recommendations(arrays)
-            return {"exposure": exposure_summary(served, served, reachable, n, exposure, seed)}
+            return exposure_summary(served, served, reachable, n, exposure, seed)
 
-        manifest = write_staged_cache(staged, Path(cache_dir), meta, export=export, keep=keep, facts=facts)
+        manifest = write_staged_cache(staged, Path(cache_dir), meta, exposure_of, export=export, keep=keep)
         log.info("spark build: driver streamed the staging into the cache in %.1f s", time.perf_counter() - t1)
         return manifest
     finally:
@@ -273,7 +271,7 @@ def build_cache_spark_from_params(
     cache_dir: Path | None,
     *,
     spark: SparkSession | None = None,
-) -> dict[str, Any]:
+) -> CacheManifest:
     """The Spark build from the params structure (cache block with its spark sub-block) and the input URI."""
     cfg = cache_params["cache"]
     cap = (cfg.get("allocation") or {}).get("max_exposures")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -12,6 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys.cache.build import fingerprint_file
+from recsys.cache.manifest import Fingerprint
 from recsys.engines.spark.session import local_path
 
 NEEDED: tuple[str, ...] = ("customer_id", "product_id", "event", "event_date")
@@ -58,12 +58,12 @@ def check_interactions(df: DataFrame, uri: str) -> DataFrame:
     )
 
 
-def fingerprint(spark: SparkSession, uri: str, rows: DataFrame) -> dict[str, Any]:
+def fingerprint(spark: SparkSession, uri: str, rows: DataFrame) -> Fingerprint:
     """sha256 of the file for a local Parquet file (as the pandas engine), else a row-order-free Spark digest."""
     path = local_path(uri)
     if path is not None and os.path.isfile(path):
-        return {"algorithm": "sha256-file", "value": fingerprint_file(Path(path))}
+        return Fingerprint(algorithm="sha256-file", value=fingerprint_file(Path(path)))
     cols = [F.col(c) for c in ("customer_id", "product_id", "event", "event_date")]
     digest = rows.agg(F.count(F.lit(1)).alias("n"), F.sum(F.xxhash64(*cols).cast("decimal(38,0)")).alias("s")).first()
     assert digest is not None
-    return {"algorithm": "spark-xxhash64-sum", "value": f"{int(digest['n'])}:{int(digest['s'] or 0)}"}
+    return Fingerprint(algorithm="spark-xxhash64-sum", value=f"{int(digest['n'])}:{int(digest['s'] or 0)}")

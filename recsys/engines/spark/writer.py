@@ -9,7 +9,8 @@ with pyarrow, one record batch at a time, and
 - fills ``customers.npy`` / ``scores.npy`` of a new lookup directory in place (numpy memory maps),
 
 so the driver holds one batch of rows plus the per-product arrays (product ids, offsets), never the
-whole audience. The manifest, the lookup directory commit and the export are recsys.cache.build's.
+whole audience. The manifest (a ``recsys.cache.manifest.CacheManifest`` written by ``commit_manifest``), the
+lookup directory commit and the export are recsys.cache.build's.
 Every slice is checked against the per-product sizes computed by Spark (product order and ranks
 1..n), so a mis-ordered staging output raises instead of writing a wrong cache.
 """
@@ -31,10 +32,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recsys.cache.build import (
-    AUDIENCE_NAME,
-    LOOKUP_ARRAYS,
     PARQUET_ROW_GROUP,
-    SCORE_DTYPE,
     audience_slice,
     cache_version,
     check_export,
@@ -46,6 +44,8 @@ from recsys.cache.build import (
     save_lookup_array,
     write_parquet_atomic,
 )
+from recsys.cache.lookup import AUDIENCE_NAME, LOOKUP_ARRAYS, SCORE_DTYPE
+from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest
 from recsys.engines.spark.session import has_scheme, local_path
 from recsys.rankers.base import offsets_of
 
@@ -218,15 +218,15 @@ def small_arrays(staged: StagedAudience) -> dict[str, np.ndarray]:
 def write_staged_cache(
     staged: StagedAudience,
     cache_dir: Path,
-    meta: Mapping[str, Any],
+    meta: BuildInfo,
+    exposure: Callable[[Mapping[str, np.ndarray]], CacheExposure],
     *,
     export: str | None = None,
     keep: int = 2,
-    facts: Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]] | None = None,
-) -> dict[str, Any]:
+) -> CacheManifest:
     """audience.parquet, a new lookup dir and (last, atomically) manifest.json from Spark's staging; return the manifest.
 
-    `facts` computes manifest entries from the written lookup arrays (e.g. the exposure metrics) before the commit.
+    `exposure` computes the manifest's exposure metrics from the written (memory-mapped) lookup arrays.
     """
     check_export(export)
     cache_dir = Path(cache_dir)
@@ -245,9 +245,7 @@ def write_staged_cache(
         raise
     exported = export_slices(audience_stream(staged), cache_dir, export) if export else None
     arrays = {key: np.load(cache_dir / lookup_dir / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
-    if facts is not None:
-        meta = {**meta, **facts(arrays)}
     return commit_manifest(
-        cache_dir, arrays, meta, version=version, lookup_dir=lookup_dir, audience_sha=digest, exported=exported,
-        keep=keep,
+        cache_dir, arrays, meta, exposure(arrays), version=version, lookup_dir=lookup_dir, audience_sha=digest,
+        exported=exported, keep=keep,
     )
