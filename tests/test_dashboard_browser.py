@@ -140,13 +140,19 @@ def browser_page(chromium: Path) -> Iterator[Page]:
             browser.close()
 
 
+def reports_root(paths: DashboardPaths) -> Path:
+    """The reports directory the paths were derived from (the summary sits at its data set's relative place)."""
+    rel = config.dataset_paths(paths.dataset).evaluation_summary.relative_to(config.REPORTS_DIR)
+    return paths.evaluation_summary.parents[len(rel.parts) - 1]
+
+
 @pytest.fixture(scope="module")
 def served(chromium: Path, artifacts: DashboardPaths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The dashboard pointed at the tiny artifacts."""
     env = {
         **os.environ,
         DATA_ENV: str(artifacts.cache_dir.parents[1]),  # <data>/artifacts/cache
-        REPORTS_ENV: str(artifacts.evaluation_summary.parents[2]),  # <reports>/<data set>/evaluation/summary.json
+        REPORTS_ENV: str(reports_root(artifacts)),
     }
     with voila(env, tmp_path_factory.mktemp("voila") / "voila.log") as url:
         yield Served(url, artifacts)
