@@ -10,12 +10,45 @@ from typing import Any
 from recsys import config
 from recsys.evaluation.report import chosen_text, default_ranker_markdown, fmt, interval, pct, verdict_phrase
 from recsys.evaluation.results import EvaluationSummary, read_summary
+from recsys.evaluation.tradeoff import TradeoffResults, cap_text, read_tradeoff
 
 SUMMARY_JSON = Path("evaluation") / "summary.json"
+TRADEOFF_JSON = Path("evaluation") / "tradeoff" / "results.json"
+OUTCOME_TEXT: dict[str, str] = {
+    "cap_keeps_precision": "the smallest cap that keeps the precision the rule asks for",
+    "every_cap_costs_precision": "every tested cap costs significant precision",
+    "precision_undetermined": "precision cannot tell the caps apart; the exposure side decides",
+    "no_cap_keeps_audiences": "every tested cap leaves audiences shorter than uncapped",
+}
 
 
-def summary_markdown(summary: EvaluationSummary, explore: Mapping[str, Any], cache: Mapping[str, Any]) -> str:
-    """reports/summary.md from the evaluation summary and the explore / cache metrics."""
+def cap_check_markdown(tradeoff: TradeoffResults | None, cache: Mapping[str, Any]) -> str:
+    """Does the cache serve the cap the evaluation recommends? (from the trade-off results and cache metrics)."""
+    served = (cache.get("allocation") or {}).get("max_exposures")
+    if tradeoff is None:
+        return f"The cache serves {cap_text(served)}; no exposure-cap trade-off was evaluated, so it is not checked."
+    r = tradeoff.recommendation
+    text = (
+        f"The cache serves {cap_text(served)} (`cache.allocation.max_exposures`); the evaluation's exposure-cap "
+        f"trade-off of {tradeoff.model} recommends {cap_text(r.cap)} ({OUTCOME_TEXT[r.outcome]}; evaluate report, "
+        "section 'Exposure caps'): "
+    )
+    if served == r.cap:
+        text += "this is the recommended cap."
+    else:
+        text += f"**they differ** — set `cache.allocation.max_exposures: {'null' if r.cap is None else r.cap}`."
+    if tradeoff.ranker != cache.get("ranker"):
+        text += f" The trade-off was measured on ranker `{tradeoff.ranker}`, not on the served `{cache.get('ranker')}`."
+    return text
+
+
+def summary_markdown(
+    summary: EvaluationSummary,
+    explore: Mapping[str, Any],
+    cache: Mapping[str, Any],
+    tradeoff: TradeoffResults | None = None,
+) -> str:
+    """reports/summary.md from the evaluation summary, the explore / cache metrics and the cap trade-off."""
     k = summary.protocol.headline_k
     test = summary.split("test")
     rnd, orc = summary.reference("random_expected"), summary.reference("oracle")
@@ -84,6 +117,8 @@ def summary_markdown(summary: EvaluationSummary, explore: Mapping[str, Any], cac
             else f"**the evaluation recommends `{recommended}`** — set `cache.ranker`."
         ),
         "",
+        cap_check_markdown(tradeoff, cache),
+        "",
         "Full reports: [evaluate](evaluate.html), [cf_proof](cf_proof.html), [evaluation "
         "report](evaluation/report.md), "
         "[explore](explore.html), [cache](cache.html).",
@@ -100,7 +135,10 @@ def write_summary(reports_dir: Path | None = None) -> Path:
         return loaded
 
     text = summary_markdown(
-        read_summary(reports / SUMMARY_JSON), read("metrics/explore.json"), read("metrics/cache.json")
+        read_summary(reports / SUMMARY_JSON),
+        read("metrics/explore.json"),
+        read("metrics/cache.json"),
+        read_tradeoff(reports / TRADEOFF_JSON),
     )
     out = reports / "summary.md"
     out.write_text(text, encoding="utf-8")
