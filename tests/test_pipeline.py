@@ -15,6 +15,7 @@ import yaml
 
 from recsys.config import PROJ_ROOT
 from recsys.evaluation.results import read_summary
+from recsys.evaluation.tradeoff import read_tradeoff
 
 pytestmark = pytest.mark.notebooks
 
@@ -69,13 +70,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
 def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str, str]]) -> None:
     root, _ = project
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    for name in ("explore", "cf_proof", "cache", "evaluate", "evaluate_report"):
+    for name in ("explore", "cf_proof", "cache", "evaluate", "tradeoff", "evaluate_report"):
         assert name in stages, f"stage {name} missing from dvc.yaml"
     for name in ("explore", "cf_proof", "cache", "evaluate"):
         assert (root / "reports" / f"{name}.html").stat().st_size > 10_000
         executed = json.loads((root / "reports" / f"{name}.ipynb").read_text())
         assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
-    prepared = pd.read_parquet(root / "data/prepared/interactions.parquet")
+    prepared = pd.read_parquet(root / "data/prepared/synthetic/interactions.parquet")
     explore = json.loads((root / "reports/metrics/explore.json").read_text())
     assert explore["rows"] == len(prepared) and explore["users"] == prepared["customer_id"].nunique()
     manifest = json.loads((root / "data/artifacts/cache/manifest.json").read_text())
@@ -96,6 +97,11 @@ def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str
         assert "read_summary" in code and ".fit(" not in code and "run_evaluation" not in code
     text = (root / "reports/summary.md").read_text()
     assert summary.overall in text
+    tradeoff = read_tradeoff(root / "reports/evaluation/tradeoff/results.json")  # the cap trade-off, checked by summary
+    assert summary.default_ranker is not None and tradeoff.model == summary.default_ranker.label
+    assert tradeoff.uncapped.precision == [p.model_copy(update={"boot_low": q.boot_low, "boot_high": q.boot_high})
+                                           for p, q in zip(summary.model(tradeoff.model).precision, tradeoff.uncapped.precision)]
+    assert "exposure-cap trade-off" in text and "Exposure caps: what a cap costs" in (root / "reports/evaluate.html").read_text()
 
 
 def test_second_repro_does_nothing_and_one_weight_reruns_only_its_stages(project: tuple[Path, dict[str, str]]) -> None:

@@ -416,9 +416,11 @@ def test_rule_falls_back_to_exposure_when_nothing_is_decisive() -> None:
     caps = [result(None, BASE_HITS), result(200, 40, p_holm=0.3), result(50, 10, p_holm=0.2), result(20, 0, short=4)]
     r = recommend(caps, 10, keep_share=0.9)
     assert (r.cap, r.basis, r.outcome, r.decisive, r.qualifying) == (50, "exposure", "precision_undetermined", [], [])
+    assert r.best_detectable_ratio == 9.0  # the constructed comparisons could only detect a rate ratio of 9
     t = summary_of(caps, r)
-    assert "**the precision cost of a cap is undetermined**" in recommendation_text(t)
-    assert "recommends **cap 50**" in recommendation_text(t)
+    text = recommendation_text(t)
+    assert "**the precision cost of a cap is undetermined**" in text and "recommends **cap 50**" in text
+    assert "could only detect a rate ratio of 9 or more, against a smallest effect of interest of 1.5" in text
 
 
 def test_rule_recommends_no_cap_when_every_cap_is_significantly_worse() -> None:

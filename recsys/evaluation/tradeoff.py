@@ -126,6 +126,7 @@ class Recommendation(Record):
     least_costly: int | None  # the eligible cap with the highest precision@headline_k (ties: the smaller cap)
     uncapped_hits: float  # hits of the uncapped lists at the headline k
     max_discordant: int  # largest number of discordant hits among the caps' comparisons
+    best_detectable_ratio: float | None  # smallest minimum-detectable rate ratio among the eligible caps' comparisons
 
 
 class TradeoffResults(Record):
@@ -237,6 +238,14 @@ def recommend(
         least_costly=None if least is None else least.cap,
         uncapped_hits=base.at(headline_k).hits,
         max_discordant=max((c.comparison.discordant for c in tested if c.comparison is not None), default=0),
+        best_detectable_ratio=min(
+            (
+                c.comparison.mde_ratio
+                for c in eligible
+                if c.comparison is not None and c.comparison.mde_ratio is not None
+            ),
+            default=None,
+        ),
     )
 
 
@@ -297,13 +306,18 @@ def recommendation_text(t: TradeoffResults) -> str:
             "most): the rule recommends no cap (`cache.allocation.max_exposures: null`)."
         )
     if r.outcome == "precision_undetermined":
+        power = (
+            "none of them could detect any rate ratio"
+            if r.best_detectable_ratio is None
+            else f"the most sensitive could only detect a rate ratio of {fmt(r.best_detectable_ratio)} or more"
+        )
         return (
             "No comparison of an eligible cap with uncapped is significant or powered (uncapped: "
-            f"{hits_text(r.uncapped_hits)} at k={k}; at most {r.max_discordant} discordant hits per comparison): "
-            "the data cannot tell the caps apart on precision, so **the precision cost of a cap is undetermined**. "
-            "The rule falls back to "
-            f"the exposure side — the smallest cap that keeps every audience as long as uncapped — and recommends "
-            f"**{cap_text(r.cap)}**."
+            f"{hits_text(r.uncapped_hits)} at k={k}; at most {r.max_discordant} discordant hits per comparison; "
+            f"{power}, against a smallest effect of interest of {fmt(t.smallest_effect_ratio)}): the data cannot "
+            "tell the caps apart on precision, so **the precision cost of a cap is undetermined**. The rule falls "
+            "back to the exposure side — the smallest cap that keeps every audience as long as uncapped — and "
+            f"recommends **{cap_text(r.cap)}**."
         )
     if r.outcome == "every_cap_costs_precision":
         text = (

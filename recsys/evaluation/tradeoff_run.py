@@ -298,7 +298,11 @@ def run_cap(ctx: CapContext, cap: int | None) -> CapRun:
         recs, stats = ctx.uncapped, {"capped": False}
     else:
         params = dataclasses.replace(ctx.served.allocation, max_exposures=int(cap))
-        allocation = allocate(ctx.candidates, ctx.ranker, ctx.served.depth, params)
+        try:
+            allocation = allocate(ctx.candidates, ctx.ranker, ctx.served.depth, params)
+        except ValueError as exc:
+            name = getattr(ctx.ranker, "name", type(ctx.ranker).__name__)
+            raise ValueError(f"the allocation of ranker {name!r} under cap {cap} failed: {exc}") from exc
         recs, stats = allocation.recommendations, allocation.stats
     t1 = time.perf_counter()
     scored = score_ranker(ServedLists(recs), ctx.es, ctx.ks, cap_label(cap))
