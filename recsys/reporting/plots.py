@@ -241,6 +241,7 @@ def plot_cap_tradeoff(results: TradeoffResults) -> Figure:
         ax_p.annotate(f"{p.hits:g}", (i, high), xytext=(0, 3), textcoords="offset points", ha="center")
     ax_p.set_ylabel(f"precision@{k} (test; {results.level:.0%} interval; hits above)")
     ax_p.set_title(f"precision@{k} of the evaluated products", fontsize="medium")
+    ax_p.margins(y=0.15)  # room for the hit counts above the intervals
     for ax, metric, title in (
         (ax_c, "distinct_customers", "distinct customers targeted"),
         (ax_e, "max_exposures", "largest exposure count of a customer"),
