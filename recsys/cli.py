@@ -1,4 +1,4 @@
-"""Command line: `recsys generate | prepare | profile | evaluate | build-cache | notebook | summary | serve | dashboard`."""
+"""Command line: `recsys generate | prepare | profile | evaluate | tradeoff | build-cache | notebook | summary | serve | dashboard`."""
 
 from __future__ import annotations
 
@@ -184,6 +184,17 @@ def _sensitivity(args: argparse.Namespace) -> dict[str, Any]:
     return {"points": len(summary.points), "conditions": summary.conditions, **{k: config.relative(v) for k, v in paths.items()}}
 
 
+def _tradeoff(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate the default ranker's served audiences under exposure caps and recommend one."""
+    from recsys.evaluation.tradeoff_run import main as tradeoff_main
+
+    argv = [*(["--dataset", args.dataset] if args.dataset else []), *(["--input", args.input] if args.input else [])]
+    code = tradeoff_main(argv)
+    if code:
+        raise SystemExit(code)
+    return {}
+
+
 def _summary(args: argparse.Namespace) -> dict[str, Any]:
     """Write reports/summary.md from the pipeline's metrics."""
     from recsys.reporting.summary import write_summary
@@ -196,6 +207,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] 
     "prepare": ("read a raw log into the canonical Parquet, quarantining bad rows", _prepare),
     "profile": ("print the profile statistics vs the published profile", _profile),
     "evaluate": ("run the evaluation (validation tuning, one test scoring) into reports/evaluation", _evaluate),
+    "tradeoff": ("evaluate the default ranker's audiences under exposure caps and recommend a cap", _tradeoff),
     "build-cache": ("build the top-N audience cache for every product", _build_cache),
     "notebook": ("execute a pipeline notebook (papermill, kernel 'recsys') into reports/ + HTML", _notebook),
     "sensitivity": ("evaluate synthetic logs across the generator's unpinned settings into reports/sensitivity", _sensitivity),
@@ -222,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--retention", type=float, help="behaviour: target retention share across the 80%% split")
             p.add_argument("--shard-scale", type=float,
                            help="write independent shards of this scale, one in memory at a time (default: 10 from scale 100 on)")
-        if name in {"prepare", "profile", "build-cache", "evaluate"}:
+        if name in {"prepare", "profile", "build-cache", "evaluate", "tradeoff"}:
             p.add_argument("--input", help="input path (default: params)")
         if name == "evaluate":
             p.add_argument("--quick", action="store_true", help="small factor models, tuning budget 1 (smoke run)")
@@ -232,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--engine", choices=["pandas", "spark"], help="pandas or spark (default: params/cache.yaml cache.engine)")
             p.add_argument("--ranker", help="ranker name (default: params/cache.yaml cache.ranker)")
             p.add_argument("--uncapped", action="store_true", help="serve each product's uncapped top-n (no exposure cap)")
-        if name in {"prepare", "profile", "evaluate", "notebook"}:
+        if name in {"prepare", "profile", "evaluate", "notebook", "tradeoff"}:
             p.add_argument("--dataset", help="data set name of params/prepare.yaml: datasets (default: synthetic)")
         if name == "prepare":
             p.add_argument("--preset", help="column-mapping preset: case_study, online_retail, retailrocket, rees46, none")

@@ -253,7 +253,7 @@ def log() -> pd.DataFrame:
     return random_log(n_rows=2500, n_users=220, n_products=70, seed=5)
 
 
-@pytest.mark.parametrize("name", ["activity", "content", "als"])
+@pytest.mark.parametrize("name", ["activity", "content", "als", "itemknn"])
 def test_allocate_with_rankers(log: pd.DataFrame, name: str) -> None:
     params = {"seed": 0, "token_user_cap": 20, "factors": 8, "iterations": 5, "num_threads": 1}
     ranker = make_ranker(name, params).fit(log)
@@ -284,7 +284,7 @@ def test_allocate_with_rankers(log: pd.DataFrame, name: str) -> None:
     assert exposure_metrics(out, (k,)).at(k).max_exposures <= cap < exposure_metrics(own, (k,)).at(k).max_exposures
 
 
-@pytest.mark.parametrize("name", ["content", "als"])
+@pytest.mark.parametrize("name", ["content", "als", "itemknn"])
 def test_score_pairs_agree_with_rank(log: pd.DataFrame, name: str) -> None:
     ranker = make_ranker(name, {"seed": 0, "token_user_cap": 20, "factors": 8, "iterations": 5, "num_threads": 1}).fit(log)
     products = np.append(np.sort(log["product_id"].unique()), 10**6)  # the last one is unseen: cold start

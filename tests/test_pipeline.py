@@ -16,6 +16,7 @@ import yaml
 from recsys.cache.manifest import read_manifest
 from recsys.config import PROJ_ROOT
 from recsys.evaluation.results import read_summary
+from recsys.evaluation.tradeoff import read_tradeoff
 
 pytestmark = pytest.mark.notebooks
 
@@ -25,7 +26,16 @@ TINY = {
     "evaluate.yaml": {
         "evaluate": {"intervals": {"n_boot": 50}, "tuning": {"budget": {"default": 1, "itemknn": 1, "bpr": 1}}}
     },
+    "sensitivity.yaml": {
+        "sensitivity": {
+            "scale": 0.02,
+            "n_boot": 50,
+            "grid": [{"name": "loyalty", "vary": {"category_loyalty": [0.0, 0.7]}}],
+        }
+    },
 }
+ONLY_SYNTHETIC = ("prepare.yaml", "datasets", "online_retail")  # the real log: test_explore_notebook.py, test_prepare.py
+SYN = Path("reports/datasets/synthetic")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -58,6 +68,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     for name, over in TINY.items():
         path = root / "params" / name
         path.write_text(yaml.safe_dump(_merge(yaml.safe_load(path.read_text()), over), allow_unicode=True, sort_keys=False))
+    name, block, drop = ONLY_SYNTHETIC
+    path = root / "params" / name
+    params = yaml.safe_load(path.read_text())
+    del params[block][drop]
+    path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
     env = {**os.environ, "RECSYS_ROOT": str(root), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OPENBLAS_NUM_THREADS": "1"}
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
     run(["git", "init", "-q"], root, env)
@@ -70,25 +85,28 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
 def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str, str]]) -> None:
     root, _ = project
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    for name in ("explore", "cf_proof", "cache", "evaluate", "evaluate_report"):
+    for name in ("explore", "cf_proof", "cache", "evaluate", "tradeoff", "evaluate_report"):
         assert name in stages, f"stage {name} missing from dvc.yaml"
-    for name in ("explore", "cf_proof", "cache", "evaluate"):
-        assert (root / "reports" / f"{name}.html").stat().st_size > 10_000
-        executed = json.loads((root / "reports" / f"{name}.ipynb").read_text())
+    for rel in (SYN / "explore", SYN / "cf_proof", SYN / "evaluate", Path("reports/cache"), Path("reports/sensitivity")):
+        assert root.joinpath(rel).with_suffix(".html").stat().st_size > 10_000
+        executed = json.loads(root.joinpath(rel).with_suffix(".ipynb").read_text())
         assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
-    prepared = pd.read_parquet(root / "data/prepared/interactions.parquet")
-    explore = json.loads((root / "reports/metrics/explore.json").read_text())
+    prepared = pd.read_parquet(root / "data/prepared/synthetic/interactions.parquet")
+    explore = json.loads((root / SYN / "metrics/explore.json").read_text())
     assert explore["rows"] == len(prepared) and explore["users"] == prepared["customer_id"].nunique()
     manifest = read_manifest(root / "data/artifacts/cache")
+    assert manifest.dataset == "synthetic"
     cache = pd.read_parquet(root / "data/artifacts/cache/audience.parquet")
     assert cache["product_id"].nunique() == prepared["product_id"].nunique()
     assert int(cache.groupby("product_id")["rank"].max().max()) <= manifest.n
-    touched = set(zip(prepared["product_id"], prepared["customer_id"]))
-    assert not any(pair in touched for pair in zip(cache["product_id"], cache["customer_id"]))
+    touched = set(zip(prepared["product_id"], prepared["customer_id"], strict=True))
+    assert not any(pair in touched for pair in zip(cache["product_id"], cache["customer_id"], strict=True))
+    cap = yaml.safe_load((root / "params/cache.yaml").read_text())["cache"]["allocation"]["max_exposures"]
+    assert int(cache["customer_id"].value_counts().max()) <= cap  # the served cap holds on the built cache
     cache_metrics = json.loads((root / "reports/metrics/cache.json").read_text())
     assert cache_metrics["products"] == prepared["product_id"].nunique()
-    evaluation = json.loads((root / "reports/metrics/evaluate.json").read_text())
-    summary = read_summary(root / "reports/evaluation/summary.json")
+    evaluation = json.loads((root / SYN / "metrics/evaluate.json").read_text())
+    summary = read_summary(root / SYN / "evaluation/summary.json")
     assert evaluation["default_ranker"] == (summary.default_ranker.ranker if summary.default_ranker else None)
     assert {m.label for m in summary.models} >= {"random", "activity", "popularity", "als", "itemknn", "content"}
     for name in ("evaluate", "cf_proof"):  # the notebooks render the evaluation's results, they fit nothing
@@ -96,7 +114,16 @@ def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str
         code = "".join("".join(c["source"]) for c in source["cells"] if c["cell_type"] == "code")
         assert "read_summary" in code and ".fit(" not in code and "run_evaluation" not in code
     text = (root / "reports/summary.md").read_text()
-    assert summary.overall in text
+    assert summary.overall in text and "## The served data set: `synthetic`" in text
+    tradeoff = read_tradeoff(root / SYN / "evaluation/tradeoff/results.json")  # the cap trade-off, checked by summary
+    assert summary.default_ranker is not None and tradeoff.model == summary.default_ranker.label
+    bounds = ("boot_low", "boot_high")
+    uncapped = [p.model_copy(update={b: getattr(q, b) for b in bounds}) for p, q in zip(
+        summary.model(tradeoff.model).precision, tradeoff.uncapped.precision, strict=True
+    )]  # fmt: skip
+    assert tradeoff.uncapped.precision == uncapped  # the uncapped row is the evaluation's own score of that ranker
+    assert "exposure-cap trade-off" in text
+    assert "Exposure caps: what a cap costs" in (root / SYN / "evaluate.html").read_text()
 
 
 def test_second_repro_does_nothing_and_one_weight_reruns_only_its_stages(project: tuple[Path, dict[str, str]]) -> None:
@@ -108,5 +135,5 @@ def test_second_repro_does_nothing_and_one_weight_reruns_only_its_stages(project
     params["engagement"]["weights"]["recency"] = 0.30
     path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
     changed = yaml.safe_load(run(["dvc", "status", "--json"], root, env) or "{}")
-    assert "cache" in changed and "evaluate" in changed
-    assert not {"generate", "prepare", "explore"} & set(changed)
+    assert {"cache", "evaluate@synthetic", "tradeoff@synthetic", "sensitivity"} <= set(changed), changed
+    assert not {"generate", "prepare@synthetic", "explore@synthetic"} & set(changed), changed

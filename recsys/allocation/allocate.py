@@ -12,11 +12,11 @@ Scores. w(p, u) is the ranker's score, seen through two inputs:
 - the shared order (``ranker.global_``) of every fitted customer with a per-product scale
   (``ranker.shared_scale``): scale_p * shared(u) is exactly the score of any allowed pair for the
   global-order rankers (random, activity, recency, bgnbd), a lower bound for ``content`` (its
-  engagement part, affinity left out). Factor rankers (als, bpr) have no such bound: their shared
+  engagement part, affinity left out). Factor rankers (als, bpr) and itemknn have no such bound: their shared
   order (the cold-start order) only decides which customers fill slots the candidates cannot.
 
 Scores written for chosen pairs are the ranker's exact scores: candidate scores, and for fill-ins
-``ranker.score_pairs`` (content, als, bpr) or the shared order (exact for global-order rankers).
+``ranker.score_pairs`` (content, als, bpr, itemknn) or the shared order (exact for global-order rankers).
 
 Algorithm (a small bounded number of vectorised rounds; no Python loop over products or customers):
 

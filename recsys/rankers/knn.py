@@ -147,6 +147,31 @@ class ItemKNNRanker(FixedRanker):
         cost = np.where(codes >= 0, self.estimate_[np.maximum(codes, 0)], 0) + k
         return cost_blocks(cost, int(self.params["chunk_entries"]))
 
+    def score_pairs(self, codes: np.ndarray, users: np.ndarray) -> np.ndarray:
+        """Item-item score of each (product code, customer code) pair; the popularity score for cold-start codes (-1).
+
+        The score ``rank`` sorts by (0 when no product of the customer's history has the product among
+        its neighbours). The capped allocation scores the customers it fills in from the shared
+        (popularity) order with it, as it does for the factor rankers.
+        """
+        self._check_fitted()
+        codes = np.asarray(codes, dtype=np.int64)
+        users = np.asarray(users, dtype=np.int64)
+        shared = np.empty(self.history_.n_users, dtype=np.float64)
+        shared[np.asarray(self.global_.order, dtype=np.int64)] = self.global_.scores
+        out: np.ndarray = shared[users]
+        known = np.flatnonzero(~self.history_.cold(codes))
+        if len(known) == 0:
+            return out
+        if not hasattr(self, "users_items_"):
+            self.users_items_ = sp.csr_matrix(self.items_users_.T)  # row u: {j: X[u, j]}
+        step = max(1, int(self.params["chunk_entries"]) // 32)
+        for start in range(0, len(known), step):
+            rows = known[start : start + step]
+            pair = self.sim_t_[codes[rows]].multiply(self.users_items_[users[rows]])
+            out[rows] = np.asarray(pair.sum(axis=1), dtype=np.float64).ravel()
+        return out
+
     def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
         """Top-k customers per requested product by item-item similarity to their history (no backfill)."""
         self._check_fitted()

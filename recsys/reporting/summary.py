@@ -10,12 +10,45 @@ from typing import Any
 from recsys import config
 from recsys.evaluation.report import chosen_text, default_ranker_markdown, fmt, interval, pct, verdict_phrase
 from recsys.evaluation.results import EvaluationSummary, read_summary
+from recsys.evaluation.tradeoff import TradeoffResults, cap_text, read_tradeoff
 
 SUMMARY_JSON = Path("evaluation") / "summary.json"
+TRADEOFF_JSON = Path("evaluation") / "tradeoff" / "results.json"
+OUTCOME_TEXT: dict[str, str] = {
+    "cap_keeps_precision": "the smallest cap that keeps the precision the rule asks for",
+    "every_cap_costs_precision": "every tested cap costs significant precision",
+    "precision_undetermined": "precision cannot tell the caps apart; the exposure side decides",
+    "no_cap_keeps_audiences": "every tested cap leaves audiences shorter than uncapped",
+}
 
 
-def summary_markdown(summary: EvaluationSummary, explore: Mapping[str, Any], cache: Mapping[str, Any]) -> str:
-    """reports/summary.md from the evaluation summary and the explore / cache metrics."""
+def cap_check_markdown(tradeoff: TradeoffResults | None, cache: Mapping[str, Any]) -> str:
+    """Does the cache serve the cap the evaluation recommends? (from the trade-off results and cache metrics)."""
+    served = (cache.get("allocation") or {}).get("max_exposures")
+    if tradeoff is None:
+        return f"The cache serves {cap_text(served)}; no exposure-cap trade-off was evaluated, so it is not checked."
+    r = tradeoff.recommendation
+    text = (
+        f"The cache serves {cap_text(served)} (`cache.allocation.max_exposures`); the evaluation's exposure-cap "
+        f"trade-off of {tradeoff.model} recommends {cap_text(r.cap)} ({OUTCOME_TEXT[r.outcome]}; evaluate report, "
+        "section 'Exposure caps'): "
+    )
+    if served == r.cap:
+        text += "this is the recommended cap."
+    else:
+        text += f"**they differ** — set `cache.allocation.max_exposures: {'null' if r.cap is None else r.cap}`."
+    if tradeoff.ranker != cache.get("ranker"):
+        text += f" The trade-off was measured on ranker `{tradeoff.ranker}`, not on the served `{cache.get('ranker')}`."
+    return text
+
+
+def summary_markdown(
+    summary: EvaluationSummary,
+    explore: Mapping[str, Any],
+    cache: Mapping[str, Any],
+    tradeoff: TradeoffResults | None = None,
+) -> str:
+    """reports/summary.md from the evaluation summary, the explore / cache metrics and the cap trade-off."""
     k = summary.protocol.headline_k
     test = summary.split("test")
     rnd, orc = summary.reference("random_expected"), summary.reference("oracle")
@@ -83,6 +116,8 @@ def summary_markdown(summary: EvaluationSummary, explore: Mapping[str, Any], cac
             if agrees
             else f"**the evaluation recommends `{recommended}`** — set `cache.ranker`."
         ),
+        "",
+        cap_check_markdown(tradeoff, cache),
         "",
         "Full reports: [evaluate](evaluate.html), [cf_proof](cf_proof.html), [evaluation "
         "report](evaluation/report.md), "
@@ -162,16 +197,17 @@ def write_summary(
     if missing:
         header += ["", f"Not evaluated yet: {', '.join(missing)} (`dvc repro`)."]
     summary_path, explore_path = paths_of(served)
-    body = summary_markdown(read_summary(summary_path), read(explore_path), read(reports / "metrics" / "cache.json"))
+    tradeoff_path = reports / "datasets" / served / TRADEOFF_JSON
+    body = summary_markdown(
+        read_summary(summary_path),
+        read(explore_path),
+        read(reports / "metrics" / "cache.json"),
+        read_tradeoff(tradeoff_path) if tradeoff_path.is_file() else None,
+        dataset_link=f"datasets/{served}/",
+    )
     body = body.split("\n", 1)[1].lstrip("\n")  # drop its title: this file has one
     text = "\n".join(header) + "\n\n" + f"## The served data set: `{served}`\n\n" + body
     text += "\n".join(sensitivity_markdown(reports / "sensitivity" / "summary.json")) + "\n"
-    text = text.replace("](evaluate.html)", f"](datasets/{served}/evaluate.html)")
-    text = text.replace("](cf_proof.html)", f"](datasets/{served}/cf_proof.html)")
-    text = text.replace("](evaluation/report.md)", f"](datasets/{served}/evaluation/report.md)")
-    text = text.replace("](explore.html)", f"](datasets/{served}/explore.html)").replace(
-        "](../../cache.html)", "](cache.html)"
-    )
     out = reports / "summary.md"
     out.write_text(text, encoding="utf-8")
     return out
