@@ -1,4 +1,5 @@
-"""Command line: `recsys generate | prepare | profile | evaluate | tradeoff | build-cache | notebook | summary | serve | dashboard`."""
+"""Command line: `recsys <command>` (generate, prepare, profile, evaluate, tradeoff, sensitivity, build-cache, notebook,
+summary, serve, dashboard)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 from recsys import config
 
@@ -32,14 +34,23 @@ def _generate(args: argparse.Namespace) -> dict[str, Any]:
         cats = categories_path(out)  # next to a CSV written elsewhere than params say
     else:
         cats = config.resolve(p["categories"])
-    overrides = {k: v for k, v in (("category_loyalty", args.category_loyalty), ("name_signal", args.name_signal),
-                                   ("retention", args.retention)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("category_loyalty", args.category_loyalty),
+            ("name_signal", args.name_signal),
+            ("retention", args.retention),
+        )
+        if v is not None
+    }
     behaviour = behaviour_from_params({**(p.get("behaviour") or {}), **overrides})
     scale = args.scale if args.scale is not None else float(p["scale"])
     seed = args.seed if args.seed is not None else int(p["seed"])
     shard_scale = args.shard_scale or (DEFAULT_SHARD_SCALE if scale >= SHARDED_FROM_SCALE else None)
     if shard_scale:
-        return generate_sharded(out, scale=scale, seed=seed, shard_scale=shard_scale, behaviour=behaviour, categories=cats)
+        return generate_sharded(
+            out, scale=scale, seed=seed, shard_scale=shard_scale, behaviour=behaviour, categories=cats
+        )
     return generate(out, scale=scale, seed=seed, behaviour=behaviour, categories=cats)
 
 
@@ -59,7 +70,7 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _profile(args: argparse.Namespace) -> dict[str, Any]:
-    """Profile statistics, the behaviour axes (retention, category loyalty) and, for the case-study layout, the calibration table."""
+    """Profile statistics, behaviour axes (retention, category loyalty) and the case-study calibration table."""
     import pandas as pd
 
     from recsys.data.contract import load_prepared
@@ -80,8 +91,14 @@ def _profile(args: argparse.Namespace) -> dict[str, Any]:
         categories = config.dataset_config(args.dataset).get("categories") or ""
     truth_path = true_categories_for(categories, summary)
     truth = pd.read_parquet(truth_path) if truth_path is not None else None
-    axes, _ = behaviour_axes(df, quantile, category_params_from(ex.get("categories")), truth,
-                             int(ex.get("loyalty_permutations", 20)), split_block(stats))
+    axes, _ = behaviour_axes(
+        df,
+        quantile,
+        category_params_from(ex.get("categories")),
+        truth,
+        int(ex.get("loyalty_permutations", 20)),
+        split_block(stats),
+    )
     result: dict[str, Any] = {
         "input": config.relative(prepared),
         "source": summary.get("source") if summary else None,
@@ -94,7 +111,10 @@ def _profile(args: argparse.Namespace) -> dict[str, Any]:
         table = calibration_table(stats, load_profile(), scale=args.scale)
         with pd.option_context("display.width", 160, "display.max_rows", 100):
             print(table.to_string(index=False), file=sys.stderr)
-        result["calibration"] = {"all_within_tolerance": bool(table["ok"].all()), "failing": table.loc[~table["ok"], "metric"].tolist()}
+        result["calibration"] = {
+            "all_within_tolerance": bool(table["ok"].all()),
+            "failing": table.loc[~table["ok"], "metric"].tolist(),
+        }
     else:
         result["calibration"] = None  # the published profile describes the case-study layout only
     return result
@@ -120,7 +140,7 @@ def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def exec_module(module: str, *args: str) -> NoReturn:
-    """Replace this process with `python -m module args` (the app layers run on their own; signals reach them directly)."""
+    """Replace this process with `python -m module args` (the app runs on its own; signals reach it directly)."""
     argv = [sys.executable, "-m", module, *args]
     os.execv(argv[0], argv)
 
@@ -161,11 +181,16 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.dataset:
         paths = config.dataset_paths(args.dataset)
         argv = [
-            "--input", args.input or str(paths.interactions),
-            "--prepare-summary", str(paths.prepare_summary),
-            "--output-dir", str(paths.evaluation_dir),
-            "--metrics", str(paths.metrics_dir / "evaluate.json"),
-            "--plots-dir", str(paths.reports_dir / "plots"),
+            "--input",
+            args.input or str(paths.interactions),
+            "--prepare-summary",
+            str(paths.prepare_summary),
+            "--output-dir",
+            str(paths.evaluation_dir),
+            "--metrics",
+            str(paths.metrics_dir / "evaluate.json"),
+            "--plots-dir",
+            str(paths.reports_dir / "plots"),
             *(["--quick"] if args.quick else []),
         ]
     code = evaluate_main(argv)
@@ -181,7 +206,11 @@ def _sensitivity(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = config.resolve(args.output) if args.output else config.REPORTS_DIR / "sensitivity"
     summary = run_sweep()
     paths = write_outputs(summary, out_dir)
-    return {"points": len(summary.points), "conditions": summary.conditions, **{k: config.relative(v) for k, v in paths.items()}}
+    return {
+        "points": len(summary.points),
+        "conditions": summary.conditions,
+        **{k: config.relative(v) for k, v in paths.items()},
+    }
 
 
 def _tradeoff(args: argparse.Namespace) -> dict[str, Any]:
@@ -210,7 +239,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] 
     "tradeoff": ("evaluate the default ranker's audiences under exposure caps and recommend a cap", _tradeoff),
     "build-cache": ("build the top-N audience cache for every product", _build_cache),
     "notebook": ("execute a pipeline notebook (papermill, kernel 'recsys') into reports/ + HTML", _notebook),
-    "sensitivity": ("evaluate synthetic logs across the generator's unpinned settings into reports/sensitivity", _sensitivity),
+    "sensitivity": (
+        "evaluate synthetic logs across the generator's unpinned settings into reports/sensitivity",
+        _sensitivity,
+    ),
     "summary": ("write reports/summary.md from the pipeline's metrics", _summary),
     "dashboard": ("serve the Voilà dashboard on 127.0.0.1: python -m dashboard", _dashboard),
     "serve": ("run the HTTP service over the cache: python -m service (settings from RECSYS_* env vars)", _serve),
@@ -229,11 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, help="random seed (default: params)")
             p.add_argument("--output", help="CSV path (default: params/generate.yaml)")
             p.add_argument("--categories", help="true-category Parquet (default: params, or next to --output)")
-            p.add_argument("--category-loyalty", type=float, help="behaviour: share of return visits to a known category")
+            p.add_argument(
+                "--category-loyalty", type=float, help="behaviour: share of return visits to a known category"
+            )
             p.add_argument("--name-signal", type=float, help="behaviour: share of products keeping their own name")
             p.add_argument("--retention", type=float, help="behaviour: target retention share across the 80%% split")
-            p.add_argument("--shard-scale", type=float,
-                           help="write independent shards of this scale, one in memory at a time (default: 10 from scale 100 on)")
+            p.add_argument(
+                "--shard-scale",
+                type=float,
+                help="write independent shards of this scale, one in memory at a time (default: 10 from scale 100 on)",
+            )
         if name in {"prepare", "profile", "build-cache", "evaluate", "tradeoff"}:
             p.add_argument("--input", help="input path (default: params)")
         if name == "evaluate":
@@ -241,13 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
         if name in {"prepare", "build-cache", "sensitivity"}:
             p.add_argument("--output", help="output path (default: params/config)")
         if name == "build-cache":
-            p.add_argument("--engine", choices=["pandas", "spark"], help="pandas or spark (default: params/cache.yaml cache.engine)")
+            p.add_argument(
+                "--engine",
+                choices=["pandas", "spark"],
+                help="pandas or spark (default: params/cache.yaml cache.engine)",
+            )
             p.add_argument("--ranker", help="ranker name (default: params/cache.yaml cache.ranker)")
-            p.add_argument("--uncapped", action="store_true", help="serve each product's uncapped top-n (no exposure cap)")
+            p.add_argument(
+                "--uncapped", action="store_true", help="serve each product's uncapped top-n (no exposure cap)"
+            )
         if name in {"prepare", "profile", "evaluate", "notebook", "tradeoff"}:
             p.add_argument("--dataset", help="data set name of params/prepare.yaml: datasets (default: synthetic)")
         if name == "prepare":
-            p.add_argument("--preset", help="column-mapping preset: case_study, online_retail, retailrocket, rees46, none")
+            p.add_argument(
+                "--preset", help="column-mapping preset: case_study, online_retail, retailrocket, rees46, none"
+            )
         if name == "notebook":
             p.add_argument("name", help="explore | cf_proof | cache | evaluate")
             p.add_argument("-p", "--param", action="append", help="notebook parameter key=value (YAML value)")
@@ -256,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "profile":
             p.add_argument("--scale", type=float, default=1.0, help="scale the published counts by this factor")
             p.add_argument("--quantile", type=float, help="date quantile of the split (default: params/explore.yaml)")
-            p.add_argument("--categories", help="Parquet of true product categories (product_id, category) to check against")
+            p.add_argument(
+                "--categories", help="Parquet of true product categories (product_id, category) to check against"
+            )
             p.add_argument("--calibrate", action="store_true", help="print the calibration table whatever the layout")
     return parser
 
@@ -264,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; prints the step's result as JSON and returns a process exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         result = COMMANDS[args.command][1](args)
     except (FileNotFoundError, ValueError) as exc:

@@ -28,8 +28,14 @@ KINDS = ("global", "content", "factor")
 # ----------------------------------------------------------------------------------------------
 
 
-def dense_problem(W: np.ndarray, excluded: np.ndarray, m: int, shared: np.ndarray | None = None,
-                  scale: np.ndarray | None = None, order_scores: np.ndarray | None = None) -> Problem:
+def dense_problem(
+    W: np.ndarray,
+    excluded: np.ndarray,
+    m: int,
+    shared: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
+    order_scores: np.ndarray | None = None,
+) -> Problem:
     """The instance a ranker with scores W would give: top-m candidates per row, a shared order, exact pair scores."""
     p, u = W.shape
     masked = np.where(excluded, -np.inf, W)
@@ -139,7 +145,9 @@ def test_uncapped_or_non_binding_cap_returns_the_rankers_top_k() -> None:
     W = rng.random((6, 9))
     excluded = rng.random((6, 9)) < 0.2
     problem = dense_problem(W, excluded, 9, order_scores=W.mean(axis=0))
-    top = truncate(Recommendations(np.arange(6), problem.offsets, problem.customers, problem.scores, np.zeros(6, bool)), 3)
+    top = truncate(
+        Recommendations(np.arange(6), problem.offsets, problem.customers, problem.scores, np.zeros(6, bool)), 3
+    )
     for cap in (6, 100):  # cap >= products: the cap cannot bind
         sol = solve(problem, k=3, max_exposures=cap)
         assert sol.stats["shortcut"] is True
@@ -274,19 +282,26 @@ def test_allocate_with_rankers(log: pd.DataFrame, name: str) -> None:
     assert not frame.duplicated(["product_id", "customer_id"]).any()
     assert (frame["rank"] == frame.groupby("product_id").cumcount() + 1).all()
     assert (frame.groupby("product_id")["score"].diff().dropna() <= 0).all()
-    assert ranker.history_.n_users * cap >= len(products) * k and (np.diff(out.offsets) == k).all()  # 143 x 6 >= 70 x 10
+    assert (
+        ranker.history_.n_users * cap >= len(products) * k and (np.diff(out.offsets) == k).all()
+    )  # 143 x 6 >= 70 x 10
     # every score is the ranker's own score of that pair
     problem = problem_from_ranker(out, ranker)
     rows = np.repeat(np.arange(len(products)), np.diff(out.offsets))
-    expected = ranker.score_pairs(ranker.history_.codes_of(products)[rows], problem.customers) if name != "activity" \
+    expected = (
+        ranker.score_pairs(ranker.history_.codes_of(products)[rows], problem.customers)
+        if name != "activity"
         else problem.shared_scores[problem.customers]
+    )
     np.testing.assert_allclose(out.scores, expected, rtol=1e-5, atol=1e-9)  # als: float32 matmul vs per-pair dot
     assert exposure_metrics(out, (k,)).at(k).max_exposures <= cap < exposure_metrics(own, (k,)).at(k).max_exposures
 
 
 @pytest.mark.parametrize("name", ["content", "als", "itemknn"])
 def test_score_pairs_agree_with_rank(log: pd.DataFrame, name: str) -> None:
-    ranker = make_ranker(name, {"seed": 0, "token_user_cap": 20, "factors": 8, "iterations": 5, "num_threads": 1}).fit(log)
+    ranker = make_ranker(name, {"seed": 0, "token_user_cap": 20, "factors": 8, "iterations": 5, "num_threads": 1}).fit(
+        log
+    )
     products = np.append(np.sort(log["product_id"].unique()), 10**6)  # the last one is unseen: cold start
     recs = ranker.rank(products, 25)
     codes = ranker.history_.codes_of(products)[np.repeat(np.arange(len(products)), np.diff(recs.offsets))]
@@ -323,8 +338,9 @@ def recs_of(lists: list[list[int]]) -> Recommendations:
     sizes = np.array([len(x) for x in lists], dtype=np.int64)
     flat = np.array([c for x in lists for c in x], dtype=np.int64)
     scores = np.concatenate([np.arange(len(x), 0, -1, dtype=np.float64) for x in lists]) if len(flat) else np.zeros(0)
-    return Recommendations(np.arange(len(lists)), np.concatenate([[0], np.cumsum(sizes)]), flat, scores,
-                           np.zeros(len(lists), dtype=bool))
+    return Recommendations(
+        np.arange(len(lists)), np.concatenate([[0], np.cumsum(sizes)]), flat, scores, np.zeros(len(lists), dtype=bool)
+    )
 
 
 def test_gini_on_known_inputs() -> None:
@@ -343,7 +359,9 @@ def test_exposure_metrics_on_hand_made_lists() -> None:
     at2, at3 = m.at(2), m.at(3)
     assert (m.products, m.depth, m.reachable) == (4, 3, 4)
     assert (at2.slots, at2.distinct_customers, at2.max_exposures) == (6, 4, 3)
-    assert at2.mean_exposures == pytest.approx(1.5) and at2.p99_exposures == pytest.approx(2.94)  # sorted 1, 1, 1, 3: 1 + 0.97 * 2
+    assert at2.mean_exposures == pytest.approx(1.5) and at2.p99_exposures == pytest.approx(
+        2.94
+    )  # sorted 1, 1, 1, 3: 1 + 0.97 * 2
     assert at2.gini == pytest.approx(gini(np.array([3, 1, 1, 1])))
     assert (at2.reachable_used, at2.reachable_share) == (1, 0.25)  # only 7 among {7, 9, 11, 12}
     assert at2.gini_reachable == pytest.approx(gini(np.array([3, 1, 1, 1, 0, 0, 0])))  # + 9, 11, 12 at zero
@@ -353,7 +371,9 @@ def test_exposure_metrics_on_hand_made_lists() -> None:
     as_dict = m.to_dict()
     assert set(as_dict["at_k"]) == {"2", "3"} and as_dict["at_k"]["2"]["max_exposures"] == 3
     table = exposure_frame({"a": as_dict, "b": as_dict})
-    assert table.loc[(2, "distinct_customers"), "a"] == 4 and table.loc[(2, "mean_jaccard"), "b"] == pytest.approx(1 / 3)
+    assert table.loc[(2, "distinct_customers"), "a"] == 4 and table.loc[(2, "mean_jaccard"), "b"] == pytest.approx(
+        1 / 3
+    )
 
 
 def test_jaccard_is_seeded_and_needs_two_lists() -> None:
@@ -364,8 +384,13 @@ def test_jaccard_is_seeded_and_needs_two_lists() -> None:
 
 
 def test_exposure_metrics_with_string_ids_and_bad_cut_offs() -> None:
-    recs = Recommendations(np.array(["A", "B"], dtype=object), np.array([0, 2, 3]), np.array(["x", "y", "x"], dtype=object),
-                           np.array([2.0, 1.0, 1.0]), np.zeros(2, dtype=bool))
+    recs = Recommendations(
+        np.array(["A", "B"], dtype=object),
+        np.array([0, 2, 3]),
+        np.array(["x", "y", "x"], dtype=object),
+        np.array([2.0, 1.0, 1.0]),
+        np.zeros(2, dtype=bool),
+    )
     m = exposure_metrics(recs, ks=(10,), reachable=np.array(["x", "z"], dtype=object))
     assert (m.at(10).distinct_customers, m.at(10).max_exposures, m.at(10).reachable_share) == (2, 2, 0.5)
     with pytest.raises(ValueError, match="cut-offs must be >= 1"):
@@ -378,7 +403,14 @@ def test_returning_customers_are_active_on_two_distinct_days() -> None:
     log = list_log(
         customers=[1, 1, 2, 2, 3, 3, 4],
         products=[10, 11, 10, 12, 11, 11, 10],
-        dates=["2023-01-01T08:00", "2023-01-01T20:00", "2023-01-01T00:00", "2023-01-03T00:00", "2023-01-02T00:00", None,
-               "2023-01-05T00:00"],
+        dates=[
+            "2023-01-01T08:00",
+            "2023-01-01T20:00",
+            "2023-01-01T00:00",
+            "2023-01-03T00:00",
+            "2023-01-02T00:00",
+            None,
+            "2023-01-05T00:00",
+        ],
     )
     assert returning_customers(log).tolist() == [2]  # 1: one day twice; 3: one dated day; 4: one day

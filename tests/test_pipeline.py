@@ -34,7 +34,11 @@ TINY = {
         }
     },
 }
-ONLY_SYNTHETIC = ("prepare.yaml", "datasets", "online_retail")  # the real log: test_explore_notebook.py, test_prepare.py
+ONLY_SYNTHETIC = (
+    "prepare.yaml",
+    "datasets",
+    "online_retail",
+)  # the real log: test_explore_notebook.py, test_prepare.py
 SYN = Path("reports/datasets/synthetic")
 
 
@@ -58,7 +62,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     """A git+DVC copy of the project with tiny params, after one full `dvc repro`."""
     root = tmp_path_factory.mktemp("project")
     files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=PROJ_ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJ_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     for rel in files:
         src = PROJ_ROOT / rel
@@ -67,13 +75,20 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
             shutil.copy2(src, root / rel)
     for name, over in TINY.items():
         path = root / "params" / name
-        path.write_text(yaml.safe_dump(_merge(yaml.safe_load(path.read_text()), over), allow_unicode=True, sort_keys=False))
+        path.write_text(
+            yaml.safe_dump(_merge(yaml.safe_load(path.read_text()), over), allow_unicode=True, sort_keys=False)
+        )
     name, block, drop = ONLY_SYNTHETIC
     path = root / "params" / name
     params = yaml.safe_load(path.read_text())
     del params[block][drop]
     path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
-    env = {**os.environ, "RECSYS_ROOT": str(root), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "OPENBLAS_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "RECSYS_ROOT": str(root),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
     run(["git", "init", "-q"], root, env)
     run([*git, "add", "-A"], root, env)
@@ -87,7 +102,13 @@ def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     for name in ("explore", "cf_proof", "cache", "evaluate", "tradeoff", "evaluate_report"):
         assert name in stages, f"stage {name} missing from dvc.yaml"
-    for rel in (SYN / "explore", SYN / "cf_proof", SYN / "evaluate", Path("reports/cache"), Path("reports/sensitivity")):
+    for rel in (
+        SYN / "explore",
+        SYN / "cf_proof",
+        SYN / "evaluate",
+        Path("reports/cache"),
+        Path("reports/sensitivity"),
+    ):
         assert root.joinpath(rel).with_suffix(".html").stat().st_size > 10_000
         executed = json.loads(root.joinpath(rel).with_suffix(".ipynb").read_text())
         assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")

@@ -29,8 +29,8 @@ from recsys.evaluation.tradeoff import (
     read_tradeoff,
     recommend,
     recommendation_text,
-    rule_text,
     rounded_exposure,
+    rule_text,
     status_of,
     tradeoff_markdown,
 )
@@ -479,7 +479,11 @@ def test_rule_with_a_campaign_limit_recommends_the_loosest_allowed_cap_and_state
 
 
 def test_rule_with_a_campaign_limit_still_prefers_a_cap_that_keeps_precision() -> None:
-    caps = [result(None, BASE_HITS), result(500, 98, p_holm=0.8, powered=True), result(100, 92, p_holm=0.5, powered=True)]
+    caps = [
+        result(None, BASE_HITS),
+        result(500, 98, p_holm=0.8, powered=True),
+        result(100, 92, p_holm=0.5, powered=True),
+    ]
     assert recommend(caps, 10, keep_share=0.9, max_allowed_exposures=1000).cap == 100
     r = recommend(caps, 10, keep_share=0.9, max_allowed_exposures=50)  # no tested cap within the limit
     assert (r.cap, r.outcome, r.eligible) == (None, "no_cap_keeps_audiences", [])

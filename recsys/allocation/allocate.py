@@ -105,7 +105,9 @@ class AllocationParams:
     seed: int = 0
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None, seed: int = 0, where: str = "cache.allocation") -> "AllocationParams":
+    def from_params(
+        cls, params: Mapping[str, Any] | None, seed: int = 0, where: str = "cache.allocation"
+    ) -> AllocationParams:
         """Parse a params block ({max_exposures, min_audience, candidates}); unknown keys are an error."""
         params = dict(params or {})
         unknown = sorted(set(params) - set(PARAM_KEYS))
@@ -223,7 +225,9 @@ def problem_from_ranker(candidates: Recommendations, ranker: Any) -> Problem:
     """The instance of a fitted ranker's candidate lists: shared order, exclusions and pair scores from the ranker."""
     for attr in ("history_", "global_"):
         if not hasattr(ranker, attr):
-            raise ValueError(f"allocation needs a fitted ranker with a shared order; {type(ranker).__name__} has no {attr}")
+            raise ValueError(
+                f"allocation needs a fitted ranker with a shared order; {type(ranker).__name__} has no {attr}"
+            )
     history, shared = ranker.history_, ranker.global_
     n = history.n_users
     pcodes = history.codes_of(candidates.product_ids)
@@ -232,7 +236,9 @@ def problem_from_ranker(candidates: Recommendations, ranker: Any) -> Problem:
     scale_fn = getattr(ranker, "shared_scale", None)
     known = pcodes >= 0
     rows = np.repeat(np.flatnonzero(known), np.diff(history.indptr)[pcodes[known]])
-    users = gather_ranges(history.users, history.indptr[pcodes[known]], history.indptr[pcodes[known] + 1]).astype(np.int64)
+    users = gather_ranges(history.users, history.indptr[pcodes[known]], history.indptr[pcodes[known] + 1]).astype(
+        np.int64
+    )
     scorer = getattr(ranker, "score_pairs", None)
     return Problem(
         n_customers=n,
@@ -302,15 +308,26 @@ class _State:
     excluded: np.ndarray  # sorted keys of the excluded pairs
 
     @classmethod
-    def empty(cls, problem: Problem, cap: int) -> "_State":
+    def empty(cls, problem: Problem, cap: int) -> _State:
         """Nothing allocated, every customer at full capacity."""
         p, n = problem.n_products, problem.n_customers
         position = np.empty(n, dtype=np.int64)
         position[problem.shared_order] = np.arange(n, dtype=np.int64)
         ex_rows, ex_codes = np.divmod(problem.excluded, np.int64(n))
         none = np.zeros(0, dtype=np.int64)
-        return cls(problem, position, p, np.zeros(p, dtype=np.int64), np.full(n, cap, dtype=np.int64), none, none, none,
-                   np.zeros(0, dtype=np.float64), none, np.sort(position[ex_codes] * np.int64(p) + ex_rows))
+        return cls(
+            problem,
+            position,
+            p,
+            np.zeros(p, dtype=np.int64),
+            np.full(n, cap, dtype=np.int64),
+            none,
+            none,
+            none,
+            np.zeros(0, dtype=np.float64),
+            none,
+            np.sort(position[ex_codes] * np.int64(p) + ex_rows),
+        )
 
     def keys(self, rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Pair keys position(code) * P + row."""
@@ -389,8 +406,13 @@ def descending_bits(scores: np.ndarray) -> np.ndarray:
 
 
 def customer_lists(
-    customers: np.ndarray, scores: np.ndarray, subset: np.ndarray, rows: Callable[[np.ndarray], np.ndarray],
-    n_customers: int, depth: int, seed: int,
+    customers: np.ndarray,
+    scores: np.ndarray,
+    subset: np.ndarray,
+    rows: Callable[[np.ndarray], np.ndarray],
+    n_customers: int,
+    depth: int,
+    seed: int,
 ) -> np.ndarray:
     """The `subset` edges grouped by customer, each customer's best `depth` edges first (score, then a seeded hash).
 
@@ -571,8 +593,11 @@ def _swap(problem: Problem, state: _State, target: np.ndarray, seed: int) -> int
         o = o[: max(1, RESIDUAL_BUDGET // width)]
         u = supply[np.arange(len(o)) % len(supply)]
         rng = np.random.default_rng([int(seed), 7919, attempt])
-        pick = rng.permuted(np.tile(np.arange(n_held), (len(o), 1)), axis=1)[:, :width] if width == n_held else \
-            rng.integers(0, n_held, size=(len(o), width))
+        pick = (
+            rng.permuted(np.tile(np.arange(n_held), (len(o), 1)), axis=1)[:, :width]
+            if width == n_held
+            else rng.integers(0, n_held, size=(len(o), width))
+        )
         q, v = state.rows[pick], state.codes[pick]
         oo, uu = np.broadcast_to(o[:, None], pick.shape), np.broadcast_to(u[:, None], pick.shape)
         ok = (q != oo) & state.free(oo.ravel(), v.ravel()).reshape(pick.shape)
@@ -621,7 +646,9 @@ def _excluded_per_row(problem: Problem) -> np.ndarray:
 def solve(problem: Problem, k: int, max_exposures: int, min_audience: int = 0, seed: int = 0) -> Solution:
     """Allocate at most k customers per product and max_exposures products per customer (module docstring)."""
     if k < 1 or max_exposures < 1 or not 0 <= min_audience <= k:
-        raise ValueError(f"need k >= 1, max_exposures >= 1 and 0 <= min_audience <= k; got {k}, {max_exposures}, {min_audience}")
+        raise ValueError(
+            f"need k >= 1, max_exposures >= 1 and 0 <= min_audience <= k; got {k}, {max_exposures}, {min_audience}"
+        )
     p, n = problem.n_products, problem.n_customers
     sizes = np.diff(problem.offsets)
     top = range_indices(problem.offsets[:-1], np.minimum(sizes, k))
@@ -635,8 +662,14 @@ def solve(problem: Problem, k: int, max_exposures: int, min_audience: int = 0, s
             f"allow {n * max_exposures:,}: lower min_audience or raise max_exposures"
         )
     if len(exposures) == 0 or exposures.max() <= max_exposures:
-        return _solution(problem, np.repeat(np.arange(p), np.minimum(sizes, k)), problem.customers[top].astype(np.int64),
-                         top, problem.scores[top], {"shortcut": True})
+        return _solution(
+            problem,
+            np.repeat(np.arange(p), np.minimum(sizes, k)),
+            problem.customers[top].astype(np.int64),
+            top,
+            problem.scores[top],
+            {"shortcut": True},
+        )
     del top, exposures
     state = _State.empty(problem, max_exposures)
     stats: dict[str, Any] = {"shortcut": False, "passes": []}
@@ -645,20 +678,40 @@ def solve(problem: Problem, k: int, max_exposures: int, min_audience: int = 0, s
         slots = np.clip(target - state.count, 0, None)
         level = _level(problem, state, int(slots.sum()))
         useful = _useful_edges(problem, level, state)
-        lists = customer_lists(problem.customers, problem.scores, useful, lambda e: rows_of(problem.offsets, e),
-                               n, CUSTOMER_DEPTH * max_exposures, seed)
+        lists = customer_lists(
+            problem.customers,
+            problem.scores,
+            useful,
+            lambda e: rows_of(problem.offsets, e),
+            n,
+            CUSTOMER_DEPTH * max_exposures,
+            seed,
+        )
         del useful
         cr = rows_of(problem.offsets, lists)
-        held, da_rounds = _deferred_acceptance(problem.customers[lists], cr, lists - problem.offsets[cr], slots, state.capacity)
+        held, da_rounds = _deferred_acceptance(
+            problem.customers[lists], cr, lists - problem.offsets[cr], slots, state.capacity
+        )
         state.add(cr[held], problem.customers[lists[held]], lists[held])
         windowed = _window_fill(problem, state, target, seed)
         filled, fill_rounds = _fill(problem, state, target, seed)
         residual = _residual(problem, state, target, excluded, seed)
         swapped = _swap(problem, state, target, seed)
-        stats["passes"].append({"depth": int(depth), "level": None if level == -np.inf else level,
-                                "proposal_edges": int(len(lists)), "da_rounds": da_rounds, "da_pairs": int(len(held)),
-                                "window_pairs": windowed, "fill_rounds": fill_rounds, "fill_pairs": filled, "residual_pairs": residual,
-                                "swaps": swapped, "open_slots": int(np.clip(target - state.count, 0, None).sum())})
+        stats["passes"].append(
+            {
+                "depth": int(depth),
+                "level": None if level == -np.inf else level,
+                "proposal_edges": int(len(lists)),
+                "da_rounds": da_rounds,
+                "da_pairs": int(len(held)),
+                "window_pairs": windowed,
+                "fill_rounds": fill_rounds,
+                "fill_pairs": filled,
+                "residual_pairs": residual,
+                "swaps": swapped,
+                "open_slots": int(np.clip(target - state.count, 0, None).sum()),
+            }
+        )
     return _solution(problem, state.rows, state.codes, state.edges, state.values, stats)
 
 
@@ -712,12 +765,17 @@ def _solution(
     rows, codes, values = rows[order], codes[order], values[order]
     sizes = np.bincount(rows, minlength=problem.n_products).astype(np.int64)
     from_candidates = int((edges >= 0).sum())
-    stats = {**stats, "pairs": int(len(rows)), "from_candidates": from_candidates, "fill_ins": int(len(rows)) - from_candidates}
+    stats = {
+        **stats,
+        "pairs": int(len(rows)),
+        "from_candidates": from_candidates,
+        "fill_ins": int(len(rows)) - from_candidates,
+    }
     return Solution(sizes=sizes, customers=codes, scores=values, stats=stats)
 
 
 def allocate(candidates: Recommendations, ranker: Any, k: int, params: AllocationParams) -> Allocation:
-    """Capped audiences of depth k from a fitted ranker's candidate lists (`ranker.rank(products, params.candidates)`)."""
+    """Capped audiences of depth k from a fitted ranker's candidates (`ranker.rank(products, params.candidates)`)."""
     params.check(k)
     if params.max_exposures is None:
         return Allocation(truncate(candidates, k), {"capped": False, "k": int(k), **params.to_dict()})
@@ -731,4 +789,3 @@ def allocate(candidates: Recommendations, ranker: Any, k: int, params: Allocatio
         cold_start=candidates.cold_start,
     )
     return Allocation(recs, {"capped": True, "k": int(k), **params.to_dict(), **sol.stats})
-

@@ -127,7 +127,7 @@ def summary_markdown(
 
 
 def dataset_row(name: str, summary: EvaluationSummary, explore: Mapping[str, Any]) -> str:
-    """One row of the across-data-sets table: size, churn, loyalty, the test leader and the verdict at the headline k."""
+    """A row of the across-data-sets table: size, churn, loyalty, test leader and verdict at the headline k."""
     k = summary.protocol.headline_k
     best = summary.default_ranker
     verdict = next((v for v in summary.verdicts if v.k == k), None)
