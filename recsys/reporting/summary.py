@@ -17,6 +17,7 @@ TRADEOFF_JSON = Path("evaluation") / "tradeoff" / "results.json"
 OUTCOME_TEXT: dict[str, str] = {
     "cap_keeps_precision": "the smallest cap that keeps the precision the rule asks for",
     "every_cap_costs_precision": "every tested cap costs significant precision",
+    "limit_costs_precision": "no cap within the campaign limit keeps precision; the limit binds",
     "precision_undetermined": "precision cannot tell the caps apart; the exposure side decides",
     "no_cap_keeps_audiences": "every tested cap leaves audiences shorter than uncapped",
 }
@@ -47,8 +48,12 @@ def summary_markdown(
     explore: Mapping[str, Any],
     cache: Mapping[str, Any],
     tradeoff: TradeoffResults | None = None,
+    dataset_link: str = "",
 ) -> str:
-    """reports/summary.md from the evaluation summary, the explore / cache metrics and the cap trade-off."""
+    """One data set's part of reports/summary.md: evaluation, explore / cache metrics and the cap trade-off.
+
+    ``dataset_link`` is the relative prefix of that data set's reports (the cache report sits at the top level).
+    """
     k = summary.protocol.headline_k
     test = summary.split("test")
     rnd, orc = summary.reference("random_expected"), summary.reference("oracle")
@@ -119,9 +124,9 @@ def summary_markdown(
         "",
         cap_check_markdown(tradeoff, cache),
         "",
-        "Full reports: [evaluate](evaluate.html), [cf_proof](cf_proof.html), [evaluation "
-        "report](evaluation/report.md), "
-        "[explore](explore.html), [cache](../../cache.html).",
+        f"Full reports: [evaluate]({dataset_link}evaluate.html), [cf_proof]({dataset_link}cf_proof.html), "
+        f"[evaluation report]({dataset_link}evaluation/report.md), [explore]({dataset_link}explore.html), "
+        "[cache](cache.html).",
     ]
     return "\n".join(lines) + "\n"
 
