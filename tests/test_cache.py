@@ -181,8 +181,13 @@ CAP = 4
 
 @pytest.mark.parametrize("ranker", ["activity", "content"])
 def test_capped_cache_invariants_on_the_built_cache(tmp_path: Path, int_log: pd.DataFrame, ranker: str) -> None:
-    manifest = build(int_log, tmp_path, ranker=ranker, export="csv",
-                     allocation={"max_exposures": CAP, "min_audience": 2, "candidates": 40})
+    manifest = build(
+        int_log,
+        tmp_path,
+        ranker=ranker,
+        export="csv",
+        allocation={"max_exposures": CAP, "min_audience": 2, "candidates": 40},
+    )
     alloc = manifest.allocation
     assert alloc.max_exposures == CAP and alloc.depth == N and alloc.min_audience == 2 and alloc.capped
     assert alloc.candidates == 40 and alloc.stats.capped is True and alloc.stats.k == N
@@ -295,6 +300,9 @@ def test_build_cache_from_params(tmp_path: Path, int_log: pd.DataFrame) -> None:
     assert manifest.ranker and manifest.n >= 1 and "features" in manifest.ranker_params
     lookup = AudienceLookup.open(tmp_path / "cache")
     assert len(lookup) == int_log["product_id"].nunique()
+    assert manifest.dataset is None and read_manifest(tmp_path / "cache").dataset is None  # a file given by path
+    named = build_cache(int_log, "activity", {}, tmp_path / "named", n=N, dataset="online_retail")
+    assert named.dataset == read_manifest(tmp_path / "named").dataset == "online_retail"
 
 
 MANIFEST_DAMAGES = {
