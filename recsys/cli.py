@@ -235,10 +235,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] 
     "generate": ("write the synthetic default log (case-study CSV format)", _generate),
     "prepare": ("read a raw log into the canonical Parquet, quarantining bad rows", _prepare),
     "profile": ("print the profile statistics vs the published profile", _profile),
-    "evaluate": ("run the evaluation (validation tuning, one test scoring) into reports/evaluation", _evaluate),
+    "evaluate": ("run the evaluation (validation tuning, one test scoring) of a data set into its reports", _evaluate),
     "tradeoff": ("evaluate the default ranker's audiences under exposure caps and recommend a cap", _tradeoff),
     "build-cache": ("build the top-N audience cache for every product", _build_cache),
-    "notebook": ("execute a pipeline notebook (papermill, kernel 'recsys') into reports/ + HTML", _notebook),
+    "notebook": ("execute a pipeline notebook (papermill: explore, evaluate, cf_proof, cache, sensitivity)", _notebook),
     "sensitivity": (
         "evaluate synthetic logs across the generator's unpinned settings into reports/sensitivity",
         _sensitivity,

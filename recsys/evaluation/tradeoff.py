@@ -1,8 +1,8 @@
 """The exposure-cap trade-off as typed results, the rule that recommends a cap, and its generated text.
 
 Written once by the ``tradeoff`` stage (``recsys tradeoff``, recsys.evaluation.tradeoff_run) as
-``tradeoff.json`` next to the evaluation summary; read by the evaluate report, ``recsys summary`` and
-anyone else with ``read_tradeoff``. Nothing is fitted or allocated here.
+``<evaluation dir>/tradeoff/results.json`` (reports/datasets/<name>/evaluation/tradeoff/); read by the
+evaluate report, ``recsys summary`` and anyone else with ``read_tradeoff``. Nothing is fitted or allocated here.
 
 Recommendation rule (``recommend``; params/evaluate.yaml, block ``tradeoff``). Every tested cap c is
 compared with the uncapped lists at the headline k by the evaluation's paired customer sign-flip test,
