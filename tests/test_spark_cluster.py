@@ -17,10 +17,7 @@ from recsys.cache.build import build_cache
 from recsys.cache.lookup import AUDIENCE_NAME, AudienceLookup
 from recsys.cache.manifest import read_manifest
 
-try:
-    from _logs import random_log
-except ImportError:  # tests collected as a package
-    from tests._logs import random_log
+from _logs import random_log
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is part of the project's `spark` extra (make setup installs it)")
 

@@ -16,10 +16,7 @@ from recsys.cache.lookup import AUDIENCE_NAME, LOOKUP_ARRAYS, MANIFEST_NAME, Aud
 from recsys.cache.manifest import read_manifest
 from recsys.rankers import make_ranker
 
-try:
-    from _logs import frame, random_log
-except ImportError:  # tests collected as a package
-    from tests._logs import frame, random_log
+from _logs import frame, random_log
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is part of the project's `spark` extra (make setup installs it)")
 
