@@ -181,8 +181,13 @@ CAP = 4
 
 @pytest.mark.parametrize("ranker", ["activity", "content"])
 def test_capped_cache_invariants_on_the_built_cache(tmp_path: Path, int_log: pd.DataFrame, ranker: str) -> None:
-    manifest = build(int_log, tmp_path, ranker=ranker, export="csv",
-                     allocation={"max_exposures": CAP, "min_audience": 2, "candidates": 40})
+    manifest = build(
+        int_log,
+        tmp_path,
+        ranker=ranker,
+        export="csv",
+        allocation={"max_exposures": CAP, "min_audience": 2, "candidates": 40},
+    )
     alloc = manifest.allocation
     assert alloc.max_exposures == CAP and alloc.depth == N and alloc.min_audience == 2 and alloc.capped
     assert alloc.candidates == 40 and alloc.stats.capped is True and alloc.stats.k == N

@@ -35,7 +35,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,6 @@ import pyarrow.parquet as pq
 from recsys import config
 from recsys.allocation import AllocationParams, allocate, exposure_metrics, truncate
 from recsys.allocation.exposure import DEFAULT_KS, returning_customers
-from recsys.data.contract import CANONICAL_COLUMNS, load_prepared
-from recsys.data.ids import id_array as as_id_array, id_kind
 from recsys.cache.lookup import (
     AUDIENCE_NAME,
     EXPORT_STEM,
@@ -76,6 +74,9 @@ from recsys.cache.manifest import (
     read_manifest,
     write_manifest,
 )
+from recsys.data.contract import CANONICAL_COLUMNS, load_prepared
+from recsys.data.ids import id_array as as_id_array
+from recsys.data.ids import id_kind
 from recsys.engines import check_engine
 from recsys.rankers import Recommendations, make_ranker
 
@@ -116,7 +117,9 @@ def fingerprint_frame(interactions: pd.DataFrame) -> str:
 
 def canonical_order(interactions: pd.DataFrame) -> pd.DataFrame:
     """Rows sorted by customer, product, date, event: float sums, hence the cache bytes, ignore input row order."""
-    keys = [c for c in ("customer_id", "product_id", "event_date", "event", "product_name") if c in interactions.columns]
+    keys = [
+        c for c in ("customer_id", "product_id", "event_date", "event", "product_name") if c in interactions.columns
+    ]
     return interactions.sort_values(keys, kind="stable", na_position="last", ignore_index=True)
 
 
@@ -168,7 +171,9 @@ def _arrow_ids(values: np.ndarray) -> pa.Array:
     return pa.array(values, type=pa.string())
 
 
-def audience_slice(product_ids: np.ndarray, ranks: np.ndarray, customer_ids: np.ndarray, scores: np.ndarray) -> pa.Table:
+def audience_slice(
+    product_ids: np.ndarray, ranks: np.ndarray, customer_ids: np.ndarray, scores: np.ndarray
+) -> pa.Table:
     """One Arrow slice of the cache's long table (product_id, rank int32, customer_id, score float32)."""
     return pa.table(
         {
@@ -207,7 +212,12 @@ def write_parquet_atomic(batches: Iterable[pa.Table], path: Path) -> str:
         for table in batches:
             if writer is None:
                 writer = pq.ParquetWriter(
-                    tmp, table.schema, compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True
+                    tmp,
+                    table.schema,
+                    compression="zstd",
+                    compression_level=3,
+                    use_dictionary=True,
+                    write_statistics=True,
                 )
             writer.write_table(table, row_group_size=PARQUET_ROW_GROUP)
         if writer is None:
@@ -325,7 +335,7 @@ def prune_lookup_dirs(cache_dir: Path, keep: int, current: str) -> list[str]:
     """Delete all but the `keep` most recently written lookup dirs (never `current`); return the removed names."""
     found = [p for p in cache_dir.glob(f"{LOOKUP_PREFIX}*") if p.is_dir()]
     dirs = [p.name for p in sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))]
-    survivors = set(dirs[-max(keep, 1):]) | {current}
+    survivors = set(dirs[-max(keep, 1) :]) | {current}
     removed = [d for d in dirs if d not in survivors]
     for d in removed:
         shutil.rmtree(cache_dir / d, ignore_errors=True)
@@ -340,7 +350,9 @@ def export_original(recs: Recommendations, cache_dir: Path, fmt: str) -> Path:
 def export_slices(slices: Iterable[pa.Table], cache_dir: Path, fmt: str) -> Path:
     """Write audience slices in the original project's layout (product_id, customer_id, score, rank)."""
     if fmt not in ("csv", "parquet"):
-        raise ValueError(f"cache export must be null, 'csv' or 'parquet', got {fmt!r} (params/cache.yaml: cache.export)")
+        raise ValueError(
+            f"cache export must be null, 'csv' or 'parquet', got {fmt!r} (params/cache.yaml: cache.export)"
+        )
     batches = (t.select(["product_id", "customer_id", "score", "rank"]) for t in slices)
     path = cache_dir / f"{EXPORT_STEM}.{fmt}"
     if fmt == "parquet":
@@ -376,7 +388,9 @@ def jsonable(value: Any) -> Any:
 def check_export(export: str | None) -> None:
     """Raise if cache.export is not null, 'csv' or 'parquet'."""
     if export not in (None, "csv", "parquet"):
-        raise ValueError(f"cache export must be null, 'csv' or 'parquet', got {export!r} (params/cache.yaml: cache.export)")
+        raise ValueError(
+            f"cache export must be null, 'csv' or 'parquet', got {export!r} (params/cache.yaml: cache.export)"
+        )
 
 
 def write_cache(
@@ -400,8 +414,15 @@ def write_cache(
     lookup_dir = write_lookup_dir(cache_dir, arrays, version)
     exported = export_original(recs, cache_dir, export) if export else None
     return commit_manifest(
-        cache_dir, arrays, meta, exposure, version=version, lookup_dir=lookup_dir, audience_sha=audience_sha,
-        exported=exported, keep=keep,
+        cache_dir,
+        arrays,
+        meta,
+        exposure,
+        version=version,
+        lookup_dir=lookup_dir,
+        audience_sha=audience_sha,
+        exported=exported,
+        keep=keep,
     )
 
 
@@ -450,7 +471,9 @@ def commit_manifest(
             product_id=id_kind(arrays["product_ids"]),
             customer_id="str" if arrays["customer_vocab"].dtype.kind == "U" else "int",
         ),
-        files=CacheFiles(audience=AUDIENCE_NAME, audience_sha256=audience_sha, export=exported.name if exported else None),
+        files=CacheFiles(
+            audience=AUDIENCE_NAME, audience_sha256=audience_sha, export=exported.name if exported else None
+        ),
     )
     write_manifest(cache_dir, manifest)
     prune_lookup_dirs(cache_dir, keep, lookup_dir)
@@ -459,7 +482,9 @@ def commit_manifest(
 
 def global_fallback(ranker: Any, catalogue: np.ndarray, n: int) -> Recommendations:
     """The ranker's answer for a product it never saw: its global order, used for cold-start lookups."""
-    return ranker.rank(np.asarray([cold_sentinel(catalogue)], dtype=object if id_kind(catalogue) == "str" else np.int64), n)
+    return ranker.rank(
+        np.asarray([cold_sentinel(catalogue)], dtype=object if id_kind(catalogue) == "str" else np.int64), n
+    )
 
 
 def ranked_audiences(
@@ -491,7 +516,9 @@ def arrays_recommendations(arrays: Mapping[str, np.ndarray]) -> Recommendations:
 
 def allocation_info(params: AllocationParams, n: int, seed: int, stats: Mapping[str, Any]) -> AllocationInfo:
     """The manifest's allocation block: the settings, the depth and seed, and what the allocation did."""
-    return AllocationInfo(**params.to_dict(), depth=int(n), seed=int(seed), stats=AllocationStats.from_stats(dict(stats)))
+    return AllocationInfo(
+        **params.to_dict(), depth=int(n), seed=int(seed), stats=AllocationStats.from_stats(dict(stats))
+    )
 
 
 def uncapped_allocation(allocation: Mapping[str, Any] | None, n: int, seed: int) -> AllocationInfo:
@@ -501,8 +528,12 @@ def uncapped_allocation(allocation: Mapping[str, Any] | None, n: int, seed: int)
 
 
 def exposure_summary(
-    served: Recommendations, uncapped: Recommendations, reachable: np.ndarray, n: int,
-    exposure: Mapping[str, Any] | None, seed: int,
+    served: Recommendations,
+    uncapped: Recommendations,
+    reachable: np.ndarray,
+    n: int,
+    exposure: Mapping[str, Any] | None,
+    seed: int,
 ) -> CacheExposure:
     """Exposure metrics of the uncapped top-n and of the served audiences (cut-offs above n use the whole list);
     `reachable` = ids of the customers with dated events on >= 2 distinct days (``returning_customers``)."""
@@ -513,7 +544,9 @@ def exposure_summary(
     ks = sorted({min(int(k), n) for k in cfg.get("ks", DEFAULT_KS)})
     kwargs: dict[str, Any] = {"reachable": reachable, "pairs": int(cfg.get("pairs", 10_000)), "seed": seed}
     before = ExposureSide.model_validate(exposure_metrics(uncapped, ks, **kwargs).to_dict())
-    after = before if served is uncapped else ExposureSide.model_validate(exposure_metrics(served, ks, **kwargs).to_dict())
+    after = (
+        before if served is uncapped else ExposureSide.model_validate(exposure_metrics(served, ks, **kwargs).to_dict())
+    )
     return CacheExposure(reachable="customers with dated events on >= 2 distinct days", uncapped=before, served=after)
 
 
@@ -628,6 +661,12 @@ def cache_facts(cache_dir: Path) -> dict[str, Any]:
     """Version, shape and on-disk size of a cache (for benchmark and load-test reports)."""
     manifest = read_manifest(cache_dir)
     size = sum(p.stat().st_size for p in (cache_dir / manifest.lookup_dir).glob("*.npy"))
-    return {"dir": config.relative(cache_dir), "version": manifest.version, "ranker": manifest.ranker,
-            "n": manifest.n, "products": manifest.counts.products, "rows": manifest.counts.rows,
-            "lookup_arrays_mb": round(size / 2**20, 1)}
+    return {
+        "dir": config.relative(cache_dir),
+        "version": manifest.version,
+        "ranker": manifest.ranker,
+        "n": manifest.n,
+        "products": manifest.counts.products,
+        "rows": manifest.counts.rows,
+        "lookup_arrays_mb": round(size / 2**20, 1),
+    }

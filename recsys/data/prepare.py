@@ -19,10 +19,10 @@ from recsys.data.contract import (
     DATE_DTYPE,
     NEGATIVE_OPS,
     NUMERIC_OPS,
+    UNDATED_POLICY,
     DataContractError,
     RowFilter,
     SourceSpec,
-    UNDATED_POLICY,
     narrow_ids,
     parse_dates,
     read_raw,
@@ -72,7 +72,9 @@ def _join_name(raw: pd.DataFrame, cols: list[str]) -> pd.Series:
     return name.mask(name == "")
 
 
-def _events(raw: pd.DataFrame, cols: list[str], spec: SourceSpec) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
+def _events(
+    raw: pd.DataFrame, cols: list[str], spec: SourceSpec
+) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
     """Normalised canonical events plus masks: missing, unknown, deliberately excluded."""
     n = len(raw)
     if not cols:
@@ -96,8 +98,14 @@ def filter_passes(values: pd.Series, f: RowFilter) -> np.ndarray:
     if numeric:
         num = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         value = float(f.value)
-        compare = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal,
-                   "==": np.equal, "!=": np.not_equal}[f.op]
+        compare = {
+            ">": np.greater,
+            ">=": np.greater_equal,
+            "<": np.less,
+            "<=": np.less_equal,
+            "==": np.equal,
+            "!=": np.not_equal,
+        }[f.op]
         with np.errstate(invalid="ignore"):
             holds = compare(num, value) & ~np.isnan(num)
         if f.op == "!=":
@@ -220,7 +228,14 @@ def prepare(
             f"see {quarantine_path} and check the column mapping / event_map in params/prepare.yaml"
         )
     _write_atomic_parquet(table, output_path)
-    log.info("prepared %s in %.1f s: %d rows in, %d kept, rejected %s", input_path, time.perf_counter() - t0, len(raw), len(table), rejected)
+    log.info(
+        "prepared %s in %.1f s: %d rows in, %d kept, rejected %s",
+        input_path,
+        time.perf_counter() - t0,
+        len(raw),
+        len(table),
+        rejected,
+    )
     return summary
 
 

@@ -12,5 +12,7 @@ ENGINES: tuple[str, ...] = ("pandas", "spark")
 def check_engine(engine: str) -> str:
     """The engine name, or a ValueError naming the param and the choices."""
     if engine not in ENGINES:
-        raise ValueError(f"cache.engine must be one of {ENGINES}, got {engine!r} (params/cache.yaml: cache.engine, or --engine)")
+        raise ValueError(
+            f"cache.engine must be one of {ENGINES}, got {engine!r} (params/cache.yaml: cache.engine, or --engine)"
+        )
     return engine

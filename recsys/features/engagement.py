@@ -95,7 +95,7 @@ class FeatureParams:
             raise ValueError(f"features.undated_decay must be in [0, 1], got {self.undated_decay}")
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> "FeatureParams":
+    def from_params(cls, params: Mapping[str, Any] | None) -> FeatureParams:
         """Build from the params/features.yaml structure ({features: ..., engagement: ...}); missing keys keep defaults."""
         params = params or {}
         feats = dict(params.get("features") or {})
@@ -111,7 +111,7 @@ class FeatureParams:
             weights={**DEFAULT_ENGAGEMENT_WEIGHTS, **(eng.get("weights") or {})},
         )
 
-    def with_(self, **changes: Any) -> "FeatureParams":
+    def with_(self, **changes: Any) -> FeatureParams:
         """A copy with some knobs changed."""
         return replace(self, **changes)
 
@@ -183,7 +183,9 @@ def reference_us(params: FeatureParams, us: np.ndarray, dated: np.ndarray) -> in
     return int(us[dated].max()) if dated.any() else None
 
 
-def decay_factors(us: np.ndarray, dated: np.ndarray, ref_us: int | None, decay_days: float, undated: float) -> np.ndarray:
+def decay_factors(
+    us: np.ndarray, dated: np.ndarray, ref_us: int | None, decay_days: float, undated: float
+) -> np.ndarray:
     """exp(-days_ago / decay_days) for dated rows (days clipped at 0), `undated` for undated rows."""
     out = np.full(len(us), undated, dtype=np.float64)
     if ref_us is not None and dated.any():
@@ -306,7 +308,9 @@ def avg_event_score_for(raw: pd.DataFrame, event_weights: Mapping[str, float]) -
     cols = [c for c in raw.columns if c.startswith(DECAYED_PREFIX)]
     cats = [c[len(DECAYED_PREFIX) :] for c in cols]
     w = event_weight_vector(cats, {**DEFAULT_EVENT_WEIGHTS, **event_weights})
-    return weighted_event_average(raw[cols].to_numpy(dtype=np.float64), w, raw["total_interactions"].to_numpy(dtype=np.float64))
+    return weighted_event_average(
+        raw[cols].to_numpy(dtype=np.float64), w, raw["total_interactions"].to_numpy(dtype=np.float64)
+    )
 
 
 def weight_vector(weights: Mapping[str, float]) -> np.ndarray:
@@ -338,7 +342,7 @@ class EngagementModel:
         self._event_score: dict[tuple[str, tuple[float, ...]], np.ndarray] = {}
 
     @classmethod
-    def fit(cls, interactions: pd.DataFrame, params: FeatureParams | None = None) -> "EngagementModel":
+    def fit(cls, interactions: pd.DataFrame, params: FeatureParams | None = None) -> EngagementModel:
         """Compute the raw features of every customer (index sorted by customer id)."""
         params = params or FeatureParams()
         return cls(compute_raw_features(interactions, params), params)
@@ -379,7 +383,9 @@ class EngagementModel:
         if dict(params.event_weights) == dict(self.params.event_weights):
             return matrix
         out = matrix.copy()
-        out[:, FEATURE_NAMES.index("avg_event_score")] = self._avg_event_score(params.event_weights, params.normalisation)
+        out[:, FEATURE_NAMES.index("avg_event_score")] = self._avg_event_score(
+            params.event_weights, params.normalisation
+        )
         return out
 
     def engagement(self, params: FeatureParams | None = None) -> np.ndarray:

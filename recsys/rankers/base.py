@@ -21,9 +21,9 @@ product's own customers); ``collect`` runs any block ranker over a request into 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -46,15 +46,15 @@ class Ranker(Protocol):
     name: str
     knobs: tuple[str, ...]  # params paths a re-score may change without a refit
 
-    def fit(self, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> "Ranker": ...
+    def fit(self, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> Ranker: ...
 
-    def rank(self, product_ids: np.ndarray | Sequence, k: int) -> "Recommendations": ...
+    def rank(self, product_ids: np.ndarray | Sequence, k: int) -> Recommendations: ...
 
-    def with_params(self, changes: Mapping[str, Any]) -> "Ranker": ...
+    def with_params(self, changes: Mapping[str, Any]) -> Ranker: ...
 
     def rescore(
         self, product_ids: np.ndarray | Sequence, k: int, changes: Mapping[str, Any] | None = None
-    ) -> "Recommendations": ...
+    ) -> Recommendations: ...
 
 
 def _id_series(values: np.ndarray, name: str) -> pd.Series:
@@ -134,7 +134,7 @@ class History:
         return int(len(self.product_ids))
 
     @classmethod
-    def build(cls, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> "History":
+    def build(cls, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> History:
         """Index the fit rows (every row counts, dated or not) and the exclusion-only pairs of `exclude`."""
         if len(interactions) == 0:
             raise ValueError("cannot fit a ranker on an empty interactions table")
@@ -194,7 +194,7 @@ class GlobalOrder:
     stride: int
 
     @classmethod
-    def build(cls, order: np.ndarray, user_scores: np.ndarray, history: History) -> "GlobalOrder":
+    def build(cls, order: np.ndarray, user_scores: np.ndarray, history: History) -> GlobalOrder:
         """Index exclusions as sorted (position - rank) keys so top-k needs one searchsorted."""
         n_users = history.n_users
         pos = np.empty(n_users, dtype=np.int64)

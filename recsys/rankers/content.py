@@ -104,7 +104,7 @@ class ContentRanker(GlobalRanker):
         self.estimate_ = (self.tokens_ @ per_token).astype(np.int64)  # upper bound of candidates per product
         self.__dict__.pop("user_postings_", None)  # score_pairs' transposed postings belong to the old knobs
 
-    def with_weight(self, weight: float) -> "ContentRanker":
+    def with_weight(self, weight: float) -> ContentRanker:
         """A copy that shares this fitted token model but blends with another affinity_weight (no refit)."""
         return self.with_params({"affinity_weight": float(weight)})
 
@@ -117,7 +117,9 @@ class ContentRanker(GlobalRanker):
         row = self.x_[code]
         toks = row.indices
         postings = sp.csr_matrix(truncate_postings(sp.csc_matrix(self.profiles_[:, toks]), eng, cap).T)
-        aff = sp.csr_matrix(sp.csr_matrix((row.data, np.arange(len(toks)), [0, len(toks)]), shape=(1, len(toks))) @ postings)
+        aff = sp.csr_matrix(
+            sp.csr_matrix((row.data, np.arange(len(toks)), [0, len(toks)]), shape=(1, len(toks))) @ postings
+        )
         score = (1.0 - weight) * eng
         score[aff.indices] = weight * aff.data + (1.0 - weight) * eng[aff.indices]
         return score, ()
@@ -196,4 +198,3 @@ class ContentRanker(GlobalRanker):
         requested = id_array(product_ids)
         codes = self.history_.codes_of(requested)
         return collect(requested, codes, k, self._blocks(codes, k), self._rank_block, self.history_)
-

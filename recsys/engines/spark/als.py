@@ -31,7 +31,6 @@ from pyspark.sql import functions as F
 from recsys.engines.spark.topn import dense_index
 from recsys.rankers.factor import FACTOR_DEFAULTS
 
-
 SPARK_DEFAULTS: dict[str, Any] = {"spark_blocks": 1}  # MLlib user/item blocks (1 = reproducible, see above)
 GROUP_BASE = 4  # products are grouped by own(p) in powers of 4: the request stays under n + 4 own(p)
 
@@ -46,7 +45,9 @@ def als_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return merged
 
 
-def ratings(rows: DataFrame, users: DataFrame, items: DataFrame, event_weights: Mapping[str, float] | None) -> DataFrame:
+def ratings(
+    rows: DataFrame, users: DataFrame, items: DataFrame, event_weights: Mapping[str, float] | None
+) -> DataFrame:
     """(u, p, r): summed row weights per customer and product (1.0 per row unless event_weights), zeros dropped."""
     if event_weights:
         table = F.create_map(*[x for e, w in event_weights.items() for x in (F.lit(str(e)), F.lit(float(w)))])

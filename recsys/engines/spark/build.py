@@ -25,14 +25,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys import config
+from recsys.cache.build import arrays_recommendations, exposure_summary, jsonable, uncapped_allocation
+from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest, EngineInfo, InputCounts
 from recsys.engines.spark import als as spark_als
 from recsys.engines.spark.features import customer_features
 from recsys.engines.spark.io import fingerprint, read_interactions
 from recsys.engines.spark.session import SparkSettings, join_uri, local_path, spark_session
 from recsys.engines.spark.topn import TopOrder, customer_pairs, global_top_n, max_own, take_order
 from recsys.engines.spark.writer import StagedAudience, write_staged_cache
-from recsys.cache.build import arrays_recommendations, exposure_summary, jsonable, uncapped_allocation
-from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest, EngineInfo, InputCounts
 from recsys.features.engagement import FeatureParams
 
 SPARK_RANKERS: tuple[str, ...] = ("activity", "als", "recency")
@@ -61,14 +61,25 @@ def global_order(feats: DataFrame, ranker: str) -> DataFrame:
     """(customer_id, score, tie-break columns) of the activity or recency order."""
     if ranker == "recency":
         return feats.select(
-            "customer_id", F.col("recency").alias("score"), F.col("last_us").cast("double").alias("last_key"), "engagement"
+            "customer_id",
+            F.col("recency").alias("score"),
+            F.col("last_us").cast("double").alias("last_key"),
+            "engagement",
         )
     return feats.select("customer_id", F.col("engagement").alias("score"))
 
 
 def rank_products(
-    spark: SparkSession, rows: DataFrame, pairs: DataFrame, catalogue: DataFrame, ranker: str,
-    params: Mapping[str, Any], n: int, n_customers: int, partitions: int, parts: int,
+    spark: SparkSession,
+    rows: DataFrame,
+    pairs: DataFrame,
+    catalogue: DataFrame,
+    ranker: str,
+    params: Mapping[str, Any],
+    n: int,
+    n_customers: int,
+    partitions: int,
+    parts: int,
 ) -> tuple[DataFrame, TopOrder]:
     """(ranked rows range-partitioned by product into `parts`, cold-start fallback order) for one ranker."""
     if ranker == "als":
@@ -96,9 +107,12 @@ def stage(spark: SparkSession, ranked: DataFrame, catalogue: DataFrame, fallback
     ranked.sortWithinPartitions("product_id", "rank").write.mode("errorifexists").parquet(target)
     written = spark.read.parquet(target)
     counts = written.groupBy("product_id").agg(F.count(F.lit(1)).alias("size"))
-    sizes = catalogue.join(counts, "product_id", "left").select(
-        "product_id", F.coalesce(F.col("size"), F.lit(0)).cast("long").alias("size")
-    ).orderBy("product_id").toArrow()
+    sizes = (
+        catalogue.join(counts, "product_id", "left")
+        .select("product_id", F.coalesce(F.col("size"), F.lit(0)).cast("long").alias("size"))
+        .orderBy("product_id")
+        .toArrow()
+    )
     product_type = catalogue.schema["product_id"].dataType
     customer_type = written.schema["customer_id"].dataType if len(written.columns) else fallback.customer_type
     product_ids = sizes.column("product_id").to_numpy(zero_copy_only=False)
@@ -134,7 +148,7 @@ class Inputs:
     n_customers: int
 
     @classmethod
-    def read(cls, spark: SparkSession, uri: str) -> "Inputs":
+    def read(cls, spark: SparkSession, uri: str) -> Inputs:
         """Read and persist the canonical interactions at `uri`; an empty table is an error."""
         rows = read_interactions(spark, uri).persist()
         counts = rows.agg(
@@ -221,7 +235,11 @@ def build_cache_spark(
     t0 = time.perf_counter()
     inputs = Inputs.read(spark, uri)
     run = f"recsys-staging-{uuid.uuid4().hex[:12]}"
-    staging = join_uri(settings.staging, run) if settings.staging else Path(cache_dir).resolve().parent.joinpath(f".{run}").as_uri()
+    staging = (
+        join_uri(settings.staging, run)
+        if settings.staging
+        else Path(cache_dir).resolve().parent.joinpath(f".{run}").as_uri()
+    )
     log.info("spark build: read %d interactions in %.1f s", inputs.n_rows, time.perf_counter() - t0)
     try:
         t1 = time.perf_counter()
@@ -240,9 +258,7 @@ def build_cache_spark(
             engine=EngineInfo(name="spark", spark_version=spark.version, master=spark.sparkContext.master),
             fingerprint=fingerprint(spark, uri, inputs.rows),
             source=source if source is not None else uri,
-            counts=InputCounts(
-                interactions=inputs.n_rows, customers=inputs.n_customers, catalogue=inputs.n_products
-            ),
+            counts=InputCounts(interactions=inputs.n_rows, customers=inputs.n_customers, catalogue=inputs.n_products),
             allocation=uncapped_allocation(allocation, n, seed),
         )
         reachable = returning_customer_ids(inputs.rows)

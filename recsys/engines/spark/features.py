@@ -71,7 +71,9 @@ def raw_features(rows: DataFrame, params: FeatureParams) -> tuple[DataFrame, int
 
     decayed = rows.where(F.col("event").isNotNull()).withColumn("v", decay_column(ref, params))
     row_key = F.struct(F.col("product_id"), F.col("us").isNull().alias("undated"), F.col("us"), F.col("v"))
-    per_event = decayed.groupBy("customer_id", "event").agg(ordered_sum(F.array_sort(F.collect_list(row_key))).alias("d"))
+    per_event = decayed.groupBy("customer_id", "event").agg(
+        ordered_sum(F.array_sort(F.collect_list(row_key))).alias("d")
+    )
     term = F.struct(rank_of[F.col("event")].alias("k"), (F.col("d") * weight_of[F.col("event")]).alias("v"))
     scored = per_event.groupBy("customer_id").agg(ordered_sum(F.array_sort(F.collect_list(term))).alias("event_sum"))
 

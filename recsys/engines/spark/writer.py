@@ -145,7 +145,9 @@ def audience_stream(
         got_pids = ids_of(table.column("product_id"))
         got_ranks = np.asarray(table.column("rank").to_numpy(), dtype=np.int64)
         if not (np.array_equal(got_pids, pids) and np.array_equal(got_ranks, ranks)):
-            raise RuntimeError(f"Spark staging {staged.uri} is not sorted by (product_id, rank) with ranks 1..n near row {start}")
+            raise RuntimeError(
+                f"Spark staging {staged.uri} is not sorted by (product_id, rank) with ranks 1..n near row {start}"
+            )
         customers = ids_of(table.column("customer_id"))
         scores = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
         if customers_out is not None and scores_out is not None:
@@ -246,6 +248,13 @@ def write_staged_cache(
     exported = export_slices(audience_stream(staged), cache_dir, export) if export else None
     arrays = {key: np.load(cache_dir / lookup_dir / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
     return commit_manifest(
-        cache_dir, arrays, meta, exposure(arrays), version=version, lookup_dir=lookup_dir, audience_sha=digest,
-        exported=exported, keep=keep,
+        cache_dir,
+        arrays,
+        meta,
+        exposure(arrays),
+        version=version,
+        lookup_dir=lookup_dir,
+        audience_sha=digest,
+        exported=exported,
+        keep=keep,
     )
