@@ -290,7 +290,8 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         out.append(
             f"| {c['scale']} | {c['engine']} | {c['wall_s']} | {c['build_s']:.1f} | {c['peak_rss_gib']} | "
-            f"{c['interactions']:,} | {c['products']:,} | {c['rows']:,} | {c['load_avg_1m_before']} | {c['measured_at']} |"
+            f"{c['interactions']:,} | {c['products']:,} | {c['rows']:,} | {c['load_avg_1m_before']} | "
+            f"{c['measured_at']} |"
         )
     out += ["", *[f"- {line}" for line in report["findings"]], ""]
     volumes = report.get("content_volume", {})

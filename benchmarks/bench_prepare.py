@@ -33,7 +33,8 @@ else:
     from recsys.data.prepare import prepare
     rows = prepare(raw, out, PRESETS["case_study"]).rows_in
 wall = time.perf_counter() - t0
-print(json.dumps({"rows": rows, "wall_s": round(wall, 3), "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+peak_rss_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+print(json.dumps({"rows": rows, "wall_s": round(wall, 3), "peak_rss_mib": peak_rss_mib}))
 """
 
 

@@ -119,7 +119,7 @@ def high_churn_log(n_users: int = 1500, n_products: int = 150, seed: int = 0) ->
         days = np.sort(first + rng.exponential(20, size=n)) % 180
         own = rng.choice(n_products, size=n, p=pop) + 1
         own[1:] = np.where(rng.random(n - 1) < 0.3, own[0], own[1:])
-        for d, p in zip(days, own):
+        for d, p in zip(days, own, strict=True):
             cust.append(u * 7 + 3)  # sparse ids
             prod.append(int(p))
             ev = rng.choice(["purchased", "cart", "wishlist"], p=[0.35, 0.6, 0.05])

@@ -43,7 +43,7 @@ def co_purchase_log(
             for i, item in enumerate(picks[:7]):
                 rows.append((user, int(item), f"2023-01-{1 + i:02d}T10:00:00"))
             rows.append((user, int(picks[7]), "2023-03-01T10:00:00"))
-    c, p, d = zip(*rows)
+    c, p, d = zip(*rows, strict=True)
     return canonical(list(c), list(p), list(d))
 
 
@@ -253,7 +253,7 @@ def test_bgnbd_ranks_repeat_customers_first() -> None:
         days = np.sort(rng.choice(np.arange(0, 90), size=min(n_days, 90), replace=False))
         for d in days:
             rows.append((u, int(rng.integers(1, 40)), str(pd.Timestamp("2023-01-01") + pd.Timedelta(days=int(d)))))
-    c, p, d = zip(*rows)
+    c, p, d = zip(*rows, strict=True)
     log = canonical(list(c), list(p), list(d))
     r = BGNBDRanker({"horizon_days": 30}).fit(log)
     rec = r.rank(np.array([999]), 40)

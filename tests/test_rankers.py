@@ -282,7 +282,7 @@ def test_truncated_postings_keep_each_tokens_strongest_customers() -> None:
                 full.indices[full.indptr[t] : full.indptr[t + 1]],
                 full.data[full.indptr[t] : full.indptr[t + 1]],
             )
-            expected = sorted(zip(-vals, -priority[rows], rows))[:cap]
+            expected = sorted(zip(-vals, -priority[rows], rows, strict=True))[:cap]
             kept = got.indices[got.indptr[t] : got.indptr[t + 1]]
             assert sorted(kept.tolist()) == sorted(r for _, _, r in expected)
 

@@ -1,4 +1,4 @@
-"""The Spark engine (local[2]) against the pandas engine: same audiences, same artifact, clear errors, ALS invariants."""
+"""The Spark engine (local[2]) against the pandas engine: same audiences and artifact, clear errors, ALS invariants."""
 
 from __future__ import annotations
 
@@ -234,8 +234,8 @@ def test_als_invariants(spark: Any, tmp_path: Path) -> None:
     uri = write_log(log, tmp_path, "log")
     params = {"factors": 8, "iterations": 3, "regularization": 0.05, "seed": 7}
     first, fallback = spark_rankings(spark, uri, "als", params, N)
-    touched = set(zip(log["product_id"].tolist(), log["customer_id"].tolist()))
-    assert not {(p, c) for p, c in zip(first["product_id"], first["customer_id"])} & touched
+    touched = set(zip(log["product_id"].tolist(), log["customer_id"].tolist(), strict=True))
+    assert not {(p, c) for p, c in zip(first["product_id"], first["customer_id"], strict=True)} & touched
     n_customers = log["customer_id"].nunique()
     sizes = first.groupby("product_id").size()
     own = log.groupby("product_id")["customer_id"].nunique()

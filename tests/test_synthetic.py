@@ -164,7 +164,9 @@ def test_shuffle_names_keeps_the_name_multiset() -> None:
     same = shuffle_names(rng, name, alt, 1.0)
     assert same[0] is name and same[1] is alt
     new_name, new_alt = shuffle_names(rng, name, alt, 0.0)
-    assert sorted(zip(new_name, new_alt)) == sorted(zip(name, alt))  # pairs move together, none appears or vanishes
+    assert sorted(zip(new_name, new_alt, strict=True)) == sorted(
+        zip(name, alt, strict=True)
+    )  # pairs move together, none appears or vanishes
     assert (new_alt != alt).mean() > 0.99
     _, half_alt = shuffle_names(rng, name, alt, 0.5)
     assert 0.45 < (half_alt == alt).mean() < 0.56  # half keep their own name (+ a few drawn back by chance)

@@ -87,7 +87,7 @@ def _rounded(value: Any) -> Any:
 
 
 def gini(values: np.ndarray) -> float:
-    """Gini coefficient of non-negative values (population = every value given); raises on an empty or zero-sum input."""
+    """Gini coefficient of non-negative values (population = every value given); raises on empty or zero-sum input."""
     x = np.sort(np.asarray(values, dtype=np.float64))
     if len(x) == 0 or x.sum() <= 0:
         raise ValueError("the Gini coefficient needs at least one positive value")

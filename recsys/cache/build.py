@@ -7,13 +7,14 @@ Artifact directory (default ``recsys.config.CACHE_DIR``):
 - ``lookup-<version>/``: memory-mappable ``.npy`` arrays (see ``LOOKUP_ARRAYS``): product ids sorted
   ascending (int64, or fixed-width unicode for string ids), CSR ``offsets``, ``customers`` (the
   integer customer ids themselves, or for string ids int32 codes into the sorted fixed-width
-  ``customer_vocab``; empty for integer ids), ``scores`` (float32, as in the Parquet), per-product ``cold_start`` and the global
-  fallback (``global_customers``, ``global_scores``) served for products unseen at build time.
+  ``customer_vocab``; empty for integer ids), ``scores`` (float32, as in the Parquet), per-product
+  ``cold_start`` and the global fallback (``global_customers``, ``global_scores``) served for products unseen
+  at build time.
 - ``manifest.json``: a ``recsys.cache.manifest.CacheManifest`` (ranker + params, engine, input fingerprint,
   counts, N, the allocation settings (frequency cap, depth, candidates) and stats, exposure metrics before
-  and after the cap, id kinds, version and ``lookup_dir``). It is the commit point: writers finish the lookup directory first, then replace the
-  manifest with ``os.replace``; at most ``keep`` (default 2) lookup directories are kept (newest by
-  modification time, the live one always).
+  and after the cap, id kinds, version and ``lookup_dir``). It is the commit point: writers finish the lookup
+  directory first, then replace the manifest with ``os.replace``; at most ``keep`` (default 2) lookup
+  directories are kept (newest by modification time, the live one always).
 
 Same inputs and params give a byte-identical artifact directory: nothing time-dependent is written;
 the version is a digest of the served arrays, so a rebuild with the same content reuses its lookup

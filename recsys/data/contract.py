@@ -124,7 +124,8 @@ def check_filter(f: RowFilter, where: str) -> None:
         raise DataContractError(f"{where}.reason must be a snake_case name such as 'cancelled', got {f.reason!r}")
     if f.reason in REJECT_REASONS:
         raise DataContractError(
-            f"{where}.reason {f.reason!r} is a reason prepare gives itself; choose another name (reserved: {list(REJECT_REASONS)})"
+            f"{where}.reason {f.reason!r} is a reason prepare gives itself; choose another name "
+            f"(reserved: {list(REJECT_REASONS)})"
         )
 
 

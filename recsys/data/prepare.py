@@ -135,7 +135,7 @@ def canonicalise(raw: pd.DataFrame, cols: dict[str, list[str]], spec: SourceSpec
         sel = mask & (reason == "")
         reason[sel] = name
 
-    for f, column in zip(spec.filters, resolve_filter_columns(list(raw.columns), spec)):
+    for f, column in zip(spec.filters, resolve_filter_columns(list(raw.columns), spec), strict=True):
         flag(~filter_passes(raw[column], f), f.reason)
     cust = raw[cols["customer_id"][0]]
     prod = raw[cols["product_id"][0]]
@@ -224,7 +224,8 @@ def prepare(
     summary_path.write_text(json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if table.empty:
         raise DataContractError(
-            f"no valid rows in {input_path}: all {len(raw)} rows were rejected ({ {k: v for k, v in rejected.items() if v} }); "
+            f"no valid rows in {input_path}: all {len(raw)} rows were rejected "
+            f"({ {k: v for k, v in rejected.items() if v} }); "
             f"see {quarantine_path} and check the column mapping / event_map in params/prepare.yaml"
         )
     _write_atomic_parquet(table, output_path)

@@ -130,7 +130,7 @@ def event_stats(df: pd.DataFrame) -> dict[str, Any]:
         "event_counts": {str(k): int(v) for k, v in g.size().items()},
         "events_unique": {
             str(k): {"users": int(u), "products": int(p)}
-            for k, u, p in zip(g.size().index, g["customer_id"].nunique(), g["product_id"].nunique())
+            for k, u, p in zip(g.size().index, g["customer_id"].nunique(), g["product_id"].nunique(), strict=True)
         },
     }
 

@@ -1,4 +1,4 @@
-"""Execution engines of the cache build: ``pandas`` (single machine, recsys.rankers) and ``spark`` (recsys.engines.spark).
+"""Execution engines of the cache build: ``pandas`` (one machine, recsys.rankers) and ``spark`` (recsys.engines.spark).
 
 Nothing here imports pyspark: the Spark engine is imported only when ``cache.engine: spark`` asks for it,
 so the rest of the project runs without Java.

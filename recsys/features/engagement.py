@@ -96,7 +96,7 @@ class FeatureParams:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> FeatureParams:
-        """Build from the params/features.yaml structure ({features: ..., engagement: ...}); missing keys keep defaults."""
+        """Build from the params/features.yaml structure ({features: ..., engagement: ...}); absent keys: defaults."""
         params = params or {}
         feats = dict(params.get("features") or {})
         eng = dict(params.get("engagement") or {})
@@ -159,7 +159,7 @@ def event_weight_vector(
     categories: list[str], weights: Mapping[str, float], present: np.ndarray | None = None
 ) -> np.ndarray:
     """Weight of every event category (0 if absent); an event present in the data without a weight is an error."""
-    used = categories if present is None else [c for c, p in zip(categories, present) if p]
+    used = categories if present is None else [c for c, p in zip(categories, present, strict=True) if p]
     missing = [c for c in used if c not in weights]
     if missing:
         raise ValueError(
@@ -389,7 +389,7 @@ class EngagementModel:
         return out
 
     def engagement(self, params: FeatureParams | None = None) -> np.ndarray:
-        """Engagement of every customer (raw-feature row order) under the knobs of `params` (default: the fitted ones)."""
+        """Engagement of every customer (raw-feature row order) under the knobs of `params` (default: fitted ones)."""
         params = params or self.params
         return self.normalised_for(params) @ weight_vector(params.weights)
 

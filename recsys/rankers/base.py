@@ -329,9 +329,9 @@ ENGAGEMENT_PATHS: tuple[str, ...] = ("features.features.event_weights", "feature
 
 
 def top_k_codes(score: np.ndarray, k: int, exclude: np.ndarray, tie_breaks: Sequence[np.ndarray] = ()) -> np.ndarray:
-    """Codes of the k best customers by descending score, then descending tie-breaks, then ascending code, skipping `exclude`.
+    """Codes of the k best customers by descending score, descending tie-breaks, ascending code; skips `exclude`.
 
-    The same order as ``ordered`` + ``GlobalOrder.top`` for one product, in O(customers) (argpartition) instead of a sort.
+    The same order as ``ordered`` + ``GlobalOrder.top`` for one product, in O(customers) (argpartition), not a sort.
     """
     masked = np.array(score, dtype=np.float64, copy=True)
     masked[np.asarray(exclude, dtype=np.int64)] = -np.inf
@@ -412,7 +412,7 @@ class GlobalRanker:
         return new
 
     def with_params(self, changes: Mapping[str, Any]) -> Self:
-        """A fitted copy re-scored with changed knobs (shares the fitted state; equals a refit with the merged params)."""
+        """A fitted copy re-scored with changed knobs (shares the fitted state; equals a refit with merged params)."""
         new = self._with_knobs(changes)
         new._build_order()
         return new
@@ -502,7 +502,7 @@ def cost_blocks(cost: np.ndarray, budget: int) -> Iterator[slice]:
     budget = max(1, int(budget))
     cuts = np.searchsorted(cum, np.arange(1, int(cum[-1] // budget) + 1) * budget, side="left")
     edges = np.unique(np.concatenate([[0], cuts, [len(cost)]]))
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
         yield slice(int(a), int(b))
 
 

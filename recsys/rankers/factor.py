@@ -220,7 +220,8 @@ class FactorRanker(FixedRanker):
         self.params = _merged(FACTOR_DEFAULTS, params)
         if int(self.params["factors"]) <= 0 or int(self.params["iterations"]) <= 0:
             raise ValueError(
-                f"{self.name}: factors and iterations must be > 0, got {self.params['factors']}, {self.params['iterations']}"
+                f"{self.name}: factors and iterations must be > 0, "
+                f"got {self.params['factors']}, {self.params['iterations']}"
             )
 
     def _model(self) -> Any:

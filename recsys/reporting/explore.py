@@ -132,7 +132,7 @@ def category_examples(df: pd.DataFrame, inferred: pd.DataFrame, per_category: in
 
 
 def loyalty_figure(axes: dict[str, Any]) -> Figure:
-    """Observed vs chance share of returning customers who come back to a known category (inferred / true categories)."""
+    """Observed vs chance share of returning customers who come back to a known category (inferred / true ones)."""
     sides = [("inferred categories", axes["loyalty_inferred"])]
     if axes["loyalty_true"] is not None:
         sides.append(("true categories", axes["loyalty_true"]))

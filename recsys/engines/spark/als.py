@@ -82,7 +82,7 @@ def fit(rows: DataFrame, params: Mapping[str, Any], partitions: int) -> tuple[AL
 
 
 def top_n(model: ALSModel, pairs: DataFrame, users: DataFrame, items: DataFrame, n: int, n_users: int) -> DataFrame:
-    """(product_id, rank, customer_id, score): each product's best n customers by factor score, own customers excluded."""
+    """(product_id, rank, customer_id, score): each product's best n customers by factor score, own ones excluded."""
     own = pairs.groupBy("product_id").agg(F.count(F.lit(1)).alias("own")).join(items, "product_id")
     bucket = F.ceil(F.log(float(GROUP_BASE), F.col("own").cast("double")) - F.lit(1e-9)).cast("int")
     own = own.withColumn("b", F.greatest(bucket, F.lit(0)))

@@ -102,7 +102,7 @@ def output_parts(n_products: int, n: int, settings: SparkSettings) -> int:
 
 
 def stage(spark: SparkSession, ranked: DataFrame, catalogue: DataFrame, fallback: TopOrder, uri: str) -> StagedAudience:
-    """Write the (range-partitioned) ranked rows sorted by (product_id, rank) under `uri`; collect sizes and vocabulary."""
+    """Write the (range-partitioned) ranked rows sorted by (product_id, rank) under `uri`; collect sizes, vocabulary."""
     target = join_uri(uri, "audience")
     ranked.sortWithinPartitions("product_id", "rank").write.mode("errorifexists").parquet(target)
     written = spark.read.parquet(target)

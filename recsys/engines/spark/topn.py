@@ -65,7 +65,7 @@ def top_frame(spark: SparkSession, top: TopOrder) -> DataFrame:
         ]
     )
     ids = top.customer_ids.tolist()
-    data = list(zip(range(len(top)), ids, top.scores.tolist()))
+    data = list(zip(range(len(top)), ids, top.scores.tolist(), strict=True))
     return spark.createDataFrame(data, schema=schema)
 
 

@@ -226,9 +226,10 @@ def write_staged_cache(
     export: str | None = None,
     keep: int = 2,
 ) -> CacheManifest:
-    """audience.parquet, a new lookup dir and (last, atomically) manifest.json from Spark's staging; return the manifest.
+    """Write audience.parquet, a new lookup dir and (last, atomically) manifest.json from Spark's staging.
 
-    `exposure` computes the manifest's exposure metrics from the written (memory-mapped) lookup arrays.
+    Returns the manifest. `exposure` computes the manifest's exposure metrics from the written (memory-mapped)
+    lookup arrays.
     """
     check_export(export)
     cache_dir = Path(cache_dir)
