@@ -32,7 +32,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -420,7 +420,7 @@ def parse_dates(values: pd.Series, date_format: str, timezone: str = "UTC") -> p
     s = values.astype("string[pyarrow]").str.strip()
     if date_format in {"epoch_ms", "epoch_s"}:
         num = pd.to_numeric(s, errors="coerce")
-        unit = "ms" if date_format == "epoch_ms" else "s"
+        unit: Literal["ms", "s"] = "ms" if date_format == "epoch_ms" else "s"
         return pd.to_datetime(num, unit=unit, utc=True, errors="coerce").astype(DATE_DTYPE)
     fmt = "ISO8601" if date_format == "iso" else date_format
     if date_format == "iso":

@@ -118,7 +118,8 @@ def filter_passes(values: pd.Series, f: RowFilter) -> np.ndarray:
     else:  # == / != as text
         hit = (text == str(f.value)).fillna(False).to_numpy(dtype=bool)
     hit = hit & ~missing
-    return ~hit if f.op in NEGATIVE_OPS else hit
+    passes: np.ndarray = ~hit if f.op in NEGATIVE_OPS else hit
+    return passes
 
 
 def canonicalise(raw: pd.DataFrame, cols: dict[str, list[str]], spec: SourceSpec) -> tuple[pd.DataFrame, pd.Series]:
@@ -214,7 +215,7 @@ def prepare(
         kept=len(table),
         rejected=rejected,
         undated_kept=int(table["event_date"].isna().sum()),
-        events_kept={e: int(c) for e, c in table["event"].value_counts(sort=False).items()},
+        events_kept={str(e): int(c) for e, c in table["event"].value_counts(sort=False).items()},
         users=int(table["customer_id"].nunique()),
         products=int(table["product_id"].nunique()),
         id_dtypes={c: str(table[c].dtype) for c in ("customer_id", "product_id")},

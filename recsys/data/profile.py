@@ -17,7 +17,8 @@ def load_profile(path: Path | None = None) -> dict[str, Any]:
     path = path or PROFILE_PATH
     if not path.is_file():
         raise FileNotFoundError(f"published profile {path} not found ")
-    return json.loads(path.read_text(encoding="utf-8"))
+    profile: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return profile
 
 
 def _pct(x: float) -> float:
@@ -88,8 +89,14 @@ def time_stats(df: pd.DataFrame) -> dict[str, Any]:
             "max": int(per_day.max()),
         },
         "share_in_last_30_60_90_days_pct": [_pct((dates > end - pd.Timedelta(days=d)).mean()) for d in (30, 60, 90)],
-        "median_date": dates.quantile(0.5).isoformat(),
+        "median_date": _date_quantile(dates, 0.5).isoformat(),
     }
+
+
+def _date_quantile(dates: pd.Series, q: float) -> pd.Timestamp:
+    """The q-quantile of a datetime Series."""
+    # pandas-stubs types Series.quantile as a float; on datetimes it is a Timestamp
+    return pd.Timestamp(dates.quantile(q))  # type: ignore[arg-type]
 
 
 def split_cutoff(df: pd.DataFrame, quantile: float = 0.8) -> pd.Timestamp:
@@ -97,7 +104,7 @@ def split_cutoff(df: pd.DataFrame, quantile: float = 0.8) -> pd.Timestamp:
     dates = df["event_date"].dropna()
     if dates.empty:
         raise ValueError("the log has no dated rows: a temporal split needs event dates")
-    return pd.Timestamp(dates.quantile(quantile))
+    return _date_quantile(dates, quantile)
 
 
 def split_stats(df: pd.DataFrame, quantile: float = 0.8) -> dict[str, Any]:
@@ -107,8 +114,8 @@ def split_stats(df: pd.DataFrame, quantile: float = 0.8) -> dict[str, Any]:
     early = dated["event_date"] < cutoff
     eu, lu = pd.unique(dated.loc[early, "customer_id"]), pd.unique(dated.loc[~early, "customer_id"])
     ep, lp = pd.unique(dated.loc[early, "product_id"]), pd.unique(dated.loc[~early, "product_id"])
-    returning = int(np.isin(lu, eu).sum())
-    new_products = int((~np.isin(lp, ep)).sum())
+    returning = int(np.isin(np.asarray(lu), np.asarray(eu)).sum())
+    new_products = int((~np.isin(np.asarray(lp), np.asarray(ep))).sum())
     return {
         "quantile": quantile,
         "cutoff": cutoff.isoformat(),

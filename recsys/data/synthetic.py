@@ -218,7 +218,8 @@ def traffic_shape(rng: np.random.Generator) -> np.ndarray:
     promo = np.ones(DAYS)
     promo[[120, 169]] = [1.45, 1.25]  # 2023-01-29 and 2023-03-19: marketplace campaigns
     lam = trend * noise * promo
-    return lam / lam.sum()
+    share: np.ndarray = lam / lam.sum()
+    return share
 
 
 def product_counts(rng: np.random.Generator, n_products: int, total: int, cal: Calibration, scale: float) -> np.ndarray:
@@ -271,9 +272,8 @@ def slot_days(rng: np.random.Generator, counts: np.ndarray, traffic: np.ndarray,
     # launch: drawn from traffic, shifted earlier so a product's interactions can span its life
     launch = np.interp(rng.random(n), cdf, np.arange(DAYS + 1)) - lead * (counts > 1)
     lo = np.clip(launch, 0, DAYS - 1)
-    hi = np.clip(
-        launch + life, lo + np.minimum(life, DAYS), DAYS
-    )  # a life that began before the window keeps its length
+    # a life that began before the window keeps its length
+    hi = np.clip(launch + life, lo + np.minimum(life, DAYS), DAYS)
     prod = np.repeat(np.arange(n), counts)
     c_lo = np.interp(lo[prod], np.arange(DAYS + 1), cdf)
     c_hi = np.interp(hi[prod], np.arange(DAYS + 1), cdf)
@@ -283,7 +283,8 @@ def slot_days(rng: np.random.Generator, counts: np.ndarray, traffic: np.ndarray,
     tilted = traffic * np.exp(cal.singleton_late_tilt * np.arange(DAYS) / DAYS)
     cdf_single = np.concatenate([[0.0], np.cumsum(tilted / tilted.sum())])
     day[single] = np.interp(rng.random(int(single.sum())), cdf_single, np.arange(DAYS + 1))
-    return np.minimum(np.floor(day).astype(np.int64), DAYS - 1)
+    days: np.ndarray = np.minimum(np.floor(day).astype(np.int64), DAYS - 1)
+    return days
 
 
 def visit_sizes(rng: np.random.Generator, n_visits: int, total: int, cal: Calibration) -> np.ndarray:
