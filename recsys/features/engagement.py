@@ -133,7 +133,7 @@ def encode_ids(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     codes, uniques = pd.factorize(values, sort=True)
     if pd.api.types.is_integer_dtype(uniques.dtype):
         return codes, np.asarray(uniques)
-    return codes, np.asarray(pd.array(uniques, dtype="string[pyarrow]").astype(object), dtype=object)
+    return codes, np.asarray(pd.array(np.asarray(uniques), dtype="string[pyarrow]").astype(object), dtype=object)
 
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
@@ -300,7 +300,8 @@ def normalise(x: np.ndarray, method: str) -> np.ndarray:
 
 def weighted_event_average(decayed: np.ndarray, weights: np.ndarray, total: np.ndarray) -> np.ndarray:
     """sum over events of weight * decayed sum, divided by the customer's rows (one summation order everywhere)."""
-    return (np.ascontiguousarray(decayed, dtype=np.float64) @ weights) / total
+    average: np.ndarray = (np.ascontiguousarray(decayed, dtype=np.float64) @ weights) / total
+    return average
 
 
 def avg_event_score_for(raw: pd.DataFrame, event_weights: Mapping[str, float]) -> np.ndarray:
@@ -391,7 +392,8 @@ class EngagementModel:
     def engagement(self, params: FeatureParams | None = None) -> np.ndarray:
         """Engagement of every customer (raw-feature row order) under the knobs of `params` (default: fitted ones)."""
         params = params or self.params
-        return self.normalised_for(params) @ weight_vector(params.weights)
+        engagement: np.ndarray = self.normalised_for(params) @ weight_vector(params.weights)
+        return engagement
 
     def features(self, params: FeatureParams | None = None) -> pd.DataFrame:
         """Raw features, `norm_<feature>` columns and `engagement`, one row per customer."""

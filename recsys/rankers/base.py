@@ -48,12 +48,12 @@ class Ranker(Protocol):
 
     def fit(self, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> Ranker: ...
 
-    def rank(self, product_ids: np.ndarray | Sequence, k: int) -> Recommendations: ...
+    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations: ...
 
     def with_params(self, changes: Mapping[str, Any]) -> Ranker: ...
 
     def rescore(
-        self, product_ids: np.ndarray | Sequence, k: int, changes: Mapping[str, Any] | None = None
+        self, product_ids: np.ndarray | Sequence[Any], k: int, changes: Mapping[str, Any] | None = None
     ) -> Recommendations: ...
 
 
@@ -85,7 +85,8 @@ class Recommendations:
     def ranks(self) -> np.ndarray:
         """1-based rank of every entry within its block."""
         sizes = self.sizes()
-        return np.arange(len(self.customer_ids), dtype=np.int64) - np.repeat(self.offsets[:-1], sizes) + 1
+        ranks: np.ndarray = np.arange(len(self.customer_ids), dtype=np.int64) - np.repeat(self.offsets[:-1], sizes) + 1
+        return ranks
 
     def to_frame(self) -> pd.DataFrame:
         """Long table: product_id, rank (1..n), customer_id, score."""
@@ -171,7 +172,7 @@ class History:
         same_kind = (requested.dtype.kind in "iu") == (self.product_ids.dtype.kind in "iu")
         if not same_kind:
             return np.full(len(requested), -1, dtype=np.int64)
-        return self.index.get_indexer(requested).astype(np.int64)
+        return self.index.get_indexer(pd.Index(requested)).astype(np.int64)
 
     def cold(self, codes: np.ndarray) -> np.ndarray:
         """Per code: True when the product has no fit rows (unseen, -1, or known only through exclude rows)."""
@@ -180,7 +181,8 @@ class History:
     def pair_keys(self) -> np.ndarray:
         """Sorted product*n_users + user keys of every (product, customer) pair in the history (exclusions included)."""
         prod = np.repeat(np.arange(self.n_products, dtype=np.int64), np.diff(self.indptr))
-        return prod * self.n_users + self.users
+        keys: np.ndarray = prod * self.n_users + self.users
+        return keys
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,8 @@ def range_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def gather_ranges(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """values[starts[0]:ends[0]] ++ values[starts[1]:ends[1]] ++ ... without a Python loop."""
-    return values[range_indices(starts, ends - starts)]
+    gathered: np.ndarray = values[range_indices(starts, ends - starts)]
+    return gathered
 
 
 def offsets_of(sizes: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -179,7 +180,7 @@ class ContentRanker(GlobalRanker):
         users = np.asarray(users, dtype=np.int64)
         eng = self.engagement_[users]
         cold = self.history_.cold(codes)
-        out = np.where(cold, eng, (1.0 - self.weight_) * eng)
+        out: np.ndarray = np.where(cold, eng, (1.0 - self.weight_) * eng)
         known = np.flatnonzero(~cold)
         if len(known) == 0:
             return out
@@ -192,7 +193,7 @@ class ContentRanker(GlobalRanker):
             out[rows] += self.weight_ * np.asarray(pair.sum(axis=1)).ravel()
         return out
 
-    def rank(self, product_ids: np.ndarray | Sequence, k: int) -> Recommendations:
+    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
         """Top-k customers per requested product by blended affinity and engagement."""
         self._check_fitted()
         requested = id_array(product_ids)

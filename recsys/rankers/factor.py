@@ -112,7 +112,8 @@ def _tied_columns(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(row position in `rows`, column) of every element equal to t[row], sorted by row then column."""
     if bmax is None:
-        return np.nonzero(scores[rows] == t[:, None])
+        pos, col = np.nonzero(scores[rows] == t[:, None])
+        return pos, col
     m, n = scores.shape
     nb = bmax.shape[1]
     rb, bb = np.nonzero(bmax[rows] >= t[:, None])  # only blocks whose maximum reaches t can hold it
@@ -300,7 +301,7 @@ class FactorRanker(FixedRanker):
         self._check_fitted()
         codes = np.asarray(codes, dtype=np.int64)
         users = np.asarray(users, dtype=np.int64)
-        out = self.cold_scores_[users].astype(np.float64)
+        out: np.ndarray = self.cold_scores_[users].astype(np.float64)
         known = np.flatnonzero(~self.history_.cold(codes))
         step = max(1, int(self.params["chunk_size"]) * 1024)
         for start in range(0, len(known), step):
@@ -325,7 +326,7 @@ class FactorRanker(FixedRanker):
         sizes, users, vals = topk_rows(scores, k, int(self.params["block"]))
         return rows, sizes, users, vals.astype(np.float64)
 
-    def rank(self, product_ids: np.ndarray | Sequence, k: int) -> Recommendations:
+    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
         """Top-k customers per requested product by factor score, the product's customers excluded."""
         from threadpoolctl import threadpool_limits
 
