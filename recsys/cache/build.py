@@ -79,7 +79,7 @@ from recsys.data.contract import CANONICAL_COLUMNS, load_prepared
 from recsys.data.ids import id_array as as_id_array
 from recsys.data.ids import id_kind
 from recsys.engines import check_engine
-from recsys.rankers import Recommendations, make_ranker
+from recsys.rankers import Ranker, Recommendations, make_ranker
 
 PARQUET_ROW_GROUP = 1 << 20
 ENCODE_CHUNK = 1 << 22
@@ -274,7 +274,7 @@ def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
     for key in LOOKUP_ARRAYS:
         a = np.ascontiguousarray(arrays[key])
         h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.data.cast("B"))
     return h.hexdigest()
 
 
@@ -481,7 +481,7 @@ def commit_manifest(
     return manifest
 
 
-def global_fallback(ranker: Any, catalogue: np.ndarray, n: int) -> Recommendations:
+def global_fallback(ranker: Ranker, catalogue: np.ndarray, n: int) -> Recommendations:
     """The ranker's answer for a product it never saw: its global order, used for cold-start lookups."""
     return ranker.rank(
         np.asarray([cold_sentinel(catalogue)], dtype=object if id_kind(catalogue) == "str" else np.int64), n

@@ -57,7 +57,9 @@ def true_categories_for(setting: str | None, prepare_summary: dict[str, Any] | N
 
 def has_case_study_layout(prepare_summary: dict[str, Any] | None) -> bool:
     """True when the log was read with the case-study layout, the only one the published profile describes."""
-    return bool(prepare_summary) and str(prepare_summary.get("source")) == CASE_STUDY_LAYOUT
+    if not prepare_summary:
+        return False
+    return str(prepare_summary.get("source")) == CASE_STUDY_LAYOUT
 
 
 def behaviour_axes(
@@ -215,7 +217,14 @@ def daily_volume_figure(df: pd.DataFrame, cutoff: str | pd.Timestamp | None = No
     fig, ax = plt.subplots(figsize=(9, 3.0))
     ax.plot(per_day.index, per_day.to_numpy(), color="#4c72b0", lw=1)
     if cutoff is not None:
-        ax.axvline(pd.Timestamp(cutoff), color="#c44e52", ls="--", lw=1, label="split cutoff (train | test)")
+        # matplotlib's stubs type x as float; its date converter takes the Timestamp on a date axis
+        ax.axvline(
+            pd.Timestamp(cutoff),  # type: ignore[arg-type]
+            color="#c44e52",
+            ls="--",
+            lw=1,
+            label="split cutoff (train | test)",
+        )
         ax.legend(loc="upper left")
     ax.set_ylabel("interactions per day")
     ax.set_title(

@@ -122,7 +122,9 @@ def stage(spark: SparkSession, ranked: DataFrame, catalogue: DataFrame, fallback
     if isinstance(customer_type, T.StringType):
         ranked_ids = {str(v) for v in written.select("customer_id").distinct().toArrow().column(0).to_pylist()}
         vocab = np.asarray(sorted(ranked_ids | {str(v) for v in fallback.customer_ids.tolist()}), dtype=object)
-    customer_dtype = np.dtype(np.int32) if isinstance(customer_type, T.IntegerType) else np.dtype(np.int64)
+    customer_dtype: np.dtype[Any] = (
+        np.dtype(np.int32) if isinstance(customer_type, T.IntegerType) else np.dtype(np.int64)
+    )
     if isinstance(customer_type, (T.ShortType, T.ByteType)):
         customer_dtype = np.dtype(np.int16) if isinstance(customer_type, T.ShortType) else np.dtype(np.int8)
     return StagedAudience(
@@ -201,7 +203,7 @@ def remove_uri(spark: SparkSession, uri: str) -> None:
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     path = jvm.org.apache.hadoop.fs.Path(uri)
-    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)  # type: ignore[union-attr]
+    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
 
 
 def build_cache_spark(

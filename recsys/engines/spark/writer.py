@@ -76,7 +76,8 @@ def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if path is not None:
         return pafs.LocalFileSystem(), os.path.abspath(path)
     fixed = re.sub(r"^s3a://", "s3://", uri) if has_scheme(uri) else uri
-    return pafs.FileSystem.from_uri(fixed)
+    resolved: tuple[Any, str] = pafs.FileSystem.from_uri(fixed)
+    return resolved
 
 
 def part_files(uri: str) -> tuple[pafs.FileSystem, list[str]]:
@@ -164,7 +165,7 @@ def audience_stream(
 
 def codes_of(index: pd.Index, ids: np.ndarray) -> np.ndarray:
     """int32 codes of string ids in the sorted vocabulary (every id must be in it)."""
-    codes = index.get_indexer(ids)
+    codes = index.get_indexer(pd.Index(ids))
     if len(codes) and codes.min() < 0:
         raise RuntimeError("a ranked customer id is missing from the customer vocabulary")
     return codes.astype(np.int32)
@@ -180,7 +181,7 @@ def fill_lookup_dir(staged: StagedAudience, tmp: Path) -> str:
     """Write audience.parquet beside `tmp`'s cache dir while filling tmp's lookup arrays; return the audience sha256."""
     total = int(staged.offsets[-1])
     string_ids = staged.vocab is not None
-    index = pd.Index(staged.vocab) if string_ids else None
+    index = pd.Index(staged.vocab) if staged.vocab is not None else None
     if total == 0:
         digest = write_parquet_atomic(audience_stream(staged), tmp.parent / AUDIENCE_NAME)
         save_lookup_array(tmp, "customers", np.zeros(0, dtype=np.int32 if string_ids else staged.customer_dtype))
@@ -200,8 +201,7 @@ def fill_lookup_dir(staged: StagedAudience, tmp: Path) -> str:
 
 def small_arrays(staged: StagedAudience) -> dict[str, np.ndarray]:
     """Every lookup array except customers/scores (product ids, offsets, vocabulary, cold_start, fallback)."""
-    string_ids = staged.vocab is not None
-    if string_ids:
+    if staged.vocab is not None:
         vocab = fixed_width(np.asarray(staged.vocab, dtype=object))
         g_customers = codes_of(pd.Index(staged.vocab), np.asarray(staged.fallback_ids, dtype=object))
     else:
