@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -50,14 +51,17 @@ def frame(rows: Sequence[Row]) -> pd.DataFrame:
     )
 
 
+P = TypeVar("P")  # the product id type of a hand-made log
+
+
 def list_log(
     customers: Sequence[object],
-    products: Sequence[object],
+    products: Sequence[P],
     dates: Sequence[str | None],
     events: Sequence[str] | None = None,
     *,
     default_event: str = "purchased",
-    name: Callable[[object], str] = "item {}".format,
+    name: Callable[[P], str] = "item {}".format,
 ) -> pd.DataFrame:
     """A canonical table from parallel plain lists (ids as given, dates ISO or None, names from `name(product)`)."""
     n = len(customers)
