@@ -23,9 +23,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench_rank import machine, peak_rss_mib
 
@@ -68,8 +69,16 @@ def rss_gib() -> float:
 def configurations(n: int, cap: int | None) -> list[dict[str, Any]]:
     """The target configuration and the served one (k = cache.n with the cache's cap; 50 if it is null)."""
     return [
-        {"name": f"k{TARGET['k']}_cap{TARGET['max_exposures']}", "k": TARGET["k"], "max_exposures": TARGET["max_exposures"]},
-        {"name": f"served_k{n}_cap{cap or TARGET['max_exposures']}", "k": n, "max_exposures": cap or TARGET["max_exposures"]},
+        {
+            "name": f"k{TARGET['k']}_cap{TARGET['max_exposures']}",
+            "k": TARGET["k"],
+            "max_exposures": TARGET["max_exposures"],
+        },
+        {
+            "name": f"served_k{n}_cap{cap or TARGET['max_exposures']}",
+            "k": n,
+            "max_exposures": cap or TARGET["max_exposures"],
+        },
     ]
 
 
@@ -105,9 +114,17 @@ def run_ranker(name: str, prepared: Path) -> dict[str, Any]:
     rank_s = time.perf_counter() - t0
     del df
     gc.collect()
-    out: dict[str, Any] = {"ranker": name, "products": len(catalogue), "customers": ranker.history_.n_users,
-                           "candidates": candidates, "candidate_pairs": int(cands.offsets[-1]), "load_s": load_s,
-                           "fit_s": fit_s, "rank_candidates_s": rank_s, "configs": {}}
+    out: dict[str, Any] = {
+        "ranker": name,
+        "products": len(catalogue),
+        "customers": ranker.history_.n_users,
+        "candidates": candidates,
+        "candidate_pairs": int(cands.offsets[-1]),
+        "load_s": load_s,
+        "fit_s": fit_s,
+        "rank_candidates_s": rank_s,
+        "configs": {},
+    }
     for conf in configurations(int(cfg.get("n", 100)), alloc_cfg.get("max_exposures")):
         gc.collect()
 
@@ -119,15 +136,27 @@ def run_ranker(name: str, prepared: Path) -> dict[str, Any]:
             wall, cpu, peak = time.perf_counter() - t0, time.process_time() - cpu0, peak_rss_mib() / 1024
             uncapped = truncate(cands, k)
             ks = sorted({10, k})
-            metrics = {label: exposure_metrics(recs, ks, reachable=reachable, seed=seed).to_dict()
-                       for label, recs in (("uncapped", uncapped), ("allocated", result.recommendations))}
+            metrics = {
+                label: exposure_metrics(recs, ks, reachable=reachable, seed=seed).to_dict()
+                for label, recs in (("uncapped", uncapped), ("allocated", result.recommendations))
+            }
             sizes = np.diff(result.recommendations.offsets)
-            return {"k": k, "max_exposures": cap, "wall_s": wall, "cpu_s": cpu, "rss_start_gib": start,
-                    "rss_peak_gib": peak, "extra_gib": peak - start, "stats": result.stats,
-                    "audience_size": {"min": int(sizes.min()), "mean": float(sizes.mean())},
-                    "score_sum": {"uncapped": float(uncapped.scores.sum()),
-                                  "allocated": float(result.recommendations.scores.sum())},
-                    "exposure": metrics}
+            return {
+                "k": k,
+                "max_exposures": cap,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "rss_start_gib": start,
+                "rss_peak_gib": peak,
+                "extra_gib": peak - start,
+                "stats": result.stats,
+                "audience_size": {"min": int(sizes.min()), "mean": float(sizes.mean())},
+                "score_sum": {
+                    "uncapped": float(uncapped.scores.sum()),
+                    "allocated": float(result.recommendations.scores.sum()),
+                },
+                "exposure": metrics,
+            }
 
         out["configs"][conf["name"]] = in_fork(measure)
     return out
@@ -138,11 +167,17 @@ def spawn(name: str, prepared: Path) -> dict[str, Any]:
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    proc = subprocess.run([sys.executable, __file__, "--child", name, "--prepared", str(prepared)],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", name, "--prepared", str(prepared)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}",
-                "stderr_tail": proc.stderr[-2000:]}
+        return {
+            "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}",
+            "stderr_tail": proc.stderr[-2000:],
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -154,9 +189,12 @@ def check_target(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         conf = run.get("configs", {}).get(name)
         if conf is None or "error" in conf:
             continue
-        out[ranker] = {"wall_s": round(conf["wall_s"], 2), "extra_gib": round(conf["extra_gib"], 3),
-                       "rss_peak_gib": round(conf["rss_peak_gib"], 3),
-                       "ok": conf["wall_s"] <= TARGET["wall_s"] and conf["extra_gib"] <= TARGET["memory_gib"]}
+        out[ranker] = {
+            "wall_s": round(conf["wall_s"], 2),
+            "extra_gib": round(conf["extra_gib"], 3),
+            "rss_peak_gib": round(conf["rss_peak_gib"], 3),
+            "ok": conf["wall_s"] <= TARGET["wall_s"] and conf["extra_gib"] <= TARGET["memory_gib"],
+        }
     return out
 
 
@@ -187,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             if "error" in conf:
                 print(f"  {conf_name}: error {conf['error']}", flush=True)
                 continue
-            print(f"  {conf_name}: {conf['wall_s']:.1f} s wall, {conf['cpu_s']:.1f} s CPU, "
-                  f"+{conf['extra_gib']:.2f} GiB (peak RSS {conf['rss_peak_gib']:.2f} GiB)", flush=True)
+            print(
+                f"  {conf_name}: {conf['wall_s']:.1f} s wall, {conf['cpu_s']:.1f} s CPU, "
+                f"+{conf['extra_gib']:.2f} GiB (peak RSS {conf['rss_peak_gib']:.2f} GiB)",
+                flush=True,
+            )
         if "error" in runs[name]:
             print(f"  error: {runs[name]['error']}", flush=True)
     report = {
@@ -199,9 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "note": ("One child process per ranker; fit and ranking are timed separately from the allocation. "
-                 "rss_peak_gib includes the loaded data, the fitted ranker and the candidate lists; extra_gib is "
-                 "what the allocation adds. Wall times on a shared machine are inflated by other jobs: see load_average."),
+        "note": (
+            "One child process per ranker; fit and ranking are timed separately from the allocation. "
+            "rss_peak_gib includes the loaded data, the fitted ranker and the candidate lists; extra_gib is "
+            "what the allocation adds. Wall times on a shared machine are inflated by other jobs: see load_average."
+        ),
     }
     print(json.dumps(report["target_met"], indent=2))
     if not args.no_write:

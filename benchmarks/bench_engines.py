@@ -45,7 +45,9 @@ SAMPLE_S = 0.2
 # ----------------------------------------------------------------------------------------------
 
 
-def run_cell(engine: str, prepared: Path, cache_dir: Path, n: int, driver_memory: str, partitions: int) -> dict[str, Any]:
+def run_cell(
+    engine: str, prepared: Path, cache_dir: Path, n: int, driver_memory: str, partitions: int
+) -> dict[str, Any]:
     """Build the activity cache with `engine`; return wall time and the manifest's counts."""
     import logging
 
@@ -59,8 +61,14 @@ def run_cell(engine: str, prepared: Path, cache_dir: Path, n: int, driver_memory
     manifest = build_cache_from_params(prepared, cache_dir, overrides=overrides)
     wall = time.perf_counter() - t0
     counts = manifest.counts
-    return {"build_s": wall, "rows": counts.rows, "products": counts.products, "interactions": counts.interactions,
-            "customers": counts.customers, "audience_sha256": manifest.files.audience_sha256}
+    return {
+        "build_s": wall,
+        "rows": counts.rows,
+        "products": counts.products,
+        "interactions": counts.interactions,
+        "customers": counts.customers,
+        "audience_sha256": manifest.files.audience_sha256,
+    }
 
 
 def content_volume(prepared: Path) -> dict[str, Any]:
@@ -78,9 +86,13 @@ def content_volume(prepared: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     ranker = make_ranker("content", params).fit(canonical_order(load_prepared(prepared)))
     estimate = ranker.estimate_
-    return {"fit_s": round(time.perf_counter() - t0, 2), "products": int(len(estimate)),
-            "candidate_pairs": int(estimate.sum()), "candidates_per_product_mean": round(float(np.mean(estimate)), 1),
-            "token_user_cap": int(params.get("token_user_cap", 200))}
+    return {
+        "fit_s": round(time.perf_counter() - t0, 2),
+        "products": int(len(estimate)),
+        "candidate_pairs": int(estimate.sum()),
+        "candidates_per_product_mean": round(float(np.mean(estimate)), 1),
+        "token_user_cap": int(params.get("token_user_cap", 200)),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,11 +111,27 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def spawn_cell(engine: str, prepared: Path, n: int, driver_memory: str, partitions: int, timeout_s: float) -> dict[str, Any]:
+def spawn_cell(
+    engine: str, prepared: Path, n: int, driver_memory: str, partitions: int, timeout_s: float
+) -> dict[str, Any]:
     """Run one cell in a child process, sampling its process tree's RSS; return its figures or its error."""
     cache_dir = Path(tempfile.mkdtemp(prefix=f"bench-engines-{engine}-"))
-    cmd = [sys.executable, __file__, "--child", engine, "--prepared", str(prepared), "--cache-dir", str(cache_dir / "cache"),
-           "--n", str(n), "--driver-memory", driver_memory, "--partitions", str(partitions)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        engine,
+        "--prepared",
+        str(prepared),
+        "--cache-dir",
+        str(cache_dir / "cache"),
+        "--n",
+        str(n),
+        "--driver-memory",
+        driver_memory,
+        "--partitions",
+        str(partitions),
+    ]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")]))
     load_before = os.getloadavg()
@@ -134,13 +162,23 @@ def spawn_cell(engine: str, prepared: Path, n: int, driver_memory: str, partitio
         sampler.join()
         shutil.rmtree(cache_dir, ignore_errors=True)
     wall = time.perf_counter() - t0
-    cell: dict[str, Any] = {"engine": engine, "wall_s": round(wall, 2), "peak_rss_gib": round(peak / GIB, 3),
-                            "load_avg_1m_before": round(load_before[0], 2), "load_avg_1m_after": round(os.getloadavg()[0], 2),
-                            "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    cell: dict[str, Any] = {
+        "engine": engine,
+        "wall_s": round(wall, 2),
+        "peak_rss_gib": round(peak / GIB, 3),
+        "load_avg_1m_before": round(load_before[0], 2),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     if proc.returncode != 0:
         tail = (err or "").strip().splitlines()
-        cell.update({"error": tail[-1] if tail else f"exit {proc.returncode}", "returncode": proc.returncode,
-                     "stderr_tail": (err or "")[-3000:]})
+        cell.update(
+            {
+                "error": tail[-1] if tail else f"exit {proc.returncode}",
+                "returncode": proc.returncode,
+                "stderr_tail": (err or "")[-3000:],
+            }
+        )
         return cell
     cell.update(json.loads(out.strip().splitlines()[-1]))
     steps = [line.split(": ", 1)[1] for line in (err or "").splitlines() if "spark build: " in line]
@@ -153,9 +191,15 @@ def code_version() -> str:
     """The commit the cell ran (with '+dirty' when code, params or benchmarks had changes), or 'unknown'."""
     root = Path(__file__).resolve().parents[1]
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "recsys", "params", "benchmarks"],
-                               cwd=root, capture_output=True, text=True)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "recsys", "params", "benchmarks"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
@@ -177,59 +221,88 @@ def findings(cells: dict[str, dict[str, Any]]) -> list[str]:
     if not both:
         lines.append("No scale has a successful cell for both engines yet.")
     elif faster:
-        lines.append(f"Spark (local[2]) is faster than pandas from scale {faster[0]:g} on among the measured scales "
-                     f"({', '.join(f'{s:g}' for s, _ in both)}).")
+        lines.append(
+            f"Spark (local[2]) is faster than pandas from scale {faster[0]:g} on among the measured scales "
+            f"({', '.join(f'{s:g}' for s, _ in both)})."
+        )
     else:
         ratios = ", ".join(f"{c['spark']['wall_s'] / c['pandas']['wall_s']:.1f}x at scale {s:g}" for s, c in both)
-        lines.append(f"Spark (local[2]) does not overtake pandas at any measured scale (Spark / pandas wall time: {ratios}).")
+        lines.append(
+            f"Spark (local[2]) does not overtake pandas at any measured scale (Spark / pandas wall time: {ratios})."
+        )
     pandas_ok = [(s, c["pandas"]) for s, c in sorted(by_scale.items()) if "pandas" in c and "error" not in c["pandas"]]
     pandas_failed = [s for s, c in sorted(by_scale.items()) if "pandas" in c and "error" in c["pandas"]]
     if pandas_failed:
         lines.append(f"pandas failed at scale {pandas_failed[0]:g} ({by_scale[pandas_failed[0]]['pandas']['error']}).")
     if pandas_ok:
         s_max, top = pandas_ok[-1]
-        lines.append(f"pandas fit the machine ({MACHINE_GIB:g} GiB) at every scale it completed, up to scale {s_max:g} "
-                     f"(peak {top['peak_rss_gib']:.1f} GiB).")
+        lines.append(
+            f"pandas fit the machine ({MACHINE_GIB:g} GiB) at every scale it completed, up to scale {s_max:g} "
+            f"(peak {top['peak_rss_gib']:.1f} GiB)."
+        )
     if len(pandas_ok) >= 2:
         (s0, a), (s1, b) = pandas_ok[-2], pandas_ok[-1]
         slope = (b["peak_rss_gib"] - a["peak_rss_gib"]) / (s1 - s0)
         if slope > 0:
             reach = s1 + (MACHINE_GIB - b["peak_rss_gib"]) / slope
-            lines.append(f"Extrapolating pandas' peak linearly from scales {s0:g} and {s1:g} ({slope:.2f} GiB per unit of "
-                         f"scale), it reaches {MACHINE_GIB:g} GiB near scale {reach:.0f} (an extrapolation, not a measurement).")
-    same = [s for s, c in sorted(by_scale.items()) if all(e in c and "error" not in c[e] for e in ENGINES)
-            and c["pandas"].get("audience_sha256") == c["spark"].get("audience_sha256")]
+            lines.append(
+                f"Extrapolating pandas' peak linearly from scales {s0:g} and {s1:g} ({slope:.2f} GiB per unit of "
+                f"scale), it reaches {MACHINE_GIB:g} GiB near scale {reach:.0f} (an extrapolation, not a measurement)."
+            )
+    same = [
+        s
+        for s, c in sorted(by_scale.items())
+        if all(e in c and "error" not in c[e] for e in ENGINES)
+        and c["pandas"].get("audience_sha256") == c["spark"].get("audience_sha256")
+    ]
     if same:
-        lines.append(f"audience.parquet is byte-identical between the engines at scale(s) {', '.join(f'{s:g}' for s in same)}.")
+        lines.append(
+            f"audience.parquet is byte-identical between the engines at scale(s) {', '.join(f'{s:g}' for s in same)}."
+        )
     loaded = [c for c in cells.values() if c.get("load_avg_1m_before", 0) > 2.5]
     if loaded:
-        lines.append(f"{len(loaded)} cell(s) ran while the 2-core machine was shared (1-minute load average above 2.5 "
-                     "at the start): their times are indicative only.")
+        lines.append(
+            f"{len(loaded)} cell(s) ran while the 2-core machine was shared (1-minute load average above 2.5 "
+            "at the start): their times are indicative only."
+        )
     return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as a markdown table plus the computed findings."""
     rows = sorted(report["cells"].values(), key=lambda c: (float(c["scale"]), c["engine"]))
-    out = ["# Cache build: pandas vs Spark (local[2])", "",
-           "Generated by `benchmarks/bench_engines.py` from `engines.json`; activity ranker, N = "
-           f"{report.get('n', '?')}. Peak memory = sum of the resident sets of the build's process tree (sampled every "
-           f"{SAMPLE_S} s).", "",
-           "| scale | engine | wall s | build s | peak GiB | interactions | products | rows | load before | measured |",
-           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    out = [
+        "# Cache build: pandas vs Spark (local[2])",
+        "",
+        "Generated by `benchmarks/bench_engines.py` from `engines.json`; activity ranker, N = "
+        f"{report.get('n', '?')}. Peak memory = sum of the resident sets of the build's process tree (sampled every "
+        f"{SAMPLE_S} s).",
+        "",
+        "| scale | engine | wall s | build s | peak GiB | interactions | products | rows | load before | measured |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for c in rows:
         if "error" in c:
-            out.append(f"| {c['scale']} | {c['engine']} | {c['wall_s']} | failed: {c['error'][:60]} | {c['peak_rss_gib']} "
-                       f"| | | | {c['load_avg_1m_before']} | {c['measured_at']} |")
+            out.append(
+                f"| {c['scale']} | {c['engine']} | {c['wall_s']} | failed: {c['error'][:60]} | {c['peak_rss_gib']} "
+                f"| | | | {c['load_avg_1m_before']} | {c['measured_at']} |"
+            )
             continue
-        out.append(f"| {c['scale']} | {c['engine']} | {c['wall_s']} | {c['build_s']:.1f} | {c['peak_rss_gib']} | "
-                   f"{c['interactions']:,} | {c['products']:,} | {c['rows']:,} | {c['load_avg_1m_before']} | {c['measured_at']} |")
+        out.append(
+            f"| {c['scale']} | {c['engine']} | {c['wall_s']} | {c['build_s']:.1f} | {c['peak_rss_gib']} | "
+            f"{c['interactions']:,} | {c['products']:,} | {c['rows']:,} | {c['load_avg_1m_before']} | "
+            f"{c['measured_at']} |"
+        )
     out += ["", *[f"- {line}" for line in report["findings"]], ""]
     volumes = report.get("content_volume", {})
     if volumes:
-        out += ["Content ranker, why it is not ported: its (product, customer) candidates before the top-N "
-                "(rows a Spark join would materialise and shuffle):", "",
-                "| scale | products | candidate pairs | per product |", "| ---: | ---: | ---: | ---: |"]
+        out += [
+            "Content ranker, why it is not ported: its (product, customer) candidates before the top-N "
+            "(rows a Spark join would materialise and shuffle):",
+            "",
+            "| scale | products | candidate pairs | per product |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
         for key in sorted(volumes, key=float):
             v = volumes[key]
             out.append(f"| {key} | {v['products']:,} | {v['candidate_pairs']:,} | {v['candidates_per_product_mean']} |")
@@ -246,12 +319,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-data", action="store_true", help="keep generated data")
     parser.add_argument("--force", action="store_true", help="rerun cells already in the report")
     parser.add_argument("--n", type=int, default=100, help="audience depth")
-    parser.add_argument("--driver-memory", default="8g", help="Spark driver JVM heap (local mode runs the executors in it)")
+    parser.add_argument(
+        "--driver-memory", default="8g", help="Spark driver JVM heap (local mode runs the executors in it)"
+    )
     parser.add_argument("--partitions", type=int, default=16, help="Spark shuffle partitions")
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds before a cell is killed")
     parser.add_argument("--out", type=Path, help="JSON report (default reports/benchmarks/engines.json)")
     parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--content-volume", action="store_true", help="also count the content ranker's candidates per scale")
+    parser.add_argument(
+        "--content-volume", action="store_true", help="also count the content ranker's candidates per scale"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
@@ -261,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(content_volume(args.prepared)))
         return 0
     if args.child:
-        print(json.dumps(run_cell(args.child, args.prepared, args.cache_dir, args.n, args.driver_memory, args.partitions)))
+        print(
+            json.dumps(run_cell(args.child, args.prepared, args.cache_dir, args.n, args.driver_memory, args.partitions))
+        )
         return 0
 
     from recsys import config
@@ -282,14 +361,23 @@ def main(argv: list[str] | None = None) -> int:
             if volume:
                 cmd = [sys.executable, __file__, "--child", "content-volume", "--prepared", str(prepared)]
                 done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                report.setdefault("content_volume", {})[scale_key(scale)] = json.loads(done.stdout.strip().splitlines()[-1])
+                report.setdefault("content_volume", {})[scale_key(scale)] = json.loads(
+                    done.stdout.strip().splitlines()[-1]
+                )
                 print(f"  content volume: {report['content_volume'][scale_key(scale)]}", flush=True)
             for engine in todo:
                 print(f"scale {scale:g} {engine} ...", flush=True)
-                cell = {"scale": scale_key(scale), "code": code_version(), **spawn_cell(engine, prepared, args.n, args.driver_memory,
-                                                               args.partitions, args.timeout)}
+                cell = {
+                    "scale": scale_key(scale),
+                    "code": code_version(),
+                    **spawn_cell(engine, prepared, args.n, args.driver_memory, args.partitions, args.timeout),
+                }
                 if engine == "spark":
-                    cell["spark"] = {"master": "local[2]", "driver_memory": args.driver_memory, "partitions": args.partitions}
+                    cell["spark"] = {
+                        "master": "local[2]",
+                        "driver_memory": args.driver_memory,
+                        "partitions": args.partitions,
+                    }
                 report["cells"][f"{engine}@{scale_key(scale)}"] = cell
                 shown = {k: v for k, v in cell.items() if k not in ("stderr_tail", "audience_sha256")}
                 print(f"  {shown}", flush=True)
@@ -311,9 +399,11 @@ def write_report(report: dict[str, Any], out_path: Path, n: int) -> None:
     report["n"] = n
     report["findings"] = findings(report["cells"])
     report["machine"] = machine()
-    report["note"] = ("One cell = one activity cache build in a fresh child process; wall_s includes interpreter/JVM start, "
-                      "build_s is build_cache_from_params inside the child; peak_rss_gib = peak of the summed RSS of the "
-                      "child's process tree sampled every 0.2 s; load averages show whether the machine was shared.")
+    report["note"] = (
+        "One cell = one activity cache build in a fresh child process; wall_s includes interpreter/JVM start, "
+        "build_s is build_cache_from_params inside the child; peak_rss_gib = peak of the summed RSS of the "
+        "child's process tree sampled every 0.2 s; load averages show whether the machine was shared."
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     out_path.with_suffix(".md").write_text(markdown(report))

@@ -33,14 +33,19 @@ else:
     from recsys.data.prepare import prepare
     rows = prepare(raw, out, PRESETS["case_study"]).rows_in
 wall = time.perf_counter() - t0
-print(json.dumps({"rows": rows, "wall_s": round(wall, 3), "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+peak_rss_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+print(json.dumps({"rows": rows, "wall_s": round(wall, 3), "peak_rss_mib": peak_rss_mib}))
 """
 
 
 def run_phase(phase: str, raw: Path, out: Path, scale: float, seed: int) -> dict:
     """Run one phase in a subprocess and return its JSON line."""
-    proc = subprocess.run([sys.executable, "-c", CHILD, phase, str(raw), str(out), str(scale), str(seed)],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, phase, str(raw), str(out), str(scale), str(seed)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -109,7 +109,7 @@ def dataset_config(name: str, params_dir: Path | None = None) -> dict[str, Any]:
 
 
 def served_dataset(params_dir: Path | None = None) -> str:
-    """The data set whose audiences the cache, the service and the dashboard serve (params/cache.yaml: cache.dataset)."""
+    """The data set whose audiences the cache, the service and the dashboard serve (params/cache.yaml cache.dataset)."""
     try:
         cache = load_params("cache", params_dir).get("cache") or {}
     except FileNotFoundError:

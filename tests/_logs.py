@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -50,14 +51,17 @@ def frame(rows: Sequence[Row]) -> pd.DataFrame:
     )
 
 
+P = TypeVar("P")  # the product id type of a hand-made log
+
+
 def list_log(
     customers: Sequence[object],
-    products: Sequence[object],
+    products: Sequence[P],
     dates: Sequence[str | None],
     events: Sequence[str] | None = None,
     *,
     default_event: str = "purchased",
-    name: Callable[[object], str] = "item {}".format,
+    name: Callable[[P], str] = "item {}".format,
 ) -> pd.DataFrame:
     """A canonical table from parallel plain lists (ids as given, dates ISO or None, names from `name(product)`)."""
     n = len(customers)
@@ -119,7 +123,7 @@ def high_churn_log(n_users: int = 1500, n_products: int = 150, seed: int = 0) ->
         days = np.sort(first + rng.exponential(20, size=n)) % 180
         own = rng.choice(n_products, size=n, p=pop) + 1
         own[1:] = np.where(rng.random(n - 1) < 0.3, own[0], own[1:])
-        for d, p in zip(days, own):
+        for d, p in zip(days, own, strict=True):
             cust.append(u * 7 + 3)  # sparse ids
             prod.append(int(p))
             ev = rng.choice(["purchased", "cart", "wishlist"], p=[0.35, 0.6, 0.05])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,13 +21,14 @@ from recsys.cache.lookup import (
 )
 from recsys.cache.manifest import FORMAT_VERSION, CacheManifest, read_manifest
 from recsys.rankers import make_ranker
+from recsys.rankers.base import GlobalRanker
 
 from _logs import frame, random_log
 
 N = 12
 
 
-def build(log: pd.DataFrame, cache_dir: Path, ranker: str = "activity", **kwargs: object) -> CacheManifest:
+def build(log: pd.DataFrame, cache_dir: Path, ranker: str = "activity", **kwargs: Any) -> CacheManifest:
     """build_cache with the test defaults."""
     return build_cache(log, ranker, {"seed": 0, "token_user_cap": 20}, cache_dir, n=N, **kwargs)
 
@@ -99,7 +101,9 @@ def test_cold_start_lookup_serves_the_global_order(
     lookup = AudienceLookup.open(int_cache[0])
     customers, scores, cold = lookup.top(987_654, 5)
     assert cold is True and not lookup.known(987_654) and lookup.known(int(lookup.product_ids()[0]))
-    eng = make_ranker("activity").fit(int_log).features_["engagement"]
+    activity = make_ranker("activity").fit(int_log)
+    assert isinstance(activity, GlobalRanker)
+    eng = activity.features_["engagement"]
     assert customers.tolist() == eng.sort_values(ascending=False, kind="stable").index[:5].tolist()
     assert lookup.top("SKU-1", 5)[2] is True and lookup.top(None, 5)[2] is True
 

@@ -25,7 +25,9 @@ def canonical(customers, products, dates, events=None) -> pd.DataFrame:
     return list_log(customers, products, dates, events, default_event="purchased", name="item {}".format)
 
 
-def co_purchase_log(n_groups: int = 4, users_per_group: int = 40, items_per_group: int = 10, seed: int = 0) -> pd.DataFrame:
+def co_purchase_log(
+    n_groups: int = 4, users_per_group: int = 40, items_per_group: int = 10, seed: int = 0
+) -> pd.DataFrame:
     """Dense log with strong co-purchase structure: users of group g buy most items of group g.
 
     Each user buys 7 random items of their group in January (train) and one more, different item of
@@ -41,7 +43,7 @@ def co_purchase_log(n_groups: int = 4, users_per_group: int = 40, items_per_grou
             for i, item in enumerate(picks[:7]):
                 rows.append((user, int(item), f"2023-01-{1 + i:02d}T10:00:00"))
             rows.append((user, int(picks[7]), "2023-03-01T10:00:00"))
-    c, p, d = zip(*rows)
+    c, p, d = zip(*rows, strict=True)
     return canonical(list(c), list(p), list(d))
 
 
@@ -162,7 +164,9 @@ def test_als_beats_random_on_co_purchase_structure() -> None:
     split = window_split(log, cutoff_at(log["event_date"], 0.8))
     existing, _ = build_eval_sets(split)
     ks = (5, 10)
-    ranker = ALSRanker({"factors": 8, "iterations": 15, "seed": 1, "num_threads": 1, "regularization": 0.1}).fit(split.train)
+    ranker = ALSRanker({"factors": 8, "iterations": 15, "seed": 1, "num_threads": 1, "regularization": 0.1}).fit(
+        split.train
+    )
     offsets, codes = coded_recommendations(ranker.rank(existing.product_ids, 10), existing, "als")
     als, _ = score_lists(existing, offsets, codes, ks)
     rnd = random_metrics(existing, ks)
@@ -249,7 +253,7 @@ def test_bgnbd_ranks_repeat_customers_first() -> None:
         days = np.sort(rng.choice(np.arange(0, 90), size=min(n_days, 90), replace=False))
         for d in days:
             rows.append((u, int(rng.integers(1, 40)), str(pd.Timestamp("2023-01-01") + pd.Timedelta(days=int(d)))))
-    c, p, d = zip(*rows)
+    c, p, d = zip(*rows, strict=True)
     log = canonical(list(c), list(p), list(d))
     r = BGNBDRanker({"horizon_days": 30}).fit(log)
     rec = r.rank(np.array([999]), 40)

@@ -80,7 +80,9 @@ def test_raw_features_match_hand_computation() -> None:
 def test_engagement_matches_hand_computation() -> None:
     feats = compute_features(hand_log(), minmax_params())
     np.testing.assert_allclose(feats["engagement"].to_numpy(), list(HAND_ENGAGEMENT.values()), rtol=1e-12)
-    np.testing.assert_allclose(feats["engagement"].to_numpy(), [0.85, 0.07416666666666666, 0.6646856944821327, 0.303237170891868])
+    np.testing.assert_allclose(
+        feats["engagement"].to_numpy(), [0.85, 0.07416666666666666, 0.6646856944821327, 0.303237170891868]
+    )
     np.testing.assert_allclose(feats["norm_interaction_frequency"], [0.0, 89 / 180, 1.0, 89 / 180], rtol=1e-12)
     assert feats["engagement"].sort_values(ascending=False).index.tolist() == [1, 3, 4, 2]
 
@@ -103,8 +105,13 @@ def test_undated_decay_param_gives_undated_rows_credit() -> None:
 def test_decay_changes_the_order() -> None:
     """An old purchase beats a fresh cart without decay, loses with a 90-day decay."""
     log = frame([("old", 1, "a", "purchased", "2022-12-22"), ("new", 2, "b", "cart", REF_DATE)])
-    only_avg = {"avg_event_score": 1.0, "total_interactions": 0.0, "unique_products": 0.0,
-                "interaction_frequency": 0.0, "recency": 0.0}
+    only_avg = {
+        "avg_event_score": 1.0,
+        "total_interactions": 0.0,
+        "unique_products": 0.0,
+        "interaction_frequency": 0.0,
+        "recency": 0.0,
+    }
     fast = compute_features(log, minmax_params(weights=only_avg))  # old: 5e^(-100/90) = 1.646 < 3
     slow = compute_features(log, minmax_params(weights=only_avg, decay_days=1e9))  # old: ~5 > 3
     assert fast["engagement"].idxmax() == "new"
@@ -138,16 +145,25 @@ def test_engagement_model_rescoring_matches_full_recompute() -> None:
     log = random_log(n_rows=2000, seed=3)
     params = FeatureParams(normalisation="percentile")
     model = EngagementModel.fit(log, params)
-    weights = {"total_interactions": 0.1, "unique_products": 0.1, "avg_event_score": 0.5,
-               "interaction_frequency": 0.2, "recency": 0.1}
+    weights = {
+        "total_interactions": 0.1,
+        "unique_products": 0.1,
+        "avg_event_score": 0.5,
+        "interaction_frequency": 0.2,
+        "recency": 0.1,
+    }
     events = {**params.event_weights, "purchased": 1.0, "cart": 7.0}
     for method in ("minmax", "percentile", "log1p_minmax", "minmax"):  # memoised columns reused across calls
-        for changed in (params.with_(normalisation=method, weights=weights),
-                        params.with_(normalisation=method, weights=weights, event_weights=events),
-                        params.with_(normalisation=method)):
+        for changed in (
+            params.with_(normalisation=method, weights=weights),
+            params.with_(normalisation=method, weights=weights, event_weights=events),
+            params.with_(normalisation=method),
+        ):
             full = compute_features(log, changed)
             np.testing.assert_allclose(model.engagement(changed), full["engagement"].to_numpy(), rtol=1e-12)
-            np.testing.assert_allclose(model.features(changed)["norm_avg_event_score"], full["norm_avg_event_score"], rtol=1e-12)
+            np.testing.assert_allclose(
+                model.features(changed)["norm_avg_event_score"], full["norm_avg_event_score"], rtol=1e-12
+            )
     np.testing.assert_array_equal(model.engagement(), compute_features(log, params)["engagement"].to_numpy())
     with pytest.raises(ValueError, match="features.decay_days changes the raw features: refit"):
         model.engagement(params.with_(decay_days=30.0))

@@ -24,10 +24,7 @@ from recsys.evaluation.intervals import (
 from recsys.evaluation.metrics import METRICS, hits_against, metrics_at_k, nanmean_or_nan
 from recsys.evaluation.split import protocol_splits
 
-try:
-    from _logs import high_churn_log
-except ImportError:  # tests collected as a package
-    from tests._logs import high_churn_log
+from _logs import high_churn_log
 
 
 def hits_of(pairs: list[tuple[int, int]]) -> HitSet:

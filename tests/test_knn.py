@@ -12,10 +12,7 @@ import scipy.sparse as sp
 from recsys.rankers import make_ranker
 from recsys.rankers.knn import ItemKNNRanker
 
-try:
-    from _logs import list_log, random_log
-except ImportError:  # tests collected as a package
-    from tests._logs import list_log, random_log
+from _logs import list_log, random_log
 
 # customers 1..4 (rows) x products 10..14 (columns)
 X = np.array(

@@ -32,7 +32,7 @@ CASE_STUDY_CSV = """index,product_id,customer_id,product_name,Event_Date,Event
 31,15,1005,"قهوة 250 G",2023-02-01 08:00:00+00:00,teleport
 40,16,1006,"أرز 5 كيلو",not-a-date,purchased
 41,17,,"تمر 1 كيلو",2023-02-03 08:00:00+00:00,cart
-52,18,1007,"حليب 1 لتر",2022-10-01 00:03:06+00:00, Rating 
+52,18,1007,"حليب 1 لتر",2022-10-01 00:03:06+00:00, Rating\x20
 """
 
 
@@ -80,7 +80,10 @@ def test_case_study_accounting_and_reasons(tmp_path: Path) -> None:
 
 
 def test_header_case_and_whitespace_tolerated(tmp_path: Path) -> None:
-    text = CASE_STUDY_CSV.replace("index,product_id,customer_id,product_name,Event_Date,Event", " INDEX , Product_ID,Customer_Id ,PRODUCT_NAME,event_date, event ")
+    text = CASE_STUDY_CSV.replace(
+        "index,product_id,customer_id,product_name,Event_Date,Event",
+        " INDEX , Product_ID,Customer_Id ,PRODUCT_NAME,event_date, event ",
+    )
     summary = prepare(write(tmp_path, text), tmp_path / "p.parquet", PRESETS["case_study"])
     assert summary.kept == 5
 
@@ -94,7 +97,13 @@ def test_string_sku_log_via_mapping(tmp_path: Path) -> None:
 """
     spec = source_spec_from_params(
         {
-            "mapping": {"customer_id": "CustomerID", "product_id": "StockCode", "product_name": "Description", "event_date": "InvoiceDate", "event": None},
+            "mapping": {
+                "customer_id": "CustomerID",
+                "product_id": "StockCode",
+                "product_name": "Description",
+                "event_date": "InvoiceDate",
+                "event": None,
+            },
             "constant_event": "purchased",
         }
     )
@@ -129,12 +138,16 @@ def test_rees46_preset(tmp_path: Path) -> None:
 2019-10-01 00:00:01 UTC,cart,3900821,2053013552326770905,appliances.environment.water_heater,aqua,33.20,554748717,9333dfbd
 2019-10-01 00:00:02 UTC,purchase,17200506,2053013559792632471,furniture.living_room.sofa,,543.10,519107250,566511c2
 2019-10-01 00:00:03 UTC,remove_from_cart,1307067,2053013558920217191,computers.notebook,lenovo,251.74,550050854,7c90fc70
-"""
+"""  # noqa: E501 (rows verbatim in the REES46 export's format)
     summary = prepare(write(tmp_path, text), tmp_path / "p.parquet", PRESETS["rees46"])
     assert summary.kept == 3 and summary.rejected["excluded_event"] == 1
     df = load_prepared(tmp_path / "p.parquet").sort_values("event_date")
     assert df["event"].astype(str).tolist() == ["view", "cart", "purchased"]
-    assert df["product_name"].astype(str).tolist() == ["shiseido", "appliances.environment.water_heater aqua", "furniture.living_room.sofa"]
+    assert df["product_name"].astype(str).tolist() == [
+        "shiseido",
+        "appliances.environment.water_heater aqua",
+        "furniture.living_room.sofa",
+    ]
     assert df["event_date"].iloc[1] == pd.Timestamp("2019-10-01 00:00:01", tz="UTC")
 
 
@@ -237,9 +250,14 @@ def assert_online_retail_fixture(summary, prepared: Path) -> None:
     assert by_id[(17850, "85123A")] == pd.Timestamp("2010-12-01 08:26", tz="UTC")  # GMT in winter
     assert by_id[(13047, "85123A")] == pd.Timestamp("2011-06-09 09:15", tz="UTC")  # BST in summer
     quarantine = pd.read_parquet(prepared.with_name("quarantine.parquet"))
-    assert sorted(zip(quarantine["source_row"], quarantine["reason"])) == [
-        (3, "duplicate"), (6, "cancelled"), (7, "cancelled"), (8, "non_product"),
-        (9, "missing_customer"), (10, "non_positive_quantity"), (11, "non_positive_quantity"),
+    assert sorted(zip(quarantine["source_row"], quarantine["reason"], strict=True)) == [
+        (3, "duplicate"),
+        (6, "cancelled"),
+        (7, "cancelled"),
+        (8, "non_product"),
+        (9, "missing_customer"),
+        (10, "non_positive_quantity"),
+        (11, "non_positive_quantity"),
     ]
     assert {"InvoiceNo", "Quantity"} <= set(quarantine.columns)  # filter columns are kept with the rows they set aside
 
@@ -256,7 +274,11 @@ def test_online_retail_preset_is_the_readme_recipe(tmp_path: Path) -> None:
     preset, recipe = PRESETS["online_retail"], source_spec_from_params(readme_recipe())
     assert {k: v for k, v in preset.mapping.items() if v} == {k: v for k, v in recipe.mapping.items() if v}
     assert (preset.filters, preset.timezone, preset.constant_event, preset.date_format, dict(preset.event_map)) == (
-        recipe.filters, recipe.timezone, recipe.constant_event, recipe.date_format, dict(recipe.event_map)
+        recipe.filters,
+        recipe.timezone,
+        recipe.constant_event,
+        recipe.date_format,
+        dict(recipe.event_map),
     )
     summary = prepare(write(tmp_path, ONLINE_RETAIL_CSV), tmp_path / "interactions.parquet", preset)
     assert_online_retail_fixture(summary, tmp_path / "interactions.parquet")
@@ -287,7 +309,9 @@ def test_vendored_online_retail_counts_match_the_raw_file(tmp_path: Path) -> Non
 
 def test_online_retail_readme_facts() -> None:
     readme = (PROJ_ROOT / "data/external/online_retail/README.md").read_text(encoding="utf-8")
-    facts = dict(re.findall(r"^- ([^:\n]+): (\S.*)$", readme.split("## Measured facts", 1)[1].split("\n## ", 1)[0], flags=re.M))
+    facts = dict(
+        re.findall(r"^- ([^:\n]+): (\S.*)$", readme.split("## Measured facts", 1)[1].split("\n## ", 1)[0], flags=re.M)
+    )
     raw = pd.read_parquet(PROJ_ROOT / "data/external/online_retail/online_retail.parquet")
     cancelled = raw["InvoiceNo"].str.startswith("C")
     service = ["POST", "DOT", "C2", "M", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK"]
@@ -295,7 +319,9 @@ def test_online_retail_readme_facts() -> None:
         "rows": len(raw),
         "cancellation rows (InvoiceNo starting with C)": int(cancelled.sum()),
         "rows with a negative quantity": int((raw["Quantity"] < 0).sum()),
-        "rows with a non-positive quantity that are not cancellations": int(((raw["Quantity"] <= 0) & ~cancelled).sum()),
+        "rows with a non-positive quantity that are not cancellations": int(
+            ((raw["Quantity"] <= 0) & ~cancelled).sum()
+        ),
         "rows without a customer": int(raw["CustomerID"].isna().sum()),
         "exact duplicate rows": int(raw.duplicated().sum()),
         "rows without a description": int(raw["Description"].isna().sum()),
@@ -312,7 +338,12 @@ def test_online_retail_readme_facts() -> None:
 
 def test_custom_mapping_replaces_the_preset_mapping(tmp_path: Path) -> None:
     # the issue-13 failure: the case_study preset's event mapping stayed active under a custom mapping
-    mapping = {"customer_id": "CustomerID", "product_id": "StockCode", "product_name": "Description", "event_date": "InvoiceDate"}
+    mapping = {
+        "customer_id": "CustomerID",
+        "product_id": "StockCode",
+        "product_name": "Description",
+        "event_date": "InvoiceDate",
+    }
     spec = source_spec_from_params({"preset": "case_study", "mapping": mapping, "constant_event": "purchased"})
     assert spec.mapping == mapping and spec.name == "case_study+mapping+constant_event"
     summary = prepare(write(tmp_path, ONLINE_RETAIL_CSV), tmp_path / "p.parquet", spec)
@@ -323,9 +354,20 @@ def test_custom_mapping_replaces_the_preset_mapping(tmp_path: Path) -> None:
 
 
 def test_preset_none_needs_a_full_mapping() -> None:
-    spec = source_spec_from_params({"preset": "none", "mapping": {"customer_id": "u", "product_id": "p", "event_date": "t"}, "constant_event": "view"})
+    spec = source_spec_from_params(
+        {
+            "preset": "none",
+            "mapping": {"customer_id": "u", "product_id": "p", "event_date": "t"},
+            "constant_event": "view",
+        }
+    )
     assert spec.mapping == {"customer_id": "u", "product_id": "p", "event_date": "t"} and spec.filters == ()
-    assert source_spec_from_params({"preset": None, "mapping": {"customer_id": "u", "product_id": "p", "event_date": "t"}}).name == "none+mapping"
+    assert (
+        source_spec_from_params(
+            {"preset": None, "mapping": {"customer_id": "u", "product_id": "p", "event_date": "t"}}
+        ).name
+        == "none+mapping"
+    )
     with pytest.raises(DataContractError, match="source.preset is none, so source.mapping must map"):
         source_spec_from_params({"preset": "none"})
     with pytest.raises(DataContractError, match=r"source.mapping lacks \['event_date'\]"):
@@ -343,12 +385,30 @@ def test_unknown_source_key_is_named() -> None:
     ("filters", "message"),
     [
         ([{"column": "Quantity", "op": "=>", "value": 0, "reason": "r"}], r"source.filters\[0\].op must be one of"),
-        ([{"column": "Quantity", "op": ">", "value": "0", "reason": "r"}], r"source.filters\[0\].value must be a number for op '>'"),
-        ([{"column": "Q", "op": "in", "value": "C", "reason": "r"}], r"source.filters\[0\].value must be a non-empty list"),
-        ([{"column": "Q", "op": ">", "value": 0, "reason": "Bad Reason"}], r"source.filters\[0\].reason must be a snake_case name"),
-        ([{"column": "Q", "op": ">", "value": 0, "reason": "duplicate"}], r"source.filters\[0\].reason 'duplicate' is a reason prepare gives itself"),
-        ([{"column": "Q", "op": ">", "value": 0, "reason": "r"}, {"column": "Q", "op": ">", "value": 0}], r"source.filters\[1\] lacks key\(s\) \['reason'\]"),
-        ([{"column": "Q", "op": ">", "value": 0, "reason": "r", "why": "x"}], r"unknown key\(s\) in source.filters\[0\]: \['why'\]"),
+        (
+            [{"column": "Quantity", "op": ">", "value": "0", "reason": "r"}],
+            r"source.filters\[0\].value must be a number for op '>'",
+        ),
+        (
+            [{"column": "Q", "op": "in", "value": "C", "reason": "r"}],
+            r"source.filters\[0\].value must be a non-empty list",
+        ),
+        (
+            [{"column": "Q", "op": ">", "value": 0, "reason": "Bad Reason"}],
+            r"source.filters\[0\].reason must be a snake_case name",
+        ),
+        (
+            [{"column": "Q", "op": ">", "value": 0, "reason": "duplicate"}],
+            r"source.filters\[0\].reason 'duplicate' is a reason prepare gives itself",
+        ),
+        (
+            [{"column": "Q", "op": ">", "value": 0, "reason": "r"}, {"column": "Q", "op": ">", "value": 0}],
+            r"source.filters\[1\] lacks key\(s\) \['reason'\]",
+        ),
+        (
+            [{"column": "Q", "op": ">", "value": 0, "reason": "r", "why": "x"}],
+            r"unknown key\(s\) in source.filters\[0\]: \['why'\]",
+        ),
         ({"column": "Q"}, r"source.filters must be a list"),
     ],
 )
@@ -358,7 +418,9 @@ def test_bad_filters_name_the_key(filters: object, message: str) -> None:
 
 
 def test_filter_on_a_missing_column_is_named(tmp_path: Path) -> None:
-    spec = source_spec_from_params({"preset": "online_retail", "filters": [{"column": "Qty", "op": ">", "value": 0, "reason": "r"}]})
+    spec = source_spec_from_params(
+        {"preset": "online_retail", "filters": [{"column": "Qty", "op": ">", "value": 0, "reason": "r"}]}
+    )
     with pytest.raises(DataContractError, match=r"source.filters\[0\].column 'Qty' is not a column of the input"):
         prepare(write(tmp_path, ONLINE_RETAIL_CSV), tmp_path / "p.parquet", spec)
 
@@ -369,7 +431,15 @@ def test_filter_comparisons_and_missing_values() -> None:
     assert passes(">", 0) == [True, False, False, False, False, False, False]
     assert passes("<=", 0) == [False, True, False, False, False, False, True]
     assert passes("==", 0) == [False, False, False, False, False, False, True]
-    assert passes("!=", 0) == [True, True, True, True, True, True, False]  # missing / non-numeric satisfy a negative condition
+    assert passes("!=", 0) == [
+        True,
+        True,
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]  # missing / non-numeric satisfy a negative condition
     assert passes("startswith", "C") == [False, False, False, False, False, True, False]
     assert passes("not_startswith", "C") == [True, True, True, True, True, False, True]
     assert passes("in", ("abc", "0")) == [False, False, False, False, True, False, True]
@@ -388,14 +458,29 @@ def test_float_coded_ids_become_integers_and_others_stay_text() -> None:
 
 def test_float_and_integer_spellings_of_one_id_are_duplicates(tmp_path: Path) -> None:
     text = "u,p,t\n17850.0,1,2011-01-01 10:00:00\n17850,1.0,2011-01-01 10:00:00\n"
-    spec = source_spec_from_params({"preset": "none", "mapping": {"customer_id": "u", "product_id": "p", "event_date": "t"}, "constant_event": "purchased"})
+    spec = source_spec_from_params(
+        {
+            "preset": "none",
+            "mapping": {"customer_id": "u", "product_id": "p", "event_date": "t"},
+            "constant_event": "purchased",
+        }
+    )
     summary = prepare(write(tmp_path, text), tmp_path / "p.parquet", spec)
     assert summary.kept == 1 and summary.rejected["duplicate"] == 1
 
 
 def test_timezone_of_naive_dates() -> None:
-    raw = pd.Series(["2011-06-09 10:15:00", "2011-12-01 08:26:00", "2011-06-09 10:15:00+02:00", "2011-03-27 01:30:00",
-                     "2011-10-30 01:30:00", "nonsense"], dtype="string[pyarrow]")
+    raw = pd.Series(
+        [
+            "2011-06-09 10:15:00",
+            "2011-12-01 08:26:00",
+            "2011-06-09 10:15:00+02:00",
+            "2011-03-27 01:30:00",
+            "2011-10-30 01:30:00",
+            "nonsense",
+        ],
+        dtype="string[pyarrow]",
+    )
     got = parse_dates(raw, "iso", "Europe/London")
     assert got.tolist()[:5] == [
         pd.Timestamp("2011-06-09 09:15", tz="UTC"),  # BST
@@ -405,6 +490,9 @@ def test_timezone_of_naive_dates() -> None:
         pd.Timestamp("2011-10-30 01:30", tz="UTC"),  # ambiguous: read as standard time (GMT)
     ]
     assert pd.isna(got.iloc[5]) and str(got.dtype) == "datetime64[us, UTC]"
-    assert parse_dates(raw[:2], "iso").tolist() == [pd.Timestamp("2011-06-09 10:15", tz="UTC"), pd.Timestamp("2011-12-01 08:26", tz="UTC")]
+    assert parse_dates(raw[:2], "iso").tolist() == [
+        pd.Timestamp("2011-06-09 10:15", tz="UTC"),
+        pd.Timestamp("2011-12-01 08:26", tz="UTC"),
+    ]
     with pytest.raises(DataContractError, match="source.timezone must be an IANA time zone"):
         source_spec_from_params({"preset": "online_retail", "timezone": "Mars/Olympus"})

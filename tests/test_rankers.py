@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from recsys.features.text import query_tokens, tokenize_names
 from recsys.rankers import Ranker, Recommendations, available_rankers, make_ranker
 from recsys.rankers.base import deep_merge, top_k_codes
-from recsys.rankers.content import truncate_postings
+from recsys.rankers.content import ContentRanker, truncate_postings
 from recsys.rankers.engagement import ActivityRanker
 
 from _logs import frame, random_log
@@ -74,6 +74,7 @@ def test_content_equals_brute_force_when_postings_are_not_truncated() -> None:
     log = random_log(n_rows=2500, n_users=250, n_products=60, seed=5)
     w = 0.6
     ranker = make_ranker("content", {"affinity_weight": w, "token_user_cap": 10**6, "chunk_entries": 500}).fit(log)
+    assert isinstance(ranker, ContentRanker)
     x = ranker.x_.toarray()  # TF-IDF rows of the products (codes = sorted product ids)
     users = np.sort(log["customer_id"].unique())
     products = np.sort(log["product_id"].unique())
@@ -141,7 +142,9 @@ def test_unseen_product_gets_global_order_flagged_cold(name: str) -> None:
     cold = recs.to_frame().query("product_id == 10000")
     assert len(cold) == 10
     if name in ("activity", "content"):
-        eng = make_ranker("activity").fit(log).features_["engagement"]
+        activity = make_ranker("activity").fit(log)
+        assert isinstance(activity, ActivityRanker)
+        eng = activity.features_["engagement"]
         assert cold["customer_id"].tolist() == eng.sort_values(ascending=False, kind="stable").index[:10].tolist()
         np.testing.assert_allclose(cold["score"], eng.loc[cold["customer_id"]].to_numpy())
     assert ranker.rank(["not-an-int"], 3).cold_start.tolist() == [True]
@@ -239,6 +242,7 @@ def test_popularity_orders_by_rows_then_last_activity_then_id() -> None:
 def test_content_with_weight_equals_a_fresh_fit() -> None:
     log = random_log(n_rows=2000, n_users=200, n_products=50, seed=6)
     base = make_ranker("content", {"affinity_weight": 0.5, "token_user_cap": 20}).fit(log)
+    assert isinstance(base, ContentRanker)
     products = np.arange(50)
     for w in (0.0, 0.3, 0.9):
         fresh_ranker = make_ranker("content", {"affinity_weight": w, "token_user_cap": 20}).fit(log)
@@ -282,7 +286,7 @@ def test_truncated_postings_keep_each_tokens_strongest_customers() -> None:
                 full.indices[full.indptr[t] : full.indptr[t + 1]],
                 full.data[full.indptr[t] : full.indptr[t + 1]],
             )
-            expected = sorted(zip(-vals, -priority[rows], rows))[:cap]
+            expected = sorted(zip(-vals, -priority[rows], rows, strict=True))[:cap]
             kept = got.indices[got.indptr[t] : got.indptr[t + 1]]
             assert sorted(kept.tolist()) == sorted(r for _, _, r in expected)
 

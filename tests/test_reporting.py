@@ -164,7 +164,7 @@ def summary(
     kv = [
         KVerdict(k=k, verdict=v, cf_model="als", engagement_model="activity", hits=h)
         for k, v, h in zip((10, 100), verdicts, (1, 5), strict=True)
-    ]  # type: ignore[arg-type]
+    ]
     return EvaluationSummary(
         protocol=Protocol(
             test_quantile=0.8,

@@ -93,7 +93,7 @@ def test_verdicts_on_constructed_inputs() -> None:
 
 def kv(k: int, v: str, hits: int) -> KVerdict:
     """A verdict record."""
-    return KVerdict(k=k, verdict=v, cf_model="als", engagement_model="activity", hits=hits)  # type: ignore[arg-type]
+    return KVerdict(k=k, verdict=v, cf_model="als", engagement_model="activity", hits=hits)
 
 
 def test_overall_sentence_is_derived_from_the_per_k_verdicts() -> None:

@@ -17,12 +17,11 @@ from recsys.cache.build import build_cache
 from recsys.cache.lookup import AUDIENCE_NAME, AudienceLookup
 from recsys.cache.manifest import read_manifest
 
-try:
-    from _logs import random_log
-except ImportError:  # tests collected as a package
-    from tests._logs import random_log
+from _logs import random_log
 
-pyspark = pytest.importorskip("pyspark", reason="pyspark is part of the project's `spark` extra (make setup installs it)")
+pyspark = pytest.importorskip(
+    "pyspark", reason="pyspark is part of the project's `spark` extra (make setup installs it)"
+)
 
 pytestmark = [pytest.mark.spark, pytest.mark.server]
 
@@ -90,16 +89,37 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
     tmp = tmp_path_factory.mktemp("spark-cluster")
     env = spark_env(tmp)
     port, ui = free_port(), free_port()
-    master = start("org.apache.spark.deploy.master.Master",
-                   ["--host", HOST, "--port", str(port), "--webui-port", str(ui)], env, tmp / "master.log")
+    master = start(
+        "org.apache.spark.deploy.master.Master",
+        ["--host", HOST, "--port", str(port), "--webui-port", str(ui)],
+        env,
+        tmp / "master.log",
+    )
     procs = [master]
     try:
         wait_for_port(port, master, tmp / "master.log")
         url = f"spark://{HOST}:{port}"
         worker_port = free_port()
-        worker = start("org.apache.spark.deploy.worker.Worker",
-                       [url, "--host", HOST, "--port", str(worker_port), "--webui-port", str(free_port()),
-                        "--cores", "1", "--memory", "1g", "--work-dir", str(tmp / "work")], env, tmp / "worker.log")
+        worker = start(
+            "org.apache.spark.deploy.worker.Worker",
+            [
+                url,
+                "--host",
+                HOST,
+                "--port",
+                str(worker_port),
+                "--webui-port",
+                str(free_port()),
+                "--cores",
+                "1",
+                "--memory",
+                "1g",
+                "--work-dir",
+                str(tmp / "work"),
+            ],
+            env,
+            tmp / "worker.log",
+        )
         procs.append(worker)
         wait_for_port(worker_port, worker, tmp / "worker.log")
         yield url, env
@@ -108,16 +128,38 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
             stop(proc)
 
 
-def test_spark_submit_on_a_standalone_cluster_builds_the_same_cache(cluster: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+def test_spark_submit_on_a_standalone_cluster_builds_the_same_cache(
+    cluster: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
     url, env = cluster
     log = random_log(n_rows=1200, n_users=120, n_products=30, seed=12, str_ids=True)
     prepared = tmp_path / "interactions.parquet"
     log.to_parquet(prepared)
     script = Path(__file__).resolve().parents[1] / "recsys" / "engines" / "spark" / "submit.py"
     spark_submit = Path(env["SPARK_HOME"]) / "bin" / "spark-submit"
-    cmd = [str(spark_submit), "--master", url, "--driver-memory", "1g", "--executor-memory", "1g",
-           "--total-executor-cores", "1", "--conf", f"spark.driver.host={HOST}", "--conf", f"spark.driver.bindAddress={HOST}",
-           str(script), "--ranker", "activity", "--uncapped", "--input", prepared.as_uri(), "--output", str(tmp_path / "cache")]
+    cmd = [
+        str(spark_submit),
+        "--master",
+        url,
+        "--driver-memory",
+        "1g",
+        "--executor-memory",
+        "1g",
+        "--total-executor-cores",
+        "1",
+        "--conf",
+        f"spark.driver.host={HOST}",
+        "--conf",
+        f"spark.driver.bindAddress={HOST}",
+        str(script),
+        "--ranker",
+        "activity",
+        "--uncapped",
+        "--input",
+        prepared.as_uri(),
+        "--output",
+        str(tmp_path / "cache"),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-4000:]
     manifest = read_manifest(tmp_path / "cache")

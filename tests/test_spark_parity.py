@@ -1,4 +1,4 @@
-"""The Spark engine (local[2]) against the pandas engine: same audiences, same artifact, clear errors, ALS invariants."""
+"""The Spark engine (local[2]) against the pandas engine: same audiences and artifact, clear errors, ALS invariants."""
 
 from __future__ import annotations
 
@@ -16,12 +16,11 @@ from recsys.cache.lookup import AUDIENCE_NAME, LOOKUP_ARRAYS, MANIFEST_NAME, Aud
 from recsys.cache.manifest import read_manifest
 from recsys.rankers import make_ranker
 
-try:
-    from _logs import frame, random_log
-except ImportError:  # tests collected as a package
-    from tests._logs import frame, random_log
+from _logs import frame, random_log
 
-pyspark = pytest.importorskip("pyspark", reason="pyspark is part of the project's `spark` extra (make setup installs it)")
+pyspark = pytest.importorskip(
+    "pyspark", reason="pyspark is part of the project's `spark` extra (make setup installs it)"
+)
 
 from recsys.engines.spark.build import Inputs, build_cache_spark, rankings  # noqa: E402
 from recsys.engines.spark.session import SparkSettings, spark_session  # noqa: E402
@@ -75,14 +74,18 @@ def write_log(log: pd.DataFrame, tmp: Path, name: str) -> str:
     return str(path)
 
 
-def pandas_rankings(log: pd.DataFrame, ranker: str, params: dict[str, Any], n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def pandas_rankings(
+    log: pd.DataFrame, ranker: str, params: dict[str, Any], n: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The pandas engine's audiences (float64 scores) and its cold-start fallback, as long frames."""
     fitted = make_ranker(ranker, params).fit(canonical_order(log))
     catalogue = catalogue_ids(log)
     return fitted.rank(catalogue, n).to_frame(), global_fallback(fitted, catalogue, n).to_frame()
 
 
-def spark_rankings(spark: Any, uri: str, ranker: str, params: dict[str, Any], n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def spark_rankings(
+    spark: Any, uri: str, ranker: str, params: dict[str, Any], n: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The Spark engine's audiences and fallback as long frames in (product, rank) order."""
     inputs = Inputs.read(spark, uri)
     try:
@@ -90,7 +93,9 @@ def spark_rankings(spark: Any, uri: str, ranker: str, params: dict[str, Any], n:
         table = ranked.toArrow().to_pandas().sort_values(["product_id", "rank"], kind="stable", ignore_index=True)
     finally:
         inputs.release()
-    fb = pd.DataFrame({"rank": np.arange(1, len(fallback) + 1), "customer_id": fallback.customer_ids, "score": fallback.scores})
+    fb = pd.DataFrame(
+        {"rank": np.arange(1, len(fallback) + 1), "customer_id": fallback.customer_ids, "score": fallback.scores}
+    )
     return table, fb
 
 
@@ -173,8 +178,16 @@ def test_cache_artifact_equals_the_pandas_engine(spark: Any, tmp_path: Path, str
     uri = write_log(log, tmp_path, "log")
     params = {"seed": 0, "features": {}}
     build_cache(log, "activity", params, tmp_path / "pandas", n=N, export="parquet")
-    manifest = build_cache_spark(uri, "activity", params, tmp_path / "spark", n=N, export="parquet", spark=spark,
-                                 settings=SparkSettings(shuffle_partitions=PARTITIONS, rows_per_output_partition=100))
+    manifest = build_cache_spark(
+        uri,
+        "activity",
+        params,
+        tmp_path / "spark",
+        n=N,
+        export="parquet",
+        spark=spark,
+        settings=SparkSettings(shuffle_partitions=PARTITIONS, rows_per_output_partition=100),
+    )
     assert manifest.fingerprint.algorithm == "sha256-file" and manifest.engine.master == spark.sparkContext.master
     assert manifest == read_manifest(tmp_path / "spark")
     assert_same_cache(tmp_path / "spark", tmp_path / "pandas")
@@ -197,7 +210,9 @@ def test_cache_with_no_allowed_customer(spark: Any, tmp_path: Path) -> None:
 def test_clear_errors(spark: Any, tmp_path: Path) -> None:
     log = random_log(n_rows=300, n_users=40, n_products=10, seed=1)
     uri = write_log(log, tmp_path, "log")
-    with pytest.raises(ValueError, match=r"ranker 'content' is not available on the spark engine.*cache.engine: pandas"):
+    with pytest.raises(
+        ValueError, match=r"ranker 'content' is not available on the spark engine.*cache.engine: pandas"
+    ):
         build_cache_spark(uri, "content", {}, tmp_path / "c", spark=spark)
     with pytest.raises(FileNotFoundError, match="recsys prepare"):
         build_cache_spark(str(tmp_path / "nowhere.parquet"), "activity", {}, tmp_path / "c", spark=spark)
@@ -219,8 +234,8 @@ def test_als_invariants(spark: Any, tmp_path: Path) -> None:
     uri = write_log(log, tmp_path, "log")
     params = {"factors": 8, "iterations": 3, "regularization": 0.05, "seed": 7}
     first, fallback = spark_rankings(spark, uri, "als", params, N)
-    touched = set(zip(log["product_id"].tolist(), log["customer_id"].tolist()))
-    assert not {(p, c) for p, c in zip(first["product_id"], first["customer_id"])} & touched
+    touched = set(zip(log["product_id"].tolist(), log["customer_id"].tolist(), strict=True))
+    assert not {(p, c) for p, c in zip(first["product_id"], first["customer_id"], strict=True)} & touched
     n_customers = log["customer_id"].nunique()
     sizes = first.groupby("product_id").size()
     own = log.groupby("product_id")["customer_id"].nunique()

@@ -35,8 +35,8 @@ def test_shards_have_disjoint_ids_and_one_increasing_index(tmp_path: Path) -> No
     index = log["index"].astype(np.int64).to_numpy()
     assert np.all(np.diff(index) > 0)
     bounds = np.cumsum([0] + [len(s) for s in shards])
-    products = [set(log["product_id"].iloc[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-    customers = [set(log["customer_id"].iloc[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    products = [set(log["product_id"].iloc[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    customers = [set(log["customer_id"].iloc[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     for i in range(3):
         for j in range(i + 1, 3):
             assert not products[i] & products[j] and not customers[i] & customers[j]

@@ -44,7 +44,9 @@ def test_raw_format_is_exactly_the_case_study_header(small: tuple[Path, pd.DataF
     assert raw["Event_Date"].str.fullmatch(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00:00)?").all()
     assert set(raw["Event"]) == {"cart", "purchased", "wishlist", "search_keyword", "rating"}
     undated = raw["Event_Date"] == ""
-    assert (raw.loc[undated, "Event"] == "wishlist").all() and (raw.loc[raw["Event"] == "wishlist", "Event_Date"] == "").all()
+    assert (raw.loc[undated, "Event"] == "wishlist").all() and (
+        raw.loc[raw["Event"] == "wishlist", "Event_Date"] == ""
+    ).all()
     assert not raw.duplicated().any()
     perfume = raw["product_name"].str.startswith("عطر ")
     assert perfume.any()
@@ -70,10 +72,22 @@ def test_small_scale_shape_matches_profile_ratios(small: tuple[Path, pd.DataFram
     _, _, stats = small
     table = calibration_table(stats, load_profile(), scale=0.05, tolerance=0.15).set_index("metric")
     must_hold = [
-        "raw rows", "users", "products", "events: cart", "events: purchased", "events: wishlist",
-        "one-time users %", "users with 2-5 interactions %", "single-interaction products %",
-        "top-20% products share %", "share in last 30 days %", "share in last 60 days %",
-        "share in last 90 days %", "date span (days)", "undated rows (all wishlist)", "new products % of late (80% split)",
+        "raw rows",
+        "users",
+        "products",
+        "events: cart",
+        "events: purchased",
+        "events: wishlist",
+        "one-time users %",
+        "users with 2-5 interactions %",
+        "single-interaction products %",
+        "top-20% products share %",
+        "share in last 30 days %",
+        "share in last 60 days %",
+        "share in last 90 days %",
+        "date span (days)",
+        "undated rows (all wishlist)",
+        "new products % of late (80% split)",
     ]
     failing = table.loc[must_hold][~table.loc[must_hold, "ok"]]
     assert failing.empty, failing.to_string()
@@ -111,7 +125,12 @@ DEFAULT_SCALE_001_SEED_3_MD5 = "57ee523f2778b699d1d8372b0d7222b6"
 def test_default_behaviour_reproduces_the_calibrated_log(tmp_path: Path) -> None:
     info = generate(tmp_path / "a.csv", scale=0.01, seed=3)
     assert hashlib.md5((tmp_path / "a.csv").read_bytes()).hexdigest() == DEFAULT_SCALE_001_SEED_3_MD5
-    generate(tmp_path / "b.csv", scale=0.01, seed=3, behaviour=behaviour_from_params({"category_loyalty": 0.7, "name_signal": 1, "retention": None}))
+    generate(
+        tmp_path / "b.csv",
+        scale=0.01,
+        seed=3,
+        behaviour=behaviour_from_params({"category_loyalty": 0.7, "name_signal": 1, "retention": None}),
+    )
     assert (tmp_path / "b.csv").read_bytes() == (tmp_path / "a.csv").read_bytes()
     assert info["behaviour"] == {"category_loyalty": 0.7, "name_signal": 1.0, "retention": None}
 
@@ -145,7 +164,9 @@ def test_shuffle_names_keeps_the_name_multiset() -> None:
     same = shuffle_names(rng, name, alt, 1.0)
     assert same[0] is name and same[1] is alt
     new_name, new_alt = shuffle_names(rng, name, alt, 0.0)
-    assert sorted(zip(new_name, new_alt)) == sorted(zip(name, alt))  # pairs move together, none appears or vanishes
+    assert sorted(zip(new_name, new_alt, strict=True)) == sorted(
+        zip(name, alt, strict=True)
+    )  # pairs move together, none appears or vanishes
     assert (new_alt != alt).mean() > 0.99
     _, half_alt = shuffle_names(rng, name, alt, 0.5)
     assert 0.45 < (half_alt == alt).mean() < 0.56  # half keep their own name (+ a few drawn back by chance)

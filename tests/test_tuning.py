@@ -44,7 +44,10 @@ def test_als_iterations_are_rescored_on_one_fit_per_grid_point() -> None:
 
 
 def test_union_of_grids_and_seeded_budget_sample() -> None:
-    grids = [{"similarity": ["cosine"], "K": [10, 20]}, {"similarity": ["bm25"], "K": [10], "B": [0.5, 0.75]}]
+    grids: list[dict[str, list[Any]]] = [
+        {"similarity": ["cosine"], "K": [10, 20]},
+        {"similarity": ["bm25"], "K": [10], "B": [0.5, 0.75]},
+    ]
     points, size = grid_points(grids, budget=10, seed=1, label="itemknn")
     assert size == 4 and [p for _, p in points] == [
         {"similarity": "cosine", "K": 10},
@@ -85,7 +88,7 @@ def test_best_trial_breaks_ties_by_headline_hits_then_order() -> None:
 
 
 def test_dotted_keys_reach_nested_blocks() -> None:
-    base = {"engagement": {"normalisation": "log1p_minmax", "weights": {"recency": 0.1}}, "k": 1}
+    base: dict[str, Any] = {"engagement": {"normalisation": "log1p_minmax", "weights": {"recency": 0.1}}, "k": 1}
     out = with_values(base, {"engagement.normalisation": "minmax", "features.decay_days": 30})
     assert out == {
         "engagement": {"normalisation": "minmax", "weights": {"recency": 0.1}},

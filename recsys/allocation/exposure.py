@@ -87,7 +87,7 @@ def _rounded(value: Any) -> Any:
 
 
 def gini(values: np.ndarray) -> float:
-    """Gini coefficient of non-negative values (population = every value given); raises on an empty or zero-sum input."""
+    """Gini coefficient of non-negative values (population = every value given); raises on empty or zero-sum input."""
     x = np.sort(np.asarray(values, dtype=np.float64))
     if len(x) == 0 or x.sum() <= 0:
         raise ValueError("the Gini coefficient needs at least one positive value")
@@ -133,7 +133,9 @@ def _at_k(
     )
 
 
-def _padded(offsets: np.ndarray, codes: np.ndarray, rows: np.ndarray, sizes: np.ndarray, k: int, pad: int) -> np.ndarray:
+def _padded(
+    offsets: np.ndarray, codes: np.ndarray, rows: np.ndarray, sizes: np.ndarray, k: int, pad: int
+) -> np.ndarray:
     """(len(rows), k) matrix of the rows' first k codes, `pad` after a list's end."""
     cols = np.arange(k, dtype=np.int64)
     idx = offsets[rows][:, None] + cols[None, :]
@@ -235,5 +237,7 @@ def exposure_frame(sides: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         for k in first["at_k"]
         for metric in TABLE_METRICS
     ]
-    rows.append({"k": first["jaccard_k"], "metric": "mean_jaccard", **{label: d["mean_jaccard"] for label, d in sides.items()}})
+    rows.append(
+        {"k": first["jaccard_k"], "metric": "mean_jaccard", **{label: d["mean_jaccard"] for label, d in sides.items()}}
+    )
     return pd.DataFrame(rows, dtype=object).set_index(["k", "metric"])  # object: counts print as integers

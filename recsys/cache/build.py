@@ -7,13 +7,14 @@ Artifact directory (default ``recsys.config.CACHE_DIR``):
 - ``lookup-<version>/``: memory-mappable ``.npy`` arrays (see ``LOOKUP_ARRAYS``): product ids sorted
   ascending (int64, or fixed-width unicode for string ids), CSR ``offsets``, ``customers`` (the
   integer customer ids themselves, or for string ids int32 codes into the sorted fixed-width
-  ``customer_vocab``; empty for integer ids), ``scores`` (float32, as in the Parquet), per-product ``cold_start`` and the global
-  fallback (``global_customers``, ``global_scores``) served for products unseen at build time.
+  ``customer_vocab``; empty for integer ids), ``scores`` (float32, as in the Parquet), per-product
+  ``cold_start`` and the global fallback (``global_customers``, ``global_scores``) served for products unseen
+  at build time.
 - ``manifest.json``: a ``recsys.cache.manifest.CacheManifest`` (ranker + params, engine, input fingerprint,
   counts, N, the allocation settings (frequency cap, depth, candidates) and stats, exposure metrics before
-  and after the cap, id kinds, version and ``lookup_dir``). It is the commit point: writers finish the lookup directory first, then replace the
-  manifest with ``os.replace``; at most ``keep`` (default 2) lookup directories are kept (newest by
-  modification time, the live one always).
+  and after the cap, id kinds, version and ``lookup_dir``). It is the commit point: writers finish the lookup
+  directory first, then replace the manifest with ``os.replace``; at most ``keep`` (default 2) lookup
+  directories are kept (newest by modification time, the live one always).
 
 Same inputs and params give a byte-identical artifact directory: nothing time-dependent is written;
 the version is a digest of the served arrays, so a rebuild with the same content reuses its lookup
@@ -35,7 +36,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,6 @@ import pyarrow.parquet as pq
 from recsys import config
 from recsys.allocation import AllocationParams, allocate, exposure_metrics, truncate
 from recsys.allocation.exposure import DEFAULT_KS, returning_customers
-from recsys.data.contract import CANONICAL_COLUMNS, load_prepared
-from recsys.data.ids import id_array as as_id_array, id_kind
 from recsys.cache.lookup import (
     AUDIENCE_NAME,
     EXPORT_STEM,
@@ -76,8 +75,11 @@ from recsys.cache.manifest import (
     read_manifest,
     write_manifest,
 )
+from recsys.data.contract import CANONICAL_COLUMNS, load_prepared
+from recsys.data.ids import id_array as as_id_array
+from recsys.data.ids import id_kind
 from recsys.engines import check_engine
-from recsys.rankers import Recommendations, make_ranker
+from recsys.rankers import Ranker, Recommendations, make_ranker
 
 PARQUET_ROW_GROUP = 1 << 20
 ENCODE_CHUNK = 1 << 22
@@ -272,7 +274,7 @@ def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
     for key in LOOKUP_ARRAYS:
         a = np.ascontiguousarray(arrays[key])
         h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.data.cast("B"))
     return h.hexdigest()
 
 
@@ -480,7 +482,7 @@ def commit_manifest(
     return manifest
 
 
-def global_fallback(ranker: Any, catalogue: np.ndarray, n: int) -> Recommendations:
+def global_fallback(ranker: Ranker, catalogue: np.ndarray, n: int) -> Recommendations:
     """The ranker's answer for a product it never saw: its global order, used for cold-start lookups."""
     return ranker.rank(
         np.asarray([cold_sentinel(catalogue)], dtype=object if id_kind(catalogue) == "str" else np.int64), n

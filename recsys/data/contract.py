@@ -6,9 +6,9 @@ Canonical table (one row per interaction, written by `recsys prepare` as Parquet
 column        dtype                                  meaning
 ============  =====================================  ==============================================
 customer_id   int32/int64 if every id is an integer, who acted; never null
-              else string                            
+              else string
 product_id    int32/int64 if every id is an integer, what they acted on; never null
-              else string                            
+              else string
 product_name  category (nullable)                    the product's name as logged (only metadata)
 event         category of CANONICAL_EVENTS           purchased, cart, rating, wishlist,
                                                      search_keyword, view
@@ -32,7 +32,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -72,7 +72,16 @@ REJECT_REASONS: tuple[str, ...] = (
 FILTER_OPS: tuple[str, ...] = (">", ">=", "<", "<=", "==", "!=", "startswith", "not_startswith", "in", "not_in")
 NUMERIC_OPS: frozenset[str] = frozenset({">", ">=", "<", "<="})
 NEGATIVE_OPS: frozenset[str] = frozenset({"!=", "not_startswith", "not_in"})  # a missing value satisfies these
-SOURCE_KEYS: tuple[str, ...] = ("path", "preset", "mapping", "event_map", "constant_event", "date_format", "timezone", "filters")
+SOURCE_KEYS: tuple[str, ...] = (
+    "path",
+    "preset",
+    "mapping",
+    "event_map",
+    "constant_event",
+    "date_format",
+    "timezone",
+    "filters",
+)
 FILTER_KEYS: tuple[str, ...] = ("column", "op", "value", "reason")
 
 
@@ -115,7 +124,8 @@ def check_filter(f: RowFilter, where: str) -> None:
         raise DataContractError(f"{where}.reason must be a snake_case name such as 'cancelled', got {f.reason!r}")
     if f.reason in REJECT_REASONS:
         raise DataContractError(
-            f"{where}.reason {f.reason!r} is a reason prepare gives itself; choose another name (reserved: {list(REJECT_REASONS)})"
+            f"{where}.reason {f.reason!r} is a reason prepare gives itself; choose another name "
+            f"(reserved: {list(REJECT_REASONS)})"
         )
 
 
@@ -146,7 +156,9 @@ def check_timezone(name: str, where: str = "source.timezone") -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-        raise DataContractError(f"{where} must be an IANA time zone such as 'UTC' or 'Europe/London', got {name!r}") from exc
+        raise DataContractError(
+            f"{where} must be an IANA time zone such as 'UTC' or 'Europe/London', got {name!r}"
+        ) from exc
     return name
 
 
@@ -254,7 +266,9 @@ def source_spec_from_params(cfg: Mapping[str, Any]) -> SourceSpec:
     preset = cfg["preset"] if "preset" in cfg else "case_study"
     preset = "none" if preset is None else str(preset)
     if preset != "none" and preset not in PRESETS:
-        raise DataContractError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}, or `none` with a full mapping")
+        raise DataContractError(
+            f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}, or `none` with a full mapping"
+        )
     base = PRESETS.get(preset, SourceSpec(mapping={}, name="none"))
     mapping = cfg.get("mapping") or None
     if mapping is not None:
@@ -262,7 +276,9 @@ def source_spec_from_params(cfg: Mapping[str, Any]) -> SourceSpec:
             raise DataContractError(f"source.mapping must map canonical columns to source columns, got {mapping!r}")
         bad = sorted(set(mapping) - set(CANONICAL_COLUMNS))
         if bad:
-            raise DataContractError(f"source.mapping has unknown canonical column(s) {bad}; expected some of {list(CANONICAL_COLUMNS)}")
+            raise DataContractError(
+                f"source.mapping has unknown canonical column(s) {bad}; expected some of {list(CANONICAL_COLUMNS)}"
+            )
         lacking = [c for c in REQUIRED_COLUMNS if not mapping.get(c)]
         if lacking:
             raise DataContractError(
@@ -270,7 +286,9 @@ def source_spec_from_params(cfg: Mapping[str, Any]) -> SourceSpec:
                 "so it must name the source column of customer_id, product_id and event_date"
             )
     elif preset == "none":
-        raise DataContractError("source.preset is none, so source.mapping must map customer_id, product_id and event_date to source columns")
+        raise DataContractError(
+            "source.preset is none, so source.mapping must map customer_id, product_id and event_date to source columns"
+        )
     event_map = cfg.get("event_map") or None
     if event_map is not None and not isinstance(event_map, Mapping):
         raise DataContractError(f"source.event_map must map source event values to canonical events, got {event_map!r}")
@@ -312,7 +330,7 @@ def resolve_columns(header: Sequence[str], spec: SourceSpec) -> dict[str, list[s
         src = spec.mapping.get(canon)
         if src is None:
             if canon == "event" and spec.constant_event is None:
-                missing.append(f"'event' (no mapping and no constant_event)")
+                missing.append("'event' (no mapping and no constant_event)")
             resolved[canon] = []
             continue
         names = [src] if isinstance(src, str) else list(src)
@@ -326,7 +344,8 @@ def resolve_columns(header: Sequence[str], spec: SourceSpec) -> dict[str, list[s
         resolved[canon] = actual
     if missing:
         raise DataContractError(
-            "input lacks required column(s): " + ", ".join(missing)
+            "input lacks required column(s): "
+            + ", ".join(missing)
             + f"; columns found: {list(header)}. Set `source.mapping` in params/prepare.yaml "
             "(e.g. customer_id: CustomerID) or choose a preset: " + ", ".join(sorted(PRESETS))
         )
@@ -401,7 +420,7 @@ def parse_dates(values: pd.Series, date_format: str, timezone: str = "UTC") -> p
     s = values.astype("string[pyarrow]").str.strip()
     if date_format in {"epoch_ms", "epoch_s"}:
         num = pd.to_numeric(s, errors="coerce")
-        unit = "ms" if date_format == "epoch_ms" else "s"
+        unit: Literal["ms", "s"] = "ms" if date_format == "epoch_ms" else "s"
         return pd.to_datetime(num, unit=unit, utc=True, errors="coerce").astype(DATE_DTYPE)
     fmt = "ISO8601" if date_format == "iso" else date_format
     if date_format == "iso":

@@ -19,10 +19,10 @@ from recsys.data.contract import (
     DATE_DTYPE,
     NEGATIVE_OPS,
     NUMERIC_OPS,
+    UNDATED_POLICY,
     DataContractError,
     RowFilter,
     SourceSpec,
-    UNDATED_POLICY,
     narrow_ids,
     parse_dates,
     read_raw,
@@ -72,7 +72,9 @@ def _join_name(raw: pd.DataFrame, cols: list[str]) -> pd.Series:
     return name.mask(name == "")
 
 
-def _events(raw: pd.DataFrame, cols: list[str], spec: SourceSpec) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
+def _events(
+    raw: pd.DataFrame, cols: list[str], spec: SourceSpec
+) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
     """Normalised canonical events plus masks: missing, unknown, deliberately excluded."""
     n = len(raw)
     if not cols:
@@ -96,8 +98,14 @@ def filter_passes(values: pd.Series, f: RowFilter) -> np.ndarray:
     if numeric:
         num = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         value = float(f.value)
-        compare = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal,
-                   "==": np.equal, "!=": np.not_equal}[f.op]
+        compare = {
+            ">": np.greater,
+            ">=": np.greater_equal,
+            "<": np.less,
+            "<=": np.less_equal,
+            "==": np.equal,
+            "!=": np.not_equal,
+        }[f.op]
         with np.errstate(invalid="ignore"):
             holds = compare(num, value) & ~np.isnan(num)
         if f.op == "!=":
@@ -110,7 +118,8 @@ def filter_passes(values: pd.Series, f: RowFilter) -> np.ndarray:
     else:  # == / != as text
         hit = (text == str(f.value)).fillna(False).to_numpy(dtype=bool)
     hit = hit & ~missing
-    return ~hit if f.op in NEGATIVE_OPS else hit
+    passes: np.ndarray = ~hit if f.op in NEGATIVE_OPS else hit
+    return passes
 
 
 def canonicalise(raw: pd.DataFrame, cols: dict[str, list[str]], spec: SourceSpec) -> tuple[pd.DataFrame, pd.Series]:
@@ -127,7 +136,7 @@ def canonicalise(raw: pd.DataFrame, cols: dict[str, list[str]], spec: SourceSpec
         sel = mask & (reason == "")
         reason[sel] = name
 
-    for f, column in zip(spec.filters, resolve_filter_columns(list(raw.columns), spec)):
+    for f, column in zip(spec.filters, resolve_filter_columns(list(raw.columns), spec), strict=True):
         flag(~filter_passes(raw[column], f), f.reason)
     cust = raw[cols["customer_id"][0]]
     prod = raw[cols["product_id"][0]]
@@ -206,7 +215,7 @@ def prepare(
         kept=len(table),
         rejected=rejected,
         undated_kept=int(table["event_date"].isna().sum()),
-        events_kept={e: int(c) for e, c in table["event"].value_counts(sort=False).items()},
+        events_kept={str(e): int(c) for e, c in table["event"].value_counts(sort=False).items()},
         users=int(table["customer_id"].nunique()),
         products=int(table["product_id"].nunique()),
         id_dtypes={c: str(table[c].dtype) for c in ("customer_id", "product_id")},
@@ -216,11 +225,19 @@ def prepare(
     summary_path.write_text(json.dumps(asdict(summary), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if table.empty:
         raise DataContractError(
-            f"no valid rows in {input_path}: all {len(raw)} rows were rejected ({ {k: v for k, v in rejected.items() if v} }); "
+            f"no valid rows in {input_path}: all {len(raw)} rows were rejected "
+            f"({ {k: v for k, v in rejected.items() if v} }); "
             f"see {quarantine_path} and check the column mapping / event_map in params/prepare.yaml"
         )
     _write_atomic_parquet(table, output_path)
-    log.info("prepared %s in %.1f s: %d rows in, %d kept, rejected %s", input_path, time.perf_counter() - t0, len(raw), len(table), rejected)
+    log.info(
+        "prepared %s in %.1f s: %d rows in, %d kept, rejected %s",
+        input_path,
+        time.perf_counter() - t0,
+        len(raw),
+        len(table),
+        rejected,
+    )
     return summary
 
 

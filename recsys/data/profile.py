@@ -17,7 +17,8 @@ def load_profile(path: Path | None = None) -> dict[str, Any]:
     path = path or PROFILE_PATH
     if not path.is_file():
         raise FileNotFoundError(f"published profile {path} not found ")
-    return json.loads(path.read_text(encoding="utf-8"))
+    profile: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return profile
 
 
 def _pct(x: float) -> float:
@@ -76,14 +77,26 @@ def time_stats(df: pd.DataFrame) -> dict[str, Any]:
     return {
         "dated_rows": int(len(dates)),
         "undated_rows": int(df["event_date"].isna().sum()),
-        "undated_by_event": {str(k): int(v) for k, v in df.loc[df["event_date"].isna(), "event"].value_counts().items() if v},
+        "undated_by_event": {
+            str(k): int(v) for k, v in df.loc[df["event_date"].isna(), "event"].value_counts().items() if v
+        },
         "first": dates.min().isoformat(),
         "last": end.isoformat(),
         "span_days": int((end - dates.min()).days),
-        "interactions_per_day": {"mean": round(float(per_day.mean()), 1), "min": int(per_day.min()), "max": int(per_day.max())},
+        "interactions_per_day": {
+            "mean": round(float(per_day.mean()), 1),
+            "min": int(per_day.min()),
+            "max": int(per_day.max()),
+        },
         "share_in_last_30_60_90_days_pct": [_pct((dates > end - pd.Timedelta(days=d)).mean()) for d in (30, 60, 90)],
-        "median_date": dates.quantile(0.5).isoformat(),
+        "median_date": _date_quantile(dates, 0.5).isoformat(),
     }
+
+
+def _date_quantile(dates: pd.Series, q: float) -> pd.Timestamp:
+    """The q-quantile of a datetime Series."""
+    # pandas-stubs types Series.quantile as a float; on datetimes it is a Timestamp
+    return pd.Timestamp(dates.quantile(q))  # type: ignore[arg-type]
 
 
 def split_cutoff(df: pd.DataFrame, quantile: float = 0.8) -> pd.Timestamp:
@@ -91,7 +104,7 @@ def split_cutoff(df: pd.DataFrame, quantile: float = 0.8) -> pd.Timestamp:
     dates = df["event_date"].dropna()
     if dates.empty:
         raise ValueError("the log has no dated rows: a temporal split needs event dates")
-    return pd.Timestamp(dates.quantile(quantile))
+    return _date_quantile(dates, quantile)
 
 
 def split_stats(df: pd.DataFrame, quantile: float = 0.8) -> dict[str, Any]:
@@ -101,8 +114,8 @@ def split_stats(df: pd.DataFrame, quantile: float = 0.8) -> dict[str, Any]:
     early = dated["event_date"] < cutoff
     eu, lu = pd.unique(dated.loc[early, "customer_id"]), pd.unique(dated.loc[~early, "customer_id"])
     ep, lp = pd.unique(dated.loc[early, "product_id"]), pd.unique(dated.loc[~early, "product_id"])
-    returning = int(np.isin(lu, eu).sum())
-    new_products = int((~np.isin(lp, ep)).sum())
+    returning = int(np.isin(np.asarray(lu), np.asarray(eu)).sum())
+    new_products = int((~np.isin(np.asarray(lp), np.asarray(ep))).sum())
     return {
         "quantile": quantile,
         "cutoff": cutoff.isoformat(),
@@ -124,12 +137,14 @@ def event_stats(df: pd.DataFrame) -> dict[str, Any]:
         "event_counts": {str(k): int(v) for k, v in g.size().items()},
         "events_unique": {
             str(k): {"users": int(u), "products": int(p)}
-            for k, u, p in zip(g.size().index, g["customer_id"].nunique(), g["product_id"].nunique())
+            for k, u, p in zip(g.size().index, g["customer_id"].nunique(), g["product_id"].nunique(), strict=True)
         },
     }
 
 
-def profile_stats(df: pd.DataFrame, prepare_summary: dict[str, Any] | None = None, split_quantile: float = 0.8) -> dict[str, Any]:
+def profile_stats(
+    df: pd.DataFrame, prepare_summary: dict[str, Any] | None = None, split_quantile: float = 0.8
+) -> dict[str, Any]:
     """Every statistic of the published profile, computed from a prepared (deduplicated) table."""
     n_users = df["customer_id"].nunique()
     n_products = df["product_id"].nunique()
@@ -172,25 +187,92 @@ CALIBRATION_METRICS: list[tuple[str, str, str, str]] = [
     ("users with 2-5 interactions %", "users.users_with_2_to_5_pct", "users.users_with_2_to_5_pct", "rel"),
     ("users with >5 interactions %", "users.users_with_more_than_5_pct", "users.users_with_more_than_5_pct", "rel"),
     ("mean interactions per user", "users.interactions_per_user.mean", "users.interactions_per_user.mean", "rel"),
-    ("users touching a single product %", "users.users_touching_single_product_pct", "users.users_touching_single_product_pct", "rel"),
-    ("single-interaction products %", "products.single_interaction_products_pct", "products.single_interaction_products_pct", "rel"),
-    ("top-20% products share %", "products.top_20pct_products_share_of_interactions_pct", "products.top_20pct_products_share_of_interactions_pct", "rel"),
-    ("max interactions on one product", "products.interactions_per_product.max", "products.interactions_per_product.max", "oom"),
+    (
+        "users touching a single product %",
+        "users.users_touching_single_product_pct",
+        "users.users_touching_single_product_pct",
+        "rel",
+    ),
+    (
+        "single-interaction products %",
+        "products.single_interaction_products_pct",
+        "products.single_interaction_products_pct",
+        "rel",
+    ),
+    (
+        "top-20% products share %",
+        "products.top_20pct_products_share_of_interactions_pct",
+        "products.top_20pct_products_share_of_interactions_pct",
+        "rel",
+    ),
+    (
+        "max interactions on one product",
+        "products.interactions_per_product.max",
+        "products.interactions_per_product.max",
+        "oom",
+    ),
     ("max users on one product", "products.max_users_on_one_product", "products.max_users_on_one_product", "oom"),
-    ("share in last 30 days %", "time.share_in_last_30_60_90_days_pct.0", "time.share_in_last_30_60_90_days_pct.0", "rel"),
-    ("share in last 60 days %", "time.share_in_last_30_60_90_days_pct.1", "time.share_in_last_30_60_90_days_pct.1", "rel"),
-    ("share in last 90 days %", "time.share_in_last_30_60_90_days_pct.2", "time.share_in_last_30_60_90_days_pct.2", "rel"),
+    (
+        "share in last 30 days %",
+        "time.share_in_last_30_60_90_days_pct.0",
+        "time.share_in_last_30_60_90_days_pct.0",
+        "rel",
+    ),
+    (
+        "share in last 60 days %",
+        "time.share_in_last_30_60_90_days_pct.1",
+        "time.share_in_last_30_60_90_days_pct.1",
+        "rel",
+    ),
+    (
+        "share in last 90 days %",
+        "time.share_in_last_30_60_90_days_pct.2",
+        "time.share_in_last_30_60_90_days_pct.2",
+        "rel",
+    ),
     ("date span (days)", "time.span_days", "raw_file.Event_Date", "days"),
-    ("undated rows (all wishlist)", "time.undated_rows", "after_dedupe_on_customer_product_event_date.event_counts.wishlist", "rel"),
-    ("early users (80% split)", "temporal_split_at_80pct_date_quantile.early_users", "temporal_split_at_80pct_date_quantile.early_users", "rel"),
-    ("late users (80% split)", "temporal_split_at_80pct_date_quantile.late_users", "temporal_split_at_80pct_date_quantile.late_users", "rel"),
-    ("retention % (80% split)", "temporal_split_at_80pct_date_quantile.retention_pct", "temporal_split_at_80pct_date_quantile.retention_pct", "rel"),
-    ("late products (80% split)", "temporal_split_at_80pct_date_quantile.late_products", "temporal_split_at_80pct_date_quantile.late_products", "rel"),
-    ("new products % of late (80% split)", "temporal_split_at_80pct_date_quantile.new_products_pct", "temporal_split_at_80pct_date_quantile.new_products_pct", "rel"),
+    (
+        "undated rows (all wishlist)",
+        "time.undated_rows",
+        "after_dedupe_on_customer_product_event_date.event_counts.wishlist",
+        "rel",
+    ),
+    (
+        "early users (80% split)",
+        "temporal_split_at_80pct_date_quantile.early_users",
+        "temporal_split_at_80pct_date_quantile.early_users",
+        "rel",
+    ),
+    (
+        "late users (80% split)",
+        "temporal_split_at_80pct_date_quantile.late_users",
+        "temporal_split_at_80pct_date_quantile.late_users",
+        "rel",
+    ),
+    (
+        "retention % (80% split)",
+        "temporal_split_at_80pct_date_quantile.retention_pct",
+        "temporal_split_at_80pct_date_quantile.retention_pct",
+        "rel",
+    ),
+    (
+        "late products (80% split)",
+        "temporal_split_at_80pct_date_quantile.late_products",
+        "temporal_split_at_80pct_date_quantile.late_products",
+        "rel",
+    ),
+    (
+        "new products % of late (80% split)",
+        "temporal_split_at_80pct_date_quantile.new_products_pct",
+        "temporal_split_at_80pct_date_quantile.new_products_pct",
+        "rel",
+    ),
 ]
 
 
-def calibration_table(stats: dict[str, Any], profile: dict[str, Any], scale: float = 1.0, tolerance: float = 0.05) -> pd.DataFrame:
+def calibration_table(
+    stats: dict[str, Any], profile: dict[str, Any], scale: float = 1.0, tolerance: float = 0.05
+) -> pd.DataFrame:
     """Target vs got for every calibrated statistic; counts are scaled by `scale`, shares are not."""
     rows = []
     for metric, ours, theirs, kind in CALIBRATION_METRICS:

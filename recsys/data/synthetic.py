@@ -80,7 +80,13 @@ class Calibration:
 
     def event_counts(self) -> dict[str, int]:
         """Unique-row counts per event at scale 1.0."""
-        return self.events or {"cart": 304_282, "purchased": 166_150, "wishlist": 22_178, "search_keyword": 3_190, "rating": 3_079}
+        return self.events or {
+            "cart": 304_282,
+            "purchased": 166_150,
+            "wishlist": 22_178,
+            "search_keyword": 3_190,
+            "rating": 3_079,
+        }
 
     def duplicate_counts(self) -> dict[str, int]:
         """Repeated rows (same customer, product, event, second; new index) per event at scale 1.0."""
@@ -161,10 +167,47 @@ CATEGORIES: list[tuple[str, str, list[str]]] = [
     ("أحمر شفاه", "Lipstick", ["G", "قطعة"]),
 ]
 CATEGORY_WEIGHTS = np.array([14, 5, 5, 6, 4, 5, 6, 4, 3, 5, 3, 3, 4, 3, 4, 3, 3, 3, 4, 4, 3, 3, 4, 3], dtype=float)
-ADJECTIVES_AR = ["طبيعي", "ممتاز", "فاخر", "عضوي", "أصلي", "جديد", "كلاسيك", "خفيف", "بريميوم", "للأطفال", "اقتصادي", "مركز"]
+ADJECTIVES_AR = [
+    "طبيعي",
+    "ممتاز",
+    "فاخر",
+    "عضوي",
+    "أصلي",
+    "جديد",
+    "كلاسيك",
+    "خفيف",
+    "بريميوم",
+    "للأطفال",
+    "اقتصادي",
+    "مركز",
+]
 ADJECTIVES_EN = ["Natural", "Premium", "Classic", "Organic", "Original", "Light", "Extra", "Family", "Gold", "Fresh"]
-BRANDS = ["Rawda", "Noor", "Salam", "Fajr", "Layan", "Dana", "Sama", "Reem", "Hala", "Jood", "Nakheel", "Waha",
-          "الريم", "النور", "الواحة", "الفجر", "سما", "هلا", "جود", "لين", "Taiba", "Afnan", "Zain", "Lulu"]
+BRANDS = [
+    "Rawda",
+    "Noor",
+    "Salam",
+    "Fajr",
+    "Layan",
+    "Dana",
+    "Sama",
+    "Reem",
+    "Hala",
+    "Jood",
+    "Nakheel",
+    "Waha",
+    "الريم",
+    "النور",
+    "الواحة",
+    "الفجر",
+    "سما",
+    "هلا",
+    "جود",
+    "لين",
+    "Taiba",
+    "Afnan",
+    "Zain",
+    "Lulu",
+]
 SIZES = np.array([50, 100, 125, 150, 200, 250, 330, 400, 500, 750, 1, 2, 3, 5, 10, 12, 24, 30, 36, 48])
 
 
@@ -175,7 +218,8 @@ def traffic_shape(rng: np.random.Generator) -> np.ndarray:
     promo = np.ones(DAYS)
     promo[[120, 169]] = [1.45, 1.25]  # 2023-01-29 and 2023-03-19: marketplace campaigns
     lam = trend * noise * promo
-    return lam / lam.sum()
+    share: np.ndarray = lam / lam.sum()
+    return share
 
 
 def product_counts(rng: np.random.Generator, n_products: int, total: int, cal: Calibration, scale: float) -> np.ndarray:
@@ -228,7 +272,8 @@ def slot_days(rng: np.random.Generator, counts: np.ndarray, traffic: np.ndarray,
     # launch: drawn from traffic, shifted earlier so a product's interactions can span its life
     launch = np.interp(rng.random(n), cdf, np.arange(DAYS + 1)) - lead * (counts > 1)
     lo = np.clip(launch, 0, DAYS - 1)
-    hi = np.clip(launch + life, lo + np.minimum(life, DAYS), DAYS)  # a life that began before the window keeps its length
+    # a life that began before the window keeps its length
+    hi = np.clip(launch + life, lo + np.minimum(life, DAYS), DAYS)
     prod = np.repeat(np.arange(n), counts)
     c_lo = np.interp(lo[prod], np.arange(DAYS + 1), cdf)
     c_hi = np.interp(hi[prod], np.arange(DAYS + 1), cdf)
@@ -238,7 +283,8 @@ def slot_days(rng: np.random.Generator, counts: np.ndarray, traffic: np.ndarray,
     tilted = traffic * np.exp(cal.singleton_late_tilt * np.arange(DAYS) / DAYS)
     cdf_single = np.concatenate([[0.0], np.cumsum(tilted / tilted.sum())])
     day[single] = np.interp(rng.random(int(single.sum())), cdf_single, np.arange(DAYS + 1))
-    return np.minimum(np.floor(day).astype(np.int64), DAYS - 1)
+    days: np.ndarray = np.minimum(np.floor(day).astype(np.int64), DAYS - 1)
+    return days
 
 
 def visit_sizes(rng: np.random.Generator, n_visits: int, total: int, cal: Calibration) -> np.ndarray:
@@ -321,7 +367,9 @@ def link_visits(
     return parent
 
 
-def retention_of_links(parent: np.ndarray, starts: np.ndarray, total: int, quantile: float = RETENTION_QUANTILE) -> float:
+def retention_of_links(
+    parent: np.ndarray, starts: np.ndarray, total: int, quantile: float = RETENTION_QUANTILE
+) -> float:
     """Share of users with a visit before the slot quantile who also have one after it (visits in slot order).
 
     Slots are sorted by day and, within a day, in an order unrelated to time, so cutting the slot
@@ -358,7 +406,9 @@ def links_for_retention(
 
     def measured(n_links: int) -> float:
         trial = copy.deepcopy(rng)
-        return retention_of_links(link_visits(trial, v_day, v_cat, v_size, n_links, cal, category_loyalty), starts, total)
+        return retention_of_links(
+            link_visits(trial, v_day, v_cat, v_size, n_links, cal, category_loyalty), starts, total
+        )
 
     lo, hi = 0, len(v_day) - 1
     r_lo, r_hi = 0.0, measured(hi)
@@ -403,7 +453,17 @@ def product_names(rng: np.random.Generator, pids: np.ndarray, cats: np.ndarray) 
     model = rng.integers(1, 400, n).astype(str).astype(object)
     lang = rng.choice(3, size=n, p=[0.928, 0.067, 0.005])  # arabic, english, mixed
     arabic = ar[cats] + " " + adj_ar + " " + brand + " " + size + " " + units
-    english = brand + " " + en[cats] + " " + adj_en + " " + size + " " + np.where(unit_choice == 0, "ml", "pcs").astype(object)
+    english = (
+        brand
+        + " "
+        + en[cats]
+        + " "
+        + adj_en
+        + " "
+        + size
+        + " "
+        + np.where(unit_choice == 0, "ml", "pcs").astype(object)
+    )
     mixed = ar[cats] + " " + brand + " " + en[cats] + " " + size + " " + units
     name = np.where(lang == 0, arabic, np.where(lang == 1, english, mixed))
     name = np.where(rng.random(n) < 0.35, name + " " + model, name)
@@ -423,13 +483,19 @@ def product_names(rng: np.random.Generator, pids: np.ndarray, cats: np.ndarray) 
     return name, alt
 
 
-def assign_events(rng: np.random.Generator, single_slot: np.ndarray, counts: dict[str, int], boost: float) -> np.ndarray:
+def assign_events(
+    rng: np.random.Generator, single_slot: np.ndarray, counts: dict[str, int], boost: float
+) -> np.ndarray:
     """Exact event counts over slots; wishlist leans towards once-touched products (as in the real log)."""
     n = len(single_slot)
     events = np.empty(n, dtype=object)
     w = np.where(single_slot, boost, 1.0)
     key = -np.log(rng.random(n)) / w
-    wish = np.argpartition(key, counts["wishlist"] - 1)[: counts["wishlist"]] if counts["wishlist"] else np.array([], dtype=np.int64)
+    wish = (
+        np.argpartition(key, counts["wishlist"] - 1)[: counts["wishlist"]]
+        if counts["wishlist"]
+        else np.array([], dtype=np.int64)
+    )
     events[wish] = "wishlist"
     rest = np.flatnonzero(events == None)  # noqa: E711 - object array comparison
     pool = np.concatenate([np.full(c, e, dtype=object) for e, c in counts.items() if e != "wishlist"])
@@ -495,7 +561,9 @@ def generate_log(
     v_cat = cats[prod[starts]]
     day = v_day[visit]  # a visit happens on its first slot's day
     if behaviour.retention is not None:
-        n_links = links_for_retention(rng, v_day, v_cat, sizes, starts, behaviour.retention, cal, behaviour.category_loyalty)
+        n_links = links_for_retention(
+            rng, v_day, v_cat, sizes, starts, behaviour.retention, cal, behaviour.category_loyalty
+        )
     parent = link_visits(rng, v_day, v_cat, sizes, n_links, cal, behaviour.category_loyalty)
     user_of_visit = root_of(parent)
     _, user = np.unique(user_of_visit[visit], return_inverse=True)
@@ -620,7 +688,15 @@ def generate(
     write_case_study_csv(result.frame, Path(path))
     write_categories(result.categories, categories)
     took = time.perf_counter() - t0
-    log.info("generated %d rows (scale %s, seed %s, %s) into %s in %.1f s", len(result.frame), scale, seed, result.behaviour, path, took)
+    log.info(
+        "generated %d rows (scale %s, seed %s, %s) into %s in %.1f s",
+        len(result.frame),
+        scale,
+        seed,
+        result.behaviour,
+        path,
+        took,
+    )
     return {
         "rows": len(result.frame),
         "scale": scale,
@@ -703,5 +779,7 @@ def generate_sharded(
             writer.close()
         tmp.unlink(missing_ok=True)
     took = time.perf_counter() - t0
-    log.info("generated %d rows in %d shards (scale %s, seed %s) into %s in %.1f s", rows, shards, scale, seed, path, took)
+    log.info(
+        "generated %d rows in %d shards (scale %s, seed %s) into %s in %.1f s", rows, shards, scale, seed, path, took
+    )
     return {"rows": rows, "scale": scale, "seed": seed, "shards": shards, "seconds": round(took, 2)}

@@ -534,7 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--input", help="prepared interactions Parquet (default: evaluate.input)")
     parser.add_argument("--output-dir", help="output directory (default: evaluate.output_dir)")
-    parser.add_argument("--prepare-summary", help="prepare_summary.json of the input (layout detection; default: next to it)")
+    parser.add_argument(
+        "--prepare-summary", help="prepare_summary.json of the input (layout detection; default: next to it)"
+    )
     parser.add_argument("--metrics", default="reports/metrics/evaluate.json", help="DVC metrics file")
     parser.add_argument("--plots-dir", default="reports/plots", help="DVC plots directory")
     parser.add_argument(

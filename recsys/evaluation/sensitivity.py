@@ -1,4 +1,4 @@
-"""Generator sensitivity: the evaluation re-run on synthetic logs across the settings the published profile does not pin.
+"""Generator sensitivity: the evaluation re-run on synthetic logs across settings the published profile does not pin.
 
 A synthetic log only tests what its generator encodes. Three behaviours are not pinned by the published profile
 (``recsys.data.synthetic.Behaviour``): the category loyalty of returning customers, how much a product's name
@@ -430,8 +430,8 @@ def conditions(summary: SensitivitySummary) -> list[str]:
                 )
             else:
                 out.append(
-                    f"{where.capitalize()}: {model} has the highest precision@{k} point estimate {_where(pts, key, led)}, "
-                    "never by a significant margin over the runner-up."
+                    f"{where.capitalize()}: {model} has the highest precision@{k} point estimate "
+                    f"{_where(pts, key, led)}, never by a significant margin over the runner-up."
                 )
         for verdict in ("cf_better", "engagement_better", "no_detectable_difference", "inconclusive"):
             hold = [any(v.k == k and v.verdict == verdict for v in p.verdicts) for p in pts]
@@ -443,8 +443,8 @@ def conditions(summary: SensitivitySummary) -> list[str]:
                     + " hits behind the comparison)"
                 )
                 out.append(
-                    f"{where.capitalize()}: CF ({summary.cf_model}) vs engagement ({summary.engagement_model}) at k={k} is "
-                    f"'{VERDICT_TEXT.get(verdict, verdict)}' {_where(pts, key, hold)}{span}."
+                    f"{where.capitalize()}: CF ({summary.cf_model}) vs engagement ({summary.engagement_model}) "
+                    f"at k={k} is '{VERDICT_TEXT.get(verdict, verdict)}' {_where(pts, key, hold)}{span}."
                 )
     return out
 

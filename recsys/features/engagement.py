@@ -95,8 +95,8 @@ class FeatureParams:
             raise ValueError(f"features.undated_decay must be in [0, 1], got {self.undated_decay}")
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> "FeatureParams":
-        """Build from the params/features.yaml structure ({features: ..., engagement: ...}); missing keys keep defaults."""
+    def from_params(cls, params: Mapping[str, Any] | None) -> FeatureParams:
+        """Build from the params/features.yaml structure ({features: ..., engagement: ...}); absent keys: defaults."""
         params = params or {}
         feats = dict(params.get("features") or {})
         eng = dict(params.get("engagement") or {})
@@ -111,7 +111,7 @@ class FeatureParams:
             weights={**DEFAULT_ENGAGEMENT_WEIGHTS, **(eng.get("weights") or {})},
         )
 
-    def with_(self, **changes: Any) -> "FeatureParams":
+    def with_(self, **changes: Any) -> FeatureParams:
         """A copy with some knobs changed."""
         return replace(self, **changes)
 
@@ -133,7 +133,7 @@ def encode_ids(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     codes, uniques = pd.factorize(values, sort=True)
     if pd.api.types.is_integer_dtype(uniques.dtype):
         return codes, np.asarray(uniques)
-    return codes, np.asarray(pd.array(uniques, dtype="string[pyarrow]").astype(object), dtype=object)
+    return codes, np.asarray(pd.array(np.asarray(uniques), dtype="string[pyarrow]").astype(object), dtype=object)
 
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
@@ -159,7 +159,7 @@ def event_weight_vector(
     categories: list[str], weights: Mapping[str, float], present: np.ndarray | None = None
 ) -> np.ndarray:
     """Weight of every event category (0 if absent); an event present in the data without a weight is an error."""
-    used = categories if present is None else [c for c, p in zip(categories, present) if p]
+    used = categories if present is None else [c for c, p in zip(categories, present, strict=True) if p]
     missing = [c for c in used if c not in weights]
     if missing:
         raise ValueError(
@@ -183,7 +183,9 @@ def reference_us(params: FeatureParams, us: np.ndarray, dated: np.ndarray) -> in
     return int(us[dated].max()) if dated.any() else None
 
 
-def decay_factors(us: np.ndarray, dated: np.ndarray, ref_us: int | None, decay_days: float, undated: float) -> np.ndarray:
+def decay_factors(
+    us: np.ndarray, dated: np.ndarray, ref_us: int | None, decay_days: float, undated: float
+) -> np.ndarray:
     """exp(-days_ago / decay_days) for dated rows (days clipped at 0), `undated` for undated rows."""
     out = np.full(len(us), undated, dtype=np.float64)
     if ref_us is not None and dated.any():
@@ -298,7 +300,8 @@ def normalise(x: np.ndarray, method: str) -> np.ndarray:
 
 def weighted_event_average(decayed: np.ndarray, weights: np.ndarray, total: np.ndarray) -> np.ndarray:
     """sum over events of weight * decayed sum, divided by the customer's rows (one summation order everywhere)."""
-    return (np.ascontiguousarray(decayed, dtype=np.float64) @ weights) / total
+    average: np.ndarray = (np.ascontiguousarray(decayed, dtype=np.float64) @ weights) / total
+    return average
 
 
 def avg_event_score_for(raw: pd.DataFrame, event_weights: Mapping[str, float]) -> np.ndarray:
@@ -306,7 +309,9 @@ def avg_event_score_for(raw: pd.DataFrame, event_weights: Mapping[str, float]) -
     cols = [c for c in raw.columns if c.startswith(DECAYED_PREFIX)]
     cats = [c[len(DECAYED_PREFIX) :] for c in cols]
     w = event_weight_vector(cats, {**DEFAULT_EVENT_WEIGHTS, **event_weights})
-    return weighted_event_average(raw[cols].to_numpy(dtype=np.float64), w, raw["total_interactions"].to_numpy(dtype=np.float64))
+    return weighted_event_average(
+        raw[cols].to_numpy(dtype=np.float64), w, raw["total_interactions"].to_numpy(dtype=np.float64)
+    )
 
 
 def weight_vector(weights: Mapping[str, float]) -> np.ndarray:
@@ -338,7 +343,7 @@ class EngagementModel:
         self._event_score: dict[tuple[str, tuple[float, ...]], np.ndarray] = {}
 
     @classmethod
-    def fit(cls, interactions: pd.DataFrame, params: FeatureParams | None = None) -> "EngagementModel":
+    def fit(cls, interactions: pd.DataFrame, params: FeatureParams | None = None) -> EngagementModel:
         """Compute the raw features of every customer (index sorted by customer id)."""
         params = params or FeatureParams()
         return cls(compute_raw_features(interactions, params), params)
@@ -379,13 +384,16 @@ class EngagementModel:
         if dict(params.event_weights) == dict(self.params.event_weights):
             return matrix
         out = matrix.copy()
-        out[:, FEATURE_NAMES.index("avg_event_score")] = self._avg_event_score(params.event_weights, params.normalisation)
+        out[:, FEATURE_NAMES.index("avg_event_score")] = self._avg_event_score(
+            params.event_weights, params.normalisation
+        )
         return out
 
     def engagement(self, params: FeatureParams | None = None) -> np.ndarray:
-        """Engagement of every customer (raw-feature row order) under the knobs of `params` (default: the fitted ones)."""
+        """Engagement of every customer (raw-feature row order) under the knobs of `params` (default: fitted ones)."""
         params = params or self.params
-        return self.normalised_for(params) @ weight_vector(params.weights)
+        engagement: np.ndarray = self.normalised_for(params) @ weight_vector(params.weights)
+        return engagement
 
     def features(self, params: FeatureParams | None = None) -> pd.DataFrame:
         """Raw features, `norm_<feature>` columns and `engagement`, one row per customer."""

@@ -102,7 +102,9 @@ def product_token_matrix(
         names = names.astype("category")
     name_codes = names.cat.codes.to_numpy().astype(np.int64)
     has = name_codes >= 0
-    pairs = unique_sorted(np.asarray(product_codes, dtype=np.int64)[has] * max(len(names.cat.categories), 1) + name_codes[has])
+    pairs = unique_sorted(
+        np.asarray(product_codes, dtype=np.int64)[has] * max(len(names.cat.categories), 1) + name_codes[has]
+    )
     pair_prod, pair_name = np.divmod(pairs, max(len(names.cat.categories), 1))
     parents, tokens = tokenize_names(np.asarray(names.cat.categories, dtype=object))
     token_codes, vocab = pd.factorize(tokens)

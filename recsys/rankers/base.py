@@ -21,9 +21,9 @@ product's own customers); ``collect`` runs any block ranker over a request into 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -46,15 +46,15 @@ class Ranker(Protocol):
     name: str
     knobs: tuple[str, ...]  # params paths a re-score may change without a refit
 
-    def fit(self, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> "Ranker": ...
+    def fit(self, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> Ranker: ...
 
-    def rank(self, product_ids: np.ndarray | Sequence, k: int) -> "Recommendations": ...
+    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations: ...
 
-    def with_params(self, changes: Mapping[str, Any]) -> "Ranker": ...
+    def with_params(self, changes: Mapping[str, Any]) -> Ranker: ...
 
     def rescore(
-        self, product_ids: np.ndarray | Sequence, k: int, changes: Mapping[str, Any] | None = None
-    ) -> "Recommendations": ...
+        self, product_ids: np.ndarray | Sequence[Any], k: int, changes: Mapping[str, Any] | None = None
+    ) -> Recommendations: ...
 
 
 def _id_series(values: np.ndarray, name: str) -> pd.Series:
@@ -85,7 +85,8 @@ class Recommendations:
     def ranks(self) -> np.ndarray:
         """1-based rank of every entry within its block."""
         sizes = self.sizes()
-        return np.arange(len(self.customer_ids), dtype=np.int64) - np.repeat(self.offsets[:-1], sizes) + 1
+        ranks: np.ndarray = np.arange(len(self.customer_ids), dtype=np.int64) - np.repeat(self.offsets[:-1], sizes) + 1
+        return ranks
 
     def to_frame(self) -> pd.DataFrame:
         """Long table: product_id, rank (1..n), customer_id, score."""
@@ -134,7 +135,7 @@ class History:
         return int(len(self.product_ids))
 
     @classmethod
-    def build(cls, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> "History":
+    def build(cls, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> History:
         """Index the fit rows (every row counts, dated or not) and the exclusion-only pairs of `exclude`."""
         if len(interactions) == 0:
             raise ValueError("cannot fit a ranker on an empty interactions table")
@@ -171,7 +172,7 @@ class History:
         same_kind = (requested.dtype.kind in "iu") == (self.product_ids.dtype.kind in "iu")
         if not same_kind:
             return np.full(len(requested), -1, dtype=np.int64)
-        return self.index.get_indexer(requested).astype(np.int64)
+        return self.index.get_indexer(pd.Index(requested)).astype(np.int64)
 
     def cold(self, codes: np.ndarray) -> np.ndarray:
         """Per code: True when the product has no fit rows (unseen, -1, or known only through exclude rows)."""
@@ -180,7 +181,8 @@ class History:
     def pair_keys(self) -> np.ndarray:
         """Sorted product*n_users + user keys of every (product, customer) pair in the history (exclusions included)."""
         prod = np.repeat(np.arange(self.n_products, dtype=np.int64), np.diff(self.indptr))
-        return prod * self.n_users + self.users
+        keys: np.ndarray = prod * self.n_users + self.users
+        return keys
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ class GlobalOrder:
     stride: int
 
     @classmethod
-    def build(cls, order: np.ndarray, user_scores: np.ndarray, history: History) -> "GlobalOrder":
+    def build(cls, order: np.ndarray, user_scores: np.ndarray, history: History) -> GlobalOrder:
         """Index exclusions as sorted (position - rank) keys so top-k needs one searchsorted."""
         n_users = history.n_users
         pos = np.empty(n_users, dtype=np.int64)
@@ -248,7 +250,8 @@ def range_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def gather_ranges(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """values[starts[0]:ends[0]] ++ values[starts[1]:ends[1]] ++ ... without a Python loop."""
-    return values[range_indices(starts, ends - starts)]
+    gathered: np.ndarray = values[range_indices(starts, ends - starts)]
+    return gathered
 
 
 def offsets_of(sizes: np.ndarray) -> np.ndarray:
@@ -329,9 +332,9 @@ ENGAGEMENT_PATHS: tuple[str, ...] = ("features.features.event_weights", "feature
 
 
 def top_k_codes(score: np.ndarray, k: int, exclude: np.ndarray, tie_breaks: Sequence[np.ndarray] = ()) -> np.ndarray:
-    """Codes of the k best customers by descending score, then descending tie-breaks, then ascending code, skipping `exclude`.
+    """Codes of the k best customers by descending score, descending tie-breaks, ascending code; skips `exclude`.
 
-    The same order as ``ordered`` + ``GlobalOrder.top`` for one product, in O(customers) (argpartition) instead of a sort.
+    The same order as ``ordered`` + ``GlobalOrder.top`` for one product, in O(customers) (argpartition), not a sort.
     """
     masked = np.array(score, dtype=np.float64, copy=True)
     masked[np.asarray(exclude, dtype=np.int64)] = -np.inf
@@ -412,7 +415,7 @@ class GlobalRanker:
         return new
 
     def with_params(self, changes: Mapping[str, Any]) -> Self:
-        """A fitted copy re-scored with changed knobs (shares the fitted state; equals a refit with the merged params)."""
+        """A fitted copy re-scored with changed knobs (shares the fitted state; equals a refit with merged params)."""
         new = self._with_knobs(changes)
         new._build_order()
         return new
@@ -502,7 +505,7 @@ def cost_blocks(cost: np.ndarray, budget: int) -> Iterator[slice]:
     budget = max(1, int(budget))
     cuts = np.searchsorted(cum, np.arange(1, int(cum[-1] // budget) + 1) * budget, side="left")
     edges = np.unique(np.concatenate([[0], cuts, [len(cost)]]))
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
         yield slice(int(a), int(b))
 
 

@@ -36,7 +36,9 @@ def rfm_summary(interactions: pd.DataFrame, history: History, events: Sequence[s
     """
     us_all, dated = timestamps_us(interactions["event_date"])
     if events is not None:
-        dated = dated & interactions["event"].astype("string[pyarrow]").isin(list(events)).fillna(False).to_numpy(dtype=bool)
+        dated = dated & interactions["event"].astype("string[pyarrow]").isin(list(events)).fillna(False).to_numpy(
+            dtype=bool
+        )
     n = history.n_users
     if not dated.any():
         raise ValueError("bgnbd needs dated transactions in the fit data (check bgnbd.events)")
@@ -126,5 +128,3 @@ class BGNBDRanker(GlobalRanker):
     def _order_keys(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """Expected transactions."""
         return self.expected_, ()
-
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -104,7 +105,7 @@ class ContentRanker(GlobalRanker):
         self.estimate_ = (self.tokens_ @ per_token).astype(np.int64)  # upper bound of candidates per product
         self.__dict__.pop("user_postings_", None)  # score_pairs' transposed postings belong to the old knobs
 
-    def with_weight(self, weight: float) -> "ContentRanker":
+    def with_weight(self, weight: float) -> ContentRanker:
         """A copy that shares this fitted token model but blends with another affinity_weight (no refit)."""
         return self.with_params({"affinity_weight": float(weight)})
 
@@ -117,7 +118,9 @@ class ContentRanker(GlobalRanker):
         row = self.x_[code]
         toks = row.indices
         postings = sp.csr_matrix(truncate_postings(sp.csc_matrix(self.profiles_[:, toks]), eng, cap).T)
-        aff = sp.csr_matrix(sp.csr_matrix((row.data, np.arange(len(toks)), [0, len(toks)]), shape=(1, len(toks))) @ postings)
+        aff = sp.csr_matrix(
+            sp.csr_matrix((row.data, np.arange(len(toks)), [0, len(toks)]), shape=(1, len(toks))) @ postings
+        )
         score = (1.0 - weight) * eng
         score[aff.indices] = weight * aff.data + (1.0 - weight) * eng[aff.indices]
         return score, ()
@@ -177,7 +180,7 @@ class ContentRanker(GlobalRanker):
         users = np.asarray(users, dtype=np.int64)
         eng = self.engagement_[users]
         cold = self.history_.cold(codes)
-        out = np.where(cold, eng, (1.0 - self.weight_) * eng)
+        out: np.ndarray = np.where(cold, eng, (1.0 - self.weight_) * eng)
         known = np.flatnonzero(~cold)
         if len(known) == 0:
             return out
@@ -190,10 +193,9 @@ class ContentRanker(GlobalRanker):
             out[rows] += self.weight_ * np.asarray(pair.sum(axis=1)).ravel()
         return out
 
-    def rank(self, product_ids: np.ndarray | Sequence, k: int) -> Recommendations:
+    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
         """Top-k customers per requested product by blended affinity and engagement."""
         self._check_fitted()
         requested = id_array(product_ids)
         codes = self.history_.codes_of(requested)
         return collect(requested, codes, k, self._blocks(codes, k), self._rank_block, self.history_)
-

@@ -57,6 +57,7 @@ def _merged(defaults: Mapping[str, Any], params: Mapping[str, Any] | None) -> di
     """Defaults overridden by params (extra keys such as 'features' are kept)."""
     return {**defaults, **dict(params or {})}
 
+
 # ----------------------------------------------------------------------------------------------
 # exact top-k per row of a dense score block
 # ----------------------------------------------------------------------------------------------
@@ -111,7 +112,8 @@ def _tied_columns(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(row position in `rows`, column) of every element equal to t[row], sorted by row then column."""
     if bmax is None:
-        return np.nonzero(scores[rows] == t[:, None])
+        pos, col = np.nonzero(scores[rows] == t[:, None])
+        return pos, col
     m, n = scores.shape
     nb = bmax.shape[1]
     rb, bb = np.nonzero(bmax[rows] >= t[:, None])  # only blocks whose maximum reaches t can hold it
@@ -167,7 +169,12 @@ def _interleave(
 
 
 def _recommendations(
-    requested: np.ndarray, codes: np.ndarray, sizes: np.ndarray, user_codes: np.ndarray, scores: np.ndarray, history: History
+    requested: np.ndarray,
+    codes: np.ndarray,
+    sizes: np.ndarray,
+    user_codes: np.ndarray,
+    scores: np.ndarray,
+    history: History,
 ) -> Recommendations:
     """Recommendations in request order from per-row sizes and flat user codes / scores."""
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
@@ -180,12 +187,15 @@ def _recommendations(
         cold_start=history.cold(codes),
     )
 
+
 # ----------------------------------------------------------------------------------------------
 # matrix factorisation rankers (implicit)
 # ----------------------------------------------------------------------------------------------
 
 
-def interaction_matrix(interactions: pd.DataFrame, history: History, event_weights: Mapping[str, float] | None) -> sp.csr_matrix:
+def interaction_matrix(
+    interactions: pd.DataFrame, history: History, event_weights: Mapping[str, float] | None
+) -> sp.csr_matrix:
     """(customers x products) float32 CSR of summed row weights (1.0 per row unless event_weights)."""
     if event_weights:
         codes, categories = event_codes(interactions["event"])
@@ -210,7 +220,10 @@ class FactorRanker(FixedRanker):
         """Keep params merged over FACTOR_DEFAULTS."""
         self.params = _merged(FACTOR_DEFAULTS, params)
         if int(self.params["factors"]) <= 0 or int(self.params["iterations"]) <= 0:
-            raise ValueError(f"{self.name}: factors and iterations must be > 0, got {self.params['factors']}, {self.params['iterations']}")
+            raise ValueError(
+                f"{self.name}: factors and iterations must be > 0, "
+                f"got {self.params['factors']}, {self.params['iterations']}"
+            )
 
     def _model(self) -> Any:
         """The unfitted implicit model."""
@@ -288,7 +301,7 @@ class FactorRanker(FixedRanker):
         self._check_fitted()
         codes = np.asarray(codes, dtype=np.int64)
         users = np.asarray(users, dtype=np.int64)
-        out = self.cold_scores_[users].astype(np.float64)
+        out: np.ndarray = self.cold_scores_[users].astype(np.float64)
         known = np.flatnonzero(~self.history_.cold(codes))
         step = max(1, int(self.params["chunk_size"]) * 1024)
         for start in range(0, len(known), step):
@@ -305,13 +318,15 @@ class FactorRanker(FixedRanker):
             self._local.buf = buf
         return buf
 
-    def _rank_chunk(self, rows: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _rank_chunk(
+        self, rows: np.ndarray, codes: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Exact top-k of one chunk of known products."""
         scores = self.score_block(codes, self._buffer(int(self.params["chunk_size"])))
         sizes, users, vals = topk_rows(scores, k, int(self.params["block"]))
         return rows, sizes, users, vals.astype(np.float64)
 
-    def rank(self, product_ids: np.ndarray | Sequence, k: int) -> Recommendations:
+    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
         """Top-k customers per requested product by factor score, the product's customers excluded."""
         from threadpoolctl import threadpool_limits
 
@@ -363,4 +378,3 @@ class BPRRanker(FactorRanker):
             random_state=int(p["seed"]),
             num_threads=_threads(int(p["num_threads"])),
         )
-

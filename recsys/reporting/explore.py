@@ -29,7 +29,9 @@ def data_source(prepare_summary: dict[str, Any] | None = None) -> tuple[str, flo
     The log is the one a prepare summary names as its input, else the one params/prepare.yaml reads.
     """
     gen = config.load_params("generate")["generate"]
-    raw = prepare_summary["input"] if prepare_summary else config.dataset_config(config.DEFAULT_DATASET)["source"]["path"]
+    raw = (
+        prepare_summary["input"] if prepare_summary else config.dataset_config(config.DEFAULT_DATASET)["source"]["path"]
+    )
     if config.resolve(raw) == config.resolve(gen["output"]):
         return "synthetic", float(gen["scale"])
     return "file", 1.0
@@ -55,7 +57,9 @@ def true_categories_for(setting: str | None, prepare_summary: dict[str, Any] | N
 
 def has_case_study_layout(prepare_summary: dict[str, Any] | None) -> bool:
     """True when the log was read with the case-study layout, the only one the published profile describes."""
-    return bool(prepare_summary) and str(prepare_summary.get("source")) == CASE_STUDY_LAYOUT
+    if not prepare_summary:
+        return False
+    return str(prepare_summary.get("source")) == CASE_STUDY_LAYOUT
 
 
 def behaviour_axes(
@@ -79,8 +83,11 @@ def behaviour_axes(
         "cutoff": split["cutoff"],
         "retention_pct": split["retention_pct"],
         "returning_users": split["returning_users"],
-        "inference": {"k": params.k, "products": int(len(inferred)),
-                      "products_without_tokens": int((inferred["category"] < 0).sum())},
+        "inference": {
+            "k": params.k,
+            "products": int(len(inferred)),
+            "products_without_tokens": int((inferred["category"] < 0).sum()),
+        },
         "loyalty_inferred": returning_category_loyalty(df, inferred, cutoff, permutations, params.seed),
         "loyalty_true": None,
         "agreement": None,
@@ -112,9 +119,11 @@ def category_examples(df: pd.DataFrame, inferred: pd.DataFrame, per_category: in
     """Per inferred category: products, share of rows and the names of its most active products."""
     rows = df[["product_id", "product_name"]].merge(inferred, on="product_id", how="left")
     rows["category"] = rows["category"].fillna(-1).astype(np.int64)
-    per_product = rows.groupby(["category", "product_id"], observed=True).agg(
-        n=("product_name", "size"), name=("product_name", "first")
-    ).reset_index()
+    per_product = (
+        rows.groupby(["category", "product_id"], observed=True)
+        .agg(n=("product_name", "size"), name=("product_name", "first"))
+        .reset_index()
+    )
     per_product = per_product.sort_values(["category", "n", "product_id"], ascending=[True, False, True], kind="stable")
     top = per_product.groupby("category", sort=True).head(per_category)
     examples = top.groupby("category")["name"].agg(lambda names: " | ".join(str(n) for n in names))
@@ -125,7 +134,7 @@ def category_examples(df: pd.DataFrame, inferred: pd.DataFrame, per_category: in
 
 
 def loyalty_figure(axes: dict[str, Any]) -> Figure:
-    """Observed vs chance share of returning customers who come back to a known category (inferred / true categories)."""
+    """Observed vs chance share of returning customers who come back to a known category (inferred / true ones)."""
     sides = [("inferred categories", axes["loyalty_inferred"])]
     if axes["loyalty_true"] is not None:
         sides.append(("true categories", axes["loyalty_true"]))
@@ -208,7 +217,14 @@ def daily_volume_figure(df: pd.DataFrame, cutoff: str | pd.Timestamp | None = No
     fig, ax = plt.subplots(figsize=(9, 3.0))
     ax.plot(per_day.index, per_day.to_numpy(), color="#4c72b0", lw=1)
     if cutoff is not None:
-        ax.axvline(pd.Timestamp(cutoff), color="#c44e52", ls="--", lw=1, label="split cutoff (train | test)")
+        # matplotlib's stubs type x as float; its date converter takes the Timestamp on a date axis
+        ax.axvline(
+            pd.Timestamp(cutoff),  # type: ignore[arg-type]
+            color="#c44e52",
+            ls="--",
+            lw=1,
+            label="split cutoff (train | test)",
+        )
         ax.legend(loc="upper left")
     ax.set_ylabel("interactions per day")
     ax.set_title(
@@ -237,11 +253,18 @@ def event_mix_figure(df: pd.DataFrame) -> Figure:
 def churn_figure(split: dict[str, Any]) -> Figure:
     """Who is still there after the cutoff: early, late and returning users; new vs known products."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.0))
-    a.bar(["train users", "test users", "returning"], [split["early_users"], split["late_users"], split["returning_users"]],
-          color=["#4c72b0", "#dd8452", "#55a868"])
+    a.bar(
+        ["train users", "test users", "returning"],
+        [split["early_users"], split["late_users"], split["returning_users"]],
+        color=["#4c72b0", "#dd8452", "#55a868"],
+    )
     a.set_title(f"retention {split['retention_pct']:.2f}% of train users")
     known = split["late_products"] - split["new_products_in_late"]
-    b.bar(["test products seen in train", "new in test"], [known, split["new_products_in_late"]], color=["#4c72b0", "#c44e52"])
+    b.bar(
+        ["test products seen in train", "new in test"],
+        [known, split["new_products_in_late"]],
+        color=["#4c72b0", "#c44e52"],
+    )
     b.set_title(f"{split['new_products_pct']:.1f}% of test products are new")
     fig.tight_layout()
     return fig

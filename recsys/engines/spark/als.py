@@ -31,7 +31,6 @@ from pyspark.sql import functions as F
 from recsys.engines.spark.topn import dense_index
 from recsys.rankers.factor import FACTOR_DEFAULTS
 
-
 SPARK_DEFAULTS: dict[str, Any] = {"spark_blocks": 1}  # MLlib user/item blocks (1 = reproducible, see above)
 GROUP_BASE = 4  # products are grouped by own(p) in powers of 4: the request stays under n + 4 own(p)
 
@@ -46,7 +45,9 @@ def als_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return merged
 
 
-def ratings(rows: DataFrame, users: DataFrame, items: DataFrame, event_weights: Mapping[str, float] | None) -> DataFrame:
+def ratings(
+    rows: DataFrame, users: DataFrame, items: DataFrame, event_weights: Mapping[str, float] | None
+) -> DataFrame:
     """(u, p, r): summed row weights per customer and product (1.0 per row unless event_weights), zeros dropped."""
     if event_weights:
         table = F.create_map(*[x for e, w in event_weights.items() for x in (F.lit(str(e)), F.lit(float(w)))])
@@ -81,7 +82,7 @@ def fit(rows: DataFrame, params: Mapping[str, Any], partitions: int) -> tuple[AL
 
 
 def top_n(model: ALSModel, pairs: DataFrame, users: DataFrame, items: DataFrame, n: int, n_users: int) -> DataFrame:
-    """(product_id, rank, customer_id, score): each product's best n customers by factor score, own customers excluded."""
+    """(product_id, rank, customer_id, score): each product's best n customers by factor score, own ones excluded."""
     own = pairs.groupBy("product_id").agg(F.count(F.lit(1)).alias("own")).join(items, "product_id")
     bucket = F.ceil(F.log(float(GROUP_BASE), F.col("own").cast("double")) - F.lit(1e-9)).cast("int")
     own = own.withColumn("b", F.greatest(bucket, F.lit(0)))

@@ -25,14 +25,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys import config
+from recsys.cache.build import arrays_recommendations, exposure_summary, jsonable, uncapped_allocation
+from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest, EngineInfo, InputCounts
 from recsys.engines.spark import als as spark_als
 from recsys.engines.spark.features import customer_features
 from recsys.engines.spark.io import fingerprint, read_interactions
 from recsys.engines.spark.session import SparkSettings, join_uri, local_path, spark_session
 from recsys.engines.spark.topn import TopOrder, customer_pairs, global_top_n, max_own, take_order
 from recsys.engines.spark.writer import StagedAudience, write_staged_cache
-from recsys.cache.build import arrays_recommendations, exposure_summary, jsonable, uncapped_allocation
-from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest, EngineInfo, InputCounts
 from recsys.features.engagement import FeatureParams
 
 SPARK_RANKERS: tuple[str, ...] = ("activity", "als", "recency")
@@ -102,7 +102,7 @@ def output_parts(n_products: int, n: int, settings: SparkSettings) -> int:
 
 
 def stage(spark: SparkSession, ranked: DataFrame, catalogue: DataFrame, fallback: TopOrder, uri: str) -> StagedAudience:
-    """Write the (range-partitioned) ranked rows sorted by (product_id, rank) under `uri`; collect sizes and vocabulary."""
+    """Write the (range-partitioned) ranked rows sorted by (product_id, rank) under `uri`; collect sizes, vocabulary."""
     target = join_uri(uri, "audience")
     ranked.sortWithinPartitions("product_id", "rank").write.mode("errorifexists").parquet(target)
     written = spark.read.parquet(target)
@@ -122,7 +122,9 @@ def stage(spark: SparkSession, ranked: DataFrame, catalogue: DataFrame, fallback
     if isinstance(customer_type, T.StringType):
         ranked_ids = {str(v) for v in written.select("customer_id").distinct().toArrow().column(0).to_pylist()}
         vocab = np.asarray(sorted(ranked_ids | {str(v) for v in fallback.customer_ids.tolist()}), dtype=object)
-    customer_dtype = np.dtype(np.int32) if isinstance(customer_type, T.IntegerType) else np.dtype(np.int64)
+    customer_dtype: np.dtype[Any] = (
+        np.dtype(np.int32) if isinstance(customer_type, T.IntegerType) else np.dtype(np.int64)
+    )
     if isinstance(customer_type, (T.ShortType, T.ByteType)):
         customer_dtype = np.dtype(np.int16) if isinstance(customer_type, T.ShortType) else np.dtype(np.int8)
     return StagedAudience(
@@ -148,7 +150,7 @@ class Inputs:
     n_customers: int
 
     @classmethod
-    def read(cls, spark: SparkSession, uri: str) -> "Inputs":
+    def read(cls, spark: SparkSession, uri: str) -> Inputs:
         """Read and persist the canonical interactions at `uri`; an empty table is an error."""
         rows = read_interactions(spark, uri).persist()
         counts = rows.agg(
@@ -201,7 +203,7 @@ def remove_uri(spark: SparkSession, uri: str) -> None:
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     path = jvm.org.apache.hadoop.fs.Path(uri)
-    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)  # type: ignore[union-attr]
+    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
 
 
 def build_cache_spark(

@@ -66,12 +66,14 @@ def raw_features(rows: DataFrame, params: FeatureParams) -> tuple[DataFrame, int
     ref, events = scan_facts(rows, params)
     order = event_order(events)
     weights = event_weight_vector(order, params.event_weights)  # raises naming any event without a weight
-    weight_of = F.create_map(*[x for e, w in zip(order, weights) for x in (F.lit(e), F.lit(float(w)))])
+    weight_of = F.create_map(*[x for e, w in zip(order, weights, strict=True) for x in (F.lit(e), F.lit(float(w)))])
     rank_of = F.create_map(*[x for i, e in enumerate(order) for x in (F.lit(e), F.lit(i))])
 
     decayed = rows.where(F.col("event").isNotNull()).withColumn("v", decay_column(ref, params))
     row_key = F.struct(F.col("product_id"), F.col("us").isNull().alias("undated"), F.col("us"), F.col("v"))
-    per_event = decayed.groupBy("customer_id", "event").agg(ordered_sum(F.array_sort(F.collect_list(row_key))).alias("d"))
+    per_event = decayed.groupBy("customer_id", "event").agg(
+        ordered_sum(F.array_sort(F.collect_list(row_key))).alias("d")
+    )
     term = F.struct(rank_of[F.col("event")].alias("k"), (F.col("d") * weight_of[F.col("event")]).alias("v"))
     scored = per_event.groupBy("customer_id").agg(ordered_sum(F.array_sort(F.collect_list(term))).alias("event_sum"))
 
@@ -161,12 +163,12 @@ def with_engagement(feats: DataFrame, params: FeatureParams, partitions: int) ->
         out = feats.select("*", *[scaled[name].alias(f"norm_{name}") for name in FEATURE_NAMES])
     weights = weight_vector(params.weights)
     engagement: Column = F.lit(0.0)
-    for name, w in zip(FEATURE_NAMES, weights):
+    for name, w in zip(FEATURE_NAMES, weights, strict=True):
         engagement = engagement + F.lit(float(w)) * F.col(f"norm_{name}")
     return out.withColumn("engagement", engagement)
 
 
 def customer_features(rows: DataFrame, params: FeatureParams, partitions: int) -> DataFrame:
-    """Raw features, norm_<feature> and engagement, one row per customer (recsys.features.engagement.compute_features)."""
+    """Raw features, norm_<feature> and engagement per customer (as recsys.features.engagement.compute_features)."""
     raw, _ = raw_features(rows, params)
     return with_engagement(raw.persist(), params, partitions)

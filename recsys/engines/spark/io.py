@@ -43,7 +43,9 @@ def check_interactions(df: DataFrame, uri: str) -> DataFrame:
     types = {f.name: f.dataType for f in df.schema.fields}
     for col in ("customer_id", "product_id"):
         if not isinstance(types[col], ID_TYPES):
-            raise ValueError(f"interactions at {uri}: {col} must be integer or string ids, got {types[col].simpleString()}")
+            raise ValueError(
+                f"interactions at {uri}: {col} must be integer or string ids, got {types[col].simpleString()}"
+            )
     if not isinstance(types["event_date"], T.TimestampType):
         raise ValueError(
             f"interactions at {uri}: event_date must be a UTC timestamp (datetime64[us, UTC]), got "

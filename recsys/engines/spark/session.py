@@ -36,12 +36,14 @@ class SparkSettings:
         if self.shuffle_partitions < 1:
             raise ValueError(f"cache.spark.shuffle_partitions must be >= 1, got {self.shuffle_partitions}")
         if self.rows_per_output_partition < 1:
-            raise ValueError(f"cache.spark.rows_per_output_partition must be >= 1, got {self.rows_per_output_partition}")
+            raise ValueError(
+                f"cache.spark.rows_per_output_partition must be >= 1, got {self.rows_per_output_partition}"
+            )
         if not str(self.master):
             raise ValueError("cache.spark.master must be a Spark master URL such as local[2] or spark://host:7077")
 
     @classmethod
-    def from_params(cls, block: Mapping[str, Any] | None) -> "SparkSettings":
+    def from_params(cls, block: Mapping[str, Any] | None) -> SparkSettings:
         """Build from the cache.spark block; missing keys keep their defaults, unknown keys are an error."""
         block = dict(block or {})
         known = {f for f in cls.__dataclass_fields__}

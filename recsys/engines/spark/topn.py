@@ -50,7 +50,9 @@ def take_order(order: DataFrame, sort_cols: list[Column], m: int) -> TopOrder:
     ids = head.column("customer_id").to_numpy(zero_copy_only=False)
     if isinstance(customer_type, T.StringType):
         ids = np.asarray(ids, dtype=object)
-    return TopOrder(ids, np.asarray(head.column("score").to_numpy(zero_copy_only=False), dtype=np.float64), customer_type)
+    return TopOrder(
+        ids, np.asarray(head.column("score").to_numpy(zero_copy_only=False), dtype=np.float64), customer_type
+    )
 
 
 def top_frame(spark: SparkSession, top: TopOrder) -> DataFrame:
@@ -63,7 +65,7 @@ def top_frame(spark: SparkSession, top: TopOrder) -> DataFrame:
         ]
     )
     ids = top.customer_ids.tolist()
-    data = list(zip(range(len(top)), ids, top.scores.tolist()))
+    data = list(zip(range(len(top)), ids, top.scores.tolist(), strict=True))
     return spark.createDataFrame(data, schema=schema)
 
 
@@ -95,7 +97,9 @@ def global_top_n(
     )
 
 
-def with_running_sum(df: DataFrame, order_cols: Sequence[str], value_col: str, out_col: str, partitions: int) -> DataFrame:
+def with_running_sum(
+    df: DataFrame, order_cols: Sequence[str], value_col: str, out_col: str, partitions: int
+) -> DataFrame:
     """`df` plus the inclusive running sum of `value_col` in ascending `order_cols` (unique keys).
 
     Scales past one partition: rows are range-partitioned and checkpointed (so every later action sees
@@ -110,7 +114,9 @@ def with_running_sum(df: DataFrame, order_cols: Sequence[str], value_col: str, o
         .withColumn("_part", F.spark_partition_id())
         .localCheckpoint(eager=True)
     )
-    totals = sorted((int(r["_part"]), int(r["t"])) for r in ranged.groupBy("_part").agg(F.sum(value_col).alias("t")).collect())
+    totals = sorted(
+        (int(r["_part"]), int(r["t"])) for r in ranged.groupBy("_part").agg(F.sum(value_col).alias("t")).collect()
+    )
     offsets, running = [], 0
     for part, total in totals:
         offsets.append((part, running))

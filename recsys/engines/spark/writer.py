@@ -76,7 +76,8 @@ def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if path is not None:
         return pafs.LocalFileSystem(), os.path.abspath(path)
     fixed = re.sub(r"^s3a://", "s3://", uri) if has_scheme(uri) else uri
-    return pafs.FileSystem.from_uri(fixed)
+    resolved: tuple[Any, str] = pafs.FileSystem.from_uri(fixed)
+    return resolved
 
 
 def part_files(uri: str) -> tuple[pafs.FileSystem, list[str]]:
@@ -145,7 +146,9 @@ def audience_stream(
         got_pids = ids_of(table.column("product_id"))
         got_ranks = np.asarray(table.column("rank").to_numpy(), dtype=np.int64)
         if not (np.array_equal(got_pids, pids) and np.array_equal(got_ranks, ranks)):
-            raise RuntimeError(f"Spark staging {staged.uri} is not sorted by (product_id, rank) with ranks 1..n near row {start}")
+            raise RuntimeError(
+                f"Spark staging {staged.uri} is not sorted by (product_id, rank) with ranks 1..n near row {start}"
+            )
         customers = ids_of(table.column("customer_id"))
         scores = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
         if customers_out is not None and scores_out is not None:
@@ -162,7 +165,7 @@ def audience_stream(
 
 def codes_of(index: pd.Index, ids: np.ndarray) -> np.ndarray:
     """int32 codes of string ids in the sorted vocabulary (every id must be in it)."""
-    codes = index.get_indexer(ids)
+    codes = index.get_indexer(pd.Index(ids))
     if len(codes) and codes.min() < 0:
         raise RuntimeError("a ranked customer id is missing from the customer vocabulary")
     return codes.astype(np.int32)
@@ -178,7 +181,7 @@ def fill_lookup_dir(staged: StagedAudience, tmp: Path) -> str:
     """Write audience.parquet beside `tmp`'s cache dir while filling tmp's lookup arrays; return the audience sha256."""
     total = int(staged.offsets[-1])
     string_ids = staged.vocab is not None
-    index = pd.Index(staged.vocab) if string_ids else None
+    index = pd.Index(staged.vocab) if staged.vocab is not None else None
     if total == 0:
         digest = write_parquet_atomic(audience_stream(staged), tmp.parent / AUDIENCE_NAME)
         save_lookup_array(tmp, "customers", np.zeros(0, dtype=np.int32 if string_ids else staged.customer_dtype))
@@ -198,8 +201,7 @@ def fill_lookup_dir(staged: StagedAudience, tmp: Path) -> str:
 
 def small_arrays(staged: StagedAudience) -> dict[str, np.ndarray]:
     """Every lookup array except customers/scores (product ids, offsets, vocabulary, cold_start, fallback)."""
-    string_ids = staged.vocab is not None
-    if string_ids:
+    if staged.vocab is not None:
         vocab = fixed_width(np.asarray(staged.vocab, dtype=object))
         g_customers = codes_of(pd.Index(staged.vocab), np.asarray(staged.fallback_ids, dtype=object))
     else:
@@ -224,9 +226,10 @@ def write_staged_cache(
     export: str | None = None,
     keep: int = 2,
 ) -> CacheManifest:
-    """audience.parquet, a new lookup dir and (last, atomically) manifest.json from Spark's staging; return the manifest.
+    """Write audience.parquet, a new lookup dir and (last, atomically) manifest.json from Spark's staging.
 
-    `exposure` computes the manifest's exposure metrics from the written (memory-mapped) lookup arrays.
+    Returns the manifest. `exposure` computes the manifest's exposure metrics from the written (memory-mapped)
+    lookup arrays.
     """
     check_export(export)
     cache_dir = Path(cache_dir)
@@ -246,6 +249,13 @@ def write_staged_cache(
     exported = export_slices(audience_stream(staged), cache_dir, export) if export else None
     arrays = {key: np.load(cache_dir / lookup_dir / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
     return commit_manifest(
-        cache_dir, arrays, meta, exposure(arrays), version=version, lookup_dir=lookup_dir, audience_sha=digest,
-        exported=exported, keep=keep,
+        cache_dir,
+        arrays,
+        meta,
+        exposure(arrays),
+        version=version,
+        lookup_dir=lookup_dir,
+        audience_sha=digest,
+        exported=exported,
+        keep=keep,
     )
