@@ -15,10 +15,7 @@ from recsys.allocation.allocate import customer_codes, list_order, problem_from_
 from recsys.allocation.exposure import exposure_frame, mean_jaccard, returning_customers
 from recsys.rankers import Recommendations, make_ranker
 
-try:
-    from _logs import list_log, random_log
-except ImportError:  # tests collected as a package
-    from tests._logs import list_log, random_log
+from _logs import list_log, random_log
 
 KINDS = ("global", "content", "factor")
 
@@ -43,6 +40,7 @@ def dense_problem(
     values = np.take_along_axis(masked, order, axis=1)
     keep = np.isfinite(values) & (np.arange(u)[None, :] < m)
     by = shared if shared is not None else order_scores
+    assert by is not None, "a shared order needs shared or order_scores"
     ex_rows, ex_cols = np.nonzero(excluded)
     return Problem(
         n_customers=u,
@@ -264,7 +262,7 @@ def log() -> pd.DataFrame:
 @pytest.mark.parametrize("name", ["activity", "content", "als", "itemknn"])
 def test_allocate_with_rankers(log: pd.DataFrame, name: str) -> None:
     params = {"seed": 0, "token_user_cap": 20, "factors": 8, "iterations": 5, "num_threads": 1}
-    ranker = make_ranker(name, params).fit(log)
+    ranker: Any = make_ranker(name, params).fit(log)  # content / factor / knn attributes below
     products = np.sort(log["product_id"].unique())
     candidates = ranker.rank(products, 40)
     k, cap = 10, 6
@@ -288,20 +286,19 @@ def test_allocate_with_rankers(log: pd.DataFrame, name: str) -> None:
     # every score is the ranker's own score of that pair
     problem = problem_from_ranker(out, ranker)
     rows = np.repeat(np.arange(len(products)), np.diff(out.offsets))
-    expected = (
-        ranker.score_pairs(ranker.history_.codes_of(products)[rows], problem.customers)
-        if name != "activity"
-        else problem.shared_scores[problem.customers]
-    )
+    if name == "activity":  # a global ranker's pair score is its shared score
+        assert problem.shared_scores is not None
+        expected = problem.shared_scores[problem.customers]
+    else:
+        expected = ranker.score_pairs(ranker.history_.codes_of(products)[rows], problem.customers)
     np.testing.assert_allclose(out.scores, expected, rtol=1e-5, atol=1e-9)  # als: float32 matmul vs per-pair dot
     assert exposure_metrics(out, (k,)).at(k).max_exposures <= cap < exposure_metrics(own, (k,)).at(k).max_exposures
 
 
 @pytest.mark.parametrize("name", ["content", "als", "itemknn"])
 def test_score_pairs_agree_with_rank(log: pd.DataFrame, name: str) -> None:
-    ranker = make_ranker(name, {"seed": 0, "token_user_cap": 20, "factors": 8, "iterations": 5, "num_threads": 1}).fit(
-        log
-    )
+    params = {"seed": 0, "token_user_cap": 20, "factors": 8, "iterations": 5, "num_threads": 1}
+    ranker: Any = make_ranker(name, params).fit(log)  # content / factor / knn attributes below
     products = np.append(np.sort(log["product_id"].unique()), 10**6)  # the last one is unseen: cold start
     recs = ranker.rank(products, 25)
     codes = ranker.history_.codes_of(products)[np.repeat(np.arange(len(products)), np.diff(recs.offsets))]
@@ -318,7 +315,7 @@ def test_score_pairs_agree_with_rank(log: pd.DataFrame, name: str) -> None:
 
 
 def test_allocation_needs_a_fitted_ranker_with_a_shared_order(log: pd.DataFrame) -> None:
-    ranker = make_ranker("activity").fit(log)
+    ranker: Any = make_ranker("activity").fit(log)
     candidates = ranker.rank(np.sort(log["product_id"].unique()), 12)
 
     class Plain:
@@ -380,7 +377,8 @@ def test_jaccard_is_seeded_and_needs_two_lists() -> None:
     recs = recs_of([[1, 2, 3], [2, 3, 4], [5, 6], [1, 5]])
     assert mean_jaccard(recs, 3, 200, seed=4) == mean_jaccard(recs, 3, 200, seed=4)
     assert mean_jaccard(recs_of([[1, 2], []]), 10, 100) == (None, 0)
-    assert mean_jaccard(recs_of([[1, 2, 3], [2, 3, 4]]), 3, 50) == (pytest.approx(0.5), 50)
+    jaccard, pairs = mean_jaccard(recs_of([[1, 2, 3], [2, 3, 4]]), 3, 50)
+    assert jaccard == pytest.approx(0.5) and pairs == 50
 
 
 def test_exposure_metrics_with_string_ids_and_bad_cut_offs() -> None:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -21,7 +22,7 @@ from recsys.evaluation.tradeoff import read_tradeoff
 pytestmark = pytest.mark.notebooks
 
 BIN = Path(sys.executable).parent
-TINY = {
+TINY: dict[str, dict[str, Any]] = {
     "generate.yaml": {"generate": {"scale": 0.02, "seed": 5}},
     "evaluate.yaml": {
         "evaluate": {"intervals": {"n_boot": 50}, "tuning": {"budget": {"default": 1, "itemknn": 1, "bpr": 1}}}

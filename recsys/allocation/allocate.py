@@ -272,7 +272,7 @@ def in_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     if len(sorted_keys) == 0 or len(keys) == 0:
         return np.zeros(len(keys), dtype=bool)
     pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[pos] == keys
+    return np.asarray(sorted_keys[pos] == keys, dtype=bool)
 
 
 def _run_position(sorted_values: np.ndarray) -> np.ndarray:
@@ -331,7 +331,7 @@ class _State:
 
     def keys(self, rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Pair keys position(code) * P + row."""
-        return self.position[codes] * np.int64(self.n_products) + rows
+        return np.asarray(self.position[codes] * np.int64(self.n_products) + rows, dtype=np.int64)
 
     def add(self, rows: np.ndarray, codes: np.ndarray, edges: np.ndarray | None = None) -> None:
         """Record new pairs (edges: their candidate edge index, -1 or None when not a candidate score)."""
@@ -357,11 +357,12 @@ class _State:
     def free(self, rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Pairs that are neither excluded nor held."""
         keys = self.keys(rows, codes)
-        return ~(in_sorted(self.excluded, keys) | in_sorted(self.held, keys))
+        free: np.ndarray = ~(in_sorted(self.excluded, keys) | in_sorted(self.held, keys))
+        return free
 
     def supply(self, problem: Problem) -> np.ndarray:
         """Customers with capacity left, in the shared order."""
-        return problem.shared_order[self.capacity[problem.shared_order] > 0]
+        return np.asarray(problem.shared_order[self.capacity[problem.shared_order] > 0])
 
 
 def _level(problem: Problem, state: _State, open_slots: int) -> float:
@@ -743,7 +744,7 @@ def pair_scores(problem: Problem, rows: np.ndarray, codes: np.ndarray) -> np.nda
     if problem.pair_scores is not None:
         return np.asarray(problem.pair_scores(rows, codes), dtype=np.float64)
     if problem.shared_scores is not None:
-        return problem.scale[rows] * problem.shared_scores[codes]
+        return np.asarray(problem.scale[rows] * problem.shared_scores[codes], dtype=np.float64)
     raise ValueError("pairs outside the candidate lists need pair_scores or shared_scores to be scored")
 
 
