@@ -6,8 +6,8 @@ optional) move the two roots:
 
 - ``RECSYS_DASHBOARD_DATA``: a directory laid out like ``data/`` (``prepared/<name>/interactions.parquet``,
   ``artifacts/cache/``); default ``recsys.config.DATA_DIR``.
-- ``RECSYS_DASHBOARD_REPORTS``: a directory laid out like ``reports/`` (``<name>/evaluation/summary.json``,
-  ``<name>/metrics/explore.json``); default ``recsys.config.REPORTS_DIR``.
+- ``RECSYS_DASHBOARD_REPORTS``: a directory laid out like ``reports/`` (``datasets/<name>/evaluation/summary.json``,
+  ``datasets/<name>/metrics/explore.json``); default ``recsys.config.REPORTS_DIR``.
 """
 
 from __future__ import annotations

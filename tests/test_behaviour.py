@@ -65,6 +65,8 @@ def test_only_returning_dated_rows_with_known_categories_count() -> None:
     assert got["returning_users"] == 3 and got["measured_users"] == 2  # users 1, 2 (user 3's late row has no category)
     assert got["rows_without_category"] == 1 and got["observed"] == 0.5
     assert returning_category_loyalty(df.iloc[:0], cats, CUTOFF)["measured_users"] == 0
+    unknown = returning_category_loyalty(df, cats.iloc[:0], CUTOFF)  # no known category at all (a log without names)
+    assert unknown["measured_users"] == 0 and unknown["rows_without_category"] == len(df)
 
 
 def test_inference_separates_token_groups_and_marks_unnamed_products() -> None:

@@ -32,6 +32,8 @@ def category_codes(interactions: pd.DataFrame, categories: pd.DataFrame) -> np.n
     if not index.is_unique:
         raise ValueError("categories must give one category per product_id; found repeated product ids")
     codes, _ = pd.factorize(lookup["category"])
+    if len(codes) == 0:  # no product has a known category (e.g. a log without names): every row is unknown
+        return np.full(len(interactions), UNKNOWN, dtype=np.int64)
     pos = index.get_indexer(interactions["product_id"].to_numpy())
     return np.where(pos >= 0, codes[np.maximum(pos, 0)], UNKNOWN).astype(np.int64)
 

@@ -371,8 +371,8 @@ def read_raw(path: Path, spec: SourceSpec) -> tuple[pd.DataFrame, dict[str, list
     if not path.is_file():
         raise FileNotFoundError(
             f"input file {path} not found. Generate the default synthetic log with "
-            "`recsys generate` (or `dvc repro prepare`), or put the case-study CSV at that path / set "
-            "`source.path` in params/prepare.yaml."
+            "`recsys generate` (or `dvc repro generate`), or put the file at that path / set the data set's "
+            "`datasets.<name>.source.path` in params/prepare.yaml (relative paths are read from the project root)."
         )
     header = read_header(path)
     cols = resolve_columns(header, spec)
