@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,6 +33,23 @@ class Record(BaseModel):
     """Base of every result record: immutable, unknown fields rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+R = TypeVar("R", bound=Record)
+
+
+def write_record(record: Record, path: Path) -> Path:
+    """Write a result record as indented JSON (byte-stable for equal content); the parent directory is created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(record.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_record(kind: type[R], path: Path, missing: str) -> R:
+    """Read and validate a result record; a missing file raises FileNotFoundError with `missing` (what and the fix)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(missing.format(path=path))
+    return kind.model_validate_json(Path(path).read_text(encoding="utf-8"))
 
 
 class Protocol(Record):
@@ -261,15 +278,13 @@ class EvaluationSummary(Record):
 
 def write_summary(summary: EvaluationSummary, path: Path) -> Path:
     """Write the summary as indented JSON (byte-stable for equal content)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_record(summary, path)
 
 
 def read_summary(path: Path) -> EvaluationSummary:
     """Read and validate a summary written by write_summary (a clear error names the file and the fix)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"evaluation summary {path} not found: run `recsys evaluate` (or `dvc repro evaluate`) first"
-        )
-    return EvaluationSummary.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    return read_record(
+        EvaluationSummary,
+        path,
+        "evaluation summary {path} not found: run `recsys evaluate` (or `dvc repro evaluate`) first",
+    )

@@ -32,7 +32,7 @@ from recsys.data.contract import PRESETS, load_prepared
 from recsys.data.prepare import prepare
 from recsys.data.synthetic import Behaviour, behaviour_from_params, generate_log, write_case_study_csv
 from recsys.evaluation.report import VERDICT_TEXT
-from recsys.evaluation.results import EvaluationSummary, Record, Verdict, num, read_summary
+from recsys.evaluation.results import EvaluationSummary, Record, Verdict, num, read_record, read_summary, write_record
 from recsys.evaluation.run import run_evaluation
 from recsys.evaluation.tuning import set_path
 
@@ -453,7 +453,7 @@ def write_outputs(summary: SensitivitySummary, out_dir: Path) -> dict[str, Path]
     """summary.json (typed, byte-stable), points.csv and the DVC plot tables under plots/."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"summary": out_dir / "summary.json", "points": out_dir / "points.csv"}
-    paths["summary"].write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    write_record(summary, paths["summary"])
     points_table(summary).to_csv(paths["points"], index=False, float_format="%.6g")
     (out_dir / "plots").mkdir(exist_ok=True)
     for name, table in plot_tables(summary).items():
@@ -464,11 +464,11 @@ def write_outputs(summary: SensitivitySummary, out_dir: Path) -> dict[str, Path]
 
 def read_sensitivity(path: Path) -> SensitivitySummary:
     """Read a sweep summary (a clear error names the file and the command that writes it)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"sensitivity summary {path} not found: run `recsys sensitivity` (or `dvc repro sensitivity`)"
-        )
-    return SensitivitySummary.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    return read_record(
+        SensitivitySummary,
+        path,
+        "sensitivity summary {path} not found: run `recsys sensitivity` (or `dvc repro sensitivity`)",
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from typing import Literal
 
 from recsys.allocation.exposure import ExposureAtK, ExposureMetrics
 from recsys.evaluation.report import fmt, interval, pct
-from recsys.evaluation.results import Comparison, PrecisionAtK, Record, Scalar, num
+from recsys.evaluation.results import Comparison, PrecisionAtK, Record, Scalar, num, read_record, write_record
 from recsys.evaluation.significance import verdict
 
 SCHEMA_VERSION = 1
@@ -272,18 +272,16 @@ def recommend(
 
 def write_tradeoff(results: TradeoffResults, path: Path) -> Path:
     """Write the results as indented JSON (byte-stable for equal content)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(results.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_record(results, path)
 
 
 def read_tradeoff(path: Path) -> TradeoffResults:
     """Read and validate results written by write_tradeoff (a clear error names the file and the fix)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"exposure-cap trade-off results {path} not found: run `recsys tradeoff` (or `dvc repro tradeoff`) first"
-        )
-    return TradeoffResults.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    return read_record(
+        TradeoffResults,
+        path,
+        "exposure-cap trade-off results {path} not found: run `recsys tradeoff` (or `dvc repro tradeoff`) first",
+    )
 
 
 # ----------------------------------------------------------------------------------------------
