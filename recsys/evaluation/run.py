@@ -286,6 +286,14 @@ def validation_table(tunings: Sequence[Tuning]) -> pd.DataFrame:
     )
 
 
+def skip_optional(spec: ModelSpec, exc: ImportError, skipped: dict[str, str]) -> None:
+    """Record an optional model whose library is missing as skipped (with the reason); a required one re-raises."""
+    if not spec.optional:
+        raise exc
+    skipped[spec.label] = f"{type(exc).__name__}: {exc}"
+    log.warning("skipping optional model %s: %s", spec.label, exc)
+
+
 def run_evaluation(
     params: Mapping[str, Any] | None = None,
     interactions: pd.DataFrame | None = None,
@@ -342,10 +350,7 @@ def run_evaluation(
         try:
             res = tune_model(spec, cfg, val, val_es, feature_params, timer)
         except ImportError as exc:
-            if not spec.optional:
-                raise
-            skipped[spec.label] = f"{type(exc).__name__}: {exc}"
-            log.warning("skipping optional model %s: %s", spec.label, exc)
+            skip_optional(spec, exc, skipped)
             continue
         searches[spec.label] = res
         chosen_params[spec.label] = with_values(spec.params, res.chosen_values)
@@ -359,10 +364,7 @@ def run_evaluation(
             with timer.phase(f"test/fit/{spec.label}"):
                 ranker = fit_ranker(spec.ranker, chosen_params[spec.label], test, feature_params, cfg.seed)
         except ImportError as exc:
-            if not spec.optional:
-                raise
-            skipped[spec.label] = f"{type(exc).__name__}: {exc}"
-            log.warning("skipping optional model %s: %s", spec.label, exc)
+            skip_optional(spec, exc, skipped)
             continue
         rankers[spec.label] = spec.ranker
         with timer.phase(f"test/rank/{spec.label}"):
