@@ -17,7 +17,6 @@ dispersions, so the choice of recsys.evaluation.intervals is backed by numbers:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from _report import emit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,13 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - t0, 1),
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if not args.no_write:
-        path = args.output or (config.REPORTS_DIR / "benchmarks" / "coverage.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n", encoding="utf-8")
-        print(f"wrote {path}", file=sys.stderr)
+    emit(report, "coverage", args.output, write=not args.no_write)
     return 0
 
 

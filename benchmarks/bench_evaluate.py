@@ -13,11 +13,8 @@ CPU seconds are the steadier figure, and the JSON says so instead of hiding it).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import resource
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -25,12 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _report import emit, peak_rss_mib
+
 TARGET_SECONDS: dict[str, float] = {"1.0": 240.0}
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def load_data(input_path: Path | None, scale: float, seed: int) -> tuple[Any, str]:
@@ -123,13 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         },
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if not args.no_write:
-        path = args.output or (config.REPORTS_DIR / "benchmarks" / "evaluate.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n", encoding="utf-8")
-        print(f"wrote {path}", file=sys.stderr)
+    emit(report, "evaluate", args.output, write=not args.no_write)
     return 0
 
 

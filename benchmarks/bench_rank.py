@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from _report import peak_rss_mib
 
 PHASES: tuple[str, ...] = ("features", "activity", "cache_build", "content", "rescore", "cache_load")
 GIB = 1024**3
@@ -40,11 +41,6 @@ TARGETS: dict[str, dict[str, float]] = {
     },
     "10.0": {"peak_rss_gib": 12.0, "cache_load_s": 2.0, "lookup_p99_us": 50.0},
 }
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
