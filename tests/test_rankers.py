@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +13,7 @@ import scipy.sparse as sp
 
 from recsys.features.text import query_tokens, tokenize_names
 from recsys.rankers import Ranker, Recommendations, available_rankers, make_ranker
-from recsys.rankers.base import deep_merge, top_k_codes
+from recsys.rankers.base import deep_merge, parallel_ranking, top_k_codes
 from recsys.rankers.content import ContentRanker, truncate_postings
 from recsys.rankers.engagement import ActivityRanker
 
@@ -355,3 +359,30 @@ def test_top_k_codes_ties_and_edges() -> None:
     assert top_k_codes(score, 0, np.array([], dtype=np.int64)).tolist() == []
     assert top_k_codes(score, 2, np.arange(6)).tolist() == []
     assert top_k_codes(score, 2, np.array([], dtype=np.int64), [np.array([0, 1, 2, 0, 3, 0])]).tolist() == [4, 2]
+
+
+@pytest.mark.parametrize("name", ["content", "itemknn"])
+def test_parallel_ranking_gives_the_same_recommendations(name: str, tmp_path: Path) -> None:
+    log = random_log(n_rows=3000, n_users=300, n_products=120, seed=4)
+    # small blocks, so the catalogue spans several of them and both workers rank some
+    ranker: Any = make_ranker(name, {"seed": 0, "chunk_entries": 2000, "token_user_cap": 50}).fit(log)
+    products = np.append(np.sort(log["product_id"].unique()), 10**6)  # the last one is unseen: cold start
+    alone = ranker.rank(products, 25)
+    pids = tmp_path / "pids"
+    own_block = ranker._rank_block
+
+    def spy(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with pids.open("a") as f:
+            f.write(f"{os.getpid()}\n")
+        return own_block(codes, k)
+
+    ranker._rank_block = spy
+    with parallel_ranking(2):
+        together = ranker.rank(products, 25)
+    ranked_in = set(pids.read_text().split())
+    assert ranked_in and str(os.getpid()) not in ranked_in  # every block ran in a forked worker
+    for field in ("product_ids", "offsets", "customer_ids", "scores", "cold_start"):
+        np.testing.assert_array_equal(getattr(together, field), getattr(alone, field))
+    with pytest.raises(ValueError, match="ranking processes must be an integer >= 1, got 0"):
+        with parallel_ranking(0):
+            pass

@@ -44,6 +44,7 @@ def test_points_enumerate_each_block_over_the_base() -> None:
         ({"scale": 0}, r"sensitivity.scale must be in \(0, 10\]"),
         ({"base": {"colour": 1}}, r"sensitivity.base has unknown setting\(s\) \['colour'\]"),
         ({"sweep": 1}, r"unknown key\(s\) in sensitivity: \['sweep'\]"),
+        ({"processes": 0}, "sensitivity.processes must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_params_name_the_key(change: dict[str, Any], message: str) -> None:
@@ -151,3 +152,5 @@ def test_a_tiny_sweep_runs_the_evaluation_with_reused_settings(tmp_path: Path) -
     again = S.read_sensitivity(paths["summary"])
     assert again == summary and paths["loyalty_informative_names"].is_file()
     assert (tmp_path / "out" / "points.csv").read_text().count("\n") == 1 + 2 * len(BLOCK["models"])
+    parallel = S.run_sweep({"sensitivity": {**block, "processes": 2}}, evaluate, config.load_params("features"), tuned)
+    assert parallel == summary  # points are independent and seeded: the same results in two processes

@@ -80,6 +80,7 @@ from recsys.data.ids import id_array as as_id_array
 from recsys.data.ids import id_kind
 from recsys.engines import check_engine
 from recsys.rankers import Ranker, Recommendations, make_ranker
+from recsys.rankers.base import parallel_ranking
 
 PARQUET_ROW_GROUP = 1 << 20
 ENCODE_CHUNK = 1 << 22
@@ -567,10 +568,12 @@ def build_cache(
     exposure: Mapping[str, Any] | None = None,
     seed: int = 0,
     dataset: str | None = None,
+    processes: int = 1,
 ) -> CacheManifest:
     """Fit `ranker_name`, allocate every product's top-n audience (capped per `allocation`) and write the cache.
 
     `dataset` names the data set the interactions come from (params/prepare.yaml: datasets), recorded in the manifest.
+    `processes` forked workers rank the catalogue (block rankers: content, itemknn); the cache does not depend on it.
     """
     if n < 1:
         raise ValueError(f"cache depth n must be >= 1, got {n} (params/cache.yaml: cache.n)")
@@ -579,7 +582,8 @@ def build_cache(
     interactions = canonical_order(interactions)
     ranker = make_ranker(ranker_name, dict(ranker_params or {})).fit(interactions)
     catalogue = catalogue_ids(interactions)
-    recs, uncapped, stats = ranked_audiences(ranker, catalogue, n, alloc)
+    with parallel_ranking(processes):
+        recs, uncapped, stats = ranked_audiences(ranker, catalogue, n, alloc)
     fallback = global_fallback(ranker, catalogue, n)
     meta = BuildInfo(
         dataset=dataset,
@@ -644,6 +648,7 @@ def build_cache_from_params(
         exposure=cfg.get("exposure"),
         seed=int(cfg.get("seed", 0)),
         dataset=None if prepared_path else dataset,  # a file given by path is not the named data set's
+        processes=int(cfg.get("processes", 1)),
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import multiprocessing as mp
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -70,11 +71,13 @@ class SweepConfig:
     base: Mapping[str, Any]
     axes: tuple[SweepAxis, ...]
     n_boot: int
+    processes: int = 1
 
     @classmethod
     def from_params(cls, block: Mapping[str, Any]) -> SweepConfig:
         """Build from the `sensitivity` block; a ValueError names the bad key."""
-        config.check_keys(block, ("scale", "seed", "settings_from", "models", "base", "grid", "n_boot"), "sensitivity")
+        keys = ("scale", "seed", "settings_from", "models", "base", "grid", "n_boot", "processes")
+        config.check_keys(block, keys, "sensitivity")
         scale = float(block.get("scale", 0.5))
         if not 0.0 < scale <= 10.0:
             raise ValueError(f"sensitivity.scale must be in (0, 10], got {scale}")
@@ -103,7 +106,15 @@ class SweepConfig:
             base=base,
             axes=tuple(axes),
             n_boot=int(block.get("n_boot", 1000)),
+            processes=sweep_processes(block.get("processes", 1)),
         )
+
+
+def sweep_processes(value: Any) -> int:
+    """sensitivity.processes, validated (an integer >= 1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"sensitivity.processes must be an integer >= 1, got {value!r}")
+    return value
 
 
 def sweep_points(cfg: SweepConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -275,6 +286,18 @@ def point_result(axis: str, behaviour: Behaviour, retention_pct: float, rows: in
 # ----------------------------------------------------------------------------------------------
 
 
+def point_in_tmp(
+    axis: str,
+    settings: Mapping[str, Any],
+    cfg: SweepConfig,
+    point_cfg: Mapping[str, Any],
+    feature_params: Mapping[str, Any],
+) -> SweepPoint:
+    """One point of the grid, its log generated and prepared in a temporary directory removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="recsys-sensitivity-") as tmp:
+        return evaluate_point(axis, settings, cfg, point_cfg, feature_params, Path(tmp))
+
+
 def evaluate_point(
     axis: str,
     settings: Mapping[str, Any],
@@ -310,10 +333,13 @@ def run_sweep(
     feature_params = feature_params if feature_params is not None else config.load_params("features")
     tuned = tuned or read_summary(config.dataset_paths(cfg.settings_from).evaluation_summary)
     point_cfg = point_params(cfg, evaluate, tuned)
-    points = []
-    for axis, settings in sweep_points(cfg):
-        with tempfile.TemporaryDirectory(prefix="recsys-sensitivity-") as tmp:
-            points.append(evaluate_point(axis, settings, cfg, point_cfg, feature_params, Path(tmp)))
+    jobs = [(axis, settings, cfg, point_cfg, feature_params) for axis, settings in sweep_points(cfg)]
+    if cfg.processes > 1 and len(jobs) > 1 and "fork" in mp.get_all_start_methods():
+        # points are independent and seeded: the same results in any number of processes, in grid order
+        with mp.get_context("fork").Pool(min(cfg.processes, len(jobs))) as pool:
+            points = pool.starmap(point_in_tmp, jobs, chunksize=1)
+    else:
+        points = [point_in_tmp(*job) for job in jobs]
     comparisons = point_cfg["evaluate"]["comparisons"]
     summary = SensitivitySummary(
         scale=cfg.scale,

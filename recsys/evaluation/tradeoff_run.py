@@ -74,7 +74,7 @@ from recsys.evaluation.tradeoff import (
 )
 from recsys.evaluation.tuning import with_values
 from recsys.rankers import Recommendations
-from recsys.rankers.base import offsets_of, range_indices
+from recsys.rankers.base import offsets_of, parallel_ranking, range_indices
 
 log = logging.getLogger(__name__)
 
@@ -416,7 +416,8 @@ def run_tradeoff(
     with timer.phase("rank"):
         history = ranker.history_
         catalogue = history.product_ids[history.signal]
-        candidates = ranker.rank(catalogue, served.allocation.candidates)
+        with parallel_ranking(opts.processes):
+            candidates = ranker.rank(catalogue, served.allocation.candidates)
         uncapped = truncate(candidates, served.depth)
     log.info(
         "trade-off of %s: %d products, %d customers, %d candidates each; caps %s",

@@ -198,4 +198,4 @@ class ContentRanker(GlobalRanker):
         self._check_fitted()
         requested = id_array(product_ids)
         codes = self.history_.codes_of(requested)
-        return collect(requested, codes, k, self._blocks(codes, k), self._rank_block, self.history_)
+        return collect(requested, codes, k, self._blocks(codes, k), self._rank_block, self.history_, parallel=True)
