@@ -51,7 +51,7 @@ def run_cell(
     """Build the activity cache with `engine`; return wall time and the manifest's counts."""
     import logging
 
-    from recsys.cache.build import build_cache_from_params
+    from recsys.cache.stage import build_cache_from_params
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {"ranker": "activity", "n": n, "export": None, "engine": engine}

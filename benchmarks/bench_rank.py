@@ -148,7 +148,7 @@ def phase_content(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict
 
 def phase_cache_build(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict[str, Any]:
     """build_cache_from_params with the activity ranker: load, features, rank, write Parquet + lookup."""
-    from recsys.cache import build as cache
+    from recsys.cache import stage as cache
 
     manifest, wall = _timed(
         cache.build_cache_from_params, prepared, cache_dir, overrides={"ranker": "activity", "n": n, "export": None}

@@ -1,7 +1,7 @@
 """Benchmark the HTTP service on the default cache: start-up to ready, memory per worker, in-process latency.
 
 Run from the project root: ``.venv/bin/python benchmarks/bench_service.py`` (builds data/artifacts/cache
-with recsys.cache.build_cache_from_params when it is missing or unreadable). Writes
+with recsys.cache.stage.build_cache_from_params when it is missing or unreadable). Writes
 reports/benchmarks/service.json.
 
 What is measured (all on this machine, under whatever else is running: the load average is recorded):
@@ -342,7 +342,8 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run every measurement, write the JSON report and print it."""
-    from recsys.cache.build import cache_facts, open_or_build
+    from recsys.cache.build import cache_facts
+    from recsys.cache.stage import open_or_build
 
     args = parse_args(argv)
     cache_dir = config.resolve(args.cache_dir)

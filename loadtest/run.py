@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="loadtest-"))
     clean_outputs(plan.out)
     summary: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    from recsys.cache.build import cache_facts, open_or_build
+    from recsys.cache.build import cache_facts
+    from recsys.cache.stage import open_or_build
 
     ok = False
     try:

@@ -122,7 +122,7 @@ def _profile(args: argparse.Namespace) -> dict[str, Any]:
 
 def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
     """Top-N audience for every product, written as the cache artifact."""
-    from recsys.cache.build import build_cache_from_params
+    from recsys.cache.stage import build_cache_from_params
 
     prepared: Path | str | None = None
     if args.input:  # URIs (hdfs://, s3a://, file://) go to the Spark engine untouched

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.cache.build import build_cache, build_cache_from_params
+from recsys.cache.build import build_cache
 from recsys.cache.lookup import (
     AUDIENCE_NAME,
     MANIFEST_NAME,
@@ -20,6 +20,7 @@ from recsys.cache.lookup import (
     CacheNotFoundError,
 )
 from recsys.cache.manifest import FORMAT_VERSION, CacheManifest, read_manifest
+from recsys.cache.stage import build_cache_from_params
 from recsys.rankers import make_ranker
 from recsys.rankers.base import GlobalRanker
 

@@ -85,7 +85,7 @@ class Served:
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> DashboardPaths:
     """Tiny generated log -> prepare -> cache (the real pipeline functions), laid out like data/; a hand-made
     evaluation summary where the served data set's belongs; no explore metrics."""
-    from recsys.cache.build import build_cache_from_params
+    from recsys.cache.stage import build_cache_from_params
     from recsys.data.contract import source_spec_from_params
     from recsys.data.prepare import prepare
     from recsys.data.synthetic import generate

@@ -284,7 +284,7 @@ def test_cli_engine_spark_builds_a_cache_the_service_serves(spark: Any, tmp_path
 
 
 def test_engine_and_settings_errors_name_the_param(tmp_path: Path) -> None:
-    from recsys.cache.build import build_cache_from_params
+    from recsys.cache.stage import build_cache_from_params
     from recsys.engines import check_engine
 
     assert check_engine("spark") == "spark"

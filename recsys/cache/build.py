@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -55,7 +54,6 @@ from recsys.cache.lookup import (
     LOOKUP_ARRAYS,
     LOOKUP_PREFIX,
     SCORE_DTYPE,
-    AudienceLookup,
 )
 from recsys.cache.manifest import (
     FORMAT_VERSION,
@@ -63,7 +61,6 @@ from recsys.cache.manifest import (
     AllocationStats,
     BuildInfo,
     CacheCounts,
-    CacheError,
     CacheExposure,
     CacheFiles,
     CacheManifest,
@@ -75,10 +72,9 @@ from recsys.cache.manifest import (
     read_manifest,
     write_manifest,
 )
-from recsys.data.contract import CANONICAL_COLUMNS, load_prepared
+from recsys.data.contract import CANONICAL_COLUMNS
 from recsys.data.ids import id_array as as_id_array
 from recsys.data.ids import id_kind
-from recsys.engines import check_engine
 from recsys.rankers import Ranker, Recommendations, make_ranker
 from recsys.rankers.base import parallel_ranking
 
@@ -609,59 +605,6 @@ def ranker_params_from(cache_params: Mapping[str, Any], feature_params: Mapping[
     name = cache_params["cache"]["ranker"]
     own = (cache_params.get("rankers") or {}).get(name) or {}
     return {"seed": cache_params["cache"].get("seed", 0), "features": dict(feature_params), **own}
-
-
-def build_cache_from_params(
-    prepared_path: Path | str | None = None,
-    cache_dir: Path | None = None,
-    *,
-    overrides: Mapping[str, Any] | None = None,
-) -> CacheManifest:
-    """Build the cache from params/cache.yaml + params/features.yaml and the prepared Parquet.
-
-    `overrides` replaces keys of the `cache` block (e.g. {"ranker": "content", "n": 50, "engine": "spark"}).
-    With ``cache.engine: spark`` the build runs on Spark (recsys.engines.spark; `prepared_path` may be a URI).
-    """
-    cache_params = config.load_params("cache")
-    cache_params["cache"] = {**cache_params["cache"], **dict(overrides or {})}
-    feature_params = config.load_params("features")
-    cfg = cache_params["cache"]
-    if check_engine(str(cfg.get("engine") or "pandas")) == "spark":
-        from recsys.engines.spark.build import build_cache_spark_from_params
-
-        ranker_params = ranker_params_from(cache_params, feature_params)
-        return build_cache_spark_from_params(cache_params, ranker_params, prepared_path, cache_dir)
-    dataset = str(cfg.get("dataset") or config.DEFAULT_DATASET)
-    path = Path(prepared_path) if prepared_path else config.dataset_paths(dataset).interactions
-    interactions = load_prepared(path)
-    return build_cache(
-        interactions,
-        cfg["ranker"],
-        ranker_params_from(cache_params, feature_params),
-        Path(cache_dir) if cache_dir else config.CACHE_DIR,
-        n=int(cfg.get("n", 100)),
-        export=cfg.get("export") or None,
-        fingerprint=Fingerprint(algorithm="sha256-file", value=fingerprint_file(path)),
-        source=config.relative(path),
-        keep=int(cfg.get("keep_lookup_dirs", 2)),
-        allocation=cfg.get("allocation"),
-        exposure=cfg.get("exposure"),
-        seed=int(cfg.get("seed", 0)),
-        dataset=None if prepared_path else dataset,  # a file given by path is not the named data set's
-        processes=int(cfg.get("processes", 1)),
-    )
-
-
-def open_or_build(cache_dir: Path) -> dict[str, Any]:
-    """Open the cache at `cache_dir`; build it from params only when it does not open (missing, older format)."""
-    try:
-        AudienceLookup.open(cache_dir)
-        return {"built": False}
-    except CacheError as exc:
-        print(f"{exc}\nbuilding it with recsys.cache.build_cache_from_params() ...", flush=True)
-    t0 = time.perf_counter()
-    build_cache_from_params(cache_dir=cache_dir)
-    return {"built": True, "build_s": round(time.perf_counter() - t0, 2)}
 
 
 def cache_facts(cache_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,72 @@
+"""The cache stage's entry point: params/cache.yaml -> the chosen engine's build (pandas here, Spark on request).
+
+Kept apart from recsys.cache.build so that the pandas build never imports the Spark engine, which itself reuses
+the pandas build's writers (no import cycle, not even a deferred one).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from recsys import config
+from recsys.cache.build import build_cache, fingerprint_file, ranker_params_from
+from recsys.cache.lookup import AudienceLookup, CacheError
+from recsys.cache.manifest import CacheManifest, Fingerprint
+from recsys.data.contract import load_prepared
+from recsys.engines import check_engine
+
+
+def build_cache_from_params(
+    prepared_path: Path | str | None = None,
+    cache_dir: Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> CacheManifest:
+    """Build the cache from params/cache.yaml + params/features.yaml and the prepared Parquet.
+
+    `overrides` replaces keys of the `cache` block (e.g. {"ranker": "content", "n": 50, "engine": "spark"}).
+    With ``cache.engine: spark`` the build runs on Spark (recsys.engines.spark; `prepared_path` may be a URI).
+    """
+    cache_params = config.load_params("cache")
+    cache_params["cache"] = {**cache_params["cache"], **dict(overrides or {})}
+    feature_params = config.load_params("features")
+    cfg = cache_params["cache"]
+    if check_engine(str(cfg.get("engine") or "pandas")) == "spark":
+        from recsys.engines.spark.build import build_cache_spark_from_params
+
+        ranker_params = ranker_params_from(cache_params, feature_params)
+        return build_cache_spark_from_params(cache_params, ranker_params, prepared_path, cache_dir)
+    dataset = str(cfg.get("dataset") or config.DEFAULT_DATASET)
+    path = Path(prepared_path) if prepared_path else config.dataset_paths(dataset).interactions
+    interactions = load_prepared(path)
+    return build_cache(
+        interactions,
+        cfg["ranker"],
+        ranker_params_from(cache_params, feature_params),
+        Path(cache_dir) if cache_dir else config.CACHE_DIR,
+        n=int(cfg.get("n", 100)),
+        export=cfg.get("export") or None,
+        fingerprint=Fingerprint(algorithm="sha256-file", value=fingerprint_file(path)),
+        source=config.relative(path),
+        keep=int(cfg.get("keep_lookup_dirs", 2)),
+        allocation=cfg.get("allocation"),
+        exposure=cfg.get("exposure"),
+        seed=int(cfg.get("seed", 0)),
+        dataset=None if prepared_path else dataset,  # a file given by path is not the named data set's
+        processes=int(cfg.get("processes", 1)),
+    )
+
+
+def open_or_build(cache_dir: Path) -> dict[str, Any]:
+    """Open the cache at `cache_dir`; build it from params only when it does not open (missing, older format)."""
+    try:
+        AudienceLookup.open(cache_dir)
+        return {"built": False}
+    except CacheError as exc:
+        print(f"{exc}\nbuilding it with recsys.cache.stage.build_cache_from_params() ...", flush=True)
+    t0 = time.perf_counter()
+    build_cache_from_params(cache_dir=cache_dir)
+    return {"built": True, "build_s": round(time.perf_counter() - t0, 2)}
