@@ -306,6 +306,8 @@ def test_build_cache_from_params(tmp_path: Path, int_log: pd.DataFrame) -> None:
     lookup = AudienceLookup.open(tmp_path / "cache")
     assert len(lookup) == int_log["product_id"].nunique()
     assert manifest.dataset is None and read_manifest(tmp_path / "cache").dataset is None  # a file given by path
+    with pytest.raises(ValueError, match=r"params/cache.yaml: cache.processes must be an integer >= 1, got 0"):
+        build_cache_from_params(prepared_path=prepared, cache_dir=tmp_path / "bad", overrides={"processes": 0})
     named = build_cache(int_log, "activity", {}, tmp_path / "named", n=N, dataset="online_retail")
     assert named.dataset == read_manifest(tmp_path / "named").dataset == "online_retail"
 

@@ -144,7 +144,8 @@ def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str
         summary.model(tradeoff.model).precision, tradeoff.uncapped.precision, strict=True
     )]  # fmt: skip
     assert tradeoff.uncapped.precision == uncapped  # the uncapped row is the evaluation's own score of that ranker
-    assert "exposure-cap trade-off" in text
+    assert "exposure-cap trade-off" in text and ("this is the recommended cap." in text or "**they differ**" in text)
+    assert "[evaluate](datasets/synthetic/evaluate.html)" in text and "[cache](cache.html)" in text
     assert "Exposure caps: what a cap costs" in (root / SYN / "evaluate.html").read_text()
 
 

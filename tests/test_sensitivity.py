@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ def test_conditions_state_where_each_verdict_holds() -> None:
     assert not any("shuffled names: content" in t for t in text)  # content never led there
 
 
-def test_a_tiny_sweep_runs_the_evaluation_with_reused_settings(tmp_path: Path) -> None:
+def test_a_tiny_sweep_runs_the_evaluation_with_reused_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     frame = generate_log(scale=0.02, seed=4).frame
     from recsys.data.contract import PRESETS, load_prepared
     from recsys.data.prepare import prepare
@@ -152,5 +153,16 @@ def test_a_tiny_sweep_runs_the_evaluation_with_reused_settings(tmp_path: Path) -
     again = S.read_sensitivity(paths["summary"])
     assert again == summary and paths["loyalty_informative_names"].is_file()
     assert (tmp_path / "out" / "points.csv").read_text().count("\n") == 1 + 2 * len(BLOCK["models"])
-    parallel = S.run_sweep({"sensitivity": {**block, "processes": 2}}, evaluate, config.load_params("features"), tuned)
-    assert parallel == summary  # points are independent and seeded: the same results in two processes
+    started: list[str] = []
+    real_context = multiprocessing.get_context
+
+    def spy(method: str | None = None) -> Any:
+        started.append(str(method))
+        return real_context(method)
+
+    monkeypatch.setattr(multiprocessing, "get_context", spy)  # recsys.parallel calls it through the module
+    parallel_run = S.run_sweep(
+        {"sensitivity": {**block, "processes": 2}}, evaluate, config.load_params("features"), tuned
+    )
+    assert parallel_run == summary  # points are independent and seeded: the same results in two processes
+    assert started == ["spawn"]  # in a pool of fresh interpreters (the parent has run ALS: OpenMP is not fork-safe)

@@ -111,18 +111,15 @@ def test_a_cap_moves_the_known_customer_out_of_known_lists(hand) -> None:
     assert [c.exposure.at(1).max_exposures for c in t.caps] == [4, 4, 2, 1]
     assert [c.precision_share for c in t.caps] == [1.0, 1.0, 0.5, 0.25]
     assert all(c.audiences.short_products == 0 and c.audiences.slots == 7 for c in t.caps)
-    # 4 hits cannot tell the caps apart: every comparison is inconclusive, the exposure side decides
+    # 4 hits cannot tell caps 2 and 1 from uncapped (inconclusive), but cap 4 gives exactly the uncapped hits
+    # (no discordant customer): a decisive "no cost", so it is the smallest cap keeping the precision
     assert [c.status for c in t.caps] == ["reference", "inconclusive", "inconclusive", "inconclusive"]
     r = t.recommendation
-    assert (r.cap, r.basis, r.outcome, r.eligible, r.decisive) == (
-        1,
-        "exposure",
-        "precision_undetermined",
-        [1, 2, 4],
-        [],
-    )
+    assert (r.cap, r.basis, r.outcome, r.eligible, r.decisive, r.qualifying) == (
+        4, "precision", "cap_keeps_precision", [1, 2, 4], [4], [4]
+    )  # fmt: skip
     text = tradeoff_markdown(t)
-    assert "the precision cost of a cap is undetermined" in text and "recommends **cap 1**" in text
+    assert "is **cap 4**: it keeps 100.0% of the point estimate (4 vs 4 hits)" in text
     assert "4 under cap 2" in text and "0 under cap 4" in text
 
 
@@ -318,6 +315,9 @@ def test_params_are_validated() -> None:
         ({"caps": []}, "non-empty list"),
         ({"keep_share": 0}, r"keep_share must be in \(0, 1\]"),
         ({"processes": 0}, "processes must be an integer >= 1"),
+        ({"caps": [None]}, "at least one cap besides null"),
+        ({"caps": [None, 500], "max_allowed_exposures": 100}, r"no cap within tradeoff.max_allowed_exposures=100"),
+        ({"max_allowed_exposures": 0}, "max_allowed_exposures must be an integer >= 1 or null, got 0"),
         ({"cap": [None]}, r"unknown key\(s\) in params/evaluate.yaml: tradeoff: \['cap'\]"),
     ):
         with pytest.raises(ValueError, match=match):
@@ -355,8 +355,10 @@ def test_select_blocks_keeps_order_and_cuts() -> None:
 BASE_HITS = 100.0
 
 
-def result(cap: int | None, hits: float, p_holm: float = 1.0, powered: bool = False, short: int = 0) -> CapResult:
-    """A CapResult with the fields the rule reads (precision@10 = hits / 1000)."""
+def result(
+    cap: int | None, hits: float, p_holm: float = 1.0, powered: bool = False, short: int = 0, most: int | None = None
+) -> CapResult:
+    """A CapResult with the fields the rule reads (precision@10 = hits / 1000; `most` = largest exposure count)."""
     comparison = None
     if cap is not None:
         comparison = Comparison(
@@ -368,7 +370,8 @@ def result(cap: int | None, hits: float, p_holm: float = 1.0, powered: bool = Fa
         )  # fmt: skip
     precision = [PrecisionAtK(k=10, value=hits / 1000, low=None, high=None, hits=hits, phi=1.0, boot_low=None,
                               boot_high=None)]  # fmt: skip
-    at = ExposureAtK(10, 100, 10, 1, 1.0, 1.0, 0.0, None, None, None)
+    most = most if most is not None else (cap if cap is not None else 10_000)
+    at = ExposureAtK(10, 100, 10, most, 1.0, 1.0, 0.0, None, None, None)
     return CapResult(
         cap=cap,
         label="uncapped" if cap is None else f"cap_{cap}",
@@ -420,7 +423,7 @@ def test_rule_falls_back_to_exposure_when_nothing_is_decisive() -> None:
     assert r.best_detectable_ratio == 9.0  # the constructed comparisons could only detect a rate ratio of 9
     t = summary_of(caps, r)
     text = recommendation_text(t)
-    assert "**the precision cost of a cap is undetermined**" in text and "recommends **cap 50**" in text
+    assert "**the precision cost of the recommended cap is undetermined**" in text and "recommends **cap 50**" in text
     assert "could only detect a rate ratio of 9 or more, against a smallest effect of interest of 1.5" in text
 
 
@@ -469,13 +472,16 @@ def test_summary_checks_the_served_cap_against_the_recommendation() -> None:
 def test_rule_with_a_campaign_limit_recommends_the_loosest_allowed_cap_and_states_its_cost() -> None:
     caps = [result(None, BASE_HITS), result(500, 60, p_holm=0.01), result(100, 30, p_holm=0.001), result(50, 20)]
     r = recommend(caps, 10, keep_share=0.9, max_allowed_exposures=200)
-    assert (r.cap, r.basis, r.outcome, r.eligible, r.max_allowed_exposures) == (
-        100, "limit", "limit_costs_precision", [50, 100], 200
+    assert (r.cap, r.basis, r.outcome, r.eligible, r.max_allowed_exposures, r.limit_binds) == (
+        100, "limit", "limit_costs_precision", [50, 100], 200, True
     )  # fmt: skip
+    assert r.cap_without_limit is None  # without the limit every eligible cap costs precision: no cap
     text = recommendation_text(summary_of(caps, r))
-    assert "No cap within the campaign limit of 200 lists per customer keeps 90.0% of uncapped precision@10" in text
+    assert "No eligible cap (the caps with no customer in more than 200 lists and every audience as long as " in text
+    assert "the uncapped lists put one customer in 10,000 lists" in text
     assert "recommends the loosest eligible cap, **cap 100**" in text and "30.0% of the uncapped point estimate" in text
-    assert "no more than 200 lists per customer" in rule_text(r)
+    assert text.endswith("Without the campaign limit the rule would recommend uncapped.")
+    assert "The campaign limit (200 lists per customer) is a params assumption; it binds" in rule_text(r)
 
 
 def test_rule_with_a_campaign_limit_still_prefers_a_cap_that_keeps_precision() -> None:
@@ -484,9 +490,34 @@ def test_rule_with_a_campaign_limit_still_prefers_a_cap_that_keeps_precision() -
         result(500, 98, p_holm=0.8, powered=True),
         result(100, 92, p_holm=0.5, powered=True),
     ]
-    assert recommend(caps, 10, keep_share=0.9, max_allowed_exposures=1000).cap == 100
-    r = recommend(caps, 10, keep_share=0.9, max_allowed_exposures=50)  # no tested cap within the limit
-    assert (r.cap, r.outcome, r.eligible) == (None, "no_cap_keeps_audiences", [])
-    assert recommendation_text(summary_of(caps, r)).startswith("No tested cap is within the campaign limit of 50")
+    r = recommend(caps, 10, keep_share=0.9, max_allowed_exposures=1000)
+    assert (r.cap, r.outcome, r.cap_without_limit) == (100, "cap_keeps_precision", 100)
+    assert "Without the campaign limit" not in recommendation_text(summary_of(caps, r))  # it changed nothing
+    with pytest.raises(ValueError, match=r"no tested cap is within tradeoff.max_allowed_exposures=50: add a cap <= 50"):
+        recommend(caps, 10, keep_share=0.9, max_allowed_exposures=50)
     with pytest.raises(ValueError, match="max_allowed_exposures must be >= 1 or null, got 0"):
         recommend(caps, 10, keep_share=0.9, max_allowed_exposures=0)
+
+
+def test_a_limit_the_uncapped_lists_already_meet_does_not_bind() -> None:
+    caps = [result(None, BASE_HITS, most=80), result(50, 40, p_holm=0.001), result(20, 10, p_holm=0.001)]
+    r = recommend(caps, 10, keep_share=0.9, max_allowed_exposures=100)
+    assert (r.cap, r.outcome, r.limit_binds) == (None, "every_cap_costs_precision", False)
+    assert "it does not bind" in rule_text(r)
+
+
+def test_a_limit_binds_by_realised_exposures_and_shortened_audiences_are_stated() -> None:
+    # cap 200 never put anyone in more than 90 lists: it is within a limit of 100
+    caps = [result(None, BASE_HITS), result(200, 99, p_holm=0.9, powered=True, most=90), result(50, 40, short=2)]
+    assert recommend(caps, 10, keep_share=0.9, max_allowed_exposures=100).cap == 200
+    short = [result(None, BASE_HITS), result(100, 95, short=1), result(50, 90, short=3)]
+    r = recommend(short, 10, keep_share=0.9, max_allowed_exposures=100)
+    assert (r.cap, r.outcome) == (100, "limit_shortens_audiences")
+    assert "**cap 100** (1 audiences shorter than uncapped, the shortest 9)" in recommendation_text(
+        summary_of(short, r)
+    )
+
+
+def test_a_cap_keeping_exactly_the_share_qualifies() -> None:
+    caps = [result(None, BASE_HITS), result(100, 90, p_holm=0.5, powered=True)]  # 0.09 vs 0.9 * 0.1 in floats
+    assert recommend(caps, 10, keep_share=0.9).outcome == "cap_keeps_precision"

@@ -17,6 +17,7 @@ from recsys.cache.lookup import AudienceLookup, CacheError
 from recsys.cache.manifest import CacheManifest, Fingerprint
 from recsys.data.contract import load_prepared
 from recsys.engines import check_engine
+from recsys.parallel import check_processes
 
 
 def build_cache_from_params(
@@ -55,8 +56,8 @@ def build_cache_from_params(
         allocation=cfg.get("allocation"),
         exposure=cfg.get("exposure"),
         seed=int(cfg.get("seed", 0)),
-        dataset=None if prepared_path else dataset,  # a file given by path is not the named data set's
-        processes=int(cfg.get("processes", 1)),
+        dataset=dataset if path.resolve() == config.dataset_paths(dataset).interactions.resolve() else None,
+        processes=check_processes(cfg.get("processes", 1), "params/cache.yaml: cache.processes"),
     )
 
 

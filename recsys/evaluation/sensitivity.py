@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import multiprocessing as mp
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -36,6 +35,7 @@ from recsys.evaluation.report import VERDICT_TEXT
 from recsys.evaluation.results import EvaluationSummary, Record, Verdict, num, read_record, read_summary, write_record
 from recsys.evaluation.run import run_evaluation
 from recsys.evaluation.tuning import set_path
+from recsys.parallel import check_processes, pool_map
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +106,8 @@ class SweepConfig:
             base=base,
             axes=tuple(axes),
             n_boot=int(block.get("n_boot", 1000)),
-            processes=sweep_processes(block.get("processes", 1)),
+            processes=check_processes(block.get("processes", 1), "sensitivity.processes"),
         )
-
-
-def sweep_processes(value: Any) -> int:
-    """sensitivity.processes, validated (an integer >= 1)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"sensitivity.processes must be an integer >= 1, got {value!r}")
-    return value
 
 
 def sweep_points(cfg: SweepConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -287,13 +280,11 @@ def point_result(axis: str, behaviour: Behaviour, retention_pct: float, rows: in
 
 
 def point_in_tmp(
-    axis: str,
-    settings: Mapping[str, Any],
-    cfg: SweepConfig,
-    point_cfg: Mapping[str, Any],
-    feature_params: Mapping[str, Any],
+    shared: tuple[SweepConfig, Mapping[str, Any], Mapping[str, Any]], point: tuple[str, Mapping[str, Any]]
 ) -> SweepPoint:
     """One point of the grid, its log generated and prepared in a temporary directory removed afterwards."""
+    cfg, point_cfg, feature_params = shared
+    axis, settings = point
     with tempfile.TemporaryDirectory(prefix="recsys-sensitivity-") as tmp:
         return evaluate_point(axis, settings, cfg, point_cfg, feature_params, Path(tmp))
 
@@ -333,13 +324,9 @@ def run_sweep(
     feature_params = feature_params if feature_params is not None else config.load_params("features")
     tuned = tuned or read_summary(config.dataset_paths(cfg.settings_from).evaluation_summary)
     point_cfg = point_params(cfg, evaluate, tuned)
-    jobs = [(axis, settings, cfg, point_cfg, feature_params) for axis, settings in sweep_points(cfg)]
-    if cfg.processes > 1 and len(jobs) > 1 and "fork" in mp.get_all_start_methods():
-        # points are independent and seeded: the same results in any number of processes, in grid order
-        with mp.get_context("fork").Pool(min(cfg.processes, len(jobs))) as pool:
-            points = pool.starmap(point_in_tmp, jobs, chunksize=1)
-    else:
-        points = [point_in_tmp(*job) for job in jobs]
+    # points are independent and seeded: the same results in any number of processes, in grid order; spawned,
+    # not forked, because each point fits ALS (OpenMP) and the caller may have used OpenMP already
+    points = pool_map(point_in_tmp, sweep_points(cfg), cfg.processes, (cfg, point_cfg, feature_params), start="spawn")
     comparisons = point_cfg["evaluate"]["comparisons"]
     summary = SensitivitySummary(
         scale=cfg.scale,

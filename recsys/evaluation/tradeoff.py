@@ -9,18 +9,22 @@ compared with the uncapped lists at the headline k by the evaluation's paired cu
 Holm-corrected across the caps, with its power (recsys.evaluation.significance). Then:
 
 0. ``max_allowed_exposures`` is the campaign requirement: the most audiences of depth n one customer may be
-   in. It is a business limit, not something the data chooses (a campaign that messages one person in
-   thousands of lists is not sendable); null means uncapped lists are acceptable.
+   in. It is a business limit, an assumption of the params, not something the data chooses (a campaign that
+   messages one person in thousands of lists is not sendable); null means uncapped lists are acceptable. A
+   series is within it when its cap or its largest realised exposure count is at most the limit; when the
+   uncapped lists are within it, the limit does not bind and the rule runs as without it.
 1. eligible caps: the tested caps within that limit; with ``full_audiences`` (default), only those that
    leave every product's audience as long as uncapped (a cap below (slots / customers) cannot fill the lists
-   it serves). None eligible: no cap is recommended (outcome ``no_cap_keeps_audiences``).
+   it serves). None eligible: no cap is recommended (outcome ``no_cap_keeps_audiences``), or, under a binding
+   limit, the loosest cap within it (outcome ``limit_shortens_audiences``).
 2. a comparison is *decisive* when it is significant after Holm or powered (its minimum detectable rate
    ratio is at most ``evaluate.comparisons.smallest_effect_ratio``). When no eligible cap's comparison is
    decisive, the data cannot tell the caps apart on precision: the rule falls back to the exposure side
    and recommends the smallest eligible cap (the fewest exposures per customer with every audience still
    full); the precision cost is undetermined (outcome ``precision_undetermined``).
 3. otherwise a cap *qualifies* when its precision@k point estimate keeps at least ``keep_share`` of the
-   uncapped one and it is not significantly worse after Holm; the smallest qualifying cap is recommended
+   uncapped one (up to float rounding) and it is not significantly worse after Holm (a cap whose lists give
+   exactly the uncapped hits, no discordant customer, counts as decisive); the smallest qualifying cap is recommended
    (outcome ``cap_keeps_precision``; an inconclusive comparison of that cap is reported as such).
 4. none qualifying: without a limit, no cap is recommended (outcome ``every_cap_costs_precision``); with a
    limit, the requirement binds and the loosest eligible cap is recommended (the one closest to the ranker's
@@ -48,6 +52,7 @@ Outcome = Literal[
     "cap_keeps_precision",
     "every_cap_costs_precision",
     "limit_costs_precision",
+    "limit_shortens_audiences",
     "precision_undetermined",
     "no_cap_keeps_audiences",
 ]
@@ -134,6 +139,8 @@ class Recommendation(Record):
     decisive: list[int]  # eligible caps whose comparison is significant or powered
     qualifying: list[int]  # eligible caps keeping >= keep_share and not significantly worse (precision basis)
     least_costly: int | None  # the eligible cap with the highest precision@headline_k (ties: the smaller cap)
+    cap_without_limit: int | None  # what the rule recommends without the campaign limit (= cap when it does not bind)
+    limit_binds: bool  # a limit is set and the uncapped lists exceed it
     uncapped_hits: float  # hits of the uncapped lists at the headline k
     max_discordant: int  # largest number of discordant hits among the caps' comparisons
     best_detectable_ratio: float | None  # smallest minimum-detectable rate ratio among the eligible caps' comparisons
@@ -221,21 +228,30 @@ def recommend(
         raise ValueError(f"tradeoff.keep_share must be in (0, 1], got {keep_share}")
     if max_allowed_exposures is not None and max_allowed_exposures < 1:
         raise ValueError(f"tradeoff.max_allowed_exposures must be >= 1 or null, got {max_allowed_exposures}")
-    limit = max_allowed_exposures
     base = next((c for c in caps if c.cap is None), None)
     if base is None:
         raise ValueError("the trade-off needs the uncapped result (cap null) as the reference of every comparison")
     tested = sorted((c for c in caps if c.cap is not None), key=lambda c: int(c.cap or 0))
-    allowed = [c for c in tested if limit is None or int(c.cap or 0) <= limit]
+    binds = max_allowed_exposures is not None and largest_exposure(base) > max_allowed_exposures
+    limit = max_allowed_exposures if binds else None
+    allowed = [c for c in tested if limit is None or min(int(c.cap or 0), largest_exposure(c)) <= limit]
+    if limit is not None and not allowed:
+        raise ValueError(
+            f"no tested cap is within tradeoff.max_allowed_exposures={limit}: add a cap <= {limit} to tradeoff.caps "
+            f"(tested: {[c.cap for c in tested]})"
+        )
     eligible = [c for c in allowed if not full_audiences or c.audiences.short_products == 0]
-    strong = [c for c in eligible if decisive(c.status)]
     p0 = base.at(headline_k).value or 0.0
+    strong = [c for c in eligible if decisive(c.status) or same_hits(c, base, headline_k)]
     least = max(eligible, key=lambda c: (c.at(headline_k).value or 0.0, -int(c.cap or 0)), default=None)
-    qualifying = [c for c in eligible if (c.at(headline_k).value or 0.0) >= keep_share * p0 and c.status != "worse"]
+    floor = keep_share * p0 * (1.0 - 1e-9)  # a share of exactly keep_share qualifies despite float rounding
+    qualifying = [c for c in eligible if (c.at(headline_k).value or 0.0) >= floor and c.status != "worse"]
     outcome: Outcome
     basis: Basis
     cap: int | None
-    if not eligible:
+    if not eligible and limit is not None:
+        cap, basis, outcome = allowed[-1].cap, "limit", "limit_shortens_audiences"
+    elif not eligible:
         cap, basis, outcome = None, "audiences", "no_cap_keeps_audiences"
     elif not strong:
         cap, basis, outcome = eligible[0].cap, "exposure", "precision_undetermined"
@@ -245,6 +261,7 @@ def recommend(
         cap, basis, outcome = eligible[-1].cap, "limit", "limit_costs_precision"
     else:
         cap, basis, outcome = None, "precision", "every_cap_costs_precision"
+    unlimited = recommend(caps, headline_k, keep_share, full_audiences).cap if limit is not None else cap
     return Recommendation(
         cap=cap,
         basis=basis,
@@ -252,13 +269,15 @@ def recommend(
         headline_k=headline_k,
         keep_share=keep_share,
         full_audiences=full_audiences,
-        max_allowed_exposures=limit,
+        max_allowed_exposures=max_allowed_exposures,
         eligible=[int(c.cap or 0) for c in eligible],
         decisive=[int(c.cap or 0) for c in strong],
         qualifying=[int(c.cap or 0) for c in qualifying] if strong else [],
         least_costly=None if least is None else least.cap,
+        cap_without_limit=unlimited,
+        limit_binds=binds,
         uncapped_hits=base.at(headline_k).hits,
-        max_discordant=max((c.comparison.discordant for c in tested if c.comparison is not None), default=0),
+        max_discordant=max((c.comparison.discordant for c in eligible if c.comparison is not None), default=0),
         best_detectable_ratio=min(
             (
                 c.comparison.mde_ratio
@@ -268,6 +287,16 @@ def recommend(
             default=None,
         ),
     )
+
+
+def largest_exposure(c: CapResult) -> int:
+    """The most lists one customer is in, over the series' exposure depths (the served depth is the deepest)."""
+    return max((e.max_exposures for e in c.exposure.at_k), default=0)
+
+
+def same_hits(c: CapResult, base: CapResult, k: int) -> bool:
+    """The cap's lists give exactly the uncapped hits at k (no discordant customer): a decisive 'no cost'."""
+    return c.comparison is not None and c.comparison.discordant == 0 and c.at(k).hits == base.at(k).hits
 
 
 def write_tradeoff(results: TradeoffResults, path: Path) -> Path:
@@ -305,23 +334,52 @@ def hits_text(n: float) -> str:
     return f"{n:g} hit" + ("" if n == 1 else "s")
 
 
+OUTCOME_PHRASE: dict[str, str] = {
+    "cap_keeps_precision": "the smallest eligible cap that keeps the precision the rule asks for",
+    "every_cap_costs_precision": "no eligible cap keeps the precision the rule asks for",
+    "limit_costs_precision": "no eligible cap keeps the precision the rule asks for; the campaign limit binds",
+    "limit_shortens_audiences": "every cap within the campaign limit shortens some audiences; the limit binds",
+    "precision_undetermined": "precision cannot tell the eligible caps from uncapped; the exposure side decides",
+    "no_cap_keeps_audiences": "every tested cap leaves some audiences shorter than uncapped",
+}
+
+
+def eligible_text(r: Recommendation) -> str:
+    """Which caps the rule considers, in words."""
+    parts = []
+    if r.max_allowed_exposures is not None and r.limit_binds:
+        parts.append(f"no customer in more than {r.max_allowed_exposures:,} lists")
+    if r.full_audiences:
+        parts.append("every audience as long as uncapped")
+    return "the caps with " + " and ".join(parts) if parts else "the tested caps"
+
+
 def rule_text(r: Recommendation) -> str:
     """The rule in one sentence, with its parameters."""
-    within = (
-        "" if r.max_allowed_exposures is None else f"no more than {r.max_allowed_exposures:,} lists per customer and "
-    )
-    full = "every audience as long as uncapped" if r.full_audiences else ""
-    among = f"among the caps with {within}{full}, ".replace(" and , ", ", ") if (within or full) else ""
-    fallback = (
-        "; when none qualifies, no cap"
+    limit = (
+        ""
         if r.max_allowed_exposures is None
-        else "; when none qualifies, the loosest of them (the campaign limit binds)"
+        else f" The campaign limit ({r.max_allowed_exposures:,} lists per customer) is a params assumption"
+        + (
+            "; it binds (uncapped lists exceed it): when no eligible cap qualifies, the loosest eligible one"
+            if r.limit_binds
+            else "; the uncapped lists already meet it, so it does not bind"
+        )
+        + "."
     )
     return (
-        f"{among}the smallest whose precision@{r.headline_k} point estimate keeps at least {pct(r.keep_share)} of "
-        "uncapped and that is not significantly worse than uncapped after Holm; when none of their comparisons is "
-        f"significant or powered, the smallest of them (the exposure side decides){fallback}"
+        f"among {eligible_text(r)}, the smallest whose precision@{r.headline_k} point estimate keeps at least "
+        f"{pct(r.keep_share)} of uncapped and that is not significantly worse than uncapped after Holm; when none "
+        "of their comparisons is significant or powered, the smallest of them (the exposure side decides); when "
+        f"none qualifies or none is eligible, no cap.{limit}"
     )
+
+
+def without_limit_text(r: Recommendation) -> str:
+    """What the rule gives without the campaign limit, when the limit changed the answer."""
+    if not r.limit_binds or r.cap_without_limit == r.cap:
+        return ""
+    return f" Without the campaign limit the rule would recommend {cap_text(r.cap_without_limit)}."
 
 
 def recommendation_text(t: TradeoffResults) -> str:
@@ -329,17 +387,18 @@ def recommendation_text(t: TradeoffResults) -> str:
     r = t.recommendation
     k = r.headline_k
     if r.outcome == "no_cap_keeps_audiences":
-        if r.max_allowed_exposures is not None and not any(
-            c.cap is not None and c.cap <= r.max_allowed_exposures for c in t.caps
-        ):
-            why = f"No tested cap is within the campaign limit of {r.max_allowed_exposures:,} lists per customer"
-        else:
-            within = "" if r.max_allowed_exposures is None else " within the campaign limit"
-            why = (
-                f"Every tested cap{within} leaves some audiences shorter than uncapped ({t.depth} customers per "
-                "product at most)"
-            )
-        return f"{why}: the rule recommends no cap (`cache.allocation.max_exposures: null`)."
+        return (
+            f"Every tested cap leaves some audiences shorter than uncapped ({t.depth} customers per product at "
+            "most): the rule recommends no cap (`cache.allocation.max_exposures: null`)."
+        )
+    if r.outcome == "limit_shortens_audiences":
+        chosen = t.cap(r.cap)
+        return (
+            f"Every tested cap within the campaign limit of {r.max_allowed_exposures:,} lists per customer leaves "
+            f"some audiences shorter than uncapped; the limit binds, so the rule recommends the loosest of them, "
+            f"**{cap_text(r.cap)}** ({chosen.audiences.short_products:,} audiences shorter than uncapped, the "
+            f"shortest {chosen.audiences.min_size}).{without_limit_text(r)}"
+        )
     if r.outcome == "precision_undetermined":
         power = (
             "none of them could detect any rate ratio"
@@ -347,24 +406,24 @@ def recommendation_text(t: TradeoffResults) -> str:
             else f"the most sensitive could only detect a rate ratio of {fmt(r.best_detectable_ratio)} or more"
         )
         return (
-            "No comparison of an eligible cap with uncapped is significant or powered (uncapped: "
-            f"{hits_text(r.uncapped_hits)} at k={k}; at most {r.max_discordant} discordant hits per comparison; "
-            f"{power}, against a smallest effect of interest of {fmt(t.smallest_effect_ratio)}): the data cannot "
-            "tell the caps apart on precision, so **the precision cost of a cap is undetermined**. The rule falls "
-            "back to the exposure side — the smallest cap that keeps every audience as long as uncapped — and "
-            f"recommends **{cap_text(r.cap)}**."
+            f"No comparison of an eligible cap ({eligible_text(r)}) with uncapped is significant or powered "
+            f"(uncapped: {hits_text(r.uncapped_hits)} at k={k}; at most {r.max_discordant} discordant hits per "
+            f"comparison of an eligible cap; {power}, against a smallest effect of interest of "
+            f"{fmt(t.smallest_effect_ratio)}): the data cannot tell the eligible caps from uncapped on precision, "
+            "so **the precision cost of the recommended cap is undetermined**. The rule falls back to the exposure "
+            f"side — the smallest eligible cap — and recommends **{cap_text(r.cap)}**.{without_limit_text(r)}"
         )
     if r.outcome == "limit_costs_precision":
         chosen = t.cap(r.cap)
         comp = chosen.comparison
         p_text = "" if comp is None else f", Holm p = {fmt(comp.p_holm)}"
         return (
-            f"No cap within the campaign limit of {r.max_allowed_exposures:,} lists per customer keeps "
-            f"{pct(r.keep_share)} of uncapped precision@{k} without being significantly worse after Holm. The "
-            f"limit binds, so the rule recommends the loosest eligible cap, **{cap_text(r.cap)}**, and this is its "
-            f"measured cost: {pct(chosen.precision_share)} of the uncapped point estimate ({chosen.at(k).hits:g} vs "
-            f"{hits_text(r.uncapped_hits)}; {STATUS_TEXT[chosen.status]}{p_text}). Serving uncapped lists "
-            "(`cache.allocation.max_exposures: null`) keeps that precision and breaks the limit."
+            f"No eligible cap ({eligible_text(r)}) keeps {pct(r.keep_share)} of uncapped precision@{k} without "
+            f"being significantly worse after Holm. The campaign limit binds (the uncapped lists put one customer "
+            f"in {largest_exposure(t.uncapped):,} lists), so the rule recommends the loosest eligible cap, "
+            f"**{cap_text(r.cap)}**, and this is its measured cost: {pct(chosen.precision_share)} of the uncapped "
+            f"point estimate ({chosen.at(k).hits:g} vs {hits_text(r.uncapped_hits)}; {STATUS_TEXT[chosen.status]}"
+            f"{p_text}).{without_limit_text(r)}"
         )
     if r.outcome == "every_cap_costs_precision":
         text = (
@@ -387,10 +446,10 @@ def recommendation_text(t: TradeoffResults) -> str:
         ratio = "no ratio" if comp.mde_ratio is None else f"a rate ratio below {fmt(comp.mde_ratio)}"
         detail = f" (too few discordant hits, {comp.discordant}, to detect {ratio})"
     return (
-        f"The smallest cap that keeps at least {pct(r.keep_share)} of uncapped precision@{k} and is not "
-        f"significantly worse after Holm is **{cap_text(r.cap)}**: it keeps {pct(chosen.precision_share)} of the "
-        f"point estimate ({chosen.at(k).hits:g} vs {hits_text(r.uncapped_hits)}); its comparison with uncapped is "
-        f"{how}{detail}."
+        f"The smallest eligible cap ({eligible_text(r)}) that keeps at least {pct(r.keep_share)} of uncapped "
+        f"precision@{k} and is not significantly worse after Holm is **{cap_text(r.cap)}**: it keeps "
+        f"{pct(chosen.precision_share)} of the point estimate ({chosen.at(k).hits:g} vs "
+        f"{hits_text(r.uncapped_hits)}); its comparison with uncapped is {how}{detail}.{without_limit_text(r)}"
     )
 
 

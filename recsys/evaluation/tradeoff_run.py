@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import multiprocessing as mp
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -73,6 +72,7 @@ from recsys.evaluation.tradeoff import (
     write_tradeoff,
 )
 from recsys.evaluation.tuning import with_values
+from recsys.parallel import check_processes, pool_map
 from recsys.rankers import Recommendations
 from recsys.rankers.base import offsets_of, parallel_ranking, range_indices
 
@@ -125,12 +125,16 @@ class TradeoffConfig:
         keep = float(block.get("keep_share", 0.9))
         if not 0.0 < keep <= 1.0:
             raise ValueError(f"tradeoff.keep_share must be in (0, 1], got {keep}")
-        processes = block.get("processes", 2)
-        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-            raise ValueError(f"tradeoff.processes must be an integer >= 1, got {processes!r}")
+        processes = check_processes(block.get("processes", 2), "tradeoff.processes")
+        if all(c is None for c in caps):
+            raise ValueError(f"tradeoff.caps must list at least one cap besides null (uncapped), got {raw}")
         limit = block.get("max_allowed_exposures")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"tradeoff.max_allowed_exposures must be an integer >= 1 or null, got {limit!r}")
+        if limit is not None and not any(c is not None and c <= limit for c in caps):
+            raise ValueError(
+                f"tradeoff.caps {raw} has no cap within tradeoff.max_allowed_exposures={limit}: add one <= {limit}"
+            )
         ordered = (None, *sorted((c for c in caps if c is not None), reverse=True))
         return cls(ordered, keep, bool(block.get("full_audiences", True)), processes, limit)
 
@@ -322,27 +326,9 @@ def run_cap(ctx: CapContext, cap: int | None) -> CapRun:
     return CapRun(cap, scored, rounded_exposure(exposure), facts, stats, seconds)
 
 
-_SHARED: CapContext | None = None  # set only while a fork pool runs (its workers inherit it)
-
-
-def _run_shared(cap: int | None) -> CapRun:
-    """Worker entry: run one cap on the context inherited from the parent at fork time."""
-    if _SHARED is None:
-        raise RuntimeError("no shared trade-off context in this worker")
-    return run_cap(_SHARED, cap)
-
-
 def run_caps(ctx: CapContext, caps: Sequence[int | None], processes: int) -> list[CapRun]:
     """Run every cap, in `processes` forked workers when more than one (same results either way), in order."""
-    global _SHARED
-    if processes <= 1 or len(caps) <= 1:
-        return [run_cap(ctx, c) for c in caps]
-    _SHARED = ctx
-    try:
-        with mp.get_context("fork").Pool(min(processes, len(caps)), maxtasksperchild=1) as pool:
-            return list(pool.map(_run_shared, list(caps), chunksize=1))
-    finally:
-        _SHARED = None
+    return pool_map(run_cap, list(caps), processes, ctx, fresh_workers=True)  # numpy only: forked
 
 
 def recall_records(result: SetResult, label: str, level: float) -> list[RecallAtK]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import multiprocessing as mp
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Self, runtime_checkable
@@ -32,6 +31,7 @@ import pandas as pd
 
 from recsys.data.ids import id_array
 from recsys.features.engagement import EngagementModel, FeatureParams, encode_ids, unique_sorted
+from recsys.parallel import check_processes, pool_imap
 
 QUERY_BUDGET = 4_000_000  # (products x k) entries processed per vectorised step
 
@@ -515,54 +515,29 @@ BlockRanker = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 _RANK_PROCESSES = 1  # set by `parallel_ranking`; read by `collect` for the block rankers that opt in
-_FORK_JOB: tuple[BlockRanker, np.ndarray, int] | None = None  # what forked block workers inherit (never pickled)
 
 
 @contextlib.contextmanager
 def parallel_ranking(processes: int) -> Iterator[None]:
     """Within the block, block rankers (content, item-kNN) rank their blocks in `processes` forked workers.
 
-    Why custom: their scoring is scipy sparse products and numpy top-k on one core (scipy's sparse matmul has no
+    Why: their scoring is scipy sparse products and numpy top-k on one core (scipy's sparse matmul has no
     threads), so on the project's 2-core machine ranking the whole catalogue (content, 300 candidates: ~50 s at
-    scale 1) left one core idle in the cache and tradeoff stages. Blocks are independent and reassembled in order,
-    so results are identical for every `processes`; it falls back to one process inside a daemonic pool worker or
-    where fork is unavailable.
+    scale 1) left one core idle in the cache and tradeoff stages. Blocks are independent and reassembled in order
+    (recsys.parallel), so results are identical for every `processes`.
     """
     global _RANK_PROCESSES
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"ranking processes must be an integer >= 1, got {processes!r}")
-    previous, _RANK_PROCESSES = _RANK_PROCESSES, processes
+    previous, _RANK_PROCESSES = _RANK_PROCESSES, check_processes(processes, "ranking processes")
     try:
         yield
     finally:
         _RANK_PROCESSES = previous
 
 
-def _forked_block(sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One block in a forked worker (the job is inherited through fork, not pickled)."""
-    if _FORK_JOB is None:
-        raise RuntimeError("no ranking job in this worker (parallel blocks need the fork start method)")
-    rank_block, codes, k = _FORK_JOB
+def rank_slice(job: tuple[BlockRanker, np.ndarray, int], sl: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One block of a ranking job (rank_block, codes, k)."""
+    rank_block, codes, k = job
     return rank_block(codes[sl], k)
-
-
-def ranked_blocks(
-    blocks: Iterable[slice], rank_block: BlockRanker, codes: np.ndarray, k: int, parallel: bool
-) -> Iterator[tuple[slice, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-    """Each block with its (sizes, user codes, scores), in order; in forked workers under `parallel_ranking`."""
-    global _FORK_JOB
-    todo = list(blocks)
-    processes = min(_RANK_PROCESSES, len(todo)) if parallel else 1
-    if processes <= 1 or mp.current_process().daemon or "fork" not in mp.get_all_start_methods():
-        for sl in todo:
-            yield sl, rank_block(codes[sl], k)
-        return
-    _FORK_JOB = (rank_block, codes, k)
-    try:
-        with mp.get_context("fork").Pool(processes) as pool:
-            yield from zip(todo, pool.imap(_forked_block, todo), strict=True)
-    finally:
-        _FORK_JOB = None
 
 
 def collect(
@@ -585,7 +560,9 @@ def collect(
     sizes = np.zeros(m, dtype=np.int64)
     filled = 0
     if k > 0:
-        for sl, (s, u, sc) in ranked_blocks(blocks, rank_block, codes, k, parallel):
+        todo = list(blocks)
+        processes = _RANK_PROCESSES if parallel else 1
+        for sl, (s, u, sc) in zip(todo, pool_imap(rank_slice, todo, processes, (rank_block, codes, k)), strict=True):
             sizes[sl] = s
             users[filled : filled + len(u)] = u
             scores[filled : filled + len(u)] = sc

@@ -10,34 +10,30 @@ from typing import Any
 from recsys import config
 from recsys.evaluation.report import chosen_text, default_ranker_markdown, fmt, interval, pct, verdict_phrase
 from recsys.evaluation.results import EvaluationSummary, read_summary
-from recsys.evaluation.tradeoff import TradeoffResults, cap_text, read_tradeoff
+from recsys.evaluation.tradeoff import OUTCOME_PHRASE, TradeoffResults, cap_text, read_tradeoff, without_limit_text
 
 SUMMARY_JSON = Path("evaluation") / "summary.json"
 TRADEOFF_JSON = Path("evaluation") / "tradeoff" / "results.json"
-OUTCOME_TEXT: dict[str, str] = {
-    "cap_keeps_precision": "the smallest cap that keeps the precision the rule asks for",
-    "every_cap_costs_precision": "every tested cap costs significant precision",
-    "limit_costs_precision": "no cap within the campaign limit keeps precision; the limit binds",
-    "precision_undetermined": "precision cannot tell the caps apart; the exposure side decides",
-    "no_cap_keeps_audiences": "every tested cap leaves audiences shorter than uncapped",
-}
 
 
-def cap_check_markdown(tradeoff: TradeoffResults | None, cache: Mapping[str, Any]) -> str:
-    """Does the cache serve the cap the evaluation recommends? (from the trade-off results and cache metrics)."""
+def cap_check_markdown(tradeoff: TradeoffResults | None, cache: Mapping[str, Any], dataset: str | None = None) -> str:
+    """Does the cache serve the cap the evaluation recommends on `dataset`? (trade-off results, cache metrics)."""
     served = (cache.get("allocation") or {}).get("max_exposures")
     if tradeoff is None:
         return f"The cache serves {cap_text(served)}; no exposure-cap trade-off was evaluated, so it is not checked."
     r = tradeoff.recommendation
     text = (
         f"The cache serves {cap_text(served)} (`cache.allocation.max_exposures`); the evaluation's exposure-cap "
-        f"trade-off of {tradeoff.model} recommends {cap_text(r.cap)} ({OUTCOME_TEXT[r.outcome]}; evaluate report, "
+        f"trade-off of {tradeoff.model} recommends {cap_text(r.cap)} ({OUTCOME_PHRASE[r.outcome]}; evaluate report, "
         "section 'Exposure caps'): "
     )
     if served == r.cap:
         text += "this is the recommended cap."
     else:
         text += f"**they differ** — set `cache.allocation.max_exposures: {'null' if r.cap is None else r.cap}`."
+    text += without_limit_text(r)
+    if dataset is not None and cache.get("dataset") != dataset:
+        text += f" The cache was built from data set `{cache.get('dataset')}`, not `{dataset}` whose trade-off this is."
     if tradeoff.ranker != cache.get("ranker"):
         text += f" The trade-off was measured on ranker `{tradeoff.ranker}`, not on the served `{cache.get('ranker')}`."
     return text
@@ -49,6 +45,7 @@ def summary_markdown(
     cache: Mapping[str, Any],
     tradeoff: TradeoffResults | None = None,
     dataset_link: str = "",
+    dataset: str | None = None,
 ) -> str:
     """One data set's part of reports/summary.md: evaluation, explore / cache metrics and the cap trade-off.
 
@@ -122,7 +119,7 @@ def summary_markdown(
             else f"**the evaluation recommends `{recommended}`** — set `cache.ranker`."
         ),
         "",
-        cap_check_markdown(tradeoff, cache),
+        cap_check_markdown(tradeoff, cache, dataset),
         "",
         f"Full reports: [evaluate]({dataset_link}evaluate.html), [cf_proof]({dataset_link}cf_proof.html), "
         f"[evaluation report]({dataset_link}evaluation/report.md), [explore]({dataset_link}explore.html), "
@@ -209,6 +206,7 @@ def write_summary(
         read(reports / "metrics" / "cache.json"),
         read_tradeoff(tradeoff_path) if tradeoff_path.is_file() else None,
         dataset_link=f"datasets/{served}/",
+        dataset=served,
     )
     body = body.split("\n", 1)[1].lstrip("\n")  # drop its title: this file has one
     text = "\n".join(header) + "\n\n" + f"## The served data set: `{served}`\n\n" + body

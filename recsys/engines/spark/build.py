@@ -317,5 +317,11 @@ def build_cache_spark_from_params(
         allocation=cfg.get("allocation"),
         exposure=cfg.get("exposure"),
         seed=int(cfg.get("seed", 0)),
-        dataset=None if prepared is not None or settings.input else str(cfg.get("dataset") or config.DEFAULT_DATASET),
+        dataset=str(cfg.get("dataset") or config.DEFAULT_DATASET) if same_file(uri, served) else None,
     )
+
+
+def same_file(uri: str, path: Path) -> bool:
+    """Whether a local URI or path names `path` (a remote URI never does): the named data set's own table."""
+    local = local_path(uri)
+    return local is not None and Path(local).resolve() == path.resolve()
