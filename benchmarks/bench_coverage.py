@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,16 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-    from bench_evaluate import load_data
-
     from recsys import config
     from recsys.evaluation.coverage import random_coverage
     from recsys.evaluation.frame import build_eval_sets
     from recsys.evaluation.intervals import HitSet, bootstrap_variance, cluster_variance, garwood
     from recsys.evaluation.settings import EvalConfig
     from recsys.evaluation.split import protocol_splits
+
+    from bench_evaluate import load_data  # a sibling script: python puts benchmarks/ first on sys.path
 
     t0 = time.perf_counter()
     df, source = load_data(args.input, args.scale, 42)

@@ -31,8 +31,7 @@ from typing import Any
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_rank import machine, prepare_data  # noqa: E402  (the shared data preparation and machine facts)
+from bench_rank import machine, prepare_data  # the shared data preparation and machine facts (a sibling script)
 
 ENGINES: tuple[str, ...] = ("pandas", "spark")
 GIB = 1024**3
