@@ -119,6 +119,11 @@ def served_dataset(params_dir: Path | None = None) -> str:
     return name
 
 
+def dataset_of(path: Path, name: str) -> str | None:
+    """`name` when `path` is that data set's prepared table (so a cache built from it records it), else None."""
+    return name if Path(path).resolve() == dataset_paths(name).interactions.resolve() else None
+
+
 PREPARED_PARQUET = dataset_paths(DEFAULT_DATASET).interactions  # the default data set's prepared table
 QUARANTINE_PARQUET = dataset_paths(DEFAULT_DATASET).quarantine
 PREPARE_SUMMARY_JSON = dataset_paths(DEFAULT_DATASET).prepare_summary

@@ -56,7 +56,7 @@ def build_cache_from_params(
         allocation=cfg.get("allocation"),
         exposure=cfg.get("exposure"),
         seed=int(cfg.get("seed", 0)),
-        dataset=dataset if path.resolve() == config.dataset_paths(dataset).interactions.resolve() else None,
+        dataset=config.dataset_of(path, dataset),
         processes=check_processes(cfg.get("processes", 1), "params/cache.yaml: cache.processes"),
     )
 

@@ -390,13 +390,6 @@ def plot_tables(summary: SensitivitySummary) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _setting_text(p: SweepPoint, axis_key: str) -> str:
-    """The varied setting of a point as prose."""
-    if axis_key == "retention":
-        return f"{p.measured_retention_pct:.0f}% retention"
-    return f"loyalty {p.category_loyalty:g}"
-
-
 def _where(points: Sequence[SweepPoint], key: str, hold: Sequence[bool]) -> str:
     """'at every setting', 'at no setting', 'only when <key> >= x', or the list of settings where `hold` is true."""
     values = [getattr(p, key) if key != "retention" else p.measured_retention_pct for p in points]

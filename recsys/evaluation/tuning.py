@@ -50,16 +50,6 @@ def set_path(params: Mapping[str, Any], key: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def get_path(params: Mapping[str, Any], key: str) -> Any:
-    """The value of a dotted key (None when absent)."""
-    node: Any = params
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def with_values(params: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
     """params with every dotted key of `values` set."""
     out = dict(params)

@@ -511,6 +511,12 @@ def cost_blocks(cost: np.ndarray, budget: int) -> Iterator[slice]:
         yield slice(int(a), int(b))
 
 
+def estimate_blocks(estimate: np.ndarray, codes: np.ndarray, k: int, chunk_entries: int) -> Iterator[slice]:
+    """Blocks of a request whose candidate volume (each known product's `estimate` + k) stays near chunk_entries."""
+    cost = np.where(codes >= 0, estimate[np.maximum(codes, 0)], 0) + k
+    return cost_blocks(cost, chunk_entries)
+
+
 BlockRanker = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 

@@ -19,7 +19,7 @@ from recsys.rankers.base import (
     History,
     Recommendations,
     collect,
-    cost_blocks,
+    estimate_blocks,
     not_excluded,
     offsets_of,
     ordered,
@@ -166,8 +166,7 @@ class ContentRanker(GlobalRanker):
 
     def _blocks(self, codes: np.ndarray, k: int) -> Iterator[slice]:
         """Slices of the request whose candidate volume stays near `chunk_entries`."""
-        cost = np.where(codes >= 0, self.estimate_[np.maximum(codes, 0)], 0) + k
-        return cost_blocks(cost, int(self.params.get("chunk_entries", 8_000_000)))
+        return estimate_blocks(self.estimate_, codes, k, int(self.params.get("chunk_entries", 8_000_000)))
 
     def shared_scale(self, codes: np.ndarray) -> np.ndarray:
         """1 - w for known products (a lower bound: the score of a customer without affinity), 1 for cold start."""

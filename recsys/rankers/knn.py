@@ -38,7 +38,7 @@ from recsys.rankers.base import (
     History,
     Recommendations,
     collect,
-    cost_blocks,
+    estimate_blocks,
     not_excluded,
     ordered,
     sparse_topk,
@@ -144,8 +144,7 @@ class ItemKNNRanker(FixedRanker):
 
     def _blocks(self, codes: np.ndarray, k: int) -> Iterator[slice]:
         """Slices of the request whose candidate volume stays near `chunk_entries`."""
-        cost = np.where(codes >= 0, self.estimate_[np.maximum(codes, 0)], 0) + k
-        return cost_blocks(cost, int(self.params["chunk_entries"]))
+        return estimate_blocks(self.estimate_, codes, k, int(self.params["chunk_entries"]))
 
     def score_pairs(self, codes: np.ndarray, users: np.ndarray) -> np.ndarray:
         """Item-item score of each (product code, customer code) pair; the popularity score for cold-start codes (-1).

@@ -317,11 +317,11 @@ def build_cache_spark_from_params(
         allocation=cfg.get("allocation"),
         exposure=cfg.get("exposure"),
         seed=int(cfg.get("seed", 0)),
-        dataset=str(cfg.get("dataset") or config.DEFAULT_DATASET) if same_file(uri, served) else None,
+        dataset=dataset_of_uri(uri, str(cfg.get("dataset") or config.DEFAULT_DATASET)),
     )
 
 
-def same_file(uri: str, path: Path) -> bool:
-    """Whether a local URI or path names `path` (a remote URI never does): the named data set's own table."""
+def dataset_of_uri(uri: str, name: str) -> str | None:
+    """`name` when a local URI or path is that data set's prepared table (a remote URI never is), else None."""
     local = local_path(uri)
-    return local is not None and Path(local).resolve() == path.resolve()
+    return None if local is None else config.dataset_of(Path(local), name)
