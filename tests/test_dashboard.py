@@ -72,6 +72,8 @@ from recsys.features.text import fold_text, query_tokens
 from recsys.rankers import make_ranker
 from recsys.rankers.base import deep_merge
 
+from _logs import settings_for
+
 EVENTS = ("purchased", "cart", "rating", "wishlist", "search_keyword")
 NAMES = {
     1: "زيت زيتون طبيعي Noor 500 مل",
@@ -109,7 +111,7 @@ BASE_PARAMS: dict[str, Any] = {"seed": 3, "features": {}, "token_user_cap": 4}
 
 def refit_params(settings: WhatIfSettings) -> dict[str, Any]:
     """make_ranker params equal to the base params with the settings' knobs applied."""
-    return deep_merge(BASE_PARAMS, settings.changes())
+    return deep_merge(settings_for(settings.ranker, BASE_PARAMS), settings.changes())
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +128,7 @@ def index(log: pd.DataFrame) -> ProductIndex:
 
 @pytest.fixture(scope="module")
 def engine(log: pd.DataFrame) -> WhatIfEngine:
-    return WhatIfEngine(log, {name: BASE_PARAMS for name in WHATIF_RANKERS})
+    return WhatIfEngine(log, {name: settings_for(name, BASE_PARAMS) for name in WHATIF_RANKERS})
 
 
 def dashboard_dir(root: Path, log: pd.DataFrame, n: int, allocation: dict[str, Any] | None = None) -> DashboardPaths:

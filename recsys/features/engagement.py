@@ -98,8 +98,12 @@ class FeatureParams:
     def from_params(cls, params: Mapping[str, Any] | None) -> FeatureParams:
         """Build from the params/features.yaml structure ({features: ..., engagement: ...}); absent keys: defaults."""
         params = params or {}
+        check_keys("features params", params, FEATURE_BLOCKS)
         feats = dict(params.get("features") or {})
         eng = dict(params.get("engagement") or {})
+        check_keys("features", feats, FEATURE_KEYS)
+        check_keys("engagement", eng, ENGAGEMENT_KEYS)
+        check_keys("features.event_weights", feats.get("event_weights") or {}, tuple(CANONICAL_EVENTS))
         ref = feats.get("reference_date")
         return cls(
             event_weights={**DEFAULT_EVENT_WEIGHTS, **(feats.get("event_weights") or {})},
@@ -114,6 +118,20 @@ class FeatureParams:
     def with_(self, **changes: Any) -> FeatureParams:
         """A copy with some knobs changed."""
         return replace(self, **changes)
+
+
+FEATURE_BLOCKS: tuple[str, ...] = ("features", "engagement")
+FEATURE_KEYS: tuple[str, ...] = ("event_weights", "decay_days", "undated_decay", "recency_days", "reference_date")
+ENGAGEMENT_KEYS: tuple[str, ...] = ("normalisation", "weights")
+
+
+def check_keys(where: str, block: Mapping[str, Any], valid: tuple[str, ...]) -> None:
+    """Raise a ValueError naming the unknown keys of a params block and the valid ones."""
+    if not isinstance(block, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {block!r}")
+    unknown = sorted(str(k) for k in block if k not in valid)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
 
 
 def to_utc(value: Any) -> pd.Timestamp:

@@ -32,6 +32,7 @@ import pandas as pd
 from recsys.data.ids import id_array
 from recsys.features.engagement import EngagementModel, FeatureParams, encode_ids, unique_sorted
 from recsys.parallel import check_processes, pool_imap
+from recsys.rankers.settings import RankerSettings, parse_settings, settings_dict
 
 QUERY_BUDGET = 4_000_000  # (products x k) entries processed per vectorised step
 
@@ -312,6 +313,12 @@ class FixedRanker:
     name: str
     params: dict[str, Any]
     knobs: tuple[str, ...] = ()
+    settings_model: type[RankerSettings] = RankerSettings
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        """Validate the params against the ranker's settings model (unknown keys raise ValueError)."""
+        self.settings = parse_settings(self.settings_model, self.name, params)
+        self.params = settings_dict(self.settings)
 
     def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
         """Top-k customers per requested product."""
@@ -362,10 +369,16 @@ class GlobalRanker:
 
     name = "global"
     knobs: tuple[str, ...] = ()  # dotted params paths (a trailing '.' covers a whole block)
+    settings_model: type[RankerSettings] = RankerSettings
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        """Keep the params; features params come from params['features'] (features.yaml structure)."""
-        self.params = dict(params or {})
+        """Validate the params (recsys.rankers.settings); features params come from params['features']."""
+        self._set_params(params)
+
+    def _set_params(self, params: Mapping[str, Any] | None) -> None:
+        """Validated settings, their plain dict and the feature params (unknown keys raise ValueError)."""
+        self.settings = parse_settings(self.settings_model, self.name, params)
+        self.params = settings_dict(self.settings)
         self.feature_params = FeatureParams.from_params(self.params.get("features"))
 
     def _prepare(self, interactions: pd.DataFrame, history: History) -> None:
@@ -412,8 +425,7 @@ class GlobalRanker:
         self._check_fitted()
         merged = merge_knobs(self.name, self.params, changes, self.knobs)
         new = copy.copy(self)
-        new.params = merged
-        new.feature_params = FeatureParams.from_params(merged.get("features"))
+        new._set_params(merged)
         return new
 
     def with_params(self, changes: Mapping[str, Any]) -> Self:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ from recsys.rankers.base import (
     sparse_topk,
     topk_superset,
 )
+from recsys.rankers.settings import ContentSettings
 
 
 def truncate_postings(q: sp.csr_matrix, priority: np.ndarray, cap: int) -> sp.csr_matrix:
@@ -64,7 +65,8 @@ class ContentRanker(GlobalRanker):
     """
 
     name = "content"
-    knobs = (*ENGAGEMENT_PATHS, "affinity_weight", "token_user_cap", "chunk_entries")
+    knobs = (*ENGAGEMENT_PATHS, "affinity_weight", "cold_affinity_weight", "token_user_cap", "chunk_entries")
+    settings_model = ContentSettings
 
     def _prepare(self, interactions: pd.DataFrame, history: History) -> None:
         """The knob-independent model: engagement features, the TF-IDF product-token matrix, customer profiles."""
@@ -81,14 +83,13 @@ class ContentRanker(GlobalRanker):
         self.pair_keys_ = history.pair_keys()
 
     def _knob_values(self) -> tuple[float, int]:
-        """(affinity_weight, token_user_cap) from the current params, validated."""
-        weight = float(self.params.get("affinity_weight", 0.5))
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"rankers.content.affinity_weight must be in [0, 1], got {weight}")
-        cap = int(self.params.get("token_user_cap", 200))
-        if cap < 1:
-            raise ValueError(f"rankers.content.token_user_cap must be >= 1, got {cap}")
-        return weight, cap
+        """(affinity_weight, token_user_cap) of the current settings (validated by ContentSettings)."""
+        settings = self._settings()
+        return settings.affinity_weight, settings.token_user_cap
+
+    def _settings(self) -> ContentSettings:
+        """The current settings, typed."""
+        return cast(ContentSettings, self.settings)
 
     def _order_keys(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """Engagement: the fallback and cold-start order."""
@@ -166,7 +167,7 @@ class ContentRanker(GlobalRanker):
 
     def _blocks(self, codes: np.ndarray, k: int) -> Iterator[slice]:
         """Slices of the request whose candidate volume stays near `chunk_entries`."""
-        return estimate_blocks(self.estimate_, codes, k, int(self.params.get("chunk_entries", 8_000_000)))
+        return estimate_blocks(self.estimate_, codes, k, self._settings().chunk_entries)
 
     def shared_scale(self, codes: np.ndarray) -> np.ndarray:
         """1 - w for known products (a lower bound: the score of a customer without affinity), 1 for cold start."""
@@ -185,7 +186,7 @@ class ContentRanker(GlobalRanker):
             return out
         if not hasattr(self, "user_postings_"):
             self.user_postings_ = sp.csr_matrix(self.postings_.T)  # customers x tokens
-        step = max(1, int(self.params.get("chunk_entries", 8_000_000)) // 32)
+        step = max(1, self._settings().chunk_entries // 32)
         for start in range(0, len(known), step):
             rows = known[start : start + step]
             pair = self.x_[codes[rows]].multiply(self.user_postings_[users[rows]])
