@@ -181,8 +181,18 @@ def ranker_params(
     return {"seed": seed, **own, **dict(extra or {}), "features": feats}
 
 
+# Per ranker, the setting that is a forecast horizon: unless params fix it, it is the truth window's length.
+HORIZON_SETTINGS: dict[str, str] = {
+    "bgnbd": "horizon_days",  # BG/NBD expected transactions over the window
+    "category_share": "horizon_days",  # the return model's P(active in the window)
+    "truth_category": "horizon_days",
+    "learned": "label_days",  # the inner label window mirrors the truth window (and its return model's horizon)
+}
+
+
 def model_extra(ranker: str, params: Mapping[str, Any], split: Split) -> dict[str, Any]:
-    """Per-split overrides: BG/NBD predicts over the truth window's length unless params fix it."""
-    if ranker == "bgnbd" and "horizon_days" not in params:
-        return {"horizon_days": max(split.window_days, 1.0)}
+    """Per-split overrides: a ranker's forecast horizon (HORIZON_SETTINGS) is the truth window's length unless set."""
+    key = HORIZON_SETTINGS.get(ranker)
+    if key is not None and key not in params:
+        return {key: max(split.window_days, 1.0)}
     return {}
