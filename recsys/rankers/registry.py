@@ -7,10 +7,12 @@ from typing import Any
 
 from recsys.rankers.base import Ranker
 from recsys.rankers.bgnbd import BGNBDRanker
+from recsys.rankers.category import CategoryPopularityRanker, CategoryShareRanker, TruthCategoryRanker
 from recsys.rankers.content import ContentRanker
 from recsys.rankers.engagement import ActivityRanker, PopularityRanker, RandomRanker, RecencyRanker
 from recsys.rankers.factor import ALSRanker, BPRRanker
 from recsys.rankers.knn import ItemKNNRanker
+from recsys.rankers.learned import LearnedRanker
 
 RankerFactory = Callable[[Mapping[str, Any]], Ranker]
 RANKERS: dict[str, RankerFactory] = {
@@ -25,6 +27,10 @@ RANKERS: dict[str, RankerFactory] = {
         BPRRanker,
         ItemKNNRanker,
         BGNBDRanker,
+        CategoryPopularityRanker,
+        CategoryShareRanker,
+        TruthCategoryRanker,
+        LearnedRanker,
     )
 }
 
