@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from recsys.arrays import offsets_of
 from recsys.evaluation.frame import SLICES, EvalSet
 from recsys.evaluation.intervals import HitSet, hit_set
 from recsys.evaluation.metrics import block_ranks, block_rows, hits_against, metrics_at_k
 from recsys.rankers import Recommendations
-from recsys.rankers.base import offsets_of
 
 
 class RankerContractError(RuntimeError):

@@ -30,9 +30,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.arrays import gather_ranges
+from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
 from recsys.features.engagement import event_codes
-from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, gather_ranges, ordered
+from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, ordered
 from recsys.rankers.settings import ALSSettings, BPRSettings, RankerSettings, settings_dict
 
 
@@ -304,7 +306,9 @@ class FactorRanker(FixedRanker):
         sizes, users, vals = topk_rows(scores, k, int(self.params["block"]))
         return rows, sizes, users, vals.astype(np.float64)
 
-    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
+    def rank(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
+    ) -> Recommendations:
         """Top-k customers per requested product by factor score, the product's customers excluded."""
         from threadpoolctl import threadpool_limits
 
