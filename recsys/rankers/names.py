@@ -1,11 +1,11 @@
 """What product names reveal: the token model and the base of the rankers that read names (``content``, ``name_knn``).
 
 Token model (``recsys.features.name_index.TokenModel``). The tokens of every name logged for a fitted product
-(recsys.features.text: folding, letter runs and digit runs) form a binary product x token matrix over a sorted vocabulary; its TF-IDF
-rows (idf = ln((1+P)/(1+df)) + 1 over the P products with fit rows, rows L2-normalised) represent the known
-products. ``vectorise(names)`` turns any names (a new product's catalogue name) into rows of the same space: the
-name's tokens that the vocabulary knows, weighted by their idf, L2-normalised; unknown tokens are ignored
-(scikit-learn's convention), so a name with no known token has an empty row.
+(recsys.features.text: folding, letter runs and digit runs) form a binary product x token matrix over a sorted
+vocabulary; its TF-IDF rows (idf = ln((1+P)/(1+df)) + 1 over the P products with fit rows, rows L2-normalised)
+represent the known products. ``vectorise(names)`` turns any names (a new product's catalogue name) into rows of
+the same space: the name's tokens that the vocabulary knows, weighted by their idf, L2-normalised; unknown tokens
+are ignored (scikit-learn's convention), so a name with no known token has an empty row.
 
 Name rankers (``NameRanker``). score(u, p) = w * signal(u, p) + (1 - w) * engagement(u), with a signal in [0, 1]
 computed from the product's vector: the content ranker's customer x token affinity, or name_knn's neighbours.
