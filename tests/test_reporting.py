@@ -162,7 +162,7 @@ def summary(
         )
     ]
     kv = [
-        KVerdict(k=k, verdict=v, cf_model="als", engagement_model="activity", hits=h)
+        KVerdict(k=k, verdict=v, cf_model="als", engagement_model="activity", discordant=h, discordant_customers=h)
         for k, v, h in zip((10, 100), verdicts, (1, 5), strict=True)
     ]
     return EvaluationSummary(
@@ -268,7 +268,7 @@ def test_summary_table_lists_every_model_with_interval_hits_and_settings() -> No
     assert "| content | content | 0.004 [0.002, 0.008] | 2 | fixed |" in text  # no search record: fixed in params
     assert "| als | cf | 0 [0, 0.0074] | 0 | factors=32 |" in text
     assert "| random (exact expectation) | reference | 0.0001 | 0.05 expected | |" in text
-    assert "k=10 inconclusive (1 hits); k=100 inconclusive (5 hits)" in text
+    assert "k=10 inconclusive (1 discordant hits); k=100 inconclusive (5 discordant hits)" in text
     assert "**the evaluation recommends `content`**" in text
     assert "random ranker's interval covers its exact expectation at every k" in text
     agreeing = summary_markdown(summary(), EXPLORE, {**CACHE, "ranker": "content"})

@@ -94,7 +94,7 @@ def run_family(plan: Sequence[PlannedComparison], result: SetResult, cfg: EvalCo
     m = max(len(raw), 1)
     out = []
     for (c, na, nb, d, p, method, point, lo, hi), p_holm in zip(raw, adjusted, strict=True):
-        pw = minimum_detectable(d, cfg.alpha / m, c.k, result.n_with_truth, cfg.power, result.floor)
+        pw = minimum_detectable(d, cfg.alpha / m, c.k, result.n_with_truth, cfg.power)
         out.append(
             Comparison(
                 a=c.a,
@@ -128,7 +128,16 @@ def verdicts_of(comparisons: Sequence[Comparison], cfg: EvalConfig) -> list[KVer
     for c in comparisons:
         if "verdict" in c.purpose:
             v = verdict(c.statistic, c.p_holm, c.powered, cfg.alpha)
-            out.append(KVerdict(k=c.k, verdict=v, cf_model=c.a, engagement_model=c.b, hits=c.hits_a + c.hits_b))
+            out.append(
+                KVerdict(
+                    k=c.k,
+                    verdict=v,
+                    cf_model=c.a,
+                    engagement_model=c.b,
+                    discordant=c.discordant,
+                    discordant_customers=c.discordant_customers,
+                )
+            )
     return out
 
 

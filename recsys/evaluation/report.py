@@ -45,7 +45,7 @@ def ks_text(ks: Sequence[int]) -> str:
 def verdict_phrase(v: KVerdict) -> str:
     """The verdict of one k as words (inconclusive says how many hits it rests on)."""
     if v.verdict == "inconclusive":
-        return f"inconclusive ({v.hits} hits)"
+        return f"inconclusive ({v.discordant} discordant hits)"
     return VERDICT_TEXT[v.verdict]
 
 
@@ -58,14 +58,14 @@ def overall_sentence(verdicts: Sequence[KVerdict]) -> str:
     kinds = list(dict.fromkeys(v.verdict for v in verdicts))
     if len(kinds) == 1:
         kind = kinds[0]
-        hits = [v.hits for v in verdicts]
-        tail = f" ({min(hits)}-{max(hits)} hits per comparison)" if kind == "inconclusive" else ""
+        hits = [v.discordant for v in verdicts]
+        tail = f" ({min(hits)}-{max(hits)} discordant hits per comparison)" if kind == "inconclusive" else ""
         return f"{head}: {VERDICT_TEXT[kind]} at every k ({ks_text([v.k for v in verdicts])}){tail}."
     parts = []
     for kind in kinds:
         group = [v for v in verdicts if v.verdict == kind]
         if kind == "inconclusive":
-            parts.append("inconclusive at " + ", ".join(f"k={v.k} ({v.hits} hits)" for v in group))
+            parts.append("inconclusive at " + ", ".join(f"k={v.k} ({v.discordant} discordant hits)" for v in group))
         else:
             parts.append(f"{VERDICT_TEXT[kind]} at k={ks_text([v.k for v in group])}")
     return f"{head}: the verdict depends on k — " + "; ".join(parts) + "."

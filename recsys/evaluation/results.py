@@ -205,7 +205,8 @@ class KVerdict(Record):
     verdict: Verdict
     cf_model: str
     engagement_model: str
-    hits: int
+    discordant: int  # hits one model has on a customer and the other has not (what the test rests on)
+    discordant_customers: int
 
 
 class Coverage(Record):
