@@ -275,10 +275,12 @@ def test_summary_table_lists_every_model_with_interval_hits_and_settings() -> No
     assert "this is the ranker the evaluation recommends" in agreeing
 
 
-def test_default_ranker_says_when_the_lead_is_not_significant() -> None:
-    assert "significant after Holm correction (p = 0.03)" in report.default_ranker_markdown(summary(significant=True))
+def test_default_ranker_says_what_the_test_window_says_of_the_validation_choice() -> None:
+    confirmed = report.default_ranker_markdown(summary(significant=True))
+    assert "Chosen on the validation window" in confirmed
+    assert "confirms its lead over the validation runner-up activity (Holm p = 0.03)" in confirmed
     text = report.default_ranker_markdown(summary(significant=False))
-    assert "is **not** significant after Holm correction (p = 1)" in text and "either is defensible" in text
+    assert "cannot tell it from the validation runner-up activity (Holm p = 1)" in text
 
 
 def test_prose_follows_the_verdict_data() -> None:

@@ -166,7 +166,7 @@ def point_params(cfg: SweepConfig, evaluate: Mapping[str, Any], tuned: Evaluatio
     )
     block["comparisons"] = {**comparisons, "cf_models": cf, "engagement_models": eng}
     block["intervals"] = {**dict(block.get("intervals") or {}), "n_boot": cfg.n_boot}
-    block["new_products"] = False
+    block["new_products"] = {**dict(block.get("new_products") or {}), "enabled": False}
     block["diagnostics"] = False
     return {"evaluate": block}
 
