@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -695,3 +696,36 @@ def test_plots_draw_from_the_results(churn_run) -> None:
         assert fig.axes and any(ax.has_data() for ax in fig.axes)
     with pytest.raises(ValueError, match="metric"):
         plots.plot_metric_at_k(result.main, "nope")
+
+
+def test_results_do_not_depend_on_batch_sizes_or_thread_counts(tmp_path: Path) -> None:
+    log = high_churn_log(seed=3)
+
+    def run(chunk: int, threads: int, entries: int, out: Path) -> Any:
+        models = tiny_params()["evaluate"]["models"]
+        models["als"].update({"chunk_size": chunk, "num_threads": threads, "score_threads": threads})
+        models["content"]["chunk_entries"] = entries
+        models["name_knn"]["chunk_entries"] = entries
+        models["itemknn"].update({"chunk_entries": entries, "num_threads": threads})
+        params = tiny_params(models=models)
+        return run_evaluation(params, interactions=log, output_dir=out, feature_params={})
+
+    a = run(64, 1, 8_000_000, tmp_path / "a")
+    b = run(7, 2, 300, tmp_path / "b")
+    for name in ("metrics_at_k.csv", "new_products_at_k.csv", "comparisons.csv", "slices_at_k.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert a.summary.verdicts == b.summary.verdicts
+    assert a.summary.selection.products.label == b.summary.selection.products.label
+
+
+def test_als_lists_do_not_depend_on_how_many_products_are_scored_at_once() -> None:
+    log = high_churn_log(seed=4)
+    products = np.sort(log["product_id"].unique())
+    base = {"factors": 16, "iterations": 5, "num_threads": 1, "seed": 1}
+    whole = make_ranker("als", {**base, "chunk_size": 256}).fit(log).rank(products, 50)
+    other = make_ranker("als", {**base, "chunk_size": 3, "score_threads": 2}).fit(log)
+    one_by_one = [other.rank(products[i : i + 1], 50) for i in range(0, len(products), 17)]
+    for i, rec in zip(range(0, len(products), 17), one_by_one, strict=True):
+        lo, hi = whole.offsets[i], whole.offsets[i + 1]
+        np.testing.assert_array_equal(rec.customer_ids, whole.customer_ids[lo:hi])
+        np.testing.assert_array_equal(rec.scores, whole.scores[lo:hi])
