@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.arrays import unique_sorted
-from recsys.features.name_index import row_normalise
+from recsys.features.name_index import affinity_signal, row_normalise
 from recsys.rankers.base import ENGAGEMENT_PATHS, History
 from recsys.rankers.names import NameRanker, binary, truncate_postings
 from recsys.rankers.settings import ContentSettings
@@ -78,7 +78,7 @@ class ContentRanker(NameRanker):
 
     def _signal(self, vectors: sp.csr_matrix, codes: np.ndarray) -> sp.csr_matrix:
         """Name-token affinity of every customer to every row's vector (truncated postings)."""
-        return sp.csr_matrix(vectors @ self.postings_)
+        return affinity_signal(vectors, self.postings_)
 
     def _signal_cost(self, vectors: sp.csr_matrix) -> np.ndarray:
         """Upper bound of the affinity candidates of each row: the posting lengths of its tokens."""

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.arrays import sparse_topk, unique_sorted
+from recsys.arrays import unique_sorted
+from recsys.features.name_index import neighbour_signal, top_neighbours
 from recsys.rankers.base import ENGAGEMENT_PATHS, History
 from recsys.rankers.names import NameRanker, binary, truncate_postings
 from recsys.rankers.settings import NameKNNSettings
@@ -70,20 +71,13 @@ class NameKNNRanker(NameRanker):
 
     def neighbours(self, vectors: sp.csr_matrix, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, neighbour product code, similarity) of every row's top ``neighbours`` products (itself excluded)."""
-        sim = sp.csr_matrix(vectors @ self.product_postings_)
-        row = np.repeat(np.arange(len(codes), dtype=np.int64), np.diff(sim.indptr))
-        prod = sim.indices.astype(np.int64)
-        keep = (prod != codes[row]) & (sim.data > 0)
-        sizes, nbr, val = sparse_topk(row[keep], prod[keep], sim.data[keep], len(codes), self._settings().neighbours)
-        return np.repeat(np.arange(len(codes), dtype=np.int64), sizes), nbr, val
+        return top_neighbours(vectors, self.product_postings_, self._settings().neighbours, codes)
 
     def _signal(self, vectors: sp.csr_matrix, codes: np.ndarray) -> sp.csr_matrix:
         """Similarity-weighted share of each row's neighbours that every customer touched."""
-        row, nbr, val = self.neighbours(vectors, codes)
-        total = np.bincount(row, weights=val, minlength=len(codes))
-        weights = val / total[row] if len(row) else val
-        share = sp.csr_matrix((weights, (row, nbr)), shape=(len(codes), self.history_.n_products))
-        return sp.csr_matrix(share @ self.product_customers_)
+        return neighbour_signal(
+            vectors, self.product_postings_, self.product_customers_, self._settings().neighbours, codes
+        )
 
     def _signal_cost(self, vectors: sp.csr_matrix) -> np.ndarray:
         """Similarity entries of each row plus its neighbours' customers (bounded by the largest products)."""

@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.arrays import cost_blocks, not_excluded, offsets_of, sparse_topk, topk_superset
+from recsys.arrays import cost_blocks, not_excluded, topk_superset
 from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
-from recsys.features.name_index import TokenModel
+from recsys.features.name_index import TokenModel, blend_top
 from recsys.features.name_matrix import product_token_matrix
 from recsys.rankers.base import GlobalOrder, GlobalRanker, History, Recommendations, collect, ordered
 
@@ -156,32 +156,17 @@ class NameRanker(GlobalRanker):
     def _rank_rows(
         self, codes: np.ndarray, vectors: sp.csr_matrix, weights: np.ndarray, rows: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sizes, customer codes and scores of one block of requested rows (module docstring)."""
-        c, w = codes[rows], weights[rows]
-        f_sizes, f_user, f_score = self.global_.top(c, k)
-        f_row = np.repeat(np.arange(len(rows), dtype=np.int64), f_sizes)
-        f_score = (1.0 - w[f_row]) * f_score
-        floor = np.full(len(rows), -np.inf)
-        full = f_sizes == k
-        floor[full] = f_score[offsets_of(f_sizes)[1:][full] - 1]
-        sig = self._signal(sp.csr_matrix(vectors[rows]), c)
-        a_row = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(sig.indptr))
-        a_user = sig.indices.astype(np.int64)
-        a_score = w[a_row] * sig.data + (1.0 - w[a_row]) * self.engagement_[a_user]
-        survive = (sig.data > 0) & (a_score >= floor[a_row])
-        a_row, a_user, a_score = a_row[survive], a_user[survive], a_score[survive]
+        """Sizes, customer codes and scores of one block of requested rows (recsys.features.name_index.blend_top)."""
+        c = codes[rows]
         n_users = self.history_.n_users
-        allowed = not_excluded(self.pair_keys_, c[a_row] * n_users + a_user) | (c[a_row] < 0)
-        a_row, a_user, a_score = a_row[allowed], a_user[allowed], a_score[allowed]
-        f_keys = f_row * n_users + f_user
-        a_keys = np.sort(a_row * n_users + a_user)
-        dup = np.zeros(len(f_keys), dtype=bool)
-        if len(a_keys):
-            dup = a_keys[np.minimum(np.searchsorted(a_keys, f_keys), len(a_keys) - 1)] == f_keys
-        row = np.concatenate([a_row, f_row[~dup]])
-        user = np.concatenate([a_user, f_user[~dup]])
-        score = np.concatenate([a_score, f_score[~dup]])
-        return sparse_topk(row, user, score, len(rows), k)
+
+        def allowed(row: np.ndarray, user: np.ndarray) -> np.ndarray:
+            ok: np.ndarray = not_excluded(self.pair_keys_, c[row] * n_users + user) | (c[row] < 0)
+            return ok
+
+        fallback = self.global_.top(c, k)
+        signal = self._signal(sp.csr_matrix(vectors[rows]), c)
+        return blend_top(k, weights[rows], signal, self.engagement_, fallback, allowed)
 
     def rank(
         self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
