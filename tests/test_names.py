@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from recsys.data.catalogue import Catalogue, read_catalogue
+from recsys.features.name_index import NameIndex
 from recsys.features.text import query_tokens
 from recsys.rankers import make_ranker
 from recsys.rankers.content import ContentRanker
@@ -211,3 +212,70 @@ def test_invariants_hold_for_catalogue_products_with_exclusion_rows() -> None:
         for _, block in frame_.groupby("product_id"):
             assert block["rank"].tolist() == list(range(1, len(block) + 1))
             assert (np.diff(block["score"].to_numpy()) <= 0).all()
+
+
+@pytest.mark.parametrize("name", ["content", "name_knn"])
+def test_exported_name_index_scores_a_new_name_exactly_as_the_ranker(name: str, tmp_path: Path) -> None:
+    log = random_log(n_rows=2500, n_users=250, n_products=60, seed=21)
+    params: dict[str, Any] = (
+        {"affinity_weight": 0.5, "cold_affinity_weight": 0.8, "token_user_cap": 40}
+        if name == "content"
+        else {"neighbours": 4, "cold_neighbour_weight": 0.7, "token_product_cap": 30}
+    )
+    ranker = make_ranker(name, params).fit(log)
+    names = ["عطر 005 فاخر", "Coffee Gold 1KG", "Gadget Pro"]
+    catalogue = Catalogue.build([9001, 9002, 9003], names)
+    expected = ranker.rank([9001, 9002, 9003], 25, catalogue)
+    index = ranker.name_index("label")  # type: ignore[attr-defined]
+    index.save(tmp_path / "names")
+    loaded = NameIndex.load(tmp_path / "names")
+    assert loaded.meta == index.meta and loaded.meta.method == ("affinity" if name == "content" else "neighbours")
+    got = loaded.audiences(names, 25)
+    for i, audience in enumerate(got):
+        lo, hi = expected.offsets[i], expected.offsets[i + 1]
+        assert loaded.customer_ids[audience.customers].tolist() == expected.customer_ids[lo:hi].tolist()
+        np.testing.assert_allclose(audience.scores, expected.scores[lo:hi], rtol=1e-12)
+        assert audience.basis == expected.basis[i]  # type: ignore[index]
+        for score, ev in zip(audience.scores, audience.evidence, strict=True):  # the parts add up to the score
+            assert ev.engagement + ev.name == pytest.approx(score, rel=1e-9, abs=1e-12)
+    assert got[2].basis == "no_known_token" and got[2].unknown_tokens == ["gadget", "pro"]
+
+
+def test_name_evidence_is_true_of_the_log() -> None:
+    log = random_log(n_rows=3000, n_users=300, n_products=70, seed=8)
+    content = make_ranker("content", {"cold_affinity_weight": 0.9, "token_user_cap": 1000}).fit(log)
+    knn = make_ranker("name_knn", {"neighbours": 5, "cold_neighbour_weight": 0.9}).fit(log)
+    history = log.groupby("customer_id")["product_name"].apply(lambda s: set(s.dropna().astype(str)))
+    touched = log.groupby("customer_id")["product_id"].apply(set)
+    name = "زيت زيتون 750مل عضوي"
+    query = set(query_tokens(name))
+    c_index = content.name_index()  # type: ignore[attr-defined]
+    (aud,) = c_index.audiences([name], 40)
+    assert set(aud.known_tokens) <= query and set(aud.unknown_tokens) == {"750", "عضوي"} - set(aud.known_tokens)
+    for code, ev in zip(aud.customers, aud.evidence, strict=True):
+        cid = c_index.customer_ids[code]
+        own_tokens = {t for n in history.get(cid, set()) for t in query_tokens(n)}
+        for token, part in ev.tokens:
+            assert token in query and token in own_tokens and part > 0  # the token really is in their history
+    k_index = knn.name_index()  # type: ignore[attr-defined]
+    (aud,) = k_index.audiences([name], 40)
+    assert aud.similar and all(sim > 0 for _, sim in aud.similar)
+    for p, _ in aud.similar:  # a similar product shares a token with the name
+        assert set(query_tokens(k_index.product_name(p))) & query
+    for code, ev in zip(aud.customers, aud.evidence, strict=True):
+        cid = k_index.customer_ids[code]
+        for p, part in ev.products:
+            assert k_index.product_ids[p] in touched.get(cid, set()) and part > 0  # they really touched it
+
+
+def test_name_index_excludes_customers_and_refuses_a_missing_file(tmp_path: Path) -> None:
+    log = names_log()
+    ranker = make_ranker("content", {"affinity_weight": 0.9, "token_user_cap": 100}).fit(log)
+    index = ranker.name_index()  # type: ignore[attr-defined]
+    (aud,) = index.audiences(["عطر ياسمين"], 3, exclude=[1, 999, "x"])
+    ids = index.customer_ids[aud.customers].tolist()
+    assert 1 not in ids and set(ids) == {2, 6, ids[-1]}
+    index.save(tmp_path)
+    (tmp_path / "idf.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="idf"):
+        NameIndex.load(tmp_path)

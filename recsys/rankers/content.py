@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.arrays import unique_sorted
-from recsys.features.name_index import affinity_signal, row_normalise
+from recsys.features.name_index import Method, affinity_signal, row_normalise
 from recsys.rankers.base import ENGAGEMENT_PATHS, History
 from recsys.rankers.names import NameRanker, binary, truncate_postings
 from recsys.rankers.settings import ContentSettings
@@ -123,3 +123,11 @@ class ContentRanker(NameRanker):
             pair = self.x_[codes[rows]].multiply(self.user_postings_[users[rows]])
             out[rows] += self.weight_ * np.asarray(pair.sum(axis=1)).ravel()
         return out
+
+    def _method(self) -> Method:
+        """The exported index scores a name by its customer x token affinity."""
+        return "affinity"
+
+    def _token_customers(self) -> sp.csr_matrix:
+        """The truncated posting lists (tokens x customers)."""
+        return self.postings_

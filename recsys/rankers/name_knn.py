@@ -20,12 +20,10 @@ from __future__ import annotations
 from typing import cast
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
-from recsys.arrays import unique_sorted
-from recsys.features.name_index import neighbour_signal, top_neighbours
-from recsys.rankers.base import ENGAGEMENT_PATHS, History
+from recsys.features.name_index import Method, neighbour_signal, top_neighbours
+from recsys.rankers.base import ENGAGEMENT_PATHS
 from recsys.rankers.names import NameRanker, binary, truncate_postings
 from recsys.rankers.settings import NameKNNSettings
 
@@ -49,16 +47,6 @@ class NameKNNRanker(NameRanker):
     def _chunk_entries(self) -> int:
         """Candidate entries processed per vectorised block."""
         return self._settings().chunk_entries
-
-    def _prepare_signal(self, interactions: pd.DataFrame, history: History) -> None:
-        """Who touched each known product (fit rows only) and how many customers each has."""
-        n_users = history.n_users
-        pairs = unique_sorted(history.row_products * n_users + history.row_users)
-        prod, user = np.divmod(pairs, n_users)
-        self.product_customers_ = sp.csr_matrix(
-            (np.ones(len(pairs)), (prod, user)), shape=(history.n_products, n_users)
-        )
-        self.customers_per_product_ = np.diff(self.product_customers_.indptr).astype(np.float64)
 
     def _build_signal(self) -> None:
         """Token -> product postings truncated to ``token_product_cap`` (ties: more customers, then lower code)."""
@@ -96,3 +84,15 @@ class NameKNNRanker(NameRanker):
         score = (1.0 - weight) * eng
         score[sig.indices] = weight * sig.data + (1.0 - weight) * eng[sig.indices]
         return score, ()
+
+    def _method(self) -> Method:
+        """The exported index scores a name by its neighbours' customers."""
+        return "neighbours"
+
+    def _token_products(self) -> sp.csr_matrix:
+        """The product postings at the current cap."""
+        return self.product_postings_
+
+    def _neighbours(self) -> int:
+        """The neighbour count."""
+        return self._settings().neighbours

@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.arrays import cost_blocks, not_excluded, topk_superset
+from recsys.arrays import cost_blocks, not_excluded, topk_superset, unique_sorted
 from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
-from recsys.features.name_index import TokenModel, blend_top
+from recsys.features.name_index import Method, NameIndex, NameIndexMeta, TokenModel, blend_top, names_blob
 from recsys.features.name_matrix import product_token_matrix
 from recsys.rankers.base import GlobalOrder, GlobalRanker, History, Recommendations, collect, ordered
 
@@ -60,6 +60,8 @@ def binary(m: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(m.nnz), m.indices, m.indptr), shape=m.shape)
 
 
+POSTINGS_CAP = 200  # products a token credits in the exported neighbour search of rankers without their own
+
 BlockSignal = Callable[[sp.csr_matrix, np.ndarray], sp.csr_matrix]
 
 
@@ -81,6 +83,15 @@ class NameRanker(GlobalRanker):
         self.token_model_ = TokenModel.from_matrix(x, vocab, int(history.signal.sum()))
         self.x_ = self.token_model_.products  # products known only through exclusions have empty rows
         self.pair_keys_ = history.pair_keys()
+        names = Catalogue.from_interactions(interactions).names_of(history.product_ids)
+        self.product_names_ = np.asarray([n if isinstance(n, str) else "" for n in names], dtype=object)
+        n_users = history.n_users
+        pairs = unique_sorted(history.row_products * n_users + history.row_users)  # fit rows only, no exclusions
+        prod, user = np.divmod(pairs, n_users)
+        self.product_customers_ = sp.csr_matrix(
+            (np.ones(len(pairs)), (prod, user)), shape=(history.n_products, n_users)
+        )
+        self.customers_per_product_ = np.diff(self.product_customers_.indptr).astype(np.float64)
         self._prepare_signal(interactions, history)
 
     def _prepare_signal(self, interactions: pd.DataFrame, history: History) -> None:
@@ -190,3 +201,44 @@ class NameRanker(GlobalRanker):
         """1 - w for known products (the score of a customer without signal), 1 for cold start."""
         w_known, _ = self._weights()
         return np.where(self.history_.cold(np.asarray(codes, dtype=np.int64)), 1.0, 1.0 - w_known)
+
+    def _method(self) -> Method:
+        """How the exported name index scores a name."""
+        raise NotImplementedError
+
+    def _token_customers(self) -> sp.csr_matrix:
+        """tokens x customers posting weights of the affinity signal (empty when the ranker has none)."""
+        return sp.csr_matrix((self.token_model_.n_tokens, self.history_.n_users))
+
+    def _token_products(self) -> sp.csr_matrix:
+        """tokens x products postings for the neighbour search (truncated like name_knn's default)."""
+        return sp.csr_matrix(truncate_postings(sp.csc_matrix(self.x_), self.customers_per_product_, POSTINGS_CAP).T)
+
+    def _neighbours(self) -> int:
+        """Neighbours the exported index blends (0 when the signal is not neighbours)."""
+        return 0
+
+    def name_index(self, label: str | None = None) -> NameIndex:
+        """The fitted state that scores a name never seen in the log, as memory-mappable arrays (the service's)."""
+        self._check_fitted()
+        _, cold_weight = self._weights()
+        blob, offsets = names_blob([str(n) for n in self.product_names_])
+        return NameIndex(
+            meta=NameIndexMeta(
+                ranker=self.name,
+                label=label,
+                method=self._method(),
+                weight=float(cold_weight),
+                neighbours=self._neighbours(),
+            ),
+            tokens=self.token_model_,
+            token_customers=sp.csr_matrix(self._token_customers()),
+            token_products=sp.csr_matrix(self._token_products()),
+            product_customers=self.product_customers_,
+            engagement=np.asarray(self.engagement_, dtype=np.float64),
+            engagement_order=np.asarray(self.global_.order, dtype=np.int64),
+            customer_ids=self.history_.customer_ids,
+            product_ids=self.history_.product_ids,
+            product_names=blob,
+            product_name_offsets=offsets,
+        )
