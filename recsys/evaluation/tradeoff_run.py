@@ -386,7 +386,7 @@ def run_tradeoff(
 ) -> TradeoffRun:
     """Evaluate the default ranker's served audiences under every cap (module docstring) and recommend one."""
     timer = Timer()
-    cfg = EvalConfig.from_params(evaluate_block)
+    cfg = EvalConfig.from_params(evaluate_block, int(cache_block.get("n", 100)))
     opts = TradeoffConfig.from_params(tradeoff_block)
     served = ServedConfig.from_params(cache_block)
     if served.depth < cfg.headline_k:
