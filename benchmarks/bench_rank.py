@@ -159,7 +159,7 @@ def phase_cache_build(prepared: Path, cache_dir: Path, n: int, lookups: int) -> 
         "rows": manifest.counts.rows,
         "products": manifest.counts.products,
         "disk_mib": size / 2**20,
-        "parquet_mib": (cache_dir / cache.AUDIENCE_NAME).stat().st_size / 2**20,
+        "parquet_mib": (cache_dir / manifest.files.audience).stat().st_size / 2**20,
     }
 
 

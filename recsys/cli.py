@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from recsys import config
+from recsys.cache.manifest import CacheError
 
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         result = COMMANDS[args.command][1](args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, CacheError) as exc:
         print(f"recsys {args.command}: error: {exc}", file=sys.stderr)
         return 2
     if result:
