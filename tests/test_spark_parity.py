@@ -191,7 +191,8 @@ def test_cache_artifact_equals_the_pandas_engine(spark: Any, tmp_path: Path, str
     assert manifest.fingerprint.algorithm == "sha256-file" and manifest.engine.master == spark.sparkContext.master
     assert manifest == read_manifest(tmp_path / "spark")
     assert_same_cache(tmp_path / "spark", tmp_path / "pandas")
-    exported = pd.read_parquet(tmp_path / "spark" / read_manifest(tmp_path / "spark").files.export)
+    assert manifest.files.export == f"{manifest.lookup_dir}/audience_original.parquet"
+    exported = pd.read_parquet(tmp_path / "spark" / manifest.files.export)
     assert len(exported) == manifest.counts.rows
     lookup = AudienceLookup.open(tmp_path / "spark")
     first = lookup.product_ids()[0]
