@@ -391,15 +391,15 @@ class Deadline:
             await self.app(scope, receive, send)
             return
         started = False
-        waiting_for_body = False
+        cut_while_reading = False
 
         async def timed_receive() -> Message:
-            nonlocal waiting_for_body
-            waiting_for_body = True
+            nonlocal cut_while_reading
             try:
                 return await receive()
-            finally:
-                waiting_for_body = False
+            except asyncio.CancelledError:  # the deadline fired while the body was still arriving
+                cut_while_reading = True
+                raise
 
         async def timed_send(message: Message) -> None:
             nonlocal started
@@ -416,7 +416,7 @@ class Deadline:
             logger.warning("request %s %s passed its %g s deadline", scope["method"], scope["path"], self.timeout_s)
             if started:
                 return  # too late to answer: the connection ends with an incomplete response
-            if waiting_for_body:
+            if cut_while_reading:
                 await send_error(send, 408, f"the request body did not arrive within {self.timeout_s:g} s")
             else:
                 detail = f"the request did not complete within {self.timeout_s:g} s; try again"
