@@ -246,6 +246,20 @@ LANDING = """<!doctype html>
 """
 
 
+# The docs pages may load nothing from elsewhere (the redoc bundle links a logo on a CDN; it stays unloaded).
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def docs_page(page: HTMLResponse) -> HTMLResponse:
+    """A docs page with the Content-Security-Policy that keeps it on this server."""
+    page.headers["content-security-policy"] = DOCS_CSP
+    return page
+
+
 def add_docs(app: FastAPI) -> None:
     """/docs, /redoc and / (a page linking them), with their assets served from the pinned package."""
     app.mount(DOCS_PREFIX.rstrip("/"), StaticFiles(directory=DOCS_STATIC), name="docs-static")
@@ -254,34 +268,38 @@ def add_docs(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def landing() -> HTMLResponse:
         """A small page pointing to the docs."""
-        return HTMLResponse(LANDING)
+        return docs_page(HTMLResponse(LANDING))
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
         """Swagger UI with local assets."""
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url="/docs/oauth2-redirect",
-            swagger_js_url=f"{DOCS_PREFIX}swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_PREFIX}swagger-ui.css",
-            swagger_favicon_url=favicon,
+        return docs_page(
+            get_swagger_ui_html(
+                openapi_url="/openapi.json",
+                title=f"{app.title} - Swagger UI",
+                oauth2_redirect_url="/docs/oauth2-redirect",
+                swagger_js_url=f"{DOCS_PREFIX}swagger-ui-bundle.js",
+                swagger_css_url=f"{DOCS_PREFIX}swagger-ui.css",
+                swagger_favicon_url=favicon,
+            )
         )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
         """Swagger UI's OAuth2 redirect page (inline script, no assets)."""
-        return get_swagger_ui_oauth2_redirect_html()
+        return docs_page(get_swagger_ui_oauth2_redirect_html())
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
         """ReDoc with local assets and no web fonts."""
-        return get_redoc_html(
-            openapi_url="/openapi.json",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{DOCS_PREFIX}redoc.standalone.js",
-            redoc_favicon_url=favicon,
-            with_google_fonts=False,
+        return docs_page(
+            get_redoc_html(
+                openapi_url="/openapi.json",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{DOCS_PREFIX}redoc.standalone.js",
+                redoc_favicon_url=favicon,
+                with_google_fonts=False,
+            )
         )
 
 
