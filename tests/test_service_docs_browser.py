@@ -16,7 +16,11 @@ from conftest import RunningServer
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 
-def test_docs_render_offline(chromium: Path, cache_dir: Path, start_service: Callable[..., RunningServer]) -> None:
+def test_docs_render_offline(
+    chromium: Path,  # noqa: F811  (the fixture imported above)
+    cache_dir: Path,
+    start_service: Callable[..., RunningServer],
+) -> None:
     server = start_service(cache_dir, RECSYS_RELOAD_INTERVAL_S="0", RECSYS_API_KEYS="docs-test-key-0123456789")
     blocked: list[str] = []
     local: list[str] = []

@@ -154,7 +154,9 @@ def raw_exchange(port: int, head: bytes, body_chunks: list[bytes], pause_s: floa
         return out
 
 
-def test_keys_and_the_50_mb_limit_on_a_real_server(cache_dir: Path, start_service: Callable[..., RunningServer]) -> None:
+def test_keys_and_the_50_mb_limit_on_a_real_server(
+    cache_dir: Path, start_service: Callable[..., RunningServer]
+) -> None:
     server = start_service(cache_dir, RECSYS_API_KEYS=KEY, RECSYS_RELOAD_INTERVAL_S="0")
     with httpx.Client(base_url=server.base, timeout=10) as http:
         assert http.get("/health").status_code == 200

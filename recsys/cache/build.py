@@ -43,6 +43,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import resource
 import shutil
 import time
 import uuid
@@ -452,11 +453,23 @@ def writing(cache_dir: Path) -> Iterator[None]:
     except OSError as exc:
         current = served_version(cache_dir)
         still = f"manifest.json still names version {current}" if current else "no version was committed"
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         raise CacheBuildError(
-            f"cache build failed while writing into {cache_dir}: {exc.strerror or exc}"
-            f"{f' ({exc.filename})' if getattr(exc, 'filename', None) else ''}. Nothing was committed: {still}. "
-            "Free disk space (or raise the file-size limit), then build again"
+            f"cache build failed while writing into {cache_dir}: {exc.strerror or exc}{where}; "
+            f"{space_facts(cache_dir)}. "
+            f"Nothing was committed: {still}. Free disk space (or raise the file-size limit), then build again"
         ) from exc
+
+
+def space_facts(cache_dir: Path) -> str:
+    """What limits writing here: the free space of the file system and this process's file-size limit."""
+    facts = []
+    with contextlib.suppress(OSError):
+        facts.append(f"{shutil.disk_usage(cache_dir).free / 2**20:,.0f} MiB free on its file system")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        facts.append(f"this process may write at most {limit} bytes per file (ulimit -f)")
+    return "; ".join(facts) or "no disk facts available"
 
 
 def export_header(meta: BuildInfo, version: str) -> dict[str, Any]:
