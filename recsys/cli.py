@@ -170,8 +170,10 @@ def _notebook(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _dashboard(args: argparse.Namespace) -> dict[str, Any]:
-    """Serve the Voilà dashboard on 127.0.0.1: `python -m dashboard --port N`."""
-    exec_module("dashboard", *(["--port", str(args.port)] if args.port is not None else []))
+    """Serve the Voilà dashboard (127.0.0.1 by default): `python -m dashboard --port N [--host H]`."""
+    extra = ["--port", str(args.port)] if args.port is not None else []
+    extra += ["--host", args.host] if args.host else []
+    exec_module("dashboard", *extra)
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -245,7 +247,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] 
         _sensitivity,
     ),
     "summary": ("write reports/summary.md from the pipeline's metrics", _summary),
-    "dashboard": ("serve the Voilà dashboard on 127.0.0.1: python -m dashboard", _dashboard),
+    "dashboard": ("serve the Voilà dashboard (127.0.0.1 by default): python -m dashboard", _dashboard),
     "serve": ("run the HTTP service over the cache: python -m service (settings from RECSYS_* env vars)", _serve),
 }
 
@@ -298,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("name", help="explore | cf_proof | cache | evaluate")
             p.add_argument("-p", "--param", action="append", help="notebook parameter key=value (YAML value)")
         if name == "dashboard":
-            p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: python -m dashboard's)")
+            p.add_argument("--port", type=int, help="port (default: python -m dashboard's)")
+            p.add_argument("--host", help="interface (default 127.0.0.1; beyond loopback a token is required)")
         if name == "profile":
             p.add_argument("--scale", type=float, default=1.0, help="scale the published counts by this factor")
             p.add_argument("--quantile", type=float, help="date quantile of the split (default: params/explore.yaml)")
