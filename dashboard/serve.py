@@ -31,9 +31,10 @@ from dashboard.settings import DEFAULT_PORT, NOTEBOOK
 from recsys.config import resolve
 
 HOST_ENV = "RECSYS_DASHBOARD_HOST"
-TOKEN_ENV = "RECSYS_DASHBOARD_TOKEN"
-TOKEN_FILE_ENV = "RECSYS_DASHBOARD_TOKEN_FILE"
-PASSWORD_HASH_ENV = "RECSYS_DASHBOARD_PASSWORD_HASH"
+# names of environment variables, not secrets:
+TOKEN_ENV = "RECSYS_DASHBOARD_TOKEN"  # nosec B105 # a variable's name
+TOKEN_FILE_ENV = "RECSYS_DASHBOARD_TOKEN_FILE"  # nosec B105 # a variable's name
+PASSWORD_HASH_ENV = "RECSYS_DASHBOARD_PASSWORD_HASH"  # nosec B105 # a variable's name
 ANONYMOUS_ENV = "RECSYS_DASHBOARD_ALLOW_ANONYMOUS"
 DEFAULT_HOST = "127.0.0.1"
 MIN_TOKEN_LENGTH = 16
@@ -153,4 +154,4 @@ def serve(port: int = DEFAULT_PORT, host: str | None = None) -> NoReturn:
     how = "token or password required" if access.protected else "no token (loopback or explicitly anonymous)"
     print(f"dashboard: http://{shown}:{int(port)}/ ({how}; Ctrl-C stops it)", file=sys.stderr, flush=True)
     cmd = voila_command(port, access=access)
-    os.execve(cmd[0], cmd, access.env(os.environ))
+    os.execve(cmd[0], cmd, access.env(os.environ))  # nosec B606 # replaces this process with Voilà (sys.executable -m voila), argv built here

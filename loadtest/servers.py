@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
+import subprocess  # nosec B404 # starts the apps under test as child processes
 import sys
 import time
 from dataclasses import dataclass, field
@@ -116,7 +116,7 @@ def uvicorn_implementation(env: dict[str, str]) -> dict[str, str]:
         "import importlib.util as u, json; from service.workers import serving_layout; "
         "print(json.dumps({**serving_layout(), 'http': 'httptools' if u.find_spec('httptools') else 'h11'}))"
     )
-    out = subprocess.run(
+    out = subprocess.run(  # nosec B603 # argv built here (sys.executable -c constant code), no shell
         [sys.executable, "-c", code], env=env, cwd=PROJ_ROOT, capture_output=True, text=True, timeout=60, check=True
     ).stdout
     layout: dict[str, str] = json.loads(out)

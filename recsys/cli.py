@@ -143,7 +143,7 @@ def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
 def exec_module(module: str, *args: str) -> NoReturn:
     """Replace this process with `python -m module args` (the app runs on its own; signals reach it directly)."""
     argv = [sys.executable, "-m", module, *args]
-    os.execv(argv[0], argv)
+    os.execv(argv[0], argv)  # nosec B606 # replaces this process with python -m <own module>, argv built here
 
 
 def _serve(args: argparse.Namespace) -> dict[str, Any]:
