@@ -38,6 +38,7 @@ except ImportError:  # orjson ships with the service extra; plain json works too
 
 RNG = random.Random()  # nosec B311 # picks which product to request; load-test traffic, not security
 FIXTURE_ENV = "LOADTEST_FIXTURE"
+API_KEY_ENV = "LOADTEST_API_KEY"  # when set, every request carries Authorization: Bearer <key>
 WAIT_ENV = "LOADTEST_WAIT"
 DEFAULT_WAIT = (0.1, 0.3)
 N_CHOICES = (5, 10, 20, 50, 100)
@@ -167,12 +168,14 @@ class AudienceUser(FastHttpUser):
     wait_time = between(*wait_range())
 
     def on_start(self) -> None:
-        """Bind the process-wide fixture (loaded on first use, never per request)."""
+        """Bind the process-wide fixture (loaded on first use, never per request) and the API key, if any."""
         self.fx = load_fixture()
+        key = os.environ.get(API_KEY_ENV)
+        self.auth = {"Authorization": f"Bearer {key}"} if key else None
 
     def _get(self, path: str, name: str, check: Any) -> None:
         """GET `path`, validate the JSON body with `check(body)` and report failures to locust."""
-        with self.client.get(path, name=name, catch_response=True) as resp:
+        with self.client.get(path, name=name, catch_response=True, headers=self.auth) as resp:
             self._judge(resp, check)
 
     @staticmethod
@@ -224,7 +227,11 @@ class AudienceUser(FastHttpUser):
         pids.append(RNG.choice(self.fx.unknown_ids))
         n = RNG.choice(self.fx.n_choices)
         with self.client.post(
-            "/recommend/batch", json={"product_ids": pids, "n": n}, name="/recommend/batch", catch_response=True
+            "/recommend/batch",
+            json={"product_ids": pids, "n": n},
+            name="/recommend/batch",
+            catch_response=True,
+            headers=self.auth,
         ) as resp:
             self._judge(resp, lambda b: check_batch(b, pids, n, self.fx))
 
