@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
 
 from service.settings import ServiceSettings, unknown_variables
-from service.state import CacheLoadError, open_snapshot
+from service.state import VERIFIED_ENV, CacheLoadError, open_snapshot, signature_text
 from service.workers import LOOP, Supervisor, serve_one
 
 logger = logging.getLogger("recsys.service")
@@ -31,8 +31,14 @@ def log_config(level: str) -> dict[str, Any]:
 
 
 def preflight(settings: ServiceSettings) -> None:
-    """Open the cache once before uvicorn starts so a missing/corrupt cache fails fast with one clear line."""
+    """Open the cache once before uvicorn starts so a missing/corrupt cache fails fast with one clear line.
+
+    Its files' checksums are checked here once; the workers then check sizes only for this same manifest
+    (`service.state.VERIFIED_ENV`).
+    """
     snapshot = open_snapshot(settings.cache_dir, verify=settings.cache_verify)
+    if settings.cache_verify == "checksum":
+        os.environ[VERIFIED_ENV] = signature_text(snapshot.signature)
     logger.info(
         "cache %s OK at %s (%d products, N=%d)",
         snapshot.version,

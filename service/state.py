@@ -37,6 +37,12 @@ logger = logging.getLogger("recsys.service")
 
 Signature = tuple[int, int, int]
 Opener = Callable[[Path], Any]
+VERIFIED_ENV = "RECSYS_VERIFIED_MANIFEST"  # set by `python -m service` after its pre-flight checked every checksum
+
+
+def signature_text(signature: Signature | None) -> str:
+    """A manifest signature as the text `VERIFIED_ENV` holds."""
+    return "" if signature is None else ":".join(str(part) for part in signature)
 
 
 class CacheLoadError(RuntimeError):
@@ -121,6 +127,9 @@ class CacheHolder:
         """Remember where the cache lives and how to check it (`open_snapshot`); nothing is opened until `load()`."""
         self.cache_dir = Path(cache_dir)
         self._opener: Opener = opener or functools.partial(AudienceLookup.open, verify=verify)
+        self._checked_opener: Opener | None = (
+            functools.partial(AudienceLookup.open, verify="size") if opener is None and verify == "checksum" else None
+        )
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
         self._seen_signature: Signature | None = None
@@ -141,9 +150,21 @@ class CacheHolder:
         return self._snapshot is not None
 
     def load(self) -> Snapshot:
-        """Open the cache for the first time; raises CacheLoadError (start-up must fail loudly)."""
+        """Open the cache for the first time; raises CacheLoadError (start-up must fail loudly).
+
+        When the parent process has just checked this very manifest's files (`VERIFIED_ENV` names its signature),
+        the workers check sizes only: every checksum is read once per start-up, not once per worker.
+        """
+        opener = self._opener
+        verified = os.environ.get(VERIFIED_ENV)
+        if (
+            self._checked_opener is not None
+            and verified
+            and verified == signature_text(manifest_signature(self.cache_dir))
+        ):
+            opener = self._checked_opener
         with self._lock:
-            snapshot = open_snapshot(self.cache_dir, self._opener)
+            snapshot = open_snapshot(self.cache_dir, opener)
             self._snapshot = snapshot
             self._seen_signature = snapshot.signature
         logger.info(
