@@ -26,14 +26,14 @@ from recsys.exports import read_csv
 from recsys.rankers import make_ranker
 from recsys.rankers.base import GlobalRanker
 
-from _logs import frame, random_log
+from _logs import frame, random_log, settings_for
 
 N = 12
 
 
 def build(log: pd.DataFrame, cache_dir: Path, ranker: str = "activity", **kwargs: Any) -> CacheManifest:
     """build_cache with the test defaults."""
-    return build_cache(log, ranker, {"seed": 0, "token_user_cap": 20}, cache_dir, n=N, **kwargs)
+    return build_cache(log, ranker, settings_for(ranker, {"seed": 0, "token_user_cap": 20}), cache_dir, n=N, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -73,6 +73,8 @@ from recsys.features.text import fold_text, query_tokens
 from recsys.rankers import make_ranker
 from recsys.rankers.base import deep_merge
 
+from _logs import settings_for
+
 EVENTS = ("purchased", "cart", "rating", "wishlist", "search_keyword")
 NAMES = {
     1: "زيت زيتون طبيعي Noor 500 مل",
@@ -110,7 +112,7 @@ BASE_PARAMS: dict[str, Any] = {"seed": 3, "features": {}, "token_user_cap": 4}
 
 def refit_params(settings: WhatIfSettings) -> dict[str, Any]:
     """make_ranker params equal to the base params with the settings' knobs applied."""
-    return deep_merge(BASE_PARAMS, settings.changes())
+    return deep_merge(settings_for(settings.ranker, BASE_PARAMS), settings.changes())
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,7 @@ def index(log: pd.DataFrame) -> ProductIndex:
 
 @pytest.fixture(scope="module")
 def engine(log: pd.DataFrame) -> WhatIfEngine:
-    return WhatIfEngine(log, {name: BASE_PARAMS for name in WHATIF_RANKERS})
+    return WhatIfEngine(log, {name: settings_for(name, BASE_PARAMS) for name in WHATIF_RANKERS})
 
 
 def dashboard_dir(root: Path, log: pd.DataFrame, n: int, allocation: dict[str, Any] | None = None) -> DashboardPaths:
@@ -506,7 +508,7 @@ def test_evaluation_panel_renders_the_summary_fields() -> None:
     assert "0.05 expected" in html_text and "1×" in html_text  # random's exact expectation row
     verdicts = re.findall(r"data-verdict='([a-z_]+)'>k=(\d+)", html_text)
     assert verdicts == [("cf_better", "10"), ("inconclusive", "100")]
-    assert "<b>CF better</b>" in html_text and "<b>inconclusive (5 hits)</b>" in html_text
+    assert "<b>CF better</b>" in html_text and "<b>inconclusive (5 discordant hits)</b>" in html_text
     assert s.overall in html_text.replace("&#x27;", "'")  # the overall sentence is the summary's own field
     assert "covers its exact expectation at every k (10 and 100)" in html_text
     assert "Recommended default at k=10: <b>content</b>" in html_text
