@@ -83,16 +83,17 @@ def content_volume(prepared: Path) -> dict[str, Any]:
     import numpy as np
 
     from recsys import config
-    from recsys.cache.build import canonical_order, ranker_params_from
+    from recsys.cache.build import canonical_order
+    from recsys.cache.served import explicit_params
     from recsys.data.contract import load_prepared
     from recsys.rankers import make_ranker
 
     cache_params = config.load_params("cache")
     cache_params["cache"] = {**cache_params["cache"], "ranker": "content"}
-    params = ranker_params_from(cache_params, config.load_params("features"))
+    params = explicit_params(cache_params["cache"]["ranker"], cache_params["cache"], config.load_params("features"))
     t0 = time.perf_counter()
     ranker = make_ranker("content", params).fit(canonical_order(load_prepared(prepared)))
-    estimate = ranker.estimate_
+    estimate = ranker.candidate_estimate()
     return {
         "fit_s": round(time.perf_counter() - t0, 2),
         "products": int(len(estimate)),

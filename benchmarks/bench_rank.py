@@ -76,7 +76,7 @@ RESCORE_CHANGES: tuple[dict[str, Any], ...] = (
 def phase_rescore(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict[str, Any]:
     """The re-score API (the dashboard's what-if): one product's top-n over all customers under changed knobs."""
     from recsys import config
-    from recsys.cache.build import ranker_params_from
+    from recsys.cache.served import explicit_params
     from recsys.data.contract import load_prepared
     from recsys.rankers import make_ranker
 
@@ -88,7 +88,11 @@ def phase_rescore(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict
         cache_params = config.load_params("cache")
         cache_params = {**cache_params, "cache": {**cache_params["cache"], "ranker": name}}
         ranker, fit_s = _timed(
-            make_ranker(name, ranker_params_from(cache_params, config.load_params("features"))).fit, df
+            make_ranker(
+                name,
+                explicit_params(cache_params["cache"]["ranker"], cache_params["cache"], config.load_params("features")),
+            ).fit,
+            df,
         )
         times = []
         for i, product in enumerate(rng.choice(products, size=40)):
@@ -115,14 +119,14 @@ def _catalogue(df: Any) -> np.ndarray:
 def _rank_all(name: str, prepared: Path, n: int) -> dict[str, Any]:
     """Load, fit `name`, rank the whole catalogue top-n."""
     from recsys import config
-    from recsys.cache.build import ranker_params_from
+    from recsys.cache.served import explicit_params
     from recsys.data.contract import load_prepared
     from recsys.rankers import make_ranker
 
     df, load_s = _timed(load_prepared, prepared)
     cache_params = config.load_params("cache")
     cache_params = {**cache_params, "cache": {**cache_params["cache"], "ranker": name}}
-    params = ranker_params_from(cache_params, config.load_params("features"))
+    params = explicit_params(cache_params["cache"]["ranker"], cache_params["cache"], config.load_params("features"))
     ranker, fit_s = _timed(make_ranker(name, params).fit, df)
     products = _catalogue(df)
     recs, rank_s = _timed(ranker.rank, products, n)

@@ -129,6 +129,8 @@ def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
     if args.input:  # URIs (hdfs://, s3a://, file://) go to the Spark engine untouched
         prepared = args.input if "://" in args.input else config.resolve(args.input)
     overrides: dict[str, Any] = {k: v for k, v in {"engine": args.engine, "ranker": args.ranker}.items() if v}
+    if args.ranker:  # an explicit ranker serves new products too (no selection needed)
+        overrides["new_products"] = "same"
     if args.uncapped:
         allocation = dict((config.load_params("cache").get("cache") or {}).get("allocation") or {})
         overrides["allocation"] = {**allocation, "max_exposures": None}

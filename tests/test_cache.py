@@ -21,7 +21,9 @@ from recsys.cache.lookup import (
     audience_path,
 )
 from recsys.cache.manifest import FORMAT_VERSION, CacheManifest, read_manifest
+from recsys.cache.served import served_differences, served_models
 from recsys.cache.stage import build_cache_from_params
+from recsys.evaluation.results import SelectedModel, Selection, ValidationScore, write_record
 from recsys.exports import read_csv
 from recsys.rankers import make_ranker
 from recsys.rankers.base import GlobalRanker
@@ -301,7 +303,11 @@ def test_corrupt_cache_errors(tmp_path: Path, int_cache: tuple[Path, CacheManife
 def test_build_cache_from_params(tmp_path: Path, int_log: pd.DataFrame) -> None:
     prepared = tmp_path / "interactions.parquet"
     int_log.to_parquet(prepared)
-    manifest = build_cache_from_params(prepared_path=prepared, cache_dir=tmp_path / "cache")
+    selection = write_selection(tmp_path / "selection.json")
+    manifest = build_cache_from_params(
+        prepared_path=prepared, cache_dir=tmp_path / "cache", selection=tmp_path / "selection.json"
+    )
+    assert manifest.ranker == selection.products.ranker and manifest.model_source == "selection"
     assert manifest.fingerprint.algorithm == "sha256-file"
     assert manifest.source == str(prepared)  # outside the project root: the path as given
     assert manifest.ranker and manifest.n >= 1 and "features" in manifest.ranker_params
@@ -309,7 +315,12 @@ def test_build_cache_from_params(tmp_path: Path, int_log: pd.DataFrame) -> None:
     assert len(lookup) == int_log["product_id"].nunique()
     assert manifest.dataset is None and read_manifest(tmp_path / "cache").dataset is None  # a file given by path
     with pytest.raises(ValueError, match=r"params/cache.yaml: cache.processes must be an integer >= 1, got 0"):
-        build_cache_from_params(prepared_path=prepared, cache_dir=tmp_path / "bad", overrides={"processes": 0})
+        build_cache_from_params(
+            prepared_path=prepared,
+            cache_dir=tmp_path / "bad",
+            overrides={"processes": 0},
+            selection=tmp_path / "selection.json",
+        )
     named = build_cache(int_log, "activity", {}, tmp_path / "named", n=N, dataset="online_retail")
     assert named.dataset == read_manifest(tmp_path / "named").dataset == "online_retail"
 
@@ -379,3 +390,70 @@ def test_manifest_exposure_records_mirror_the_exposure_metrics() -> None:
 
     assert set(ExposureAtK.model_fields) == {f.name for f in dataclasses.fields(AtK)} - {"k"}  # k is the dict key
     assert set(ExposureSide.model_fields) == {f.name for f in dataclasses.fields(ExposureMetrics)}
+
+
+def write_selection(path: Path) -> Selection:
+    """A selection file: content for products with a history, name_knn for new products."""
+    score = ValidationScore(label="content", ranker="content", metric="precision", k=12, value=0.01, hits=3)
+    content = {"seed": 42, "features": {}, "affinity_weight": 0.7, "token_user_cap": 20}
+    knn = {"seed": 42, "features": {}, "neighbours": 3}
+    selection = Selection(
+        dataset="synthetic",
+        rule="test",
+        headline_k=12,
+        products=SelectedModel(label="content", ranker="content", settings=content, validation=score),
+        runner_up=None,
+        new_products=SelectedModel(
+            label="name_knn", ranker="name_knn", settings=knn, validation=score.model_copy(update={"label": "name_knn"})
+        ),
+        new_products_runner_up=None,
+    )
+    write_record(selection, path)
+    return selection
+
+
+def test_the_cache_serves_the_evaluations_selection_unless_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "selection.json"
+    selection = write_selection(path)
+    main, new = served_models({"ranker": "selected", "seed": 1}, {}, "synthetic", path)
+    assert (main.ranker, main.params, main.source, main.label) == (
+        "content",
+        selection.products.settings,
+        "selection",
+        "content",
+    )
+    assert new is not None and new.ranker == "name_knn" and new.params["neighbours"] == 3
+    over, same = served_models(
+        {"ranker": "activity", "settings": {}, "new_products": "same", "seed": 5}, {"engagement": {}}, "x", path
+    )
+    assert over.source == "override" and over.params == {"seed": 5, "features": {"engagement": {}}} and same == over
+    assert served_models({"ranker": "activity", "new_products": "none"}, {}, "x", path)[1] is None
+    with pytest.raises(ValueError, match="affinity_wieght"):
+        served_models({"ranker": "content", "settings": {"affinity_wieght": 0.9}}, {}, "x", path)
+    with pytest.raises(ValueError, match="only for an explicit cache.ranker override"):
+        served_models({"ranker": "selected", "settings": {"affinity_weight": 0.9}}, {}, "synthetic", path)
+    with pytest.raises(ValueError, match="cache.new_products must be one of"):
+        served_models({"ranker": "activity", "new_products": "maybe"}, {}, "x", path)
+    with pytest.raises(FileNotFoundError, match="recsys evaluate"):
+        served_models({"ranker": "selected"}, {}, "synthetic", tmp_path / "absent.json")
+
+
+def test_a_cache_built_from_the_selection_records_it_and_matches_every_setting(tmp_path: Path) -> None:
+    selection = write_selection(tmp_path / "selection.json")
+    main, _ = served_models({"ranker": "selected"}, {}, "synthetic", tmp_path / "selection.json")
+    manifest = build_cache(
+        random_log(n_rows=600),
+        main.ranker,
+        main.params,
+        tmp_path / "cache",
+        n=5,
+        model_source=main.source,
+        model_label=main.label,
+    )
+    assert manifest.model_source == "selection" and manifest.model_label == "content"
+    assert served_differences(manifest.ranker, manifest.ranker_params, selection.products) == []
+    changed = {**selection.products.settings, "affinity_weight": 0.2}
+    assert served_differences("content", changed, selection.products) == [
+        "affinity_weight: 0.2 instead of the selected 0.7"
+    ]
+    assert served_differences("als", {}, selection.products) == ["ranker 'als' instead of the selected 'content'"]

@@ -49,7 +49,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -619,6 +619,8 @@ def commit_manifest(
         dataset=meta.dataset,
         ranker=meta.ranker,
         ranker_params=meta.ranker_params,
+        model_source=meta.model_source,
+        model_label=meta.model_label,
         n=meta.n,
         engine=meta.engine,
         fingerprint=meta.fingerprint,
@@ -731,6 +733,8 @@ def build_cache(
     seed: int = 0,
     dataset: str | None = None,
     processes: int = 1,
+    model_source: Literal["selection", "override"] | None = None,
+    model_label: str | None = None,
     lock_wait_s: float = LOCK_WAIT_S,
 ) -> CacheManifest:
     """Fit `ranker_name`, allocate every product's top-n audience (capped per `allocation`) and write the cache.
@@ -752,6 +756,8 @@ def build_cache(
         dataset=dataset,
         ranker=ranker_name,
         ranker_params=jsonable(dict(ranker_params or {})),
+        model_source=model_source,
+        model_label=model_label,
         n=int(n),
         engine=EngineInfo(name="pandas"),
         fingerprint=fingerprint or Fingerprint(algorithm="sha256-rows", value=fingerprint_frame(interactions)),
@@ -765,13 +771,6 @@ def build_cache(
     )
     facts = exposure_summary(recs, uncapped, returning_customers(interactions), n, exposure, seed)
     return write_cache(recs, fallback, cache_dir, meta, facts, export=export, keep=keep, lock_wait_s=lock_wait_s)
-
-
-def ranker_params_from(cache_params: Mapping[str, Any], feature_params: Mapping[str, Any]) -> dict[str, Any]:
-    """The params handed to make_ranker: the seed, the feature params and the ranker's own block."""
-    name = cache_params["cache"]["ranker"]
-    own = (cache_params.get("rankers") or {}).get(name) or {}
-    return {"seed": cache_params["cache"].get("seed", 0), "features": dict(feature_params), **own}
 
 
 def cache_facts(cache_dir: Path) -> dict[str, Any]:

@@ -234,6 +234,8 @@ class BuildInfo(Record):
     dataset: str | None = None  # params/prepare.yaml: datasets name of the input (None when built from a bare file)
     ranker: str
     ranker_params: dict[str, JsonValue]
+    model_source: Literal["selection", "override"] | None = None  # the evaluation's selection, or params/cache.yaml
+    model_label: str | None = None  # the evaluation's label of the served model (selection only)
     n: int = Field(ge=1)
     engine: EngineInfo
     fingerprint: Fingerprint
