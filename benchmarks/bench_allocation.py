@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import subprocess  # nosec B404 # runs its own benchmark cells as child processes
 import sys
 import time
 from collections.abc import Callable
@@ -168,7 +168,7 @@ def spawn(name: str, prepared: Path) -> dict[str, Any]:
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
+    proc = subprocess.run(  # nosec B603 # argv built here from sys.executable and this script, no shell
         [sys.executable, __file__, "--child", name, "--prepared", str(prepared)],
         capture_output=True,
         text=True,

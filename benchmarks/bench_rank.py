@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import shutil
-import subprocess
+import subprocess  # nosec B404 # runs its own benchmark cells and the recsys CLI as child processes
 import sys
 import tempfile
 import time
@@ -163,7 +163,7 @@ def phase_cache_build(prepared: Path, cache_dir: Path, n: int, lookups: int) -> 
         "rows": manifest.counts.rows,
         "products": manifest.counts.products,
         "disk_mib": size / 2**20,
-        "parquet_mib": (cache_dir / cache.AUDIENCE_NAME).stat().st_size / 2**20,
+        "parquet_mib": (cache_dir / manifest.files.audience).stat().st_size / 2**20,
     }
 
 
@@ -229,7 +229,7 @@ def spawn_phase(name: str, prepared: Path, cache_dir: Path, n: int, lookups: int
         "--lookups",
         str(lookups),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())  # nosec B603 # argv built here (sys.executable, this script), no shell
     if proc.returncode != 0:
         return {
             "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}",
@@ -258,7 +258,7 @@ def prepare_data(scale: float, data_dir: Path | None) -> tuple[Path, Path | None
             ["prepare", "--input", str(raw), "--output", str(prepared)],
         ):
             t0 = time.perf_counter()
-            subprocess.run(cli + args, check=True, env=_child_env(), stdout=subprocess.DEVNULL)
+            subprocess.run(cli + args, check=True, env=_child_env(), stdout=subprocess.DEVNULL)  # nosec B603 # the recsys CLI with arguments built here, no shell
             print(f"  {args[0]}: {time.perf_counter() - t0:.1f} s", flush=True)
     return prepared, temp
 
