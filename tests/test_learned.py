@@ -244,7 +244,8 @@ def test_rank_features_are_computed_at_the_real_cutoff_from_every_fit_row() -> N
 def test_two_fits_are_byte_identical_and_batches_do_not_matter() -> None:
     log = random_log(n_rows=3000, n_users=300, n_products=60, seed=5, undated_frac=0.0)
     products = np.sort(log["product_id"].unique())
-    sources = {**FAST_SOURCES, "als": {"ranker": "als", "candidates": 30, "settings": {"factors": 4, "iterations": 3}}}
+    als = {"ranker": "als", "candidates": 30, "settings": {"factors": 4, "iterations": 3}}
+    sources = {**FAST_SOURCES, "als": als, "names": {"ranker": "name_knn", "candidates": 30}}  # any registered ranker
     a = learned(sources=sources).fit(log)
     b = learned(sources=sources).fit(log)
     ra, rb = a.rank(products, 100), b.rank(products, 100)

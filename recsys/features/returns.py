@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from recsys.arrays import unique_sorted
 from recsys.data.contract import CANONICAL_EVENTS
-from recsys.features.engagement import US_PER_DAY, encode_ids, event_codes, timestamps_us, unique_sorted
+from recsys.features.engagement import US_PER_DAY, encode_ids, event_codes, timestamps_us
 
 ACTIVITY_FEATURES: tuple[str, ...] = (
     "days_since_last",

@@ -34,20 +34,12 @@ import numpy as np
 import pandas as pd
 
 from recsys import config
+from recsys.arrays import cost_blocks, not_excluded, offsets_of, range_indices
+from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
 from recsys.features.categories import CategoryParams, infer_categories
 from recsys.features.returns import EventRows, ReturnModel, fit_return_model
-from recsys.rankers.base import (
-    FixedRanker,
-    GlobalOrder,
-    History,
-    Recommendations,
-    cost_blocks,
-    not_excluded,
-    offsets_of,
-    ordered,
-    range_indices,
-)
+from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, ordered
 from recsys.rankers.engagement import popularity_keys
 from recsys.rankers.settings import (
     CategoryPopularitySettings,
@@ -196,8 +188,13 @@ class CategoryRanker(FixedRanker):
         cats = np.where(codes >= 0, self.product_category_[np.maximum(codes, 0)], -1)
         return self.lists_.lookup(cats, users)
 
-    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
-        """Top-k customers per requested product: its category's list, then the fallback order (score 0)."""
+    def rank(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
+    ) -> Recommendations:
+        """Top-k customers per requested product: its category's list, then the fallback order (score 0).
+
+        Catalogue names are not read (a product without fit rows: basis `names_unused`).
+        """
         self._check_fitted()
         requested = id_array(product_ids)
         h = self.history_

@@ -30,10 +30,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.arrays import gather_ranges
+from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
 from recsys.features.engagement import event_codes
-from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, gather_ranges, ordered
+from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, ordered
 from recsys.rankers.settings import ALSSettings, BPRSettings, RankerSettings, settings_dict
+
+SCORE_ROWS = 64  # products per BLAS call when scoring: one matrix shape, so results never depend on the batch
 
 
 def _threads(n: int) -> int:
@@ -265,9 +269,22 @@ class FactorRanker(FixedRanker):
             raise RuntimeError(f"ranker {self.name!r} is not fitted: call fit(interactions) first")
 
     def score_block(self, codes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(len(codes) x customers) float32 scores, -inf for each product's own customers (into `out` if given)."""
-        buf = None if out is None else out[: len(codes)]
-        s = np.matmul(self.item_factors_[codes], self.user_factors_.T, out=buf)
+        """(len(codes) x customers) float32 scores, -inf for each product's own customers (into `out` if given).
+
+        Reproducible whatever the batch: the products are scored in zero-padded blocks of exactly ``SCORE_ROWS``
+        rows, so BLAS sees one matrix shape (one kernel, one summation order) whatever the number of products
+        requested or the chunk size; a product's scores are the same bytes in every call (ties: ascending customer).
+        """
+        n = len(codes)
+        s = np.empty((n, self.user_factors_.shape[0]), dtype=np.float32) if out is None else out[:n]
+        block = np.zeros((SCORE_ROWS, self.item_factors_.shape[1]), dtype=np.float32)
+        scratch = np.empty((SCORE_ROWS, self.user_factors_.shape[0]), dtype=np.float32)
+        for start in range(0, n, SCORE_ROWS):
+            stop = min(n, start + SCORE_ROWS)
+            block[:] = 0.0
+            block[: stop - start] = self.item_factors_[codes[start:stop]]
+            np.matmul(block, self.user_factors_.T, out=scratch)
+            s[start:stop] = scratch[: stop - start]
         h = self.history_
         starts, ends = h.indptr[codes], h.indptr[codes + 1]
         rows = np.repeat(np.arange(len(codes)), ends - starts)
@@ -304,7 +321,9 @@ class FactorRanker(FixedRanker):
         sizes, users, vals = topk_rows(scores, k, int(self.params["block"]))
         return rows, sizes, users, vals.astype(np.float64)
 
-    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
+    def rank(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
+    ) -> Recommendations:
         """Top-k customers per requested product by factor score, the product's customers excluded."""
         from threadpoolctl import threadpool_limits
 

@@ -73,21 +73,15 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict
 
+from recsys.arrays import not_excluded, offsets_of, unique_sorted
+from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
 from recsys.features.categories import CategoryParams, infer_categories
-from recsys.features.engagement import US_PER_DAY, EngagementModel, FeatureParams, unique_sorted
+from recsys.features.engagement import US_PER_DAY, EngagementModel, FeatureParams
+from recsys.features.name_index import row_normalise
+from recsys.features.name_matrix import product_token_matrix, tfidf
 from recsys.features.returns import ACTIVITY_FEATURES, EventRows, ReturnModel, customer_activity, fit_return_model
-from recsys.features.text import product_token_matrix, row_normalise, tfidf
-from recsys.rankers.base import (
-    GlobalOrder,
-    GlobalRanker,
-    History,
-    Recommendations,
-    merge_knobs,
-    not_excluded,
-    offsets_of,
-    ordered,
-)
+from recsys.rankers.base import GlobalOrder, GlobalRanker, History, Recommendations, merge_knobs, ordered
 from recsys.rankers.category import (
     CategoryLists,
     CategoryPopularityRanker,
@@ -856,8 +850,13 @@ class LearnedRanker:
             n_cand,
         )
 
-    def rank_with_facts(self, product_ids: np.ndarray | Sequence[Any], k: int) -> tuple[Recommendations, RankFacts]:
-        """Top-k customers per requested product, and per product its candidates and backfilled entries."""
+    def rank_with_facts(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
+    ) -> tuple[Recommendations, RankFacts]:
+        """Top-k customers per requested product, and per product its candidates and backfilled entries.
+
+        A product without fit rows gets the engagement order whatever its catalogue name (basis `names_unused`).
+        """
         self._check_fitted()
         state = self.state_
         h = state.history
@@ -897,6 +896,8 @@ class LearnedRanker:
         )
         return recs, RankFacts(candidates=n_cand, backfilled=backfilled)
 
-    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
-        """Top-k customers per requested product (see the module docstring)."""
-        return self.rank_with_facts(product_ids, k)[0]
+    def rank(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
+    ) -> Recommendations:
+        """Top-k customers per requested product (see the module docstring; catalogue names are not read)."""
+        return self.rank_with_facts(product_ids, k, catalogue)[0]

@@ -13,6 +13,7 @@ from recsys.rankers.engagement import ActivityRanker, PopularityRanker, RandomRa
 from recsys.rankers.factor import ALSRanker, BPRRanker
 from recsys.rankers.knn import ItemKNNRanker
 from recsys.rankers.learned import LearnedRanker
+from recsys.rankers.name_knn import NameKNNRanker
 
 RankerFactory = Callable[[Mapping[str, Any]], Ranker]
 RANKERS: dict[str, RankerFactory] = {
@@ -26,6 +27,7 @@ RANKERS: dict[str, RankerFactory] = {
         ALSRanker,
         BPRRanker,
         ItemKNNRanker,
+        NameKNNRanker,
         BGNBDRanker,
         CategoryPopularityRanker,
         CategoryShareRanker,
