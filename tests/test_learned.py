@@ -425,5 +425,5 @@ def test_default_settings_name_the_issue_sources() -> None:
     ranker = make_ranker("learned")
     assert isinstance(ranker, LearnedRanker)
     rankers = {s.ranker for s in ranker.settings.sources.values()}
-    assert {"activity", "content", "itemknn", "als", "category_popularity", "popularity"} <= rankers
+    assert {"activity", "content", "itemknn", "als", "category_popularity", "popularity", "name_knn"} <= rankers
     assert ranker.settings.num_threads >= 1 and set(ranker.knobs) >= {"n_estimators", "learning_rate", "num_leaves"}

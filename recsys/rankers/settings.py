@@ -167,6 +167,7 @@ def _default_sources() -> dict[str, SourceSettings]:
         ),
         "category": SourceSettings(ranker="category_popularity", candidates=1000),
         "share": SourceSettings(ranker="category_share", candidates=300),
+        "names": SourceSettings(ranker="name_knn", candidates=300),
     }
 
 
