@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
+import subprocess  # nosec B404 # runs its own measurement as a child process (honest peak RSS)
 import sys
 import time
 from collections.abc import Callable
@@ -65,7 +65,8 @@ def run_child(prepared: Path, params: dict[str, Any], ks: tuple[int, ...], catal
     products = es.subset(es.scored_mask()).product_ids
     full = ranker_params({"label_days": round(val.window_days, 3), **params}, config.load_params("features"), 42)
     ranker = make_ranker("learned", full)
-    assert isinstance(ranker, LearnedRanker)
+    if not isinstance(ranker, LearnedRanker):
+        raise TypeError(f"make_ranker('learned') built a {type(ranker).__name__}")
     _, fit_s, fit_cpu = _clock(lambda: ranker.fit(val.train, exclude=val.exclude))
     fit_rss = peak_rss_mib()
     depth = max(ks)
@@ -131,7 +132,7 @@ def spawn(prepared: Path, params: dict[str, Any], ks: tuple[int, ...], catalogue
     """Run the phases in a fresh interpreter and parse its JSON line."""
     cmd = [sys.executable, __file__, "--child", "--prepared", str(prepared), "--params", json.dumps(params)]
     cmd += ["--ks", ",".join(map(str, ks)), "--catalogue-k", str(catalogue_k)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())  # nosec B603 # argv built here, no shell
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()
         return {"error": tail[-1] if tail else f"exit {proc.returncode}", "stderr_tail": proc.stderr[-2000:]}
