@@ -7,11 +7,12 @@ numbers and tokens of a single product dropped) are weighted by TF-IDF (the cont
 ``tfidf``), projected on their leading singular vectors (LSA), L2-normalised and grouped by
 k-means. k-means is fitted on a seeded sample of products and then assigns every product, so the
 cost stays flat as the catalogue grows. Products without any kept token get category -1 (unknown).
+The fitted model (``CategoryModel``) also categorises names never logged: a new product's catalogue name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -27,7 +28,8 @@ from threadpoolctl import threadpool_limits
 from recsys.config import check_keys
 from recsys.data.behaviour import UNKNOWN
 from recsys.features.engagement import encode_ids
-from recsys.features.name_matrix import product_token_matrix, tfidf
+from recsys.features.name_index import TokenModel
+from recsys.features.name_matrix import product_token_matrix
 
 
 @dataclass(frozen=True)
@@ -53,24 +55,52 @@ def category_params_from(cfg: Mapping[str, Any] | None) -> CategoryParams:
     return CategoryParams(**{k: int(v) for k, v in cfg.items()})
 
 
-def name_token_weights(interactions: pd.DataFrame) -> tuple[np.ndarray, sp.csr_matrix]:
-    """Product ids (sorted) and their TF-IDF rows over letter tokens shared by at least two products."""
+def name_token_model(interactions: pd.DataFrame) -> tuple[np.ndarray, TokenModel]:
+    """Product ids (sorted) and the TF-IDF token model of their names over letter tokens shared by >= 2 products."""
     codes, product_ids = encode_ids(interactions["product_id"])
     x, vocab = product_token_matrix(interactions["product_name"], codes, len(product_ids))
     letters = ~pd.Series(vocab, dtype="string[pyarrow]").str.fullmatch(r"\d+").fillna(True).to_numpy(dtype=bool)
     shared = np.bincount(x.indices, minlength=x.shape[1]) >= 2
-    kept = sp.csr_matrix(x[:, np.flatnonzero(letters & shared)])
-    return product_ids, tfidf(kept)
+    kept = np.flatnonzero(letters & shared)
+    return product_ids, TokenModel.from_matrix(sp.csr_matrix(x[:, kept]), np.asarray(vocab)[kept], x.shape[0])
 
 
-def infer_categories(interactions: pd.DataFrame, params: CategoryParams | None = None) -> pd.DataFrame:
-    """Inferred category (0..k-1, or -1 when the names give no token) of every product: product_id, category."""
+@dataclass(frozen=True)
+class CategoryModel:
+    """The fitted inference (kept-token TF-IDF, LSA, k-means): the category of any name, logged or new."""
+
+    tokens: TokenModel
+    svd: Any  # sklearn TruncatedSVD, or None when there are fewer than 2 categories
+    km: Any  # sklearn KMeans, or None
+
+    def categories_of(self, names: Sequence[Any]) -> np.ndarray:
+        """Category of each name (-1 when it has no kept token): how a new product's name is categorised."""
+        vectors = self.tokens.vectorise(list(names))
+        out = np.full(vectors.shape[0], UNKNOWN, dtype=np.int64)
+        named = np.flatnonzero(np.diff(vectors.indptr) > 0)
+        if len(named) == 0:
+            return out
+        if self.svd is None or self.km is None:
+            out[named] = 0
+            return out
+        with threadpool_limits(limits=1):
+            z = normalize(self.svd.transform(vectors[named]))
+            out[named] = self.km.predict(z)
+        return out
+
+
+def fit_categories(
+    interactions: pd.DataFrame, params: CategoryParams | None = None
+) -> tuple[pd.DataFrame, CategoryModel]:
+    """(product_id, category of every product (-1 when the names give no token), the fitted model)."""
     params = params or CategoryParams()
-    product_ids, weights = name_token_weights(interactions)
+    product_ids, tokens = name_token_model(interactions)
+    weights = tokens.products
     category = np.full(len(product_ids), UNKNOWN, dtype=np.int64)
     named = np.flatnonzero(weights.getnnz(axis=1) > 0)
     n_tokens = weights.shape[1]
     k = min(params.k, len(named))
+    svd = km = None
     if k >= 2 and n_tokens >= 2:
         rng = np.random.default_rng(params.seed)
         fit = (
@@ -87,7 +117,13 @@ def infer_categories(interactions: pd.DataFrame, params: CategoryParams | None =
             category[named] = km.predict(z)
     elif len(named):
         category[named] = 0
-    return pd.DataFrame({"product_id": product_ids, "category": category})
+    model = CategoryModel(TokenModel(tokens.vocab, tokens.idf, sp.csr_matrix((0, n_tokens))), svd, km)
+    return pd.DataFrame({"product_id": product_ids, "category": category}), model
+
+
+def infer_categories(interactions: pd.DataFrame, params: CategoryParams | None = None) -> pd.DataFrame:
+    """Inferred category (0..k-1, or -1 when the names give no token) of every product: product_id, category."""
+    return fit_categories(interactions, params)[0]
 
 
 def category_agreement(inferred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:

@@ -37,12 +37,13 @@ from recsys import config
 from recsys.arrays import cost_blocks, not_excluded, offsets_of, range_indices
 from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
-from recsys.features.categories import CategoryParams, infer_categories
+from recsys.features.categories import CategoryModel, CategoryParams, fit_categories
 from recsys.features.returns import EventRows, ReturnModel, fit_return_model
 from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, ordered
 from recsys.rankers.engagement import popularity_keys
 from recsys.rankers.settings import (
     CategoryPopularitySettings,
+    CategorySettings,
     CategoryShareSettings,
     RankerSettings,
     ShareReturnSettings,
@@ -161,6 +162,7 @@ def category_top(
 class CategoryRanker(FixedRanker):
     """Shared ranking of the category rankers: per-category lists, a fallback global order, blocks by cost."""
 
+    uses_names = False
     name = "category"
     history_: History
     lists_: CategoryLists
@@ -193,13 +195,15 @@ class CategoryRanker(FixedRanker):
     ) -> Recommendations:
         """Top-k customers per requested product: its category's list, then the fallback order (score 0).
 
-        Catalogue names are not read (a product without fit rows: basis `names_unused`).
+        Rankers of inferred categories categorise a product without fit rows from its catalogue name (basis `name`;
+        `no_known_token` when the name has no kept token, `no_name` without one: the fallback order).
         """
         self._check_fitted()
         requested = id_array(product_ids)
         h = self.history_
         codes = h.codes_of(requested)
         cats = self._request_categories(requested, codes)
+        basis = self._basis(requested, codes, cats, catalogue)
         k = max(int(k), 0)
         safe = np.maximum(codes, 0)
         cost = np.where(codes >= 0, h.indptr[safe + 1] - h.indptr[safe], 0) + 2 * k + 1
@@ -219,27 +223,75 @@ class CategoryRanker(FixedRanker):
             customer_ids=h.customer_ids[user_codes],
             scores=np.concatenate(scores) if scores else np.zeros(0, dtype=np.float64),
             cold_start=h.cold(codes),
+            basis=basis,
         )
 
+    def _basis(
+        self, requested: np.ndarray, codes: np.ndarray, cats: np.ndarray, catalogue: Catalogue | None
+    ) -> np.ndarray | None:
+        """Per product why it was ranked so (None: the default, `names_unused` for cold starts); may set `cats`."""
+        return None
 
-class CategoryPopularityRanker(CategoryRanker):
+
+class InferredCategoryRanker(CategoryRanker):
+    """A category ranker over inferred categories: it reads a new product's catalogue name to categorise it."""
+
+    uses_names = True
+    category_model_: CategoryModel
+
+    def _categories(
+        self,
+        interactions: pd.DataFrame,
+        settings: CategorySettings,
+        categories: pd.DataFrame | None,
+        model: CategoryModel | None,
+    ) -> pd.DataFrame:
+        """The product categories (inferred here unless given) and the model that categorises new names."""
+        if categories is None or model is None:
+            categories, model = fit_categories(interactions, CategoryParams(**settings.model_dump()))
+        self.category_model_ = model
+        return categories
+
+    def _basis(
+        self, requested: np.ndarray, codes: np.ndarray, cats: np.ndarray, catalogue: Catalogue | None
+    ) -> np.ndarray | None:
+        """Known products: history; cold ones: categorised from their catalogue name when it has a kept token."""
+        cold = self.history_.cold(codes)
+        basis = np.where(cold, "no_name", "history").astype(object)
+        rows = np.flatnonzero(cold)
+        if catalogue is None or len(rows) == 0:
+            return basis
+        names = catalogue.names_of(requested[rows])
+        has = np.array([isinstance(n, str) for n in names], dtype=bool)
+        rows, names = rows[has], names[has]
+        if len(rows):
+            found = self.category_model_.categories_of(list(names))
+            cats[rows] = found
+            basis[rows] = np.where(found >= 0, "name", "no_known_token")
+        return basis
+
+
+class CategoryPopularityRanker(InferredCategoryRanker):
     """Customers by their fit rows in the product's inferred category (popularity within the category)."""
 
     name = "category_popularity"
     settings_model = CategoryPopularitySettings
 
     def fit(
-        self, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None, categories: pd.DataFrame | None = None
+        self,
+        interactions: pd.DataFrame,
+        exclude: pd.DataFrame | None = None,
+        categories: pd.DataFrame | None = None,
+        category_model: CategoryModel | None = None,
     ) -> Self:
-        """Infer categories from the fit rows' names (or take `categories`: product_id, category) and index the lists.
+        """Infer categories from the fit rows' names (or take `categories` and `category_model`) and index the lists.
 
-        `categories` lets a caller that already inferred them with the same settings on the same rows share
-        the work (the ``learned`` ranker); products it lacks get -1.
+        `categories` (product_id, category) with its `category_model` lets a caller that already inferred them with
+        the same settings on the same rows share the work (the ``learned`` ranker); products it lacks get -1.
         """
         settings = cast(CategoryPopularitySettings, self.settings)
         self.history_ = h = History.build(interactions, exclude)
-        if categories is None:
-            categories = infer_categories(interactions, CategoryParams(**settings.categories.model_dump()))
+        categories = self._categories(interactions, settings.categories, categories, category_model)
         self.product_category_ = product_category_codes(h, categories)
         rows, last = popularity_keys(interactions, h)
         c, u, n = category_counts(self.product_category_[h.row_products], h.row_users, h.n_users)
@@ -282,7 +334,7 @@ def read_true_categories(path: str | Path) -> pd.DataFrame:
     return table
 
 
-class CategoryShareRanker(CategoryRanker):
+class CategoryShareRanker(InferredCategoryRanker):
     """Share of the customer's fit rows in the product's inferred category x the return model's P(return)."""
 
     name = "category_share"
@@ -292,23 +344,29 @@ class CategoryShareRanker(CategoryRanker):
         """The typed settings."""
         return cast(ShareReturnSettings, self.settings)
 
-    def _product_categories(self, interactions: pd.DataFrame, categories: pd.DataFrame | None) -> np.ndarray:
+    def _product_categories(
+        self, interactions: pd.DataFrame, categories: pd.DataFrame | None, model: CategoryModel | None
+    ) -> np.ndarray:
         """Category code of every indexed product (inferred from the fit rows' names unless given)."""
-        if categories is None:
-            settings = cast(CategoryShareSettings, self.settings)
-            categories = infer_categories(interactions, CategoryParams(**settings.categories.model_dump()))
-        return product_category_codes(self.history_, categories)
+        settings = cast(CategoryShareSettings, self.settings)
+        table = self._categories(interactions, settings.categories, categories, model)
+        return product_category_codes(self.history_, table)
 
     def fit(
-        self, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None, categories: pd.DataFrame | None = None
+        self,
+        interactions: pd.DataFrame,
+        exclude: pd.DataFrame | None = None,
+        categories: pd.DataFrame | None = None,
+        category_model: CategoryModel | None = None,
     ) -> Self:
         """Categories, the return model on the fit rows, then share x P(return) lists per category.
 
-        `categories` (product_id, category codes) lets a caller share an inference made with the same settings.
+        `categories` (product_id, category codes) with its `category_model` lets a caller share an inference made
+        with the same settings.
         """
         settings = self._share_settings()
         self.history_ = h = History.build(interactions, exclude)
-        self.product_category_ = self._product_categories(interactions, categories)
+        self.product_category_ = self._product_categories(interactions, categories, category_model)
         rows = EventRows.of(interactions)
         self.return_model_: ReturnModel = fit_return_model(rows, settings.returns, settings.horizon_days, settings.seed)
         p = self.return_model_.predict_at(rows)
@@ -337,7 +395,17 @@ class TruthCategoryRanker(CategoryShareRanker):
         """The typed settings."""
         return cast(TruthCategorySettings, self.settings)
 
-    def _product_categories(self, interactions: pd.DataFrame, categories: pd.DataFrame | None) -> np.ndarray:
+    uses_names = False  # the truth needs no name: a new product is ranked in its true category
+
+    def _basis(
+        self, requested: np.ndarray, codes: np.ndarray, cats: np.ndarray, catalogue: Catalogue | None
+    ) -> np.ndarray | None:
+        """The default basis (cold products are ranked in their true category, not from a name)."""
+        return None
+
+    def _product_categories(
+        self, interactions: pd.DataFrame, categories: pd.DataFrame | None, model: CategoryModel | None
+    ) -> np.ndarray:
         """True category code of every product with fit rows (-1 for exclusion-only ones); a missing one raises."""
         settings = self._settings()
         if settings.categories_path is None:
@@ -363,10 +431,14 @@ class TruthCategoryRanker(CategoryShareRanker):
         return out
 
     def fit(
-        self, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None, categories: pd.DataFrame | None = None
+        self,
+        interactions: pd.DataFrame,
+        exclude: pd.DataFrame | None = None,
+        categories: pd.DataFrame | None = None,
+        category_model: CategoryModel | None = None,
     ) -> Self:
         """Read the true categories (never `categories`: the truth comes from the file only), then as category_share."""
-        if categories is not None:
+        if categories is not None or category_model is not None:
             raise ValueError("truth_category reads its categories from categories_path only")
         return super().fit(interactions, exclude)
 

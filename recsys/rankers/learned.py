@@ -76,7 +76,7 @@ from pydantic import BaseModel, ConfigDict
 from recsys.arrays import not_excluded, offsets_of, unique_sorted
 from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
-from recsys.features.categories import CategoryParams, infer_categories
+from recsys.features.categories import CategoryParams, fit_categories
 from recsys.features.engagement import US_PER_DAY, EngagementModel, FeatureParams
 from recsys.features.name_index import row_normalise
 from recsys.features.name_matrix import product_token_matrix, tfidf
@@ -315,7 +315,7 @@ def build_state(
     p_return = ret.predict(activity)
     engagement = EngagementModel.fit(interactions, FeatureParams.from_params(settings.features)).engagement()
     customer = np.column_stack([activity, engagement, p_return]).astype(np.float32)
-    categories = infer_categories(interactions, CategoryParams(**settings.categories.model_dump()))
+    categories, category_model = fit_categories(interactions, CategoryParams(**settings.categories.model_dump()))
     category = product_category_codes(h, categories)
     n_cats = int(category.max()) + 1 if len(category) and category.max() >= 0 else 0
     c, u, n = category_counts(category[h.row_products], h.row_users, h.n_users)
@@ -335,7 +335,7 @@ def build_state(
         src = make_source(spec)
         shares = isinstance(src, (CategoryPopularityRanker, CategoryShareRanker))
         if shares and not isinstance(src, TruthCategoryRanker) and src.settings.categories == settings.categories:
-            src.fit(interactions, exclude, categories=categories)  # same inference on the same rows: shared
+            src.fit(interactions, exclude, categories=categories, category_model=category_model)  # shared inference
         else:
             src.fit(interactions, exclude)
         src_history = getattr(src, "history_", None)
