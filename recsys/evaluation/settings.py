@@ -197,12 +197,20 @@ class EvalConfig:
         return dict(self.budgets).get(label, self.budget)
 
     def group_of(self, label: str, ranker: str) -> Group:
-        """The model's group in the report: cf, engagement, content or baseline."""
+        """The model's group in the report (a verdict group first, then by ranker; the truth is a reference)."""
         if label in self.cf_models:
             return "cf"
         if label in self.engagement_models:
             return "engagement"
-        return "content" if ranker == "content" else "baseline"
+        groups: dict[str, Group] = {
+            "content": "content",
+            "name_knn": "names",
+            "category_popularity": "category",
+            "category_share": "category",
+            "learned": "learned",
+            "truth_category": "reference",
+        }
+        return groups.get(ranker, "baseline")
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
