@@ -701,13 +701,13 @@ def test_plots_draw_from_the_results(churn_run) -> None:
 def test_results_do_not_depend_on_batch_sizes_or_thread_counts(tmp_path: Path) -> None:
     log = high_churn_log(seed=3)
 
-    def run(chunk: int, threads: int, entries: int, out: Path) -> Any:
+    def run(chunk: int, threads: int, entries: int, out: Path) -> Any:  # threads: also the tuning processes
         models = tiny_params()["evaluate"]["models"]
         models["als"].update({"chunk_size": chunk, "num_threads": threads, "score_threads": threads})
         models["content"]["chunk_entries"] = entries
         models["name_knn"]["chunk_entries"] = entries
         models["itemknn"].update({"chunk_entries": entries, "num_threads": threads})
-        params = tiny_params(models=models)
+        params = tiny_params(models=models, processes=threads)
         return run_evaluation(params, interactions=log, output_dir=out, feature_params={})
 
     a = run(64, 1, 8_000_000, tmp_path / "a")

@@ -93,6 +93,7 @@ from recsys.evaluation.tables import (
     slice_table,
 )
 from recsys.evaluation.tuning import SearchResult, TrialScore, search, with_values
+from recsys.parallel import pool_imap
 from recsys.rankers import make_ranker
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,45 @@ def tune_model(
     return search(
         spec.label, spec.ranker, spec.params, spec.search or {}, cfg.budget_of(spec.label), cfg.tuning_seed, fit, score
     )
+
+
+# Expected cost of a model's search (slowest first), so that parallel workers finish together.
+TUNING_COST: dict[str, int] = {"bpr": 0, "als": 1, "itemknn": 2, "content": 3, "name_knn": 4}
+
+
+def _tune_job(
+    shared: tuple[EvalConfig, Split, EvalSet, Mapping[str, Any]], spec: ModelSpec
+) -> tuple[str, SearchResult | ImportError, dict[str, float]]:
+    """One model's search in a worker: its result (or the ImportError of a missing optional library) and timings."""
+    cfg, val, val_es, feature_params = shared
+    timer = Timer()
+    try:
+        return spec.label, tune_model(spec, cfg, val, val_es, feature_params, timer), timer.seconds
+    except ImportError as exc:
+        return spec.label, exc, timer.seconds
+
+
+def tune_many(
+    specs: Sequence[ModelSpec],
+    cfg: EvalConfig,
+    val: Split,
+    val_es: EvalSet,
+    feature_params: Mapping[str, Any],
+    timer: Timer,
+) -> dict[str, SearchResult | ImportError]:
+    """Independent models' searches in ``evaluate.processes`` spawned workers (implicit's OpenMP is not fork-safe).
+
+    Why: on 2 cores the searches of ALS (2 threads) and BPR (1 thread, for determinism) left a core idle for minutes.
+    Each search is seeded and self-contained, so results do not depend on the number of processes.
+    """
+    order = sorted(specs, key=lambda s: (TUNING_COST.get(s.ranker, len(TUNING_COST)), specs.index(s)))
+    out: dict[str, SearchResult | ImportError] = {}
+    shared = (cfg, val, val_es, feature_params)
+    for label, result, seconds in pool_imap(_tune_job, order, cfg.processes, shared, start="spawn"):
+        out[label] = result
+        for phase, value in seconds.items():
+            timer.seconds[phase] = round(timer.seconds.get(phase, 0.0) + value, 3)
+    return out
 
 
 def tuning_record(spec: ModelSpec, result: SearchResult) -> Tuning:
@@ -481,15 +521,22 @@ def run_evaluation(
     groups = [[m for m in g if m in labels] for g in (cfg.cf_models, cfg.engagement_models)]
     group_labels = {m for g in groups if len(g) > 1 for m in g}  # a one-member group has no choice to validate
     fits = Fits()
+    all_specs = [*cfg.models, *truth_reference(truth_categories)]
+    tuned = [s for s in all_specs if (s.search or s.label in group_labels) and "sources_from" not in s.params]
+    with timer.phase("tune/parallel"):
+        early = tune_many(tuned, cfg, val, val_es, feature_params, timer)
     specs: list[ModelSpec] = []
-    for spec in [*cfg.models, *truth_reference(truth_categories)]:
+    for spec in all_specs:
         spec = with_sources(spec, cfg.models, fits, feature_params, cfg.seed)
         specs.append(spec)
         fits.chosen[spec.label] = dict(spec.params)
         if not spec.search and spec.label not in group_labels:
             continue
         try:
-            res = tune_model(spec, cfg, val, val_es, feature_params, timer)
+            outcome = early.get(spec.label)
+            if isinstance(outcome, ImportError):
+                raise outcome
+            res = outcome if outcome is not None else tune_model(spec, cfg, val, val_es, feature_params, timer)
         except ImportError as exc:
             skip_optional(spec, exc, fits.skipped)
             continue

@@ -10,6 +10,7 @@ from typing import Any
 from recsys.evaluation.results import Group
 from recsys.evaluation.split import UNDATED_POLICIES, Split
 from recsys.evaluation.tuning import Objective
+from recsys.parallel import check_processes
 
 DEFAULT_KS: tuple[int, ...] = (10, 50, 100, 300, 1000)
 MODEL_KEYS = frozenset({"ranker", "optional", "enabled", "search", "new_search"})  # a model's keys that are no setting
@@ -64,6 +65,7 @@ class EvalConfig:
     engagement_models: tuple[str, ...] = ("activity", "popularity")
     new_products: NewProductsConfig = NewProductsConfig()
     diagnostics: bool = True
+    processes: int = 1  # workers of the validation searches (results do not depend on it)
     models: tuple[ModelSpec, ...] = ()
 
     @classmethod
@@ -141,6 +143,7 @@ class EvalConfig:
                 budget=int(newp.get("budget", 16)),
             ),
             diagnostics=bool(block.get("diagnostics", True)),
+            processes=check_processes(block.get("processes", 1), "evaluate.processes"),
             models=models,
         )
         cfg.validate()
