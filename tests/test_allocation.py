@@ -10,9 +10,17 @@ import pytest
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-from recsys.allocation import AllocationParams, Problem, allocate, exposure_metrics, gini, solve, truncate
-from recsys.allocation.allocate import customer_codes, list_order, problem_from_ranker
-from recsys.allocation.exposure import exposure_frame, mean_jaccard, returning_customers
+from recsys.allocation.arrays import list_order
+from recsys.allocation.catalogue import (
+    AllocationParams,
+    Problem,
+    allocate,
+    customer_codes,
+    problem_from_ranker,
+    solve,
+    truncate,
+)
+from recsys.allocation.exposure import exposure_frame, exposure_metrics, gini, mean_jaccard, returning_customers
 from recsys.rankers import Recommendations, make_ranker
 
 from _logs import list_log, random_log, settings_for
