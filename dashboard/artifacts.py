@@ -159,7 +159,7 @@ class DashboardData:
             return
         fp = self.lookup.manifest.fingerprint
         if fp.algorithm == "sha256-file":
-            from recsys.cache.build import fingerprint_file
+            from recsys.cache.writer import fingerprint_file
 
             if fingerprint_file(self.paths.prepared) != fp.value:
                 self.notes.append(

@@ -114,10 +114,12 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("allocation", [None, {"max_exposures": 4, "candidates": 30}])
+@pytest.mark.parametrize("allocation", [None, {"max_exposures": 4}])
 def test_two_builds_give_identical_bytes(tmp_path: Path, int_log: pd.DataFrame, allocation: dict | None) -> None:
-    a = build(int_log, tmp_path / "a", ranker="content", allocation=allocation)
-    b = build(int_log.sample(frac=1.0, random_state=3), tmp_path / "b", ranker="content", allocation=allocation)
+    a = build(int_log, tmp_path / "a", ranker="content", allocation=allocation, candidates=30)
+    b = build(
+        int_log.sample(frac=1.0, random_state=3), tmp_path / "b", ranker="content", allocation=allocation, candidates=30
+    )
     assert (tmp_path / "a" / AUDIENCE_NAME).read_bytes() == (tmp_path / "b" / AUDIENCE_NAME).read_bytes()
     assert (tmp_path / "a" / MANIFEST_NAME).read_bytes() == (tmp_path / "b" / MANIFEST_NAME).read_bytes()
     assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")  # lookup arrays and directory names too
@@ -191,11 +193,12 @@ def test_capped_cache_invariants_on_the_built_cache(tmp_path: Path, int_log: pd.
         tmp_path,
         ranker=ranker,
         export="csv",
-        allocation={"max_exposures": CAP, "min_audience": 2, "candidates": 40},
+        allocation={"max_exposures": CAP, "min_audience": 2},
+        candidates=40,
     )
     alloc = manifest.allocation
     assert alloc.max_exposures == CAP and alloc.depth == N and alloc.min_audience == 2 and alloc.capped
-    assert alloc.candidates == 40 and alloc.stats.capped is True and alloc.stats.k == N
+    assert manifest.candidate_depth == 40 and alloc.stats.capped is True and alloc.stats.k == N
     assert alloc.stats.pairs == manifest.counts.rows == (alloc.stats.from_candidates or 0) + (alloc.stats.fill_ins or 0)
     audience = pd.read_parquet(tmp_path / AUDIENCE_NAME)
     lookup = AudienceLookup.open(tmp_path)
@@ -228,7 +231,7 @@ def test_capped_cache_invariants_on_the_built_cache(tmp_path: Path, int_log: pd.
 
 def test_capped_cache_with_string_ids(tmp_path: Path) -> None:
     log = random_log(n_rows=1500, n_users=150, n_products=40, seed=8, str_ids=True)
-    manifest = build(log, tmp_path, ranker="content", allocation={"max_exposures": 3, "candidates": 30})
+    manifest = build(log, tmp_path, ranker="content", allocation={"max_exposures": 3}, candidates=30)
     assert (manifest.id_kinds.product_id, manifest.id_kinds.customer_id) == ("str", "str")
     audience = pd.read_parquet(tmp_path / AUDIENCE_NAME)
     assert audience["customer_id"].value_counts().max() <= 3 < manifest.exposure.uncapped.at(N).max_exposures
@@ -242,8 +245,8 @@ def test_capped_cache_with_string_ids(tmp_path: Path) -> None:
 def test_allocation_params_errors(tmp_path: Path, int_log: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="cache.allocation.max_exposures must be >= 1"):
         build(int_log, tmp_path, allocation={"max_exposures": 0})
-    with pytest.raises(ValueError, match="cache.allocation.candidates must be >= the audience depth"):
-        build(int_log, tmp_path, allocation={"max_exposures": 3, "candidates": N - 1})
+    with pytest.raises(ValueError, match="cache.candidates must be >= cache.n"):
+        build(int_log, tmp_path, allocation={"max_exposures": 3}, candidates=N - 1)
     with pytest.raises(ValueError, match="unknown key"):
         build(int_log, tmp_path, allocation={"cap": 3})
     with pytest.raises(ValueError, match="min_audience"):
@@ -320,7 +323,7 @@ MANIFEST_DAMAGES = {
         lambda m: m["id_kinds"].update(product_id="float"),
         "id_kinds.product_id: Input should be 'int' or 'str'",
     ),
-    "old-format": (lambda m: m.update(format_version=3), "format version 3, this code reads version 4"),
+    "old-format": (lambda m: m.update(format_version=4), "format version 4, this code reads version 5"),
     "not-an-object": (None, "manifest.json is not a JSON object"),
 }
 
@@ -358,7 +361,7 @@ def test_exposure_counts_of_the_lookup_equal_the_audience_counts(tmp_path: Path,
     log = random_log(n_rows=1500, n_users=150, n_products=40, seed=8, str_ids=ids == "str")
     if ids == "sparse-int":  # ids far above the dense-bincount limit: counted with one sort instead
         log["customer_id"] = log["customer_id"].astype(np.int64) * 10**12
-    manifest = build(log, tmp_path, allocation={"max_exposures": 3, "candidates": 30})
+    manifest = build(log, tmp_path, allocation={"max_exposures": 3}, candidates=30)
     customers, counts = AudienceLookup.open(tmp_path).exposure_counts()
     expected = pd.read_parquet(tmp_path / AUDIENCE_NAME)["customer_id"].value_counts().sort_index()
     assert customers.tolist() == expected.index.tolist() and counts.tolist() == expected.tolist()

@@ -1,109 +1,57 @@
-"""The top-N audience cache: build it for every product, write it atomically, look it up in microseconds.
+"""The pandas build of the audience cache: fit the ranker, rank every product, write through the shared writer.
 
-Artifact directory (default ``recsys.config.CACHE_DIR``):
+Every product of the served data set is ranked ``cache.candidates`` deep (M >= n) once: that ranking is the
+candidate lists campaigns allocate from, and its first ``cache.n`` entries are the served audiences (each
+product's own ranking, uncapped: the default). With ``cache.allocation.max_exposures`` set (an option, off by
+default), the served audiences are instead allocated catalogue-wide so that no customer is in more than that
+many of them (``recsys.allocation.catalogue``; optionally ``min_audience`` per product); the candidates stay
+each product's own ranking either way. The global fallback served for unseen product ids is the ranker's plain
+global order, uncapped: it answers ad-hoc lookups, it is not a campaign audience.
 
-- ``audience.parquet``: ``product_id, rank, customer_id, score`` (float32) sorted by product then rank. Same
-  inputs give a byte-identical file (no timestamps inside; fixed compression and row groups).
-- ``lookup-<version>/``: memory-mappable ``.npy`` arrays (see ``LOOKUP_ARRAYS``): product ids sorted
-  ascending (int64, or fixed-width unicode for string ids), CSR ``offsets``, ``customers`` (the
-  integer customer ids themselves, or for string ids int32 codes into the sorted fixed-width
-  ``customer_vocab``; empty for integer ids), ``scores`` (float32, as in the Parquet), per-product
-  ``cold_start`` and the global fallback (``global_customers``, ``global_scores``) served for products unseen
-  at build time.
-- ``manifest.json``: a ``recsys.cache.manifest.CacheManifest`` (ranker + params, engine, input fingerprint,
-  counts, N, the allocation settings (frequency cap, depth, candidates) and stats, exposure metrics before
-  and after the cap, id kinds, version and ``lookup_dir``). It is the commit point: writers finish the lookup
-  directory first, then replace the manifest with ``os.replace``; at most ``keep`` (default 2) lookup
-  directories are kept (newest by modification time, the live one always).
-
-Same inputs and params give a byte-identical artifact directory: nothing time-dependent is written;
-the version is a digest of the served arrays, so a rebuild with the same content reuses its lookup
-directory (DVC sees an unchanged output).
-
-Audiences (``cache.allocation``): with ``max_exposures: null`` every product gets the ranker's own
-top-N. With a cap, the ranker ranks ``candidates`` deep and ``recsys.allocation.allocate`` picks the
-served top-N so that no customer is in more than ``max_exposures`` lists (optionally at least
-``min_audience`` customers per product). The global fallback served for unseen product ids is the
-ranker's plain global order, uncapped: it answers ad-hoc lookups, it is not a campaign audience.
-
-``AudienceLookup.open`` maps the arrays read-only; ``top`` is a binary search plus two slices, no pandas.
+What the measured precision of the served configuration is, and where it comes from, is decided by
+``recsys.cache.figures`` and handed in (``served``); the files are written by ``recsys.cache.writer`` (the layout
+is its docstring), the manifest is ``recsys.cache.manifest``'s, the stage's params handling is
+``recsys.cache.stage``'s. Same inputs and params give a byte-identical artifact directory.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from recsys import config
-from recsys.allocation import AllocationParams, allocate, exposure_metrics, truncate
-from recsys.allocation.exposure import DEFAULT_KS, returning_customers
-from recsys.cache.lookup import (
-    AUDIENCE_NAME,
-    EXPORT_STEM,
-    LOOKUP_ARRAYS,
-    LOOKUP_PREFIX,
-    SCORE_DTYPE,
-)
+from recsys.allocation.catalogue import AllocationParams, allocate, truncate
+from recsys.allocation.exposure import DEFAULT_KS, exposure_metrics, returning_customers
 from recsys.cache.manifest import (
-    FORMAT_VERSION,
     AllocationInfo,
     AllocationStats,
     BuildInfo,
-    CacheCounts,
     CacheExposure,
-    CacheFiles,
     CacheManifest,
     EngineInfo,
     ExposureSide,
     Fingerprint,
-    IdKinds,
     InputCounts,
+    ServedFigures,
     read_manifest,
-    write_manifest,
 )
+from recsys.cache.writer import jsonable, write_cache
 from recsys.data.contract import CANONICAL_COLUMNS
 from recsys.data.ids import id_array as as_id_array
 from recsys.data.ids import id_kind
 from recsys.rankers import Ranker, Recommendations, make_ranker
 from recsys.rankers.base import parallel_ranking
 
-PARQUET_ROW_GROUP = 1 << 20
-ENCODE_CHUNK = 1 << 22
-
-
-# ----------------------------------------------------------------------------------------------
-# ids, fingerprints
-# ----------------------------------------------------------------------------------------------
-
-
-def fixed_width(values: np.ndarray) -> np.ndarray:
-    """String ids as a fixed-width unicode array (memory-mappable); integers as int64."""
-    if np.asarray(values).dtype.kind in "iu":
-        return np.asarray(values, dtype=np.int64)
-    arr = np.asarray(values, dtype=object)
-    if len(arr) == 0:
-        return np.zeros(0, dtype="<U1")
-    return arr.astype(str)
-
-
-def fingerprint_file(path: Path) -> str:
-    """sha256 of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+NOT_MEASURED = ServedFigures(
+    status="not_measured",
+    what="the served lists",
+    reason="the cache was built without an evaluation to compare with (recsys.cache.figures)",
+)
 
 
 def fingerprint_frame(interactions: pd.DataFrame) -> str:
@@ -142,343 +90,6 @@ def cold_sentinel(catalogue: np.ndarray) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
-def sort_by_product(recs: Recommendations) -> Recommendations:
-    """Reorder CSR blocks so product ids are ascending (no-op if already sorted and unique)."""
-    pids = as_id_array(recs.product_ids)
-    order = np.argsort(pids, kind="stable")
-    if len(pids) > 1 and np.all(order == np.arange(len(pids))):
-        return recs
-    sizes = np.diff(recs.offsets)[order]
-    starts = recs.offsets[:-1][order]
-    offsets = np.zeros(len(order) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    gather = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1] - starts, sizes)
-    return Recommendations(
-        product_ids=pids[order],
-        offsets=offsets,
-        customer_ids=np.asarray(recs.customer_ids)[gather],
-        scores=np.asarray(recs.scores)[gather],
-        cold_start=np.asarray(recs.cold_start, dtype=bool)[order],
-    )
-
-
-def _arrow_ids(values: np.ndarray) -> pa.Array:
-    """An Arrow array of ids: integers keep their width, strings become utf8."""
-    if values.dtype.kind in "iu":
-        return pa.array(values)
-    return pa.array(values, type=pa.string())
-
-
-def audience_slice(
-    product_ids: np.ndarray, ranks: np.ndarray, customer_ids: np.ndarray, scores: np.ndarray
-) -> pa.Table:
-    """One Arrow slice of the cache's long table (product_id, rank int32, customer_id, score float32)."""
-    return pa.table(
-        {
-            "product_id": _arrow_ids(product_ids),
-            "rank": pa.array(np.asarray(ranks).astype(np.int32)),
-            "customer_id": _arrow_ids(customer_ids),
-            "score": pa.array(np.asarray(scores, dtype=SCORE_DTYPE)),
-        }
-    )
-
-
-def audience_batches(recs: Recommendations, rows: int = PARQUET_ROW_GROUP) -> Iterator[pa.Table]:
-    """The cache's long table (product_id, rank, customer_id, score) in Arrow slices of `rows` rows."""
-    pids = as_id_array(recs.product_ids)
-    customers = as_id_array(recs.customer_ids)
-    scores = np.asarray(recs.scores, dtype=SCORE_DTYPE)
-    offsets = np.asarray(recs.offsets, dtype=np.int64)
-    total = int(offsets[-1])
-    for start in range(0, max(total, 1), rows):
-        stop = min(start + rows, total)
-        entry = np.arange(start, stop, dtype=np.int64)
-        block = np.searchsorted(offsets, entry, side="right") - 1
-        yield audience_slice(pids[block], entry - offsets[block] + 1, customers[start:stop], scores[start:stop])
-
-
-def audience_table(recs: Recommendations) -> pa.Table:
-    """The cache's long table as one Arrow table."""
-    return pa.concat_tables(list(audience_batches(recs)))
-
-
-def write_parquet_atomic(batches: Iterable[pa.Table], path: Path) -> str:
-    """Stream tables into one deterministic Parquet file written atomically; return its sha256."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    writer = None
-    try:
-        for table in batches:
-            if writer is None:
-                writer = pq.ParquetWriter(
-                    tmp,
-                    table.schema,
-                    compression="zstd",
-                    compression_level=3,
-                    use_dictionary=True,
-                    write_statistics=True,
-                )
-            writer.write_table(table, row_group_size=PARQUET_ROW_GROUP)
-        if writer is None:
-            raise ValueError(f"nothing to write to {path}")
-        writer.close()
-        writer = None
-        digest = fingerprint_file(tmp)
-        os.replace(tmp, path)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
-    return digest
-
-
-def encode_customers(*id_arrays: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Integer ids: stored as they are (empty vocabulary). String ids: sorted vocabulary + int32 codes."""
-    arrays = [as_id_array(a) for a in id_arrays]
-    if all(a.dtype.kind in "iu" for a in arrays):
-        return np.zeros(0, dtype=np.int64), [np.ascontiguousarray(a) for a in arrays]
-    seen = [pd.unique(a.astype(object)) for a in arrays]
-    vocab = np.sort(pd.unique(np.concatenate(seen)) if seen else np.zeros(0, dtype=object))
-    index = pd.Index(vocab)
-    parts = []
-    for a in arrays:
-        codes = np.empty(len(a), dtype=np.int32)
-        for start in range(0, len(a), ENCODE_CHUNK):
-            codes[start : start + ENCODE_CHUNK] = index.get_indexer(a[start : start + ENCODE_CHUNK])
-        parts.append(codes)
-    return fixed_width(vocab), parts
-
-
-def lookup_arrays(recs: Recommendations, fallback: Recommendations) -> dict[str, np.ndarray]:
-    """The memory-mappable arrays of one cache version (recs must be sorted by product)."""
-    g_size = int(fallback.offsets[1] - fallback.offsets[0]) if len(fallback) else 0
-    g_ids = np.asarray(fallback.customer_ids)[:g_size]
-    vocab, (customers, g_customers) = encode_customers(np.asarray(recs.customer_ids), g_ids)
-    return {
-        "product_ids": fixed_width(as_id_array(recs.product_ids)),
-        "offsets": np.asarray(recs.offsets, dtype=np.int64),
-        "customers": customers,
-        "customer_vocab": vocab,
-        "scores": np.asarray(recs.scores, dtype=SCORE_DTYPE),
-        "cold_start": np.asarray(recs.cold_start, dtype=bool),
-        "global_customers": g_customers,
-        "global_scores": np.asarray(fallback.scores, dtype=SCORE_DTYPE)[:g_size],
-    }
-
-
-def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
-    """sha256 over the lookup arrays (name, dtype, shape and bytes of each, in LOOKUP_ARRAYS order)."""
-    h = hashlib.sha256()
-    for key in LOOKUP_ARRAYS:
-        a = np.ascontiguousarray(arrays[key])
-        h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
-        h.update(a.data.cast("B"))
-    return h.hexdigest()
-
-
-def cache_version(audience_sha: str, arrays: Mapping[str, np.ndarray]) -> str:
-    """Name of a cache version: a digest of what it serves (the audience file and the lookup arrays), no clock."""
-    return hashlib.sha256(f"{audience_sha}:{arrays_digest(arrays)}".encode()).hexdigest()[:20]
-
-
-def lookup_tmp_dir(cache_dir: Path) -> Path:
-    """A fresh hidden directory inside `cache_dir` to write one lookup version into."""
-    tmp = cache_dir / f".tmp-{LOOKUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def save_lookup_array(tmp: Path, key: str, array: np.ndarray) -> None:
-    """Write one lookup array as <key>.npy and fsync it."""
-    with (tmp / f"{key}.npy").open("wb") as fh:
-        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def commit_lookup_dir(tmp: Path, cache_dir: Path, version: str) -> str:
-    """Rename a complete temp lookup dir (every LOOKUP_ARRAYS file present) to lookup-<version>; return its name.
-
-    The version is a content digest, so an existing lookup-<version> already holds these arrays: it is kept (and
-    touched, so pruning counts it as the newest) and the temp dir is dropped.
-    """
-    missing = [key for key in LOOKUP_ARRAYS if not (tmp / f"{key}.npy").is_file()]
-    if missing:
-        raise RuntimeError(f"lookup arrays {missing} were not written into {tmp}")
-    name = f"{LOOKUP_PREFIX}{version}"
-    if (cache_dir / name).is_dir():
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.utime(cache_dir / name)
-        return name
-    os.rename(tmp, cache_dir / name)
-    return name
-
-
-def write_lookup_dir(cache_dir: Path, arrays: Mapping[str, np.ndarray], version: str) -> str:
-    """Write the arrays into a temp dir, then rename it to lookup-<version>; return its name (reused when present)."""
-    name = f"{LOOKUP_PREFIX}{version}"
-    if (cache_dir / name).is_dir():
-        os.utime(cache_dir / name)
-        return name
-    tmp = lookup_tmp_dir(cache_dir)
-    try:
-        for key in LOOKUP_ARRAYS:
-            save_lookup_array(tmp, key, arrays[key])
-        return commit_lookup_dir(tmp, cache_dir, version)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def prune_lookup_dirs(cache_dir: Path, keep: int, current: str) -> list[str]:
-    """Delete all but the `keep` most recently written lookup dirs (never `current`); return the removed names."""
-    found = [p for p in cache_dir.glob(f"{LOOKUP_PREFIX}*") if p.is_dir()]
-    dirs = [p.name for p in sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))]
-    survivors = set(dirs[-max(keep, 1) :]) | {current}
-    removed = [d for d in dirs if d not in survivors]
-    for d in removed:
-        shutil.rmtree(cache_dir / d, ignore_errors=True)
-    return removed
-
-
-def export_original(recs: Recommendations, cache_dir: Path, fmt: str) -> Path:
-    """Write the original project's layout (product_id, customer_id, score, rank) as CSV or Parquet."""
-    return export_slices(audience_batches(recs), cache_dir, fmt)
-
-
-def export_slices(slices: Iterable[pa.Table], cache_dir: Path, fmt: str) -> Path:
-    """Write audience slices in the original project's layout (product_id, customer_id, score, rank)."""
-    if fmt not in ("csv", "parquet"):
-        raise ValueError(
-            f"cache export must be null, 'csv' or 'parquet', got {fmt!r} (params/cache.yaml: cache.export)"
-        )
-    batches = (t.select(["product_id", "customer_id", "score", "rank"]) for t in slices)
-    path = cache_dir / f"{EXPORT_STEM}.{fmt}"
-    if fmt == "parquet":
-        write_parquet_atomic(batches, path)
-        return path
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        writer = None
-        for table in batches:
-            writer = writer or pacsv.CSVWriter(tmp, table.schema)
-            writer.write_table(table)
-        if writer is not None:
-            writer.close()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def jsonable(value: Any) -> Any:
-    """Params made JSON-safe (numpy scalars, paths, dates become plain values)."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def check_export(export: str | None) -> None:
-    """Raise if cache.export is not null, 'csv' or 'parquet'."""
-    if export not in (None, "csv", "parquet"):
-        raise ValueError(
-            f"cache export must be null, 'csv' or 'parquet', got {export!r} (params/cache.yaml: cache.export)"
-        )
-
-
-def write_cache(
-    recs: Recommendations,
-    fallback: Recommendations,
-    cache_dir: Path,
-    meta: BuildInfo,
-    exposure: CacheExposure,
-    *,
-    export: str | None = None,
-    keep: int = 2,
-) -> CacheManifest:
-    """Write audience.parquet, a new lookup dir and (last, atomically) manifest.json; return the manifest."""
-    check_export(export)
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    recs = sort_by_product(recs)
-    arrays = lookup_arrays(recs, fallback)
-    audience_sha = write_parquet_atomic(audience_batches(recs), cache_dir / AUDIENCE_NAME)
-    version = cache_version(audience_sha, arrays)
-    lookup_dir = write_lookup_dir(cache_dir, arrays, version)
-    exported = export_original(recs, cache_dir, export) if export else None
-    return commit_manifest(
-        cache_dir,
-        arrays,
-        meta,
-        exposure,
-        version=version,
-        lookup_dir=lookup_dir,
-        audience_sha=audience_sha,
-        exported=exported,
-        keep=keep,
-    )
-
-
-def commit_manifest(
-    cache_dir: Path,
-    arrays: Mapping[str, np.ndarray],
-    meta: BuildInfo,
-    exposure: CacheExposure,
-    *,
-    version: str,
-    lookup_dir: str,
-    audience_sha: str,
-    exported: Path | None,
-    keep: int,
-) -> CacheManifest:
-    """Write manifest.json (the commit point) for a written audience + lookup dir, prune old dirs; return it.
-
-    The one manifest writer of both engines: the build facts (`meta`), the exposure metrics and what the arrays hold.
-    """
-    sizes = np.diff(arrays["offsets"])
-    counts = CacheCounts(
-        interactions=meta.counts.interactions,
-        customers=meta.counts.customers,
-        catalogue=meta.counts.catalogue,
-        products=int(len(arrays["product_ids"])),
-        rows=int(arrays["offsets"][-1]),
-        customers_ranked=int(len(pd.unique(arrays["customers"]))),
-        products_with_full_audience=int((sizes >= meta.n).sum()),
-        cold_start_products=int(arrays["cold_start"].sum()),
-        global_fallback=int(len(arrays["global_customers"])),
-    )
-    manifest = CacheManifest(
-        dataset=meta.dataset,
-        ranker=meta.ranker,
-        ranker_params=meta.ranker_params,
-        n=meta.n,
-        engine=meta.engine,
-        fingerprint=meta.fingerprint,
-        source=meta.source,
-        allocation=meta.allocation,
-        counts=counts,
-        format_version=FORMAT_VERSION,
-        version=version,
-        lookup_dir=lookup_dir,
-        exposure=exposure,
-        id_kinds=IdKinds(
-            product_id=id_kind(arrays["product_ids"]),
-            customer_id="str" if arrays["customer_vocab"].dtype.kind == "U" else "int",
-        ),
-        files=CacheFiles(
-            audience=AUDIENCE_NAME, audience_sha256=audience_sha, export=exported.name if exported else None
-        ),
-    )
-    write_manifest(cache_dir, manifest)
-    prune_lookup_dirs(cache_dir, keep, lookup_dir)
-    return manifest
-
-
 def global_fallback(ranker: Ranker, catalogue: np.ndarray, n: int) -> Recommendations:
     """The ranker's answer for a product it never saw: its global order, used for cold-start lookups."""
     return ranker.rank(
@@ -488,29 +99,19 @@ def global_fallback(ranker: Ranker, catalogue: np.ndarray, n: int) -> Recommenda
 
 def ranked_audiences(
     ranker: Any, catalogue: np.ndarray, n: int, allocation: AllocationParams
-) -> tuple[Recommendations, Recommendations, dict[str, Any]]:
-    """(served audiences, the ranker's uncapped top-n, allocation stats) of every catalogue product."""
+) -> tuple[Recommendations, Recommendations, Recommendations, dict[str, Any]]:
+    """(served audiences, candidates, the ranker's own top-n, allocation stats) of every catalogue product.
+
+    The catalogue is ranked ``allocation.candidates`` deep once; served = its first n, unless a catalogue-wide cap
+    is set (``allocation.max_exposures``), which allocates the served audiences from those candidates.
+    """
     allocation.check(n)
-    if allocation.max_exposures is None:
-        recs = ranker.rank(catalogue, n)
-        return recs, recs, {"capped": False}
     candidates = ranker.rank(catalogue, allocation.candidates)
+    own = truncate(candidates, n) if allocation.candidates > n else candidates
+    if allocation.max_exposures is None:
+        return own, candidates, own, {"capped": False}
     result = allocate(candidates, ranker, n, allocation)
-    return result.recommendations, truncate(candidates, n), result.stats
-
-
-def arrays_recommendations(arrays: Mapping[str, np.ndarray]) -> Recommendations:
-    """The served audiences as `Recommendations`, read from lookup arrays (memory-mapped arrays stay mapped)."""
-    vocab = arrays["customer_vocab"]
-    customers = vocab[arrays["customers"]].astype(object) if vocab.dtype.kind == "U" else arrays["customers"]
-    products = arrays["product_ids"]
-    return Recommendations(
-        product_ids=products.astype(object) if products.dtype.kind == "U" else products,
-        offsets=np.asarray(arrays["offsets"], dtype=np.int64),
-        customer_ids=customers,
-        scores=arrays["scores"],
-        cold_start=np.asarray(arrays["cold_start"], dtype=bool),
-    )
+    return result.recommendations, candidates, own, result.stats
 
 
 def allocation_info(params: AllocationParams, n: int, seed: int, stats: Mapping[str, Any]) -> AllocationInfo:
@@ -556,6 +157,7 @@ def build_cache(
     cache_dir: Path,
     *,
     n: int = 100,
+    candidates: int | None = None,
     export: str | None = None,
     fingerprint: Fingerprint | None = None,
     source: str | None = None,
@@ -565,21 +167,27 @@ def build_cache(
     seed: int = 0,
     dataset: str | None = None,
     processes: int = 1,
+    served: ServedFigures | None = None,
 ) -> CacheManifest:
-    """Fit `ranker_name`, allocate every product's top-n audience (capped per `allocation`) and write the cache.
+    """Fit `ranker_name`, rank every product `candidates` deep (default n), serve its top-n and write the cache.
 
-    `dataset` names the data set the interactions come from (params/prepare.yaml: datasets), recorded in the manifest.
-    `processes` forked workers rank the catalogue (block rankers: content, itemknn); the cache does not depend on it.
+    `allocation` is the optional catalogue-wide cap (cache.allocation: max_exposures, min_audience); `served` what is
+    measured of the served configuration (``recsys.cache.figures``; default: not measured). `dataset` names the data
+    set the interactions come from (params/prepare.yaml: datasets), recorded in the manifest. `processes` forked
+    workers rank the catalogue (block rankers: content, itemknn); the cache does not depend on it.
     """
     if n < 1:
         raise ValueError(f"cache depth n must be >= 1, got {n} (params/cache.yaml: cache.n)")
-    alloc = AllocationParams.from_params(allocation, seed=seed)
+    depth = n if candidates is None else int(candidates)
+    if depth < n:
+        raise ValueError(f"cache.candidates must be >= cache.n={n}, got {depth} (params/cache.yaml)")
+    alloc = AllocationParams.from_params(allocation, seed=seed, candidates=depth)
     alloc.check(n)
     interactions = canonical_order(interactions)
     ranker = make_ranker(ranker_name, dict(ranker_params or {})).fit(interactions)
     catalogue = catalogue_ids(interactions)
     with parallel_ranking(processes):
-        recs, uncapped, stats = ranked_audiences(ranker, catalogue, n, alloc)
+        recs, lists, own, stats = ranked_audiences(ranker, catalogue, n, alloc)
     fallback = global_fallback(ranker, catalogue, n)
     meta = BuildInfo(
         dataset=dataset,
@@ -595,9 +203,11 @@ def build_cache(
             catalogue=int(len(catalogue)),
         ),
         allocation=allocation_info(alloc, n, seed, stats),
+        candidate_depth=depth,
+        served=served or NOT_MEASURED,
     )
-    facts = exposure_summary(recs, uncapped, returning_customers(interactions), n, exposure, seed)
-    return write_cache(recs, fallback, cache_dir, meta, facts, export=export, keep=keep)
+    facts = exposure_summary(recs, own, returning_customers(interactions), n, exposure, seed)
+    return write_cache(recs, lists, fallback, cache_dir, meta, facts, export=export, keep=keep)
 
 
 def ranker_params_from(cache_params: Mapping[str, Any], feature_params: Mapping[str, Any]) -> dict[str, Any]:

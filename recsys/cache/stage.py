@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from recsys import config
-from recsys.cache.build import build_cache, fingerprint_file, ranker_params_from
+from recsys.cache.build import build_cache, ranker_params_from
+from recsys.cache.checks import CacheChecks, check_cache
+from recsys.cache.figures import served_figures
 from recsys.cache.lookup import AudienceLookup, CacheError
 from recsys.cache.manifest import CacheManifest, Fingerprint
+from recsys.cache.writer import fingerprint_file
 from recsys.data.contract import load_prepared
 from recsys.engines import check_engine
 from recsys.parallel import check_processes
@@ -43,12 +46,25 @@ def build_cache_from_params(
     dataset = str(cfg.get("dataset") or config.DEFAULT_DATASET)
     path = Path(prepared_path) if prepared_path else config.dataset_paths(dataset).interactions
     interactions = load_prepared(path)
+    params = ranker_params_from(cache_params, feature_params)
+    n = int(cfg.get("n", 100))
+    served_from = config.dataset_of(path, dataset)
+    served = served_figures(
+        dataset=served_from,
+        ranker=cfg["ranker"],
+        params=params,
+        n=n,
+        max_exposures=(cfg.get("allocation") or {}).get("max_exposures"),
+        feature_params=feature_params,
+    )
     return build_cache(
         interactions,
         cfg["ranker"],
-        ranker_params_from(cache_params, feature_params),
+        params,
         Path(cache_dir) if cache_dir else config.CACHE_DIR,
-        n=int(cfg.get("n", 100)),
+        n=n,
+        candidates=int(cfg.get("candidates", n)),
+        served=served,
         export=cfg.get("export") or None,
         fingerprint=Fingerprint(algorithm="sha256-file", value=fingerprint_file(path)),
         source=config.relative(path),
@@ -56,9 +72,28 @@ def build_cache_from_params(
         allocation=cfg.get("allocation"),
         exposure=cfg.get("exposure"),
         seed=int(cfg.get("seed", 0)),
-        dataset=config.dataset_of(path, dataset),
+        dataset=served_from,
         processes=check_processes(cfg.get("processes", 1), "params/cache.yaml: cache.processes"),
     )
+
+
+def prepared_input(prepared_path: Path | str | None = None) -> Path | None:
+    """The local prepared Parquet the cache is built from (None for a URI: a remote Spark input)."""
+    if prepared_path is not None and "://" in str(prepared_path):
+        return None
+    cfg = config.load_params("cache")["cache"]
+    path = (
+        Path(prepared_path)
+        if prepared_path
+        else config.dataset_paths(str(cfg.get("dataset") or config.DEFAULT_DATASET)).interactions
+    )
+    return path if path.is_file() else None
+
+
+def check_built(cache_dir: Path | None = None, prepared_path: Path | str | None = None) -> CacheChecks:
+    """The checks of the cache at `cache_dir` against the prepared interactions it was built from (when local)."""
+    local = prepared_input(prepared_path)
+    return check_cache(Path(cache_dir) if cache_dir else config.CACHE_DIR, load_prepared(local) if local else None)
 
 
 def open_or_build(cache_dir: Path) -> dict[str, Any]:
