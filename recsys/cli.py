@@ -242,6 +242,8 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
             str(paths.metrics_dir / "evaluate.json"),
             "--plots-dir",
             str(paths.reports_dir / "plots"),
+            "--dataset",
+            args.dataset,
             *(["--quick"] if args.quick else []),
         ]
     code = evaluate_main(argv)

@@ -507,7 +507,7 @@ def test_evaluation_panel_renders_the_summary_fields() -> None:
     assert "0.05 expected" in html_text and "1×" in html_text  # random's exact expectation row
     verdicts = re.findall(r"data-verdict='([a-z_]+)'>k=(\d+)", html_text)
     assert verdicts == [("cf_better", "10"), ("inconclusive", "100")]
-    assert "<b>CF better</b>" in html_text and "<b>inconclusive (5 hits)</b>" in html_text
+    assert "<b>CF better</b>" in html_text and "<b>inconclusive (5 discordant hits)</b>" in html_text
     assert s.overall in html_text.replace("&#x27;", "'")  # the overall sentence is the summary's own field
     assert "covers its exact expectation at every k (10 and 100)" in html_text
     assert "Recommended default at k=10: <b>content</b>" in html_text

@@ -14,12 +14,13 @@ import scipy.sparse as sp
 from recsys.features.text import query_tokens, tokenize_names
 from recsys.rankers import Ranker, Recommendations, available_rankers, make_ranker
 from recsys.rankers.base import deep_merge, parallel_ranking, top_k_codes
-from recsys.rankers.content import ContentRanker, truncate_postings
+from recsys.rankers.content import ContentRanker
 from recsys.rankers.engagement import ActivityRanker
+from recsys.rankers.names import truncate_postings
 
 from _logs import frame, random_log, settings_for
 
-BUILTIN = ("random", "activity", "recency", "popularity", "content")
+BUILTIN = ("random", "activity", "recency", "popularity", "content", "name_knn")
 EXCLUSION_RANKERS = (*BUILTIN, "als", "itemknn")  # every ranker that fits in a second (bpr: test_cf, bgnbd: optional)
 FAST = {"seed": 1, "token_user_cap": 15, "chunk_entries": 300, "factors": 4, "iterations": 3, "num_threads": 1, "K": 10}
 DAY = "2023-03-31"
@@ -145,7 +146,7 @@ def test_unseen_product_gets_global_order_flagged_cold(name: str) -> None:
     assert recs.cold_start.tolist() == [False, True, False]
     cold = recs.to_frame().query("product_id == 10000")
     assert len(cold) == 10
-    if name in ("activity", "content"):
+    if name in ("activity", "content", "name_knn"):
         activity = make_ranker("activity").fit(log)
         assert isinstance(activity, ActivityRanker)
         eng = activity.features_["engagement"]
@@ -307,6 +308,11 @@ RESCORE_CHANGES: dict[str, list[dict[str, object]]] = {
         {"token_user_cap": 3, "features": {"engagement": {"weights": {"avg_event_score": 0.8}}}},
         {"affinity_weight": 0.0, "features": {"features": {"event_weights": {"purchased": 0.5}}}},
     ],
+    "name_knn": [
+        {"neighbour_weight": 0.9},
+        {"neighbours": 2, "token_product_cap": 3},
+        {"neighbour_weight": 0.2, "features": {"engagement": {"weights": {"recency": 0.7}}}},
+    ],
 }
 
 
@@ -361,8 +367,8 @@ def test_top_k_codes_ties_and_edges() -> None:
     assert top_k_codes(score, 2, np.array([], dtype=np.int64), [np.array([0, 1, 2, 0, 3, 0])]).tolist() == [4, 2]
 
 
-@pytest.mark.parametrize("name", ["content", "itemknn"])
-def test_parallel_ranking_gives_the_same_recommendations(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "block_method"), [("content", "_rank_rows"), ("itemknn", "_rank_block")])
+def test_parallel_ranking_gives_the_same_recommendations(name: str, block_method: str, tmp_path: Path) -> None:
     log = random_log(n_rows=3000, n_users=300, n_products=120, seed=4)
     # small blocks, so the catalogue spans several of them and both workers rank some
     ranker: Any = make_ranker(name, settings_for(name, {"seed": 0, "chunk_entries": 2000, "token_user_cap": 50})).fit(
@@ -371,19 +377,19 @@ def test_parallel_ranking_gives_the_same_recommendations(name: str, tmp_path: Pa
     products = np.append(np.sort(log["product_id"].unique()), 10**6)  # the last one is unseen: cold start
     alone = ranker.rank(products, 25)
     pids = tmp_path / "pids"
-    own_block = ranker._rank_block
+    own_block = getattr(ranker, block_method)
 
-    def spy(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def spy(*args: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with pids.open("a") as f:
             f.write(f"{os.getpid()}\n")
-        return own_block(codes, k)
+        return own_block(*args)
 
-    ranker._rank_block = spy
+    setattr(ranker, block_method, spy)
     with parallel_ranking(2):
         together = ranker.rank(products, 25)
     ranked_in = set(pids.read_text().split())
     assert ranked_in and str(os.getpid()) not in ranked_in  # every block ran in a forked worker
-    for field in ("product_ids", "offsets", "customer_ids", "scores", "cold_start"):
+    for field in ("product_ids", "offsets", "customer_ids", "scores", "cold_start", "basis"):
         np.testing.assert_array_equal(getattr(together, field), getattr(alone, field))
     with pytest.raises(ValueError, match="ranking processes must be an integer >= 1, got 0"):
         with parallel_ranking(0):

@@ -162,7 +162,7 @@ def summary(
         )
     ]
     kv = [
-        KVerdict(k=k, verdict=v, cf_model="als", engagement_model="activity", hits=h)
+        KVerdict(k=k, verdict=v, cf_model="als", engagement_model="activity", discordant=h, discordant_customers=h)
         for k, v, h in zip((10, 100), verdicts, (1, 5), strict=True)
     ]
     return EvaluationSummary(
@@ -268,17 +268,19 @@ def test_summary_table_lists_every_model_with_interval_hits_and_settings() -> No
     assert "| content | content | 0.004 [0.002, 0.008] | 2 | fixed |" in text  # no search record: fixed in params
     assert "| als | cf | 0 [0, 0.0074] | 0 | factors=32 |" in text
     assert "| random (exact expectation) | reference | 0.0001 | 0.05 expected | |" in text
-    assert "k=10 inconclusive (1 hits); k=100 inconclusive (5 hits)" in text
+    assert "k=10 inconclusive (1 discordant hits); k=100 inconclusive (5 discordant hits)" in text
     assert "**the evaluation recommends `content`**" in text
     assert "random ranker's interval covers its exact expectation at every k" in text
     agreeing = summary_markdown(summary(), EXPLORE, {**CACHE, "ranker": "content"})
     assert "this is the ranker the evaluation recommends" in agreeing
 
 
-def test_default_ranker_says_when_the_lead_is_not_significant() -> None:
-    assert "significant after Holm correction (p = 0.03)" in report.default_ranker_markdown(summary(significant=True))
+def test_default_ranker_says_what_the_test_window_says_of_the_validation_choice() -> None:
+    confirmed = report.default_ranker_markdown(summary(significant=True))
+    assert "Chosen on the validation window" in confirmed
+    assert "confirms its lead over the validation runner-up activity (Holm p = 0.03)" in confirmed
     text = report.default_ranker_markdown(summary(significant=False))
-    assert "is **not** significant after Holm correction (p = 1)" in text and "either is defensible" in text
+    assert "cannot tell it from the validation runner-up activity (Holm p = 1)" in text
 
 
 def test_prose_follows_the_verdict_data() -> None:

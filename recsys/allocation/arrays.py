@@ -1,29 +1,14 @@
-"""Array helpers of the allocation, numpy only: CSR ranges, runs, sorted membership, seeded tie-break hashes.
+"""Array helpers of the allocation, numpy only: CSR rows and prefixes, runs, sorted membership, tie-break hashes.
 
-The service allocates campaigns in its workers, which never import pandas (start-up RSS), so the allocation's
-building blocks live here rather than in ``recsys.rankers.base`` (which imports pandas).
+The service allocates campaigns in its workers, which never import pandas (start-up RSS); the general CSR range
+helpers are ``recsys.arrays``'s (``range_indices``, ``offsets_of``), the allocation's own ones are here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-
-def offsets_of(sizes: np.ndarray) -> np.ndarray:
-    """CSR offsets (int64) from block sizes."""
-    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    return offsets
-
-
-def range_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """starts[0], ..., starts[0] + lengths[0] - 1, starts[1], ... without a Python loop (int64)."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    shift = np.repeat(np.asarray(starts, dtype=np.int64) - offsets_of(lengths)[:-1], lengths)
-    return shift + np.arange(total, dtype=np.int64)
+from recsys.arrays import range_indices
 
 
 def first_k(offsets: np.ndarray, k: int) -> np.ndarray:

@@ -67,15 +67,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.allocation.arrays import (
-    first_k,
-    in_sorted,
-    list_order,
-    offsets_of,
-    rows_of,
-)
+from recsys.allocation.arrays import first_k, in_sorted, list_order, rows_of
 from recsys.allocation.solver import match
-from recsys.rankers.base import Recommendations, gather_ranges
+from recsys.arrays import gather_ranges, offsets_of
+from recsys.rankers.base import Recommendations
 
 MAX_ROUNDS = 1000  # deferred-acceptance rounds of the candidate phase (measured: 106 at scale 0.2; final after)
 FILL_ROUNDS = 32  # water-fill rounds (each retries only the pairs the previous one dropped)

@@ -25,8 +25,9 @@ CSV_COLUMNS: tuple[str, ...] = ("product_id", "product_name", "rank", "customer_
 def product_names(prepared: Path) -> pd.Series:
     """Product id -> name (the first name of each product in the prepared table), read column-wise."""
     table = pq.read_table(prepared, columns=["product_id", "product_name"]).to_pandas()
-    names = table.drop_duplicates("product_id").set_index("product_id")["product_name"]
-    return names.astype(object).where(names.notna(), "")
+    names = table.drop_duplicates("product_id").set_index("product_id")["product_name"].astype(object)
+    out: pd.Series = names.where(names.notna(), "")
+    return out
 
 
 def campaign_table(

@@ -23,7 +23,8 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from recsys.allocation.arrays import block_rows, offsets_of
+from recsys.allocation.arrays import block_rows
+from recsys.arrays import offsets_of
 
 MAX_CAMPAIGN_PRODUCTS = 5000
 Id = int | str

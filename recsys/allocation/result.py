@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from recsys.allocation.arrays import block_rows, first_k, offsets_of
+from recsys.allocation.arrays import block_rows, first_k
 from recsys.allocation.problem import CampaignProblem, Id
 from recsys.allocation.solver import Filled
+from recsys.arrays import offsets_of
 
 
 def rounded(x: float | None) -> float | None:

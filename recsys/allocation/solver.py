@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.allocation.arrays import block_rows, descending_bits, first_k, offsets_of, range_indices, run_position
+from recsys.allocation.arrays import block_rows, descending_bits, first_k, run_position
+from recsys.arrays import offsets_of, range_indices
 
 
 @dataclass(frozen=True)

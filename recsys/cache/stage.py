@@ -20,7 +20,30 @@ from recsys.cache.manifest import CacheManifest, Fingerprint
 from recsys.cache.writer import fingerprint_file
 from recsys.data.contract import load_prepared
 from recsys.engines import check_engine
+from recsys.evaluation.results import Selection, read_record
 from recsys.parallel import check_processes
+
+SELECTED = "selected"  # cache.ranker: the model the evaluation selected on validation (its selection.json)
+
+
+def served_ranker(
+    cache_params: Mapping[str, Any], feature_params: Mapping[str, Any], dataset: str
+) -> tuple[str, dict[str, Any]]:
+    """(ranker, make_ranker params) the cache serves: ``cache.ranker`` with its params/cache.yaml block, or with
+    ``cache.ranker: selected`` the evaluation's selection of the served data set (every setting as evaluated; the
+    features' reference date back to params/features.yaml's, i.e. the end of the served data)."""
+    name = str(cache_params["cache"]["ranker"])
+    if name != SELECTED:
+        return name, ranker_params_from(cache_params, feature_params)
+    path = config.dataset_paths(dataset).evaluation_dir / "selection.json"
+    chosen = read_record(
+        Selection, path, "selection {path} not found: run `recsys evaluate --dataset NAME` (cache.ranker: selected)"
+    ).products
+    settings: dict[str, Any] = dict(chosen.settings)
+    features: dict[str, Any] = dict(settings.get("features") or {})
+    reference = (feature_params.get("features") or {}).get("reference_date")
+    features["features"] = {**dict(features.get("features") or {}), "reference_date": reference}
+    return chosen.ranker, {**settings, "features": features}
 
 
 def build_cache_from_params(
@@ -33,25 +56,26 @@ def build_cache_from_params(
 
     `overrides` replaces keys of the `cache` block (e.g. {"ranker": "content", "n": 50, "engine": "spark"}).
     With ``cache.engine: spark`` the build runs on Spark (recsys.engines.spark; `prepared_path` may be a URI).
+    ``cache.ranker: selected`` serves the model the evaluation selected on validation (``served_ranker``).
     """
     cache_params = config.load_params("cache")
     cache_params["cache"] = {**cache_params["cache"], **dict(overrides or {})}
     feature_params = config.load_params("features")
     cfg = cache_params["cache"]
+    dataset = str(cfg.get("dataset") or config.DEFAULT_DATASET)
+    ranker, params = served_ranker(cache_params, feature_params, dataset)
+    cfg["ranker"] = ranker
     if check_engine(str(cfg.get("engine") or "pandas")) == "spark":
         from recsys.engines.spark.build import build_cache_spark_from_params
 
-        ranker_params = ranker_params_from(cache_params, feature_params)
-        return build_cache_spark_from_params(cache_params, ranker_params, prepared_path, cache_dir)
-    dataset = str(cfg.get("dataset") or config.DEFAULT_DATASET)
+        return build_cache_spark_from_params(cache_params, params, prepared_path, cache_dir)
     path = Path(prepared_path) if prepared_path else config.dataset_paths(dataset).interactions
     interactions = load_prepared(path)
-    params = ranker_params_from(cache_params, feature_params)
     n = int(cfg.get("n", 100))
     served_from = config.dataset_of(path, dataset)
     served = served_figures(
         dataset=served_from,
-        ranker=cfg["ranker"],
+        ranker=ranker,
         params=params,
         n=n,
         max_exposures=(cfg.get("allocation") or {}).get("max_exposures"),
@@ -59,7 +83,7 @@ def build_cache_from_params(
     )
     return build_cache(
         interactions,
-        cfg["ranker"],
+        ranker,
         params,
         Path(cache_dir) if cache_dir else config.CACHE_DIR,
         n=n,

@@ -232,12 +232,24 @@ def closing_note(study: CampaignStudy, campaign_set: str = "random_100", n: int 
     )
 
 
+def campaign_section(path: Path) -> tuple[str, CampaignStudy | None]:
+    """The evaluate report's section from the study's results file: (markdown, the study) or a line saying why not."""
+    if not Path(path).is_file():
+        return (
+            "## Campaign caps: what a per-campaign cap costs\n\nNot evaluated for this data set: the study's results "
+            "file does not exist (run `recsys campaigns --dataset NAME` or `dvc repro campaigns`).\n",
+            None,
+        )
+    study = read_campaign_study(Path(path))
+    return campaigns_markdown(study), study
+
+
 def campaigns_markdown(study: CampaignStudy) -> str:
     """The evaluate report's section on per-campaign caps: setup, one table per audience size, the closing note."""
     sets = "; ".join(set_text(c) for c in study.campaign_sets)
     setup = (
-        f"**{study.model}** (ranker `{study.ranker}`, the evaluation's default ranker, with its validation-chosen "
-        f"settings) is fitted on the test split's fit rows and ranks each of the {study.evaluated_products:,} "
+        f"**{study.model}** (ranker `{study.ranker}`, the model the evaluation selected on validation for serving, "
+        f"with its settings) is fitted on the test split's fit rows and ranks each of the {study.evaluated_products:,} "
         f"evaluated products {study.candidates} candidates deep, as the cache stores them for campaigns. The "
         f"products are sent as {sets}. Within each campaign, audiences of n customers are allocated from the "
         f"candidates under a cap on the messages one customer gets in that campaign (caps "

@@ -2,11 +2,11 @@
 
 Protocol (params/evaluate.yaml: ``campaigns``; the candidate depth from params/cache.yaml: ``cache.candidates``):
 
-1. the ranker is the evaluation's default ranker (``EvaluationSummary.default_ranker``: the test leader among
-   deployable models) with the settings the evaluation chose on validation (nothing is re-tuned). The summary must
-   match the params (protocol and settings), else the stage stops;
+1. the ranker is the model the evaluation selected on validation for serving (``selection.json``:
+   ``Selection.products``, its ranker and every setting as the evaluation's test fit used them; nothing is
+   re-tuned). The summary must match the protocol params, else the stage stops;
 2. the same test split, exclusions and evaluation set as the evaluation (recsys.evaluation.split / frame); the
-   ranker is fitted once on the split's fit rows exactly as the evaluation fits it (``run.fit_ranker``);
+   ranker is fitted once on the split's fit rows with exactly those settings;
 3. every evaluated product (fit rows and test rows) is ranked ``cache.candidates`` deep: the candidate lists the
    cache stores for campaigns;
 4. campaign sets (``CampaignSet``): for every size S of ``campaigns.sizes``, a seeded random partition of the
@@ -43,10 +43,11 @@ import numpy as np
 import pandas as pd
 
 from recsys import config
-from recsys.allocation.arrays import block_rows, first_k, offsets_of, range_indices
+from recsys.allocation.arrays import block_rows, first_k
 from recsys.allocation.catalogue import customer_codes
 from recsys.allocation.result import ExposureFigures, exposure_figures
 from recsys.allocation.solver import fill_audiences
+from recsys.arrays import offsets_of, range_indices
 from recsys.data.contract import load_prepared
 from recsys.data.ids import id_array
 from recsys.evaluation.campaigns import (
@@ -65,14 +66,13 @@ from recsys.evaluation.frame import EvalSet, build_eval_sets
 from recsys.evaluation.intervals import percentile_interval
 from recsys.evaluation.metrics import METRICS, nanmean_or_nan
 from recsys.evaluation.results import EvaluationSummary, ModelResult, PrecisionAtK, num, read_summary
-from recsys.evaluation.run import Timer, fit_ranker, flat_params
+from recsys.evaluation.run import Timer
 from recsys.evaluation.scoring import Scored, score_ranker
 from recsys.evaluation.settings import EvalConfig
 from recsys.evaluation.split import protocol_splits
 from recsys.evaluation.tables import ORACLE_REF, RANDOM_REF, SetResult, evaluate_set, long_table, precision_records
-from recsys.evaluation.tuning import with_values
 from recsys.features.engagement import timestamps_us
-from recsys.rankers import Recommendations
+from recsys.rankers import Recommendations, make_ranker
 from recsys.rankers.base import parallel_ranking
 
 log = logging.getLogger(__name__)
@@ -160,23 +160,12 @@ def check_summary(summary: EvaluationSummary, cfg: EvalConfig) -> None:
         raise ValueError("the evaluation summary is stale (" + "; ".join(stale) + "): rerun `recsys evaluate`")
 
 
-def chosen_settings(summary: EvaluationSummary, cfg: EvalConfig) -> tuple[ModelResult, str, dict[str, Any]]:
-    """(model result, ranker, params) of the evaluation's default ranker with its validation-chosen settings."""
-    if summary.default_ranker is None:
-        raise ValueError("the evaluation recommends no default ranker (no deployable model was evaluated)")
-    label = summary.default_ranker.label
-    spec = next((m for m in cfg.models if m.label == label), None)
-    if spec is None:
-        raise ValueError(f"the evaluation's default ranker {label!r} is not enabled in evaluate.models")
-    tuning = next((t for t in summary.tuning if t.model == label), None)
-    params = with_values(spec.params, tuning.chosen) if tuning is not None else dict(spec.params)
-    model = summary.model(label)
-    if flat_params(params) != model.params:
-        raise ValueError(
-            f"evaluate.models.{label} no longer matches the settings the evaluation tested "
-            f"({model.params} vs {flat_params(params)}): rerun `recsys evaluate`"
-        )
-    return model, spec.ranker, params
+def selected_model(summary: EvaluationSummary) -> tuple[ModelResult, str, dict[str, Any]]:
+    """(test result, ranker, make_ranker params) of the model the evaluation selected on validation for serving."""
+    if summary.selection is None:
+        raise ValueError("the evaluation summary has no selection (an older summary): rerun `recsys evaluate`")
+    chosen = summary.selection.products
+    return summary.model(chosen.label), chosen.ranker, dict(chosen.settings)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -448,22 +437,21 @@ def run_study(
     evaluate_block: Mapping[str, Any],
     campaigns_block: Mapping[str, Any] | None,
     cache_block: Mapping[str, Any],
-    feature_params: Mapping[str, Any],
 ) -> StudyRun:
-    """The per-campaign cap study of the evaluation's default ranker (module docstring)."""
+    """The per-campaign cap study of the model the evaluation selected (module docstring)."""
     timer = Timer()
-    cfg = EvalConfig.from_params(evaluate_block)
+    cfg = EvalConfig.from_params(evaluate_block, int(cache_block.get("n", 100)))
     opts = StudyConfig.from_params(campaigns_block)
     candidates = int(cache_block.get("candidates", cache_block.get("n", 100)))
     opts.check(cfg.ks, candidates)
     check_summary(summary, cfg)
-    model, ranker_name, params = chosen_settings(summary, cfg)
+    model, ranker_name, params = selected_model(summary)
     t_total = time.perf_counter()
     with timer.phase("split"):
         _, test = protocol_splits(interactions, cfg.quantile, cfg.validation, cfg.undated_policy)
         es, _ = build_eval_sets(test, cfg.truth_events)
     with timer.phase("fit"):
-        ranker = fit_ranker(ranker_name, params, test, feature_params, cfg.seed)
+        ranker: Any = make_ranker(ranker_name, params).fit(test.train, exclude=test.exclude)  # history_ below
     with timer.phase("rank"):
         with parallel_ranking(2):
             recs = ranker.rank(es.product_ids, candidates)
@@ -583,7 +571,6 @@ def main(argv: list[str] | None = None) -> int:
             dict(evaluate_params.get("evaluate") or {}),
             evaluate_params.get("campaigns"),
             dict(config.load_params("cache").get("cache") or {}),
-            config.load_params("features"),
         )
         run.paths = write_outputs(run, paths["output_dir"], paths["metrics"], paths["plots_dir"])
     except (FileNotFoundError, ValueError) as exc:

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import config
+from recsys.arrays import unique_sorted
 from recsys.data.contract import CANONICAL_EVENTS
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -152,17 +153,6 @@ def encode_ids(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if pd.api.types.is_integer_dtype(uniques.dtype):
         return codes, np.asarray(uniques)
     return codes, np.asarray(pd.array(np.asarray(uniques), dtype="string[pyarrow]").astype(object), dtype=object)
-
-
-def unique_sorted(values: np.ndarray) -> np.ndarray:
-    """Sorted distinct values via sort + neighbour compare (faster than numpy 2.4's hash-based np.unique here)."""
-    s = np.sort(values)
-    if len(s) < 2:
-        return s
-    keep = np.empty(len(s), dtype=bool)
-    keep[0] = True
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    return s[keep]
 
 
 def event_codes(events: pd.Series) -> tuple[np.ndarray, list[str]]:

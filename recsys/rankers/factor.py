@@ -30,10 +30,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.arrays import gather_ranges
+from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
 from recsys.features.engagement import event_codes
-from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, gather_ranges, ordered
+from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, ordered
 from recsys.rankers.settings import ALSSettings, BPRSettings, RankerSettings, settings_dict
+
+SCORE_ROWS = 64  # products per BLAS call when scoring: one matrix shape, so results never depend on the batch
 
 
 def _threads(n: int) -> int:
@@ -250,6 +254,7 @@ class FactorRanker(FixedRanker):
             warnings.simplefilter("ignore", RuntimeWarning)
             model.fit(self.matrix_, show_progress=False)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.user_factors64_ = self.user_factors_.astype(np.float64)  # exact products of the float32 factors
         fitted = np.asarray(model.item_factors, dtype=np.float32)
         self.item_factors_ = np.zeros((self.history_.n_products, fitted.shape[1]), dtype=np.float32)
         self.item_factors_[self.signal_cols_] = fitted  # products without fit rows keep 0 (they use the global order)
@@ -265,9 +270,20 @@ class FactorRanker(FixedRanker):
             raise RuntimeError(f"ranker {self.name!r} is not fitted: call fit(interactions) first")
 
     def score_block(self, codes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(len(codes) x customers) float32 scores, -inf for each product's own customers (into `out` if given)."""
-        buf = None if out is None else out[: len(codes)]
-        s = np.matmul(self.item_factors_[codes], self.user_factors_.T, out=buf)
+        """(len(codes) x customers) float32 scores, -inf for each product's own customers (into `out` if given).
+
+        Reproducible whatever the batch: the dot products are computed in float64 (the float32 factors' products
+        are exact there) in zero-padded blocks of exactly ``SCORE_ROWS`` products, so BLAS sees one matrix shape
+        whatever the number of products or the chunk size, then rounded to float32 (ties: ascending customer).
+        """
+        n = len(codes)
+        s = np.empty((n, self.user_factors_.shape[0]), dtype=np.float32) if out is None else out[:n]
+        block = np.zeros((SCORE_ROWS, self.item_factors_.shape[1]), dtype=np.float64)
+        for start in range(0, n, SCORE_ROWS):
+            stop = min(n, start + SCORE_ROWS)
+            block[:] = 0.0
+            block[: stop - start] = self.item_factors_[codes[start:stop]]
+            s[start:stop] = (block @ self.user_factors64_.T)[: stop - start]
         h = self.history_
         starts, ends = h.indptr[codes], h.indptr[codes + 1]
         rows = np.repeat(np.arange(len(codes)), ends - starts)
@@ -284,8 +300,8 @@ class FactorRanker(FixedRanker):
         step = max(1, int(self.params["chunk_size"]) * 1024)
         for start in range(0, len(known), step):
             rows = known[start : start + step]
-            item, user = self.item_factors_[codes[rows]], self.user_factors_[users[rows]]
-            out[rows] = np.einsum("ij,ij->i", item, user).astype(np.float64)
+            item, user = self.item_factors_[codes[rows]].astype(np.float64), self.user_factors64_[users[rows]]
+            out[rows] = np.einsum("ij,ij->i", item, user).astype(np.float32).astype(np.float64)  # as `rank` scores
         return out
 
     def _buffer(self, rows: int) -> np.ndarray:
@@ -304,7 +320,9 @@ class FactorRanker(FixedRanker):
         sizes, users, vals = topk_rows(scores, k, int(self.params["block"]))
         return rows, sizes, users, vals.astype(np.float64)
 
-    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
+    def rank(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
+    ) -> Recommendations:
         """Top-k customers per requested product by factor score, the product's customers excluded."""
         from threadpoolctl import threadpool_limits
 

@@ -31,18 +31,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.arrays import not_excluded, sparse_topk
+from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
-from recsys.rankers.base import (
-    FixedRanker,
-    GlobalOrder,
-    History,
-    Recommendations,
-    collect,
-    estimate_blocks,
-    not_excluded,
-    ordered,
-    sparse_topk,
-)
+from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, collect, estimate_blocks, ordered
 from recsys.rankers.engagement import popularity_keys
 from recsys.rankers.factor import interaction_matrix
 from recsys.rankers.settings import KNNSettings
@@ -151,7 +143,9 @@ class ItemKNNRanker(FixedRanker):
             out[rows] = np.asarray(pair.sum(axis=1), dtype=np.float64).ravel()
         return out
 
-    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
+    def rank(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
+    ) -> Recommendations:
         """Top-k customers per requested product by item-item similarity to their history (no backfill)."""
         self._check_fitted()
         requested = id_array(product_ids)

@@ -49,6 +49,8 @@ class NameKNNSettings(RankerSettings):
 
     neighbours: int = Field(20, ge=1)
     neighbour_weight: float = Field(0.5, ge=0.0, le=1.0)
+    cold_neighbour_weight: float | None = Field(None, ge=0.0, le=1.0)
+    token_product_cap: int = Field(200, ge=1)
     chunk_entries: int = Field(8_000_000, ge=1)
 
 

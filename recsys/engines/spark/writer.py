@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from recsys.arrays import offsets_of
 from recsys.cache.lookup import AUDIENCE_NAME, LOOKUP_ARRAYS, SCORE_DTYPE
 from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest
 from recsys.cache.writer import (
@@ -47,7 +48,6 @@ from recsys.cache.writer import (
     write_parquet_atomic,
 )
 from recsys.engines.spark.session import has_scheme, local_path
-from recsys.rankers.base import offsets_of
 
 PART_FILE = re.compile(r"^part-(\d+)")
 
