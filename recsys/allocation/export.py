@@ -44,7 +44,8 @@ def campaign_table(
     rows = result.long_rows()
     pids = np.asarray(result.problem.product_ids, dtype=object)[rows["row"]]
     lookup = names if isinstance(names, pd.Series) else pd.Series(dict(names or {}), dtype=object)
-    product_name = pd.Series(pids).map(lookup).fillna("").astype(object).to_numpy() if len(pids) else pids
+    mapped = pd.Series(pids, dtype=object).map(lookup).astype(object)
+    product_name = mapped.where(mapped.notna(), "").to_numpy()
     if reasons is not None and len(reasons) != len(pids):
         raise ValueError(f"{len(reasons)} reasons for {len(pids)} rows")
     return pd.DataFrame(
