@@ -171,6 +171,7 @@ def _campaign(args: argparse.Namespace) -> dict[str, Any]:
     from recsys.allocation.problem import Campaign
     from recsys.cache.lookup import AudienceLookup
     from recsys.exports import write_csv
+    from recsys.reasons import audience_reasons, reason_text
 
     lookup = AudienceLookup.open(config.resolve(args.cache) if args.cache else config.CACHE_DIR)
     campaign = Campaign(
@@ -184,7 +185,9 @@ def _campaign(args: argparse.Namespace) -> dict[str, Any]:
     manifest = lookup.manifest
     prepared = config.dataset_paths(manifest.dataset).interactions if manifest.dataset else None
     names = product_names(prepared) if prepared is not None and prepared.is_file() else None
-    table = campaign_table(result, lookup.customer_ids(result.codes), names)
+    reasons = audience_reasons(lookup, result.problem.product_ids, result.offsets, result.codes, result.scores)
+    texts = None if reasons is None else [reason_text(r) for r in reasons]
+    table = campaign_table(result, lookup.customer_ids(result.codes), names, texts)
     out = config.resolve(args.out)
     write_csv(table, out, campaign_header(result, manifest))
     return {"out": config.relative(out), "rows": len(table), "figures": result.figures.model_dump(mode="json")}

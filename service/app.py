@@ -37,6 +37,7 @@ from recsys.config import relative
 from service.campaigns import add_campaign_routes
 from service.fastlane import RecommendFastLane
 from service.payloads import audience, dumps, parse_product_id, resolve_n
+from service.reasons import ExplainQuery, with_reasons
 from service.schemas import (
     DEFAULT_N,
     MAX_SAMPLE,
@@ -197,12 +198,17 @@ def add_routes(app: FastAPI) -> None:
         tags=["recommend"],
         summary="Top-n audience for one product",
     )
-    async def recommend(product_id: ProductIdPath, request: Request, n: NQuery = None) -> Response:
-        """Unknown products get the global fallback ranking with `cold_start: true`."""
+    async def recommend(
+        product_id: ProductIdPath, request: Request, n: NQuery = None, explain: ExplainQuery = False
+    ) -> Response:
+        """Unknown products get the global fallback ranking with `cold_start: true`; `explain` adds reasons."""
         snapshot = current_snapshot(request)
         pid = parse_product_id(product_id, snapshot, ("path", "product_id"))
         k = resolve_n(n, snapshot, ("query", "n"))
-        return json_response(audience(snapshot, pid, k))
+        body = audience(snapshot, pid, k)
+        if explain:
+            with_reasons(body["recommendations"], snapshot, pid, None)
+        return json_response(body)
 
     @app.get(
         "/products/sample",

@@ -27,7 +27,9 @@ from recsys.allocation.campaign import allocate_campaign
 from recsys.allocation.problem import MAX_CAMPAIGN_PRODUCTS, Campaign
 from recsys.allocation.result import CampaignFigures, CampaignResult, ProductOutcome
 from recsys.data.ids import in_int64, parse_id
+from recsys.reasons import Reasons
 from service.payloads import client_error, dumps, parse_product_id
+from service.reasons import ExplainQuery, explainer, with_reasons
 from service.schemas import CustomerId, ErrorResponse, ProductId, RequestedId
 from service.state import Snapshot
 
@@ -67,6 +69,7 @@ class CampaignCustomer(BaseModel):
     customer_id: CustomerId
     score: float = Field(description="The ranker's score (float32, shortest decimal form); non-increasing with rank.")
     rank: int = Field(ge=1)
+    reasons: Reasons | None = Field(None, description="With ?explain=true: why this customer (recsys.reasons).")
 
 
 class CampaignAudience(ProductOutcome):
@@ -126,8 +129,9 @@ def campaign_of(body: CampaignRequest, snapshot: Snapshot) -> Campaign:
     )
 
 
-def campaign_payload(result: CampaignResult, snapshot: Snapshot) -> dict[str, Any]:
-    """The response dict: audiences built from the result's arrays (float32 scores print at their own precision)."""
+def campaign_payload(result: CampaignResult, snapshot: Snapshot, explain: bool = False) -> dict[str, Any]:
+    """The response dict: audiences built from the result's arrays (float32 scores print at their own precision);
+    with `explain`, every customer's reasons."""
     lookup = snapshot.lookup
     ids = lookup.customer_ids(result.codes)
     customers = ids.tolist()
@@ -138,6 +142,8 @@ def campaign_payload(result: CampaignResult, snapshot: Snapshot) -> dict[str, An
         a, b = offsets[i], offsets[i + 1]
         item = outcome.model_dump()
         item["customers"] = [{"customer_id": customers[j], "score": scores[j], "rank": j - a + 1} for j in range(a, b)]
+        if explain:
+            with_reasons(item["customers"], snapshot, outcome.product_id, result.codes[a:b])
         audiences.append(item)
     return {
         "audiences": audiences,
@@ -160,10 +166,15 @@ def add_campaign_routes(app: FastAPI, current_snapshot: Any) -> None:
         tags=["campaigns"],
         summary="Audiences for a campaign of products under a per-customer cap",
     )
-    async def campaigns(body: CampaignRequest, request: Request) -> Response:
+    async def campaigns(body: CampaignRequest, request: Request, explain: ExplainQuery = False) -> Response:
         """Allocate every known product's audience from its candidates: at most n each, at most max_per_customer
-        messages per customer; unknown products are listed in `unknown_products`."""
+        messages per customer; unknown products are listed in `unknown_products`; `explain` adds reasons."""
         snapshot = current_snapshot(request)
         campaign = campaign_of(body, snapshot)
-        result = await asyncio.to_thread(allocate_campaign, snapshot.lookup, campaign)
-        return Response(dumps(campaign_payload(result, snapshot)), media_type="application/json")
+        if explain:
+            explainer(snapshot)  # a cache without reasons is a 422 before any work
+
+        def run() -> bytes:
+            return dumps(campaign_payload(allocate_campaign(snapshot.lookup, campaign), snapshot, explain))
+
+        return Response(await asyncio.to_thread(run), media_type="application/json")

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from recsys.cache.manifest import CacheManifest, EngineName, IdKind, ServedFigures
+from recsys.reasons import Reasons
 
 
 def _int_or_str(value: Any) -> Any:
@@ -36,6 +37,7 @@ class Recommendation(BaseModel):
         description="Ranker score at float32 precision (shortest decimal form); non-increasing with rank."
     )
     rank: int = Field(ge=1, description="1-based position in the audience.")
+    reasons: Reasons | None = Field(None, description="With ?explain=true: why this customer (recsys.reasons).")
 
 
 class RecommendResponse(BaseModel):

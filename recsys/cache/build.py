@@ -27,6 +27,7 @@ import pandas as pd
 from recsys import config
 from recsys.allocation.catalogue import AllocationParams, allocate, truncate
 from recsys.allocation.exposure import DEFAULT_KS, exposure_metrics, returning_customers
+from recsys.cache.facts import ranker_extras
 from recsys.cache.manifest import (
     AllocationInfo,
     AllocationStats,
@@ -207,7 +208,18 @@ def build_cache(
         served=served or NOT_MEASURED,
     )
     facts = exposure_summary(recs, own, returning_customers(interactions), n, exposure, seed)
-    return write_cache(recs, lists, fallback, cache_dir, meta, facts, export=export, keep=keep)
+    params = dict(ranker_params or {})
+    return write_cache(
+        recs,
+        lists,
+        fallback,
+        cache_dir,
+        meta,
+        facts,
+        export=export,
+        keep=keep,
+        reasons=lambda vocab: ranker_extras(ranker, interactions, params, vocab),
+    )
 
 
 def ranker_params_from(cache_params: Mapping[str, Any], feature_params: Mapping[str, Any]) -> dict[str, Any]:

@@ -138,6 +138,7 @@ class AudienceLookup:
         """Wrap validated arrays (use `AudienceLookup.open`)."""
         arrays = {k: v.view(np.ndarray) for k, v in arrays.items()}
         self.arrays: Mapping[str, np.ndarray] = arrays  # every mapped array by name (read-only)
+        self.cached: dict[str, Any] = {}  # helpers built lazily over this version (e.g. recsys.reasons.Explainer)
         self.cache_dir = Path(cache_dir)
         self.manifest = manifest
         self.n = manifest.n
@@ -167,6 +168,10 @@ class AudienceLookup:
         if not lookup_dir.is_dir():
             raise corrupt(cache_dir, f"lookup directory {lookup_dir} missing")
         arrays = {key: _load(cache_dir, lookup_dir, key) for key in LOOKUP_ARRAYS}
+        if manifest.reasons is not None:  # per-customer facts of the reasons, aligned with customer_vocab
+            arrays.update({key: _load(cache_dir, lookup_dir, key) for key in manifest.reasons.facts})
+            if any(len(arrays[key]) != len(arrays["customer_vocab"]) for key in manifest.reasons.facts):
+                raise corrupt(cache_dir, "customer fact arrays differ in length from customer_vocab")
         _validate(cache_dir, arrays, manifest)
         return cls(cache_dir, manifest, arrays)
 

@@ -233,6 +233,14 @@ class ServedFigures(Record):
         return next((p for p in self.precision if p.k == k), None)
 
 
+class ReasonsInfo(Record):
+    """What the version stores to explain every served pair (``recsys.cache.facts``; read by ``recsys.reasons``)."""
+
+    facts: list[str]  # per-customer fact arrays aligned with customer_vocab
+    names: Literal["affinity", "neighbours", "engagement"] | None  # the name index's method (None: no name index)
+    name_weight: float | None  # the weight of the name signal for the cached (known) products
+
+
 class IdKinds(Record):
     """Whether product and customer ids are integers or strings."""
 
@@ -275,6 +283,7 @@ class CacheManifest(BuildInfo):
     exposure: CacheExposure
     id_kinds: IdKinds
     files: CacheFiles
+    reasons: ReasonsInfo | None = None  # None: nothing stored to explain the pairs (e.g. a Spark build)
 
     def to_json(self) -> str:
         """The manifest as JSON text: sorted keys, indent 2, no NaN (equal content gives equal bytes)."""

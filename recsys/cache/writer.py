@@ -31,7 +31,7 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from recsys.cache.facts import FACT_ARRAYS, Extras
 from recsys.cache.lookup import AUDIENCE_NAME, EXPORT_STEM, LOOKUP_ARRAYS, LOOKUP_PREFIX, SCORE_DTYPE
 from recsys.cache.manifest import (
     FORMAT_VERSION,
@@ -51,6 +52,7 @@ from recsys.cache.manifest import (
     CacheManifest,
     CandidateInfo,
     IdKinds,
+    ReasonsInfo,
     write_manifest,
 )
 from recsys.data.ids import id_array as as_id_array
@@ -235,19 +237,23 @@ def lookup_arrays(
     }
 
 
-def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
-    """sha256 over the lookup arrays (name, dtype, shape and bytes of each, in LOOKUP_ARRAYS order)."""
+def arrays_digest(arrays: Mapping[str, np.ndarray], extras: Extras | None = None) -> str:
+    """sha256 over the lookup arrays (name, dtype, shape and bytes of each, in LOOKUP_ARRAYS order), then the reason
+    arrays and the name index's meta when the version has them."""
     h = hashlib.sha256()
-    for key in LOOKUP_ARRAYS:
-        a = np.ascontiguousarray(arrays[key])
+    more = extras.arrays() if extras is not None else {}
+    for key, value in [*((k, arrays[k]) for k in LOOKUP_ARRAYS), *more.items()]:
+        a = np.ascontiguousarray(value)
         h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
         h.update(a.data.cast("B"))
+    if extras is not None:
+        h.update(extras.meta_text().encode())
     return h.hexdigest()
 
 
-def cache_version(audience_sha: str, arrays: Mapping[str, np.ndarray]) -> str:
+def cache_version(audience_sha: str, arrays: Mapping[str, np.ndarray], extras: Extras | None = None) -> str:
     """Name of a cache version: a digest of what it serves (the audience file and the lookup arrays), no clock."""
-    return hashlib.sha256(f"{audience_sha}:{arrays_digest(arrays)}".encode()).hexdigest()[:20]
+    return hashlib.sha256(f"{audience_sha}:{arrays_digest(arrays, extras)}".encode()).hexdigest()[:20]
 
 
 def lookup_tmp_dir(cache_dir: Path) -> Path:
@@ -283,8 +289,11 @@ def commit_lookup_dir(tmp: Path, cache_dir: Path, version: str) -> str:
     return name
 
 
-def write_lookup_dir(cache_dir: Path, arrays: Mapping[str, np.ndarray], version: str) -> str:
-    """Write the arrays into a temp dir, then rename it to lookup-<version>; return its name (reused when present)."""
+def write_lookup_dir(
+    cache_dir: Path, arrays: Mapping[str, np.ndarray], version: str, extras: Extras | None = None
+) -> str:
+    """Write the arrays (and the reason arrays) into a temp dir, then rename it to lookup-<version>; return its name
+    (reused when present)."""
     name = f"{LOOKUP_PREFIX}{version}"
     if (cache_dir / name).is_dir():
         os.utime(cache_dir / name)
@@ -293,6 +302,8 @@ def write_lookup_dir(cache_dir: Path, arrays: Mapping[str, np.ndarray], version:
     try:
         for key in LOOKUP_ARRAYS:
             save_lookup_array(tmp, key, arrays[key])
+        if extras is not None:
+            extras.write(tmp)
         return commit_lookup_dir(tmp, cache_dir, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -371,10 +382,12 @@ def write_cache(
     *,
     export: str | None = None,
     keep: int = 2,
+    reasons: Callable[[np.ndarray], Extras] | None = None,
 ) -> CacheManifest:
     """Write audience.parquet, a new lookup dir and (last, atomically) manifest.json; return the manifest.
 
-    `recs` are the served audiences, `candidates` every product's own ranking to the candidate depth (same products).
+    `recs` are the served audiences, `candidates` every product's own ranking to the candidate depth (same products);
+    `reasons(customer_vocab)` gives the reason arrays (``recsys.cache.facts``) aligned with the version's customers.
     """
     check_export(export)
     cache_dir = Path(cache_dir)
@@ -382,8 +395,9 @@ def write_cache(
     recs = sort_by_product(recs)
     arrays = lookup_arrays(recs, fallback, sort_by_product(candidates))
     audience_sha = write_parquet_atomic(audience_batches(recs), cache_dir / AUDIENCE_NAME)
-    version = cache_version(audience_sha, arrays)
-    lookup_dir = write_lookup_dir(cache_dir, arrays, version)
+    extras = reasons(arrays["customer_vocab"]) if reasons is not None else None
+    version = cache_version(audience_sha, arrays, extras)
+    lookup_dir = write_lookup_dir(cache_dir, arrays, version, extras)
     exported = export_original(recs, cache_dir, export) if export else None
     return commit_manifest(
         cache_dir,
@@ -395,6 +409,7 @@ def write_cache(
         audience_sha=audience_sha,
         exported=exported,
         keep=keep,
+        extras=extras,
     )
 
 
@@ -409,6 +424,7 @@ def commit_manifest(
     audience_sha: str,
     exported: Path | None,
     keep: int,
+    extras: Extras | None = None,
 ) -> CacheManifest:
     """Write manifest.json (the commit point) for a written audience + lookup dir, prune old dirs; return it.
 
@@ -446,10 +462,23 @@ def commit_manifest(
         files=CacheFiles(
             audience=AUDIENCE_NAME, audience_sha256=audience_sha, export=exported.name if exported else None
         ),
+        reasons=reasons_info(extras, meta.ranker_params),
     )
     write_manifest(cache_dir, manifest)
     prune_lookup_dirs(cache_dir, keep, lookup_dir)
     return manifest
+
+
+def reasons_info(extras: Extras | None, params: Mapping[str, Any]) -> ReasonsInfo | None:
+    """What the version can explain: customer facts, and the name index's method and the known products' weight."""
+    if extras is None:
+        return None
+    meta = extras.names.meta if extras.names is not None else None
+    weight = None
+    if meta is not None:
+        key = "affinity_weight" if meta.method == "affinity" else "neighbour_weight"
+        weight = float(params.get(key, meta.weight))
+    return ReasonsInfo(facts=list(FACT_ARRAYS), names=None if meta is None else meta.method, name_weight=weight)
 
 
 def arrays_recommendations(arrays: Mapping[str, np.ndarray]) -> Recommendations:
