@@ -302,15 +302,23 @@ def test_corrupt_cache_errors(tmp_path: Path, int_cache: tuple[Path, CacheManife
 def test_build_cache_from_params(tmp_path: Path, int_log: pd.DataFrame) -> None:
     prepared = tmp_path / "interactions.parquet"
     int_log.to_parquet(prepared)
-    manifest = build_cache_from_params(prepared_path=prepared, cache_dir=tmp_path / "cache")
+    manifest = build_cache_from_params(
+        prepared_path=prepared, cache_dir=tmp_path / "cache", overrides={"ranker": "activity"}
+    )
     assert manifest.fingerprint.algorithm == "sha256-file"
+    assert manifest.candidate_depth == manifest.candidates.depth >= manifest.n  # params/cache.yaml: cache.candidates
+    assert manifest.served.status == "not_measured" and "not one of the pipeline's data sets" in (
+        manifest.served.reason or ""
+    )
     assert manifest.source == str(prepared)  # outside the project root: the path as given
     assert manifest.ranker and manifest.n >= 1 and "features" in manifest.ranker_params
     lookup = AudienceLookup.open(tmp_path / "cache")
     assert len(lookup) == int_log["product_id"].nunique()
     assert manifest.dataset is None and read_manifest(tmp_path / "cache").dataset is None  # a file given by path
     with pytest.raises(ValueError, match=r"params/cache.yaml: cache.processes must be an integer >= 1, got 0"):
-        build_cache_from_params(prepared_path=prepared, cache_dir=tmp_path / "bad", overrides={"processes": 0})
+        build_cache_from_params(
+            prepared_path=prepared, cache_dir=tmp_path / "bad", overrides={"ranker": "activity", "processes": 0}
+        )
     named = build_cache(int_log, "activity", {}, tmp_path / "named", n=N, dataset="online_retail")
     assert named.dataset == read_manifest(tmp_path / "named").dataset == "online_retail"
 

@@ -50,7 +50,8 @@ class Extras:
         """Every array by its file name relative to the version directory (sorted keys: the digest's order)."""
         out = {key: np.asarray(self.facts[key]) for key in FACT_ARRAYS}
         if self.names is not None and self.product_tokens is not None:
-            out.update({f"{NAMES_DIR}/{key}": value for key, value in self.names.arrays().items()})
+            named = self.names.arrays()
+            out.update({f"{NAMES_DIR}/{key}": fixed_text(value) for key, value in named.items()})
             m = self.product_tokens
             out.update(
                 {
@@ -76,6 +77,14 @@ class Extras:
                 os.fsync(fh.fileno())
         if self.names is not None:
             (directory / NAMES_DIR / "meta.json").write_text(self.meta_text(), encoding="utf-8")
+
+
+def fixed_text(values: np.ndarray) -> np.ndarray:
+    """Object arrays of str ids as fixed-width unicode (memory-mappable, no pickle); other arrays unchanged."""
+    arr = np.asarray(values)
+    if arr.dtype.kind != "O":
+        return arr
+    return arr.astype(str) if len(arr) else np.zeros(0, dtype="<U1")
 
 
 def positions(index: np.ndarray, ids: np.ndarray) -> np.ndarray:
