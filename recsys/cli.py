@@ -135,10 +135,12 @@ def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
         overrides["allocation"] = {**allocation, "max_exposures": None}
     cache_dir = config.resolve(args.output) if args.output else None
     manifest = build_cache_from_params(prepared_path=prepared, cache_dir=cache_dir, overrides=overrides or None)
-    metrics = args.metrics or (None if args.output or args.input else str(config.CACHE_METRICS))
-    if metrics:
-        write_checks(check_built(cache_dir, prepared), config.resolve(metrics))
-    return {**manifest.model_dump(mode="json"), "metrics": metrics}
+    metrics = config.resolve(args.metrics) if args.metrics else None
+    if metrics is None and not (args.output or args.input):
+        metrics = config.CACHE_METRICS  # the default cache's checks: the stage's DVC metrics
+    if metrics is not None:
+        write_checks(check_built(cache_dir, prepared), metrics)
+    return {**manifest.model_dump(mode="json"), "metrics": None if metrics is None else config.relative(metrics)}
 
 
 def read_ids(path: str, column: str, kind: str) -> list[int | str]:

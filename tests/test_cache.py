@@ -388,3 +388,43 @@ def test_manifest_exposure_records_mirror_the_exposure_metrics() -> None:
 
     assert set(ExposureAtK.model_fields) == {f.name for f in dataclasses.fields(AtK)} - {"k"}  # k is the dict key
     assert set(ExposureSide.model_fields) == {f.name for f in dataclasses.fields(ExposureMetrics)}
+
+
+# ----------------------------------------------------------------------------------------------
+# what is served, and how well it is measured (recsys.cache.figures)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_served_figures_are_the_served_configurations_own_or_not_measured(tmp_path: Path) -> None:
+    from test_reporting import summary as hand_made_summary
+
+    from recsys.cache.figures import served_figures
+    from recsys.evaluation.results import write_summary
+
+    path = write_summary(hand_made_summary(), tmp_path / "summary.json")
+    features = {"features": {}, "engagement": {}}
+    seed = hand_made_summary().protocol.seed
+
+    def figures(ranker: str, params: dict[str, Any], **kw: Any) -> Any:
+        kwargs: dict[str, Any] = {"dataset": "synthetic", "n": 100, "max_exposures": None, "summary_path": path}
+        kwargs.update(kw)
+        return served_figures(ranker=ranker, params=params, feature_params=features, **kwargs)
+
+    served = figures("content", {"seed": seed, "features": features, "affinity_weight": 0.5, "chunk_entries": 10})
+    model = hand_made_summary().model("content")
+    assert served.status == "measured" and served.model == "content" and served.source is not None
+    assert [(p.k, p.value, p.hits) for p in served.precision] == [(p.k, p.value, p.hits) for p in model.precision]
+    shallow = figures("content", {"seed": seed, "features": features, "affinity_weight": 0.5}, n=10)
+    assert [p.k for p in shallow.precision] == [10]  # depths up to the served one only
+    other = figures("content", {"seed": seed, "features": features, "affinity_weight": 0.9})
+    assert other.status == "not_measured" and "affinity_weight: served 0.9, evaluated 0.5" in (other.reason or "")
+    capped = figures("content", {"seed": seed, "features": features, "affinity_weight": 0.5}, max_exposures=50)
+    assert capped.status == "not_measured" and "catalogue-wide cap 50" in (capped.reason or "") and not capped.precision
+    assert figures("bpr", {"seed": seed}).status == "not_measured"  # no evaluated bpr model
+    assert figures("activity", {"seed": seed}, dataset=None).reason == (
+        "the cache was built from a file that is not one of the pipeline's data sets"
+    )
+    spark_als = figures("als", {"seed": seed, "factors": 32, "iterations": 10}, engine="spark")
+    assert spark_als.status == "not_measured" and "another implementation" in (spark_als.reason or "")
+    missing = figures("content", {}, summary_path=tmp_path / "none.json")
+    assert missing.status == "not_measured" and "run `recsys evaluate`" in (missing.reason or "")
