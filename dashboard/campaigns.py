@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,18 +75,22 @@ def product_names(data: DashboardData) -> pd.Series:
 
 def run_campaign(
     data: DashboardData,
-    product_ids: list[int | str],
+    product_ids: Sequence[int | str],
     n: int,
     cap: int | None,
     min_audience: int = 0,
-    exclude: list[int | str] | None = None,
+    exclude: Sequence[int | str] | None = None,
 ) -> CampaignView:
     """Allocate the campaign from the served cache and build its table and CSV (ValueError for a bad campaign)."""
     if data.lookup is None:
         raise ValueError("no audience cache: build it with `recsys build-cache` (or `dvc repro cache`)")
     lookup = data.lookup
     campaign = Campaign(
-        product_ids=product_ids, n=n, max_per_customer=cap, min_audience=min_audience, exclude_customers=exclude or []
+        product_ids=list(product_ids),
+        n=n,
+        max_per_customer=cap,
+        min_audience=min_audience,
+        exclude_customers=list(exclude or []),
     )
     result = allocate_campaign(lookup, campaign)
     reasons = audience_reasons(lookup, result.problem.product_ids, result.offsets, result.codes, result.scores)

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys.cache.lookup import AudienceLookup
+from recsys.cache.lookup import NAMES_PREFIX, AudienceLookup
 
 MAX_SHARES = 5  # tokens / similar products listed per customer
 SCORE_TOLERANCE = 1e-5  # relative (float32 scores)
@@ -164,10 +164,11 @@ class Explainer:
 
             from recsys.features.name_index import NameIndex
 
-            directory = self.lookup.cache_dir / self.lookup.manifest.lookup_dir / "names"
-            self._names = NameIndex.load(directory)
+            directory = self.lookup.cache_dir / self.lookup.manifest.lookup_dir
+            self._names = NameIndex.load(directory, NAMES_PREFIX)
             rows = {
-                k: np.load(directory / f"product_tokens_{k}.npy", mmap_mode="r") for k in ("indptr", "indices", "data")
+                k: np.load(directory / f"{NAMES_PREFIX}product_tokens_{k}.npy", mmap_mode="r")
+                for k in ("indptr", "indices", "data")
             }
             shape = (len(self._names.product_ids), self._names.tokens.n_tokens)
             self._tokens = sp.csr_matrix((rows["data"], rows["indices"], rows["indptr"]), shape=shape, copy=False)

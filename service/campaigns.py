@@ -33,7 +33,7 @@ from service.reasons import ExplainQuery, explainer, with_reasons
 from service.schemas import CustomerId, ErrorResponse, ProductId, RequestedId
 from service.state import Snapshot
 
-MAX_EXCLUDED = 200_000
+MAX_EXCLUDED = 100_000  # 5,000 product ids and 100,000 customer ids stay within the default 2 MB body limit
 
 
 class CampaignRequest(BaseModel):

@@ -61,6 +61,7 @@ from dashboard.settings import DATA_ENV, NOTEBOOK, REPORTS_ENV, DashboardPaths
 from dashboard.whatif import WHATIF_RANKERS, WhatIfEngine, WhatIfSettings
 from recsys import config
 from recsys.cache.build import build_cache
+from recsys.cache.lookup import audience_path
 from recsys.cache.manifest import CacheManifest, MeasuredPrecision, ServedFigures
 from recsys.data.contract import DATE_DTYPE
 from recsys.evaluation.results import Coverage, write_summary
@@ -399,7 +400,7 @@ def test_audience_table_activity_columns(data: DashboardData, log: pd.DataFrame)
         assert row.last_seen == mine["event_date"].max()
         counts = mine["event"].value_counts()
         assert row.events == " · ".join(f"{int(counts[e])} {e}" for e in data.users.categories if counts.get(e, 0))
-    audience = pd.read_parquet(data.paths.cache_dir / "audience.parquet")
+    audience = pd.read_parquet(audience_path(data.paths.cache_dir))
     served = audience["customer_id"].value_counts()  # audiences each customer is in at the cache depth
     assert frame["exposures"].tolist() == [int(served.get(c, 0)) for c in frame["customer_id"]]
     html_table = audience_table_html(frame)
@@ -612,7 +613,7 @@ def own_ranking(data: DashboardData, pid: int) -> np.ndarray:
 def test_exposure_counts_agree_with_the_cache_and_its_manifest(capped: DashboardData) -> None:
     assert capped.lookup is not None and capped.served_cap == CAP
     manifest: CacheManifest = capped.lookup.manifest
-    audience = pd.read_parquet(capped.paths.cache_dir / "audience.parquet")
+    audience = pd.read_parquet(audience_path(capped.paths.cache_dir))
     expected = audience["customer_id"].value_counts().sort_index()
     counts = capped.exposure
     assert counts.customer_ids.tolist() == expected.index.tolist() and counts.counts.tolist() == expected.tolist()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,7 @@ from recsys.cache.manifest import (
     ServedFigures,
     read_manifest,
 )
-from recsys.cache.writer import jsonable, write_cache
+from recsys.cache.writer import LOCK_WAIT_S, jsonable, write_cache
 from recsys.data.contract import CANONICAL_COLUMNS
 from recsys.data.ids import id_array as as_id_array
 from recsys.data.ids import id_kind
@@ -169,6 +169,9 @@ def build_cache(
     dataset: str | None = None,
     processes: int = 1,
     served: ServedFigures | None = None,
+    model_source: Literal["selection", "override"] | None = None,
+    model_label: str | None = None,
+    lock_wait_s: float = LOCK_WAIT_S,
 ) -> CacheManifest:
     """Fit `ranker_name`, rank every product `candidates` deep (default n), serve its top-n and write the cache.
 
@@ -194,6 +197,8 @@ def build_cache(
         dataset=dataset,
         ranker=ranker_name,
         ranker_params=jsonable(dict(ranker_params or {})),
+        model_source=model_source,
+        model_label=model_label,
         n=int(n),
         engine=EngineInfo(name="pandas"),
         fingerprint=fingerprint or Fingerprint(algorithm="sha256-rows", value=fingerprint_frame(interactions)),
@@ -218,15 +223,9 @@ def build_cache(
         facts,
         export=export,
         keep=keep,
+        lock_wait_s=lock_wait_s,
         reasons=lambda vocab: ranker_extras(ranker, interactions, params, vocab),
     )
-
-
-def ranker_params_from(cache_params: Mapping[str, Any], feature_params: Mapping[str, Any]) -> dict[str, Any]:
-    """The params handed to make_ranker: the seed, the feature params and the ranker's own block."""
-    name = cache_params["cache"]["ranker"]
-    own = (cache_params.get("rankers") or {}).get(name) or {}
-    return {"seed": cache_params["cache"].get("seed", 0), "features": dict(feature_params), **own}
 
 
 def cache_facts(cache_dir: Path) -> dict[str, Any]:

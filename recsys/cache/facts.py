@@ -4,17 +4,17 @@
   (``customer_interactions``), distinct products touched (``customer_products``), the UTC day of the last dated
   event (``customer_last_day``, days since 1970-01-01; -1 when every event is undated) and the engagement value the
   ranker blends (``customer_engagement``, ``recsys.features.engagement`` under the ranker's feature params).
-- For rankers that read names (content, name_knn): the lead's name index (``NameRanker.name_index``: vocabulary, idf,
-  token postings, product customers, engagement), written under ``names/`` of the version, plus the served
-  products' own TF-IDF token rows (``product_tokens_*``, the ranker's ``x_``: the vector a known product is scored
-  with), so the name part of a known product's score is the index's evidence of exactly that vector.
+- For rankers that read names (content, name_knn): the served ranker's name index (``NameRanker.name_index``:
+  vocabulary, idf, token postings, product customers, engagement), written beside the lookup arrays with the file
+  prefix ``NAMES_PREFIX`` (``recsys.features.name_index.NameIndex.load(version_dir, NAMES_PREFIX)`` reads it), plus
+  the served products' own TF-IDF token rows (``<prefix>product_tokens_*``, the ranker's ``x_``: the vector a known
+  product is scored with), so the name part of a known product's score is the index's evidence of that vector.
 
 ``Extras`` collects them; ``recsys.cache.writer`` writes and digests them with the version.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.cache.lookup import NAMES_PREFIX
 from recsys.features.engagement import US_PER_DAY, EngagementModel, FeatureParams, timestamps_us
 from recsys.features.name_index import NameIndex
 
@@ -34,7 +35,7 @@ FACT_ARRAYS: tuple[str, ...] = (
     "customer_last_day",
     "customer_engagement",
 )
-NAMES_DIR = "names"
+META_NAME = "meta.json"
 PRODUCT_TOKENS: tuple[str, ...] = ("product_tokens_indptr", "product_tokens_indices", "product_tokens_data")
 
 
@@ -51,13 +52,13 @@ class Extras:
         out = {key: np.asarray(self.facts[key]) for key in FACT_ARRAYS}
         if self.names is not None and self.product_tokens is not None:
             named = self.names.arrays()
-            out.update({f"{NAMES_DIR}/{key}": fixed_text(value) for key, value in named.items()})
+            out.update({f"{NAMES_PREFIX}{key}": fixed_text(value) for key, value in named.items()})
             m = self.product_tokens
             out.update(
                 {
-                    f"{NAMES_DIR}/product_tokens_indptr": np.asarray(m.indptr, dtype=np.int64),
-                    f"{NAMES_DIR}/product_tokens_indices": np.asarray(m.indices, dtype=np.int64),
-                    f"{NAMES_DIR}/product_tokens_data": np.asarray(m.data, dtype=np.float64),
+                    f"{NAMES_PREFIX}product_tokens_indptr": np.asarray(m.indptr, dtype=np.int64),
+                    f"{NAMES_PREFIX}product_tokens_indices": np.asarray(m.indices, dtype=np.int64),
+                    f"{NAMES_PREFIX}product_tokens_data": np.asarray(m.data, dtype=np.float64),
                 }
             )
         return dict(sorted(out.items()))
@@ -66,17 +67,20 @@ class Extras:
         """The name index's meta.json text ('' without one)."""
         return self.names.meta.to_json() if self.names is not None else ""
 
+    def files(self) -> list[str]:
+        """Every file name this writes into a version directory."""
+        names = [f"{key}.npy" for key in self.arrays()]
+        return [*names, f"{NAMES_PREFIX}{META_NAME}"] if self.names is not None else names
+
     def write(self, directory: Path) -> None:
-        """Write every array (fsynced) and the name index's meta.json into a version directory."""
+        """Write every array (fsynced) and the name index's meta file into a version directory."""
         for key, array in self.arrays().items():
-            path = directory / f"{key}.npy"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("wb") as fh:
+            with (directory / f"{key}.npy").open("wb") as fh:
                 np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
                 fh.flush()
                 os.fsync(fh.fileno())
         if self.names is not None:
-            (directory / NAMES_DIR / "meta.json").write_text(self.meta_text(), encoding="utf-8")
+            (directory / f"{NAMES_PREFIX}{META_NAME}").write_text(self.meta_text(), encoding="utf-8")
 
 
 def fixed_text(values: np.ndarray) -> np.ndarray:
@@ -120,9 +124,3 @@ def ranker_extras(ranker: Any, interactions: pd.DataFrame, params: Mapping[str, 
     if getattr(ranker, "uses_names", False) and hasattr(ranker, "name_index"):
         return Extras(facts, ranker.name_index(), sp.csr_matrix(ranker.x_))
     return Extras(facts)
-
-
-def read_meta(directory: Path) -> dict[str, Any] | None:
-    """The name index meta.json of a version directory (None without one)."""
-    path = directory / NAMES_DIR / "meta.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

@@ -12,38 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from recsys import config
-from recsys.cache.build import build_cache, ranker_params_from
+from recsys.cache.build import build_cache
 from recsys.cache.checks import CacheChecks, check_cache
 from recsys.cache.figures import served_figures
 from recsys.cache.lookup import AudienceLookup, CacheError
 from recsys.cache.manifest import CacheManifest, Fingerprint
+from recsys.cache.served import served_models
 from recsys.cache.writer import fingerprint_file
 from recsys.data.contract import load_prepared
 from recsys.engines import check_engine
-from recsys.evaluation.results import Selection, read_record
 from recsys.parallel import check_processes
-
-SELECTED = "selected"  # cache.ranker: the model the evaluation selected on validation (its selection.json)
-
-
-def served_ranker(
-    cache_params: Mapping[str, Any], feature_params: Mapping[str, Any], dataset: str
-) -> tuple[str, dict[str, Any]]:
-    """(ranker, make_ranker params) the cache serves: ``cache.ranker`` with its params/cache.yaml block, or with
-    ``cache.ranker: selected`` the evaluation's selection of the served data set (every setting as evaluated; the
-    features' reference date back to params/features.yaml's, i.e. the end of the served data)."""
-    name = str(cache_params["cache"]["ranker"])
-    if name != SELECTED:
-        return name, ranker_params_from(cache_params, feature_params)
-    path = config.dataset_paths(dataset).evaluation_dir / "selection.json"
-    chosen = read_record(
-        Selection, path, "selection {path} not found: run `recsys evaluate --dataset NAME` (cache.ranker: selected)"
-    ).products
-    settings: dict[str, Any] = dict(chosen.settings)
-    features: dict[str, Any] = dict(settings.get("features") or {})
-    reference = (feature_params.get("features") or {}).get("reference_date")
-    features["features"] = {**dict(features.get("features") or {}), "reference_date": reference}
-    return chosen.ranker, {**settings, "features": features}
 
 
 def build_cache_from_params(
@@ -51,40 +29,44 @@ def build_cache_from_params(
     cache_dir: Path | None = None,
     *,
     overrides: Mapping[str, Any] | None = None,
+    selection: Path | None = None,
 ) -> CacheManifest:
-    """Build the cache from params/cache.yaml + params/features.yaml and the prepared Parquet.
+    """Build the cache from params (cache, features), the evaluation's selection and the prepared Parquet.
 
-    `overrides` replaces keys of the `cache` block (e.g. {"ranker": "content", "n": 50, "engine": "spark"}).
+    The served model is the evaluate stage's validation selection unless `cache.ranker` names a ranker
+    (recsys.cache.served). `overrides` replaces keys of the `cache` block (e.g. {"ranker": "activity", "n": 50});
+    `selection` replaces the served data set's selection file.
     With ``cache.engine: spark`` the build runs on Spark (recsys.engines.spark; `prepared_path` may be a URI).
-    ``cache.ranker: selected`` serves the model the evaluation selected on validation (``served_ranker``).
+    The manifest records what is measured of the served configuration (``recsys.cache.figures``).
     """
     cache_params = config.load_params("cache")
     cache_params["cache"] = {**cache_params["cache"], **dict(overrides or {})}
     feature_params = config.load_params("features")
     cfg = cache_params["cache"]
     dataset = str(cfg.get("dataset") or config.DEFAULT_DATASET)
-    ranker, params = served_ranker(cache_params, feature_params, dataset)
-    cfg["ranker"] = ranker
-    if check_engine(str(cfg.get("engine") or "pandas")) == "spark":
+    engine = check_engine(str(cfg.get("engine") or "pandas"))
+    main, _ = served_models(cfg, feature_params, dataset, selection)
+    if engine == "spark":
         from recsys.engines.spark.build import build_cache_spark_from_params
 
-        return build_cache_spark_from_params(cache_params, params, prepared_path, cache_dir)
+        spark_params = {**cache_params, "cache": {**cfg, "ranker": main.ranker}}
+        return build_cache_spark_from_params(spark_params, main.params, prepared_path, cache_dir)
     path = Path(prepared_path) if prepared_path else config.dataset_paths(dataset).interactions
     interactions = load_prepared(path)
     n = int(cfg.get("n", 100))
     served_from = config.dataset_of(path, dataset)
     served = served_figures(
         dataset=served_from,
-        ranker=ranker,
-        params=params,
+        ranker=main.ranker,
+        params=main.params,
         n=n,
         max_exposures=(cfg.get("allocation") or {}).get("max_exposures"),
         feature_params=feature_params,
     )
     return build_cache(
         interactions,
-        ranker,
-        params,
+        main.ranker,
+        main.params,
         Path(cache_dir) if cache_dir else config.CACHE_DIR,
         n=n,
         candidates=int(cfg.get("candidates", n)),
@@ -98,6 +80,8 @@ def build_cache_from_params(
         seed=int(cfg.get("seed", 0)),
         dataset=served_from,
         processes=check_processes(cfg.get("processes", 1), "params/cache.yaml: cache.processes"),
+        model_source=main.source,
+        model_label=main.label,
     )
 
 
@@ -106,11 +90,8 @@ def prepared_input(prepared_path: Path | str | None = None) -> Path | None:
     if prepared_path is not None and "://" in str(prepared_path):
         return None
     cfg = config.load_params("cache")["cache"]
-    path = (
-        Path(prepared_path)
-        if prepared_path
-        else config.dataset_paths(str(cfg.get("dataset") or config.DEFAULT_DATASET)).interactions
-    )
+    dataset = str(cfg.get("dataset") or config.DEFAULT_DATASET)
+    path = Path(prepared_path) if prepared_path else config.dataset_paths(dataset).interactions
     return path if path.is_file() else None
 
 

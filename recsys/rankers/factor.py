@@ -254,7 +254,6 @@ class FactorRanker(FixedRanker):
             warnings.simplefilter("ignore", RuntimeWarning)
             model.fit(self.matrix_, show_progress=False)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.user_factors64_ = self.user_factors_.astype(np.float64)  # exact products of the float32 factors
         fitted = np.asarray(model.item_factors, dtype=np.float32)
         self.item_factors_ = np.zeros((self.history_.n_products, fitted.shape[1]), dtype=np.float32)
         self.item_factors_[self.signal_cols_] = fitted  # products without fit rows keep 0 (they use the global order)
@@ -272,18 +271,20 @@ class FactorRanker(FixedRanker):
     def score_block(self, codes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(len(codes) x customers) float32 scores, -inf for each product's own customers (into `out` if given).
 
-        Reproducible whatever the batch: the dot products are computed in float64 (the float32 factors' products
-        are exact there) in zero-padded blocks of exactly ``SCORE_ROWS`` products, so BLAS sees one matrix shape
-        whatever the number of products or the chunk size, then rounded to float32 (ties: ascending customer).
+        Reproducible whatever the batch: the products are scored in zero-padded blocks of exactly ``SCORE_ROWS``
+        rows, so BLAS sees one matrix shape (one kernel, one summation order) whatever the number of products
+        requested or the chunk size; a product's scores are the same bytes in every call (ties: ascending customer).
         """
         n = len(codes)
         s = np.empty((n, self.user_factors_.shape[0]), dtype=np.float32) if out is None else out[:n]
-        block = np.zeros((SCORE_ROWS, self.item_factors_.shape[1]), dtype=np.float64)
+        block = np.zeros((SCORE_ROWS, self.item_factors_.shape[1]), dtype=np.float32)
+        scratch = np.empty((SCORE_ROWS, self.user_factors_.shape[0]), dtype=np.float32)
         for start in range(0, n, SCORE_ROWS):
             stop = min(n, start + SCORE_ROWS)
             block[:] = 0.0
             block[: stop - start] = self.item_factors_[codes[start:stop]]
-            s[start:stop] = (block @ self.user_factors64_.T)[: stop - start]
+            np.matmul(block, self.user_factors_.T, out=scratch)
+            s[start:stop] = scratch[: stop - start]
         h = self.history_
         starts, ends = h.indptr[codes], h.indptr[codes + 1]
         rows = np.repeat(np.arange(len(codes)), ends - starts)
@@ -300,8 +301,8 @@ class FactorRanker(FixedRanker):
         step = max(1, int(self.params["chunk_size"]) * 1024)
         for start in range(0, len(known), step):
             rows = known[start : start + step]
-            item, user = self.item_factors_[codes[rows]].astype(np.float64), self.user_factors64_[users[rows]]
-            out[rows] = np.einsum("ij,ij->i", item, user).astype(np.float32).astype(np.float64)  # as `rank` scores
+            item, user = self.item_factors_[codes[rows]], self.user_factors_[users[rows]]
+            out[rows] = np.einsum("ij,ij->i", item, user).astype(np.float64)
         return out
 
     def _buffer(self, rows: int) -> np.ndarray:

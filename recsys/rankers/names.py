@@ -197,6 +197,11 @@ class NameRanker(GlobalRanker):
         rows = np.arange(len(codes), dtype=np.int64)
         return collect(requested, rows, k, blocks, rank_block, self.history_, parallel=True, basis=basis)
 
+    def candidate_estimate(self) -> np.ndarray:
+        """Upper bound of every known product's signal candidates (the volume a distributed join would shuffle)."""
+        self._check_fitted()
+        return self._signal_cost(self.x_)
+
     def shared_scale(self, codes: np.ndarray) -> np.ndarray:
         """1 - w for known products (the score of a customer without signal), 1 for cold start."""
         w_known, _ = self._weights()

@@ -35,17 +35,22 @@ from recsys.arrays import offsets_of
 from recsys.cache.lookup import AUDIENCE_NAME, LOOKUP_ARRAYS, SCORE_DTYPE
 from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest
 from recsys.cache.writer import (
+    LOCK_WAIT_S,
     PARQUET_ROW_GROUP,
     audience_slice,
+    build_lock,
     cache_version,
     check_export,
     commit_lookup_dir,
     commit_manifest,
+    export_header,
     export_slices,
     fixed_width,
     lookup_tmp_dir,
+    remove_stale,
     save_lookup_array,
     write_parquet_atomic,
+    writing,
 )
 from recsys.engines.spark.session import has_scheme, local_path
 
@@ -239,7 +244,7 @@ def fsync_path(path: Path) -> None:
 
 
 def fill_lookup_dir(staged: StagedAudience, tmp: Path) -> str:
-    """Write audience.parquet beside `tmp`'s cache dir while filling tmp's lookup arrays; return the audience sha256."""
+    """Write audience.parquet into the temp version dir `tmp` while filling its lookup arrays; return its sha256."""
     served, total = int(staged.served_offsets[-1]), int(staged.offsets[-1])
     dtype = np.dtype(np.int32) if staged.string_ids else staged.customer_dtype
     index: pd.Index | np.ndarray = (
@@ -253,7 +258,7 @@ def fill_lookup_dir(staged: StagedAudience, tmp: Path) -> str:
         for name, kind, size in zip(names, dtypes, shapes, strict=True)
     ]
     fill = LookupFill(arrays[0], arrays[1], arrays[2], arrays[3], index)
-    digest = write_parquet_atomic(audience_stream(staged, fill), tmp.parent / AUDIENCE_NAME)
+    digest = write_parquet_atomic(audience_stream(staged, fill), tmp / AUDIENCE_NAME)
     for array in arrays:
         array.flush()
     del fill, arrays
@@ -290,37 +295,45 @@ def write_staged_cache(
     *,
     export: str | None = None,
     keep: int = 2,
+    lock_wait_s: float = LOCK_WAIT_S,
 ) -> CacheManifest:
-    """Write audience.parquet, a new lookup dir and (last, atomically) manifest.json from Spark's staging.
+    """Write a new version dir (audience.parquet + lookup arrays) and (last, atomically) manifest.json from staging.
 
     Returns the manifest. `exposure` computes the manifest's exposure metrics from the written (memory-mapped)
-    lookup arrays.
+    lookup arrays. Under the pandas writer's build lock and error handling (`build_lock`, `writing`).
     """
     check_export(export)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = lookup_tmp_dir(cache_dir)
-    try:
-        digest = fill_lookup_dir(staged, tmp)
-        for key, array in small_arrays(staged).items():
-            save_lookup_array(tmp, key, array)
-        written = {key: np.load(tmp / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
-        version = cache_version(digest, written)
-        del written
-        lookup_dir = commit_lookup_dir(tmp, cache_dir, version)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    exported = export_slices(audience_stream(staged), cache_dir, export) if export else None
-    arrays = {key: np.load(cache_dir / lookup_dir / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
-    return commit_manifest(
-        cache_dir,
-        arrays,
-        meta,
-        exposure(arrays),
-        version=version,
-        lookup_dir=lookup_dir,
-        audience_sha=digest,
-        exported=exported,
-        keep=keep,
-    )
+    with build_lock(cache_dir, lock_wait_s), writing(cache_dir):
+        remove_stale(cache_dir)
+        tmp = lookup_tmp_dir(cache_dir)
+        try:
+            digest = fill_lookup_dir(staged, tmp)
+            for key, array in small_arrays(staged).items():
+                save_lookup_array(tmp, key, array)
+            written = {key: np.load(tmp / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
+            version = cache_version(digest, written)
+            del written
+            lookup_dir = commit_lookup_dir(tmp, cache_dir, version)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        arrays = {key: np.load(cache_dir / lookup_dir / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
+        facts = exposure(arrays)
+        exported = (
+            export_slices(audience_stream(staged), cache_dir / lookup_dir, export, export_header(meta, version))
+            if export
+            else None
+        )
+        return commit_manifest(
+            cache_dir,
+            arrays,
+            meta,
+            facts,
+            version=version,
+            lookup_dir=lookup_dir,
+            audience_sha=digest,
+            exported=exported,
+            keep=keep,
+        )
