@@ -53,13 +53,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys.cache.facts import FACT_ARRAYS, Extras
+from recsys.cache.facts import FACT_ARRAYS, META_NAME, Extras
 from recsys.cache.faults import checkpoint
 from recsys.cache.lookup import (
     AUDIENCE_NAME,
     EXPORT_STEM,
     LOOKUP_ARRAYS,
     LOOKUP_PREFIX,
+    NAMES_PREFIX,
     SCORE_DTYPE,
     dir_checksums,
 )
@@ -278,21 +279,40 @@ def lookup_arrays(
 
 def arrays_digest(arrays: Mapping[str, np.ndarray], extras: Extras | None = None) -> str:
     """sha256 over the lookup arrays (name, dtype, shape and bytes of each, in LOOKUP_ARRAYS order), then the reason
-    arrays and the name index's meta when the version has them."""
+    arrays (sorted by file name) and the name index's meta text when the version has them."""
+    more, meta = (extras.arrays(), extras.meta_text()) if extras is not None else ({}, "")
+    return digest_of(arrays, more, meta)
+
+
+def digest_of(arrays: Mapping[str, np.ndarray], more: Mapping[str, np.ndarray], meta: str) -> str:
+    """sha256 over the lookup arrays, the reason arrays `more` (in their order) and the meta text."""
     h = hashlib.sha256()
-    more = extras.arrays() if extras is not None else {}
     for key, value in [*((k, arrays[k]) for k in LOOKUP_ARRAYS), *more.items()]:
         a = np.ascontiguousarray(value)
         h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
         h.update(a.data.cast("B"))
-    if extras is not None:
-        h.update(extras.meta_text().encode())
+    h.update(meta.encode())
     return h.hexdigest()
+
+
+def stored_extras(version_dir: Path) -> tuple[dict[str, np.ndarray], str]:
+    """The reason arrays a version directory holds (every .npy beyond LOOKUP_ARRAYS, sorted by name) and its name
+    index meta text ('' without one): what `arrays_digest` digested when the version was written."""
+    skip = set(LOOKUP_ARRAYS)
+    keys = sorted(f.stem for f in version_dir.glob("*.npy") if f.stem not in skip)
+    more = {key: np.load(version_dir / f"{key}.npy", mmap_mode="r", allow_pickle=False) for key in keys}
+    meta_path = version_dir / f"{NAMES_PREFIX}{META_NAME}"
+    return more, meta_path.read_text(encoding="utf-8") if meta_path.is_file() else ""
 
 
 def cache_version(audience_sha: str, arrays: Mapping[str, np.ndarray], extras: Extras | None = None) -> str:
     """Name of a cache version: a digest of what it serves (the audience file and the lookup arrays), no clock."""
-    return hashlib.sha256(f"{audience_sha}:{arrays_digest(arrays, extras)}".encode()).hexdigest()[:20]
+    return version_name(audience_sha, arrays_digest(arrays, extras))
+
+
+def version_name(audience_sha: str, digest: str) -> str:
+    """The 20-hex version name of an audience file's sha and the arrays' digest."""
+    return hashlib.sha256(f"{audience_sha}:{digest}".encode()).hexdigest()[:20]
 
 
 def lookup_tmp_dir(cache_dir: Path) -> Path:
@@ -310,22 +330,18 @@ def save_lookup_array(tmp: Path, key: str, array: np.ndarray) -> None:
         os.fsync(fh.fileno())
 
 
-def version_matches(version_dir: Path, version: str, extras: Extras | None = None) -> bool:
-    """True when the files of `version_dir` hash to `version` (an existing version directory is reused only then).
-
-    The reason arrays are digested from `extras` (what this build would write) once their files are all there."""
+def version_matches(version_dir: Path, version: str) -> bool:
+    """True when the files of `version_dir` hash to `version` (an existing version directory is reused only then):
+    the audience, the lookup arrays and whatever reason arrays it holds (a missing one changes the digest)."""
     try:
         arrays = {key: np.load(version_dir / f"{key}.npy", mmap_mode="r", allow_pickle=False) for key in LOOKUP_ARRAYS}
-        if extras is not None and any(not (version_dir / f).is_file() for f in extras.files()):
-            return False
-        return cache_version(fingerprint_file(version_dir / AUDIENCE_NAME), arrays, extras) == version
+        more, meta = stored_extras(version_dir)
+        return version_name(fingerprint_file(version_dir / AUDIENCE_NAME), digest_of(arrays, more, meta)) == version
     except (OSError, ValueError, EOFError):
         return False
 
 
-def commit_lookup_dir(
-    tmp: Path, cache_dir: Path, version: str, *, reuse: bool | None = None, extras: Extras | None = None
-) -> str:
+def commit_lookup_dir(tmp: Path, cache_dir: Path, version: str, *, reuse: bool | None = None) -> str:
     """Rename a complete temp version dir (every LOOKUP_ARRAYS file and the audience) to lookup-<version>.
 
     The version is a content digest, so an existing lookup-<version> whose files still hash to it already holds
@@ -336,7 +352,7 @@ def commit_lookup_dir(
     name = f"{LOOKUP_PREFIX}{version}"
     target = cache_dir / name
     if reuse is None:
-        reuse = target.is_dir() and version_matches(target, version, extras)
+        reuse = target.is_dir() and version_matches(target, version)
     if reuse:
         shutil.rmtree(tmp, ignore_errors=True)
         os.utime(target)
@@ -555,7 +571,7 @@ def write_cache(
             checkpoint("audience-written")
             version = cache_version(audience_sha, arrays, extras)
             target = cache_dir / f"{LOOKUP_PREFIX}{version}"
-            reuse = target.is_dir() and version_matches(target, version, extras)
+            reuse = target.is_dir() and version_matches(target, version)
             if not reuse:
                 for i, key in enumerate(LOOKUP_ARRAYS):
                     save_lookup_array(tmp, key, arrays[key])
@@ -563,7 +579,7 @@ def write_cache(
                         checkpoint("arrays-partly-written")
                 if extras is not None:
                     extras.write(tmp)
-            lookup_dir = commit_lookup_dir(tmp, cache_dir, version, reuse=reuse, extras=extras)
+            lookup_dir = commit_lookup_dir(tmp, cache_dir, version, reuse=reuse)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
