@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from recsys.cache.checks import CacheChecks
+from recsys.cache.manifest import AllocationInfo, AllocationStats, MeasuredPrecision, ServedFigures
 from recsys.evaluation import report
 from recsys.evaluation.results import (
     Comparison,
@@ -260,7 +263,33 @@ EXPLORE = {
     "new_products_pct": 57.0,
     "split_cutoff": "2023-03-14T20:21:04+00:00",
 }
-CACHE = {"ranker": "activity", "n": 100, "products": 300, "exclusion_violations": 0}
+
+
+def cache_checks(ranker: str = "activity", served: ServedFigures | None = None, cap: int | None = None) -> CacheChecks:
+    """The cache stage's checks with only what the summary reads (model_construct: no other field is needed)."""
+    fields: dict[str, Any] = {
+        "dataset": "synthetic",
+        "ranker": ranker,
+        "n": 100,
+        "candidate_depth": 300,
+        "products": 300,
+        "exclusion_violations": 0,
+        "allocation": AllocationInfo(
+            max_exposures=cap, min_audience=0, depth=100, seed=0, stats=AllocationStats(capped=cap is not None)
+        ),
+        "served": served
+        or ServedFigures(
+            status="measured",
+            what="test-window precision of activity",
+            source="reports/datasets/synthetic/evaluation/summary.json",
+            model="activity",
+            precision=[MeasuredPrecision(k=100, value=0.002, low=0.001, high=0.004, hits=60)],
+        ),
+    }
+    return CacheChecks.model_construct(**fields)
+
+
+CACHE = cache_checks()
 
 
 def test_summary_table_lists_every_model_with_interval_hits_and_settings() -> None:
@@ -271,8 +300,19 @@ def test_summary_table_lists_every_model_with_interval_hits_and_settings() -> No
     assert "k=10 inconclusive (1 discordant hits); k=100 inconclusive (5 discordant hits)" in text
     assert "**the evaluation recommends `content`**" in text
     assert "random ranker's interval covers its exact expectation at every k" in text
-    agreeing = summary_markdown(summary(), EXPLORE, {**CACHE, "ranker": "content"})
+    agreeing = summary_markdown(summary(), EXPLORE, cache_checks("content"))
     assert "this is the ranker the evaluation recommends" in agreeing
+    assert "Measured precision of the served configuration: precision@100 0.002 [0.001, 0.004] (60 hits)" in text
+    capped = summary_markdown(
+        summary(),
+        EXPLORE,
+        cache_checks(
+            cap=50,
+            served=ServedFigures(status="not_measured", what="activity under cap 50", reason="no study measures it"),
+        ),
+    )
+    assert "capped catalogue-wide at 50" in capped and "**not measured** (no study measures it)" in capped
+    assert "Measured precision" not in capped  # never another configuration's figures under "served"
 
 
 def test_default_ranker_says_what_the_test_window_says_of_the_validation_choice() -> None:

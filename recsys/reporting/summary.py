@@ -3,51 +3,64 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from recsys import config
+from recsys.cache.checks import CacheChecks, read_checks
+from recsys.evaluation.campaigns import closing_note, read_campaign_study
 from recsys.evaluation.report import chosen_text, default_ranker_markdown, fmt, interval, pct, verdict_phrase
 from recsys.evaluation.results import EvaluationSummary, read_summary
-from recsys.evaluation.tradeoff import OUTCOME_PHRASE, TradeoffResults, cap_text, read_tradeoff, without_limit_text
 
 SUMMARY_JSON = Path("evaluation") / "summary.json"
-TRADEOFF_JSON = Path("evaluation") / "tradeoff" / "results.json"
+CAMPAIGNS_JSON = Path("evaluation") / "campaigns" / "results.json"
 
 
-def cap_check_markdown(tradeoff: TradeoffResults | None, cache: Mapping[str, Any], dataset: str | None = None) -> str:
-    """Does the cache serve the cap the evaluation recommends on `dataset`? (trade-off results, cache metrics)."""
-    served = (cache.get("allocation") or {}).get("max_exposures")
-    if tradeoff is None:
-        return f"The cache serves {cap_text(served)}; no exposure-cap trade-off was evaluated, so it is not checked."
-    r = tradeoff.recommendation
-    text = (
-        f"The cache serves {cap_text(served)} (`cache.allocation.max_exposures`); the evaluation's exposure-cap "
-        f"trade-off of {tradeoff.model} recommends {cap_text(r.cap)} ({OUTCOME_PHRASE[r.outcome]}; evaluate report, "
-        "section 'Exposure caps'): "
+def served_markdown(checks: CacheChecks, dataset: str | None = None) -> str:
+    """What the cache serves and its measured precision — of exactly that configuration, or "not measured"."""
+    served = checks.served
+    cap = checks.allocation.max_exposures
+    what = (
+        f"each product's own top {checks.n} (uncapped; campaigns allocate from its top {checks.candidate_depth})"
+        if cap is None
+        else f"lists capped catalogue-wide at {cap} audiences per customer (`cache.allocation.max_exposures`)"
     )
-    if served == r.cap:
-        text += "this is the recommended cap."
+    text = f"The cache serves `{checks.ranker}`, {what}. "
+    if served.status == "measured":
+        figures = ", ".join(
+            f"precision@{p.k} {interval(p.value, p.low, p.high)} ({p.hits:g} hits)" for p in served.precision
+        )
+        text += f"Measured precision of the served configuration: {figures} — {served.what} (`{served.source}`)."
     else:
-        text += f"**they differ** — set `cache.allocation.max_exposures: {'null' if r.cap is None else r.cap}`."
-    text += without_limit_text(r)
-    if dataset is not None and cache.get("dataset") != dataset:
-        text += f" The cache was built from data set `{cache.get('dataset')}`, not `{dataset}` whose trade-off this is."
-    if tradeoff.ranker != cache.get("ranker"):
-        text += f" The trade-off was measured on ranker `{tradeoff.ranker}`, not on the served `{cache.get('ranker')}`."
+        text += f"Precision of the served configuration: **not measured** ({served.reason})."
+    if dataset is not None and checks.dataset != dataset:
+        text += f" The cache was built from data set `{checks.dataset}`, not `{dataset}`."
     return text
+
+
+def campaign_lines(reports: Path, names: Sequence[str]) -> list[str]:
+    """One line per data set: per-campaign caps for campaigns of 100 products at n = 100 (or a line saying why not)."""
+    lines = ["", "## Campaign caps (campaigns of 100 random products, audiences of 100)", ""]
+    for name in names:
+        path = reports / "datasets" / name / CAMPAIGNS_JSON
+        if not path.is_file():
+            lines.append(f"- `{name}`: not run yet (`dvc repro campaigns@{name}`).")
+            continue
+        lines.append(
+            f"- `{name}`: {closing_note(read_campaign_study(path))} ([evaluate](datasets/{name}/evaluate.html))"
+        )
+    return lines
 
 
 def summary_markdown(
     summary: EvaluationSummary,
     explore: Mapping[str, Any],
-    cache: Mapping[str, Any],
-    tradeoff: TradeoffResults | None = None,
+    cache: CacheChecks,
     dataset_link: str = "",
     dataset: str | None = None,
 ) -> str:
-    """One data set's part of reports/summary.md: evaluation, explore / cache metrics and the cap trade-off.
+    """One data set's part of reports/summary.md: evaluation, explore metrics and what the cache serves.
 
     ``dataset_link`` is the relative prefix of that data set's reports (the cache report sits at the top level).
     """
@@ -107,19 +120,19 @@ def summary_markdown(
     lines += ["", default_ranker_markdown(summary).split("\n\n", 1)[1].strip()]
     choice = summary.default_ranker
     recommended = None if choice is None else choice.ranker
-    agrees = recommended == cache.get("ranker")
+    agrees = recommended == cache.ranker
+    violations = "unchecked" if cache.exclusion_violations is None else f"{cache.exclusion_violations}"
     lines += [
         "",
-        f"The audience cache is built with `{cache.get('ranker')}` (N = {cache.get('n')}, "
-        f"{cache.get('products', 0):,} products, "
-        f"{cache.get('exclusion_violations')} exclusion violations): "
+        f"The audience cache is built with `{cache.ranker}` (N = {cache.n}, {cache.products:,} products, "
+        f"{violations} exclusion violations): "
         + (
             "this is the ranker the evaluation recommends."
             if agrees
             else f"**the evaluation recommends `{recommended}`** — set `cache.ranker`."
         ),
         "",
-        cap_check_markdown(tradeoff, cache, dataset),
+        served_markdown(cache, dataset),
         "",
         f"Full reports: [evaluate]({dataset_link}evaluate.html), [cf_proof]({dataset_link}cf_proof.html), "
         f"[evaluation report]({dataset_link}evaluation/report.md), [explore]({dataset_link}explore.html), "
@@ -180,31 +193,33 @@ def write_summary(
         base = reports / "datasets" / name
         return base / SUMMARY_JSON, base / "metrics" / "explore.json"
 
+    summaries = {name: read_summary(paths_of(name)[0]) for name in names if paths_of(name)[0].is_file()}
+    ks = sorted({s.protocol.headline_k for s in summaries.values()})
+    at = f"k={ks[0]}" if len(ks) == 1 else "each data set's headline k"
     header = [
         "# Results summary (generated by the `summary` stage from the pipeline's results — do not edit)",
         "",
         "## Every data set",
         "",
-        "| data set | interactions | customers | act once | retention | loyalty (inferred) | test leader at k=10 "
-        "[interval] | CF vs engagement at k=10 |",
+        f"| data set | interactions | customers | act once | retention | loyalty (inferred) | test leader at {at} "
+        f"[interval] | CF vs engagement at {at} |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     missing = []
     for name in names:
         summary_path, explore_path = paths_of(name)
-        if summary_path.is_file() and explore_path.is_file():
-            header.append(dataset_row(name, read_summary(summary_path), read(explore_path)))
+        if name in summaries and explore_path.is_file():
+            header.append(dataset_row(name, summaries[name], read(explore_path)))
         else:
             missing.append(name)
     if missing:
         header += ["", f"Not evaluated yet: {', '.join(missing)} (`dvc repro`)."]
+    header += campaign_lines(reports, [n for n in names if n not in missing])
     summary_path, explore_path = paths_of(served)
-    tradeoff_path = reports / "datasets" / served / TRADEOFF_JSON
     body = summary_markdown(
         read_summary(summary_path),
         read(explore_path),
-        read(reports / "metrics" / "cache.json"),
-        read_tradeoff(tradeoff_path) if tradeoff_path.is_file() else None,
+        read_checks(reports / "metrics" / "cache.json"),
         dataset_link=f"datasets/{served}/",
         dataset=served,
     )
