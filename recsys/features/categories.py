@@ -12,7 +12,7 @@ The fitted model (``CategoryModel``) also categorises names never logged: a new 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from recsys.config import check_keys
 from recsys.data.behaviour import UNKNOWN
 from recsys.features.engagement import encode_ids
-from recsys.features.name_index import TokenModel
+from recsys.features.name_index import CategoryModel, TokenModel
 from recsys.features.name_matrix import product_token_matrix
 
 
@@ -65,30 +65,6 @@ def name_token_model(interactions: pd.DataFrame) -> tuple[np.ndarray, TokenModel
     return product_ids, TokenModel.from_matrix(sp.csr_matrix(x[:, kept]), np.asarray(vocab)[kept], x.shape[0])
 
 
-@dataclass(frozen=True)
-class CategoryModel:
-    """The fitted inference (kept-token TF-IDF, LSA, k-means): the category of any name, logged or new."""
-
-    tokens: TokenModel
-    svd: Any  # sklearn TruncatedSVD, or None when there are fewer than 2 categories
-    km: Any  # sklearn KMeans, or None
-
-    def categories_of(self, names: Sequence[Any]) -> np.ndarray:
-        """Category of each name (-1 when it has no kept token): how a new product's name is categorised."""
-        vectors = self.tokens.vectorise(list(names))
-        out = np.full(vectors.shape[0], UNKNOWN, dtype=np.int64)
-        named = np.flatnonzero(np.diff(vectors.indptr) > 0)
-        if len(named) == 0:
-            return out
-        if self.svd is None or self.km is None:
-            out[named] = 0
-            return out
-        with threadpool_limits(limits=1):
-            z = normalize(self.svd.transform(vectors[named]))
-            out[named] = self.km.predict(z)
-        return out
-
-
 def fit_categories(
     interactions: pd.DataFrame, params: CategoryParams | None = None
 ) -> tuple[pd.DataFrame, CategoryModel]:
@@ -100,7 +76,6 @@ def fit_categories(
     named = np.flatnonzero(weights.getnnz(axis=1) > 0)
     n_tokens = weights.shape[1]
     k = min(params.k, len(named))
-    svd = km = None
     if k >= 2 and n_tokens >= 2:
         rng = np.random.default_rng(params.seed)
         fit = (
@@ -108,16 +83,17 @@ def fit_categories(
             if len(named) <= params.fit_products
             else np.sort(rng.choice(named, params.fit_products, replace=False))
         )
-        rows = weights[named]
         with threadpool_limits(limits=1):
             svd = TruncatedSVD(min(params.components, n_tokens - 1), random_state=params.seed).fit(weights[fit])
-            z = normalize(svd.transform(rows))
-            fit_rows = np.searchsorted(named, fit)
-            km = KMeans(k, n_init=params.n_init, random_state=params.seed).fit(z[fit_rows])
-            category[named] = km.predict(z)
-    elif len(named):
-        category[named] = 0
-    model = CategoryModel(TokenModel(tokens.vocab, tokens.idf, sp.csr_matrix((0, n_tokens))), svd, km)
+            z = normalize(svd.transform(weights[fit]))
+            km = KMeans(k, n_init=params.n_init, random_state=params.seed).fit(z)
+        components = np.asarray(svd.components_, dtype=np.float64)
+        centers = np.asarray(km.cluster_centers_, dtype=np.float64)
+    else:
+        components = np.zeros((0, n_tokens))
+        centers = np.zeros((1 if len(named) else 0, 0))
+    model = CategoryModel(TokenModel(tokens.vocab, tokens.idf, sp.csr_matrix((0, n_tokens))), components, centers)
+    category[named] = model.assign(weights[named])  # the same assignment a new name gets
     return pd.DataFrame({"product_id": product_ids, "category": category}), model
 
 

@@ -489,3 +489,42 @@ def names_blob(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(e) for e in encoded], out=offsets[1:])
     return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+
+
+# ----------------------------------------------------------------------------------------------
+# categories inferred from names: the assignment (fitted in recsys.features.categories), served without sklearn
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CategoryModel:
+    """The fitted name-category inference as arrays: kept-token TF-IDF, LSA components and k-means centres.
+
+    ``assign`` is the one assignment of both the fitted products and new names: project on the components,
+    L2-normalise, nearest centre (squared Euclidean, ties: the lower category). Without components (fewer than 2
+    categories could be fitted) every named row is category 0.
+    """
+
+    tokens: TokenModel
+    components: np.ndarray  # (dimensions x tokens)
+    centers: np.ndarray  # (categories x dimensions)
+
+    def assign(self, vectors: sp.csr_matrix) -> np.ndarray:
+        """Category of each TF-IDF row (-1 for an empty row)."""
+        out = np.full(vectors.shape[0], -1, dtype=np.int64)
+        named = np.flatnonzero(np.diff(vectors.indptr) > 0)
+        if len(named) == 0 or len(self.centers) == 0:
+            return out
+        if self.components.shape[0] == 0:
+            out[named] = 0
+            return out
+        z = np.asarray(vectors[named] @ self.components.T, dtype=np.float64)
+        norms = np.linalg.norm(z, axis=1, keepdims=True)
+        z = np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
+        d2 = (self.centers**2).sum(axis=1)[None, :] - 2.0 * (z @ self.centers.T)
+        out[named] = np.argmin(d2, axis=1)
+        return out
+
+    def categories_of(self, names: Sequence[Any]) -> np.ndarray:
+        """Category of each name (-1 when it has no kept token): how a new product's name is categorised."""
+        return self.assign(self.tokens.vectorise(list(names)))

@@ -37,7 +37,8 @@ from recsys import config
 from recsys.arrays import cost_blocks, not_excluded, offsets_of, range_indices
 from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
-from recsys.features.categories import CategoryModel, CategoryParams, fit_categories
+from recsys.features.categories import CategoryParams, fit_categories
+from recsys.features.name_index import CategoryModel
 from recsys.features.returns import EventRows, ReturnModel, fit_return_model
 from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, ordered
 from recsys.rankers.engagement import popularity_keys
