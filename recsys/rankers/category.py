@@ -38,7 +38,7 @@ from recsys.arrays import cost_blocks, not_excluded, offsets_of, range_indices
 from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
 from recsys.features.categories import CategoryParams, fit_categories
-from recsys.features.name_index import CategoryModel
+from recsys.features.name_index import CategoryIndex, CategoryModel, NameIndexMeta, names_blob
 from recsys.features.returns import EventRows, ReturnModel, fit_return_model
 from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, ordered
 from recsys.rankers.engagement import popularity_keys
@@ -251,7 +251,36 @@ class InferredCategoryRanker(CategoryRanker):
         if categories is None or model is None:
             categories, model = fit_categories(interactions, CategoryParams(**settings.model_dump()))
         self.category_model_ = model
+        self.interactions_names_ = interactions[["product_id", "product_name", "event_date"]]  # names of the index
         return categories
+
+    def name_index(self, label: str | None = None) -> CategoryIndex:
+        """The fitted state that ranks a name never seen in the log, as memory-mappable arrays (the service's)."""
+        self._check_fitted()
+        h = self.history_
+        customers = np.bincount(h.row_products, minlength=h.n_products)
+        known = np.flatnonzero(self.product_category_ >= 0)
+        order = known[np.lexsort((known, -customers[known], self.product_category_[known]))]
+        n_cats = len(self.lists_.indptr) - 1
+        names = Catalogue.from_interactions(self.interactions_names_).names_of(h.product_ids)
+        blob, offsets = names_blob([n if isinstance(n, str) else "" for n in names])
+        return CategoryIndex(
+            meta=NameIndexMeta(ranker=self.name, label=label, method="category", weight=1.0, neighbours=0),
+            model=self.category_model_,
+            lists_indptr=np.asarray(self.lists_.indptr, dtype=np.int64),
+            lists_users=np.asarray(self.lists_.users, dtype=np.int64),
+            lists_scores=np.asarray(self.lists_.scores, dtype=np.float64),
+            fallback_order=np.asarray(self.global_.order, dtype=np.int64),
+            customer_ids=h.customer_ids,
+            product_ids=h.product_ids,
+            product_category=self.product_category_,
+            category_products_indptr=offsets_of(
+                np.bincount(self.product_category_[order], minlength=n_cats) if n_cats else np.zeros(0, dtype=np.int64)
+            ),
+            category_products=order.astype(np.int64),
+            product_names=blob,
+            product_name_offsets=offsets,
+        )
 
     def _basis(
         self, requested: np.ndarray, codes: np.ndarray, cats: np.ndarray, catalogue: Catalogue | None
