@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from recsys.config import relative
 from service.campaigns import add_campaign_routes
 from service.fastlane import RecommendFastLane
+from service.names import add_name_routes
 from service.payloads import audience, dumps, parse_product_id, resolve_n
 from service.reasons import ExplainQuery, with_reasons
 from service.schemas import (
@@ -527,5 +528,6 @@ def create_app(settings: ServiceSettings | None = None, holder: CacheHolder | No
         )
     add_routes(app)
     add_campaign_routes(app, current_snapshot)
+    add_name_routes(app, current_snapshot)
     add_docs(app)
     return app

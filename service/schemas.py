@@ -47,7 +47,12 @@ class RecommendResponse(BaseModel):
     recommendations: list[Recommendation]
     count: int = Field(ge=0, description="Number of recommendations returned (can be < n for sparse data).")
     cold_start: bool = Field(
-        description="True when the product is unknown to the cache and the global fallback is served."
+        description="True when the product has no history: unknown to the cache (the global fallback is served), or "
+        "a catalogue product ranked from its name."
+    )
+    basis: str = Field(
+        description="Why the audience is what it is: history | name | no_name | no_known_token | names_unused "
+        "(recsys.basis.BASIS_TEXT)."
     )
     model: str = Field(description="Cache version that produced this answer.")
 

@@ -194,6 +194,7 @@ def truncate(recs: Recommendations, k: int) -> Recommendations:
         customer_ids=np.asarray(recs.customer_ids)[keep],
         scores=np.asarray(recs.scores)[keep],
         cold_start=recs.cold_start,
+        basis=recs.basis,
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,14 +35,17 @@ from recsys.cache.manifest import (
     BuildInfo,
     CacheExposure,
     CacheManifest,
+    CatalogueFile,
     EngineInfo,
     ExposureSide,
     Fingerprint,
     InputCounts,
+    NewProductsInfo,
     ServedFigures,
     read_manifest,
 )
-from recsys.cache.writer import LOCK_WAIT_S, jsonable, write_cache
+from recsys.cache.writer import LOCK_WAIT_S, concat_recommendations, jsonable, write_cache
+from recsys.data.catalogue import Catalogue
 from recsys.data.contract import CANONICAL_COLUMNS
 from recsys.data.ids import id_array as as_id_array
 from recsys.data.ids import id_kind
@@ -172,6 +176,9 @@ def build_cache(
     model_source: Literal["selection", "override"] | None = None,
     model_label: str | None = None,
     lock_wait_s: float = LOCK_WAIT_S,
+    new_products: NewProductsModel | None = None,
+    catalogue: Catalogue | None = None,
+    catalogue_file: CatalogueFile | None = None,
 ) -> CacheManifest:
     """Fit `ranker_name`, rank every product `candidates` deep (default n), serve its top-n and write the cache.
 
@@ -179,6 +186,9 @@ def build_cache(
     measured of the served configuration (``recsys.cache.figures``; default: not measured). `dataset` names the data
     set the interactions come from (params/prepare.yaml: datasets), recorded in the manifest. `processes` forked
     workers rank the catalogue (block rankers: content, itemknn); the cache does not depend on it.
+    `new_products` is the model of products without fit rows: it ranks the `catalogue`'s products that are not in
+    the log (from their names) and its name index answers names never seen (``/audiences/by-name``); without it,
+    the served ranker does both when it reads names.
     """
     if n < 1:
         raise ValueError(f"cache depth n must be >= 1, got {n} (params/cache.yaml: cache.n)")
@@ -189,10 +199,19 @@ def build_cache(
     alloc.check(n)
     interactions = canonical_order(interactions)
     ranker = make_ranker(ranker_name, dict(ranker_params or {})).fit(interactions)
-    catalogue = catalogue_ids(interactions)
+    names_ranker, names_label = names_model(ranker, ranker_name, ranker_params, model_label, new_products, interactions)
+    catalogue_products = catalogue_ids(interactions)
     with parallel_ranking(processes):
-        recs, lists, own, stats = ranked_audiences(ranker, catalogue, n, alloc)
-    fallback = global_fallback(ranker, catalogue, n)
+        recs, lists, own, stats = ranked_audiences(ranker, catalogue_products, n, alloc)
+        new_ids = new_catalogue_ids(catalogue, catalogue_products)
+        if len(new_ids):
+            new_lists = (names_ranker or ranker).rank(new_ids, depth, catalogue)
+            new_recs = truncate(new_lists, n)
+            recs, lists, own = (
+                concat_recommendations(pair) for pair in ((recs, new_recs), (lists, new_lists), (own, new_recs))
+            )
+    fallback = global_fallback(ranker, catalogue_products, n)
+    by_name = names_ranker.name_index(names_label) if hasattr(names_ranker, "name_index") else None
     meta = BuildInfo(
         dataset=dataset,
         ranker=ranker_name,
@@ -206,8 +225,18 @@ def build_cache(
         counts=InputCounts(
             interactions=int(len(interactions)),
             customers=int(interactions["customer_id"].nunique()),
-            catalogue=int(len(catalogue)),
+            catalogue=int(len(catalogue_products)),
+            new_catalogue=int(len(new_ids)),
         ),
+        new_products=None
+        if names_ranker is None
+        else NewProductsInfo(
+            ranker=str(names_ranker.name),
+            ranker_params=jsonable(dict(names_ranker.params)),
+            label=names_label,
+            by_name=by_name is not None,
+        ),
+        catalogue_file=catalogue_file,
         allocation=allocation_info(alloc, n, seed, stats),
         candidate_depth=depth,
         served=served or NOT_MEASURED,
@@ -224,8 +253,45 @@ def build_cache(
         export=export,
         keep=keep,
         lock_wait_s=lock_wait_s,
-        reasons=lambda vocab: ranker_extras(ranker, interactions, params, vocab),
+        reasons=lambda vocab: ranker_extras(ranker, interactions, params, vocab, by_name),
     )
+
+
+@dataclass(frozen=True)
+class NewProductsModel:
+    """The model of products without fit rows: registered ranker, make_ranker params, the evaluation's label."""
+
+    ranker: str
+    params: Mapping[str, Any]
+    label: str | None = None
+
+
+def names_model(
+    ranker: Any,
+    ranker_name: str,
+    ranker_params: Mapping[str, Any] | None,
+    label: str | None,
+    new_products: NewProductsModel | None,
+    interactions: pd.DataFrame,
+) -> tuple[Any, str | None]:
+    """(fitted ranker of products without fit rows, its label): the served one when it is the same model."""
+    if new_products is None:
+        return (ranker, label) if getattr(ranker, "uses_names", False) else (None, None)
+    if new_products.ranker == ranker_name and dict(new_products.params) == dict(ranker_params or {}):
+        return ranker, new_products.label
+    return make_ranker(new_products.ranker, dict(new_products.params)).fit(interactions), new_products.label
+
+
+def new_catalogue_ids(catalogue: Catalogue | None, known: np.ndarray) -> np.ndarray:
+    """The catalogue's products that are not in the log (sorted), of the log's id kind."""
+    if catalogue is None or len(catalogue) == 0:
+        return known[:0]
+    if catalogue.id_kind != id_kind(known):
+        raise ValueError(
+            f"the new-products catalogue has {catalogue.id_kind} product ids but the log has {id_kind(known)} ids "
+            "(params/cache.yaml: cache.catalogue)"
+        )
+    return np.asarray(catalogue.product_ids[~np.isin(catalogue.product_ids, known)])
 
 
 def cache_facts(cache_dir: Path) -> dict[str, Any]:

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.cache.lookup import NAMES_PREFIX
+from recsys.cache.lookup import BY_NAME_PREFIX, NAMES_PREFIX
 from recsys.features.engagement import US_PER_DAY, EngagementModel, FeatureParams, timestamps_us
-from recsys.features.name_index import NameIndex
+from recsys.features.name_index import AnyNameIndex, NameIndex
 
 FACT_ARRAYS: tuple[str, ...] = (
     "customer_interactions",
@@ -46,6 +46,7 @@ class Extras:
     facts: Mapping[str, np.ndarray]
     names: NameIndex | None = None
     product_tokens: sp.csr_matrix | None = None
+    by_name: AnyNameIndex | None = None  # the new-products model's index (BY_NAME_PREFIX), for names never seen
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every array by its file name relative to the version directory (sorted keys: the digest's order)."""
@@ -61,16 +62,26 @@ class Extras:
                     f"{NAMES_PREFIX}product_tokens_data": np.asarray(m.data, dtype=np.float64),
                 }
             )
+        if self.by_name is not None:
+            out.update({f"{BY_NAME_PREFIX}{key}": fixed_text(value) for key, value in self.by_name.arrays().items()})
         return dict(sorted(out.items()))
 
+    def meta_files(self) -> dict[str, str]:
+        """The meta.json files of the indexes (file name -> text), in digest order."""
+        out = {}
+        if self.names is not None:
+            out[f"{NAMES_PREFIX}{META_NAME}"] = self.names.meta.to_json()
+        if self.by_name is not None:
+            out[f"{BY_NAME_PREFIX}{META_NAME}"] = self.by_name.meta.to_json()
+        return out
+
     def meta_text(self) -> str:
-        """The name index's meta.json text ('' without one)."""
-        return self.names.meta.to_json() if self.names is not None else ""
+        """The indexes' meta.json texts, in digest order ('' without an index)."""
+        return "".join(self.meta_files().values())
 
     def files(self) -> list[str]:
         """Every file name this writes into a version directory."""
-        names = [f"{key}.npy" for key in self.arrays()]
-        return [*names, f"{NAMES_PREFIX}{META_NAME}"] if self.names is not None else names
+        return [*(f"{key}.npy" for key in self.arrays()), *self.meta_files()]
 
     def write(self, directory: Path) -> None:
         """Write every array (fsynced) and the name index's meta file into a version directory."""
@@ -79,8 +90,8 @@ class Extras:
                 np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
                 fh.flush()
                 os.fsync(fh.fileno())
-        if self.names is not None:
-            (directory / f"{NAMES_PREFIX}{META_NAME}").write_text(self.meta_text(), encoding="utf-8")
+        for name, text in self.meta_files().items():
+            (directory / name).write_text(text, encoding="utf-8")
 
 
 def fixed_text(values: np.ndarray) -> np.ndarray:
@@ -118,9 +129,16 @@ def customer_facts(interactions: pd.DataFrame, features: Mapping[str, Any], voca
     }
 
 
-def ranker_extras(ranker: Any, interactions: pd.DataFrame, params: Mapping[str, Any], vocab: np.ndarray) -> Extras:
-    """The reason arrays of a fitted ranker: facts always; the name index and token rows when it reads names."""
+def ranker_extras(
+    ranker: Any,
+    interactions: pd.DataFrame,
+    params: Mapping[str, Any],
+    vocab: np.ndarray,
+    by_name: AnyNameIndex | None = None,
+) -> Extras:
+    """The reason arrays of a fitted ranker (facts always; the name index and token rows when it reads tokens) and the
+    new-products model's index `by_name`."""
     facts = customer_facts(interactions, params.get("features") or {}, vocab)
-    if getattr(ranker, "uses_names", False) and hasattr(ranker, "name_index"):
-        return Extras(facts, ranker.name_index(), sp.csr_matrix(ranker.x_))
-    return Extras(facts)
+    if getattr(ranker, "uses_names", False) and hasattr(ranker, "x_"):
+        return Extras(facts, ranker.name_index(), sp.csr_matrix(ranker.x_), by_name)
+    return Extras(facts, by_name=by_name)

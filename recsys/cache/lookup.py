@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from recsys import config
+from recsys.basis import BASES
 from recsys.cache.manifest import (
     BUILD_HINT,
     FORMAT_VERSION,
@@ -68,6 +69,7 @@ SERVED_ARRAYS: tuple[str, ...] = (  # the hot path: GET /recommend touches only 
     "customer_vocab",
     "scores",
     "cold_start",
+    "basis",
     "global_customers",
     "global_scores",
 )
@@ -78,6 +80,7 @@ CANDIDATE_ARRAYS: tuple[str, ...] = (  # campaigns: every product's own ranking 
 )
 LOOKUP_ARRAYS: tuple[str, ...] = SERVED_ARRAYS + CANDIDATE_ARRAYS  # every array of a version, in digest order
 NAMES_PREFIX = "served_names_"  # file prefix of the served name ranker's index in a version (recsys.cache.facts)
+BY_NAME_PREFIX = "by_name_"  # file prefix of the new-products model's index (POST /audiences/by-name, new products)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,6 +175,8 @@ def _validate(cache_dir: Path, a: Mapping[str, np.ndarray], manifest: CacheManif
         (all(arr.ndim == 1 for arr in a.values()), "arrays must be one-dimensional"),
         (offsets.dtype == np.int64 and len(offsets) == p + 1, "offsets length != products + 1"),
         (len(a["cold_start"]) == p and a["cold_start"].dtype == bool, "cold_start length mismatch"),
+        (len(a["basis"]) == p and a["basis"].dtype == np.uint8, "basis length or dtype mismatch"),
+        (bool(np.all(a["basis"] < len(BASES))) if p else True, "basis codes out of range"),
         (
             a["customers"].dtype.kind in "iu" and a["global_customers"].dtype == a["customers"].dtype,
             "customer arrays must be integers of one dtype",
@@ -228,6 +233,7 @@ class AudienceLookup:
         self._vocab = arrays["customer_vocab"] if arrays["customer_vocab"].dtype.kind == "U" else None
         self._scores = arrays["scores"]
         self._cold = arrays["cold_start"]
+        self._basis = arrays["basis"]
         self._g_customers = arrays["global_customers"]
         self._g_scores = arrays["global_scores"]
         self._index = arrays["customer_vocab"]  # every stored customer id, sorted: what candidate codes point into
@@ -275,6 +281,32 @@ class AudienceLookup:
         a = int(self._offsets[i])
         b = min(int(self._offsets[i + 1]), a + n)
         return self._ids_of(self._customers[a:b]), self._scores[a:b], bool(self._cold[i])
+
+    def basis(self, product_id: Any) -> str:
+        """Why the product's audience is what it is (recsys.basis): history, name, ... (`names_unused` if unknown)."""
+        i = self._find(product_id)
+        return BASES[int(self._basis[i])] if i >= 0 else "names_unused"
+
+    def top_global(self, n: int, exclude: Sequence[Any] = ()) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(customer ids, scores, True) of the global fallback's best n, the excluded customers skipped."""
+        excluded = set(exclude)
+        n = max(0, min(int(n), self.n))
+        ids = self._ids_of(self._g_customers[: n + len(excluded)])
+        keep = np.fromiter((c not in excluded for c in ids.tolist()), dtype=bool, count=len(ids))
+        return ids[keep][:n], self._g_scores[: n + len(excluded)][keep][:n], True
+
+    @property
+    def names(self) -> Any:
+        """The new-products model's index (recsys.features.name_index, loaded on first use), or None without one."""
+        if "by_name" not in self.cached:
+            directory = self.cache_dir / self.manifest.lookup_dir
+            if (directory / f"{BY_NAME_PREFIX}meta.json").is_file():
+                from recsys.features.name_index import load_name_index  # scipy and pyarrow: only when names are asked
+
+                self.cached["by_name"] = load_name_index(directory, BY_NAME_PREFIX)
+            else:
+                self.cached["by_name"] = None
+        return self.cached["by_name"]
 
     def _ids_of(self, stored: np.ndarray) -> np.ndarray:
         """Customer ids from stored values (the ids themselves, or codes into the vocabulary)."""

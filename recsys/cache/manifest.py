@@ -37,7 +37,9 @@ from recsys.cache.faults import checkpoint
 # 6: candidate arrays (every product's own ranking to cache.candidates, for campaigns), customer_vocab for every id
 #    kind, the measured figures of the served configuration (`served`), what the version stores to explain its
 #    pairs (`reasons`), allocation without `candidates`
-FORMAT_VERSION = 6
+# 7: a per-product `basis` array (why each audience is what it is), the new-products model's name index (by_name_*)
+#    and products of a new-products catalogue
+FORMAT_VERSION = 7
 MANIFEST_NAME = "manifest.json"
 BUILD_HINT = "build it with `recsys build-cache` (or `dvc repro cache`)"
 MAX_REPORTED_ERRORS = 5
@@ -86,11 +88,30 @@ class Fingerprint(Record):
 
 
 class InputCounts(Record):
-    """Sizes of the input the cache was built from."""
+    """Sizes of the input the cache was built from (`new_catalogue`: catalogue products not yet in the log)."""
 
     interactions: int = Field(ge=0)
     customers: int = Field(ge=0)
     catalogue: int = Field(ge=0)
+    new_catalogue: int = Field(0, ge=0)
+
+
+class CatalogueFile(Record):
+    """The new-products catalogue file read by the build: rows in, kept, and the rows set aside per reason."""
+
+    path: str
+    rows_in: int = Field(ge=0)
+    kept: int = Field(ge=0)
+    rejected: dict[str, int]
+
+
+class NewProductsInfo(Record):
+    """The model of products without fit rows (catalogue names, /audiences/by-name) and whether it has a name index."""
+
+    ranker: str
+    ranker_params: dict[str, JsonValue]
+    label: str | None
+    by_name: bool
 
 
 class CacheCounts(InputCounts):
@@ -293,6 +314,8 @@ class BuildInfo(Record):
     allocation: AllocationInfo
     candidate_depth: int = Field(ge=1)
     served: ServedFigures
+    new_products: NewProductsInfo | None = None
+    catalogue_file: CatalogueFile | None = None
 
 
 class CacheManifest(BuildInfo):

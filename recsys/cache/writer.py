@@ -44,7 +44,7 @@ import resource
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +53,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys.basis import BASES
 from recsys.cache.facts import FACT_ARRAYS, META_NAME, Extras
 from recsys.cache.faults import checkpoint
 from recsys.cache.lookup import (
     AUDIENCE_NAME,
+    BY_NAME_PREFIX,
     EXPORT_STEM,
     LOOKUP_ARRAYS,
     LOOKUP_PREFIX,
@@ -138,6 +140,24 @@ def sort_by_product(recs: Recommendations) -> Recommendations:
         customer_ids=np.asarray(recs.customer_ids)[gather],
         scores=np.asarray(recs.scores)[gather],
         cold_start=np.asarray(recs.cold_start, dtype=bool)[order],
+        basis=None if recs.basis is None else np.asarray(recs.basis, dtype=object)[order],
+    )
+
+
+def concat_recommendations(parts: Sequence[Recommendations]) -> Recommendations:
+    """The blocks of several Recommendations one after the other (their order kept; `sort_by_product` sorts)."""
+    if len(parts) == 1:
+        return parts[0]
+    sizes = np.concatenate([np.diff(p.offsets) for p in parts])
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return Recommendations(
+        product_ids=np.concatenate([as_id_array(p.product_ids) for p in parts]),
+        offsets=offsets,
+        customer_ids=np.concatenate([as_id_array(np.asarray(p.customer_ids)) for p in parts]),
+        scores=np.concatenate([np.asarray(p.scores, dtype=np.float64) for p in parts]),
+        cold_start=np.concatenate([np.asarray(p.cold_start, dtype=bool) for p in parts]),
+        basis=np.concatenate([np.asarray(p.basis, dtype=object) for p in parts]),
     )
 
 
@@ -269,12 +289,20 @@ def lookup_arrays(
         "customer_vocab": index,
         "scores": np.asarray(recs.scores, dtype=SCORE_DTYPE),
         "cold_start": np.asarray(recs.cold_start, dtype=bool),
+        "basis": basis_codes(recs),
         "global_customers": g_customers,
         "global_scores": np.asarray(fallback.scores, dtype=SCORE_DTYPE)[:g_size],
         "candidate_offsets": np.asarray(candidates.offsets, dtype=np.int64),
         "candidate_customers": codes_in(index, np.asarray(candidates.customer_ids)),
         "candidate_scores": np.asarray(candidates.scores, dtype=SCORE_DTYPE),
     }
+
+
+def basis_codes(recs: Recommendations) -> np.ndarray:
+    """Each product's basis as a uint8 code into recsys.basis.BASES."""
+    basis = np.asarray(recs.basis if recs.basis is not None else [], dtype=object)
+    codes = {name: i for i, name in enumerate(BASES)}
+    return np.fromiter((codes[str(b)] for b in basis), dtype=np.uint8, count=len(basis))
 
 
 def arrays_digest(arrays: Mapping[str, np.ndarray], extras: Extras | None = None) -> str:
@@ -301,8 +329,8 @@ def stored_extras(version_dir: Path) -> tuple[dict[str, np.ndarray], str]:
     skip = set(LOOKUP_ARRAYS)
     keys = sorted(f.stem for f in version_dir.glob("*.npy") if f.stem not in skip)
     more = {key: np.load(version_dir / f"{key}.npy", mmap_mode="r", allow_pickle=False) for key in keys}
-    meta_path = version_dir / f"{NAMES_PREFIX}{META_NAME}"
-    return more, meta_path.read_text(encoding="utf-8") if meta_path.is_file() else ""
+    metas = [version_dir / f"{prefix}{META_NAME}" for prefix in (NAMES_PREFIX, BY_NAME_PREFIX)]
+    return more, "".join(p.read_text(encoding="utf-8") for p in metas if p.is_file())
 
 
 def cache_version(audience_sha: str, arrays: Mapping[str, np.ndarray], extras: Extras | None = None) -> str:
@@ -623,6 +651,7 @@ def commit_manifest(
         interactions=meta.counts.interactions,
         customers=meta.counts.customers,
         catalogue=meta.counts.catalogue,
+        new_catalogue=meta.counts.new_catalogue,
         products=int(len(arrays["product_ids"])),
         rows=int(arrays["offsets"][-1]),
         customers_ranked=int(len(pd.unique(arrays["customers"]))),

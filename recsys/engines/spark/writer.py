@@ -281,6 +281,7 @@ def small_arrays(staged: StagedAudience) -> dict[str, np.ndarray]:
         "offsets": staged.served_offsets,
         "customer_vocab": vocab,
         "cold_start": np.zeros(len(staged.product_ids), dtype=bool),
+        "basis": np.zeros(len(staged.product_ids), dtype=np.uint8),  # every product has fit rows: `history`
         "global_customers": g_customers,
         "global_scores": np.asarray(staged.fallback_scores, dtype=SCORE_DTYPE)[: staged.n],
         "candidate_offsets": staged.offsets,
