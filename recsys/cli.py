@@ -197,6 +197,32 @@ def _campaign(args: argparse.Namespace) -> dict[str, Any]:
     return {"out": config.relative(out), "rows": len(table), "figures": result.figures.model_dump(mode="json")}
 
 
+def _audience(args: argparse.Namespace) -> dict[str, Any]:
+    """The audience of a product name never seen in the log (the cache's new-products model), with the evidence."""
+    from recsys.basis import MAX_NAME_CHARS
+    from recsys.cache.by_name import audience_table, clean_name, name_audience
+    from recsys.cache.lookup import AudienceLookup
+    from recsys.exports import write_csv
+
+    name = clean_name(args.name)
+    if not name:
+        raise ValueError("--name is empty or only white space / control characters")
+    if len(args.name) > MAX_NAME_CHARS:
+        raise ValueError(f"--name is {len(args.name)} characters long; at most {MAX_NAME_CHARS} are accepted")
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    lookup = AudienceLookup.open(config.resolve(args.cache) if args.cache else config.CACHE_DIR)
+    exclude = read_ids(args.exclude, "customer_id", lookup.customer_kind) if args.exclude else []
+    body = name_audience(lookup, name, args.n, exclude)
+    summary = {k: body[k] for k in ("name", "model", "basis", "fallback", "reason", "known_tokens", "count")}
+    if args.out:
+        out = config.resolve(args.out)
+        header = {**{k: body[k] for k in ("name", "model", "basis", "reason")}, "cache_version": body["cache_version"]}
+        write_csv(audience_table(body), out, header)
+        return {**summary, "out": config.relative(out)}
+    return {**summary, "similar_products": body["similar_products"], "customers": body["customers"]}
+
+
 def exec_module(module: str, *args: str) -> NoReturn:
     """Replace this process with `python -m module args` (the app runs on its own; signals reach it directly)."""
     argv = [sys.executable, "-m", module, *args]
@@ -300,6 +326,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] 
     "campaigns": ("evaluate per-campaign caps on campaigns sampled from a data set's test window", _campaigns),
     "build-cache": ("build the top-N audience cache for every product", _build_cache),
     "campaign": ("allocate a campaign's audiences from the cache under a per-customer cap, as a CSV", _campaign),
+    "audience": ("the audience of a product name never seen in the log, with each customer's evidence", _audience),
     "notebook": ("execute a pipeline notebook (papermill: explore, evaluate, cf_proof, cache, sensitivity)", _notebook),
     "sensitivity": (
         "evaluate synthetic logs across the generator's unpinned settings into reports/sensitivity",
@@ -360,6 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--min-audience", type=int, default=0, help="every product reaches this before any more")
             p.add_argument("--exclude", help="customers never messaged: one id per line, or a CSV with customer_id")
             p.add_argument("--out", required=True, help="CSV to write (settings in '# key: value' header lines)")
+            p.add_argument("--cache", help="cache directory (default: data/artifacts/cache)")
+        if name == "audience":
+            p.add_argument("--name", required=True, help="the new product's name (any script, at most 500 characters)")
+            p.add_argument("--n", type=int, default=100, help="customers to return (default 100)")
+            p.add_argument("--exclude", help="customers never returned: one id per line, or a CSV with customer_id")
+            p.add_argument("--out", help="CSV to write (settings in '# key: value' header lines); default: JSON")
             p.add_argument("--cache", help="cache directory (default: data/artifacts/cache)")
         if name in {"prepare", "profile", "evaluate", "notebook", "campaigns"}:
             p.add_argument("--dataset", help="data set name of params/prepare.yaml: datasets (default: synthetic)")

@@ -1,39 +1,32 @@
 """POST /audiences/by-name: the audience of a product that exists nowhere yet, from its name, with the evidence.
 
-The served cache carries the name index of the evaluation's new-products model (recsys.features.name_index; the
-``names.*`` files of the version directory). A name is cleaned (control characters become spaces), refused with a
-clear 422 when it is empty, only white space, or longer than ``MAX_NAME_CHARS``, and otherwise always answered: a
-name with no token the log knows gets the engagement order with ``fallback: true`` and the reason, as does a cache
-whose new-products model does not read names (its global order). Every customer comes with the parts of its score:
-the engagement part and the name part, with the name's tokens found in the customer's history (content) or the
-similar products the customer touched (name_knn).
+The served cache carries the index of the evaluation's new-products model (recsys.features.name_index; the
+``by_name_*`` files of the version directory); recsys.cache.by_name builds the answer. A name is cleaned (control
+characters become spaces), refused with a clear 422 when it is empty, only white space, or longer than
+``MAX_NAME_CHARS``, and otherwise always answered: a name with no token the log knows gets the engagement order
+with ``fallback: true`` and the reason, as does a cache whose new-products model does not read names (its global
+order). Every customer comes with the parts of its score: the engagement part and the name part, with the name's
+tokens found in the customer's history (content), the similar products the customer touched (name_knn), or the
+category the name was given (category models).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from recsys.basis import BASIS_TEXT, MAX_NAME_CHARS
+from recsys.basis import MAX_NAME_CHARS
+from recsys.cache.by_name import clean_name, name_audience
 from service.payloads import dumps
 from service.schemas import CustomerId, ErrorResponse, ProductId
-from service.state import Snapshot
 
 MAX_BY_NAME_N = 1000
 MAX_EXCLUDE = 100_000
 DEFAULT_BY_NAME_N = 20
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def clean_name(raw: str) -> str:
-    """Control characters replaced by spaces, surrounding white space removed."""
-    return _CONTROL.sub(" ", raw).strip()
 
 
 class ByNameRequest(BaseModel):
@@ -130,88 +123,6 @@ class ByNameResponse(BaseModel):
     cache_version: str
 
 
-def _id(value: Any) -> Any:
-    """A numpy id as a plain int or str."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def by_name_payload(snapshot: Snapshot, request: ByNameRequest) -> dict[str, Any]:
-    """The /audiences/by-name body for one request (snapshot's name index, or its global order when it has none)."""
-    name = clean_name(request.name)
-    n = request.n or DEFAULT_BY_NAME_N
-    index = snapshot.lookup.names
-    if index is None:
-        return _global_payload(snapshot, name, n, request.exclude_customers)
-    (audience,) = index.audiences([name], n, request.exclude_customers)
-    ids = index.customer_ids
-    customers = [
-        {
-            "rank": r,
-            "customer_id": _id(ids[c]),
-            "score": float(s),
-            "evidence": {
-                "engagement": ev.engagement,
-                "name": ev.name,
-                "tokens": [{"token": t, "contribution": w} for t, w in ev.tokens],
-                "products": [{"product_id": _id(index.product_ids[p]), "contribution": w} for p, w in ev.products],
-            },
-        }
-        for r, (c, s, ev) in enumerate(zip(audience.customers, audience.scores, audience.evidence, strict=True), 1)
-    ]
-    fallback = audience.basis != "name"
-    category = None
-    if audience.category >= 0:
-        category = {"id": audience.category, "tokens": audience.category_tokens}
-    return {
-        "name": name,
-        "model": index.meta.ranker,
-        "category": category,
-        "basis": audience.basis,
-        "fallback": fallback,
-        "reason": BASIS_TEXT[audience.basis],
-        "known_tokens": audience.known_tokens,
-        "unknown_tokens": audience.unknown_tokens,
-        "similar_products": [
-            {
-                "product_id": _id(index.product_ids[p]),
-                "product_name": index.product_name(p),
-                "similarity": None if category is not None else float(sim),
-            }
-            for p, sim in audience.similar
-        ],
-        "customers": customers,
-        "count": len(customers),
-        "cache_version": snapshot.version,
-    }
-
-
-def _global_payload(snapshot: Snapshot, name: str, n: int, exclude: list[Any]) -> dict[str, Any]:
-    """The answer of a cache without a name index: its global order, flagged as a fallback."""
-    customers, scores, _ = snapshot.lookup.top_global(n, exclude)
-    return {
-        "name": name,
-        "model": snapshot.manifest.ranker,
-        "category": None,
-        "basis": "names_unused",
-        "fallback": True,
-        "reason": BASIS_TEXT["names_unused"],
-        "known_tokens": [],
-        "unknown_tokens": [],
-        "similar_products": [],
-        "customers": [
-            {
-                "rank": r,
-                "customer_id": _id(c),
-                "score": float(s),
-                "evidence": {"engagement": float(s), "name": 0.0, "tokens": [], "products": []},
-            }
-            for r, (c, s) in enumerate(zip(customers.tolist(), list(scores), strict=True), 1)
-        ],
-        "count": len(customers),
-        "cache_version": snapshot.version,
-    }
-
-
 def add_name_routes(app: FastAPI, current_snapshot: Any) -> None:
     """Register POST /audiences/by-name on `app` (`current_snapshot(request)` reads the serving snapshot once)."""
 
@@ -231,6 +142,6 @@ def add_name_routes(app: FastAPI, current_snapshot: Any) -> None:
         snapshot = current_snapshot(request)
 
         def run() -> bytes:
-            return dumps(by_name_payload(snapshot, body))
+            return dumps(name_audience(snapshot.lookup, body.name, body.n or DEFAULT_BY_NAME_N, body.exclude_customers))
 
         return Response(await asyncio.to_thread(run), media_type="application/json")
