@@ -1,0 +1,224 @@
+"""First render and kernel memory of the Voilà dashboard, measured in Debian chromium; writes reports/benchmarks/dashboard.json.
+
+    nice -n 10 .venv/bin/python benchmarks/bench_dashboard.py --visits 3          # default artifacts (after make run)
+    .venv/bin/python benchmarks/bench_dashboard.py --tiny --visits 2 --no-write     # check the script at small scale
+
+What is measured, per visit (a new browser tab, hence a new kernel, on one running Voilà server started exactly as
+``python -m dashboard`` starts it, ``dashboard.serve.voila_command``):
+
+- ``first_render_s``: from the browser's navigation start (``performance.timeOrigin``: before the first request
+  leaves) to the first moment the opening audience table (``.recsys-audience tr.recsys-row``) is in the page and
+  visible, stamped inside the page by a MutationObserver installed before any page script runs (no polling delay);
+  ``html_s`` is when the server's HTML response ended (the rest is widgets and kernel work);
+- ``kernel_rss_mib`` / ``kernel_uss_mib``: resident and private memory of every Jupyter kernel process of the
+  server once the tab's kernel is idle (after the background warm-ups of the notebook end), and their sum with the
+  Voilà server itself. RSS counts the memory-mapped cache pages each kernel touched; USS is what a kernel holds
+  alone.
+
+Visit 0 opens right after the server first answers (``--settle 0`` by default: the cold start a first user
+meets); later visits open ``--gap`` seconds after the previous one rendered (a running server: with preheated
+kernels, the pool has refilled). Timings are wall clock on a shared machine: the load average is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from _report import emit
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+USABLE = ".recsys-audience tr.recsys-row"
+TARGET_S = 3.0
+MIB = 1024 * 1024
+STAMP_JS = """
+(() => {
+  window.__recsysBench = {};
+  const check = () => {
+    const row = document.querySelector(%r);
+    if (row && row.offsetParent !== null && !window.__recsysBench.usable) {
+      window.__recsysBench.usable = performance.now();
+    }
+  };
+  new MutationObserver(check).observe(document, {subtree: true, childList: true, attributes: true});
+})();
+""" % (USABLE,)
+
+
+def tiny_artifacts(root: Path) -> dict[str, str]:
+    """A tiny generated log, prepared and cached with the pipeline's functions; the env that points Voilà at it."""
+    from dashboard.settings import DATA_ENV, REPORTS_ENV, DashboardPaths
+    from recsys import config
+    from recsys.cache.stage import build_cache_from_params
+    from recsys.data.contract import source_spec_from_params
+    from recsys.data.prepare import prepare
+    from recsys.data.synthetic import generate
+
+    env = {DATA_ENV: str(root / "data"), REPORTS_ENV: str(root / "reports")}
+    paths = DashboardPaths.from_env(env)
+    raw = root / "data" / "raw" / "synthetic.csv"
+    generate(raw, scale=0.01, seed=42)
+    prepare(raw, paths.prepared, source_spec_from_params(config.dataset_config(config.DEFAULT_DATASET)["source"]))
+    build_cache_from_params(prepared_path=paths.prepared, cache_dir=paths.cache_dir)
+    return env
+
+
+def kernels(server: int) -> list[psutil.Process]:
+    """The Jupyter kernel processes of the Voilà server `server`."""
+    from service.processes import descendants
+
+    return [p for p in descendants(server) if "ipykernel" in " ".join(p.cmdline())]
+
+
+def wait_idle(procs: list[psutil.Process], quiet_pct: float = 5.0, timeout_s: float = 120.0) -> float:
+    """Wait until every process uses under `quiet_pct` % of a core over a second; the seconds it took."""
+    t0 = time.perf_counter()
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.cpu_percent(None)
+    while time.perf_counter() - t0 < timeout_s:
+        time.sleep(1.0)
+        busy = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                busy = max(busy, p.cpu_percent(None))
+        if busy < quiet_pct:
+            break
+    return round(time.perf_counter() - t0, 1)
+
+
+def memory(server: int) -> dict[str, Any]:
+    """RSS / USS of each kernel, and the total RSS of the server with its kernels (MiB)."""
+    rows = []
+    for p in kernels(server):
+        with contextlib.suppress(psutil.Error):
+            full = p.memory_full_info()
+            rows.append({"pid": p.pid, "rss_mib": round(full.rss / MIB, 1), "uss_mib": round(full.uss / MIB, 1)})
+    server_rss = psutil.Process(server).memory_info().rss / MIB
+    return {
+        "kernels": len(rows),
+        "kernel_rss_mib": [r["rss_mib"] for r in rows],
+        "kernel_uss_mib": [r["uss_mib"] for r in rows],
+        "server_rss_mib": round(server_rss, 1),
+        "total_rss_mib": round(server_rss + sum(r["rss_mib"] for r in rows), 1),
+    }
+
+
+@contextlib.contextmanager
+def voila_server(env: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The dashboard served as `python -m dashboard` serves it, on a free 127.0.0.1 port; stopped afterwards."""
+    from dashboard.serve import voila_command
+    from recsys import config
+    from service.processes import free_port, port_open, stop_process_tree, wait_until
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            voila_command(port), cwd=config.PROJ_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: port_open(port), "voila to listen", timeout_s=300, proc=proc, interval_s=0.1)
+        yield proc, url
+    finally:
+        stop_process_tree(proc)
+
+
+def visit(browser: Any, url: str, timeout_s: float) -> tuple[Any, dict[str, float]]:
+    """Open `url` in a new tab and time it to the first usable render; the open page and its timings (s)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.add_init_script(STAMP_JS)
+    page.set_default_timeout(timeout_s * 1000)
+    page.goto(url, wait_until="commit")
+    page.wait_for_function("() => window.__recsysBench && window.__recsysBench.usable")
+    stamps = page.evaluate(
+        "() => { const n = performance.getEntriesByType('navigation')[0];"
+        " return {usable: window.__recsysBench.usable, html: n.responseEnd, request: n.requestStart}; }"
+    )
+    return page, {
+        "first_render_s": round(stamps["usable"] / 1000, 3),
+        "html_s": round(stamps["html"] / 1000, 3),
+        "request_start_s": round(stamps["request"] / 1000, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the dashboard, open it `--visits` times in Debian chromium, write the timings and memory."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visits", type=int, default=3, help="tabs opened one after another (>= 1)")
+    parser.add_argument("--gap", type=float, default=20.0, help="seconds between a render and the next visit")
+    parser.add_argument("--settle", type=float, default=0.0, help="seconds between server ready and visit 0")
+    parser.add_argument("--tiny", action="store_true", help="tiny generated artifacts in a temporary directory")
+    parser.add_argument("--label", default="", help="a note stored with the figures (e.g. 'before')")
+    parser.add_argument("--output", type=Path, help="JSON path (default reports/benchmarks/dashboard.json)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    if not CHROMIUM.exists():
+        sys.exit(f"{CHROMIUM} is missing: run scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core")
+    from playwright.sync_api import sync_playwright
+
+    from dashboard.serve import voila_command
+    from dashboard.settings import DATA_ENV, REPORTS_ENV
+
+    env = {k: v for k, v in os.environ.items() if k not in (DATA_ENV, REPORTS_ENV)}
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    visits: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
+        root = Path(tmp)
+        if args.tiny:
+            env.update(tiny_artifacts(root))
+        with voila_server(env, root / "voila.log") as (proc, url), sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+            try:
+                time.sleep(args.settle)
+                pages = []
+                for i in range(max(1, args.visits)):
+                    if i:
+                        time.sleep(args.gap)
+                    page, timing = visit(browser, url, timeout_s=300)
+                    pages.append(page)
+                    idle_s = wait_idle(kernels(proc.pid))
+                    visits.append({"visit": i, **timing, "idle_after_s": idle_s, **memory(proc.pid)})
+                    print(visits[-1], file=sys.stderr, flush=True)
+            finally:
+                browser.close()
+    steady = [v["first_render_s"] for v in visits[1:]] or [visits[0]["first_render_s"]]
+    last = visits[-1]
+    report: dict[str, Any] = {
+        "benchmark": "dashboard",
+        "label": args.label,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "artifacts": "tiny (generated, scale 0.01)" if args.tiny else "default (make run)",
+        "voila_options": [a for a in voila_command(0)[4:] if not a.startswith("--port")],
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": os.getloadavg()[0]},
+        "target_first_render_s": TARGET_S,
+        "first_render_s": {
+            "server_start_visit": visits[0]["first_render_s"],
+            "running_server_median": round(statistics.median(steady), 3),
+            "running_server_max": max(steady),
+        },
+        "kernel_rss_mib_per_tab": round(statistics.median(last["kernel_rss_mib"]), 1) if last["kernels"] else None,
+        "kernel_uss_mib_per_tab": round(statistics.median(last["kernel_uss_mib"]), 1) if last["kernels"] else None,
+        "visits": visits,
+    }
+    emit(report, "dashboard", args.output, write=not args.no_write)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
