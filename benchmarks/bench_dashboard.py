@@ -1,4 +1,4 @@
-"""First render and kernel memory of the Voilà dashboard, measured in Debian chromium; writes reports/benchmarks/dashboard.json.
+"""First render and kernel memory of the Voilà dashboard in Debian chromium; writes reports/benchmarks/dashboard.json.
 
     nice -n 10 .venv/bin/python benchmarks/bench_dashboard.py --visits 3          # default artifacts (after make run)
     .venv/bin/python benchmarks/bench_dashboard.py --tiny --visits 2 --no-write     # check the script at small scale
@@ -45,18 +45,20 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 USABLE = ".recsys-audience tr.recsys-row"
 TARGET_S = 3.0
 MIB = 1024 * 1024
-STAMP_JS = """
+STAMP_JS = (
+    """
 (() => {
   window.__recsysBench = {};
   const check = () => {
-    const row = document.querySelector(%r);
+    const row = document.querySelector(USABLE);
     if (row && row.offsetParent !== null && !window.__recsysBench.usable) {
       window.__recsysBench.usable = performance.now();
     }
   };
   new MutationObserver(check).observe(document, {subtree: true, childList: true, attributes: true});
 })();
-""" % (USABLE,)
+"""
+).replace("USABLE", repr(USABLE))
 
 
 def tiny_artifacts(root: Path) -> dict[str, str]:

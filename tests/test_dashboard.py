@@ -715,4 +715,33 @@ def test_notebook_is_committed_without_outputs() -> None:
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.execution_count is None and c.outputs == [] for c in code)
     assert nb.metadata["kernelspec"]["name"] == "python3"
-    assert "DashboardData.load()" in code[0].source
+    source = "\n".join(c.source for c in code)
+    assert "DashboardData.load()" in source and "compose(data)" in source
+    assert "ipywidgets" not in source  # the notebook only composes: every widget lives in a tab module
+
+
+def test_app_composes_the_tabs_and_builds_the_others_on_first_selection(data: DashboardData) -> None:
+    import ipywidgets as W
+
+    from dashboard import explorer
+    from dashboard.app_layout import TABS, TabSpec, compose
+
+    assert TABS[0] == TabSpec("Audience explorer", "explorer") and callable(explorer.build)
+    for spec in TABS:  # every listed tab is a module with build(data)
+        assert callable(spec.load().build)
+    app = compose(data, (TabSpec("one", "explorer"), TabSpec("two", "explorer")))
+    assert app.tabs.titles == ("one", "two") and set(app.built) == {0}
+    first, second = app.tabs.children
+
+    def classes(widget: W.Widget) -> set[str]:
+        found = set(getattr(widget, "_dom_classes", ()))
+        for child in getattr(widget, "children", ()):
+            found |= classes(child)
+        return found
+
+    assert {"recsys-search", "recsys-audience", "recsys-why", "recsys-cap"} <= classes(first)
+    assert "recsys-audience" not in classes(second)  # not built yet
+    app.tabs.selected_index = 1
+    assert set(app.built) == {0, 1} and "recsys-audience" in classes(second)
+    with pytest.raises(ValueError, match="at least one tab"):
+        compose(data, ())
