@@ -1,0 +1,318 @@
+"""What the results say, in a few generated sentences: the openings of the reports and the "What we found" blocks.
+
+Every function takes typed results (``recsys.evaluation.results.EvaluationSummary``,
+``recsys.evaluation.tradeoff.TradeoffResults``, the cache stage's metrics) and returns text built from their
+fields; no number is typed here. Sentence functions return one sentence, or ``""`` when the results do not hold
+what the sentence needs, so a new sentence is one more function in ``finding_sentences``. They iterate over what
+the results hold (the models, the cut-offs, the verdicts); the only depth named is the summary's own
+``protocol.headline_k``.
+
+- report openings: ``question_markdown`` (what the evaluation asks), ``answer_markdown`` (the answer at the
+  headline depth), ``verdicts_brief_markdown`` (the per-k verdicts, one line each);
+- findings: ``lead_sentence``, ``depth_sentence``, ``cf_sentence``, ``new_products_sentence``,
+  ``served_sentence`` / ``cap_sentence``; ``findings_markdown`` joins them for one data set (reports/summary.md and
+  README, between the markers of ``recsys.reporting.summary``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from recsys.evaluation.report import VERDICT_TEXT, fmt, interval, ks_text, pct, verdict_phrase
+from recsys.evaluation.results import EvaluationSummary, KVerdict, ModelResult, PrecisionAtK
+from recsys.evaluation.tradeoff import OUTCOME_PHRASE, TradeoffResults, cap_text, exposure_at
+
+GROUP_TEXT: dict[str, str] = {
+    "cf": "collaborative filtering",
+    "engagement": "engagement ranking",
+    "content": "name-content ranking",
+    "baseline": "a baseline",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def hits_text(n: float) -> str:
+    """'1 hit', '17 hits'."""
+    return f"{n:g} hit" + ("" if n == 1 else "s")
+
+
+def lift_text(p: PrecisionAtK, summary: EvaluationSummary) -> str:
+    """'82× random targeting' (empty when random's exact expectation is 0 or missing)."""
+    rnd = summary.reference("random_expected").at(p.k).value
+    if not rnd or p.value is None:
+        return ""
+    return f"{p.value / rnd:.3g}× random targeting"
+
+
+def ceiling_text(p: PrecisionAtK, summary: EvaluationSummary) -> str:
+    """'0.3% of the oracle ceiling' (empty when the ceiling is 0 or missing)."""
+    top = summary.reference("oracle").at(p.k).value
+    if not top or p.value is None:
+        return ""
+    return f"{pct(p.value / top)} of the oracle ceiling"
+
+
+def leaders(summary: EvaluationSummary) -> dict[int, ModelResult]:
+    """The model with the highest test precision at each k (ties: the first listed)."""
+    out: dict[int, ModelResult] = {}
+    for k in summary.protocol.ks:
+        scored = [m for m in summary.models if any(p.k == k for p in m.precision)]
+        if scored:
+            out[k] = max(scored, key=lambda m: m.at(k).value or 0.0)
+    return out
+
+
+def headline_leader(summary: EvaluationSummary) -> ModelResult | None:
+    """The model the headline is about: the recommended default ranker, else the best at the headline k."""
+    if summary.default_ranker is not None:
+        return summary.model(summary.default_ranker.label)
+    return leaders(summary).get(summary.protocol.headline_k)
+
+
+# ----------------------------------------------------------------------------------------------
+# report openings
+# ----------------------------------------------------------------------------------------------
+
+
+def question_markdown(summary: EvaluationSummary, dataset: str) -> str:
+    """What the evaluation asks, with the data set, its test window, the depths and the groups compared."""
+    p, test = summary.protocol, summary.split("test")
+    groups = f"collaborative filtering ({', '.join(p.cf_models)}) against engagement ranking " + (
+        f"({', '.join(p.engagement_models)})"
+    )
+    return (
+        f"**The question.** For every product, which customers will engage with it next? On data set `{dataset}`, "
+        f"{len(summary.models)} rankers each rank the customers for each of the {test.evaluated_products:,} products "
+        f"seen both before and in the test window ({test.cutoff[:10]}, {test.window_days:.0f} days); a ranker is "
+        f"judged by the share of its top-k customers who engage with the product in that window (precision@k, "
+        f"k = {ks_text(p.ks)}; the headline depth is k = {p.headline_k}), and {groups} is tested at every k.\n"
+    )
+
+
+def answer_markdown(summary: EvaluationSummary) -> str:
+    """The answer at the headline depth: the leader, how sure, against random and the ceiling."""
+    k = summary.protocol.headline_k
+    lead = lead_sentence(summary)
+    if not lead:
+        return f"**The answer at k = {k}.** No deployable model was evaluated.\n"
+    return f"**The answer at k = {k}.** {lead} {depth_sentence(summary)}".rstrip() + "\n"
+
+
+def cf_question_markdown(summary: EvaluationSummary, dataset: str) -> str:
+    """What the CF-vs-engagement report asks, naming the groups and their validation-chosen representatives."""
+    p = summary.protocol
+    pair = (
+        f" Each group is represented by its model with the best validation objective ({summary.verdicts[0].cf_model} "
+        f"and {summary.verdicts[0].engagement_model}), compared at every k = {ks_text(p.ks)} by a customer sign-flip "
+        "test, Holm-corrected."
+        if summary.verdicts
+        else ""
+    )
+    return (
+        f"**The question.** On data set `{dataset}`, does collaborative filtering ({', '.join(p.cf_models)}), which "
+        "learns from customers who engaged with the same products, find a product's next customers better than "
+        f"engagement ranking ({', '.join(p.engagement_models)}), which targets the most engaged customers "
+        f"everywhere?{pair}\n"
+    )
+
+
+def verdicts_brief_markdown(summary: EvaluationSummary) -> str:
+    """The CF-vs-engagement verdict at every k (one line each) and the overall sentence."""
+    if not summary.verdicts:
+        return "**Verdicts.** " + summary.overall + "\n"
+    v0 = summary.verdicts[0]
+    lines = [
+        f"**Verdicts** — {v0.cf_model} (collaborative filtering) vs {v0.engagement_model} (engagement), "
+        "Holm-corrected:",
+        "",
+    ]
+    lines += [f"- k = {v.k}: **{verdict_phrase(v)}**" for v in summary.verdicts]
+    lines += ["", f"**Overall:** {summary.overall}"]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# finding sentences
+# ----------------------------------------------------------------------------------------------
+
+
+def lead_sentence(summary: EvaluationSummary) -> str:
+    """Who leads at the headline k, by how much over random, and how sure the lead is."""
+    k = summary.protocol.headline_k
+    best = headline_leader(summary)
+    if best is None:
+        return ""
+    p = best.at(k)
+    extras = ", ".join(x for x in (lift_text(p, summary), ceiling_text(p, summary)) if x)
+    text = (
+        f"{best.label} ({GROUP_TEXT.get(best.group, best.group)}) ranks best at k = {k}: precision@{k} "
+        f"{interval(p.value, p.low, p.high)} ({hits_text(p.hits)}{', ' + extras if extras else ''})"
+    )
+    d = summary.default_ranker
+    if d is not None and d.label == best.label and d.runner_up is not None:
+        strength = "significant" if d.significant else "not significant"
+        text += f"; its lead over {d.runner_up} is {strength} after Holm correction (p = {fmt(d.p_holm)})"
+    return text + "."
+
+
+def depth_sentence(summary: EvaluationSummary) -> str:
+    """Whether the headline leader also leads at the other depths (and who does where it does not)."""
+    by_k = leaders(summary)
+    best = headline_leader(summary)
+    if best is None or len(by_k) < 2:
+        return ""
+    own = [k for k, m in by_k.items() if m.label == best.label]
+    if len(own) == len(by_k):
+        return f"It has the highest precision at every depth evaluated (k = {ks_text(list(by_k))})."
+    others: dict[str, list[int]] = {}
+    for k, m in by_k.items():
+        if m.label != best.label:
+            others.setdefault(m.label, []).append(k)
+    rest = "; ".join(f"{label} at k = {ks_text(ks)}" for label, ks in others.items())
+    where = f"at k = {ks_text(own)}" if own else "at no depth"
+    return f"It has the highest precision {where}; elsewhere the point estimates put {rest} first."
+
+
+def _verdict_meaning(kind: str) -> str:
+    """What a verdict means for the reader."""
+    return {
+        "cf_better": "collaborative filtering finds significantly more customers",
+        "engagement_better": "engagement ranking finds significantly more customers",
+        "no_detectable_difference": "the test had the power to see a difference of interest and saw none",
+        "inconclusive": "not significant, and the test lacked the power to rule out a difference of interest",
+    }[kind]
+
+
+def cf_sentence(summary: EvaluationSummary) -> str:
+    """Collaborative filtering vs engagement, grouped by verdict over the depths, with what each verdict means."""
+    verdicts: Sequence[KVerdict] = summary.verdicts
+    if not verdicts:
+        return ""
+    head = f"Collaborative filtering ({verdicts[0].cf_model}) against engagement ({verdicts[0].engagement_model})"
+    kinds = list(dict.fromkeys(v.verdict for v in verdicts))
+    if len(kinds) == 1:
+        hits = [v.hits for v in verdicts]
+        span = f"{min(hits)}" if min(hits) == max(hits) else f"{min(hits)}-{max(hits)}"
+        return (
+            f"{head}: {VERDICT_TEXT[kinds[0]]} at every depth ({span} hits per comparison) — "
+            f"{_verdict_meaning(kinds[0])}."
+        )
+    parts = [
+        f"{VERDICT_TEXT[kind]} at k = {ks_text([v.k for v in verdicts if v.verdict == kind])} "
+        f"({_verdict_meaning(kind)})"
+        for kind in kinds
+    ]
+    return f"{head}: " + "; ".join(parts) + "."
+
+
+def new_products_sentence(summary: EvaluationSummary) -> str:
+    """How many test-window products are new (no fit rows) and how the evaluation treats them."""
+    test = summary.split("test")
+    if not test.truth_products:
+        return ""
+    share = test.truth_products_unseen / test.truth_products
+    return (
+        f"{pct(share)} of the products customers engaged with in the test window ({test.truth_products_unseen:,} of "
+        f"{test.truth_products:,}) had no earlier rows: only their names can place them, and they are scored "
+        "separately (evaluate report, products with no fit rows)."
+    )
+
+
+def served_sentence(tradeoff: TradeoffResults | None, cache: Mapping[str, Any]) -> str:
+    """What the served configuration (the cache's ranker, depth and cap) achieves, from the cap trade-off's scores."""
+    if tradeoff is None or tradeoff.ranker != cache.get("ranker"):
+        return ""
+    cap = (cache.get("allocation") or {}).get("max_exposures")
+    try:
+        served = tradeoff.cap(cap)
+    except KeyError:
+        return ""
+    k, base = tradeoff.headline_k, tradeoff.uncapped
+    p, u = served.at(k), base.at(k)
+    config = f"{tradeoff.model}, audiences of {cache.get('n', tradeoff.depth)}, {cap_text(cap)}"
+    text = f"The served configuration ({config}) scores precision@{k} {interval(p.value, p.low, p.high)} "
+    text += f"({hits_text(p.hits)})"
+    if cap is not None:
+        e, e0 = exposure_at(served, tradeoff.depth), exposure_at(base, tradeoff.depth)
+        text += (
+            f" against {fmt(u.value)} ({hits_text(u.hits)}) uncapped, and reaches {e.distinct_customers:,} distinct "
+            f"customers instead of {e0.distinct_customers:,}, none in more than {e.max_exposures:,} audiences "
+            f"(uncapped: {e0.max_exposures:,})"
+        )
+    return text + "."
+
+
+def cap_sentence(tradeoff: TradeoffResults | None) -> str:
+    """The exposure cap the trade-off recommends on a data set that is not the served one."""
+    if tradeoff is None:
+        return ""
+    r = tradeoff.recommendation
+    return (
+        f"For {tradeoff.model}'s audiences of {tradeoff.depth}, the exposure-cap rule recommends {cap_text(r.cap)} "
+        f"({OUTCOME_PHRASE[r.outcome]})."
+    )
+
+
+def finding_sentences(
+    summary: EvaluationSummary,
+    tradeoff: TradeoffResults | None = None,
+    cache: Mapping[str, Any] | None = None,
+    served: bool = False,
+) -> list[str]:
+    """The findings of one data set, in reading order (empty sentences dropped)."""
+    sentences = [
+        lead_sentence(summary),
+        depth_sentence(summary),
+        cf_sentence(summary),
+        new_products_sentence(summary),
+        served_sentence(tradeoff, cache or {}) if served else cap_sentence(tradeoff),
+    ]
+    return [s for s in sentences if s]
+
+
+def findings_markdown(
+    dataset: str,
+    summary: EvaluationSummary,
+    tradeoff: TradeoffResults | None = None,
+    cache: Mapping[str, Any] | None = None,
+    served: bool = False,
+    link: str = "",
+) -> str:
+    """One data set's "what we found" paragraph: its name (linked to its evaluate report) and its sentences."""
+    name = f"[`{dataset}`]({link})" if link else f"`{dataset}`"
+    tag = " (served)" if served else ""
+    return f"**{name}{tag}.** " + " ".join(finding_sentences(summary, tradeoff, cache, served)) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# where a report's numbers come from
+# ----------------------------------------------------------------------------------------------
+
+RESULT_FILES: tuple[tuple[str, str], ...] = (
+    ("summary.json", "the typed `EvaluationSummary`"),
+    ("metrics_at_k.csv", "every metric at every k"),
+    ("tradeoff/results.json", "the exposure-cap trade-off, typed `TradeoffResults`"),
+    ("report.md", "the same results as a plain-text report"),
+)
+
+
+def sources_markdown(results: Path, html_dir: Path) -> str:
+    """Where the report's numbers come from: links (relative to the report's folder) to the result files that exist."""
+    links = []
+    for name, what in RESULT_FILES:
+        path = results / name
+        if path.is_file():
+            href = Path(os.path.relpath(path, html_dir)).as_posix()
+            links.append(f"[`{href}`]({href}) ({what})")
+    listed = "; ".join(links) if links else f"`{results.name}/` (no result file found)"
+    return (
+        "Every number and sentence of this report is generated from the results the `evaluate` and `tradeoff` "
+        f"stages wrote once: {listed}. This report fits nothing.\n"
+    )
