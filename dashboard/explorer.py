@@ -14,6 +14,7 @@ import ipywidgets as W
 import numpy as np
 
 from dashboard import audience as A
+from dashboard import explain as E
 from dashboard import exposure as X
 from dashboard import render as R
 from dashboard import search as S
@@ -118,6 +119,10 @@ class Explorer:
             X.exposure_panel_html(data.lookup.manifest) if data.lookup is not None else ""
         ).add_class("recsys-exposure-box")
         self.why_text = W.HTML(metrics_view(data.paths, data.cache_ranker).html).add_class("recsys-why")
+        ranker = data.cache_ranker or data.whatif_ranker
+        self.score_help = W.HTML(
+            E.score_help_html(ranker, data.params_for(ranker), E.ScoreScale.measure(data.lookup))
+        ).add_class("recsys-score-help-box")
 
     # --- callbacks -----------------------------------------------------------------------------
 
@@ -129,6 +134,7 @@ class Explorer:
             weights={f: s.value for f, s in self.weight_sliders.items()},
             normalisation=self.norm_dd.value,
             affinity_weight=self.affinity_slider.value,
+            weight_total=self.default.weight_total,
         )
 
     def enable_knobs(self, *_: Any) -> None:
@@ -177,13 +183,19 @@ class Explorer:
             self.select_product(options[0][1])
 
     def on_search(self, *_: Any) -> None:
-        """Resolve the search box's query."""
+        """Resolve the search box's query; a search that finds nothing clears the card and the audience."""
         assert self.data.products is not None
-        found = S.resolve_query(self.data.products, self.search_box.value)
+        found = S.resolve_query(
+            self.data.products, self.search_box.value, self.data.settings.search.limit, self.data.lexicon
+        )
         self.search_msg.value = R.muted_html(found.message)
         self.show_matches(found.matches)
         if found.cold_start_id is not None:
             self.select_product(found.cold_start_id)
+        elif found.matches.empty:
+            self.state["product"] = None
+            self.product_card.value = R.no_match_card_html(found.message)
+            self.refresh()
 
     def on_pick(self, change: dict[str, Any]) -> None:
         """Open the product picked in the results dropdown."""
@@ -260,7 +272,15 @@ class Explorer:
             ]
         )
         audience = W.VBox(
-            [section("2 · Audience"), self.n_slider, self.summary, section("5 · Export"), self.export, self.table]
+            [
+                section("2 · Audience"),
+                self.n_slider,
+                self.summary,
+                section("5 · Export"),
+                self.export,
+                self.score_help,
+                self.table,
+            ]
         )
         body = W.HBox(
             [
