@@ -28,6 +28,20 @@ from recsys.features.engagement import FeatureParams, compute_raw_features
 from recsys.lexicon import Lexicon
 
 
+def release_unused_memory() -> None:
+    """Hand memory freed after loading back to the system: pyarrow's pool and glibc's heap keep it otherwise (each
+    open tab is a kernel, so what one keeps is paid per visitor)."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 @dataclass
 class DashboardData:
     """Artifacts loaded once at start; missing ones leave a friendly message in `issues` instead of raising."""
@@ -100,6 +114,7 @@ class DashboardData:
         data._load_settings()
         data._load_params()
         data._load_prepared()
+        release_unused_memory()
         data.load_seconds = time.perf_counter() - t0
         return data
 

@@ -22,6 +22,8 @@ def voila_command(port: int = DEFAULT_PORT, notebook: Path | None = None, cull_i
         f"--port={int(port)}",
         "--MappingKernelManager.cull_interval=60",
         f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_s)}",
+        "--preheat_kernel=True",  # a kernel that already ran the notebook waits for the next visitor
+        "--pool_size=1",
     ]
 
 

@@ -129,9 +129,12 @@ class WhatIfEngine:
         """Fit `rankers` in a background thread (the first what-if then answers at once)."""
 
         def run() -> None:
+            from dashboard.artifacts import release_unused_memory
+
             for name in rankers:
                 if name in WHATIF_RANKERS:
                     self.fitted(name)
+            release_unused_memory()  # the fit's temporaries
 
         thread = threading.Thread(target=run, name="whatif-warm", daemon=True)
         thread.start()
