@@ -7,5 +7,6 @@ produced), ``search`` (product index and search), ``audience`` (audience table, 
 re-ranking under new weights), ``exposure`` (served exposure counts, the cache's exposure metrics and the
 frequency-cap what-if), ``explain`` (the words next to each figure: score scales, exposures, weights),
 ``metrics_view`` (the typed evaluation summary and the explore facts), ``render`` (HTML fragments),
-``explorer`` (the explorer tab's widgets and callbacks) and ``serve`` (the Voilà launcher, ``python -m dashboard``). Everything a tab shows is computed by functions tested without a browser.
+``explorer`` (the explorer tab's widgets and callbacks) and ``serve`` (the Voilà launcher, ``python -m dashboard``).
+Everything a tab shows is computed by functions tested without a browser.
 """
