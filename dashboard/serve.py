@@ -24,6 +24,7 @@ def voila_command(port: int = DEFAULT_PORT, notebook: Path | None = None, cull_i
         f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_s)}",
         "--preheat_kernel=True",  # a kernel that already ran the notebook waits for the next visitor
         "--pool_size=1",
+        "--VoilaKernelManager.fill_delay=3",  # refill the pool once the visitor's page has rendered, not during it
     ]
 
 
