@@ -24,10 +24,11 @@ setup: $(STAMP)  ## create .venv with the pinned environment
 run: setup  ## set up and run the whole research pipeline (dvc repro) on the default data
 	dvc repro
 
-lint: setup  ## ruff (lint + format check) and mypy (strict on recsys); scopes in pyproject.toml
+lint: setup  ## ruff (lint + format check), mypy (strict on recsys) and bandit (security); scopes in pyproject.toml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/bandit -c pyproject.toml -q -r recsys service dashboard loadtest benchmarks
 
 test: setup lint  ## set up, lint, and run the whole test suite (installs Debian chromium, wrk and a Java runtime for Spark if missing)
 	bash scripts/ensure_deb.sh /usr/bin/chromium chromium fonts-dejavu-core

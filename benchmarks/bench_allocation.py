@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import subprocess  # nosec B404 # runs its own benchmark cells as child processes
 import sys
 import time
 from collections.abc import Callable
@@ -91,7 +91,8 @@ def run_ranker(name: str, prepared: Path) -> dict[str, Any]:
     from recsys import config
     from recsys.allocation import AllocationParams, allocate, exposure_metrics, truncate
     from recsys.allocation.exposure import returning_customers
-    from recsys.cache.build import canonical_order, catalogue_ids, ranker_params_from
+    from recsys.cache.build import canonical_order, catalogue_ids
+    from recsys.cache.served import explicit_params
     from recsys.data.contract import load_prepared
     from recsys.rankers import make_ranker
 
@@ -105,7 +106,7 @@ def run_ranker(name: str, prepared: Path) -> dict[str, Any]:
     df = canonical_order(load_prepared(prepared))
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ranker = make_ranker(name, ranker_params_from(params, config.load_params("features"))).fit(df)
+    ranker = make_ranker(name, explicit_params(name, params["cache"], config.load_params("features"))).fit(df)
     fit_s = time.perf_counter() - t0
     catalogue = catalogue_ids(df)
     reachable = returning_customers(df)
@@ -167,7 +168,7 @@ def spawn(name: str, prepared: Path) -> dict[str, Any]:
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
+    proc = subprocess.run(  # nosec B603 # argv built here from sys.executable and this script, no shell
         [sys.executable, __file__, "--child", name, "--prepared", str(prepared)],
         capture_output=True,
         text=True,

@@ -28,7 +28,7 @@ import os
 import platform
 import re
 import statistics
-import subprocess
+import subprocess  # nosec B404 # starts the Voilà server as a child process
 import sys
 import tempfile
 import time
@@ -138,7 +138,7 @@ def voila_server(env: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Po
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     with log.open("wb") as out:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # nosec B603 # argv from dashboard.serve.voila_command, no shell
             voila_command(port), cwd=config.PROJ_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip

@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import platform
-import subprocess
+import subprocess  # nosec B404 # runs its own benchmark cells as child processes
 import sys
 import tempfile
 from pathlib import Path
@@ -40,7 +40,7 @@ print(json.dumps({"rows": rows, "wall_s": round(wall, 3), "peak_rss_mib": peak_r
 
 def run_phase(phase: str, raw: Path, out: Path, scale: float, seed: int) -> dict:
     """Run one phase in a subprocess and return its JSON line."""
-    proc = subprocess.run(
+    proc = subprocess.run(  # nosec B603 # argv built here from sys.executable and this script, no shell
         [sys.executable, "-c", CHILD, phase, str(raw), str(out), str(scale), str(seed)],
         capture_output=True,
         text=True,

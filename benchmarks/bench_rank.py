@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import shutil
-import subprocess
+import subprocess  # nosec B404 # runs its own benchmark cells and the recsys CLI as child processes
 import sys
 import tempfile
 import time
@@ -76,7 +76,7 @@ RESCORE_CHANGES: tuple[dict[str, Any], ...] = (
 def phase_rescore(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict[str, Any]:
     """The re-score API (the dashboard's what-if): one product's top-n over all customers under changed knobs."""
     from recsys import config
-    from recsys.cache.build import ranker_params_from
+    from recsys.cache.served import explicit_params
     from recsys.data.contract import load_prepared
     from recsys.rankers import make_ranker
 
@@ -88,7 +88,11 @@ def phase_rescore(prepared: Path, cache_dir: Path, n: int, lookups: int) -> dict
         cache_params = config.load_params("cache")
         cache_params = {**cache_params, "cache": {**cache_params["cache"], "ranker": name}}
         ranker, fit_s = _timed(
-            make_ranker(name, ranker_params_from(cache_params, config.load_params("features"))).fit, df
+            make_ranker(
+                name,
+                explicit_params(cache_params["cache"]["ranker"], cache_params["cache"], config.load_params("features")),
+            ).fit,
+            df,
         )
         times = []
         for i, product in enumerate(rng.choice(products, size=40)):
@@ -115,14 +119,14 @@ def _catalogue(df: Any) -> np.ndarray:
 def _rank_all(name: str, prepared: Path, n: int) -> dict[str, Any]:
     """Load, fit `name`, rank the whole catalogue top-n."""
     from recsys import config
-    from recsys.cache.build import ranker_params_from
+    from recsys.cache.served import explicit_params
     from recsys.data.contract import load_prepared
     from recsys.rankers import make_ranker
 
     df, load_s = _timed(load_prepared, prepared)
     cache_params = config.load_params("cache")
     cache_params = {**cache_params, "cache": {**cache_params["cache"], "ranker": name}}
-    params = ranker_params_from(cache_params, config.load_params("features"))
+    params = explicit_params(cache_params["cache"]["ranker"], cache_params["cache"], config.load_params("features"))
     ranker, fit_s = _timed(make_ranker(name, params).fit, df)
     products = _catalogue(df)
     recs, rank_s = _timed(ranker.rank, products, n)
@@ -159,7 +163,7 @@ def phase_cache_build(prepared: Path, cache_dir: Path, n: int, lookups: int) -> 
         "rows": manifest.counts.rows,
         "products": manifest.counts.products,
         "disk_mib": size / 2**20,
-        "parquet_mib": (cache_dir / cache.AUDIENCE_NAME).stat().st_size / 2**20,
+        "parquet_mib": (cache_dir / manifest.files.audience).stat().st_size / 2**20,
     }
 
 
@@ -225,7 +229,7 @@ def spawn_phase(name: str, prepared: Path, cache_dir: Path, n: int, lookups: int
         "--lookups",
         str(lookups),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())  # nosec B603 # argv built here (sys.executable, this script), no shell
     if proc.returncode != 0:
         return {
             "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}",
@@ -254,7 +258,7 @@ def prepare_data(scale: float, data_dir: Path | None) -> tuple[Path, Path | None
             ["prepare", "--input", str(raw), "--output", str(prepared)],
         ):
             t0 = time.perf_counter()
-            subprocess.run(cli + args, check=True, env=_child_env(), stdout=subprocess.DEVNULL)
+            subprocess.run(cli + args, check=True, env=_child_env(), stdout=subprocess.DEVNULL)  # nosec B603 # the recsys CLI with arguments built here, no shell
             print(f"  {args[0]}: {time.perf_counter() - t0:.1f} s", flush=True)
     return prepared, temp
 

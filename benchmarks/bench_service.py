@@ -28,7 +28,7 @@ import gc
 import json
 import os
 import platform
-import subprocess
+import subprocess  # nosec B404 # starts the service under test as a child process
 import sys
 import time
 from pathlib import Path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data.ids import id_array
+from recsys.exports import csv_text
 from recsys.features.engagement import event_codes
 
 
@@ -121,12 +122,16 @@ def audience_frame(
     )
 
 
-def audience_csv(frame: pd.DataFrame, product_id: Any) -> str:
-    """The audience as CSV text (product_id first; dates ISO; scores at full precision)."""
+def audience_csv(frame: pd.DataFrame, product_id: Any, header: Mapping[str, Any] | None = None) -> str:
+    """The audience as CSV text for people (product_id first; dates ISO; scores at full precision).
+
+    Written by `recsys.exports.csv_text`: text cells a spreadsheet would evaluate are neutralised, and `header`
+    (e.g. the cache version and the what-if settings) goes first as ``# key: value`` lines.
+    """
     out = frame.drop(columns=["change"], errors="ignore").copy()
     out.insert(0, "product_id", product_id)
     out["last_seen"] = out["last_seen"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return out.to_csv(index=False, lineterminator="\n")
+    return csv_text(out, header)
 
 
 def export_filename(product_id: Any, source: str, n: int) -> str:

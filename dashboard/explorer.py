@@ -184,7 +184,8 @@ class Explorer:
 
     def on_search(self, *_: Any) -> None:
         """Resolve the search box's query; a search that finds nothing clears the card and the audience."""
-        assert self.data.products is not None
+        if self.data.products is None:  # callbacks are wired only when the data is ready
+            return
         found = S.resolve_query(
             self.data.products, self.search_box.value, self.data.settings.search.limit, self.data.lexicon
         )
@@ -204,7 +205,8 @@ class Explorer:
 
     def on_random(self, *_: Any) -> None:
         """Open a random product (seeded)."""
-        assert self.data.products is not None
+        if self.data.products is None:
+            return
         pid = S.random_product(self.data.products, self.rng)
         self.search_msg.value = R.muted_html(f"random product {pid}")
         self.show_matches(S.product_row(self.data.products, pid))
@@ -225,7 +227,8 @@ class Explorer:
 
     def wire(self) -> None:
         """Connect the callbacks and open the most popular product."""
-        assert self.data.products is not None
+        if self.data.products is None:
+            raise ValueError("the explorer's callbacks need the prepared data (DashboardData.ready)")
         self.search_box.observe(self.on_search, names="value")
         self.search_btn.on_click(self.on_search)
         self.random_btn.on_click(self.on_random)

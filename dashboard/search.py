@@ -20,8 +20,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsys.arrays import unique_sorted
 from recsys.data.ids import id_kind, parse_id
-from recsys.features.engagement import dated_extremes, encode_ids, event_codes, timestamps_us, unique_sorted
+from recsys.features.engagement import dated_extremes, encode_ids, event_codes, timestamps_us
 from recsys.features.text import fold_text, query_tokens
 from recsys.lexicon import Lexicon, Unit, unit_pattern
 

@@ -87,7 +87,9 @@ def run_locust(
     memory_interval: float | None = None,
 ) -> dict[str, Any]:
     """Run locust headless against `server` for `duration_s`, sampling CPU (and memory); return its figures."""
-    env = dict(os.environ, LOADTEST_FIXTURE=str(fixture), LOADTEST_WAIT=plan.wait)
+    env = dict(
+        os.environ, LOADTEST_FIXTURE=str(fixture), LOADTEST_WAIT=plan.wait, LOADTEST_API_KEY=server.api_key or ""
+    )
     cmd = [
         sys.executable,
         "-m",

@@ -36,7 +36,9 @@ try:
 except ImportError:  # orjson ships with the service extra; plain json works too
     json_loads = json.loads
 
+RNG = random.Random()  # nosec B311 # picks which product to request; load-test traffic, not security
 FIXTURE_ENV = "LOADTEST_FIXTURE"
+API_KEY_ENV = "LOADTEST_API_KEY"  # when set, every request carries Authorization: Bearer <key>
 WAIT_ENV = "LOADTEST_WAIT"
 DEFAULT_WAIT = (0.1, 0.3)
 N_CHOICES = (5, 10, 20, 50, 100)
@@ -166,12 +168,14 @@ class AudienceUser(FastHttpUser):
     wait_time = between(*wait_range())
 
     def on_start(self) -> None:
-        """Bind the process-wide fixture (loaded on first use, never per request)."""
+        """Bind the process-wide fixture (loaded on first use, never per request) and the API key, if any."""
         self.fx = load_fixture()
+        key = os.environ.get(API_KEY_ENV)
+        self.auth = {"Authorization": f"Bearer {key}"} if key else None
 
     def _get(self, path: str, name: str, check: Any) -> None:
         """GET `path`, validate the JSON body with `check(body)` and report failures to locust."""
-        with self.client.get(path, name=name, catch_response=True) as resp:
+        with self.client.get(path, name=name, catch_response=True, headers=self.auth) as resp:
             self._judge(resp, check)
 
     @staticmethod
@@ -194,15 +198,15 @@ class AudienceUser(FastHttpUser):
     @task(80)
     def recommend_known(self) -> None:
         """Top-n audience of a random known product."""
-        pid = random.choice(self.fx.known_ids)
-        n = random.choice(self.fx.n_choices)
+        pid = RNG.choice(self.fx.known_ids)
+        n = RNG.choice(self.fx.n_choices)
         self._get(f"/recommend/{pid}?n={n}", "/recommend/[known]", lambda b: check_audience(b, pid, n, self.fx))
 
     @task(5)
     def recommend_unknown(self) -> None:
         """A product the cache has never seen: the global fallback with cold_start true."""
-        pid = random.choice(self.fx.unknown_ids)
-        n = random.choice(self.fx.n_choices)
+        pid = RNG.choice(self.fx.unknown_ids)
+        n = RNG.choice(self.fx.n_choices)
         self._get(f"/recommend/{pid}?n={n}", "/recommend/[unknown]", lambda b: check_audience(b, pid, n, self.fx))
 
     @task(8)
@@ -211,19 +215,23 @@ class AudienceUser(FastHttpUser):
         if not self.fx.exclusion:
             self.recommend_known()
             return
-        pid = random.choice(self.fx.spot_ids)
+        pid = RNG.choice(self.fx.spot_ids)
         n = max(self.fx.n_choices)
         self._get(f"/recommend/{pid}?n={n}", "/recommend/[spot-check]", lambda b: check_audience(b, pid, n, self.fx))
 
     @task(5)
     def recommend_batch(self) -> None:
         """10-50 products in one call, one of them unknown."""
-        size = random.randint(*BATCH_SIZES)
-        pids = random.sample(self.fx.known_ids, min(size - 1, len(self.fx.known_ids)))
-        pids.append(random.choice(self.fx.unknown_ids))
-        n = random.choice(self.fx.n_choices)
+        size = RNG.randint(*BATCH_SIZES)
+        pids = RNG.sample(self.fx.known_ids, min(size - 1, len(self.fx.known_ids)))
+        pids.append(RNG.choice(self.fx.unknown_ids))
+        n = RNG.choice(self.fx.n_choices)
         with self.client.post(
-            "/recommend/batch", json={"product_ids": pids, "n": n}, name="/recommend/batch", catch_response=True
+            "/recommend/batch",
+            json={"product_ids": pids, "n": n},
+            name="/recommend/batch",
+            catch_response=True,
+            headers=self.auth,
         ) as resp:
             self._judge(resp, lambda b: check_batch(b, pids, n, self.fx))
 

@@ -37,6 +37,7 @@ class Plan:
     phase_wait_s: float
     busy_threshold: float
     fast_lane: bool = True
+    keys: bool = True  # also run the service with API keys on (locust + wrk send a key): keys on vs off
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-fast-lane",
         action="store_true",
         help="serve every request through FastAPI routing (RECSYS_FAST_LANE=false), for comparison",
+    )
+    ap.add_argument(
+        "--no-keys-phase",
+        action="store_true",
+        help="skip the extra phase with API keys on (RECSYS_API_KEYS; locust and wrk send the key)",
     )
     ap.add_argument("--users", type=int, default=None, help="locust users (default 1000; tiny 10)")
     ap.add_argument("--spawn-rate", type=float, default=None, help="users started per second (default 50)")
@@ -116,4 +122,5 @@ def make_plan(args: argparse.Namespace) -> Plan:
         phase_wait_s=pick(args.phase_wait, 120.0, 0.0),
         busy_threshold=args.busy_threshold,
         fast_lane=not args.no_fast_lane,
+        keys=not args.no_keys_phase,
     )

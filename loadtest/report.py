@@ -20,7 +20,48 @@ def phases(s: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ):
         for key, run in s.get("wrk", {}).get(app, {}).items():
             out.append((f"wrk {label} -{key}", run))
+    keyed = s.get("keys_on") or {}
+    if keyed.get("locust"):
+        out.append(("locust, keys on", keyed["locust"]))
+    for key, run in (keyed.get("wrk") or {}).items():
+        out.append((f"wrk service, keys on -{key}", run))
     return out
+
+
+def keys_rows(s: dict[str, Any]) -> list[str]:
+    """Markdown lines comparing the service with API keys off and on (empty when the keys phase did not run)."""
+    keyed = s.get("keys_on") or {}
+    if not keyed:
+        return []
+    lines = [
+        "",
+        "API keys off vs on (the same service; with keys every request sends `Authorization: Bearer` and is checked):",
+        "",
+        "| run | keys off: req/s, p50 / p99 (ms) | keys on: req/s, p50 / p99 (ms) | on / off req/s |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    off_wrk = s.get("wrk", {}).get("service", {})
+    for key, on in (keyed.get("wrk") or {}).items():
+        off = off_wrk.get(key, {})
+        lines.append(
+            f"| wrk -{key} | {fmt(off.get('rps'))}, {fmt(off.get('latency_ms', {}).get('p50'))} / "
+            f"{fmt(off.get('latency_ms', {}).get('p99'))} | {fmt(on.get('rps'))}, "
+            f"{fmt(on['latency_ms'].get('p50'))} / {fmt(on['latency_ms'].get('p99'))} | "
+            f"{fmt(keyed.get('wrk_rps_ratio_keys_on_to_off', {}).get(key), 3)} |"
+        )
+    loc_on, loc_off = keyed.get("locust"), s.get("locust")
+    if loc_on and loc_off:
+        on_lat, off_lat = loc_on.get("latency_ms", {}), loc_off.get("latency_ms", {})
+        ratio = loc_on["rps"] / loc_off["rps"] if loc_off.get("rps") else None
+        lines.append(
+            f"| locust {loc_on.get('users', '')} users | {fmt(loc_off.get('rps'))}, {fmt(off_lat.get('p50'))} / "
+            f"{fmt(off_lat.get('p99'))} | {fmt(loc_on.get('rps'))}, {fmt(on_lat.get('p50'))} / "
+            f"{fmt(on_lat.get('p99'))} | {fmt(ratio, 3)} |"
+        )
+        lines.append(
+            f"| locust failures / requests, keys on | | | {loc_on.get('failures')} / {loc_on.get('requests')} |"
+        )
+    return lines
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -228,6 +269,7 @@ def render_markdown(s: dict[str, Any]) -> str:
             f"({' + '.join(fmt(x) for x in cpu.get('service_per_worker_mean_pct', []))}) | {fmt(gen)} | "
             f"{fmt(cpu.get('rest_of_machine_mean_pct'))} |"
         )
+    lines += keys_rows(s)
     if s.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in s["notes"]]
     return "\n".join(lines) + "\n"

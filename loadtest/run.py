@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import shutil
 import signal
 import sys
@@ -123,6 +124,25 @@ def routing_phase(run: Session, wrk: str) -> None:
     stop_server(server)
 
 
+def auth_phase(run: Session) -> None:
+    """The service again with API keys on: locust and wrk send a key; what the key check costs (keys off = before)."""
+    plan, summary = run.plan, run.summary
+    key = secrets.token_urlsafe(32)
+    server = serve(run.stack, "service-keys", "service", run.cache_dir, plan, run.work, api_key=key)
+    auth: dict[str, Any] = {"startup": server.ready}
+    if plan.duration_s > 0:
+        print(f"  keys on: locust {plan.users} users, {plan.duration_s} s ...", flush=True)
+        auth["locust"] = run_locust(server, run.fixture, plan, plan.duration_s, plan.out / "keys_locust", run.work)
+    if run.wrk:
+        auth["wrk"] = wrk_series(run.wrk, server, run.ids_file, plan, run.work)
+        off = summary.get("wrk", {}).get("service", {})
+        auth["wrk_rps_ratio_keys_on_to_off"] = {
+            c: round(r["rps"] / off[c]["rps"], 3) for c, r in auth["wrk"].items() if off.get(c, {}).get("rps")
+        }
+    summary["keys_on"] = auth
+    stop_server(server)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every phase, always stop what was started, write the report; exit code 0 when it completed."""
     plan = make_plan(parse_args(argv))
@@ -168,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 "think_time_s": plan.wait,
                 "locust_processes": plan.locust_processes,
                 "fast_lane": plan.fast_lane,
+                "keys_phase": plan.keys,
                 "uvicorn": uvicorn_implementation(service_env(cache_dir, 1, workers=plan.workers)),
             }
             summary["comparable_with_original"] = (
@@ -183,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrk unavailable: {why}; continuing without the wrk runs", file=sys.stderr)
             session = Session(stack, plan, cache_dir, fixture, ids_file, wrk, work, summary)
             service_phase(session)
+            if plan.keys:
+                auth_phase(session)
             if wrk:
                 trivial_phase(session, wrk)
                 if plan.fast_lane:

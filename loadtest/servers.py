@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
+import subprocess  # nosec B404 # starts the apps under test as child processes
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,6 +17,7 @@ import psutil
 from loadtest.plan import Plan
 from recsys.config import PROJ_ROOT
 from service.processes import HOST, free_port, server_workers, service_env, start_module, stop_process_tree
+from service.security import hash_key
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Server:
     log: Path
     started_at: float
     ready: dict[str, Any] = field(default_factory=dict)
+    api_key: str | None = None  # the key its clients send (RECSYS_API_KEYS of this run), None = keys off
 
     def worker_procs(self) -> list[psutil.Process]:
         """The processes that serve requests (`service.processes.server_workers`)."""
@@ -98,12 +100,30 @@ def stop_server(server: Server, timeout_s: float = 30.0) -> int:
     return stop_process_tree(server.proc, timeout_s)
 
 
-def serve(stack: contextlib.ExitStack, name: str, module: str, cache_dir: Path, plan: Plan, work: Path) -> Server:
-    """Start one app on a free port, register its stop, and wait until every worker answers /health."""
+def serve(
+    stack: contextlib.ExitStack,
+    name: str,
+    module: str,
+    cache_dir: Path,
+    plan: Plan,
+    work: Path,
+    api_key: str | None = None,
+) -> Server:
+    """Start one app on a free port, register its stop, and wait until every worker answers /health.
+
+    With `api_key` the service requires it (RECSYS_API_KEYS, configured as its sha256 form) and the load
+    generators send it.
+    """
+    extra = {"RECSYS_API_KEYS": hash_key(api_key)} if api_key else {}
     env = service_env(
-        cache_dir, free_port(), workers=plan.workers, RECSYS_FAST_LANE="true" if plan.fast_lane else "false"
+        cache_dir,
+        free_port(),
+        workers=plan.workers,
+        RECSYS_FAST_LANE="true" if plan.fast_lane else "false",
+        **extra,
     )
     server = start_server(name, module, env, plan.workers, work / f"{name}.log")
+    server.api_key = api_key
     stack.callback(stop_server, server)
     print(f"starting {name} ({plan.workers} workers) at {server.base} ...", flush=True)
     server.ready = wait_ready(server)
@@ -116,7 +136,7 @@ def uvicorn_implementation(env: dict[str, str]) -> dict[str, str]:
         "import importlib.util as u, json; from service.workers import serving_layout; "
         "print(json.dumps({**serving_layout(), 'http': 'httptools' if u.find_spec('httptools') else 'h11'}))"
     )
-    out = subprocess.run(
+    out = subprocess.run(  # nosec B603 # argv built here (sys.executable -c constant code), no shell
         [sys.executable, "-c", code], env=env, cwd=PROJ_ROOT, capture_output=True, text=True, timeout=60, check=True
     ).stdout
     layout: dict[str, str] = json.loads(out)

@@ -2,6 +2,7 @@
 -- usage: WRK_JSON_OUT=out.json wrk -t1 -c100 -d30s -s loadtest/wrk_random.lua http://127.0.0.1:PORT -- IDS_FILE [N]
 -- IDS_FILE holds one known product id per line (the runner writes it from the cache); N defaults to the
 -- service default (omit ?n=); the JSON summary goes to stdout (a WRK_JSON line) and to $WRK_JSON_OUT if set.
+-- With $WRK_API_KEY set every request carries "Authorization: Bearer <key>" (the service's API keys).
 
 local ids = {}
 local query = ""
@@ -18,6 +19,8 @@ function init(args)
   ids = load_ids(args[1])
   if args[2] and args[2] ~= "" and args[2] ~= "default" then query = "?n=" .. args[2] end
   math.randomseed(os.time() + (tonumber(tostring({}):match("0x(%x+)"), 16) or 0))
+  local key = os.getenv("WRK_API_KEY")
+  if key and #key > 0 then wrk.headers["Authorization"] = "Bearer " .. key end
 end
 
 function request()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from recsys import config
+from recsys.cache.manifest import CacheError
 
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,6 +129,8 @@ def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
     if args.input:  # URIs (hdfs://, s3a://, file://) go to the Spark engine untouched
         prepared = args.input if "://" in args.input else config.resolve(args.input)
     overrides: dict[str, Any] = {k: v for k, v in {"engine": args.engine, "ranker": args.ranker}.items() if v}
+    if args.ranker:  # an explicit ranker serves new products too (no selection needed)
+        overrides["new_products"] = "same"
     if args.uncapped:
         allocation = dict((config.load_params("cache").get("cache") or {}).get("allocation") or {})
         overrides["allocation"] = {**allocation, "max_exposures": None}
@@ -142,7 +145,7 @@ def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
 def exec_module(module: str, *args: str) -> NoReturn:
     """Replace this process with `python -m module args` (the app runs on its own; signals reach it directly)."""
     argv = [sys.executable, "-m", module, *args]
-    os.execv(argv[0], argv)
+    os.execv(argv[0], argv)  # nosec B606 # replaces this process with python -m <own module>, argv built here
 
 
 def _serve(args: argparse.Namespace) -> dict[str, Any]:
@@ -169,8 +172,10 @@ def _notebook(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _dashboard(args: argparse.Namespace) -> dict[str, Any]:
-    """Serve the Voilà dashboard on 127.0.0.1: `python -m dashboard --port N`."""
-    exec_module("dashboard", *(["--port", str(args.port)] if args.port is not None else []))
+    """Serve the Voilà dashboard (127.0.0.1 by default): `python -m dashboard --port N [--host H]`."""
+    extra = ["--port", str(args.port)] if args.port is not None else []
+    extra += ["--host", args.host] if args.host else []
+    exec_module("dashboard", *extra)
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -191,6 +196,8 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
             str(paths.metrics_dir / "evaluate.json"),
             "--plots-dir",
             str(paths.reports_dir / "plots"),
+            "--dataset",
+            args.dataset,
             *(["--quick"] if args.quick else []),
         ]
     code = evaluate_main(argv)
@@ -244,7 +251,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] 
         _sensitivity,
     ),
     "summary": ("write reports/summary.md from the pipeline's metrics", _summary),
-    "dashboard": ("serve the Voilà dashboard on 127.0.0.1: python -m dashboard", _dashboard),
+    "dashboard": ("serve the Voilà dashboard (127.0.0.1 by default): python -m dashboard", _dashboard),
     "serve": ("run the HTTP service over the cache: python -m service (settings from RECSYS_* env vars)", _serve),
 }
 
@@ -297,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("name", help="explore | cf_proof | cache | evaluate")
             p.add_argument("-p", "--param", action="append", help="notebook parameter key=value (YAML value)")
         if name == "dashboard":
-            p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: python -m dashboard's)")
+            p.add_argument("--port", type=int, help="port (default: python -m dashboard's)")
+            p.add_argument("--host", help="interface (default 127.0.0.1; beyond loopback a token is required)")
         if name == "profile":
             p.add_argument("--scale", type=float, default=1.0, help="scale the published counts by this factor")
             p.add_argument("--quantile", type=float, help="date quantile of the split (default: params/explore.yaml)")
@@ -316,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         result = COMMANDS[args.command][1](args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, CacheError) as exc:
         print(f"recsys {args.command}: error: {exc}", file=sys.stderr)
         return 2
     if result:

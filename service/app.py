@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.resources
 import logging
 import os
 import secrets
@@ -29,8 +30,10 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.config import relative
@@ -48,6 +51,7 @@ from service.schemas import (
     SampleResponse,
     summarize_manifest,
 )
+from service.security import DOCS_PREFIX, Deadline, Guard, Policy
 from service.settings import ServiceSettings
 from service.state import CacheHolder, CacheLoadError, Snapshot
 
@@ -222,6 +226,84 @@ def add_routes(app: FastAPI) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# API docs offline: swagger-ui and redoc from the pinned fastapi-offline package, never a CDN
+# ---------------------------------------------------------------------------------------------------
+
+DOCS_STATIC = Path(str(importlib.resources.files("fastapi_offline") / "static"))
+LANDING = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>recsys audience service</title>
+<link rel="icon" href="/docs/static/favicon.png"></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
+<h1>recsys audience service</h1>
+<p>Which N customers to target for a product, served from the precomputed audience cache.</p>
+<ul>
+<li><a href="/docs">/docs</a>: the API, interactive (Swagger UI)</li>
+<li><a href="/redoc">/redoc</a>: the API, to read (ReDoc)</li>
+<li><a href="/openapi.json">/openapi.json</a>: the OpenAPI schema</li>
+<li><a href="/health">/health</a>: status and the serving cache version</li>
+</ul>
+</body></html>
+"""
+
+
+# The docs pages may load nothing from elsewhere (the redoc bundle links a logo on a CDN; it stays unloaded).
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def docs_page(page: HTMLResponse) -> HTMLResponse:
+    """A docs page with the Content-Security-Policy that keeps it on this server."""
+    page.headers["content-security-policy"] = DOCS_CSP
+    return page
+
+
+def add_docs(app: FastAPI) -> None:
+    """/docs, /redoc and / (a page linking them), with their assets served from the pinned package."""
+    app.mount(DOCS_PREFIX.rstrip("/"), StaticFiles(directory=DOCS_STATIC), name="docs-static")
+    favicon = f"{DOCS_PREFIX}favicon.png"
+
+    @app.get("/", include_in_schema=False)
+    async def landing() -> HTMLResponse:
+        """A small page pointing to the docs."""
+        return docs_page(HTMLResponse(LANDING))
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        """Swagger UI with local assets."""
+        return docs_page(
+            get_swagger_ui_html(
+                openapi_url="/openapi.json",
+                title=f"{app.title} - Swagger UI",
+                oauth2_redirect_url="/docs/oauth2-redirect",
+                swagger_js_url=f"{DOCS_PREFIX}swagger-ui-bundle.js",
+                swagger_css_url=f"{DOCS_PREFIX}swagger-ui.css",
+                swagger_favicon_url=favicon,
+            )
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        """Swagger UI's OAuth2 redirect page (inline script, no assets)."""
+        return docs_page(get_swagger_ui_oauth2_redirect_html())
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        """ReDoc with local assets and no web fonts."""
+        return docs_page(
+            get_redoc_html(
+                openapi_url="/openapi.json",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{DOCS_PREFIX}redoc.standalone.js",
+                redoc_favicon_url=favicon,
+                with_google_fonts=False,
+            )
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
 # Errors: 4xx with clear messages, never a stack trace
 # ---------------------------------------------------------------------------------------------------
 
@@ -288,12 +370,32 @@ def _narrow(node: Any, kinds: dict[str, str], n_max: int) -> None:
             _narrow(value, kinds, n_max)
 
 
+def secure_schema(schema: dict[str, Any], policy: Policy) -> None:
+    """Declare the bearer-key scheme and a 401 on every operation the Guard protects (in place; keys on only)."""
+    if not policy.keys.enabled:
+        return
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})["apiKey"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key of RECSYS_API_KEYS, sent as Authorization: Bearer <key>.",
+    }
+    for path, operations in schema.get("paths", {}).items():
+        if policy.is_public(path):
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"apiKey": []}]
+            operation.setdefault("responses", {})["401"] = {
+                "description": "Missing or invalid API key",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+            }
+
+
 def openapi_schema(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document, with id types and n bounds of the serving cache (cached per cache shape)."""
     if app.openapi_schema is None:
-        app.openapi_schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        secure_schema(schema, app.state.policy)
+        app.openapi_schema = schema
     holder: CacheHolder = app.state.holder
     if not holder.loaded:
         return app.openapi_schema
@@ -374,31 +476,44 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: ServiceSettings | None = None, holder: CacheHolder | None = None) -> FastAPI:
-    """Build the app (uvicorn factory: `service.app:create_app`); the cache opens in the lifespan."""
+    """Build the app (uvicorn factory: `service.app:create_app`); the cache opens in the lifespan.
+
+    Middleware, outermost first: CORS (when configured), `Guard` (body-size limit, API key, rate limit: every
+    path but /health and the docs), the fast lane, `Deadline` (the request timeout), then FastAPI's routing. A
+    route added with ``@app.get``/``@app.post`` (or ``app.include_router``) is behind the Guard with no code of
+    its own; to make a new path public, add it to ``service.security.DOCS_PATHS`` (docs) or ``HEALTH_PATH``.
+    """
     settings = settings or ServiceSettings()
+    policy = Policy.from_settings(settings)
     app = FastAPI(
         title="recsys audience service",
         version="1.0.0",
         description="Which N customers to target for a product, served from the precomputed audience cache.",
         lifespan=lifespan,
+        docs_url=None,  # served by add_docs from a pinned package, never a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
-    app.state.holder = holder or CacheHolder(settings.cache_dir)
+    app.state.policy = policy
+    app.state.holder = holder or CacheHolder(settings.cache_dir, verify=settings.cache_verify)
     app.state.started = time.monotonic()
     app.state.openapi_by_shape = {}
     app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, on_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, on_server_error)
-    if settings.fast_lane:  # added before CORS, so CORS (outermost) also wraps the lane's answers
+    app.add_middleware(Deadline, timeout_s=settings.request_timeout_s)  # innermost: around FastAPI's routing only
+    if settings.fast_lane:
         app.add_middleware(RecommendFastLane)
-    if settings.cors_origins:
+    app.add_middleware(Guard, policy=policy)  # before the lane and every route
+    if settings.cors_origins:  # outermost, so preflights are answered and errors carry CORS headers
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_credentials=settings.cors_allow_credentials,
             allow_methods=["GET", "POST"],
-            allow_headers=["content-type"],
+            allow_headers=["content-type", "authorization"],
         )
     add_routes(app)
+    add_docs(app)
     return app

@@ -12,14 +12,15 @@ import uvicorn
 from pydantic import ValidationError
 from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
 
-from service.settings import ServiceSettings
-from service.state import CacheLoadError, open_snapshot
+from service.settings import ServiceSettings, unknown_variables
+from service.state import VERIFIED_ENV, CacheLoadError, open_snapshot, signature_text
 from service.workers import LOOP, Supervisor, serve_one
 
 logger = logging.getLogger("recsys.service")
 
 EXIT_BAD_CONFIG = 2
 EXIT_NO_CACHE = 3
+HTTP_PROTOCOL = "service.http:HeaderTimeoutProtocol"  # uvicorn's httptools protocol with a header timeout
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -30,8 +31,14 @@ def log_config(level: str) -> dict[str, Any]:
 
 
 def preflight(settings: ServiceSettings) -> None:
-    """Open the cache once before uvicorn starts so a missing/corrupt cache fails fast with one clear line."""
-    snapshot = open_snapshot(settings.cache_dir)
+    """Open the cache once before uvicorn starts so a missing/corrupt cache fails fast with one clear line.
+
+    Its files' checksums are checked here once; the workers then check sizes only for this same manifest
+    (`service.state.VERIFIED_ENV`).
+    """
+    snapshot = open_snapshot(settings.cache_dir, verify=settings.cache_verify)
+    if settings.cache_verify == "checksum":
+        os.environ[VERIFIED_ENV] = signature_text(snapshot.signature)
     logger.info(
         "cache %s OK at %s (%d products, N=%d)",
         snapshot.version,
@@ -52,6 +59,8 @@ def uvicorn_config(settings: ServiceSettings) -> uvicorn.Config:
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
         access_log=settings.access_log,
+        http=HTTP_PROTOCOL,
+        timeout_keep_alive=settings.keep_alive_s,
         lifespan="on",
         timeout_graceful_shutdown=10,
         loop=LOOP,
@@ -105,9 +114,21 @@ def main(argv: list[str] | None = None) -> int:
     if args:
         print(usage(), file=sys.stdout if args[0] in {"-h", "--help"} else sys.stderr)
         return 0 if args[0] in {"-h", "--help"} else EXIT_BAD_CONFIG
+    for warning in unknown_variables(os.environ):
+        print(f"recsys service: warning: {warning}", file=sys.stderr)
     try:
         settings = ServiceSettings()
     except ValidationError as exc:
-        print(f"recsys service: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"recsys service: invalid configuration:\n{config_errors(exc)}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     return run(settings)
+
+
+def config_errors(exc: ValidationError) -> str:
+    """One line per invalid setting, named as its RECSYS_* variable; never the value (it may be a key)."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = "_".join(str(p) for p in error["loc"]).upper()
+        name = f"RECSYS_{loc}" if loc else "settings"
+        lines.append(f"  {name}: {error['msg'].removeprefix('Value error, ')}")
+    return "\n".join(lines)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404 # the one place that starts local servers for tests, benchmarks, load test
 import sys
 import time
 import urllib.error
@@ -47,8 +47,10 @@ def port_open(port: int, host: str = HOST) -> bool:
 
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:
     """True when GET `url` answers 200 on a fresh connection."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"http_ok probes http(s) URLs only, got {url!r}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # local http URLs only
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # nosec B310 # scheme checked above
             return int(response.status) == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -86,7 +88,7 @@ def start_module(
     text: bool = False,
 ) -> subprocess.Popen[Any]:
     """`python -m module args` from the project root in its own session (so its whole group can be stopped)."""
-    return subprocess.Popen(
+    return subprocess.Popen(  # nosec B603 # python -m <module> with arguments from our callers, no shell
         [sys.executable, "-m", module, *args],
         cwd=PROJ_ROOT,
         env=dict(env or os.environ),
@@ -179,7 +181,7 @@ def run_bounded(
 ) -> int:
     """Run `cmd` from the project root in its own session, output to `log`; stop its tree on overrun or Ctrl-C."""
     with log.open("wb") as fh:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # nosec B603 # argv from our callers (benchmarks, load test), no shell
             cmd, cwd=PROJ_ROOT, env=dict(env), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
         )
         if on_start is not None:

@@ -10,10 +10,17 @@ with; the old arrays stay mapped (even if a writer prunes their directory: unlin
 while mapped) until the last reference goes. SIGHUP forces an immediate reload attempt (with several
 workers `service.workers.Supervisor` forwards it to every worker). A failed reload keeps the old
 snapshot serving and is recorded for /health; it is retried when the manifest changes again or on SIGHUP.
+
+Before a version serves (at start-up or on reload) its files are checked against the manifest
+(``recsys.cache.lookup.verify_files``: presence, sizes and CRC-32 with ``RECSYS_CACHE_VERIFY=checksum``, the
+default), then the arrays' structure (``AudienceLookup.open``). A truncated array, a corrupted Parquet file or a
+manifest that does not match its files is refused like an unreadable manifest: the old version keeps serving
+and ``/health`` says ``degraded`` with the reason.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -23,13 +30,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys.cache.lookup import AudienceLookup
+from recsys.cache.lookup import AudienceLookup, Verify
 from recsys.cache.manifest import BUILD_HINT, MANIFEST_NAME, CacheManifest
 
 logger = logging.getLogger("recsys.service")
 
 Signature = tuple[int, int, int]
 Opener = Callable[[Path], Any]
+VERIFIED_ENV = "RECSYS_VERIFIED_MANIFEST"  # set by `python -m service` after its pre-flight checked every checksum
+
+
+def signature_text(signature: Signature | None) -> str:
+    """A manifest signature as the text `VERIFIED_ENV` holds."""
+    return "" if signature is None else ":".join(str(part) for part in signature)
 
 
 class CacheLoadError(RuntimeError):
@@ -68,8 +81,14 @@ def manifest_signature(cache_dir: Path) -> Signature | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def open_snapshot(cache_dir: Path, opener: Opener = AudienceLookup.open) -> Snapshot:
-    """Open the cache at `cache_dir` as a Snapshot; any failure becomes a CacheLoadError with a hint."""
+def open_snapshot(cache_dir: Path, opener: Opener | None = None, verify: Verify = "checksum") -> Snapshot:
+    """Open the cache at `cache_dir` as a Snapshot; any failure becomes a CacheLoadError with a hint.
+
+    The default opener is ``AudienceLookup.open`` with `verify` (every file's size, and CRC-32 with ``checksum``,
+    against the manifest): a truncated or corrupted file or a manifest that does not match its files is refused.
+    """
+    if opener is None:
+        opener = functools.partial(AudienceLookup.open, verify=verify)
     signature = manifest_signature(cache_dir)
     if signature is None:
         raise CacheLoadError(
@@ -104,10 +123,13 @@ def open_snapshot(cache_dir: Path, opener: Opener = AudienceLookup.open) -> Snap
 class CacheHolder:
     """Holds the current Snapshot and swaps it when the cache directory's manifest changes."""
 
-    def __init__(self, cache_dir: Path, opener: Opener = AudienceLookup.open) -> None:
-        """Remember where the cache lives; nothing is opened until `load()`."""
+    def __init__(self, cache_dir: Path, opener: Opener | None = None, verify: Verify = "checksum") -> None:
+        """Remember where the cache lives and how to check it (`open_snapshot`); nothing is opened until `load()`."""
         self.cache_dir = Path(cache_dir)
-        self._opener = opener
+        self._opener: Opener = opener or functools.partial(AudienceLookup.open, verify=verify)
+        self._checked_opener: Opener | None = (
+            functools.partial(AudienceLookup.open, verify="size") if opener is None and verify == "checksum" else None
+        )
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
         self._seen_signature: Signature | None = None
@@ -128,9 +150,21 @@ class CacheHolder:
         return self._snapshot is not None
 
     def load(self) -> Snapshot:
-        """Open the cache for the first time; raises CacheLoadError (start-up must fail loudly)."""
+        """Open the cache for the first time; raises CacheLoadError (start-up must fail loudly).
+
+        When the parent process has just checked this very manifest's files (`VERIFIED_ENV` names its signature),
+        the workers check sizes only: every checksum is read once per start-up, not once per worker.
+        """
+        opener = self._opener
+        verified = os.environ.get(VERIFIED_ENV)
+        if (
+            self._checked_opener is not None
+            and verified
+            and verified == signature_text(manifest_signature(self.cache_dir))
+        ):
+            opener = self._checked_opener
         with self._lock:
-            snapshot = open_snapshot(self.cache_dir, self._opener)
+            snapshot = open_snapshot(self.cache_dir, opener)
             self._snapshot = snapshot
             self._seen_signature = snapshot.signature
         logger.info(

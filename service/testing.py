@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.cache.build import build_cache
+from recsys.cache.lookup import audience_path
 from recsys.cache.manifest import CacheManifest
 from recsys.data.contract import DATE_DTYPE
 
@@ -78,7 +79,7 @@ def expected_audiences(cache_dir: Path) -> dict[Any, list[tuple[Any, float, int]
 
     Scores are given as a JSON client reads them (`client_score`).
     """
-    table = pd.read_parquet(Path(cache_dir) / "audience.parquet")
+    table = pd.read_parquet(audience_path(Path(cache_dir)))
     out: dict[Any, list[tuple[Any, float, int]]] = {}
     for pid, block in table.groupby("product_id", sort=True):
         block = block.sort_values("rank")

@@ -9,8 +9,15 @@ there). A single worker runs the same way in this process.
 
 ``Supervisor`` is the parent process with several workers: it holds the address (an SO_REUSEPORT
 socket that never listens, so a port already in use fails at start), starts the workers with
-multiprocessing's spawn context, replaces a worker that dies, forwards SIGHUP (every worker then
-re-reads the cache at once) and stops them all on SIGINT/SIGTERM.
+multiprocessing's spawn context, replaces a worker that dies (with back-off, ``Backoff``), forwards
+SIGHUP (every worker then re-reads the cache at once) and stops them all on SIGINT/SIGTERM.
+
+A killed worker loses only what it held: the requests in flight on its connections and the connections
+queued on its own listening socket (the kernel resets them when the socket closes). New connections go to
+the surviving workers' sockets at once (a listener that is gone is out of the SO_REUSEPORT group), and the
+replacement joins the group when its server starts listening, after the cache is open. A worker that keeps
+dying is restarted after 0.5 s, 1 s, 2 s ... up to 30 s (a crash loop cannot burn the CPU); a worker that
+served for a minute resets its slot's delay.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import signal
 import socket
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from types import FrameType
 
@@ -35,6 +44,25 @@ logger = logging.getLogger("recsys.service")
 
 LOOP = "service.loop:new_event_loop"  # uvicorn's custom loop-factory setting
 STOP_TIMEOUT_S = 15.0
+RESTART_DELAYS_S = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # by consecutive failures of one worker slot
+STABLE_AFTER_S = 60.0  # a worker that ran this long resets its slot's back-off
+
+
+@dataclass
+class Backoff:
+    """Restart delays of one worker slot: the first restart is immediate, then they double up to the last delay."""
+
+    delays: tuple[float, ...] = RESTART_DELAYS_S
+    stable_after_s: float = STABLE_AFTER_S
+    failures: int = 0
+
+    def next_delay(self, ran_s: float) -> float:
+        """The delay before restarting a worker that died after running `ran_s` seconds."""
+        if ran_s >= self.stable_after_s:
+            self.failures = 0
+        delay = self.delays[min(self.failures, len(self.delays) - 1)]
+        self.failures += 1
+        return delay
 
 
 def listener(host: str, port: int) -> socket.socket:
@@ -85,7 +113,11 @@ class Supervisor:
     def __init__(self, config: uvicorn.Config) -> None:
         """Nothing runs until `run`."""
         self.config = config
-        self.workers: list[SpawnProcess] = []
+        self.workers: list[SpawnProcess | None] = []
+        self.restarts = 0
+        self._started_at: list[float] = []
+        self._backoff: list[Backoff] = []
+        self._due: dict[int, float] = {}  # slot -> monotonic time of its scheduled restart
         self._stop = threading.Event()
         self._context = multiprocessing.get_context("spawn")
 
@@ -95,11 +127,36 @@ class Supervisor:
         process.start()
         return process
 
+    def _start_slot(self, slot: int) -> None:
+        """Start the worker of `slot` now."""
+        self.workers[slot] = self._spawn()
+        self._started_at[slot] = time.monotonic()
+
+    def _reap(self, slot: int, process: SpawnProcess) -> bool:
+        """Handle a worker that exited: schedule its restart with back-off; False when it could not start at all."""
+        if process.exitcode == STARTUP_FAILURE:
+            logger.error("worker %s could not start; stopping", process.pid)
+            return False
+        ran = time.monotonic() - self._started_at[slot]
+        delay = self._backoff[slot].next_delay(ran)
+        self.workers[slot] = None
+        self._due[slot] = time.monotonic() + delay
+        self.restarts += 1
+        logger.warning(
+            "worker %s exited with %s after %.1f s; starting a new one in %.1f s (restart %d)",
+            process.pid,
+            process.exitcode,
+            ran,
+            delay,
+            self.restarts,
+        )
+        return True
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """SIGINT/SIGTERM: stop; SIGHUP: every worker re-reads the cache now."""
         if signum == signal.SIGHUP:
             for process in self.workers:
-                if process.pid is not None and process.is_alive():
+                if process is not None and process.pid is not None and process.is_alive():
                     os.kill(process.pid, signal.SIGHUP)
             return
         self._stop.set()
@@ -118,19 +175,25 @@ class Supervisor:
         )
         code = 0
         try:
-            self.workers = [self._spawn() for _ in range(self.config.workers)]
+            count = self.config.workers
+            self.workers, self._started_at = [None] * count, [0.0] * count
+            self._backoff = [Backoff() for _ in range(count)]
+            for slot in range(count):
+                self._start_slot(slot)
             while not self._stop.is_set():
-                multiprocessing.connection.wait([p.sentinel for p in self.workers], timeout=0.5)
-                for i, process in enumerate(self.workers):
-                    if process.is_alive() or self._stop.is_set():
-                        continue
-                    if process.exitcode == STARTUP_FAILURE:
-                        logger.error("worker %s could not start; stopping", process.pid)
+                now = time.monotonic()
+                timeout = min([0.5, *[max(0.0, due - now) for due in self._due.values()]])
+                multiprocessing.connection.wait([p.sentinel for p in self.workers if p is not None], timeout=timeout)
+                for slot, process in enumerate(self.workers):
+                    if self._stop.is_set():
+                        break
+                    if process is not None and not process.is_alive() and not self._reap(slot, process):
                         code = STARTUP_FAILURE
                         self._stop.set()
-                        break
-                    logger.warning("worker %s exited with %s; starting a new one", process.pid, process.exitcode)
-                    self.workers[i] = self._spawn()
+                for slot, due in list(self._due.items()):
+                    if not self._stop.is_set() and time.monotonic() >= due:
+                        del self._due[slot]
+                        self._start_slot(slot)
         finally:
             self._stop_workers()
             for sig, handler in previous.items():
@@ -140,10 +203,11 @@ class Supervisor:
 
     def _stop_workers(self) -> None:
         """SIGTERM every worker (uvicorn shuts down gracefully), then SIGKILL those still running after the timeout."""
-        for process in self.workers:
+        running = [p for p in self.workers if p is not None]
+        for process in running:
             if process.is_alive():
                 process.terminate()
-        for process in self.workers:
+        for process in running:
             process.join(STOP_TIMEOUT_S)
             if process.is_alive():
                 process.kill()

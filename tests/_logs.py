@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from recsys.data.contract import CANONICAL_EVENTS, DATE_DTYPE
 from recsys.data.ids import id_array, id_kind
+from recsys.rankers.registry import RANKERS
 
 Row = tuple[object, object, str | None, str, str | None]
 
@@ -27,6 +28,12 @@ NAMES: tuple[str, ...] = (
     "Shampoo Kids 400 ml",
     "Chocolate Bar 48 pcs",
 )
+
+
+def settings_for(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a settings mapping shared by several tests that ranker `name` accepts (its settings model)."""
+    fields = RANKERS[name].settings_model.model_fields  # type: ignore[attr-defined]
+    return {k: v for k, v in params.items() if k in fields}
 
 
 def _ids(values: Sequence[object]) -> pd.Series:

@@ -15,7 +15,7 @@ from recsys.allocation.allocate import customer_codes, list_order, problem_from_
 from recsys.allocation.exposure import exposure_frame, mean_jaccard, returning_customers
 from recsys.rankers import Recommendations, make_ranker
 
-from _logs import list_log, random_log
+from _logs import list_log, random_log, settings_for
 
 KINDS = ("global", "content", "factor")
 
@@ -262,7 +262,7 @@ def log() -> pd.DataFrame:
 @pytest.mark.parametrize("name", ["activity", "content", "als", "itemknn"])
 def test_allocate_with_rankers(log: pd.DataFrame, name: str) -> None:
     params = {"seed": 0, "token_user_cap": 20, "factors": 8, "iterations": 5, "num_threads": 1}
-    ranker: Any = make_ranker(name, params).fit(log)  # content / factor / knn attributes below
+    ranker: Any = make_ranker(name, settings_for(name, params)).fit(log)  # content / factor / knn attributes below
     products = np.sort(log["product_id"].unique())
     candidates = ranker.rank(products, 40)
     k, cap = 10, 6
@@ -298,7 +298,7 @@ def test_allocate_with_rankers(log: pd.DataFrame, name: str) -> None:
 @pytest.mark.parametrize("name", ["content", "als", "itemknn"])
 def test_score_pairs_agree_with_rank(log: pd.DataFrame, name: str) -> None:
     params = {"seed": 0, "token_user_cap": 20, "factors": 8, "iterations": 5, "num_threads": 1}
-    ranker: Any = make_ranker(name, params).fit(log)  # content / factor / knn attributes below
+    ranker: Any = make_ranker(name, settings_for(name, params)).fit(log)  # content / factor / knn attributes below
     products = np.append(np.sort(log["product_id"].unique()), 10**6)  # the last one is unseen: cold start
     recs = ranker.rank(products, 25)
     codes = ranker.history_.codes_of(products)[np.repeat(np.arange(len(products)), np.diff(recs.offsets))]

@@ -18,20 +18,24 @@ from recsys.cache.lookup import (
     CacheCorruptError,
     CacheError,
     CacheNotFoundError,
+    audience_path,
 )
 from recsys.cache.manifest import FORMAT_VERSION, CacheManifest, read_manifest
+from recsys.cache.served import served_differences, served_models
 from recsys.cache.stage import build_cache_from_params
+from recsys.evaluation.results import SelectedModel, Selection, ValidationScore, write_record
+from recsys.exports import read_csv
 from recsys.rankers import make_ranker
 from recsys.rankers.base import GlobalRanker
 
-from _logs import frame, random_log
+from _logs import frame, random_log, settings_for
 
 N = 12
 
 
 def build(log: pd.DataFrame, cache_dir: Path, ranker: str = "activity", **kwargs: Any) -> CacheManifest:
     """build_cache with the test defaults."""
-    return build_cache(log, ranker, {"seed": 0, "token_user_cap": 20}, cache_dir, n=N, **kwargs)
+    return build_cache(log, ranker, settings_for(ranker, {"seed": 0, "token_user_cap": 20}), cache_dir, n=N, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +68,11 @@ def test_artifact_layout_and_manifest(int_cache: tuple[Path, CacheManifest], int
     assert manifest.counts.products == int_log["product_id"].nunique()
     assert manifest.counts.interactions == len(int_log) and manifest.counts.catalogue == manifest.counts.products
     assert (cache_dir / manifest.lookup_dir).is_dir() and manifest.lookup_dir == f"lookup-{manifest.version}"
-    audience = pd.read_parquet(cache_dir / AUDIENCE_NAME)
+    audience = pd.read_parquet(audience_path(cache_dir))
     assert list(audience.columns) == ["product_id", "rank", "customer_id", "score"]
     assert len(audience) == manifest.counts.rows
     assert manifest.counts.customers_ranked == audience["customer_id"].nunique()
-    assert manifest.files.audience == AUDIENCE_NAME and manifest.files.export is None
+    assert manifest.files.audience == f"{manifest.lookup_dir}/{AUDIENCE_NAME}" and manifest.files.export is None
     assert audience.equals(audience.sort_values(["product_id", "rank"]).reset_index(drop=True))
     assert (audience["rank"] == audience.groupby("product_id").cumcount() + 1).all()
     assert (audience.groupby("product_id")["score"].diff().dropna() <= 0).all()
@@ -78,7 +82,7 @@ def test_parquet_matches_the_ranker_and_the_lookup(
     int_cache: tuple[Path, CacheManifest], int_log: pd.DataFrame
 ) -> None:
     cache_dir, _ = int_cache
-    audience = pd.read_parquet(cache_dir / AUDIENCE_NAME)
+    audience = pd.read_parquet(audience_path(cache_dir))
     products = np.sort(int_log["product_id"].unique())
     expected = make_ranker("activity", {"seed": 0}).fit(int_log).rank(products, N).to_frame()
     pd.testing.assert_frame_equal(audience, expected, check_dtype=False)
@@ -118,7 +122,7 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 def test_two_builds_give_identical_bytes(tmp_path: Path, int_log: pd.DataFrame, allocation: dict | None) -> None:
     a = build(int_log, tmp_path / "a", ranker="content", allocation=allocation)
     b = build(int_log.sample(frac=1.0, random_state=3), tmp_path / "b", ranker="content", allocation=allocation)
-    assert (tmp_path / "a" / AUDIENCE_NAME).read_bytes() == (tmp_path / "b" / AUDIENCE_NAME).read_bytes()
+    assert (audience_path(tmp_path / "a")).read_bytes() == (audience_path(tmp_path / "b")).read_bytes()
     assert (tmp_path / "a" / MANIFEST_NAME).read_bytes() == (tmp_path / "b" / MANIFEST_NAME).read_bytes()
     assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")  # lookup arrays and directory names too
     assert a.files.audience_sha256 == b.files.audience_sha256
@@ -147,17 +151,17 @@ def test_string_ids_end_to_end(tmp_path: Path) -> None:
     log.loc[0, "customer_id"] = "C001"
     manifest = build(log, tmp_path, ranker="content", export="parquet")
     assert (manifest.id_kinds.product_id, manifest.id_kinds.customer_id) == ("str", "str")
-    assert manifest.files.export == "audience_original.parquet"
+    assert manifest.files.export == f"{manifest.lookup_dir}/audience_original.parquet"
     lookup = AudienceLookup.open(tmp_path)
     assert lookup.id_kind == "str" and lookup.known("SKU-85123A")
-    audience = pd.read_parquet(tmp_path / AUDIENCE_NAME)
+    audience = pd.read_parquet(audience_path(tmp_path))
     assert audience["customer_id"].dtype == "string" and audience["product_id"].dtype == "string"
     block = audience[audience["product_id"] == "SKU-85123A"]
     customers, scores, cold = lookup.top("SKU-85123A", N)
     assert customers.tolist() == block["customer_id"].tolist() and not cold
     assert "C001" not in customers.tolist()  # C001 interacted with SKU-85123A
     assert lookup.top("SKU-NOPE", 3)[2] is True and lookup.top(12345, 3)[2] is True
-    exported = pd.read_parquet(tmp_path / "audience_original.parquet")
+    exported = pd.read_parquet(tmp_path / manifest.files.export)
     assert list(exported.columns) == ["product_id", "customer_id", "score", "rank"] and len(exported) == len(audience)
 
 
@@ -165,7 +169,7 @@ def test_string_ids_end_to_end(tmp_path: Path) -> None:
 def test_catalogue_with_no_allowed_customer(tmp_path: Path, ids: tuple[object, object]) -> None:
     log = frame([(ids[0], ids[1], "x", "purchased", "2023-01-01")])
     manifest = build_cache(log, "content", {}, tmp_path, n=5)
-    assert manifest.counts.rows == 0 and len(pd.read_parquet(tmp_path / AUDIENCE_NAME)) == 0
+    assert manifest.counts.rows == 0 and len(pd.read_parquet(audience_path(tmp_path))) == 0
     lookup = AudienceLookup.open(tmp_path)
     customers, scores, cold = lookup.top(ids[1], 5)
     assert len(customers) == 0 and len(scores) == 0 and cold is False
@@ -175,7 +179,7 @@ def test_catalogue_with_no_allowed_customer(tmp_path: Path, ids: tuple[object, o
 def test_csv_export(tmp_path: Path, int_log: pd.DataFrame) -> None:
     manifest = build(int_log, tmp_path, export="csv")
     assert manifest.files.export is not None
-    exported = pd.read_csv(tmp_path / manifest.files.export)
+    exported, _ = read_csv(tmp_path / manifest.files.export)
     assert list(exported.columns) == ["product_id", "customer_id", "score", "rank"]
     with pytest.raises(ValueError, match="export"):
         build(int_log, tmp_path, export="xlsx")
@@ -197,7 +201,7 @@ def test_capped_cache_invariants_on_the_built_cache(tmp_path: Path, int_log: pd.
     assert alloc.max_exposures == CAP and alloc.depth == N and alloc.min_audience == 2 and alloc.capped
     assert alloc.candidates == 40 and alloc.stats.capped is True and alloc.stats.k == N
     assert alloc.stats.pairs == manifest.counts.rows == (alloc.stats.from_candidates or 0) + (alloc.stats.fill_ins or 0)
-    audience = pd.read_parquet(tmp_path / AUDIENCE_NAME)
+    audience = pd.read_parquet(audience_path(tmp_path))
     lookup = AudienceLookup.open(tmp_path)
     served = {p: lookup.top(p, N) for p in lookup.product_ids().tolist()}
     from_lookup = pd.concat(
@@ -222,7 +226,7 @@ def test_capped_cache_invariants_on_the_built_cache(tmp_path: Path, int_log: pd.
     assert after.max_exposures == audience["customer_id"].value_counts().max()
     assert after.distinct_customers == audience["customer_id"].nunique() > before.distinct_customers
     assert manifest.files.export is not None
-    exported = pd.read_csv(tmp_path / manifest.files.export)
+    exported, _ = read_csv(tmp_path / manifest.files.export)
     pd.testing.assert_frame_equal(exported, audience[["product_id", "customer_id", "score", "rank"]], check_dtype=False)
 
 
@@ -230,7 +234,7 @@ def test_capped_cache_with_string_ids(tmp_path: Path) -> None:
     log = random_log(n_rows=1500, n_users=150, n_products=40, seed=8, str_ids=True)
     manifest = build(log, tmp_path, ranker="content", allocation={"max_exposures": 3, "candidates": 30})
     assert (manifest.id_kinds.product_id, manifest.id_kinds.customer_id) == ("str", "str")
-    audience = pd.read_parquet(tmp_path / AUDIENCE_NAME)
+    audience = pd.read_parquet(audience_path(tmp_path))
     assert audience["customer_id"].value_counts().max() <= 3 < manifest.exposure.uncapped.at(N).max_exposures
     touched = log[["product_id", "customer_id"]].drop_duplicates()
     assert len(audience.merge(touched, on=["product_id", "customer_id"])) == 0
@@ -299,7 +303,11 @@ def test_corrupt_cache_errors(tmp_path: Path, int_cache: tuple[Path, CacheManife
 def test_build_cache_from_params(tmp_path: Path, int_log: pd.DataFrame) -> None:
     prepared = tmp_path / "interactions.parquet"
     int_log.to_parquet(prepared)
-    manifest = build_cache_from_params(prepared_path=prepared, cache_dir=tmp_path / "cache")
+    selection = write_selection(tmp_path / "selection.json")
+    manifest = build_cache_from_params(
+        prepared_path=prepared, cache_dir=tmp_path / "cache", selection=tmp_path / "selection.json"
+    )
+    assert manifest.ranker == selection.products.ranker and manifest.model_source == "selection"
     assert manifest.fingerprint.algorithm == "sha256-file"
     assert manifest.source == str(prepared)  # outside the project root: the path as given
     assert manifest.ranker and manifest.n >= 1 and "features" in manifest.ranker_params
@@ -307,7 +315,12 @@ def test_build_cache_from_params(tmp_path: Path, int_log: pd.DataFrame) -> None:
     assert len(lookup) == int_log["product_id"].nunique()
     assert manifest.dataset is None and read_manifest(tmp_path / "cache").dataset is None  # a file given by path
     with pytest.raises(ValueError, match=r"params/cache.yaml: cache.processes must be an integer >= 1, got 0"):
-        build_cache_from_params(prepared_path=prepared, cache_dir=tmp_path / "bad", overrides={"processes": 0})
+        build_cache_from_params(
+            prepared_path=prepared,
+            cache_dir=tmp_path / "bad",
+            overrides={"processes": 0},
+            selection=tmp_path / "selection.json",
+        )
     named = build_cache(int_log, "activity", {}, tmp_path / "named", n=N, dataset="online_retail")
     assert named.dataset == read_manifest(tmp_path / "named").dataset == "online_retail"
 
@@ -320,7 +333,7 @@ MANIFEST_DAMAGES = {
         lambda m: m["id_kinds"].update(product_id="float"),
         "id_kinds.product_id: Input should be 'int' or 'str'",
     ),
-    "old-format": (lambda m: m.update(format_version=3), "format version 3, this code reads version 4"),
+    "old-format": (lambda m: m.update(format_version=3), f"format version 3, this code reads version {FORMAT_VERSION}"),
     "not-an-object": (None, "manifest.json is not a JSON object"),
 }
 
@@ -360,7 +373,7 @@ def test_exposure_counts_of_the_lookup_equal_the_audience_counts(tmp_path: Path,
         log["customer_id"] = log["customer_id"].astype(np.int64) * 10**12
     manifest = build(log, tmp_path, allocation={"max_exposures": 3, "candidates": 30})
     customers, counts = AudienceLookup.open(tmp_path).exposure_counts()
-    expected = pd.read_parquet(tmp_path / AUDIENCE_NAME)["customer_id"].value_counts().sort_index()
+    expected = pd.read_parquet(audience_path(tmp_path))["customer_id"].value_counts().sort_index()
     assert customers.tolist() == expected.index.tolist() and counts.tolist() == expected.tolist()
     assert counts.dtype == np.int64 and int(counts.sum()) == manifest.counts.rows
     served = manifest.exposure.served.at(N)
@@ -377,3 +390,70 @@ def test_manifest_exposure_records_mirror_the_exposure_metrics() -> None:
 
     assert set(ExposureAtK.model_fields) == {f.name for f in dataclasses.fields(AtK)} - {"k"}  # k is the dict key
     assert set(ExposureSide.model_fields) == {f.name for f in dataclasses.fields(ExposureMetrics)}
+
+
+def write_selection(path: Path) -> Selection:
+    """A selection file: content for products with a history, name_knn for new products."""
+    score = ValidationScore(label="content", ranker="content", metric="precision", k=12, value=0.01, hits=3)
+    content = {"seed": 42, "features": {}, "affinity_weight": 0.7, "token_user_cap": 20}
+    knn = {"seed": 42, "features": {}, "neighbours": 3}
+    selection = Selection(
+        dataset="synthetic",
+        rule="test",
+        headline_k=12,
+        products=SelectedModel(label="content", ranker="content", settings=content, validation=score),
+        runner_up=None,
+        new_products=SelectedModel(
+            label="name_knn", ranker="name_knn", settings=knn, validation=score.model_copy(update={"label": "name_knn"})
+        ),
+        new_products_runner_up=None,
+    )
+    write_record(selection, path)
+    return selection
+
+
+def test_the_cache_serves_the_evaluations_selection_unless_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "selection.json"
+    selection = write_selection(path)
+    main, new = served_models({"ranker": "selected", "seed": 1}, {}, "synthetic", path)
+    assert (main.ranker, main.params, main.source, main.label) == (
+        "content",
+        selection.products.settings,
+        "selection",
+        "content",
+    )
+    assert new is not None and new.ranker == "name_knn" and new.params["neighbours"] == 3
+    over, same = served_models(
+        {"ranker": "activity", "settings": {}, "new_products": "same", "seed": 5}, {"engagement": {}}, "x", path
+    )
+    assert over.source == "override" and over.params == {"seed": 5, "features": {"engagement": {}}} and same == over
+    assert served_models({"ranker": "activity", "new_products": "none"}, {}, "x", path)[1] is None
+    with pytest.raises(ValueError, match="affinity_wieght"):
+        served_models({"ranker": "content", "settings": {"affinity_wieght": 0.9}}, {}, "x", path)
+    with pytest.raises(ValueError, match="only for an explicit cache.ranker override"):
+        served_models({"ranker": "selected", "settings": {"affinity_weight": 0.9}}, {}, "synthetic", path)
+    with pytest.raises(ValueError, match="cache.new_products must be one of"):
+        served_models({"ranker": "activity", "new_products": "maybe"}, {}, "x", path)
+    with pytest.raises(FileNotFoundError, match="recsys evaluate"):
+        served_models({"ranker": "selected"}, {}, "synthetic", tmp_path / "absent.json")
+
+
+def test_a_cache_built_from_the_selection_records_it_and_matches_every_setting(tmp_path: Path) -> None:
+    selection = write_selection(tmp_path / "selection.json")
+    main, _ = served_models({"ranker": "selected"}, {}, "synthetic", tmp_path / "selection.json")
+    manifest = build_cache(
+        random_log(n_rows=600),
+        main.ranker,
+        main.params,
+        tmp_path / "cache",
+        n=5,
+        model_source=main.source,
+        model_label=main.label,
+    )
+    assert manifest.model_source == "selection" and manifest.model_label == "content"
+    assert served_differences(manifest.ranker, manifest.ranker_params, selection.products) == []
+    changed = {**selection.products.settings, "affinity_weight": 0.2}
+    assert served_differences("content", changed, selection.products) == [
+        "affinity_weight: 0.2 instead of the selected 0.7"
+    ]
+    assert served_differences("als", {}, selection.products) == ["ranker 'als' instead of the selected 'content'"]

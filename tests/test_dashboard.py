@@ -71,6 +71,7 @@ from dashboard.settings import (
 from dashboard.whatif import WHATIF_RANKERS, WhatIfEngine, WhatIfSettings
 from recsys import config
 from recsys.cache.build import build_cache
+from recsys.cache.lookup import audience_path
 from recsys.cache.manifest import CacheManifest
 from recsys.data.contract import DATE_DTYPE
 from recsys.evaluation.results import Coverage, write_summary
@@ -83,6 +84,8 @@ from recsys.features.text import fold_text, query_tokens
 from recsys.lexicon import Lexicon, LexiconFile, Unit, unit_pattern
 from recsys.rankers import make_ranker
 from recsys.rankers.base import deep_merge
+
+from _logs import settings_for
 
 EVENTS = ("purchased", "cart", "rating", "wishlist", "search_keyword")
 NAMES = {
@@ -121,7 +124,7 @@ BASE_PARAMS: dict[str, Any] = {"seed": 3, "features": {}, "token_user_cap": 4}
 
 def refit_params(settings: WhatIfSettings) -> dict[str, Any]:
     """make_ranker params equal to the base params with the settings' knobs applied."""
-    return deep_merge(BASE_PARAMS, settings.changes())
+    return deep_merge(settings_for(settings.ranker, BASE_PARAMS), settings.changes())
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +141,7 @@ def index(log: pd.DataFrame) -> ProductIndex:
 
 @pytest.fixture(scope="module")
 def engine(log: pd.DataFrame) -> WhatIfEngine:
-    return WhatIfEngine(log, {name: BASE_PARAMS for name in WHATIF_RANKERS})
+    return WhatIfEngine(log, {name: settings_for(name, BASE_PARAMS) for name in WHATIF_RANKERS})
 
 
 def dashboard_dir(root: Path, log: pd.DataFrame, n: int, allocation: dict[str, Any] | None = None) -> DashboardPaths:
@@ -405,7 +408,7 @@ def test_audience_table_activity_columns(data: DashboardData, log: pd.DataFrame)
         assert row.last_seen == mine["event_date"].max()
         counts = mine["event"].value_counts()
         assert row.events == " · ".join(f"{int(counts[e])} {e}" for e in data.users.categories if counts.get(e, 0))
-    audience = pd.read_parquet(data.paths.cache_dir / "audience.parquet")
+    audience = pd.read_parquet(audience_path(data.paths.cache_dir))
     served = audience["customer_id"].value_counts()  # audiences each customer is in at the cache depth
     assert frame["exposures"].tolist() == [int(served.get(c, 0)) for c in frame["customer_id"]]
     html_table = audience_table_html(frame)
@@ -517,7 +520,7 @@ def test_evaluation_panel_renders_the_summary_fields() -> None:
     assert "0.05 expected" in html_text and "1×" in html_text  # random's exact expectation row
     verdicts = re.findall(r"data-verdict='([a-z_]+)'>k=(\d+)", html_text)
     assert verdicts == [("cf_better", "10"), ("inconclusive", "100")]
-    assert "<b>CF better</b>" in html_text and "<b>inconclusive (5 hits)</b>" in html_text
+    assert "<b>CF better</b>" in html_text and "<b>inconclusive (5 discordant hits)</b>" in html_text
     assert s.overall in html_text.replace("&#x27;", "'")  # the overall sentence is the summary's own field
     assert "covers its exact expectation at every k (10 and 100)" in html_text
     assert "Recommended default at k=10: <b>content</b>" in html_text
@@ -617,7 +620,7 @@ def own_ranking(data: DashboardData, pid: int) -> np.ndarray:
 def test_exposure_counts_agree_with_the_cache_and_its_manifest(capped: DashboardData) -> None:
     assert capped.lookup is not None and capped.served_cap == CAP
     manifest: CacheManifest = capped.lookup.manifest
-    audience = pd.read_parquet(capped.paths.cache_dir / "audience.parquet")
+    audience = pd.read_parquet(audience_path(capped.paths.cache_dir))
     expected = audience["customer_id"].value_counts().sort_index()
     counts = capped.exposure
     assert counts.customer_ids.tolist() == expected.index.tolist() and counts.counts.tolist() == expected.tolist()

@@ -97,7 +97,9 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> DashboardPaths:
     generate(raw, scale=0.01, seed=42)
     source = config.dataset_config(config.DEFAULT_DATASET)["source"]
     prepare(raw, paths.prepared, source_spec_from_params(source))
-    build_cache_from_params(prepared_path=paths.prepared, cache_dir=paths.cache_dir)
+    build_cache_from_params(
+        prepared_path=paths.prepared, cache_dir=paths.cache_dir, overrides={"ranker": "content", "new_products": "same"}
+    )
     write_summary(hand_made_summary(), paths.evaluation_summary)
     return paths
 

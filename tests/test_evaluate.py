@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -29,12 +30,12 @@ from recsys.evaluation.metrics import (
 )
 from recsys.evaluation.references import oracle_metrics, random_expectation
 from recsys.evaluation.report import overall_sentence
-from recsys.evaluation.results import EvaluationSummary, read_summary
+from recsys.evaluation.results import EvaluationSummary, read_selection, read_summary
 from recsys.evaluation.run import quick_params, run_evaluation
-from recsys.evaluation.scoring import RankerContractError, coded_recommendations
+from recsys.evaluation.scoring import RankerContractError, coded_recommendations, score_ranker
 from recsys.evaluation.settings import EvalConfig, ranker_params
 from recsys.evaluation.split import cutoff_at, protocol_splits, split_summary, undated_facts, window_split
-from recsys.rankers import Recommendations
+from recsys.rankers import Recommendations, make_ranker
 from recsys.reporting import plots
 
 from _logs import high_churn_log, list_log
@@ -70,7 +71,16 @@ def tiny_params(models: dict | None = None, **over) -> dict:
             "activity": {"ranker": "activity", "search": {"engagement.normalisation": ["log1p_minmax", "minmax"]}},
             "popularity": {"ranker": "popularity"},
             "recency": {"ranker": "recency"},
-            "content": {"ranker": "content", "search": {"affinity_weight": [0.3, 0.7]}},
+            "content": {
+                "ranker": "content",
+                "search": {"affinity_weight": [0.3, 0.7]},
+                "new_search": {"cold_affinity_weight": [0.5, 1.0]},
+            },
+            "name_knn": {
+                "ranker": "name_knn",
+                "search": {"neighbours": [2, 5]},
+                "new_search": {"cold_neighbour_weight": [0.5, 1.0]},
+            },
             "als": {
                 "ranker": "als",
                 "factors": 8,
@@ -373,6 +383,7 @@ def test_end_to_end_writes_every_output_once(churn_run) -> None:
         "popularity",
         "recency",
         "content",
+        "name_knn",
         "als",
         "itemknn",
         "random_expected",
@@ -392,7 +403,8 @@ def test_end_to_end_writes_every_output_once(churn_run) -> None:
 def test_tuned_models_report_every_trial_and_the_chosen_one(churn_run) -> None:
     result, _ = churn_run
     tuning = {t.model: t for t in result.summary.tuning}
-    assert set(tuning) == {"activity", "popularity", "content", "als", "itemknn"}  # searched, or in a verdict group
+    assert set(tuning) == {"activity", "popularity", "content", "name_knn", "als", "itemknn"}  # searched or grouped
+    assert len(tuning["name_knn"].trials) == 2 and tuning["name_knn"].fits == 1  # knobs: re-scored on one fit
     assert len(tuning["als"].trials) == 4 and tuning["als"].fits == 2  # 2 fits x 2 iteration counts, re-scored
     assert len(tuning["content"].trials) == 2 and tuning["content"].fits == 1
     assert len(tuning["itemknn"].space) == 2 and tuning["itemknn"].fits == 2  # a union of 4 grid points, budget 2
@@ -407,7 +419,8 @@ def test_tuned_models_report_every_trial_and_the_chosen_one(churn_run) -> None:
     for key, value in tuning["als"].chosen.items():
         assert als.params[key] == value  # the test fit uses the settings chosen on validation
     validation = result.validation
-    assert len(validation) == sum(len(t.trials) for t in tuning.values())
+    new_trials = sum(len(t.trials) for t in result.summary.new_products.tuning)
+    assert len(validation) == sum(len(t.trials) for t in tuning.values()) + new_trials
 
 
 def test_tuning_never_sees_the_test_window(churn_run, tmp_path: Path) -> None:
@@ -421,6 +434,52 @@ def test_tuning_never_sees_the_test_window(churn_run, tmp_path: Path) -> None:
     again = run_evaluation(tiny_params(), interactions=shuffled, output_dir=tmp_path, feature_params={})
     assert again.summary.split("test").cutoff == test_cutoff
     assert again.summary.tuning == result.summary.tuning
+    assert again.summary.validation == result.summary.validation
+    assert again.summary.selection == result.summary.selection  # what is served is never chosen on the test window
+    assert again.summary.new_products is not None and result.summary.new_products is not None
+    assert again.summary.new_products.tuning == result.summary.new_products.tuning
+    assert again.summary.new_products.validation == result.summary.new_products.validation
+
+
+def test_selection_rebuilds_the_evaluated_model(churn_run) -> None:
+    result, out = churn_run
+    s = result.summary
+    selection = read_selection(out / "selection.json")
+    assert selection == s.selection
+    best = max(
+        (v for v in s.validation if v.ranker != "random"),
+        key=lambda v: (v.value if v.value is not None else -1.0, v.hits, -[m.label for m in s.models].index(v.label)),
+    )
+    assert selection.products.label == best.label == s.default_ranker.label
+    assert selection.runner_up is not None and selection.runner_up.label == s.default_ranker.runner_up
+    assert selection.headline_k == s.protocol.headline_k
+    # make_ranker(ranker, settings) is the model the test window scored: same precision at every k
+    _, test = protocol_splits(high_churn_log(), 0.8, "matched", "exclude_only")
+    es, _ = build_eval_sets(test)
+    ranker = make_ranker(selection.products.ranker, selection.products.settings).fit(test.train, exclude=test.exclude)
+    rebuilt = score_ranker(ranker, es, s.protocol.ks, "rebuilt")
+    for k in s.protocol.ks:
+        assert rebuilt.hits.at(k).count == s.model(selection.products.label).at(k).hits
+
+
+def test_new_products_are_ranked_from_their_names_and_tested_against_the_fallback(churn_run) -> None:
+    result, _ = churn_run
+    newp = result.summary.new_products
+    assert newp is not None
+    test = result.summary.split("test")
+    assert newp.products == test.new_products and newp.ranked <= newp.with_truth <= newp.products
+    assert newp.basis["content"].get("name", 0) > 0  # content ranks new products from their catalogue names
+    assert set(newp.basis["activity"]) == {"names_unused"}
+    assert newp.fallback in ("popularity", "activity")
+    name_models = {"content", "name_knn"}
+    assert {(v.model, v.k) for v in newp.verdicts} == {(m, k) for m in name_models for k in result.summary.protocol.ks}
+    for c in newp.comparisons:
+        assert c.b == newp.fallback and "new_products" in c.purpose and c.p_holm >= c.p_value
+    assert {t.model for t in newp.tuning} == {"content", "name_knn"}
+    assert result.summary.selection is not None and result.summary.selection.new_products is not None
+    table = result.new_products
+    content = table[(table["model"] == "content") & (table["metric"] == "precision")]
+    assert (content["interval"] == "quasi_poisson_garwood").all()
 
 
 def test_oracle_ceiling_bounds_every_model(churn_run) -> None:
@@ -510,11 +569,24 @@ def test_undated_policy_changes_what_trains_and_is_reported(tmp_path: Path) -> N
         assert f"**Undated rows: `{policy}`**" in run.report.split("## Data")[0]
 
 
+def test_headline_k_and_objective_default_to_the_served_depth() -> None:
+    block = tiny_params(headline_k=None, tuning={"objective": {"metric": "precision", "k": None}})["evaluate"]
+    cfg = EvalConfig.from_params(block, served_n=20)
+    assert cfg.headline_k == 20 and cfg.objective.k == 20
+    assert EvalConfig.from_params(tiny_params()["evaluate"], served_n=20).headline_k == 10  # explicit wins
+
+
 def test_params_are_validated() -> None:
     with pytest.raises(ValueError, match="headline_k"):
         EvalConfig.from_params(tiny_params(headline_k=7)["evaluate"])
     with pytest.raises(ValueError, match="models"):
-        EvalConfig.from_params({"models": {}})
+        EvalConfig.from_params({"models": {}, "headline_k": 10})
+    with pytest.raises(ValueError, match="headline_k is null"):
+        EvalConfig.from_params(tiny_params(headline_k=None)["evaluate"])
+    with pytest.raises(ValueError, match="new_products has unknown key"):
+        EvalConfig.from_params(tiny_params(new_products={"enabld": True})["evaluate"])
+    with pytest.raises(ValueError, match="fallbacks names"):
+        EvalConfig.from_params(tiny_params(new_products={"fallbacks": ["nope"]})["evaluate"])
     with pytest.raises(ValueError, match="objective.k"):
         EvalConfig.from_params(tiny_params(tuning={"objective": {"metric": "precision", "k": 7}})["evaluate"])
     with pytest.raises(ValueError, match="budget.default must be >= 1"):
@@ -624,3 +696,36 @@ def test_plots_draw_from_the_results(churn_run) -> None:
         assert fig.axes and any(ax.has_data() for ax in fig.axes)
     with pytest.raises(ValueError, match="metric"):
         plots.plot_metric_at_k(result.main, "nope")
+
+
+def test_results_do_not_depend_on_batch_sizes_or_thread_counts(tmp_path: Path) -> None:
+    log = high_churn_log(seed=3)
+
+    def run(chunk: int, threads: int, entries: int, out: Path) -> Any:
+        models = tiny_params()["evaluate"]["models"]
+        models["als"].update({"chunk_size": chunk, "num_threads": threads, "score_threads": threads})
+        models["content"]["chunk_entries"] = entries
+        models["name_knn"]["chunk_entries"] = entries
+        models["itemknn"].update({"chunk_entries": entries, "num_threads": threads})
+        params = tiny_params(models=models)
+        return run_evaluation(params, interactions=log, output_dir=out, feature_params={})
+
+    a = run(64, 1, 8_000_000, tmp_path / "a")
+    b = run(7, 2, 300, tmp_path / "b")
+    for name in ("metrics_at_k.csv", "new_products_at_k.csv", "comparisons.csv", "slices_at_k.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert a.summary.verdicts == b.summary.verdicts
+    assert a.summary.selection.products.label == b.summary.selection.products.label
+
+
+def test_als_lists_do_not_depend_on_how_many_products_are_scored_at_once() -> None:
+    log = high_churn_log(seed=4)
+    products = np.sort(log["product_id"].unique())
+    base = {"factors": 16, "iterations": 5, "num_threads": 1, "seed": 1}
+    whole = make_ranker("als", {**base, "chunk_size": 256}).fit(log).rank(products, 50)
+    other = make_ranker("als", {**base, "chunk_size": 3, "score_threads": 2}).fit(log)
+    one_by_one = [other.rank(products[i : i + 1], 50) for i in range(0, len(products), 17)]
+    for i, rec in zip(range(0, len(products), 17), one_by_one, strict=True):
+        lo, hi = whole.offsets[i], whole.offsets[i + 1]
+        np.testing.assert_array_equal(rec.customer_ids, whole.customer_ids[lo:hi])
+        np.testing.assert_array_equal(rec.scores, whole.scores[lo:hi])

@@ -107,7 +107,7 @@ def test_cold_start_is_the_popularity_order_minus_exclusions() -> None:
 
 
 def test_params_are_validated() -> None:
-    with pytest.raises(ValueError, match="K must be >= 2"):
+    with pytest.raises(ValueError, match="K: Input should be greater than or equal to 2"):
         ItemKNNRanker({"K": 1})
     with pytest.raises(ValueError, match="similarity"):
         ItemKNNRanker({"similarity": "jaccard"})

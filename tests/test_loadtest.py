@@ -35,6 +35,18 @@ def tiny_summary(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, An
     return json.loads((out / "summary.json").read_text()), out
 
 
+def test_the_keys_phase_sends_a_key_that_the_service_accepts(tiny_summary: tuple[dict[str, Any], Path]) -> None:
+    summary, out = tiny_summary
+    keyed = summary["keys_on"]
+    assert summary["run"]["keys_phase"] is True
+    assert keyed["locust"]["requests"] > 0 and keyed["locust"]["failures"] == 0  # a 401 would be a failure
+    if summary.get("wrk_status") != "skipped (--skip-wrk)" and keyed.get("wrk"):
+        for run in keyed["wrk"].values():
+            assert run["requests"] > 0 and run["errors"]["status"] == 0  # no 401 (non-2xx) among them
+        assert set(keyed["wrk_rps_ratio_keys_on_to_off"]) == set(keyed["wrk"])
+    assert "API keys off vs on" in (out / "summary.md").read_text()
+
+
 def test_tiny_run_completes_with_zero_failures(tiny_summary: tuple[dict[str, Any], Path]) -> None:
     summary, _ = tiny_summary
     assert summary["completed"] is True

@@ -118,7 +118,7 @@ def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str
     assert explore["rows"] == len(prepared) and explore["users"] == prepared["customer_id"].nunique()
     manifest = read_manifest(root / "data/artifacts/cache")
     assert manifest.dataset == "synthetic"
-    cache = pd.read_parquet(root / "data/artifacts/cache/audience.parquet")
+    cache = pd.read_parquet(root / "data/artifacts/cache" / manifest.files.audience)
     assert cache["product_id"].nunique() == prepared["product_id"].nunique()
     assert int(cache.groupby("product_id")["rank"].max().max()) <= manifest.n
     touched = set(zip(prepared["product_id"], prepared["customer_id"], strict=True))

@@ -14,12 +14,13 @@ import scipy.sparse as sp
 from recsys.features.text import query_tokens, tokenize_names
 from recsys.rankers import Ranker, Recommendations, available_rankers, make_ranker
 from recsys.rankers.base import deep_merge, parallel_ranking, top_k_codes
-from recsys.rankers.content import ContentRanker, truncate_postings
+from recsys.rankers.content import ContentRanker
 from recsys.rankers.engagement import ActivityRanker
+from recsys.rankers.names import truncate_postings
 
-from _logs import frame, random_log
+from _logs import frame, random_log, settings_for
 
-BUILTIN = ("random", "activity", "recency", "popularity", "content")
+BUILTIN = ("random", "activity", "recency", "popularity", "content", "name_knn")
 EXCLUSION_RANKERS = (*BUILTIN, "als", "itemknn")  # every ranker that fits in a second (bpr: test_cf, bgnbd: optional)
 FAST = {"seed": 1, "token_user_cap": 15, "chunk_entries": 300, "factors": 4, "iterations": 3, "num_threads": 1, "K": 10}
 DAY = "2023-03-31"
@@ -58,7 +59,7 @@ def brute_force(log: pd.DataFrame, user_scores: pd.Series, product: object, k: i
 @pytest.mark.parametrize("name", BUILTIN)
 def test_invariants_on_every_product_of_a_random_log(name: str, str_ids: bool) -> None:
     log = random_log(n_rows=3000, n_users=300, n_products=80, seed=7, str_ids=str_ids)
-    ranker = make_ranker(name, {"seed": 1, "token_user_cap": 15, "chunk_entries": 300}).fit(log)
+    ranker = make_ranker(name, settings_for(name, {"seed": 1, "token_user_cap": 15, "chunk_entries": 300})).fit(log)
     products = np.sort(np.asarray(log["product_id"].unique(), dtype=object if str_ids else np.int64))
     for k in (1, 10, 400):
         check_invariants(ranker.rank(products, k), log, products, k)
@@ -140,12 +141,12 @@ def test_tokenizer_handles_arabic_latin_digits_and_units() -> None:
 @pytest.mark.parametrize("name", BUILTIN)
 def test_unseen_product_gets_global_order_flagged_cold(name: str) -> None:
     log = random_log(n_rows=800, n_users=120, n_products=30, seed=2)
-    ranker = make_ranker(name, {"seed": 3}).fit(log)
+    ranker = make_ranker(name, settings_for(name, {"seed": 3})).fit(log)
     recs = ranker.rank(np.array([5, 10_000, 7]), 10)
     assert recs.cold_start.tolist() == [False, True, False]
     cold = recs.to_frame().query("product_id == 10000")
     assert len(cold) == 10
-    if name in ("activity", "content"):
+    if name in ("activity", "content", "name_knn"):
         activity = make_ranker("activity").fit(log)
         assert isinstance(activity, ActivityRanker)
         eng = activity.features_["engagement"]
@@ -188,7 +189,7 @@ def test_undated_rows_count_for_exclusion() -> None:
 def test_nobody_is_recommended_a_product_they_touched_dated_or_not(name: str) -> None:
     log = random_log(n_rows=3000, n_users=300, n_products=80, seed=7, undated_frac=0.2)
     undated = log["event_date"].isna().to_numpy()
-    ranker = make_ranker(name, FAST).fit(log[~undated], exclude=log[undated])
+    ranker = make_ranker(name, settings_for(name, FAST)).fit(log[~undated], exclude=log[undated])
     products = np.sort(log["product_id"].unique())
     out = ranker.rank(products, 400).to_frame()
     touched = log[["product_id", "customer_id"]].drop_duplicates()
@@ -205,8 +206,8 @@ def test_exclusion_rows_give_no_training_signal(name: str) -> None:
     only_excl["product_id"] = (only_excl["product_id"] + 1000).astype(log["product_id"].dtype)
     assert not set(only_excl["product_id"]) & set(dated["product_id"])  # products known only through exclusion rows
     exclude = pd.concat([log[undated], only_excl], ignore_index=True)
-    plain = make_ranker(name, FAST).fit(dated)
-    with_excl = make_ranker(name, FAST).fit(dated, exclude=exclude)
+    plain = make_ranker(name, settings_for(name, FAST)).fit(dated)
+    with_excl = make_ranker(name, settings_for(name, FAST)).fit(dated, exclude=exclude)
     products = np.sort(dated["product_id"].unique())
     a = plain.rank(products, 10_000).to_frame()
     b = with_excl.rank(products, 10_000).to_frame()
@@ -221,7 +222,7 @@ def test_a_product_known_only_through_exclusion_rows_is_cold_but_still_excludes(
     log = frame([(1, 1, "a", "purchased", DAY), (2, 2, "b", "cart", DAY), (3, 2, "b", "cart", DAY)])
     wish = frame([(2, 9, "z", "wishlist", None), (7, 9, "z", "wishlist", None)])  # customer 7 has no fit rows
     for name in EXCLUSION_RANKERS:
-        recs = make_ranker(name, FAST).fit(log, exclude=wish).rank([9], 5)
+        recs = make_ranker(name, settings_for(name, FAST)).fit(log, exclude=wish).rank([9], 5)
         assert recs.cold_start.tolist() == [True], name
         assert sorted(recs.customer_ids.tolist()) == [1, 3], name
 
@@ -307,6 +308,11 @@ RESCORE_CHANGES: dict[str, list[dict[str, object]]] = {
         {"token_user_cap": 3, "features": {"engagement": {"weights": {"avg_event_score": 0.8}}}},
         {"affinity_weight": 0.0, "features": {"features": {"event_weights": {"purchased": 0.5}}}},
     ],
+    "name_knn": [
+        {"neighbour_weight": 0.9},
+        {"neighbours": 2, "token_product_cap": 3},
+        {"neighbour_weight": 0.2, "features": {"engagement": {"weights": {"recency": 0.7}}}},
+    ],
 }
 
 
@@ -324,7 +330,7 @@ def _same(a: Recommendations, b: Recommendations) -> None:
 def test_rescore_equals_a_refit_with_the_changed_params(name: str, str_ids: bool) -> None:
     log = random_log(n_rows=2500, n_users=250, n_products=60, seed=3, str_ids=str_ids)
     base = {"seed": 1, "token_user_cap": 15, "chunk_entries": 300, "features": {"features": {}, "engagement": {}}}
-    fitted = make_ranker(name, base).fit(log)
+    fitted = make_ranker(name, settings_for(name, base)).fit(log)
     products = np.sort(np.asarray(log["product_id"].unique(), dtype=object if str_ids else np.int64))
     unseen = "SKU-unseen" if str_ids else 10_000
     few = np.asarray(
@@ -333,7 +339,7 @@ def test_rescore_equals_a_refit_with_the_changed_params(name: str, str_ids: bool
     )
     for changes in RESCORE_CHANGES.get(name, []):  # popularity has no knobs: only the unchanged re-score below
         merged = deep_merge(base, changes)
-        refit = make_ranker(name, merged).fit(log)
+        refit = make_ranker(name, settings_for(name, merged)).fit(log)
         _same(fitted.with_params(changes).rank(products, 12), refit.rank(products, 12))
         _same(fitted.rescore(few, 12, changes), refit.rank(few, 12))
         _same(fitted.rescore(few, 400, changes), refit.rank(few, 400))  # deeper than the candidates: whole order
@@ -361,28 +367,70 @@ def test_top_k_codes_ties_and_edges() -> None:
     assert top_k_codes(score, 2, np.array([], dtype=np.int64), [np.array([0, 1, 2, 0, 3, 0])]).tolist() == [4, 2]
 
 
-@pytest.mark.parametrize("name", ["content", "itemknn"])
-def test_parallel_ranking_gives_the_same_recommendations(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "block_method"), [("content", "_rank_rows"), ("itemknn", "_rank_block")])
+def test_parallel_ranking_gives_the_same_recommendations(name: str, block_method: str, tmp_path: Path) -> None:
     log = random_log(n_rows=3000, n_users=300, n_products=120, seed=4)
     # small blocks, so the catalogue spans several of them and both workers rank some
-    ranker: Any = make_ranker(name, {"seed": 0, "chunk_entries": 2000, "token_user_cap": 50}).fit(log)
+    ranker: Any = make_ranker(name, settings_for(name, {"seed": 0, "chunk_entries": 2000, "token_user_cap": 50})).fit(
+        log
+    )
     products = np.append(np.sort(log["product_id"].unique()), 10**6)  # the last one is unseen: cold start
     alone = ranker.rank(products, 25)
     pids = tmp_path / "pids"
-    own_block = ranker._rank_block
+    own_block = getattr(ranker, block_method)
 
-    def spy(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def spy(*args: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with pids.open("a") as f:
             f.write(f"{os.getpid()}\n")
-        return own_block(codes, k)
+        return own_block(*args)
 
-    ranker._rank_block = spy
+    setattr(ranker, block_method, spy)
     with parallel_ranking(2):
         together = ranker.rank(products, 25)
     ranked_in = set(pids.read_text().split())
     assert ranked_in and str(os.getpid()) not in ranked_in  # every block ran in a forked worker
-    for field in ("product_ids", "offsets", "customer_ids", "scores", "cold_start"):
+    for field in ("product_ids", "offsets", "customer_ids", "scores", "cold_start", "basis"):
         np.testing.assert_array_equal(getattr(together, field), getattr(alone, field))
     with pytest.raises(ValueError, match="ranking processes must be an integer >= 1, got 0"):
         with parallel_ranking(0):
             pass
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "named"),
+    [
+        ("content", {"affinity_wieght": 0.9}, "affinity_wieght"),
+        ("als", {"factor": 8}, "factor"),
+        ("itemknn", {"k": 5}, "'k'"),
+        ("activity", {"token_user_cap": 5}, "token_user_cap"),
+        ("activity", {"features": {"engagement": {"normalization": "minmax"}}}, "normalization"),
+        ("popularity", {"features": {"features": {"event_weights": {"buy": 1.0}}}}, "buy"),
+    ],
+)
+def test_unknown_or_misspelt_settings_are_errors_naming_the_key(name: str, params: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=named) as err:
+        make_ranker(name, params)
+    assert name in str(err.value)
+
+
+def test_misspelt_setting_names_the_close_match_and_the_valid_ones() -> None:
+    with pytest.raises(ValueError) as err:
+        make_ranker("content", {"affinity_wieght": 0.9})
+    message = str(err.value)
+    assert "did you mean 'affinity_weight'" in message
+    assert "token_user_cap" in message  # the valid settings are listed
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("content", {"affinity_weight": 1.5}), ("als", {"factors": 0}), ("itemknn", {"similarity": "jaccard"})],
+)
+def test_out_of_range_settings_are_errors(name: str, params: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(params))):
+        make_ranker(name, params)
+
+
+def test_a_rescore_validates_the_changed_settings_too() -> None:
+    ranker = make_ranker("content", {"affinity_weight": 0.5, "token_user_cap": 20}).fit(random_log(n_rows=200))
+    with pytest.raises(ValueError, match="affinity_weight"):
+        ranker.with_params({"affinity_weight": 2.0})

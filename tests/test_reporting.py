@@ -164,7 +164,7 @@ def summary(
         )
     ]
     kv = [
-        KVerdict(k=k, verdict=v, cf_model="als", engagement_model="activity", hits=h)
+        KVerdict(k=k, verdict=v, cf_model="als", engagement_model="activity", discordant=h, discordant_customers=h)
         for k, v, h in zip((10, 100), verdicts, (1, 5), strict=True)
     ]
     return EvaluationSummary(
@@ -270,17 +270,19 @@ def test_summary_table_lists_every_model_with_interval_hits_and_settings() -> No
     assert "| content | content | 0.004 [0.002, 0.008] | 2 | fixed |" in text  # no search record: fixed in params
     assert "| als | cf | 0 [0, 0.0074] | 0 | factors=32 |" in text
     assert "| random (exact expectation) | reference | 0.0001 | 0.05 expected | |" in text
-    assert "k=10 inconclusive (1 hits); k=100 inconclusive (5 hits)" in text
+    assert "k=10 inconclusive (1 discordant hits); k=100 inconclusive (5 discordant hits)" in text
     assert "**the evaluation recommends `content`**" in text
     assert "random ranker's interval covers its exact expectation at every k" in text
     agreeing = summary_markdown(summary(), EXPLORE, {**CACHE, "ranker": "content"})
     assert "this is the ranker the evaluation recommends" in agreeing
 
 
-def test_default_ranker_says_when_the_lead_is_not_significant() -> None:
-    assert "significant after Holm correction (p = 0.03)" in report.default_ranker_markdown(summary(significant=True))
+def test_default_ranker_says_what_the_test_window_says_of_the_validation_choice() -> None:
+    confirmed = report.default_ranker_markdown(summary(significant=True))
+    assert "Chosen on the validation window" in confirmed
+    assert "confirms its lead over the validation runner-up activity (Holm p = 0.03)" in confirmed
     text = report.default_ranker_markdown(summary(significant=False))
-    assert "is **not** significant after Holm correction (p = 1)" in text and "either is defensible" in text
+    assert "cannot tell it from the validation runner-up activity (Holm p = 1)" in text
 
 
 def test_prose_follows_the_verdict_data() -> None:
@@ -312,12 +314,14 @@ def test_findings_are_three_to_five_sentences_built_from_the_results() -> None:
     sentences = findings.finding_sentences(s)
     assert 3 <= len(sentences) <= 5
     lead = findings.lead_sentence(s)
-    assert lead.startswith("content (name-content ranking) ranks best at k = 10: precision@10 0.004 [0.002, 0.008]")
-    assert "(2 hits, 40× random targeting, 10.0% of the oracle ceiling)" in lead  # 0.004 / 1e-4 and 0.004 / 0.04
-    assert "lead over activity is significant after Holm correction (p = 0.03)" in lead
-    assert "not significant" in findings.lead_sentence(summary(significant=False))
-    assert findings.depth_sentence(s) == "It has the highest precision at every depth evaluated (k = 10 and 100)."
-    assert "inconclusive at every depth (1-5 hits per comparison)" in findings.cf_sentence(s)
+    assert lead.startswith(
+        "content (name-content ranking), chosen on the validation window to serve, scores precision@10 0.004 "
+        "[0.002, 0.008] (2 hits, 40× random targeting, 10.0% of the oracle ceiling)"  # 0.004 / 1e-4 and 0.004 / 0.04
+    )
+    assert "confirms its lead over the validation runner-up activity (Holm p = 0.03)" in lead
+    assert "cannot tell it from the validation runner-up activity" in findings.lead_sentence(summary(significant=False))
+    assert findings.depth_sentence(s) == "It has the highest test precision at every depth evaluated (k = 10 and 100)."
+    assert "inconclusive at every depth (1-5 discordant hits per comparison)" in findings.cf_sentence(s)
     mixed = findings.cf_sentence(summary(verdicts=("cf_better", "no_detectable_difference")))
     assert "CF better at k = 10 (collaborative filtering finds significantly more customers)" in mixed
     assert "no detectable difference at k = 100" in mixed
@@ -331,14 +335,15 @@ def test_findings_are_three_to_five_sentences_built_from_the_results() -> None:
 
 def test_findings_follow_the_headline_depth_of_the_results() -> None:
     s = headline_at(summary(), 100)
-    assert "**The answer at k = 100.** content (name-content ranking) ranks best at k = 100: precision@100 0.001" in (
-        findings.answer_markdown(s)
+    assert (
+        "**The answer at k = 100.** content (name-content ranking) has the highest test precision at k = 100: "
+        "precision@100 0.001" in findings.answer_markdown(s)
     )
     assert "the headline depth is k = 100" in findings.question_markdown(s, "tiny")
     lines = findings.verdicts_brief_markdown(s).splitlines()
     assert [x for x in lines if x.startswith("- ")] == [
-        "- k = 10: **inconclusive (1 hits)**",
-        "- k = 100: **inconclusive (5 hits)**",
+        "- k = 10: **inconclusive (1 discordant hits)**",
+        "- k = 100: **inconclusive (5 discordant hits)**",
     ]
 
 
@@ -450,3 +455,38 @@ def test_committed_reports_have_no_broken_link() -> None:
     assert broken_report_links(config.REPORTS_DIR) == {}
     for md in (config.REPORTS_DIR / "summary.md", config.PROJ_ROOT / "README.md"):
         assert markdown_broken_links(md) == [], md
+
+
+def test_new_products_sentence_reads_the_new_products_track() -> None:
+    from recsys.evaluation.results import NameVerdict, NewProductsResult, SelectedModel, Selection, ValidationScore
+
+    s = summary()
+    content, activity = s.model("content"), s.model("activity")
+    score = ValidationScore(label="content", ranker="content", metric="precision", k=10, value=0.01, hits=3)
+    chosen = SelectedModel(label="content", ranker="content", settings={}, validation=score)
+    track = NewProductsResult(
+        catalogue="first name seen",
+        products=40,
+        with_truth=40,
+        ranked=12,
+        models=[content, activity],
+        references=s.references,
+        tuning=[],
+        validation=[score],
+        basis={},
+        fallback="activity",
+        comparisons=[],
+        verdicts=[
+            NameVerdict(k=10, model="content", fallback="activity", verdict="name_better", discordant=4,
+                        discordant_customers=4),
+        ],
+    )  # fmt: skip
+    selection = Selection(
+        dataset="tiny", rule="best validation", headline_k=10, products=chosen, runner_up=None, new_products=chosen,
+        new_products_runner_up=None,
+    )  # fmt: skip
+    text = findings.new_products_sentence(s.model_copy(update={"new_products": track, "selection": selection}))
+    assert text.startswith("44.4% of the products customers engaged with in the test window (40 of 90)")
+    assert "content (chosen on validation for new products) scores precision@10 0.004 [0.002, 0.008] (2 hits)" in text
+    assert "against 0.002 for the activity fallback (the name finds significantly more of their customers)." in text
+    assert findings.new_products_sentence(s).endswith("scored separately (evaluate report).")

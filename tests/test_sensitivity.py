@@ -83,7 +83,7 @@ def point(
         leader=leader,
         leader_significant=significant,
         runner_up="activity",
-        verdicts=[S.PointVerdict(k=10, verdict=verdict, cf_model="als", engagement_model="popularity", hits=7)],
+        verdicts=[S.PointVerdict(k=10, verdict=verdict, cf_model="als", engagement_model="popularity", discordant=7)],
         overall="",
     )
 
@@ -116,11 +116,11 @@ def test_conditions_state_where_each_verdict_holds() -> None:
     ) in text
     assert (
         "With informative names: CF (als) vs engagement (popularity) at k=10 is 'engagement better' only when "
-        "category loyalty >= 0.7 (7 hits behind the comparison)."
+        "category loyalty >= 0.7 (7 discordant hits behind the comparison)."
     ) in text
     assert (
         "With shuffled names: CF (als) vs engagement (popularity) at k=10 is 'inconclusive' at every setting "
-        "(7 hits behind the comparison)."
+        "(7 discordant hits behind the comparison)."
     ) in text
     assert any(
         t.startswith(

@@ -193,3 +193,35 @@ def test_faults_are_logged_with_a_traceback_rate_limited_and_client_errors_are_n
         assert "/recommend/101" in record.getMessage() and record.exc_info is not None
         assert "simulated read fault" in caplog.text
     assert fastlane.FALLBACKS.unlogged == 2  # reported with the next warning
+
+
+AUTH_KEY = "lane-parity-key-0123456789"
+AUTH_HEADERS: dict[str, dict[str, str]] = {
+    "none": {},
+    "wrong": {"Authorization": "Bearer not-the-right-key-000000"},
+    "malformed": {"Authorization": f"Token {AUTH_KEY}"},
+    "good": {"Authorization": f"Bearer {AUTH_KEY}"},
+}
+
+
+@pytest.fixture(scope="module")
+def keyed_clients(caches: dict[str, Path], make_client: Callable[..., TestClient]) -> Iterator[dict[bool, TestClient]]:
+    """Integer-id clients that require AUTH_KEY, with the fast lane on and off."""
+    made = {lane: make_client(caches["int"], fast_lane=lane, api_keys=AUTH_KEY) for lane in (True, False)}
+    for c in made.values():
+        c.__enter__()
+    yield made
+    for c in made.values():
+        c.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("auth", list(AUTH_HEADERS))
+@pytest.mark.parametrize("url", ["/recommend/101", "/recommend/101?n=2", "/recommend/abc", "/recommend/101?n=0"])
+def test_lane_and_fastapi_send_identical_auth_answers(
+    keyed_clients: dict[bool, TestClient], auth: str, url: str
+) -> None:
+    fast = keyed_clients[True].get(url, headers=AUTH_HEADERS[auth])
+    slow = keyed_clients[False].get(url, headers=AUTH_HEADERS[auth])
+    assert fast.status_code == slow.status_code and fast.status_code != 500, (url, fast.text)
+    assert (fast.status_code == 401) == (auth != "good")
+    assert fast.headers.raw == slow.headers.raw and fast.content == slow.content, (auth, url)

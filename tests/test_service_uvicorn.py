@@ -120,3 +120,82 @@ def test_wildcard_cors_with_credentials_is_refused(
     proc = start_service(cache_dir, ready=False, RECSYS_CORS_ORIGINS="*", RECSYS_CORS_ALLOW_CREDENTIALS="true").proc
     _, err = proc.communicate(timeout=SERVER_DEADLINE_S)
     assert proc.returncode == EXIT_BAD_CONFIG and "cannot be combined" in err
+
+
+# ---------------------------------------------------------------------------------------------------
+# deployable: keys, limits and timeouts on a real server (service.security, service.http)
+# ---------------------------------------------------------------------------------------------------
+
+KEY = "real-server-key-0123456789"
+
+
+def raw_exchange(port: int, head: bytes, body_chunks: list[bytes], pause_s: float = 0.0) -> bytes:
+    """Send a raw HTTP/1.1 request (head, then each body chunk) on a fresh connection; everything read back."""
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", port), timeout=SERVER_DEADLINE_S) as sock:
+        sock.sendall(head)
+        for chunk in body_chunks:
+            try:
+                sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):  # the server answered and stopped reading: expected
+                break
+            time.sleep(pause_s)
+        out = b""
+        while True:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            out += data
+        return out
+
+
+def test_keys_and_the_50_mb_limit_on_a_real_server(
+    cache_dir: Path, start_service: Callable[..., RunningServer]
+) -> None:
+    server = start_service(cache_dir, RECSYS_API_KEYS=KEY, RECSYS_RELOAD_INTERVAL_S="0")
+    with httpx.Client(base_url=server.base, timeout=10) as http:
+        assert http.get("/health").status_code == 200
+        assert http.get("/recommend/101").status_code == 401
+        assert http.get("/recommend/101", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    auth = f"Authorization: Bearer {KEY}\r\n".encode()
+    # 50 MB declared: answered 413 after the headers, without waiting for (or reading) the body
+    head = b"POST /recommend/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth
+    answer = raw_exchange(server.port, head + b"Content-Length: 52428800\r\nConnection: close\r\n\r\n", [b"{" * 1024])
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"larger than the limit of 2097152 bytes" in answer
+    # chunked, no Content-Length: counted as it streams in, 413 once past the limit
+    chunk = b"%x\r\n%s\r\n" % (1 << 20, b" " * (1 << 20))
+    chunked = head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    answer = raw_exchange(server.port, chunked, [chunk] * 4 + [b"0\r\n\r\n"])
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert server.stop() in CLEAN_EXIT
+
+
+def test_slow_bodies_and_slow_headers_are_cut_off(cache_dir: Path, start_service: Callable[..., RunningServer]) -> None:
+    import time
+
+    server = start_service(
+        cache_dir, RECSYS_REQUEST_TIMEOUT_S="0.5", RECSYS_HEADER_TIMEOUT_S="0.5", RECSYS_RELOAD_INTERVAL_S="0"
+    )
+    head = b"POST /recommend/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+    answer = raw_exchange(server.port, head, [b'{"product_ids": [101'], pause_s=2.0)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 0.5 s" in answer
+    t0 = time.monotonic()
+    closed = raw_exchange(server.port, b"GET /recommend/101 HTTP/1.1\r\nHost: x\r\n", [])  # headers never finish
+    assert closed == b"" and time.monotonic() - t0 < SERVER_DEADLINE_S / 2  # closed by the server, not by us
+    with httpx.Client(base_url=server.base, timeout=10) as http:
+        assert http.get("/recommend/101").status_code == 200
+    assert server.stop() in CLEAN_EXIT
+
+
+def test_0_0_0_0_without_keys_is_refused_before_binding(
+    cache_dir: Path, start_service: Callable[..., RunningServer]
+) -> None:
+    proc = start_service(cache_dir, ready=False, RECSYS_HOST="0.0.0.0").proc
+    _, err = proc.communicate(timeout=SERVER_DEADLINE_S)
+    assert proc.returncode == EXIT_BAD_CONFIG
+    assert "RECSYS_API_KEYS" in err and "RECSYS_ALLOW_ANONYMOUS" in err and "Traceback" not in err

@@ -15,7 +15,7 @@ import pytest
 from service.loop import loop_name
 from service.processes import free_port, wait_until
 from service.testing import build_tiny_cache, tiny_interactions
-from service.workers import listener, serving_layout
+from service.workers import STABLE_AFTER_S, Backoff, listener, serving_layout
 
 from conftest import SERVER_DEADLINE_S, RunningServer
 
@@ -108,3 +108,68 @@ def test_a_taken_port_stops_the_service_with_a_clear_message(
             proc = start_service(cache_dir, workers=workers, ready=False, RECSYS_PORT=taken).proc
             _, err = proc.communicate(timeout=SERVER_DEADLINE_S)
             assert proc.returncode != 0 and "cannot bind" in err and "Traceback" not in err, err
+
+
+def test_backoff_doubles_for_a_crash_loop_and_resets_after_a_stable_run() -> None:
+    backoff = Backoff()
+    assert [backoff.next_delay(0.1) for _ in range(9)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert backoff.next_delay(STABLE_AFTER_S) == 0.0 and backoff.next_delay(1.0) == 0.5
+
+
+@pytest.mark.server
+def test_a_worker_killed_under_load_is_restarted_with_backoff_and_only_in_flight_requests_fail(
+    cache_dir: Path, start_service: Callable[..., RunningServer]
+) -> None:
+    import os
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = 6  # each has at most one request in flight: the bound on what a killed worker can take down
+    server = start_service(cache_dir, workers=2, RECSYS_RELOAD_INTERVAL_S="0")
+    wait_until(lambda: len({health(server.base)["pid"] for _ in range(10)}) == 2, "both workers", timeout_s=60)
+    stop = threading.Event()
+
+    def load() -> tuple[int, int]:
+        ok = failed = 0
+        with httpx.Client(base_url=server.base, timeout=10) as http:  # keep-alive: one connection at a time
+            while not stop.is_set() and ok + failed < 200_000:
+                try:
+                    ok += http.get("/recommend/101").status_code == 200
+                except httpx.HTTPError:
+                    failed += 1
+        return ok, failed
+
+    def kill_one_worker() -> int:
+        victim = int(health(server.base)["pid"])
+        os.kill(victim, signal.SIGKILL)
+        return victim
+
+    with ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(load) for _ in range(clients)]
+        time.sleep(1.0)
+        first = kill_one_worker()
+        wait_until(
+            lambda: len({health(server.base)["pid"] for _ in range(10)} - {first}) == 2,
+            "the replacement worker to serve",
+            timeout_s=SERVER_DEADLINE_S,
+            proc=server.proc,
+        )
+        time.sleep(0.5)
+        stop.set()
+        results = [f.result() for f in futures]
+    ok = sum(r[0] for r in results)
+    failed = sum(r[1] for r in results)
+    assert ok > 100 and failed <= clients, (ok, failed)  # only what was in flight on the killed worker failed
+    second = kill_one_worker()  # the same slot dies again at once: its restart now waits
+    wait_until(
+        lambda: len({health(server.base)["pid"] for _ in range(10)} - {first, second}) == 2,
+        "the second replacement",
+        timeout_s=SERVER_DEADLINE_S,
+        proc=server.proc,
+    )
+    server.stop()
+    assert server.proc.stderr is not None
+    log = server.proc.stderr.read()
+    assert f"worker {first} exited with -9" in log and f"worker {second} exited with -9" in log
+    assert "starting a new one in 0.0 s (restart 1)" in log and "(restart 2)" in log

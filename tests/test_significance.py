@@ -6,12 +6,14 @@ import itertools
 
 import numpy as np
 import pytest
+from scipy.stats import binom
 
 from recsys.evaluation import significance
 from recsys.evaluation.report import overall_sentence, verdict_phrase
 from recsys.evaluation.results import KVerdict
 from recsys.evaluation.significance import (
     customer_differences,
+    exact_power,
     holm,
     minimum_detectable,
     sign_flip_distribution,
@@ -67,19 +69,37 @@ def test_holm_on_known_p_values() -> None:
     assert np.isnan(out[1]) and out[0] == pytest.approx(0.02) and out[2] == pytest.approx(0.02)
 
 
-def test_minimum_detectable_effect_by_hand() -> None:
+def test_minimum_detectable_ratio_is_exact_at_small_counts() -> None:
+    # 16 discordant customers, one hit each, alpha = 0.05 / 6: the test rejects T' >= 14 or <= 2 (binomial tails)
+    alpha = 0.05 / 6
+    power = minimum_detectable(np.ones(16, dtype=np.int64), alpha=alpha, k=10, n_products=1000)
+    q = power.ratio / (1 + power.ratio)
+    assert binom.sf(13, 16, q) + binom.cdf(2, 16, q) == pytest.approx(0.8, abs=1e-6)
+    assert power.ratio == pytest.approx(9.26, abs=0.01)  # the normal approximation said 192
+    assert power.discordant == 16 and power.discordant_customers == 16 and power.overdispersion == 1.0
+    assert power.precision_difference == pytest.approx((2 * q - 1) * 16 / (10 * 1000))
+
+
+def test_exact_power_equals_enumeration() -> None:
+    d = np.array([1, 1, 2, 3, 1, 2])
+    mags, counts = np.unique(d, return_counts=True)
+    for q, alpha in ((0.8, 0.2), (0.95, 0.1), (0.5, 0.5)):
+        expected = 0.0
+        for signs in itertools.product([1, -1], repeat=len(d)):
+            p, _ = sign_flip_test(np.array(signs) * d)
+            if p <= alpha:
+                expected += float(np.prod([q if s > 0 else 1 - q for s in signs]))
+        assert exact_power(mags, counts, alpha, q) == pytest.approx(expected, abs=1e-12)
+
+
+def test_minimum_detectable_effect_large_counts_and_edges() -> None:
     z = 1.959964 + 0.841621
-    power = minimum_detectable(np.ones(100, dtype=np.int64), alpha=0.05, k=10, n_products=1000)
-    assert power.discordant == 100 and power.overdispersion == 1.0
-    assert power.delta == pytest.approx(z / 10, rel=1e-5)
-    assert power.ratio == pytest.approx((1 + z / 10) / (1 - z / 10), rel=1e-5)
-    assert power.precision_difference == pytest.approx(z / 10 * 100 / (10 * 1000), rel=1e-5)
-    clustered = minimum_detectable(np.full(25, 4, dtype=np.int64), alpha=0.05, k=10, n_products=1000)
-    assert clustered.overdispersion == 4.0 and clustered.delta == pytest.approx(
-        2 * z / 10, rel=1e-5
-    )  # same hits, half the information
+    many = minimum_detectable(np.ones(10_000, dtype=np.int64), alpha=0.05, k=10, n_products=1000)
+    assert many.delta == pytest.approx(z / 100, rel=0.02)  # the normal limit where it holds
+    clustered = minimum_detectable(np.full(2_500, 4, dtype=np.int64), alpha=0.05, k=10, n_products=1000)
+    assert clustered.overdispersion == 4.0 and clustered.delta == pytest.approx(2 * many.delta, rel=0.03)
     few = minimum_detectable(np.array([1, -1, 1]), alpha=0.05, k=10, n_products=1000)
-    assert few.ratio == float("inf")
+    assert few.ratio == float("inf")  # three customers can never reach p <= 0.05
     assert minimum_detectable(np.array([], dtype=np.int64), 0.05, 10, 1000).ratio == float("inf")
 
 
@@ -92,20 +112,23 @@ def test_verdicts_on_constructed_inputs() -> None:
 
 
 def kv(k: int, v: str, hits: int) -> KVerdict:
-    """A verdict record."""
-    return KVerdict(k=k, verdict=v, cf_model="als", engagement_model="activity", hits=hits)
+    """A verdict record (`hits` discordant hits, as many customers)."""
+    return KVerdict(
+        k=k, verdict=v, cf_model="als", engagement_model="activity", discordant=hits, discordant_customers=hits
+    )
 
 
 def test_overall_sentence_is_derived_from_the_per_k_verdicts() -> None:
     same = overall_sentence([kv(5, "inconclusive", 3), kv(10, "inconclusive", 7)])
     assert same == (
         "als (collaborative filtering) vs activity (engagement), both chosen on validation: "
-        "inconclusive at every k (5 and 10) (3-7 hits per comparison)."
+        "inconclusive at every k (5 and 10) (3-7 discordant hits per comparison)."
     )
     mixed = overall_sentence(
         [kv(5, "inconclusive", 3), kv(10, "inconclusive", 7), kv(50, "cf_better", 90), kv(100, "cf_better", 150)]
     )
     assert "the verdict depends on k" in mixed
-    assert "inconclusive at k=5 (3 hits), k=10 (7 hits)" in mixed and "CF better at k=50 and 100" in mixed
-    assert verdict_phrase(kv(10, "inconclusive", 7)) == "inconclusive (7 hits)"
+    assert "inconclusive at k=5 (3 discordant hits), k=10 (7 discordant hits)" in mixed
+    assert "CF better at k=50 and 100" in mixed
+    assert verdict_phrase(kv(10, "inconclusive", 7)) == "inconclusive (7 discordant hits)"
     assert "no CF-vs-engagement verdict" in overall_sentence([]).replace("No", "no")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from recsys.cache.build import build_cache
-from recsys.cache.lookup import AUDIENCE_NAME, AudienceLookup
+from recsys.cache.lookup import AudienceLookup, audience_path
 from recsys.cache.manifest import read_manifest
 
 from _logs import random_log
@@ -167,8 +167,8 @@ def test_spark_submit_on_a_standalone_cluster_builds_the_same_cache(
     assert manifest.fingerprint.algorithm == "sha256-file"  # a file:// URI is a local file
     params = {"seed": manifest.ranker_params["seed"], "features": manifest.ranker_params["features"]}
     build_cache(log, "activity", params, tmp_path / "pandas", n=manifest.n)
-    got = pd.read_parquet(tmp_path / "cache" / AUDIENCE_NAME)
-    want = pd.read_parquet(tmp_path / "pandas" / AUDIENCE_NAME)
+    got = pd.read_parquet(audience_path(tmp_path / "cache"))
+    want = pd.read_parquet(audience_path(tmp_path / "pandas"))
     for col in ("product_id", "rank", "customer_id"):
         assert got[col].tolist() == want[col].tolist()
     pd.testing.assert_series_equal(got["score"], want["score"], rtol=1e-6, atol=1e-7)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from recsys.cache.build import build_cache, canonical_order, catalogue_ids, global_fallback
-from recsys.cache.lookup import AUDIENCE_NAME, LOOKUP_ARRAYS, MANIFEST_NAME, AudienceLookup
+from recsys.cache.lookup import LOOKUP_ARRAYS, MANIFEST_NAME, AudienceLookup, audience_path
 from recsys.cache.manifest import read_manifest
 from recsys.rankers import make_ranker
 
@@ -150,8 +150,8 @@ def test_small_log_parity(spark: Any, tmp_path: Path, ranker: str, features: dic
 
 def assert_same_cache(spark_dir: Path, pandas_dir: Path) -> None:
     """Same audience.parquet rows (float32 scores within one float32 step), same lookup arrays, same manifest facts."""
-    a = pd.read_parquet(spark_dir / AUDIENCE_NAME)
-    b = pd.read_parquet(pandas_dir / AUDIENCE_NAME)
+    a = pd.read_parquet(audience_path(spark_dir))
+    b = pd.read_parquet(audience_path(pandas_dir))
     assert list(a.columns) == list(b.columns) == ["product_id", "rank", "customer_id", "score"]
     assert a.dtypes.tolist() == b.dtypes.tolist()
     for col in ("product_id", "rank", "customer_id"):
@@ -191,7 +191,8 @@ def test_cache_artifact_equals_the_pandas_engine(spark: Any, tmp_path: Path, str
     assert manifest.fingerprint.algorithm == "sha256-file" and manifest.engine.master == spark.sparkContext.master
     assert manifest == read_manifest(tmp_path / "spark")
     assert_same_cache(tmp_path / "spark", tmp_path / "pandas")
-    exported = pd.read_parquet(tmp_path / "spark" / "audience_original.parquet")
+    assert manifest.files.export == f"{manifest.lookup_dir}/audience_original.parquet"
+    exported = pd.read_parquet(tmp_path / "spark" / manifest.files.export)
     assert len(exported) == manifest.counts.rows
     lookup = AudienceLookup.open(tmp_path / "spark")
     first = lookup.product_ids()[0]
@@ -202,7 +203,7 @@ def test_cache_artifact_equals_the_pandas_engine(spark: Any, tmp_path: Path, str
 def test_cache_with_no_allowed_customer(spark: Any, tmp_path: Path) -> None:
     log = frame([("C1", "SKU-1", "x", "purchased", "2023-01-01")])
     manifest = build_cache_spark(write_log(log, tmp_path, "one"), "activity", {}, tmp_path / "c", n=5, spark=spark)
-    assert manifest.counts.rows == 0 and len(pd.read_parquet(tmp_path / "c" / AUDIENCE_NAME)) == 0
+    assert manifest.counts.rows == 0 and len(pd.read_parquet(audience_path(tmp_path / "c"))) == 0
     lookup = AudienceLookup.open(tmp_path / "c")
     assert len(lookup.top("SKU-1", 5)[0]) == 0 and lookup.top("elsewhere", 5)[0].tolist() == ["C1"]
 
@@ -248,7 +249,7 @@ def test_als_invariants(spark: Any, tmp_path: Path) -> None:
     assert len(fallback) == N and fallback["score"].is_monotonic_decreasing
     manifest = build_cache_spark(uri, "als", params, tmp_path / "c", n=N, spark=spark)
     assert manifest.ranker == "als" and manifest.counts.rows == len(first)
-    cached = pd.read_parquet(tmp_path / "c" / AUDIENCE_NAME)  # a second fit with the same seed: the same audiences
+    cached = pd.read_parquet(audience_path(tmp_path / "c"))  # a second fit with the same seed: the same audiences
     for col in ("product_id", "rank", "customer_id"):
         assert cached[col].tolist() == first[col].tolist()
     np.testing.assert_allclose(cached["score"], first["score"].astype(np.float32), rtol=1e-6)
@@ -275,7 +276,7 @@ def test_cli_engine_spark_builds_a_cache_the_service_serves(spark: Any, tmp_path
     manifest = read_manifest(cache_dir)
     assert manifest.engine.name == "spark" and manifest.ranker == "activity" and manifest.n >= 1
     assert manifest.allocation.max_exposures is None and not manifest.allocation.stats.capped
-    expected = pd.read_parquet(cache_dir / AUDIENCE_NAME)
+    expected = pd.read_parquet(audience_path(cache_dir))
     product = int(expected["product_id"].iloc[0])
     with TestClient(create_app(ServiceSettings(cache_dir=cache_dir, reload_interval_s=0.0))) as client:
         body = client.get(f"/recommend/{product}", params={"n": 3}).json()

@@ -74,7 +74,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.rankers.base import Recommendations, gather_ranges, offsets_of, range_indices
+from recsys.arrays import gather_ranges, offsets_of, range_indices
+from recsys.rankers.base import Recommendations
 
 MAX_ROUNDS = 64  # deferred-acceptance rounds (holds are final after that)
 FILL_ROUNDS = 32  # water-fill rounds (each retries only the pairs the previous one dropped)

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.features.engagement import US_PER_DAY, encode_ids, timestamps_us, unique_sorted
+from recsys.arrays import unique_sorted
+from recsys.features.engagement import US_PER_DAY, encode_ids, timestamps_us
 from recsys.rankers.base import Recommendations
 
 DEFAULT_KS: tuple[int, ...] = (10, 100)

@@ -2,9 +2,10 @@
 
 Artifact directory (default ``recsys.config.CACHE_DIR``):
 
-- ``audience.parquet``: ``product_id, rank, customer_id, score`` (float32) sorted by product then rank. Same
-  inputs give a byte-identical file (no timestamps inside; fixed compression and row groups).
-- ``lookup-<version>/``: memory-mappable ``.npy`` arrays (see ``LOOKUP_ARRAYS``): product ids sorted
+- ``lookup-<version>/``: one version directory per cache version, holding everything that version serves:
+- ``lookup-<version>/audience.parquet``: ``product_id, rank, customer_id, score`` (float32) sorted by product then
+  rank. Same inputs give a byte-identical file (no timestamps inside; fixed compression and row groups).
+- ``lookup-<version>/*.npy``: memory-mappable arrays (see ``LOOKUP_ARRAYS``): product ids sorted
   ascending (int64, or fixed-width unicode for string ids), CSR ``offsets``, ``customers`` (the
   integer customer ids themselves, or for string ids int32 codes into the sorted fixed-width
   ``customer_vocab``; empty for integer ids), ``scores`` (float32, as in the Parquet), per-product
@@ -12,9 +13,15 @@ Artifact directory (default ``recsys.config.CACHE_DIR``):
   at build time.
 - ``manifest.json``: a ``recsys.cache.manifest.CacheManifest`` (ranker + params, engine, input fingerprint,
   counts, N, the allocation settings (frequency cap, depth, candidates) and stats, exposure metrics before
-  and after the cap, id kinds, version and ``lookup_dir``). It is the commit point: writers finish the lookup
-  directory first, then replace the manifest with ``os.replace``; at most ``keep`` (default 2) lookup
-  directories are kept (newest by modification time, the live one always).
+  and after the cap, id kinds, version, ``lookup_dir`` and the size and CRC-32 of every file of it). It is the
+  commit point: writers finish the version directory first (in a hidden temp dir, renamed into place), then
+  replace the manifest with ``os.replace``; at most ``keep`` (default 2) version directories are kept (newest
+  by modification time, the live one always), so the previous version stays available for a rollback.
+
+Crash safety: a build holds an fcntl lock beside the directory (``build_lock``: a second build waits, then
+refuses), removes what killed builds left behind (``remove_stale``), and turns a full disk or a file-size limit
+into a ``CacheBuildError`` that names the still-served version (``writing``). A build killed at any point
+(``recsys.cache.faults`` names the points the tests kill it at) leaves manifest.json naming a complete version.
 
 Same inputs and params give a byte-identical artifact directory: nothing time-dependent is written;
 the version is a digest of the served arrays, so a rebuild with the same content reuses its lookup
@@ -31,29 +38,35 @@ ranker's plain global order, uncapped: it answers ad-hoc lookups, it is not a ca
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import logging
 import os
+import resource
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from recsys import config
 from recsys.allocation import AllocationParams, allocate, exposure_metrics, truncate
 from recsys.allocation.exposure import DEFAULT_KS, returning_customers
+from recsys.cache.faults import checkpoint
 from recsys.cache.lookup import (
     AUDIENCE_NAME,
     EXPORT_STEM,
     LOOKUP_ARRAYS,
     LOOKUP_PREFIX,
     SCORE_DTYPE,
+    dir_checksums,
 )
 from recsys.cache.manifest import (
     FORMAT_VERSION,
@@ -61,6 +74,7 @@ from recsys.cache.manifest import (
     AllocationStats,
     BuildInfo,
     CacheCounts,
+    CacheError,
     CacheExposure,
     CacheFiles,
     CacheManifest,
@@ -69,17 +83,32 @@ from recsys.cache.manifest import (
     Fingerprint,
     IdKinds,
     InputCounts,
+    fsync_dir,
     read_manifest,
     write_manifest,
 )
 from recsys.data.contract import CANONICAL_COLUMNS
 from recsys.data.ids import id_array as as_id_array
 from recsys.data.ids import id_kind
+from recsys.exports import write_csv_batches
 from recsys.rankers import Ranker, Recommendations, make_ranker
 from recsys.rankers.base import parallel_ranking
 
 PARQUET_ROW_GROUP = 1 << 20
 ENCODE_CHUNK = 1 << 22
+LOCK_WAIT_S = 600.0  # how long a build waits for another build of the same cache directory to finish writing
+TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+
+logger = logging.getLogger(__name__)
+
+
+class CacheBuildError(CacheError):
+    """A build could not write or commit its version; the message says why and which version still serves."""
+
+
+class CacheLockedError(CacheBuildError):
+    """Another build holds the cache directory's build lock."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,7 +232,7 @@ def audience_table(recs: Recommendations) -> pa.Table:
 
 
 def write_parquet_atomic(batches: Iterable[pa.Table], path: Path) -> str:
-    """Stream tables into one deterministic Parquet file written atomically; return its sha256."""
+    """Stream tables into one deterministic Parquet file written atomically (and fsynced); return its sha256."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     writer = None
     try:
@@ -222,6 +251,8 @@ def write_parquet_atomic(batches: Iterable[pa.Table], path: Path) -> str:
             raise ValueError(f"nothing to write to {path}")
         writer.close()
         writer = None
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
         digest = fingerprint_file(tmp)
         os.replace(tmp, path)
     finally:
@@ -281,8 +312,8 @@ def cache_version(audience_sha: str, arrays: Mapping[str, np.ndarray]) -> str:
 
 
 def lookup_tmp_dir(cache_dir: Path) -> Path:
-    """A fresh hidden directory inside `cache_dir` to write one lookup version into."""
-    tmp = cache_dir / f".tmp-{LOOKUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """A fresh hidden directory inside `cache_dir` to write one cache version into."""
+    tmp = cache_dir / f"{TMP_PREFIX}{LOOKUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     return tmp
 
@@ -295,42 +326,50 @@ def save_lookup_array(tmp: Path, key: str, array: np.ndarray) -> None:
         os.fsync(fh.fileno())
 
 
-def commit_lookup_dir(tmp: Path, cache_dir: Path, version: str) -> str:
-    """Rename a complete temp lookup dir (every LOOKUP_ARRAYS file present) to lookup-<version>; return its name.
+def version_matches(version_dir: Path, version: str) -> bool:
+    """True when the files of `version_dir` hash to `version` (an existing version directory is reused only then)."""
+    try:
+        arrays = {key: np.load(version_dir / f"{key}.npy", mmap_mode="r", allow_pickle=False) for key in LOOKUP_ARRAYS}
+        return cache_version(fingerprint_file(version_dir / AUDIENCE_NAME), arrays) == version
+    except (OSError, ValueError, EOFError):
+        return False
 
-    The version is a content digest, so an existing lookup-<version> already holds these arrays: it is kept (and
-    touched, so pruning counts it as the newest) and the temp dir is dropped.
+
+def commit_lookup_dir(tmp: Path, cache_dir: Path, version: str, *, reuse: bool | None = None) -> str:
+    """Rename a complete temp version dir (every LOOKUP_ARRAYS file and the audience) to lookup-<version>.
+
+    The version is a content digest, so an existing lookup-<version> whose files still hash to it already holds
+    this version: it is kept (and touched, so pruning counts it as the newest) and the temp dir is dropped
+    (`reuse`: that check's result when the caller made it). An existing directory that does not match (damaged
+    by a crash or a disk fault) is replaced. Returns the directory's name.
     """
-    missing = [key for key in LOOKUP_ARRAYS if not (tmp / f"{key}.npy").is_file()]
-    if missing:
-        raise RuntimeError(f"lookup arrays {missing} were not written into {tmp}")
     name = f"{LOOKUP_PREFIX}{version}"
-    if (cache_dir / name).is_dir():
+    target = cache_dir / name
+    if reuse is None:
+        reuse = target.is_dir() and version_matches(target, version)
+    if reuse:
         shutil.rmtree(tmp, ignore_errors=True)
-        os.utime(cache_dir / name)
+        os.utime(target)
+        checkpoint("version-committed")
         return name
-    os.rename(tmp, cache_dir / name)
+    missing = [f for f in (*[f"{key}.npy" for key in LOOKUP_ARRAYS], AUDIENCE_NAME) if not (tmp / f).is_file()]
+    if missing:
+        raise RuntimeError(f"cache files {missing} were not written into {tmp}")
+    trash = None
+    if target.exists():  # a damaged copy of this version: move it aside, then put the good one in its place
+        logger.warning("%s does not match its version digest; replacing it", target)
+        trash = cache_dir / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+        os.rename(target, trash)
+    os.rename(tmp, target)
+    fsync_dir(cache_dir)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    checkpoint("version-committed")
     return name
 
 
-def write_lookup_dir(cache_dir: Path, arrays: Mapping[str, np.ndarray], version: str) -> str:
-    """Write the arrays into a temp dir, then rename it to lookup-<version>; return its name (reused when present)."""
-    name = f"{LOOKUP_PREFIX}{version}"
-    if (cache_dir / name).is_dir():
-        os.utime(cache_dir / name)
-        return name
-    tmp = lookup_tmp_dir(cache_dir)
-    try:
-        for key in LOOKUP_ARRAYS:
-            save_lookup_array(tmp, key, arrays[key])
-        return commit_lookup_dir(tmp, cache_dir, version)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def prune_lookup_dirs(cache_dir: Path, keep: int, current: str) -> list[str]:
-    """Delete all but the `keep` most recently written lookup dirs (never `current`); return the removed names."""
+    """Delete all but the `keep` most recently written version dirs (never `current`); return the removed names."""
     found = [p for p in cache_dir.glob(f"{LOOKUP_PREFIX}*") if p.is_dir()]
     dirs = [p.name for p in sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name))]
     survivors = set(dirs[-max(keep, 1) :]) | {current}
@@ -340,34 +379,135 @@ def prune_lookup_dirs(cache_dir: Path, keep: int, current: str) -> list[str]:
     return removed
 
 
-def export_original(recs: Recommendations, cache_dir: Path, fmt: str) -> Path:
+def remove_stale(cache_dir: Path) -> list[str]:
+    """Remove what killed builds left behind (hidden temp dirs and files in the cache and version dirs); call locked."""
+    found = [*cache_dir.glob(f"{TMP_PREFIX}*"), *cache_dir.glob(f"{TRASH_PREFIX}*"), *cache_dir.glob(".*.tmp")]
+    found += [p for d in cache_dir.glob(f"{LOOKUP_PREFIX}*") if d.is_dir() for p in d.glob(".*.tmp")]
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if found:
+        logger.info("removed %d temporary file(s) of earlier, interrupted builds from %s", len(found), cache_dir)
+    return sorted(p.name for p in found)
+
+
+def lock_path(cache_dir: Path) -> Path:
+    """The build lock of a cache directory: a hidden file beside it (never inside the DVC-tracked output)."""
+    return cache_dir.parent / f".{cache_dir.name}.build.lock"
+
+
+@contextlib.contextmanager
+def build_lock(cache_dir: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the cache directory's build lock while writing; wait up to `wait_s` for another build, then refuse.
+
+    An fcntl lock: the kernel releases it when its holder exits, killed or not, so a crashed build never leaves
+    the directory locked. The holder's pid is written into the lock file for the messages.
+    """
+    path = lock_path(cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                if time.monotonic() >= deadline:
+                    raise CacheLockedError(
+                        f"another build (pid {holder}) is writing the cache at {cache_dir}; waited {wait_s:g} s. "
+                        "Let it finish (or stop it) and build again; its lock goes with its process"
+                    ) from None
+                if not told:
+                    logger.warning("cache build: waiting for build pid %s to finish writing %s", holder, cache_dir)
+                    told = True
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        checkpoint("locked")
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def served_version(cache_dir: Path) -> str | None:
+    """The version manifest.json names now, or None (no cache yet, or an unreadable manifest)."""
+    try:
+        return read_manifest(cache_dir).version
+    except CacheError:
+        return None
+
+
+@contextlib.contextmanager
+def writing(cache_dir: Path) -> Iterator[None]:
+    """Turn an OS error while writing a version (a full disk, a file-size limit, no permission) into CacheBuildError.
+
+    The message names the error, says that nothing was committed and which version still serves.
+    """
+    try:
+        yield
+    except OSError as exc:
+        current = served_version(cache_dir)
+        still = f"manifest.json still names version {current}" if current else "no version was committed"
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise CacheBuildError(
+            f"cache build failed while writing into {cache_dir}: {exc.strerror or exc}{where}; "
+            f"{space_facts(cache_dir)}. "
+            f"Nothing was committed: {still}. Free disk space (or raise the file-size limit), then build again"
+        ) from exc
+
+
+def space_facts(cache_dir: Path) -> str:
+    """What limits writing here: the free space of the file system and this process's file-size limit."""
+    facts = []
+    with contextlib.suppress(OSError):
+        facts.append(f"{shutil.disk_usage(cache_dir).free / 2**20:,.0f} MiB free on its file system")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        facts.append(f"this process may write at most {limit} bytes per file (ulimit -f)")
+    return "; ".join(facts) or "no disk facts available"
+
+
+def export_header(meta: BuildInfo, version: str) -> dict[str, Any]:
+    """The settings line of an exported CSV: what the list is and which cache version it came from."""
+    return {
+        "cache_version": version,
+        "dataset": meta.dataset or "",
+        "ranker": meta.ranker,
+        "n": meta.n,
+        "max_exposures": "uncapped" if meta.allocation.max_exposures is None else meta.allocation.max_exposures,
+        "engine": meta.engine.name,
+    }
+
+
+def export_original(
+    recs: Recommendations, version_dir: Path, fmt: str, header: Mapping[str, Any] | None = None
+) -> Path:
     """Write the original project's layout (product_id, customer_id, score, rank) as CSV or Parquet."""
-    return export_slices(audience_batches(recs), cache_dir, fmt)
+    return export_slices(audience_batches(recs), version_dir, fmt, header)
 
 
-def export_slices(slices: Iterable[pa.Table], cache_dir: Path, fmt: str) -> Path:
-    """Write audience slices in the original project's layout (product_id, customer_id, score, rank)."""
+def export_slices(
+    slices: Iterable[pa.Table], version_dir: Path, fmt: str, header: Mapping[str, Any] | None = None
+) -> Path:
+    """Write audience slices in the original project's layout (product_id, customer_id, score, rank).
+
+    CSV goes through `recsys.exports` (spreadsheet-safe text cells, `header` as ``# key: value`` lines, UTF-8 BOM).
+    """
     if fmt not in ("csv", "parquet"):
         raise ValueError(
             f"cache export must be null, 'csv' or 'parquet', got {fmt!r} (params/cache.yaml: cache.export)"
         )
     batches = (t.select(["product_id", "customer_id", "score", "rank"]) for t in slices)
-    path = cache_dir / f"{EXPORT_STEM}.{fmt}"
+    path = version_dir / f"{EXPORT_STEM}.{fmt}"
     if fmt == "parquet":
         write_parquet_atomic(batches, path)
         return path
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        writer = None
-        for table in batches:
-            writer = writer or pacsv.CSVWriter(tmp, table.schema)
-            writer.write_table(table)
-        if writer is not None:
-            writer.close()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_csv_batches(batches, path, header)
 
 
 def jsonable(value: Any) -> Any:
@@ -400,28 +540,50 @@ def write_cache(
     *,
     export: str | None = None,
     keep: int = 2,
+    lock_wait_s: float = LOCK_WAIT_S,
 ) -> CacheManifest:
-    """Write audience.parquet, a new lookup dir and (last, atomically) manifest.json; return the manifest."""
+    """Write a new version directory (audience.parquet + lookup arrays), then (last, atomically) manifest.json.
+
+    Under the build lock (`build_lock`); an OS error while writing raises CacheBuildError and leaves the served
+    version as it was (`writing`).
+    """
     check_export(export)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     recs = sort_by_product(recs)
     arrays = lookup_arrays(recs, fallback)
-    audience_sha = write_parquet_atomic(audience_batches(recs), cache_dir / AUDIENCE_NAME)
-    version = cache_version(audience_sha, arrays)
-    lookup_dir = write_lookup_dir(cache_dir, arrays, version)
-    exported = export_original(recs, cache_dir, export) if export else None
-    return commit_manifest(
-        cache_dir,
-        arrays,
-        meta,
-        exposure,
-        version=version,
-        lookup_dir=lookup_dir,
-        audience_sha=audience_sha,
-        exported=exported,
-        keep=keep,
-    )
+    with build_lock(cache_dir, lock_wait_s), writing(cache_dir):
+        remove_stale(cache_dir)
+        tmp = lookup_tmp_dir(cache_dir)
+        try:
+            audience_sha = write_parquet_atomic(audience_batches(recs), tmp / AUDIENCE_NAME)
+            checkpoint("audience-written")
+            version = cache_version(audience_sha, arrays)
+            target = cache_dir / f"{LOOKUP_PREFIX}{version}"
+            reuse = target.is_dir() and version_matches(target, version)
+            if not reuse:
+                for i, key in enumerate(LOOKUP_ARRAYS):
+                    save_lookup_array(tmp, key, arrays[key])
+                    if i == len(LOOKUP_ARRAYS) // 2:
+                        checkpoint("arrays-partly-written")
+            lookup_dir = commit_lookup_dir(tmp, cache_dir, version, reuse=reuse)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        exported = (
+            export_original(recs, cache_dir / lookup_dir, export, export_header(meta, version)) if export else None
+        )
+        return commit_manifest(
+            cache_dir,
+            arrays,
+            meta,
+            exposure,
+            version=version,
+            lookup_dir=lookup_dir,
+            audience_sha=audience_sha,
+            exported=exported,
+            keep=keep,
+        )
 
 
 def commit_manifest(
@@ -436,9 +598,10 @@ def commit_manifest(
     exported: Path | None,
     keep: int,
 ) -> CacheManifest:
-    """Write manifest.json (the commit point) for a written audience + lookup dir, prune old dirs; return it.
+    """Write manifest.json (the commit point) for a committed version dir, prune old dirs; return the manifest.
 
-    The one manifest writer of both engines: the build facts (`meta`), the exposure metrics and what the arrays hold.
+    The one manifest writer of both engines: the build facts (`meta`), the exposure metrics, what the arrays hold
+    and the size and CRC-32 of every file of the version dir (checked by `recsys.cache.lookup` before serving).
     """
     sizes = np.diff(arrays["offsets"])
     counts = CacheCounts(
@@ -456,6 +619,8 @@ def commit_manifest(
         dataset=meta.dataset,
         ranker=meta.ranker,
         ranker_params=meta.ranker_params,
+        model_source=meta.model_source,
+        model_label=meta.model_label,
         n=meta.n,
         engine=meta.engine,
         fingerprint=meta.fingerprint,
@@ -471,7 +636,10 @@ def commit_manifest(
             customer_id="str" if arrays["customer_vocab"].dtype.kind == "U" else "int",
         ),
         files=CacheFiles(
-            audience=AUDIENCE_NAME, audience_sha256=audience_sha, export=exported.name if exported else None
+            audience=f"{lookup_dir}/{AUDIENCE_NAME}",
+            audience_sha256=audience_sha,
+            export=f"{lookup_dir}/{exported.name}" if exported else None,
+            checksums=dir_checksums(cache_dir / lookup_dir),
         ),
     )
     write_manifest(cache_dir, manifest)
@@ -565,6 +733,9 @@ def build_cache(
     seed: int = 0,
     dataset: str | None = None,
     processes: int = 1,
+    model_source: Literal["selection", "override"] | None = None,
+    model_label: str | None = None,
+    lock_wait_s: float = LOCK_WAIT_S,
 ) -> CacheManifest:
     """Fit `ranker_name`, allocate every product's top-n audience (capped per `allocation`) and write the cache.
 
@@ -585,6 +756,8 @@ def build_cache(
         dataset=dataset,
         ranker=ranker_name,
         ranker_params=jsonable(dict(ranker_params or {})),
+        model_source=model_source,
+        model_label=model_label,
         n=int(n),
         engine=EngineInfo(name="pandas"),
         fingerprint=fingerprint or Fingerprint(algorithm="sha256-rows", value=fingerprint_frame(interactions)),
@@ -597,14 +770,7 @@ def build_cache(
         allocation=allocation_info(alloc, n, seed, stats),
     )
     facts = exposure_summary(recs, uncapped, returning_customers(interactions), n, exposure, seed)
-    return write_cache(recs, fallback, cache_dir, meta, facts, export=export, keep=keep)
-
-
-def ranker_params_from(cache_params: Mapping[str, Any], feature_params: Mapping[str, Any]) -> dict[str, Any]:
-    """The params handed to make_ranker: the seed, the feature params and the ranker's own block."""
-    name = cache_params["cache"]["ranker"]
-    own = (cache_params.get("rankers") or {}).get(name) or {}
-    return {"seed": cache_params["cache"].get("seed", 0), "features": dict(feature_params), **own}
+    return write_cache(recs, fallback, cache_dir, meta, facts, export=export, keep=keep, lock_wait_s=lock_wait_s)
 
 
 def cache_facts(cache_dir: Path) -> dict[str, Any]:

@@ -6,9 +6,11 @@ The service and the dashboard import this module; `recsys.cache.build` (the buil
 
 from __future__ import annotations
 
+import mmap
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,6 +23,7 @@ from recsys.cache.manifest import (
     CacheError,
     CacheManifest,
     CacheNotFoundError,
+    FileChecksum,
     corrupt,
     read_manifest,
 )
@@ -40,7 +43,12 @@ __all__ = [
     "CacheError",
     "CacheManifest",
     "CacheNotFoundError",
+    "Verify",
+    "audience_path",
+    "dir_checksums",
+    "file_checksum",
     "read_manifest",
+    "verify_files",
 ]
 
 SCORE_DTYPE = np.float32  # ~7 significant digits: enough to order and show; halves the largest mapped array
@@ -48,6 +56,9 @@ AUDIENCE_NAME = "audience.parquet"
 EXPORT_STEM = "audience_original"
 LOOKUP_PREFIX = "lookup-"
 DENSE_ID_LIMIT = 1 << 24  # integer customer ids below this are counted with one bincount (an int64 per id value)
+CRC_CHUNK = 1 << 26  # bytes per zlib.crc32 call (it releases the GIL on large buffers)
+PARQUET_MAGIC = b"PAR1"
+Verify = Literal["checksum", "size"]
 LOOKUP_ARRAYS: tuple[str, ...] = (
     "product_ids",
     "offsets",
@@ -58,6 +69,73 @@ LOOKUP_ARRAYS: tuple[str, ...] = (
     "global_customers",
     "global_scores",
 )
+
+
+# ----------------------------------------------------------------------------------------------
+# checksums: what the manifest records for every file of a version, and the check before serving it
+# ----------------------------------------------------------------------------------------------
+
+
+def file_checksum(path: Path) -> FileChecksum:
+    """Size and CRC-32 of a file (memory-mapped, read in large chunks)."""
+    size = path.stat().st_size
+    crc = 0
+    if size:
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            with memoryview(view) as buffer:
+                for start in range(0, size, CRC_CHUNK):
+                    crc = zlib.crc32(buffer[start : start + CRC_CHUNK], crc)
+    return FileChecksum(bytes=size, crc32=f"{crc:08x}")
+
+
+def dir_checksums(version_dir: Path) -> dict[str, FileChecksum]:
+    """Checksums of every regular, non-hidden file of a version directory, by name."""
+    files = sorted(p for p in Path(version_dir).iterdir() if p.is_file() and not p.name.startswith("."))
+    return {p.name: file_checksum(p) for p in files}
+
+
+def audience_path(cache_dir: Path) -> Path:
+    """The served version's audience.parquet (inside its version directory), from manifest.json."""
+    return Path(cache_dir) / read_manifest(Path(cache_dir)).files.audience
+
+
+def verify_files(cache_dir: Path, manifest: CacheManifest, verify: Verify = "checksum") -> None:
+    """Check the version's files against the manifest: present, the recorded size, and (``checksum``) the CRC-32.
+
+    Generic over the manifest's list, so arrays a later format adds are checked too; every array this reader
+    maps and the audience table must be listed. ``size`` skips the CRC (a stat per file: for very large caches
+    whose start-up time matters more than catching a bit flip). Raises CacheCorruptError naming the file.
+    """
+    lookup_dir = cache_dir / manifest.lookup_dir
+    listed = manifest.files.checksums
+    unlisted = [f for f in (*[f"{key}.npy" for key in LOOKUP_ARRAYS], AUDIENCE_NAME) if f not in listed]
+    if unlisted:
+        raise corrupt(cache_dir, f"{manifest.lookup_dir} files {unlisted} are not in the manifest's checksums")
+    for name, expected in listed.items():
+        path = lookup_dir / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError as exc:
+            raise corrupt(cache_dir, f"{manifest.lookup_dir}/{name} missing") from exc
+        if size != expected.bytes:
+            raise corrupt(
+                cache_dir,
+                f"{manifest.lookup_dir}/{name} is {size} bytes, the manifest says {expected.bytes} "
+                "(truncated or replaced)",
+            )
+        if verify == "checksum":
+            found = file_checksum(path).crc32
+            if found != expected.crc32:
+                raise corrupt(
+                    cache_dir, f"{manifest.lookup_dir}/{name} has CRC-32 {found}, the manifest says {expected.crc32}"
+                )
+    audience = lookup_dir / AUDIENCE_NAME
+    with audience.open("rb") as fh:
+        head = fh.read(4)
+        fh.seek(max(0, listed[AUDIENCE_NAME].bytes - 4))
+        tail = fh.read(4)
+    if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
+        raise corrupt(cache_dir, f"{manifest.lookup_dir}/{AUDIENCE_NAME} is not a Parquet file")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,13 +212,17 @@ class AudienceLookup:
         self._int_lo, self._int_hi = (int(self._ids[0]), int(self._ids[-1])) if has_int_ids else (0, -1)
 
     @classmethod
-    def open(cls, cache_dir: Path | None = None) -> AudienceLookup:
-        """Map the cache version named by manifest.json; raise CacheError naming the fix if missing/corrupt."""
+    def open(cls, cache_dir: Path | None = None, verify: Verify = "checksum") -> AudienceLookup:
+        """Map the cache version named by manifest.json after checking its files (`verify_files`).
+
+        Raises CacheError naming the file and the fix when the cache is missing, damaged or inconsistent.
+        """
         cache_dir = Path(cache_dir) if cache_dir is not None else config.CACHE_DIR
         manifest = read_manifest(cache_dir)
         lookup_dir = cache_dir / manifest.lookup_dir
         if not lookup_dir.is_dir():
             raise corrupt(cache_dir, f"lookup directory {lookup_dir} missing")
+        verify_files(cache_dir, manifest, verify)
         arrays = {key: _load(cache_dir, lookup_dir, key) for key in LOOKUP_ARRAYS}
         _validate(cache_dir, arrays, manifest)
         return cls(cache_dir, manifest, arrays)

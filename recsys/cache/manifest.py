@@ -19,15 +19,20 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from recsys.cache.faults import checkpoint
+
 # 2: integer customer ids stored directly (`customers`), string ids as codes + vocabulary
 # 3: scores stored as float32 in the lookup arrays and in audience.parquet
 # 4: the manifest is a typed CacheManifest (engine block, typed allocation stats, no free-form keys)
-FORMAT_VERSION = 4
+# 5: audience.parquet (and the export) live in the version directory; `files.checksums` records the size and
+#    CRC-32 of every file there, checked before a version is served
+FORMAT_VERSION = 5
 MANIFEST_NAME = "manifest.json"
 BUILD_HINT = "build it with `recsys build-cache` (or `dvc repro cache`)"
 MAX_REPORTED_ERRORS = 5
@@ -200,12 +205,27 @@ class IdKinds(Record):
     customer_id: IdKind
 
 
+class FileChecksum(Record):
+    """Size and CRC-32 of one file of a cache version (what a reader checks before serving it)."""
+
+    bytes: int = Field(ge=0)
+    crc32: str = Field(pattern=r"^[0-9a-f]{8}$")
+
+
 class CacheFiles(Record):
-    """The cache's files besides the lookup directory."""
+    """The files of the committed version, relative to the cache directory, and their checksums.
+
+    ``checksums`` lists every file of the version directory (``lookup_dir``) by name: the lookup arrays, the
+    audience table, the export and any array a later format adds, so a reader checks them all without
+    knowing their names. CRC-32 detects torn, truncated or bit-flipped files (the failures a crash or a bad
+    disk produces); it is not a defence against someone who can write the cache directory (they could
+    rewrite the manifest too), so a cryptographic digest here would add time, not safety.
+    """
 
     audience: str
     audience_sha256: str
     export: str | None
+    checksums: dict[str, FileChecksum]
 
 
 class BuildInfo(Record):
@@ -214,6 +234,8 @@ class BuildInfo(Record):
     dataset: str | None = None  # params/prepare.yaml: datasets name of the input (None when built from a bare file)
     ranker: str
     ranker_params: dict[str, JsonValue]
+    model_source: Literal["selection", "override"] | None = None  # the evaluation's selection, or params/cache.yaml
+    model_label: str | None = None  # the evaluation's label of the served model (selection only)
     n: int = Field(ge=1)
     engine: EngineInfo
     fingerprint: Fingerprint
@@ -238,23 +260,40 @@ class CacheManifest(BuildInfo):
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes to a temp file next to `path`, fsync, then os.replace."""
+def atomic_write_bytes(path: Path, data: bytes, staged: Callable[[], None] | None = None) -> None:
+    """Write bytes to a temp file next to `path`, fsync it, call `staged()`, then os.replace and fsync the directory."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         with tmp.open("wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        if staged is not None:
+            staged()
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (a rename in it survives a power cut); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_manifest(cache_dir: Path, manifest: CacheManifest) -> Path:
     """Replace `cache_dir`/manifest.json atomically with the manifest (the cache's commit point)."""
     path = Path(cache_dir) / MANIFEST_NAME
-    atomic_write_bytes(path, manifest.to_json().encode("utf-8"))
+    atomic_write_bytes(path, manifest.to_json().encode("utf-8"), staged=lambda: checkpoint("manifest-staged"))
     return path
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from recsys import config
-from recsys.cache.build import build_cache, fingerprint_file, ranker_params_from
+from recsys.cache.build import build_cache, fingerprint_file
 from recsys.cache.lookup import AudienceLookup, CacheError
 from recsys.cache.manifest import CacheManifest, Fingerprint
+from recsys.cache.served import served_models
 from recsys.data.contract import load_prepared
 from recsys.engines import check_engine
 from recsys.parallel import check_processes
@@ -25,28 +26,33 @@ def build_cache_from_params(
     cache_dir: Path | None = None,
     *,
     overrides: Mapping[str, Any] | None = None,
+    selection: Path | None = None,
 ) -> CacheManifest:
-    """Build the cache from params/cache.yaml + params/features.yaml and the prepared Parquet.
+    """Build the cache from params (cache, features), the evaluation's selection and the prepared Parquet.
 
-    `overrides` replaces keys of the `cache` block (e.g. {"ranker": "content", "n": 50, "engine": "spark"}).
+    The served model is the evaluate stage's validation selection unless `cache.ranker` names a ranker
+    (recsys.cache.served). `overrides` replaces keys of the `cache` block (e.g. {"ranker": "activity", "n": 50});
+    `selection` replaces the served data set's selection file.
     With ``cache.engine: spark`` the build runs on Spark (recsys.engines.spark; `prepared_path` may be a URI).
     """
     cache_params = config.load_params("cache")
     cache_params["cache"] = {**cache_params["cache"], **dict(overrides or {})}
     feature_params = config.load_params("features")
     cfg = cache_params["cache"]
-    if check_engine(str(cfg.get("engine") or "pandas")) == "spark":
+    dataset = str(cfg.get("dataset") or config.DEFAULT_DATASET)
+    engine = check_engine(str(cfg.get("engine") or "pandas"))
+    main, _ = served_models(cfg, feature_params, dataset, selection)
+    if engine == "spark":
         from recsys.engines.spark.build import build_cache_spark_from_params
 
-        ranker_params = ranker_params_from(cache_params, feature_params)
-        return build_cache_spark_from_params(cache_params, ranker_params, prepared_path, cache_dir)
-    dataset = str(cfg.get("dataset") or config.DEFAULT_DATASET)
+        spark_params = {**cache_params, "cache": {**cfg, "ranker": main.ranker}}
+        return build_cache_spark_from_params(spark_params, main.params, prepared_path, cache_dir)
     path = Path(prepared_path) if prepared_path else config.dataset_paths(dataset).interactions
     interactions = load_prepared(path)
     return build_cache(
         interactions,
-        cfg["ranker"],
-        ranker_params_from(cache_params, feature_params),
+        main.ranker,
+        main.params,
         Path(cache_dir) if cache_dir else config.CACHE_DIR,
         n=int(cfg.get("n", 100)),
         export=cfg.get("export") or None,
@@ -58,6 +64,8 @@ def build_cache_from_params(
         seed=int(cfg.get("seed", 0)),
         dataset=config.dataset_of(path, dataset),
         processes=check_processes(cfg.get("processes", 1), "params/cache.yaml: cache.processes"),
+        model_source=main.source,
+        model_label=main.label,
     )
 
 

@@ -769,7 +769,8 @@ def generate_sharded(
             rows += len(frame)
             log.info("shard %d/%d: %d rows", shard + 1, shards, len(frame))
             del frame, table, result
-        assert writer is not None
+        if writer is None:
+            raise RuntimeError("generate_sharded wrote no shard (scale too small for one shard?)")
         writer.close()
         writer = None
         tmp.replace(path)

@@ -19,6 +19,7 @@ from recsys.evaluation.results import (
     KVerdict,
     ModelResult,
     Reference,
+    Selection,
     num,
 )
 from recsys.evaluation.settings import EvalConfig
@@ -94,7 +95,7 @@ def run_family(plan: Sequence[PlannedComparison], result: SetResult, cfg: EvalCo
     m = max(len(raw), 1)
     out = []
     for (c, na, nb, d, p, method, point, lo, hi), p_holm in zip(raw, adjusted, strict=True):
-        pw = minimum_detectable(d, cfg.alpha / m, c.k, result.n_with_truth, cfg.power, result.floor)
+        pw = minimum_detectable(d, cfg.alpha / m, c.k, result.n_with_truth, cfg.power)
         out.append(
             Comparison(
                 a=c.a,
@@ -128,26 +129,36 @@ def verdicts_of(comparisons: Sequence[Comparison], cfg: EvalConfig) -> list[KVer
     for c in comparisons:
         if "verdict" in c.purpose:
             v = verdict(c.statistic, c.p_holm, c.powered, cfg.alpha)
-            out.append(KVerdict(k=c.k, verdict=v, cf_model=c.a, engagement_model=c.b, hits=c.hits_a + c.hits_b))
+            out.append(
+                KVerdict(
+                    k=c.k,
+                    verdict=v,
+                    cf_model=c.a,
+                    engagement_model=c.b,
+                    discordant=c.discordant,
+                    discordant_customers=c.discordant_customers,
+                )
+            )
     return out
 
 
 def default_choice(
     result: SetResult,
     cfg: EvalConfig,
-    ranking: Sequence[str],
+    selection: Selection,
     rankers: Mapping[str, str],
     comparisons: Sequence[Comparison],
     level: float,
-) -> DefaultChoice | None:
-    """The deployable leader at the headline k, the ks it leads at, and whether it beats the runner-up (Holm)."""
-    if not ranking:
-        return None
-    best = ranking[0]
-    runner = ranking[1] if len(ranking) > 1 else None
+) -> DefaultChoice:
+    """The model chosen on validation, its test precision at the headline k, and the test comparison with the
+    validation runner-up (confirmed when it beats it after Holm, reversed when the runner-up beats it)."""
+    best = selection.products.label
+    runner = selection.runner_up.label if selection.runner_up is not None else None
     leads = [k for k in result.ks if deployable_ranking(result, k, rankers)[:1] == [best]]
     comp = next((c for c in comparisons if "default_ranker" in c.purpose), None)
     rec = next(p for p in precision_records(result, best, level) if p.k == cfg.headline_k)
+    decisive = comp is not None and comp.significant and comp.statistic != 0
+    favours_best = comp is not None and (comp.a == best) == (comp.statistic > 0)
     return DefaultChoice(
         k=cfg.headline_k,
         label=best,
@@ -158,9 +169,8 @@ def default_choice(
         leads_at_k=leads,
         runner_up=runner,
         p_holm=None if comp is None else comp.p_holm,
-        significant=bool(
-            comp is not None and comp.significant and comp.statistic != 0 and (comp.a == best) == (comp.statistic > 0)
-        ),
+        significant=bool(decisive and favours_best),
+        reversed=bool(decisive and not favours_best),
     )
 
 

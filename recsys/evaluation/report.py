@@ -37,15 +37,17 @@ def interval(value: float | None, low: float | None, high: float | None) -> str:
 
 
 def ks_text(ks: Sequence[int]) -> str:
-    """'5, 10 and 20'."""
+    """'5, 10 and 20' ('none' for no k)."""
     words = [str(k) for k in ks]
+    if not words:
+        return "none"
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def verdict_phrase(v: KVerdict) -> str:
     """The verdict of one k as words (inconclusive says how many hits it rests on)."""
     if v.verdict == "inconclusive":
-        return f"inconclusive ({v.hits} hits)"
+        return f"inconclusive ({v.discordant} discordant hits)"
     return VERDICT_TEXT[v.verdict]
 
 
@@ -58,14 +60,14 @@ def overall_sentence(verdicts: Sequence[KVerdict]) -> str:
     kinds = list(dict.fromkeys(v.verdict for v in verdicts))
     if len(kinds) == 1:
         kind = kinds[0]
-        hits = [v.hits for v in verdicts]
-        tail = f" ({min(hits)}-{max(hits)} hits per comparison)" if kind == "inconclusive" else ""
+        hits = [v.discordant for v in verdicts]
+        tail = f" ({min(hits)}-{max(hits)} discordant hits per comparison)" if kind == "inconclusive" else ""
         return f"{head}: {VERDICT_TEXT[kind]} at every k ({ks_text([v.k for v in verdicts])}){tail}."
     parts = []
     for kind in kinds:
         group = [v for v in verdicts if v.verdict == kind]
         if kind == "inconclusive":
-            parts.append("inconclusive at " + ", ".join(f"k={v.k} ({v.hits} hits)" for v in group))
+            parts.append("inconclusive at " + ", ".join(f"k={v.k} ({v.discordant} discordant hits)" for v in group))
         else:
             parts.append(f"{VERDICT_TEXT[kind]} at k={ks_text([v.k for v in group])}")
     return f"{head}: the verdict depends on k — " + "; ".join(parts) + "."
@@ -337,25 +339,47 @@ def coverage_markdown(s: EvaluationSummary) -> str:
     return "## Random-ranker check\n\n" + text.strip() + "\n"
 
 
-def default_ranker_markdown(s: EvaluationSummary) -> str:
-    """The default ranker for the audience cache, with how clear its lead is."""
+def selection_sentence(s: EvaluationSummary) -> str:
+    """How the served model was chosen on validation and what the test window says of it (no section heading)."""
     d = s.default_ranker
     if d is None:
-        return "## Default ranker\n\nNo deployable model was evaluated.\n"
+        return "No deployable model was evaluated."
+    sel = s.selection
+    basis = ""
+    if sel is not None:
+        v = sel.products.validation
+        basis = f" (validation {v.metric}@{v.k} {fmt(v.value)}, {v.hits} hits)"
     text = (
-        f"At k={d.k}, **{d.label}** (ranker `{d.ranker}`) has the highest test precision among deployable models, "
-        f"{interval(d.value, d.low, d.high)}; it leads at k = {ks_text(d.leads_at_k)}."
+        f"Chosen on the validation window: **{d.label}** (ranker `{d.ranker}`){basis}. On the test window, scored "
+        f"once, its precision@{d.k} is {interval(d.value, d.low, d.high)}"
+    )
+    text += (
+        f"; it has the highest test precision at k = {ks_text(d.leads_at_k)}."
+        if d.leads_at_k
+        else ("; it does not have the highest test precision at any k.")
     )
     if d.runner_up is not None:
         if d.significant:
-            text += f" Its lead over {d.runner_up} is significant after Holm correction (p = {fmt(d.p_holm)})."
+            text += (
+                f" The test window confirms its lead over the validation runner-up {d.runner_up} "
+                f"(Holm p = {fmt(d.p_holm)})."
+            )
+        elif d.reversed:
+            text += (
+                f" The test window reverses it: the validation runner-up {d.runner_up} is significantly better on test "
+                f"(Holm p = {fmt(d.p_holm)})."
+            )
         else:
             text += (
-                f" Its lead over {d.runner_up} is **not** significant after Holm correction (p = {fmt(d.p_holm)}): "
-                "either is defensible on this data."
+                f" The test window cannot tell it from the validation runner-up {d.runner_up} (Holm p = "
+                f"{fmt(d.p_holm)})."
             )
-    text += f" Settings come from validation (or are fixed in params); the leader was picked on test precision@{d.k}."
-    return "## Default ranker\n\n" + text + "\n"
+    return text
+
+
+def default_ranker_markdown(s: EvaluationSummary) -> str:
+    """The served model (chosen on validation) and what the test window says of it."""
+    return "## Default ranker\n\n" + selection_sentence(s) + "\n"
 
 
 def case_study_markdown(s: EvaluationSummary) -> str:

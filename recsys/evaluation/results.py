@@ -13,10 +13,11 @@ import math
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, JsonValue
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Verdict = Literal["cf_better", "no_detectable_difference", "engagement_better", "inconclusive"]
+NameVerdictKind = Literal["name_better", "no_detectable_difference", "fallback_better", "inconclusive"]
 Group = Literal["cf", "engagement", "content", "baseline"]
 Scalar = float | int | str | bool | None
 
@@ -205,7 +206,8 @@ class KVerdict(Record):
     verdict: Verdict
     cf_model: str
     engagement_model: str
-    hits: int
+    discordant: int  # hits one model has on a customer and the other has not (what the test rests on)
+    discordant_customers: int
 
 
 class Coverage(Record):
@@ -219,7 +221,12 @@ class Coverage(Record):
 
 
 class DefaultChoice(Record):
-    """The deployable model with the best test precision at the headline k and how clear its lead is."""
+    """The deployable model chosen on validation at the headline k, and what the test window says of its lead.
+
+    ``value``/``low``/``high``: its test precision@k; ``leads_at_k``: the ks at which it has the highest test
+    precision; ``runner_up``: the validation runner-up; ``p_holm``/``significant``: the test comparison of the two
+    at the headline k (significant = it beats the runner-up on test), ``reversed``: the runner-up beats it on test.
+    """
 
     k: int
     label: str
@@ -231,6 +238,75 @@ class DefaultChoice(Record):
     runner_up: str | None
     p_holm: float | None
     significant: bool
+    reversed: bool = False
+    chosen_on: Literal["validation"] = "validation"
+
+
+class ValidationScore(Record):
+    """One model's validation objective (its chosen settings) on one product set: the basis of a selection."""
+
+    label: str
+    ranker: str
+    metric: str
+    k: int
+    value: float | None
+    hits: int
+
+
+class SelectedModel(Record):
+    """A model chosen on validation, with every setting it is built with (``make_ranker(ranker, settings)``)."""
+
+    label: str
+    ranker: str
+    settings: dict[str, JsonValue]
+    validation: ValidationScore
+
+
+class Selection(Record):
+    """What the evaluate stage chose on validation for serving: the cache and the service build exactly this.
+
+    ``products``: the ranker of products with a history; ``new_products``: the ranker of products without fit rows
+    (catalogue names, ``/audiences/by-name``). Chosen by the best validation objective at the headline k (ties:
+    more validation hits, then the order of params/evaluate.yaml); the test window only confirms (the summary's
+    ``default_ranker`` and ``new_products``).
+    """
+
+    schema_version: int = 1
+    dataset: str | None
+    rule: str
+    headline_k: int
+    products: SelectedModel
+    runner_up: SelectedModel | None
+    new_products: SelectedModel | None
+    new_products_runner_up: SelectedModel | None
+
+
+class NameVerdict(Record):
+    """A name model against the fallback on new products at one k."""
+
+    k: int
+    model: str
+    fallback: str
+    verdict: NameVerdictKind
+    discordant: int
+    discordant_customers: int
+
+
+class NewProductsResult(Record):
+    """Products sold in the test window without fit rows, ranked from the name they were first seen with."""
+
+    catalogue: str
+    products: int
+    with_truth: int
+    ranked: int
+    models: list[ModelResult]
+    references: list[Reference]
+    tuning: list[Tuning]
+    validation: list[ValidationScore]
+    basis: dict[str, dict[str, int]]
+    fallback: str | None
+    comparisons: list[Comparison]
+    verdicts: list[NameVerdict]
 
 
 class ClaimRow(Record):
@@ -259,6 +335,9 @@ class EvaluationSummary(Record):
     skipped_models: dict[str, str]
     slice_shares: dict[str, dict[str, float | None]] | None
     case_study: list[ClaimRow] | None
+    validation: list[ValidationScore] = []
+    selection: Selection | None = None
+    new_products: NewProductsResult | None = None
 
     def split(self, name: str) -> SplitFacts:
         """The split facts by name ('validation' or 'test')."""
@@ -287,4 +366,13 @@ def read_summary(path: Path) -> EvaluationSummary:
         EvaluationSummary,
         path,
         "evaluation summary {path} not found: run `recsys evaluate` (or `dvc repro evaluate`) first",
+    )
+
+
+def read_selection(path: Path) -> Selection:
+    """Read the evaluate stage's selection (a clear error names the file and the fix)."""
+    return read_record(
+        Selection,
+        path,
+        "selection {path} not found: run `recsys evaluate --dataset NAME` (or `dvc repro evaluate@NAME`) first",
     )

@@ -39,13 +39,13 @@ import numpy as np
 import pandas as pd
 
 from recsys import config
+from recsys.data.catalogue import Catalogue
 from recsys.data.contract import load_prepared
 from recsys.evaluation import report as text
 from recsys.evaluation.compare import (
     case_study_rows,
     coverage_records,
     default_choice,
-    deployable_ranking,
     plan_family,
     representative,
     run_family,
@@ -53,25 +53,39 @@ from recsys.evaluation.compare import (
 )
 from recsys.evaluation.frame import EvalSet, build_eval_sets
 from recsys.evaluation.metrics import METRICS, nanmean_or_nan
+from recsys.evaluation.new_products import (
+    CATALOGUE_TEXT,
+    basis_counts,
+    name_verdicts,
+    plan_name_family,
+    tune_new,
+    uses_names,
+    window_catalogue,
+)
 from recsys.evaluation.results import (
     EvaluationSummary,
     ModelResult,
+    NewProductsResult,
     Protocol,
     Reference,
     SplitFacts,
     Trial,
     Tuning,
     UndatedFacts,
+    ValidationScore,
     num,
+    write_record,
     write_summary,
 )
 from recsys.evaluation.scoring import Scored, score_ranker, slice_shares
-from recsys.evaluation.settings import EvalConfig, ModelSpec, model_extra, ranker_params
+from recsys.evaluation.selection import build_selection, choose, validation_score
+from recsys.evaluation.settings import EvalConfig, ModelSpec, deep_merge, model_extra, ranker_params
 from recsys.evaluation.split import Split, protocol_splits, split_summary, undated_facts
 from recsys.evaluation.tables import (
     ORACLE_REF,
     RANDOM_REF,
     TABLE_COLUMNS,
+    SetResult,
     evaluate_set,
     long_table,
     precision_records,
@@ -89,6 +103,7 @@ OUTPUT_FILES: dict[str, str] = {
     "slices": "slices_at_k.csv",
     "validation": "validation.csv",
     "comparisons": "comparisons.csv",
+    "selection": "selection.json",
     "report": "report.md",
     "timings": "timings.json",  # run-specific wall times: git-ignored, not a DVC output
 }
@@ -294,6 +309,121 @@ def skip_optional(spec: ModelSpec, exc: ImportError, skipped: dict[str, str]) ->
     log.warning("skipping optional model %s: %s", spec.label, exc)
 
 
+def served_depth() -> int | None:
+    """params/cache.yaml: cache.n (the default headline k), or None when there is no cache params file."""
+    try:
+        return int((config.load_params("cache").get("cache") or {}).get("n", 100))
+    except FileNotFoundError:
+        return None
+
+
+@dataclass
+class Fits:
+    """Validation-side state of the run: each model's chosen params and the rankers fitted on the validation split."""
+
+    chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    searches: dict[str, SearchResult] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def validation_scores(
+    cfg: EvalConfig,
+    specs: Sequence[ModelSpec],
+    fits: Fits,
+    val: Split,
+    val_es: EvalSet,
+    val_new: EvalSet,
+    val_catalogue: Catalogue,
+    feature_params: Mapping[str, Any],
+    timer: Timer,
+) -> tuple[list[ValidationScore], list[ValidationScore], dict[str, dict[str, Any]], list[Tuning]]:
+    """Validation objective of every model on known and on new products, and the name models' new-products settings.
+
+    A searched model's known-products score is its chosen trial's (objective at the objective k); every other model
+    is fitted once on the validation split and scored. Name models then tune their ``new_search`` on the validation
+    new products; fallbacks and name models get a new-products score (the basis of the new-products selection).
+    """
+    metric = METRICS.index(cfg.objective.metric)
+    ks = tuple(sorted({cfg.headline_k, cfg.objective.k}))
+    names = {spec.label for spec in specs if uses_names(spec.ranker)}
+    wanted_new = names | set(cfg.new_products.fallbacks) if cfg.new_products.enabled else set()
+    known: list[ValidationScore] = []
+    new: list[ValidationScore] = []
+    new_params: dict[str, dict[str, Any]] = {}
+    new_tuning: list[Tuning] = []
+    for spec in specs:
+        if spec.label in fits.skipped:
+            continue
+        searched = fits.searches.get(spec.label)
+        needs_fit = searched is None or spec.label in wanted_new
+        ranker = None
+        if needs_fit:
+            try:
+                with timer.phase(f"validation/fit/{spec.label}"):
+                    ranker = fit_ranker(spec.ranker, fits.chosen[spec.label], val, feature_params, cfg.seed)
+            except ImportError as exc:
+                skip_optional(spec, exc, fits.skipped)
+                continue
+        if searched is not None:
+            trial = searched.trials[searched.chosen][1]
+            known.append(
+                ValidationScore(
+                    label=spec.label,
+                    ranker=spec.ranker,
+                    metric=cfg.objective.metric,
+                    k=cfg.objective.k,
+                    value=num(trial.objective),
+                    hits=trial.hits_objective_k,
+                )
+            )
+        else:
+            with timer.phase(f"validation/rank/{spec.label}"):
+                scored = score_ranker(ranker, val_es, ks, spec.label)
+            known.append(
+                validation_score(spec.label, spec.ranker, scored, metric, ks.index(cfg.objective.k), cfg.objective.k)
+            )
+        if spec.label not in wanted_new or ranker is None:
+            continue
+        changes: dict[str, Any] = {}
+        if spec.label in names and spec.new_search:
+            res = tune_new(
+                spec.label,
+                spec.ranker,
+                ranker,
+                spec.new_search,
+                cfg.new_products.budget,
+                cfg.tuning_seed,
+                val_new,
+                val_catalogue,
+                ks,
+                (cfg.objective.metric, cfg.objective.k),
+                cfg.headline_k,
+                timer.phase,
+            )
+            changes = with_values({}, res.chosen_values)
+            new_tuning.append(tuning_record(spec, res))
+            trial = res.trials[res.chosen][1]
+            new.append(
+                ValidationScore(
+                    label=spec.label,
+                    ranker=spec.ranker,
+                    metric=cfg.objective.metric,
+                    k=cfg.objective.k,
+                    value=num(trial.objective),
+                    hits=trial.hits_objective_k,
+                )
+            )
+        else:
+            with timer.phase(f"validation/rank_new/{spec.label}"):
+                scored = score_ranker(ranker, val_new, ks, spec.label, catalogue=val_catalogue)
+            new.append(
+                validation_score(spec.label, spec.ranker, scored, metric, ks.index(cfg.objective.k), cfg.objective.k)
+            )
+        new_params[spec.label] = deep_merge(fits.chosen[spec.label], changes)
+        del ranker
+    return known, new, new_params, new_tuning
+
+
 def run_evaluation(
     params: Mapping[str, Any] | None = None,
     interactions: pd.DataFrame | None = None,
@@ -301,6 +431,8 @@ def run_evaluation(
     feature_params: Mapping[str, Any] | None = None,
     write: bool = True,
     case_study: bool = False,
+    dataset: str | None = None,
+    served_n: int | None = None,
 ) -> EvaluationResult:
     """Run the whole evaluation from params (default params/evaluate.yaml) and write its outputs once.
 
@@ -308,10 +440,12 @@ def run_evaluation(
     feature_params: the params/features.yaml structure (default: loaded from params/).
     case_study: add the original write-up's figures as a labelled comparison (the caller decides,
     e.g. from ``is_case_study_layout()``; never guessed here).
+    dataset: the data set's name, recorded in the selection. served_n: the served depth (default
+    params/cache.yaml: cache.n), the headline k when ``evaluate.headline_k`` is null.
     """
     timer = Timer()
     block = dict((params if params is not None else config.load_params("evaluate")).get("evaluate") or {})
-    cfg = EvalConfig.from_params(block)
+    cfg = EvalConfig.from_params(block, served_n if served_n is not None else served_depth())
     if feature_params is None:
         try:
             feature_params = config.load_params("features")
@@ -325,13 +459,16 @@ def run_evaluation(
         val, test = protocol_splits(interactions, cfg.quantile, cfg.validation, cfg.undated_policy)
         val_es, val_new = build_eval_sets(val, cfg.truth_events)
         test_es, new_es = build_eval_sets(test, cfg.truth_events)
+        val_catalogue = window_catalogue(val, val_new)
+        test_catalogue = window_catalogue(test, new_es)
         undated = undated_facts(interactions, test)
     log.info(
-        "validation %s..%s: %d products (%d ranked); test from %s: %d products (%d ranked), %d new",
+        "validation %s..%s: %d products (%d ranked), %d new; test from %s: %d products (%d ranked), %d new",
         val.cutoff,
         val.end,
         len(val_es),
         val_es.scored_mask().sum(),
+        len(val_new),
         test.cutoff,
         len(test_es),
         test_es.scored_mask().sum(),
@@ -340,20 +477,23 @@ def run_evaluation(
     labels = {spec.label for spec in cfg.models}
     groups = [[m for m in g if m in labels] for g in (cfg.cf_models, cfg.engagement_models)]
     group_labels = {m for g in groups if len(g) > 1 for m in g}  # a one-member group has no choice to validate
-    searches: dict[str, SearchResult] = {}
-    skipped: dict[str, str] = {}
-    chosen_params: dict[str, dict[str, Any]] = {}
+    fits = Fits()
     for spec in cfg.models:
-        chosen_params[spec.label] = dict(spec.params)
+        fits.chosen[spec.label] = dict(spec.params)
         if not spec.search and spec.label not in group_labels:
             continue
         try:
             res = tune_model(spec, cfg, val, val_es, feature_params, timer)
         except ImportError as exc:
-            skip_optional(spec, exc, skipped)
+            skip_optional(spec, exc, fits.skipped)
             continue
-        searches[spec.label] = res
-        chosen_params[spec.label] = with_values(spec.params, res.chosen_values)
+        fits.searches[spec.label] = res
+        fits.chosen[spec.label] = with_values(spec.params, res.chosen_values)
+    known_scores, new_scores, new_params, new_tuning = validation_scores(
+        cfg, cfg.models, fits, val, val_es, val_new, val_catalogue, feature_params, timer
+    )
+    searches, skipped, chosen_params = fits.searches, fits.skipped, fits.chosen
+    names = [spec.label for spec in cfg.models if uses_names(spec.ranker) and spec.label not in skipped]
     scored: dict[str, Scored] = {}
     scored_new: dict[str, Scored] = {}
     rankers: dict[str, str] = {}
@@ -369,30 +509,73 @@ def run_evaluation(
         rankers[spec.label] = spec.ranker
         with timer.phase(f"test/rank/{spec.label}"):
             scored[spec.label] = score_ranker(ranker, test_es, cfg.ks, spec.label, cfg.diagnostics)
-            if cfg.new_products:
-                scored_new[spec.label] = score_ranker(ranker, new_es, cfg.ks, spec.label)
+        if cfg.new_products.enabled:
+            changes = knob_changes(chosen_params[spec.label], new_params.get(spec.label))
+            variant = ranker.with_params(changes) if changes else ranker
+            with timer.phase(f"test/rank_new/{spec.label}"):
+                scored_new[spec.label] = score_ranker(variant, new_es, cfg.ks, spec.label, catalogue=test_catalogue)
+            del variant
         del ranker
     with timer.phase("intervals"):
         main = evaluate_set(test_es, cfg.ks, scored, cfg.n_boot, cfg.seed)
-        new = evaluate_set(new_es, cfg.ks, scored_new, 0, cfg.seed) if cfg.new_products else None
+        new = evaluate_set(new_es, cfg.ks, scored_new, cfg.n_boot, cfg.seed) if cfg.new_products.enabled else None
+    selection = build_selection(
+        dataset,
+        cfg.objective.metric,
+        cfg.objective.k,
+        cfg.headline_k,
+        [s for s in known_scores if s.label in rankers],
+        {
+            label: ranker_params(
+                chosen_params[label], feature_params, cfg.seed, model_extra(r, chosen_params[label], test)
+            )
+            for label, r in rankers.items()
+        },
+        [s for s in new_scores if s.label in rankers],
+        {
+            label: served_params(r, new_params[label], feature_params, cfg.seed, test)
+            for label, r in rankers.items()
+            if label in new_params
+        },
+    )
     with timer.phase("comparisons"):
         cf = representative(cfg.cf_models, searches, list(scored))
         eng = representative(cfg.engagement_models, searches, list(scored))
-        ranking = deployable_ranking(main, cfg.headline_k, rankers)
-        plan = plan_family(cfg, cf, eng, *(ranking[:2] if len(ranking) >= 2 else (None, None)))
+        runner = selection.runner_up.label if selection.runner_up is not None else None
+        plan = plan_family(cfg, cf, eng, selection.products.label, runner)
         comparisons = run_family(plan, main, cfg)
         verdicts = verdicts_of(comparisons, cfg)
+        new_result = None
+        if new is not None:
+            fallback = next((label for label in choose(new_scores) if label in cfg.new_products.fallbacks), None)
+            new_family = run_family(plan_name_family(cfg.ks, names, fallback), new, cfg)
+            new_result = NewProductsResult(
+                catalogue=CATALOGUE_TEXT,
+                products=len(new_es),
+                with_truth=int((new_es.n_relevant > 0).sum()),
+                ranked=int(new_es.scored_mask().sum()),
+                models=[
+                    model_result(label, rankers[label], cfg, new, new_params.get(label, chosen_params[label]), None)
+                    for label in scored_new
+                ],
+                references=[
+                    Reference(label=r, precision=precision_records(new, r, cfg.level)) for r in (RANDOM_REF, ORACLE_REF)
+                ],
+                tuning=new_tuning,
+                validation=new_scores,
+                basis=basis_counts(scored_new),
+                fallback=fallback,
+                comparisons=new_family,
+                verdicts=name_verdicts(new_family, cfg.alpha),
+            )
     models = [
-        ModelResult(
-            label=label,
-            ranker=rankers[label],
-            group=cfg.group_of(label, rankers[label]),
-            tuned=label in searches and any(searches[label].space),
-            params=flat_params(chosen_params[label]),
-            validation_objective=num(searches[label].trials[searches[label].chosen][1].objective)
-            if label in searches
-            else None,
-            precision=precision_records(main, label, cfg.level),
+        model_result(
+            label,
+            rankers[label],
+            cfg,
+            main,
+            chosen_params[label],
+            searches.get(label),
         )
         for label in scored
     ]
@@ -428,10 +611,13 @@ def run_evaluation(
         verdicts=verdicts,
         overall=text.overall_sentence(verdicts),
         random_coverage=coverage_records(main, random_label, cfg.level),
-        default_ranker=default_choice(main, cfg, ranking, rankers, comparisons, cfg.level),
+        default_ranker=default_choice(main, cfg, selection, rankers, comparisons, cfg.level),
         skipped_models=skipped,
         slice_shares=slice_share_record(test, test_es) if cfg.diagnostics else None,
         case_study=None,
+        validation=known_scores,
+        selection=selection,
+        new_products=new_result,
     )
     if case_study:
         summary = summary.model_copy(
@@ -441,7 +627,8 @@ def run_evaluation(
     timer.seconds["cpu/total"] = round(time.process_time() - c_total, 3)
     main_table = long_table(main, cfg.level)
     new_table = long_table(new, cfg.level) if new is not None else pd.DataFrame(columns=list(TABLE_COLUMNS))
-    comp_table = pd.DataFrame([c.model_dump() for c in comparisons]) if comparisons else pd.DataFrame()
+    all_comparisons = [*comparisons, *(new_result.comparisons if new_result is not None else [])]
+    comp_table = pd.DataFrame([c.model_dump() for c in all_comparisons]) if all_comparisons else pd.DataFrame()
     if not comp_table.empty:
         comp_table["purpose"] = comp_table["purpose"].map("+".join)
     result = EvaluationResult(
@@ -449,7 +636,7 @@ def run_evaluation(
         main=main_table,
         new_products=new_table,
         slices=slice_table(main),
-        validation=validation_table(summary.tuning),
+        validation=validation_table([*summary.tuning, *new_tuning]),
         comparisons=comp_table,
         report=text.report_markdown(summary),
         timings=dict(timer.seconds),
@@ -458,6 +645,44 @@ def run_evaluation(
         default_dir = config.resolve(block.get("output_dir") or (config.REPORTS_DIR / "evaluation"))
         result.paths = write_outputs(result, Path(output_dir) if output_dir is not None else default_dir)
     return result
+
+
+def served_params(
+    ranker: str, params: Mapping[str, Any], feature_params: Mapping[str, Any], seed: int, test: Split
+) -> dict[str, Any]:
+    """The make_ranker params of a model as the test fit used them (what the selection records for serving)."""
+    return ranker_params(params, feature_params, seed, model_extra(ranker, params, test))
+
+
+def knob_changes(base: Mapping[str, Any], new: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The nested params that differ between a model's chosen settings and its new-products settings."""
+    if not new:
+        return {}
+    out: dict[str, Any] = {}
+    for key in set(base) | set(new):
+        a, b = base.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            sub = knob_changes(a, b)
+            if sub:
+                out[key] = sub
+        elif a != b:
+            out[key] = b
+    return out
+
+
+def model_result(
+    label: str, ranker: str, cfg: EvalConfig, result: SetResult, params: Mapping[str, Any], search_: SearchResult | None
+) -> ModelResult:
+    """One model's typed test result on one product set."""
+    return ModelResult(
+        label=label,
+        ranker=ranker,
+        group=cfg.group_of(label, ranker),
+        tuned=search_ is not None and any(search_.space),
+        params=flat_params(params),
+        validation_objective=num(search_.trials[search_.chosen][1].objective) if search_ is not None else None,
+        precision=precision_records(result, label, cfg.level),
+    )
 
 
 def dvc_metrics(summary: EvaluationSummary) -> dict[str, Any]:
@@ -486,6 +711,8 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / fname for name, fname in OUTPUT_FILES.items()}
     write_summary(result.summary, paths["summary"])
+    if result.summary.selection is not None:
+        write_record(result.summary.selection, paths["selection"])
     tables = {
         "main": result.main,
         "new_products": result.new_products,
@@ -541,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--metrics", default="reports/metrics/evaluate.json", help="DVC metrics file")
     parser.add_argument("--plots-dir", default="reports/plots", help="DVC plots directory")
+    parser.add_argument("--dataset", help="the data set's name (recorded in the selection)")
     parser.add_argument(
         "--quick", action="store_true", help="small factor models, budget 1, few replicates (smoke run)"
     )
@@ -564,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
         summary_path = config.resolve(args.input).with_name("prepare_summary.json")
     case_study = is_case_study_layout(summary_path) if choice == "auto" else choice.lower() == "true"
     try:
-        result = run_evaluation(params, write=False, case_study=case_study)
+        result = run_evaluation(params, write=False, case_study=case_study, dataset=args.dataset)
         out_dir = config.resolve(args.output_dir or block.get("output_dir") or (config.REPORTS_DIR / "evaluation"))
         result.paths = write_outputs(result, out_dir, config.resolve(args.metrics), config.resolve(args.plots_dir))
     except (FileNotFoundError, ValueError) as exc:

@@ -8,16 +8,17 @@ zeros (NaN when it has no relevant customer at all) without ranking it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from recsys.arrays import offsets_of
+from recsys.data.catalogue import Catalogue
 from recsys.evaluation.frame import SLICES, EvalSet
 from recsys.evaluation.intervals import HitSet, hit_set
 from recsys.evaluation.metrics import block_ranks, block_rows, hits_against, metrics_at_k
 from recsys.rankers import Recommendations
-from recsys.rankers.base import offsets_of
 
 
 class RankerContractError(RuntimeError):
@@ -33,6 +34,7 @@ class Scored:
     hits: HitSet
     slice_recall: np.ndarray | None = None  # (3 slices, len(ks), products)
     slice_hits: np.ndarray | None = None  # (3 slices, len(ks)) total hits
+    basis: dict[str, int] = field(default_factory=dict)  # ranked products per basis (recsys.rankers.base.BASES)
 
 
 def coded_recommendations(rec: Recommendations, es: EvalSet, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -63,17 +65,35 @@ def score_lists(
     return metrics_at_k(offsets, hits, es.n_relevant, ks), hits
 
 
-def score_ranker(ranker: Any, es: EvalSet, ks: Sequence[int], label: str, diagnostics: bool = False) -> Scored:
-    """Rank the products that can score (contract-checked), then metrics and hits over every product of the set."""
+def score_ranker(
+    ranker: Any,
+    es: EvalSet,
+    ks: Sequence[int],
+    label: str,
+    diagnostics: bool = False,
+    catalogue: Catalogue | None = None,
+) -> Scored:
+    """Rank the products that can score (contract-checked), then metrics and hits over every product of the set.
+
+    `catalogue`: names of products without fit rows (the new products' names as first seen); the basis of every
+    ranked product is kept (``Scored.basis``: products per basis).
+    """
     mask = es.scored_mask()
     sub = es.subset(mask)
-    rec = ranker.rank(sub.product_ids, int(max(ks)))
+    rec = (
+        ranker.rank(sub.product_ids, int(max(ks)), catalogue)
+        if catalogue is not None
+        else ranker.rank(sub.product_ids, int(max(ks)))
+    )
     sub_offsets, codes = coded_recommendations(rec, sub, label)
     sizes = np.zeros(len(es), dtype=np.int64)
     sizes[mask] = np.diff(sub_offsets)
     offsets = offsets_of(sizes)
     values, hits = score_lists(es, offsets, codes, ks)
-    scored = Scored(label, values, hit_set(offsets, codes, hits))
+    basis = np.asarray(rec.basis if rec.basis is not None else np.full(len(rec), "history"), dtype=object)
+    kinds, counts = np.unique(basis.astype(str), return_counts=True)
+    bases = {str(b): int(c) for b, c in zip(kinds, counts, strict=True)}
+    scored = Scored(label, values, hit_set(offsets, codes, hits), basis=bases)
     if diagnostics:
         scored.slice_recall, scored.slice_hits = slice_scores(es, offsets, codes, hits, ks)
     return scored

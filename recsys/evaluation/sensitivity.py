@@ -166,7 +166,7 @@ def point_params(cfg: SweepConfig, evaluate: Mapping[str, Any], tuned: Evaluatio
     )
     block["comparisons"] = {**comparisons, "cf_models": cf, "engagement_models": eng}
     block["intervals"] = {**dict(block.get("intervals") or {}), "n_boot": cfg.n_boot}
-    block["new_products"] = False
+    block["new_products"] = {**dict(block.get("new_products") or {}), "enabled": False}
     block["diagnostics"] = False
     return {"evaluate": block}
 
@@ -196,7 +196,7 @@ class PointVerdict(Record):
     verdict: Verdict
     cf_model: str
     engagement_model: str
-    hits: int
+    discordant: int  # discordant hits the comparison rests on
 
 
 class SweepPoint(Record):
@@ -266,7 +266,11 @@ def point_result(axis: str, behaviour: Behaviour, retention_pct: float, rows: in
         runner_up=leader.runner_up if leader else None,
         verdicts=[
             PointVerdict(
-                k=v.k, verdict=v.verdict, cf_model=v.cf_model, engagement_model=v.engagement_model, hits=v.hits
+                k=v.k,
+                verdict=v.verdict,
+                cf_model=v.cf_model,
+                engagement_model=v.engagement_model,
+                discordant=v.discordant,
             )
             for v in s.verdicts
         ],
@@ -442,11 +446,13 @@ def conditions(summary: SensitivitySummary) -> list[str]:
         for verdict in ("cf_better", "engagement_better", "no_detectable_difference", "inconclusive"):
             hold = [any(v.k == k and v.verdict == verdict for v in p.verdicts) for p in pts]
             if any(hold):
-                hits = [next((v.hits for v in p.verdicts if v.k == k), 0) for p, h in zip(pts, hold, strict=True) if h]
+                hits = [
+                    next((v.discordant for v in p.verdicts if v.k == k), 0) for p, h in zip(pts, hold, strict=True) if h
+                ]
                 span = (
                     f" ({min(hits)}"
                     + (f"-{max(hits)}" if max(hits) != min(hits) else "")
-                    + " hits behind the comparison)"
+                    + " discordant hits behind the comparison)"
                 )
                 out.append(
                     f"{where.capitalize()}: CF ({summary.cf_model}) vs engagement ({summary.engagement_model}) "

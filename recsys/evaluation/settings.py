@@ -11,18 +11,33 @@ from recsys.evaluation.results import Group
 from recsys.evaluation.split import UNDATED_POLICIES, Split
 from recsys.evaluation.tuning import Objective
 
-DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50, 100)
+DEFAULT_KS: tuple[int, ...] = (10, 50, 100, 300, 1000)
+MODEL_KEYS = frozenset({"ranker", "optional", "enabled", "search", "new_search"})  # a model's keys that are no setting
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of the comparison: label, registered ranker, its params, its search space."""
+    """One model of the comparison: label, registered ranker, its params, its search spaces.
+
+    ``search`` is tuned on the validation window's known products; ``new_search`` (knobs only, recsys.rankers) is
+    tuned afterwards on the validation window's new products, starting from the chosen settings.
+    """
 
     label: str
     ranker: str
     params: Mapping[str, Any]
     search: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
     optional: bool = False
+    new_search: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class NewProductsConfig:
+    """The new-products track (products sold in a window with no fit rows, ranked from their catalogue name)."""
+
+    enabled: bool = True
+    fallbacks: tuple[str, ...] = ("popularity", "activity")  # the name models are tested against the best of these
+    budget: int = 16  # knob combinations tried per name model on the validation window's new products
 
 
 @dataclass(frozen=True)
@@ -47,13 +62,17 @@ class EvalConfig:
     smallest_effect_ratio: float = 1.5
     cf_models: tuple[str, ...] = ("als", "itemknn", "bpr")
     engagement_models: tuple[str, ...] = ("activity", "popularity")
-    new_products: bool = True
+    new_products: NewProductsConfig = NewProductsConfig()
     diagnostics: bool = True
     models: tuple[ModelSpec, ...] = ()
 
     @classmethod
-    def from_params(cls, block: Mapping[str, Any]) -> EvalConfig:
-        """Build from the `evaluate` block; missing keys keep defaults; bad values raise ValueError naming the key."""
+    def from_params(cls, block: Mapping[str, Any], served_n: int | None = None) -> EvalConfig:
+        """Build from the `evaluate` block; missing keys keep defaults; bad values raise ValueError naming the key.
+
+        ``headline_k: null`` is the served depth `served_n` (params/cache.yaml: cache.n); ``tuning.objective.k: null``
+        is the headline k.
+        """
         split = dict(block.get("split") or {})
         tuning = dict(block.get("tuning") or {})
         boot = dict(block.get("intervals") or {})
@@ -73,22 +92,37 @@ class EvalConfig:
             ModelSpec(
                 label=str(label),
                 ranker=str(spec.get("ranker", label)),
-                params={k: v for k, v in spec.items() if k not in {"ranker", "optional", "enabled", "search"}},
+                params={k: v for k, v in spec.items() if k not in MODEL_KEYS},
                 search=spec.get("search") or None,
                 optional=bool(spec.get("optional", False)),
+                new_search=spec.get("new_search") or None,
             )
             for label, spec in (block.get("models") or {}).items()
             if (spec or {}).get("enabled", True)
         )
+        headline = block.get("headline_k")
+        if headline is None:
+            if served_n is None:
+                raise ValueError("evaluate.headline_k is null (= the served depth cache.n) but no cache.n was given")
+            headline = served_n
+        objective = dict(tuning.get("objective") or {})
+        if objective.get("k") is None:
+            objective["k"] = int(headline)
+        newp = dict(block.get("new_products") or {})
+        unknown_new = sorted(set(newp) - {"enabled", "fallbacks", "budget"})
+        if unknown_new:
+            raise ValueError(
+                f"evaluate.new_products has unknown key(s) {unknown_new}; known: enabled, fallbacks, budget"
+            )
         cfg = cls(
             quantile=float(split.get("quantile", 0.8)),
             validation=str(split.get("validation", "matched")),
             undated_policy=str(split.get("undated_policy", "exclude_only")),
             truth_events=tuple(truth) if truth else None,
             ks=ks,
-            headline_k=int(block.get("headline_k", 10)),
+            headline_k=int(headline),
             seed=int(block.get("seed", 42)),
-            objective=Objective.from_params(tuning.get("objective")),
+            objective=Objective.from_params(objective),
             budget=int(budgets.pop("default", 4)),
             budgets=tuple((str(k), int(v)) for k, v in budgets.items()),
             tuning_seed=int(tuning.get("seed", block.get("seed", 42))),
@@ -99,7 +133,13 @@ class EvalConfig:
             smallest_effect_ratio=float(comp.get("smallest_effect_ratio", 1.5)),
             cf_models=tuple(comp.get("cf_models", ("als", "itemknn", "bpr"))),
             engagement_models=tuple(comp.get("engagement_models", ("activity", "popularity"))),
-            new_products=bool(block.get("new_products", True)),
+            new_products=NewProductsConfig(
+                enabled=bool(newp.get("enabled", True)),
+                fallbacks=tuple(str(m) for m in newp["fallbacks"])
+                if "fallbacks" in newp
+                else tuple(m for m in NewProductsConfig.fallbacks if m in {spec.label for spec in models}),
+                budget=int(newp.get("budget", 16)),
+            ),
             diagnostics=bool(block.get("diagnostics", True)),
             models=models,
         )
@@ -136,6 +176,14 @@ class EvalConfig:
         if unknown:
             raise ValueError(
                 f"evaluate.tuning.budget names {unknown}, which are not enabled in evaluate.models ({labels})"
+            )
+        if self.new_products.budget < 1:
+            raise ValueError(f"evaluate.new_products.budget must be >= 1, got {self.new_products.budget}")
+        missing_fallbacks = [m for m in self.new_products.fallbacks if m not in labels]
+        if self.new_products.enabled and missing_fallbacks:
+            raise ValueError(
+                f"evaluate.new_products.fallbacks names {missing_fallbacks}, which are not enabled in evaluate.models "
+                f"({labels})"
             )
         for key, group in (("cf_models", self.cf_models), ("engagement_models", self.engagement_models)):
             missing = [g for g in group if g not in labels]

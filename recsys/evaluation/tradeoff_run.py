@@ -46,6 +46,7 @@ import pandas as pd
 from recsys import config
 from recsys.allocation import AllocationParams, allocate, exposure_metrics, truncate
 from recsys.allocation.exposure import DEFAULT_KS, TABLE_METRICS, ExposureMetrics
+from recsys.arrays import offsets_of, range_indices
 from recsys.data.contract import load_prepared
 from recsys.data.ids import id_array
 from recsys.evaluation.compare import PlannedComparison, run_family
@@ -74,7 +75,7 @@ from recsys.evaluation.tradeoff import (
 from recsys.evaluation.tuning import with_values
 from recsys.parallel import check_processes, pool_map
 from recsys.rankers import Recommendations
-from recsys.rankers.base import offsets_of, parallel_ranking, range_indices
+from recsys.rankers.base import parallel_ranking
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +386,7 @@ def run_tradeoff(
 ) -> TradeoffRun:
     """Evaluate the default ranker's served audiences under every cap (module docstring) and recommend one."""
     timer = Timer()
-    cfg = EvalConfig.from_params(evaluate_block)
+    cfg = EvalConfig.from_params(evaluate_block, int(cache_block.get("n", 100)))
     opts = TradeoffConfig.from_params(tradeoff_block)
     served = ServedConfig.from_params(cache_block)
     if served.depth < cfg.headline_k:

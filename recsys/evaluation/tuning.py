@@ -8,10 +8,11 @@ grids (for conditional keys, e.g. BM25's K1 and B only with ``similarity: bm25``
 searched fully, a larger one by a seeded random sample of ``budget`` grid points (seed =
 ``evaluate.tuning.seed`` and the model's label).
 
-One key per ranker is re-scored without refitting (``RESCORE_KEYS``) and does not count against the
-budget: ``iterations`` of ``als`` (implicit continues the same factorisation, identical to a fresh fit
-with more iterations) and ``affinity_weight`` of ``content`` (the token model is shared). Every value
-of that key is scored for every fit.
+Keys that need no refit do not count against the budget, and every value of them is scored for every fit:
+the ranker's knobs (top-level settings listed in its ``knobs``, e.g. ``affinity_weight`` and ``token_user_cap``
+of ``content``, ``neighbours`` of ``name_knn``: a fitted ranker is re-scored with ``with_params``, which equals a
+refit exactly) and ``iterations`` of ``als`` (``RESCORE_KEYS``: implicit continues the same factorisation,
+identical to a fresh fit with more iterations). The budget bounds the fits: the combinations of the other keys.
 
 Objective: ``evaluate.tuning.objective`` (metric and k, macro over the validation products); ties go
 to more validation hits at the headline k, then to the earlier trial. Every trial's objective and
@@ -34,7 +35,7 @@ from recsys.evaluation.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
-RESCORE_KEYS: dict[str, str] = {"als": "iterations", "content": "affinity_weight"}
+RESCORE_KEYS: dict[str, str] = {"als": "iterations"}
 
 
 def set_path(params: Mapping[str, Any], key: str, value: Any) -> dict[str, Any]:
@@ -98,23 +99,38 @@ def grid_points(
 
 def rescored(ranker: Any, ranker_name: str, key: str, values: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
     """(value, ranker variant) for every value of the re-scored key, reusing the fitted `ranker`."""
-    if ranker_name == "als":
-        done = int(ranker.params["iterations"])
-        for value in sorted(int(v) for v in values):
-            if value > done:
-                ranker.train_more(value - done)
-                done = value
-            yield value, ranker
-    elif ranker_name == "content":
-        for value in values:
-            yield value, ranker.with_weight(float(value))
-    else:
+    if ranker_name != "als":
         raise ValueError(f"ranker {ranker_name!r} has no re-scored key")
+    done = int(ranker.params["iterations"])
+    for value in sorted(int(v) for v in values):
+        if value > done:
+            ranker.train_more(value - done)
+            done = value
+        yield value, ranker
+
+
+def knob_keys(ranker_name: str) -> frozenset[str]:
+    """Top-level settings of a registered ranker that a re-score may change without a refit."""
+    from recsys.rankers.registry import RANKERS
+
+    knobs = getattr(RANKERS.get(ranker_name), "knobs", ())
+    return frozenset(k for k in knobs if "." not in k)
+
+
+def knob_variants(ranker: Any, grid: Mapping[str, Sequence[Any]]) -> Iterator[tuple[dict[str, Any], Any]]:
+    """(knob values, re-scored ranker) for every combination of a grid's knob keys (the ranker itself when none)."""
+    keys = list(grid)
+    if not keys:
+        yield {}, ranker
+        return
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo, strict=True))
+        yield values, ranker.with_params(values)
 
 
 def first_fit_value(ranker_name: str, values: Sequence[Any]) -> Any:
-    """The value the re-scored key is fitted with before re-scoring (the smallest iteration count; any weight)."""
-    return min(int(v) for v in values) if ranker_name == "als" else values[0]
+    """The value the re-scored key is fitted with before re-scoring (the smallest iteration count)."""
+    return min(int(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -186,14 +202,19 @@ def search(
     """Fit every sampled grid point with `fit(params)`, score it (and its re-scored variants) with `score(ranker)`."""
     grids = check_space(label, space)
     key = RESCORE_KEYS.get(ranker_name)
-    fit_grids = [{k: v for k, v in grid.items() if k != key} for grid in grids]
+    knobs = knob_keys(ranker_name)
+    fit_grids = [{k: v for k, v in grid.items() if k != key and k not in knobs} for grid in grids]
+    knob_grids = [{k: v for k, v in grid.items() if k in knobs} for grid in grids]
     points, _ = grid_points(fit_grids, budget, seed, label)
     trials: list[tuple[dict[str, Any], TrialScore]] = []
     for gi, point in points:
         params = with_values(base, point)
         values = grids[gi].get(key) if key is not None else None
         if key is None or values is None:
-            trials.append((point, score(fit(params))))
+            fitted = fit(params)
+            for knob_values, variant in knob_variants(fitted, knob_grids[gi]):
+                trials.append(({**point, **knob_values}, score(variant)))
+            del fitted
             continue
         ranker = fit(set_path(params, key, first_fit_value(ranker_name, values)))
         for value, variant in rescored(ranker, ranker_name, key, values):

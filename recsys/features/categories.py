@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from recsys.config import check_keys
 from recsys.data.behaviour import UNKNOWN
 from recsys.features.engagement import encode_ids
-from recsys.features.text import product_token_matrix, tfidf
+from recsys.features.name_matrix import product_token_matrix, tfidf
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import config
+from recsys.arrays import unique_sorted
 from recsys.data.contract import CANONICAL_EVENTS
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -98,8 +99,12 @@ class FeatureParams:
     def from_params(cls, params: Mapping[str, Any] | None) -> FeatureParams:
         """Build from the params/features.yaml structure ({features: ..., engagement: ...}); absent keys: defaults."""
         params = params or {}
+        check_keys("features params", params, FEATURE_BLOCKS)
         feats = dict(params.get("features") or {})
         eng = dict(params.get("engagement") or {})
+        check_keys("features", feats, FEATURE_KEYS)
+        check_keys("engagement", eng, ENGAGEMENT_KEYS)
+        check_keys("features.event_weights", feats.get("event_weights") or {}, tuple(CANONICAL_EVENTS))
         ref = feats.get("reference_date")
         return cls(
             event_weights={**DEFAULT_EVENT_WEIGHTS, **(feats.get("event_weights") or {})},
@@ -114,6 +119,20 @@ class FeatureParams:
     def with_(self, **changes: Any) -> FeatureParams:
         """A copy with some knobs changed."""
         return replace(self, **changes)
+
+
+FEATURE_BLOCKS: tuple[str, ...] = ("features", "engagement")
+FEATURE_KEYS: tuple[str, ...] = ("event_weights", "decay_days", "undated_decay", "recency_days", "reference_date")
+ENGAGEMENT_KEYS: tuple[str, ...] = ("normalisation", "weights")
+
+
+def check_keys(where: str, block: Mapping[str, Any], valid: tuple[str, ...]) -> None:
+    """Raise a ValueError naming the unknown keys of a params block and the valid ones."""
+    if not isinstance(block, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {block!r}")
+    unknown = sorted(str(k) for k in block if k not in valid)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
 
 
 def to_utc(value: Any) -> pd.Timestamp:
@@ -134,17 +153,6 @@ def encode_ids(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if pd.api.types.is_integer_dtype(uniques.dtype):
         return codes, np.asarray(uniques)
     return codes, np.asarray(pd.array(np.asarray(uniques), dtype="string[pyarrow]").astype(object), dtype=object)
-
-
-def unique_sorted(values: np.ndarray) -> np.ndarray:
-    """Sorted distinct values via sort + neighbour compare (faster than numpy 2.4's hash-based np.unique here)."""
-    s = np.sort(values)
-    if len(s) < 2:
-        return s
-    keep = np.empty(len(s), dtype=bool)
-    keep[0] = True
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    return s[keep]
 
 
 def event_codes(events: pd.Series) -> tuple[np.ndarray, list[str]]:

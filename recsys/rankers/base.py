@@ -29,9 +29,12 @@ from typing import Any, Protocol, Self, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from recsys.arrays import cost_blocks, offsets_of, unique_sorted
+from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
-from recsys.features.engagement import EngagementModel, FeatureParams, encode_ids, unique_sorted
+from recsys.features.engagement import EngagementModel, FeatureParams, encode_ids
 from recsys.parallel import check_processes, pool_imap
+from recsys.rankers.settings import RankerSettings, parse_settings, settings_dict
 
 QUERY_BUDGET = 4_000_000  # (products x k) entries processed per vectorised step
 
@@ -50,7 +53,9 @@ class Ranker(Protocol):
 
     def fit(self, interactions: pd.DataFrame, exclude: pd.DataFrame | None = None) -> Ranker: ...
 
-    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations: ...
+    def rank(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
+    ) -> Recommendations: ...
 
     def with_params(self, changes: Mapping[str, Any]) -> Ranker: ...
 
@@ -66,15 +71,36 @@ def _id_series(values: np.ndarray, name: str) -> pd.Series:
     return pd.Series(values, name=name, dtype="string[pyarrow]")
 
 
+# Why a product was ranked the way it was (``Recommendations.basis``); every basis but `history` is a cold start.
+BASIS_TEXT: dict[str, str] = {
+    "history": "ranked from the product's own history",
+    "name": "a new product, ranked from its catalogue name",
+    "no_name": "a new product without a catalogue name: ranked by the engagement order",
+    "no_known_token": "a new product whose name has no token seen in the log: ranked by the engagement order",  # nosec B105 # a description, not a password
+    "names_unused": "a new product; this ranker does not read names: its global order",
+}
+BASES: tuple[str, ...] = tuple(BASIS_TEXT)
+
+
 @dataclass
 class Recommendations:
-    """Ranked audiences in CSR layout: one block per requested product, in request order."""
+    """Ranked audiences in CSR layout: one block per requested product, in request order.
+
+    ``basis`` says per product why it was ranked so (``BASIS_TEXT``); by default `history` for products with fit
+    rows and `names_unused` for cold starts (rankers that read names set it themselves).
+    """
 
     product_ids: np.ndarray
     offsets: np.ndarray
     customer_ids: np.ndarray
     scores: np.ndarray
     cold_start: np.ndarray
+    basis: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        """Fill the default basis from cold_start."""
+        if self.basis is None:
+            self.basis = np.where(np.asarray(self.cold_start, dtype=bool), "names_unused", "history").astype(object)
 
     def __len__(self) -> int:
         """Number of product blocks."""
@@ -241,28 +267,6 @@ def chunks(m: int, per_item: int, budget: int = QUERY_BUDGET) -> Iterator[slice]
         yield slice(start, min(m, start + step))
 
 
-def range_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """starts[0], ..., starts[0] + lengths[0] - 1, starts[1], ... without a Python loop (int64)."""
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return shift + np.arange(total, dtype=np.int64)
-
-
-def gather_ranges(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """values[starts[0]:ends[0]] ++ values[starts[1]:ends[1]] ++ ... without a Python loop."""
-    gathered: np.ndarray = values[range_indices(starts, ends - starts)]
-    return gathered
-
-
-def offsets_of(sizes: np.ndarray) -> np.ndarray:
-    """CSR offsets from block sizes."""
-    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    return offsets
-
-
 def ordered(user_scores: np.ndarray, *tie_breaks: np.ndarray) -> np.ndarray:
     """Customer codes by descending score, then descending tie-breaks, then ascending code."""
     keys = [np.arange(len(user_scores))] + [-t for t in reversed(tie_breaks)] + [-user_scores]
@@ -312,9 +316,17 @@ class FixedRanker:
     name: str
     params: dict[str, Any]
     knobs: tuple[str, ...] = ()
+    settings_model: type[RankerSettings] = RankerSettings
 
-    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
-        """Top-k customers per requested product."""
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        """Validate the params against the ranker's settings model (unknown keys raise ValueError)."""
+        self.settings = parse_settings(self.settings_model, self.name, params)
+        self.params = settings_dict(self.settings)
+
+    def rank(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
+    ) -> Recommendations:
+        """Top-k customers per requested product (`catalogue`: names of products without fit rows)."""
         raise NotImplementedError
 
     def with_params(self, changes: Mapping[str, Any]) -> Self:
@@ -362,10 +374,16 @@ class GlobalRanker:
 
     name = "global"
     knobs: tuple[str, ...] = ()  # dotted params paths (a trailing '.' covers a whole block)
+    settings_model: type[RankerSettings] = RankerSettings
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        """Keep the params; features params come from params['features'] (features.yaml structure)."""
-        self.params = dict(params or {})
+        """Validate the params (recsys.rankers.settings); features params come from params['features']."""
+        self._set_params(params)
+
+    def _set_params(self, params: Mapping[str, Any] | None) -> None:
+        """Validated settings, their plain dict and the feature params (unknown keys raise ValueError)."""
+        self.settings = parse_settings(self.settings_model, self.name, params)
+        self.params = settings_dict(self.settings)
         self.feature_params = FeatureParams.from_params(self.params.get("features"))
 
     def _prepare(self, interactions: pd.DataFrame, history: History) -> None:
@@ -412,8 +430,7 @@ class GlobalRanker:
         self._check_fitted()
         merged = merge_knobs(self.name, self.params, changes, self.knobs)
         new = copy.copy(self)
-        new.params = merged
-        new.feature_params = FeatureParams.from_params(merged.get("features"))
+        new._set_params(merged)
         return new
 
     def with_params(self, changes: Mapping[str, Any]) -> Self:
@@ -448,67 +465,18 @@ class GlobalRanker:
         """Per product code, the factor that turns `global_.scores` into that product's score of a customer (here 1)."""
         return np.ones(len(codes), dtype=np.float64)
 
-    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
-        """Top-k customers per requested product: the global order without the product's own customers."""
+    def rank(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
+    ) -> Recommendations:
+        """Top-k customers per requested product: the global order without the product's own customers.
+
+        The order does not depend on the product, so a catalogue name changes nothing (basis `names_unused`).
+        """
         self._check_fitted()
         requested = id_array(product_ids)
         codes = self.history_.codes_of(requested)
         blocks = chunks(len(codes), k)
         return collect(requested, codes, k, blocks, self.global_.top, self.history_)
-
-
-def topk_superset(row: np.ndarray, score: np.ndarray, n_rows: int, k: int, buckets: int = 32) -> np.ndarray:
-    """Mask of entries that surely contains every row's top k (cuts the sort that follows).
-
-    Each row's score range is split into equal buckets (a monotone map, so equal scores share a
-    bucket); entries below the bucket where the row's count from the top reaches k are dropped.
-    """
-    if len(row) == 0:
-        return np.ones(0, dtype=bool)
-    lo = np.full(n_rows, np.inf)
-    hi = np.full(n_rows, -np.inf)
-    np.minimum.at(lo, row, score)
-    np.maximum.at(hi, row, score)
-    base, width = lo[row], (hi - lo)[row]
-    scaled = np.divide(score - base, width, out=np.ones_like(score), where=width > 0)
-    bucket = np.minimum((scaled * buckets).astype(np.int64), buckets - 1)
-    counts = np.bincount(row * buckets + bucket, minlength=n_rows * buckets).reshape(n_rows, buckets)
-    from_top = np.cumsum(counts[:, ::-1], axis=1)
-    cut = buckets - 1 - np.argmax(from_top >= k, axis=1)
-    cut[from_top[:, -1] < k] = 0
-    return np.asarray(bucket >= cut[row], dtype=bool)
-
-
-def sparse_topk(
-    row: np.ndarray, user: np.ndarray, score: np.ndarray, n_rows: int, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best k (user, score) candidates per row, score descending then user code ascending: (sizes, users, scores)."""
-    top = topk_superset(row, score, n_rows, k)
-    row, user, score = row[top], user[top], score[top]
-    order = np.lexsort((user, -score, row))
-    row, user, score = row[order], user[order], score[order]
-    keep = (np.arange(len(row)) - np.searchsorted(row, row, side="left")) < k
-    return np.bincount(row[keep], minlength=n_rows).astype(np.int64), user[keep], score[keep]
-
-
-def not_excluded(pair_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Mask of product*n_users + user keys that are not in the sorted history pair keys."""
-    if len(pair_keys) == 0 or len(keys) == 0:
-        return np.ones(len(keys), dtype=bool)
-    hit = np.minimum(np.searchsorted(pair_keys, keys), len(pair_keys) - 1)
-    return np.asarray(pair_keys[hit] != keys, dtype=bool)
-
-
-def cost_blocks(cost: np.ndarray, budget: int) -> Iterator[slice]:
-    """Contiguous slices of a request whose summed cost stays near `budget` (at least one item each)."""
-    if len(cost) == 0:
-        return
-    cum = np.cumsum(cost)
-    budget = max(1, int(budget))
-    cuts = np.searchsorted(cum, np.arange(1, int(cum[-1] // budget) + 1) * budget, side="left")
-    edges = np.unique(np.concatenate([[0], cuts, [len(cost)]]))
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        yield slice(int(a), int(b))
 
 
 def estimate_blocks(estimate: np.ndarray, codes: np.ndarray, k: int, chunk_entries: int) -> Iterator[slice]:
@@ -554,10 +522,13 @@ def collect(
     rank_block: BlockRanker,
     history: History,
     parallel: bool = False,
+    basis: np.ndarray | None = None,
 ) -> Recommendations:
     """Run `rank_block` over slices of the request and write the results into preallocated CSR arrays.
 
-    With `parallel`, the blocks run in the workers of an enclosing `parallel_ranking` (same results).
+    With `parallel`, the blocks run in the workers of an enclosing `parallel_ranking` (same results). `codes` are
+    what `rank_block` receives: product codes, or (with `basis` given) any per-request index; cold starts then
+    come from `basis` (every basis but `history`).
     """
     k = max(int(k), 0)
     m = len(codes)
@@ -578,5 +549,6 @@ def collect(
         offsets=offsets_of(sizes),
         customer_ids=history.customer_ids[users[:filled]],
         scores=scores[:filled],
-        cold_start=history.cold(codes),
+        cold_start=history.cold(codes) if basis is None else np.asarray(basis != "history", dtype=bool),
+        basis=basis,
     )

@@ -3,14 +3,14 @@
 Every customer is scored by the expected number of transactions in the next ``horizon_days`` under a
 BG/NBD model (Fader, Hardie & Lee 2005) fitted by MAP with pymc-marketing's ``BetaGeoModel`` (an
 optional dependency: ``pip install 'pymc-marketing>=0.19.2'``). Its order is global (the same for
-every product, minus the product's own customers). Params: see ``BGNBD_DEFAULTS``.
+every product, minus the product's own customers). Settings: ``recsys.rankers.settings.BGNBDSettings``.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,13 +18,7 @@ import pandas as pd
 
 from recsys.features.engagement import US_PER_DAY, timestamps_us
 from recsys.rankers.base import GlobalRanker, History
-
-BGNBD_DEFAULTS: dict[str, Any] = {
-    "horizon_days": 36.0,  # expected transactions over this many days after the fit data ends
-    "events": None,  # None = every dated event counts as a transaction; else a list of event names
-    "max_fit_customers": None,  # None = fit on every customer; else a seeded sample of this size
-    "seed": 42,
-}
+from recsys.rankers.settings import BGNBDSettings
 
 
 def rfm_summary(interactions: pd.DataFrame, history: History, events: Sequence[str] | None = None) -> pd.DataFrame:
@@ -91,13 +85,7 @@ class BGNBDRanker(GlobalRanker):
     """Customers by BG/NBD expected transactions in the next horizon_days (pymc-marketing, MAP fit)."""
 
     name = "bgnbd"
-
-    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        """Keep params merged over BGNBD_DEFAULTS."""
-        super().__init__(params)
-        self.params = {**BGNBD_DEFAULTS, **self.params}
-        if float(self.params["horizon_days"]) <= 0:
-            raise ValueError(f"bgnbd.horizon_days must be > 0, got {self.params['horizon_days']}")
+    settings_model = BGNBDSettings
 
     def _prepare(self, interactions: pd.DataFrame, history: History) -> None:
         """Fit BG/NBD by MAP on the customers' RFM summary and score expected transactions."""

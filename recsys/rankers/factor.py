@@ -12,7 +12,8 @@ by their affinity to the popularity-weighted mean item vector.
 continues the same factorisation for n more iterations (implicit keeps fitted factors), so a tuning
 run can score 10, 20, 30 iterations of one model for the price of 30.
 
-Params (``params/evaluate.yaml`` and ``params/cache.yaml: rankers.<name>``): see ``FACTOR_DEFAULTS``.
+Settings (``params/evaluate.yaml`` and the evaluation's selection): ``recsys.rankers.settings.ALSSettings`` and
+``BPRSettings``.
 """
 
 from __future__ import annotations
@@ -29,33 +30,19 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.arrays import gather_ranges
+from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
 from recsys.features.engagement import event_codes
-from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, gather_ranges, ordered
+from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, ordered
+from recsys.rankers.settings import ALSSettings, BPRSettings, RankerSettings, settings_dict
 
-FACTOR_DEFAULTS: dict[str, Any] = {
-    "factors": 50,
-    "iterations": 50,
-    "regularization": 0.01,
-    "alpha": 1.0,  # ALS confidence = 1 + alpha * weight
-    "learning_rate": 0.01,  # BPR only
-    "seed": 42,
-    "num_threads": 0,  # fit threads, 0 = every core; the evaluation fixes it (BPR needs 1 for byte-stable results)
-    "score_threads": None,  # threads scoring product chunks (None = num_threads); any count gives the same bytes
-    "event_weights": None,  # None = every row weighs 1.0; a mapping event -> weight otherwise
-    "chunk_size": 256,  # products scored per matrix block
-    "block": 64,  # customers per block in the top-k prefilter
-}
+SCORE_ROWS = 64  # products per BLAS call when scoring: one matrix shape, so results never depend on the batch
 
 
 def _threads(n: int) -> int:
     """Worker count: n, or every core when n <= 0."""
     return int(n) if int(n) > 0 else max(1, os.cpu_count() or 1)
-
-
-def _merged(defaults: Mapping[str, Any], params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Defaults overridden by params (extra keys such as 'features' are kept)."""
-    return {**defaults, **dict(params or {})}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,15 +202,7 @@ class FactorRanker(FixedRanker):
     """Matrix-factorisation ranker: fit implicit's ALS (or BPR), rank customers by item . user factors."""
 
     name = "als"
-
-    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        """Keep params merged over FACTOR_DEFAULTS."""
-        self.params = _merged(FACTOR_DEFAULTS, params)
-        if int(self.params["factors"]) <= 0 or int(self.params["iterations"]) <= 0:
-            raise ValueError(
-                f"{self.name}: factors and iterations must be > 0, "
-                f"got {self.params['factors']}, {self.params['iterations']}"
-            )
+    settings_model: type[RankerSettings] = ALSSettings
 
     def _model(self) -> Any:
         """The unfitted implicit model."""
@@ -260,7 +239,10 @@ class FactorRanker(FixedRanker):
         t0 = time.perf_counter()
         self.model_.iterations = int(iterations)
         self._train(self.model_)
-        self.params["iterations"] = int(self.params["iterations"]) + int(iterations)
+        self.settings = self.settings.model_copy(
+            update={"iterations": int(self.params["iterations"]) + int(iterations)}
+        )
+        self.params = settings_dict(self.settings)
         self.fit_seconds_ = getattr(self, "fit_seconds_", 0.0) + time.perf_counter() - t0
         return self
 
@@ -287,9 +269,22 @@ class FactorRanker(FixedRanker):
             raise RuntimeError(f"ranker {self.name!r} is not fitted: call fit(interactions) first")
 
     def score_block(self, codes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(len(codes) x customers) float32 scores, -inf for each product's own customers (into `out` if given)."""
-        buf = None if out is None else out[: len(codes)]
-        s = np.matmul(self.item_factors_[codes], self.user_factors_.T, out=buf)
+        """(len(codes) x customers) float32 scores, -inf for each product's own customers (into `out` if given).
+
+        Reproducible whatever the batch: the products are scored in zero-padded blocks of exactly ``SCORE_ROWS``
+        rows, so BLAS sees one matrix shape (one kernel, one summation order) whatever the number of products
+        requested or the chunk size; a product's scores are the same bytes in every call (ties: ascending customer).
+        """
+        n = len(codes)
+        s = np.empty((n, self.user_factors_.shape[0]), dtype=np.float32) if out is None else out[:n]
+        block = np.zeros((SCORE_ROWS, self.item_factors_.shape[1]), dtype=np.float32)
+        scratch = np.empty((SCORE_ROWS, self.user_factors_.shape[0]), dtype=np.float32)
+        for start in range(0, n, SCORE_ROWS):
+            stop = min(n, start + SCORE_ROWS)
+            block[:] = 0.0
+            block[: stop - start] = self.item_factors_[codes[start:stop]]
+            np.matmul(block, self.user_factors_.T, out=scratch)
+            s[start:stop] = scratch[: stop - start]
         h = self.history_
         starts, ends = h.indptr[codes], h.indptr[codes + 1]
         rows = np.repeat(np.arange(len(codes)), ends - starts)
@@ -326,7 +321,9 @@ class FactorRanker(FixedRanker):
         sizes, users, vals = topk_rows(scores, k, int(self.params["block"]))
         return rows, sizes, users, vals.astype(np.float64)
 
-    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
+    def rank(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
+    ) -> Recommendations:
         """Top-k customers per requested product by factor score, the product's customers excluded."""
         from threadpoolctl import threadpool_limits
 
@@ -364,6 +361,7 @@ class BPRRanker(FactorRanker):
     """Bayesian personalised ranking (Rendle et al. 2009) via implicit.cpu.bpr; item bias included."""
 
     name = "bpr"
+    settings_model = BPRSettings
 
     def _model(self) -> Any:
         """The unfitted implicit BPR model."""

@@ -17,62 +17,34 @@ as a hybrid with a popularity backfill (``popularity`` is evaluated on its own).
 fit rows (cold start) gets the ``popularity`` global order (customers by fit rows, ties by last dated
 event, then id) minus its excluded customers.
 
-Params (``params/evaluate.yaml: evaluate.models.itemknn``): see ``KNN_DEFAULTS``.
+Settings (``params/evaluate.yaml: evaluate.models.itemknn``): ``recsys.rankers.settings.KNNSettings``.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.arrays import not_excluded, sparse_topk
+from recsys.data.catalogue import Catalogue
 from recsys.data.ids import id_array
-from recsys.rankers.base import (
-    FixedRanker,
-    GlobalOrder,
-    History,
-    Recommendations,
-    collect,
-    estimate_blocks,
-    not_excluded,
-    ordered,
-    sparse_topk,
-)
+from recsys.rankers.base import FixedRanker, GlobalOrder, History, Recommendations, collect, estimate_blocks, ordered
 from recsys.rankers.engagement import popularity_keys
 from recsys.rankers.factor import interaction_matrix
-
-SIMILARITIES: tuple[str, ...] = ("cosine", "bm25")
-KNN_DEFAULTS: dict[str, Any] = {
-    "K": 100,  # neighbours kept per product (itself included)
-    "similarity": "cosine",  # cosine | bm25
-    "K1": 1.2,  # BM25 term saturation (bm25 only)
-    "B": 0.75,  # BM25 length normalisation (bm25 only)
-    "num_threads": 1,  # threads of implicit's all-pairs kNN (each row is computed independently: deterministic)
-    "event_weights": None,  # None = every row weighs 1.0; a mapping event -> weight otherwise
-    "chunk_entries": 8_000_000,  # candidate pairs processed per vectorised block (memory bound)
-    "seed": 42,  # unused (the fit is deterministic); accepted like every ranker's seed
-}
+from recsys.rankers.settings import KNNSettings
 
 
 class ItemKNNRanker(FixedRanker):
     """Item-item kNN (implicit cosine or BM25) ranking customers for a product by their history's similarity to it."""
 
     name = "itemknn"
-
-    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        """Keep params merged over KNN_DEFAULTS and validate them."""
-        self.params = {**KNN_DEFAULTS, **dict(params or {})}
-        if int(self.params["K"]) < 2:
-            raise ValueError(f"itemknn.K must be >= 2 (a product is its own first neighbour), got {self.params['K']}")
-        if self.params["similarity"] not in SIMILARITIES:
-            raise ValueError(f"itemknn.similarity must be one of {SIMILARITIES}, got {self.params['similarity']!r}")
-        if int(self.params["num_threads"]) < 1:
-            raise ValueError(f"itemknn.num_threads must be >= 1 (a fixed count), got {self.params['num_threads']}")
+    settings_model = KNNSettings
 
     def _model(self) -> Any:
         """The unfitted implicit item-item model."""
@@ -171,7 +143,9 @@ class ItemKNNRanker(FixedRanker):
             out[rows] = np.asarray(pair.sum(axis=1), dtype=np.float64).ravel()
         return out
 
-    def rank(self, product_ids: np.ndarray | Sequence[Any], k: int) -> Recommendations:
+    def rank(
+        self, product_ids: np.ndarray | Sequence[Any], k: int, catalogue: Catalogue | None = None
+    ) -> Recommendations:
         """Top-k customers per requested product by item-item similarity to their history (no backfill)."""
         self._check_fitted()
         requested = id_array(product_ids)

@@ -11,6 +11,7 @@ from recsys.rankers.content import ContentRanker
 from recsys.rankers.engagement import ActivityRanker, PopularityRanker, RandomRanker, RecencyRanker
 from recsys.rankers.factor import ALSRanker, BPRRanker
 from recsys.rankers.knn import ItemKNNRanker
+from recsys.rankers.name_knn import NameKNNRanker
 
 RankerFactory = Callable[[Mapping[str, Any]], Ranker]
 RANKERS: dict[str, RankerFactory] = {
@@ -24,6 +25,7 @@ RANKERS: dict[str, RankerFactory] = {
         ALSRanker,
         BPRRanker,
         ItemKNNRanker,
+        NameKNNRanker,
         BGNBDRanker,
     )
 }

@@ -144,21 +144,29 @@ def verdicts_brief_markdown(summary: EvaluationSummary) -> str:
 
 
 def lead_sentence(summary: EvaluationSummary) -> str:
-    """Who leads at the headline k, by how much over random, and how sure the lead is."""
+    """The model chosen on validation to serve, its test precision at the headline k (lift over random, share of the
+    ceiling) and what the test window says of its lead over the validation runner-up; without a choice, the best
+    model on test."""
     k = summary.protocol.headline_k
     best = headline_leader(summary)
     if best is None:
         return ""
     p = best.at(k)
     extras = ", ".join(x for x in (lift_text(p, summary), ceiling_text(p, summary)) if x)
-    text = (
-        f"{best.label} ({GROUP_TEXT.get(best.group, best.group)}) ranks best at k = {k}: precision@{k} "
-        f"{interval(p.value, p.low, p.high)} ({hits_text(p.hits)}{', ' + extras if extras else ''})"
-    )
+    score = f"precision@{k} {interval(p.value, p.low, p.high)} ({hits_text(p.hits)}{', ' + extras if extras else ''})"
+    group = GROUP_TEXT.get(best.group, best.group)
     d = summary.default_ranker
-    if d is not None and d.label == best.label and d.runner_up is not None:
-        strength = "significant" if d.significant else "not significant"
-        text += f"; its lead over {d.runner_up} is {strength} after Holm correction (p = {fmt(d.p_holm)})"
+    if d is None or d.label != best.label:
+        return f"{best.label} ({group}) has the highest test precision at k = {k}: {score}."
+    text = f"{best.label} ({group}), chosen on the validation window to serve, scores {score} on the test window"
+    if d.runner_up is not None:
+        p_text = f"Holm p = {fmt(d.p_holm)}"
+        if d.significant:
+            text += f"; the test window confirms its lead over the validation runner-up {d.runner_up} ({p_text})"
+        elif d.reversed:
+            text += f"; the test window reverses it: {d.runner_up} is significantly better ({p_text})"
+        else:
+            text += f"; the test window cannot tell it from the validation runner-up {d.runner_up} ({p_text})"
     return text + "."
 
 
@@ -170,14 +178,14 @@ def depth_sentence(summary: EvaluationSummary) -> str:
         return ""
     own = [k for k, m in by_k.items() if m.label == best.label]
     if len(own) == len(by_k):
-        return f"It has the highest precision at every depth evaluated (k = {ks_text(list(by_k))})."
+        return f"It has the highest test precision at every depth evaluated (k = {ks_text(list(by_k))})."
     others: dict[str, list[int]] = {}
     for k, m in by_k.items():
         if m.label != best.label:
             others.setdefault(m.label, []).append(k)
     rest = "; ".join(f"{label} at k = {ks_text(ks)}" for label, ks in others.items())
     where = f"at k = {ks_text(own)}" if own else "at no depth"
-    return f"It has the highest precision {where}; elsewhere the point estimates put {rest} first."
+    return f"It has the highest test precision {where}; elsewhere the point estimates put {rest} first."
 
 
 def _verdict_meaning(kind: str) -> str:
@@ -198,10 +206,10 @@ def cf_sentence(summary: EvaluationSummary) -> str:
     head = f"Collaborative filtering ({verdicts[0].cf_model}) against engagement ({verdicts[0].engagement_model})"
     kinds = list(dict.fromkeys(v.verdict for v in verdicts))
     if len(kinds) == 1:
-        hits = [v.hits for v in verdicts]
+        hits = [v.discordant for v in verdicts]
         span = f"{min(hits)}" if min(hits) == max(hits) else f"{min(hits)}-{max(hits)}"
         return (
-            f"{head}: {VERDICT_TEXT[kinds[0]]} at every depth ({span} hits per comparison) — "
+            f"{head}: {VERDICT_TEXT[kinds[0]]} at every depth ({span} discordant hits per comparison) — "
             f"{_verdict_meaning(kinds[0])}."
         )
     parts = [
@@ -212,17 +220,42 @@ def cf_sentence(summary: EvaluationSummary) -> str:
     return f"{head}: " + "; ".join(parts) + "."
 
 
+NAME_VERDICT_TEXT: dict[str, str] = {
+    "name_better": "the name finds significantly more of their customers",
+    "fallback_better": "the fallback finds significantly more",
+    "no_detectable_difference": "no detectable difference",
+    "inconclusive": "inconclusive",
+}
+
+
 def new_products_sentence(summary: EvaluationSummary) -> str:
-    """How many test-window products are new (no fit rows) and how the evaluation treats them."""
+    """How many test-window products are new (no earlier rows) and, when the evaluation ranked them from their names,
+    what the model chosen for them on validation achieves against the fallback at the headline k."""
     test = summary.split("test")
     if not test.truth_products:
         return ""
     share = test.truth_products_unseen / test.truth_products
-    return (
+    text = (
         f"{pct(share)} of the products customers engaged with in the test window ({test.truth_products_unseen:,} of "
-        f"{test.truth_products:,}) had no earlier rows: only their names can place them, and they are scored "
-        "separately (evaluate report, products with no fit rows)."
+        f"{test.truth_products:,}) had no earlier rows"
     )
+    new, k = summary.new_products, summary.protocol.headline_k
+    chosen = summary.selection.new_products if summary.selection is not None else None
+    model = next((m for m in new.models if chosen is not None and m.label == chosen.label), None) if new else None
+    if new is None or chosen is None or model is None or not any(p.k == k for p in model.precision):
+        return text + ": only their names can place them, and they are scored separately (evaluate report)."
+    p = model.at(k)
+    text += (
+        f"; ranked from the name each was first seen with, {model.label} (chosen on validation for new products) "
+        f"scores precision@{k} {interval(p.value, p.low, p.high)} ({hits_text(p.hits)}) on them"
+    )
+    fallback = next((m for m in new.models if m.label == new.fallback), None)
+    verdict = next((v for v in new.verdicts if v.k == k and v.model == model.label), None)
+    if fallback is not None and any(q.k == k for q in fallback.precision) and fallback.label != model.label:
+        text += f", against {fmt(fallback.at(k).value)} for the {fallback.label} fallback"
+    if verdict is not None:
+        text += f" ({NAME_VERDICT_TEXT.get(verdict.verdict, verdict.verdict)})"
+    return text + "."
 
 
 def served_sentence(tradeoff: TradeoffResults | None, cache: Mapping[str, Any]) -> str:

@@ -4,9 +4,9 @@ MLlib ALS and implicit's ALS (the pandas engine) are different implementations: 
 regularisation by each row's number of ratings (ALS-WR), initialises and partitions differently and
 computes in float32 blocks, so the factors and the audiences differ; parity is not expected, only the
 shared invariants (ranks 1..n, non-increasing scores, no own customer, deterministic for a seed and a
-fixed partitioning). Params are the pandas ranker's (recsys.rankers.factor.FACTOR_DEFAULTS): factors,
+fixed partitioning). Settings are the pandas ranker's (recsys.rankers.settings.ALSSettings): factors,
 iterations, regularization, alpha (confidence = 1 + alpha * weight), seed, event_weights; plus
-``spark_blocks`` (default 1): MLlib's user and item blocks. With one block a seeded fit is
+``spark_blocks`` (default 1, ``SparkALSSettings``): MLlib's user and item blocks. With one block a seeded fit is
 reproducible run to run; with more blocks the fit spreads over executors, but MLlib adds the blocks'
 Gram matrices in task-completion order, so repeated fits differ in the last bits and customers with
 nearly equal scores can swap places.
@@ -24,25 +24,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import Field
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys.engines.spark.topn import dense_index
-from recsys.rankers.factor import FACTOR_DEFAULTS
+from recsys.rankers.settings import ALSSettings, parse_settings, settings_dict
 
-SPARK_DEFAULTS: dict[str, Any] = {"spark_blocks": 1}  # MLlib user/item blocks (1 = reproducible, see above)
 GROUP_BASE = 4  # products are grouped by own(p) in powers of 4: the request stays under n + 4 own(p)
 
 
+class SparkALSSettings(ALSSettings):
+    """The pandas ALS settings plus MLlib's user/item blocks (1 = reproducible, see the module docstring)."""
+
+    spark_blocks: int = Field(1, ge=1)
+
+
 def als_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """FACTOR_DEFAULTS and SPARK_DEFAULTS overridden by the ranker block; factors, iterations, blocks must be > 0."""
-    merged = {**FACTOR_DEFAULTS, **SPARK_DEFAULTS, **dict(params or {})}
-    if int(merged["factors"]) <= 0 or int(merged["iterations"]) <= 0:
-        raise ValueError(f"als: factors and iterations must be > 0, got {merged['factors']}, {merged['iterations']}")
-    if int(merged["spark_blocks"]) <= 0:
-        raise ValueError(f"rankers.als.spark_blocks must be >= 1, got {merged['spark_blocks']}")
-    return merged
+    """The ranker block validated as SparkALSSettings (unknown keys and bad values raise ValueError)."""
+    return settings_dict(parse_settings(SparkALSSettings, "als", params))
 
 
 def ratings(

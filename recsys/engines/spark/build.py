@@ -201,7 +201,8 @@ def returning_customer_ids(rows: DataFrame) -> np.ndarray:
 def remove_uri(spark: SparkSession, uri: str) -> None:
     """Delete a staging directory through Hadoop's FileSystem (any scheme Spark can write)."""
     jvm = spark.sparkContext._jvm
-    assert jvm is not None
+    if jvm is None:
+        raise RuntimeError("the Spark session has no JVM gateway (was it stopped?)")
     path = jvm.org.apache.hadoop.fs.Path(uri)
     path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
 

@@ -67,5 +67,6 @@ def fingerprint(spark: SparkSession, uri: str, rows: DataFrame) -> Fingerprint:
         return Fingerprint(algorithm="sha256-file", value=fingerprint_file(Path(path)))
     cols = [F.col(c) for c in ("customer_id", "product_id", "event", "event_date")]
     digest = rows.agg(F.count(F.lit(1)).alias("n"), F.sum(F.xxhash64(*cols).cast("decimal(38,0)")).alias("s")).first()
-    assert digest is not None
+    if digest is None:
+        raise RuntimeError("Spark returned no row for the input fingerprint aggregate")
     return Fingerprint(algorithm="spark-xxhash64-sum", value=f"{int(digest['n'])}:{int(digest['s'] or 0)}")

@@ -31,23 +31,28 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from recsys.arrays import offsets_of
 from recsys.cache.build import (
+    LOCK_WAIT_S,
     PARQUET_ROW_GROUP,
     audience_slice,
+    build_lock,
     cache_version,
     check_export,
     commit_lookup_dir,
     commit_manifest,
+    export_header,
     export_slices,
     fixed_width,
     lookup_tmp_dir,
+    remove_stale,
     save_lookup_array,
     write_parquet_atomic,
+    writing,
 )
 from recsys.cache.lookup import AUDIENCE_NAME, LOOKUP_ARRAYS, SCORE_DTYPE
 from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest
 from recsys.engines.spark.session import has_scheme, local_path
-from recsys.rankers.base import offsets_of
 
 PART_FILE = re.compile(r"^part-(\d+)")
 
@@ -178,19 +183,19 @@ def fsync_path(path: Path) -> None:
 
 
 def fill_lookup_dir(staged: StagedAudience, tmp: Path) -> str:
-    """Write audience.parquet beside `tmp`'s cache dir while filling tmp's lookup arrays; return the audience sha256."""
+    """Write audience.parquet into the temp version dir `tmp` while filling its lookup arrays; return its sha256."""
     total = int(staged.offsets[-1])
     string_ids = staged.vocab is not None
     index = pd.Index(staged.vocab) if staged.vocab is not None else None
     if total == 0:
-        digest = write_parquet_atomic(audience_stream(staged), tmp.parent / AUDIENCE_NAME)
+        digest = write_parquet_atomic(audience_stream(staged), tmp / AUDIENCE_NAME)
         save_lookup_array(tmp, "customers", np.zeros(0, dtype=np.int32 if string_ids else staged.customer_dtype))
         save_lookup_array(tmp, "scores", np.zeros(0, dtype=SCORE_DTYPE))
         return digest
     dtype = np.dtype(np.int32) if string_ids else staged.customer_dtype
     customers = np.lib.format.open_memmap(tmp / "customers.npy", mode="w+", dtype=dtype, shape=(total,))
     scores = np.lib.format.open_memmap(tmp / "scores.npy", mode="w+", dtype=SCORE_DTYPE, shape=(total,))
-    digest = write_parquet_atomic(audience_stream(staged, customers, scores, index), tmp.parent / AUDIENCE_NAME)
+    digest = write_parquet_atomic(audience_stream(staged, customers, scores, index), tmp / AUDIENCE_NAME)
     customers.flush()
     scores.flush()
     del customers, scores
@@ -225,37 +230,45 @@ def write_staged_cache(
     *,
     export: str | None = None,
     keep: int = 2,
+    lock_wait_s: float = LOCK_WAIT_S,
 ) -> CacheManifest:
-    """Write audience.parquet, a new lookup dir and (last, atomically) manifest.json from Spark's staging.
+    """Write a new version dir (audience.parquet + lookup arrays) and (last, atomically) manifest.json from staging.
 
     Returns the manifest. `exposure` computes the manifest's exposure metrics from the written (memory-mapped)
-    lookup arrays.
+    lookup arrays. Under the pandas writer's build lock and error handling (`build_lock`, `writing`).
     """
     check_export(export)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = lookup_tmp_dir(cache_dir)
-    try:
-        digest = fill_lookup_dir(staged, tmp)
-        for key, array in small_arrays(staged).items():
-            save_lookup_array(tmp, key, array)
-        written = {key: np.load(tmp / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
-        version = cache_version(digest, written)
-        del written
-        lookup_dir = commit_lookup_dir(tmp, cache_dir, version)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    exported = export_slices(audience_stream(staged), cache_dir, export) if export else None
-    arrays = {key: np.load(cache_dir / lookup_dir / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
-    return commit_manifest(
-        cache_dir,
-        arrays,
-        meta,
-        exposure(arrays),
-        version=version,
-        lookup_dir=lookup_dir,
-        audience_sha=digest,
-        exported=exported,
-        keep=keep,
-    )
+    with build_lock(cache_dir, lock_wait_s), writing(cache_dir):
+        remove_stale(cache_dir)
+        tmp = lookup_tmp_dir(cache_dir)
+        try:
+            digest = fill_lookup_dir(staged, tmp)
+            for key, array in small_arrays(staged).items():
+                save_lookup_array(tmp, key, array)
+            written = {key: np.load(tmp / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
+            version = cache_version(digest, written)
+            del written
+            lookup_dir = commit_lookup_dir(tmp, cache_dir, version)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        arrays = {key: np.load(cache_dir / lookup_dir / f"{key}.npy", mmap_mode="r") for key in LOOKUP_ARRAYS}
+        facts = exposure(arrays)
+        exported = (
+            export_slices(audience_stream(staged), cache_dir / lookup_dir, export, export_header(meta, version))
+            if export
+            else None
+        )
+        return commit_manifest(
+            cache_dir,
+            arrays,
+            meta,
+            facts,
+            version=version,
+            lookup_dir=lookup_dir,
+            audience_sha=digest,
+            exported=exported,
+            keep=keep,
+        )
