@@ -140,7 +140,8 @@ def summary_markdown(
 
 
 def dataset_row(name: str, summary: EvaluationSummary, explore: Mapping[str, Any]) -> str:
-    """A row of the across-data-sets table: size, churn, loyalty, test leader and verdict at the headline k."""
+    """A row of the across-data-sets table: size, churn, loyalty, the model chosen on validation with its test score,
+    and the CF-vs-engagement verdict at the headline k."""
     k = summary.protocol.headline_k
     best = summary.default_ranker
     verdict = next((v for v in summary.verdicts if v.k == k), None)
@@ -149,8 +150,8 @@ def dataset_row(name: str, summary: EvaluationSummary, explore: Mapping[str, Any
     if best is not None:
         m = summary.model(best.label)
         p = m.at(k)
-        margin = "significant" if best.significant else "not significant"
-        lead = f"{best.label}: {interval(p.value, p.low, p.high)}, {p.hits:g} hits (lead {margin}, Holm)"
+        margin = "confirmed" if best.significant else "reversed" if best.reversed else "not confirmed"
+        lead = f"{best.label}: {interval(p.value, p.low, p.high)}, {p.hits:g} hits (lead {margin} on test, Holm)"
     return (
         f"| [{name}](datasets/{name}/evaluate.html) | {explore.get('rows', 0):,} | {explore.get('users', 0):,} | "
         f"{explore.get('one_time_users_pct', float('nan')):.1f}% | {explore.get('retention_pct', float('nan')):.2f}% | "
@@ -239,7 +240,8 @@ def write_summary(
         "",
         "## Every data set",
         "",
-        f"| data set | interactions | customers | act once | retention | loyalty (inferred) | test leader at {at_k} "
+        f"| data set | interactions | customers | act once | retention | loyalty (inferred) | chosen on validation, "
+        f"test precision at {at_k} "
         f"[interval] | CF vs engagement at {at_k} |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
