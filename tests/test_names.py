@@ -275,7 +275,10 @@ def test_name_index_excludes_customers_and_refuses_a_missing_file(tmp_path: Path
     (aud,) = index.audiences(["عطر ياسمين"], 3, exclude=[1, 999, "x"])
     ids = index.customer_ids[aud.customers].tolist()
     assert 1 not in ids and set(ids) == {2, 6, ids[-1]}
-    index.save(tmp_path)
-    (tmp_path / "idf.npy").unlink()
+    index.save(tmp_path, prefix="names.")
+    assert NameIndex.exists(tmp_path, "names.") and not NameIndex.exists(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(index.files("names."))
+    assert NameIndex.load(tmp_path, "names.").digest() == index.digest()
+    (tmp_path / "names.idf.npy").unlink()
     with pytest.raises(FileNotFoundError, match="idf"):
-        NameIndex.load(tmp_path)
+        NameIndex.load(tmp_path, "names.")

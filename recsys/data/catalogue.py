@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.basis import MAX_NAME_CHARS
 from recsys.data.contract import DATE_DTYPE
 from recsys.data.ids import id_array, id_kind
 
-MAX_NAME_CHARS = 500  # longer names are rejected (files) or refused (API)
 CATALOGUE_COLUMNS: tuple[str, ...] = ("product_id", "product_name", "first_seen")
 REJECT_REASONS: tuple[str, ...] = ("missing_product", "missing_name", "name_too_long", "bad_date", "duplicate")
 _BLANK = re.compile(r"^[\s\x00-\x1f\x7f]*$")

@@ -7,6 +7,7 @@ names (recsys.rankers.names) fit it and score with the same functions.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -289,27 +290,44 @@ class NameIndex:
             "product_name_offsets": self.product_name_offsets,
         }
 
-    def save(self, directory: Path) -> None:
-        """Write every array as <name>.npy (fsynced) and meta.json into `directory` (created)."""
+    def files(self, prefix: str = "") -> list[str]:
+        """The file names `save` writes (every array, then the meta file)."""
+        return [*(f"{prefix}{key}.npy" for key in NAME_INDEX_ARRAYS), f"{prefix}{META_NAME}"]
+
+    def save(self, directory: Path, prefix: str = "") -> None:
+        """Write every array as <prefix><name>.npy (fsynced) and <prefix>meta.json into `directory` (created)."""
         directory.mkdir(parents=True, exist_ok=True)
         for key, array in self.arrays().items():
-            with (directory / f"{key}.npy").open("wb") as fh:
+            with (directory / f"{prefix}{key}.npy").open("wb") as fh:
                 np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
                 fh.flush()
                 os.fsync(fh.fileno())
-        (directory / META_NAME).write_text(self.meta.to_json(), encoding="utf-8")
+        (directory / f"{prefix}{META_NAME}").write_text(self.meta.to_json(), encoding="utf-8")
+
+    def digest(self) -> str:
+        """sha256 over the meta and every array (name, dtype, shape, bytes): what the index serves."""
+        h = hashlib.sha256(self.meta.to_json().encode("utf-8"))
+        for key, array in self.arrays().items():
+            arr = np.ascontiguousarray(array)
+            h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
+            h.update(arr.data.cast("B"))
+        return h.hexdigest()
 
     @classmethod
-    def load(cls, directory: Path, mmap: bool = True) -> NameIndex:
+    def exists(cls, directory: Path, prefix: str = "") -> bool:
+        """Whether an index was saved into `directory` with `prefix` (its meta file is there)."""
+        return (directory / f"{prefix}{META_NAME}").is_file()
+
+    @classmethod
+    def load(cls, directory: Path, prefix: str = "", mmap: bool = True) -> NameIndex:
         """Open an index written by `save` (arrays memory-mapped read-only); a clear error names a missing file."""
-        missing = [k for k in (*NAME_INDEX_ARRAYS, META_NAME.removesuffix(".json")) if not _exists(directory, k)]
+        wanted = [*(f"{prefix}{key}.npy" for key in NAME_INDEX_ARRAYS), f"{prefix}{META_NAME}"]
+        missing = [name for name in wanted if not (directory / name).is_file()]
         if missing:
-            raise FileNotFoundError(
-                f"name index at {directory} lacks {missing}; rebuild the cache (recsys build-cache)"
-            )
+            raise FileNotFoundError(f"name index at {directory} lacks {missing}; rebuild it (recsys build-cache)")
         mode: Literal["r"] | None = "r" if mmap else None
-        a = {k: np.load(directory / f"{k}.npy", mmap_mode=mode, allow_pickle=False) for k in NAME_INDEX_ARRAYS}
-        meta = NameIndexMeta(**json.loads((directory / META_NAME).read_text(encoding="utf-8")))
+        a = {k: np.load(directory / f"{prefix}{k}.npy", mmap_mode=mode, allow_pickle=False) for k in NAME_INDEX_ARRAYS}
+        meta = NameIndexMeta(**json.loads((directory / f"{prefix}{META_NAME}").read_text(encoding="utf-8")))
         n_tokens, n_users, n_products = len(a["vocab"]), len(a["engagement"]), len(a["product_ids"])
         empty = sp.csr_matrix((0, n_tokens))
         return cls(
@@ -463,11 +481,6 @@ class NameIndex:
             )
             for j in range(n)
         ]
-
-
-def _exists(directory: Path, key: str) -> bool:
-    """Whether <key>.npy (or meta.json for 'meta') exists in `directory`."""
-    return (directory / (META_NAME if key == "meta" else f"{key}.npy")).is_file()
 
 
 def names_blob(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -71,17 +71,6 @@ def _id_series(values: np.ndarray, name: str) -> pd.Series:
     return pd.Series(values, name=name, dtype="string[pyarrow]")
 
 
-# Why a product was ranked the way it was (``Recommendations.basis``); every basis but `history` is a cold start.
-BASIS_TEXT: dict[str, str] = {
-    "history": "ranked from the product's own history",
-    "name": "a new product, ranked from its catalogue name",
-    "no_name": "a new product without a catalogue name: ranked by the engagement order",
-    "no_known_token": "a new product whose name has no token seen in the log: ranked by the engagement order",  # nosec B105 # a description, not a password
-    "names_unused": "a new product; this ranker does not read names: its global order",
-}
-BASES: tuple[str, ...] = tuple(BASIS_TEXT)
-
-
 @dataclass
 class Recommendations:
     """Ranked audiences in CSR layout: one block per requested product, in request order.
