@@ -19,13 +19,28 @@ import pandas as pd
 from dashboard.audience import AudienceResult, UserActivity, audience_frame, diff_audiences, empty_users, user_activity
 from dashboard.exposure import SERVED, CapChoice, ExposureCounts, cap_whatif, resolve_cap
 from dashboard.search import ProductHistory, ProductIndex
-from dashboard.settings import CACHE_HINT, PREPARED_HINT, DashboardPaths
+from dashboard.settings import CACHE_HINT, PREPARED_HINT, DashboardPaths, DashboardSettings, dashboard_settings
 from dashboard.whatif import WHATIF_RANKERS, WhatIfEngine, WhatIfSettings
 from recsys import config
 from recsys.cache.lookup import AudienceLookup, CacheError, CacheNotFoundError
 from recsys.cache.manifest import ServedFigures
 from recsys.data.ids import id_array
 from recsys.features.engagement import FeatureParams, compute_raw_features
+from recsys.lexicon import Lexicon
+
+
+def release_unused_memory() -> None:
+    """Hand memory freed after loading back to the system: pyarrow's pool and glibc's heap keep it otherwise (each
+    open tab is a kernel, so what one keeps is paid per visitor)."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 @dataclass
@@ -46,6 +61,8 @@ class DashboardData:
     counts: dict[str, int] = field(default_factory=dict)
     reference_date: str | None = None
     load_seconds: float = 0.0
+    settings: DashboardSettings = field(default_factory=DashboardSettings)
+    lexicon: Lexicon | None = None  # the bilingual search lexicon (packaged + params/dashboard.yaml's groups)
 
     @property
     def ready(self) -> bool:
@@ -106,8 +123,10 @@ class DashboardData:
         paths = paths or DashboardPaths.from_env()
         data = cls(paths=paths)
         data._load_cache()
+        data._load_settings()
         data._load_params()
         data._load_prepared()
+        release_unused_memory()
         data.load_seconds = time.perf_counter() - t0
         return data
 
@@ -120,6 +139,15 @@ class DashboardData:
             self.issues.append(f"Audience cache not found at {config.relative(self.paths.cache_dir)}: {CACHE_HINT}.")
         except CacheError as exc:  # corrupt or incomplete: its message names the path and the rebuild command
             self.issues.append(f"Audience cache unusable: {exc}")
+
+    def _load_settings(self) -> None:
+        """The dashboard's own params (params/dashboard.yaml) and the search lexicon; a bad file is an issue."""
+        try:
+            self.settings = dashboard_settings()
+            self.lexicon = Lexicon.packaged(self.settings.search.lexicon)
+        except ValueError as exc:
+            self.issues.append(f"{exc} (search runs without the lexicon's extra groups)")
+            self.lexicon = Lexicon.packaged()
 
     def _load_params(self) -> None:
         """Feature params and seed: those the cache was built with, else params/*.yaml."""

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from dashboard.audience import positions_in
+from dashboard.explain import exposure_help
 from recsys.allocation.exposure import exposure_frame
 from recsys.cache.lookup import AudienceLookup
 from recsys.cache.manifest import CacheManifest
@@ -147,15 +148,21 @@ def exposure_panel_html(manifest: CacheManifest) -> str:
         )
     frame = exposure_frame({"before": exposure.uncapped.model_dump(), "after": exposure.served.model_dump()})
     flat = frame.reset_index()
+    names = [str(metric).replace("_", " ") for metric in flat["metric"]]
     rows = "".join(
-        f"<tr><td class='num'>{k}</td><td>{html.escape(str(metric).replace('_', ' '))}</td>"
-        f"<td class='num'>{_cell(before)}</td><td class='num'>{_cell(after)}</td></tr>"
-        for k, metric, before, after in zip(flat["k"], flat["metric"], flat["before"], flat["after"], strict=True)
+        f"<tr><td class='num'>{k}</td><td>{html.escape(name)}</td>"
+        f"<td class='num'>{_cell(before)}</td><td class='num'>{_cell(after)}</td>"
+        f"<td class='recsys-muted recsys-metric-help'>{html.escape(exposure_help(name))}</td></tr>"
+        for k, name, before, after in zip(flat["k"], names, flat["before"], flat["after"], strict=True)
     )
     return (
         "<div class='recsys-exposure'><b>Exposure</b> <span class='recsys-muted'>(the cache's manifest: how often "
         f"each customer is targeted)</span><div>{cap}</div>"
-        "<table class='recsys-table'><tr><th>k</th><th>metric</th><th>ranker's own top-N</th><th>served</th></tr>"
+        "<div class='recsys-muted recsys-explain'>An <b>exposure</b> is one audience a customer is in; k is how deep "
+        "into each audience is counted (the top 10, or the whole list). <i>Ranker's own top-N</i>: the lists before "
+        "the frequency cap; <i>served</i>: the lists the cache serves.</div>"
+        "<table class='recsys-table'><tr><th>k</th><th>metric</th><th>ranker's own top-N</th><th>served</th>"
+        "<th>what it means</th></tr>"
         f"{rows}</table><div class='recsys-muted'>reachable = {html.escape(exposure.reachable)}; Gini and p99 over "
         "the customers targeted at least once.</div></div>"
     )

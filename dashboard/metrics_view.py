@@ -293,9 +293,18 @@ def evaluation_html(summary: EvaluationSummary, source: Path, served: str | None
         else "<div class='recsys-note'>Random's exact expected precision is 0 here: no lift over random to chart.</div>"
     )
     test = summary.split("test")
+    explain = (
+        "<div class='recsys-muted recsys-explain'>How well each ranker would have picked customers: every ranker "
+        f"ranked the customers of each product before the test window; <b>precision@{k}</b> is the share of its "
+        f"first {k} customers who then engaged with the product (averaged over products), <b>hits</b> how many such "
+        "customers it found in all, <b>lift</b> its precision divided by what random targeting gets (1× = no better "
+        f"than chance). Whiskers and brackets are {summary.protocol.level:.0%} intervals: wide when hits are few. "
+        "<b>Verdicts</b> say whether collaborative filtering (customers who bought the same things) beats "
+        "engagement ranking (the most active customers), after correcting for testing several depths.</div>"
+    )
     return (
         f"<b>Evaluation</b> <span class='recsys-muted'>({esc(config.relative(source))}; test window from "
-        f"{esc(test.cutoff[:10])}, {test.evaluated_products:,} products, scored once)</span>"
+        f"{esc(test.cutoff[:10])}, {test.evaluated_products:,} products, scored once)</span>{explain}"
         f"{chart}{results_table_html(summary, rows, served)}{verdicts_html(summary)}{default_html(summary, served)}"
         f"{coverage_html(summary)}"
     )
@@ -410,7 +419,12 @@ def facts_html(facts: pd.DataFrame, source: Path) -> str:
         f"<li>{esc(f.removesuffix('_pct').replace('_', ' '))}: <b>{_fact_value(v, p)}</b></li>"
         for f, v, p in zip(facts["fact"], facts["value"], facts["is_pct"], strict=True)
     )
-    return f"<b>High-churn facts</b> <span class='recsys-muted'>({esc(source.name)})</span><ul>{items}</ul>"
+    explain = (
+        "<div class='recsys-muted recsys-explain'>Why targeting is hard here, measured on the log by the explore "
+        "report: customers who act once leave nothing to learn from, and products new after the split have no "
+        "history yet; percentages are shares of customers, products or interactions.</div>"
+    )
+    return f"<b>High-churn facts</b> <span class='recsys-muted'>({esc(source.name)})</span>{explain}<ul>{items}</ul>"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def header_html(data: DashboardData) -> str:
         parts.append(
             f"<div class='recsys-muted'>{data.counts['interactions']:,} interactions · "
             f"{data.counts['customers']:,} customers · {data.counts['products']:,} products · "
-            f"data up to {esc((data.reference_date or '')[:10])} · loaded in {data.load_seconds:.1f} s</div>"
+            f"data up to {esc((data.reference_date or '')[:10])}</div>"
         )
     if data.lookup is not None:
         m = data.lookup.manifest
@@ -97,7 +97,8 @@ def product_card_html(history: ProductHistory | None, product_id: Any) -> str:
         return (
             f"<div class='recsys-card recsys-product'><h3>Product {esc(product_id)}</h3>"
             "<b>New product — cold start.</b> Nobody in the log has interacted with it yet, so its audience is the "
-            "ranker's global order (no one to exclude).</div>"
+            "ranker's global order (no one to exclude); its scores are on that order's scale, not a product list's "
+            "(see the note above the audience).</div>"
         )
     events = ", ".join(f"{n:,} {esc(e)}" for e, n in history.events.items()) or "—"
     others = (
@@ -113,6 +114,11 @@ def product_card_html(history: ProductHistory | None, product_id: Any) -> str:
         f"<div>{history.interactions:,} interactions by {history.customers:,} customers — {events}{undated}</div>"
         f"<div>first seen {date_text(history.first_seen)} · last seen {date_text(history.last_seen)}</div></div>"
     )
+
+
+def no_match_card_html(message: str) -> str:
+    """The product card after a search that found nothing: what was searched, and no product."""
+    return f"<div class='recsys-card recsys-no-match'><b>No product shown.</b> {esc(message)}</div>"
 
 
 def audience_table_html(frame: pd.DataFrame) -> str:
@@ -148,7 +154,9 @@ def audience_table_html(frame: pd.DataFrame) -> str:
         + "</td></tr>"
     )
     head = (
-        "<tr><th>rank</th><th>customer</th><th>score</th><th>change</th>"
+        "<tr><th>rank</th><th>customer</th>"
+        '<th title="the ranker\'s estimate of fit: it orders the list; compare within one list only">score</th>'
+        "<th title='entered the list (new) or moved, against the cached list'>change</th>"
         "<th title='in how many served audiences (cache depth N) the customer is'>exposures</th><th>interactions</th>"
         "<th>distinct products</th><th>last seen</th><th>events</th></tr>"
     )
@@ -158,10 +166,10 @@ def audience_table_html(frame: pd.DataFrame) -> str:
 
 
 def weights_note_html(settings: WhatIfSettings, default: WhatIfSettings) -> str:
-    """The engagement weights' sum and whether the knobs differ from the cached params."""
-    total = sum(float(v) for v in settings.weights.values())
-    state = "as cached" if settings.close_to(default) else "changed: the audience is re-ranked live"
-    return f"<div class='recsys-muted recsys-weights-note'>engagement weights sum to {total:.2f} · {state}</div>"
+    """How the engagement weights combine (sum, shares after rescaling) and whether the knobs differ from the cache."""
+    from dashboard.explain import weights_help_html
+
+    return weights_help_html(settings.weights, FEATURE_LABELS, not settings.close_to(default), settings.weight_total)
 
 
 def audience_summary_html(result: AudienceResult, n: int, cache_ranker: str | None = None) -> str:

@@ -1,7 +1,11 @@
 """Product search: the per-product index built from the log, search by id or (partial) name, product history.
 
 Names are matched with ``recsys.features.text`` (the same folding and tokens as the content ranker),
-ids with ``recsys.data.ids``.
+ids with ``recsys.data.ids``. A query is expanded through the bilingual lexicon (``recsys.lexicon``:
+"perfume" also finds names with عطر, and back): every unit of the query must match a name, as typed (each of its
+words anywhere in the name, so partial words and transliterated brand names keep working) or as one of its
+lexicon alternatives (a whole word). The search reports how many products match in total, not only how many
+it lists.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from recsys.arrays import unique_sorted
 from recsys.data.ids import id_kind, parse_id
 from recsys.features.engagement import dated_extremes, encode_ids, event_codes, timestamps_us
 from recsys.features.text import fold_text, query_tokens
+from recsys.lexicon import Lexicon, Unit, unit_pattern
 
 SEARCH_LIMIT = 20
 
@@ -159,19 +164,56 @@ def name_pairs(
     return vocab, pair_p, pair_n, display
 
 
-def search_products(index: ProductIndex, query: str, limit: int = SEARCH_LIMIT) -> pd.DataFrame:
-    """Products matching an id or every token of a (partial) name; exact id, exact name, prefix, popularity first."""
+@dataclass(frozen=True)
+class SearchHits:
+    """The best `limit` matches, how many products match in all, and what else the lexicon searched for."""
+
+    frame: pd.DataFrame  # product_id, name, interactions (exact id, exact name, prefix, then most interactions)
+    total: int  # every matching product
+    also: tuple[str, ...]  # the lexicon's alternatives that were searched too
+
+
+def _units(query: str, lexicon: Lexicon | None) -> list[Unit]:
+    """The query's units: lexicon-expanded, else one per token."""
+    return lexicon.expand(query) if lexicon is not None else [Unit(t) for t in query_tokens(query)]
+
+
+def _matches(names: pa.Array, unit: Unit) -> np.ndarray:
+    """Which folded names match a unit: each of its words anywhere, or one of its alternatives as a whole word."""
+    mask = np.ones(len(names), dtype=bool)
+    for word in unit.text.split():
+        mask &= pc.fill_null(pc.match_substring(names, word), False).to_numpy(zero_copy_only=False)
+    pattern = unit_pattern(unit)
+    if pattern is not None:
+        mask |= pc.fill_null(pc.match_substring_regex(names, pattern), False).to_numpy(zero_copy_only=False)
+    return mask
+
+
+def _starts(names: pa.Array, unit: Unit) -> np.ndarray:
+    """Which folded names start with the unit's first word or with one of its alternatives."""
+    mask = pc.fill_null(pc.starts_with(names, unit.text.split()[0]), False).to_numpy(zero_copy_only=False)
+    for alt in unit.alternatives:
+        mask |= pc.fill_null(pc.starts_with(names, alt), False).to_numpy(zero_copy_only=False)
+    return np.asarray(mask, dtype=bool)
+
+
+def find_products(
+    index: ProductIndex, query: str, limit: int = SEARCH_LIMIT, lexicon: Lexicon | None = None
+) -> SearchHits:
+    """Products matching an id or every unit of a (partial, lexicon-expanded) name; exact id, exact name, prefix,
+    then the most interactions first; with the true number of matching products."""
     columns = ["product_id", "name", "interactions"]
     exact_id = index.code(query) if query.strip() else -1
-    tokens = query_tokens(query)
+    units = _units(query, lexicon)
     name_hits = np.zeros(0, dtype=np.int64)
     quality = np.zeros(0, dtype=np.int64)
-    if tokens:
+    if units:
+        names = index.name_folded
         mask = np.ones(len(index.name_vocab), dtype=bool)
-        for tok in tokens:
-            mask &= pc.fill_null(pc.match_substring(index.name_folded, tok), False).to_numpy(zero_copy_only=False)
-        exact = pc.equal(index.name_folded, fold_text([query])[0].as_py()).to_numpy(zero_copy_only=False)
-        prefix = pc.fill_null(pc.starts_with(index.name_folded, tokens[0]), False).to_numpy(zero_copy_only=False)
+        for unit in units:
+            mask &= _matches(names, unit)
+        exact = pc.equal(names, fold_text([query])[0].as_py()).to_numpy(zero_copy_only=False)
+        prefix = _starts(names, units[0])
         name_quality = np.where(exact, 3, np.where(prefix, 2, 1)) * mask
         hit_pairs = np.flatnonzero(name_quality[index.pair_names] > 0)
         name_hits = index.pair_products[hit_pairs]
@@ -179,13 +221,23 @@ def search_products(index: ProductIndex, query: str, limit: int = SEARCH_LIMIT) 
     if exact_id >= 0:
         name_hits = np.r_[exact_id, name_hits]
         quality = np.r_[4, quality]
+    also = tuple(dict.fromkeys(a for u in units for a in u.alternatives))
     if len(name_hits) == 0:
-        return pd.DataFrame({c: [] for c in columns})
+        return SearchHits(pd.DataFrame({c: [] for c in columns}), 0, also)
     order = np.lexsort((name_hits, -index.interactions[name_hits], -quality))
-    codes = pd.unique(name_hits[order])[:limit]
-    return pd.DataFrame(
+    ranked = pd.unique(name_hits[order])
+    codes = ranked[:limit]
+    frame = pd.DataFrame(
         {"product_id": index.product_ids[codes], "name": index.names[codes], "interactions": index.interactions[codes]}
     )
+    return SearchHits(frame, len(ranked), also)
+
+
+def search_products(
+    index: ProductIndex, query: str, limit: int = SEARCH_LIMIT, lexicon: Lexicon | None = None
+) -> pd.DataFrame:
+    """The best `limit` products matching an id or a (partial) name (``find_products`` without the count)."""
+    return find_products(index, query, limit, lexicon).frame
 
 
 @dataclass(frozen=True)
@@ -195,22 +247,39 @@ class QueryResult:
     matches: pd.DataFrame
     cold_start_id: Any | None
     message: str
+    total: int = 0  # every product that matches (the dropdown lists at most the search limit)
 
 
-def resolve_query(index: ProductIndex, query: str, limit: int = SEARCH_LIMIT) -> QueryResult:
+def searched_text(query: str, also: tuple[str, ...]) -> str:
+    """'“perfume”' or '“perfume” (also searched: عطر, عطور)': what a search looked for."""
+    return f"“{query}”" + (f" (also searched: {', '.join(also)})" if also else "")
+
+
+def resolve_query(
+    index: ProductIndex, query: str, limit: int = SEARCH_LIMIT, lexicon: Lexicon | None = None
+) -> QueryResult:
     """Search; with no match, an id-shaped query is taken as a new (cold-start) product id."""
     query = query.strip()
     if not query:
         return QueryResult(search_products(index, ""), None, "Type a product id or part of its name.")
-    hits = search_products(index, query, limit)
-    if len(hits):
-        more = f" (showing the first {limit})" if len(hits) >= limit else ""
-        return QueryResult(hits, None, f"{len(hits)} match{'es' if len(hits) != 1 else ''}{more}.")
+    hits = find_products(index, query, limit, lexicon)
+    searched = searched_text(query, hits.also)
+    if hits.total:
+        plural = "product matches" if hits.total == 1 else "products match"
+        listed = len(hits.frame)
+        shown = (
+            f"; the {listed:,} with the most interactions {'is' if listed == 1 else 'are'} listed"
+            if hits.total > listed
+            else ""
+        )
+        return QueryResult(hits.frame, None, f"{hits.total:,} {plural} {searched}{shown}.", hits.total)
     pid = id_of_kind(query, index.product_ids) if len(query.split()) == 1 else None
     if pid is None:
-        return QueryResult(hits, None, f"No product name or id matches “{query}”.")
+        return QueryResult(hits.frame, None, f"No product name or id matches {searched}.")
     return QueryResult(
-        hits, pid, f"No product in the log has id or name “{query}”: shown as a new product id (cold start)."
+        hits.frame,
+        pid,
+        f"No product in the log has id or name {searched}: shown as a new product id (cold start).",
     )
 
 

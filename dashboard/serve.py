@@ -135,6 +135,9 @@ def voila_command(
         f"--port={int(port)}",
         "--MappingKernelManager.cull_interval=60",
         f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_s)}",
+        "--preheat_kernel=True",  # a kernel that already ran the notebook waits for the next visitor
+        "--pool_size=1",
+        "--VoilaKernelManager.fill_delay=3",  # refill the pool once the visitor's page has rendered, not during it
     ]
     if access.token or access.token_file:
         cmd.append("--token")

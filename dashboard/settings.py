@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from recsys import config
 
 DATA_ENV = "RECSYS_DASHBOARD_DATA"
@@ -54,3 +56,34 @@ class DashboardPaths:
             evaluation_summary=reports / own.evaluation_summary.relative_to(config.REPORTS_DIR),
             explore_json=reports / own.metrics_dir.relative_to(config.REPORTS_DIR) / "explore.json",
         )
+
+
+class SearchSettings(BaseModel):
+    """params/dashboard.yaml, dashboard.search: how many matches are listed and the lexicon's extra groups."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limit: int = Field(20, ge=1, le=1000)
+    lexicon: list[list[str]] = Field(default_factory=list)
+
+
+class DashboardSettings(BaseModel):
+    """params/dashboard.yaml, block `dashboard` (unknown keys rejected)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    search: SearchSettings = Field(default_factory=SearchSettings)
+
+
+def dashboard_settings(params_dir: Path | None = None) -> DashboardSettings:
+    """The typed `dashboard` block of params/dashboard.yaml (defaults when the file is missing; a clear ValueError
+    naming the file and the offending key otherwise)."""
+    path = (params_dir or config.PARAMS_DIR) / "dashboard.yaml"
+    if not path.is_file():
+        return DashboardSettings()
+    block = config.load_params("dashboard", params_dir).get("dashboard") or {}
+    try:
+        return DashboardSettings.model_validate(block)
+    except ValidationError as exc:
+        problems = "; ".join(f"dashboard.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{config.relative(path)}: {problems}") from exc

@@ -57,13 +57,24 @@ class WhatIfSettings:
     weights: Mapping[str, float]
     normalisation: str
     affinity_weight: float = DEFAULT_AFFINITY_WEIGHT
+    weight_total: float | None = None  # the engagement weights are rescaled to this sum (the cached params' sum)
 
     @classmethod
     def from_params(cls, ranker: str, params: Mapping[str, Any]) -> WhatIfSettings:
         """The settings that reproduce `ranker` built with `params` (the make_ranker params structure)."""
         fp = FeatureParams.from_params(params.get("features"))
         affinity = float(params.get("affinity_weight", DEFAULT_AFFINITY_WEIGHT))
-        return cls(ranker, dict(fp.event_weights), dict(fp.weights), fp.normalisation, affinity)
+        total = float(sum(float(v) for v in fp.weights.values()))
+        return cls(ranker, dict(fp.event_weights), dict(fp.weights), fp.normalisation, affinity, total)
+
+    def scaled_weights(self) -> dict[str, float]:
+        """The engagement weights as scored: rescaled to `weight_total` when set, so only their shares count and the
+        engagement score keeps the cached scale (all zero, or no total, stays as given)."""
+        weights = {k: float(v) for k, v in self.weights.items()}
+        total = sum(weights.values())
+        if self.weight_total is None or total <= 0:
+            return weights
+        return {k: v * self.weight_total / total for k, v in weights.items()}
 
     def changes(self) -> dict[str, Any]:
         """The params change a re-score takes: only the knobs the chosen ranker has."""
@@ -71,7 +82,7 @@ class WhatIfSettings:
         if uses_engagement(self.ranker):
             out["features"] = {
                 "features": {"event_weights": dict(self.event_weights)},
-                "engagement": {"weights": dict(self.weights), "normalisation": self.normalisation},
+                "engagement": {"weights": self.scaled_weights(), "normalisation": self.normalisation},
             }
         if uses_affinity(self.ranker):
             out["affinity_weight"] = float(self.affinity_weight)
@@ -89,7 +100,7 @@ class WhatIfSettings:
         if uses_engagement(self.ranker) and not (
             self.normalisation == other.normalisation
             and same(self.event_weights, other.event_weights)
-            and same(self.weights, other.weights)
+            and same(self.scaled_weights(), other.scaled_weights())
         ):
             return False
         return not uses_affinity(self.ranker) or abs(self.affinity_weight - other.affinity_weight) <= tol
@@ -118,9 +129,12 @@ class WhatIfEngine:
         """Fit `rankers` in a background thread (the first what-if then answers at once)."""
 
         def run() -> None:
+            from dashboard.artifacts import release_unused_memory
+
             for name in rankers:
                 if name in WHATIF_RANKERS:
                     self.fitted(name)
+            release_unused_memory()  # the fit's temporaries
 
         thread = threading.Thread(target=run, name="whatif-warm", daemon=True)
         thread.start()

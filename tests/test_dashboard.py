@@ -13,7 +13,9 @@ from typing import Any
 import nbformat
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pytest
+from pydantic import ValidationError
 from test_reporting import summary as hand_made_summary  # a small typed EvaluationSummary built by hand
 
 from dashboard import campaigns as campaign_tab
@@ -45,9 +47,11 @@ from dashboard.render import (
     download_link_html,
     header_html,
     product_card_html,
+    weights_note_html,
 )
 from dashboard.search import (
     ProductIndex,
+    find_products,
     most_popular_product,
     product_row,
     random_product,
@@ -57,7 +61,14 @@ from dashboard.search import (
     warm_search_index,
 )
 from dashboard.serve import voila_command
-from dashboard.settings import DATA_ENV, NOTEBOOK, REPORTS_ENV, DashboardPaths
+from dashboard.settings import (
+    DATA_ENV,
+    NOTEBOOK,
+    REPORTS_ENV,
+    DashboardPaths,
+    DashboardSettings,
+    dashboard_settings,
+)
 from dashboard.whatif import WHATIF_RANKERS, WhatIfEngine, WhatIfSettings
 from recsys import config
 from recsys.cache.build import build_cache
@@ -72,6 +83,7 @@ from recsys.features.engagement import (
     compute_raw_features,
 )
 from recsys.features.text import fold_text, query_tokens
+from recsys.lexicon import Lexicon, LexiconFile, Unit, unit_pattern
 from recsys.rankers import make_ranker
 from recsys.rankers.base import deep_merge
 
@@ -724,7 +736,9 @@ def test_notebook_is_committed_without_outputs() -> None:
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.execution_count is None and c.outputs == [] for c in code)
     assert nb.metadata["kernelspec"]["name"] == "python3"
-    assert "DashboardData.load()" in code[0].source
+    source = "\n".join(c.source for c in code)
+    assert "DashboardData.load()" in source and "compose(data)" in source
+    assert "ipywidgets" not in source  # the notebook only composes: every widget lives in a tab module
 
 
 # ----------------------------------------------------------------------------------------------
@@ -772,3 +786,149 @@ def test_campaign_builder_logic(data: DashboardData, log: pd.DataFrame) -> None:
         campaign_tab.run_campaign(data, products, n=6, cap=1, min_audience=7)
     widget = campaign_tab.build(data)
     assert "recsys-campaign-tab" in widget._dom_classes
+
+
+def test_app_composes_the_tabs_and_builds_the_others_on_first_selection(data: DashboardData) -> None:
+    import ipywidgets as W
+
+    from dashboard import explorer
+    from dashboard.app_layout import TABS, TabSpec, compose
+
+    assert TABS[0] == TabSpec("Audience explorer", "explorer") and callable(explorer.build)
+    for spec in TABS:  # every listed tab is a module with build(data)
+        assert callable(spec.load().build)
+    app = compose(data, (TabSpec("one", "explorer"), TabSpec("two", "explorer")))
+    assert app.tabs.titles == ("one", "two") and set(app.built) == {0}
+    first, second = app.tabs.children
+
+    def classes(widget: W.Widget) -> set[str]:
+        found = set(getattr(widget, "_dom_classes", ()))
+        for child in getattr(widget, "children", ()):
+            found |= classes(child)
+        return found
+
+    assert {"recsys-search", "recsys-audience", "recsys-why", "recsys-cap"} <= classes(first)
+    assert "recsys-audience" not in classes(second)  # not built yet
+    app.tabs.selected_index = 1
+    assert set(app.built) == {0, 1} and "recsys-audience" in classes(second)
+    with pytest.raises(ValueError, match="at least one tab"):
+        compose(data, ())
+
+
+# ---------------------------------------------------------------------------------------------- search across languages
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("perfume", {2}),  # English finds the Arabic عطر
+        ("Perfumes", {2}),  # case and a Latin plural
+        ("shampoo", {6}),
+        ("olive oil", {1, 7}),  # a two-word phrase of the lexicon finds زيت زيتون
+        ("شوكولاتة", {8}),  # Arabic finds the English Chocolate
+        ("rice 5", {3}),  # a lexicon word and a digit (the Eastern ٥ of the name)
+        ("NOOR", {1, 5}),  # a transliterated brand as typed still finds the Latin spelling
+        ("hala", {6}),
+    ],
+)
+def test_search_expands_queries_through_the_bilingual_lexicon(
+    index: ProductIndex, query: str, expected: set[int]
+) -> None:
+    lexicon = Lexicon.packaged()
+    assert set(search_products(index, query, lexicon=lexicon)["product_id"]) == expected
+
+
+def test_lexicon_terms_are_folded_whole_words_and_both_directions() -> None:
+    lexicon = Lexicon.packaged()
+    assert "عطر" in lexicon.alternatives("perfume") and "perfume" in lexicon.alternatives("عطر")
+    assert lexicon.expand("Olive Oil 500") == [Unit("olive oil", ("زيت زيتون",)), Unit("500")]
+    assert lexicon.expand("أرز")[0].alternatives == ("rice",)  # the query is folded like the names
+    names = fold_text(["عطر 001", "العطر الفاخر", "عطرية", "Rawda Perfume"])
+    pattern = unit_pattern(lexicon.expand("perfume")[0])
+    assert pattern is not None
+    assert pc.match_substring_regex(names, pattern).to_pylist() == [True, True, False, False]  # whole word, with ال
+    with pytest.raises(ValueError, match="at least two distinct terms"):
+        Lexicon.from_groups([["perfume", "Perfume"]])
+    with pytest.raises(ValidationError):
+        LexiconFile.model_validate({"version": 1, "groups": [["a", "b"]], "extra": 1})
+
+
+def test_search_states_the_true_count_and_what_it_searched(index: ProductIndex) -> None:
+    lexicon = Lexicon.packaged()
+    hits = find_products(index, "G", limit=1, lexicon=lexicon)
+    assert hits.total == 2 and len(hits.frame) == 1 and "جرام" in hits.also
+    found = resolve_query(index, "G", limit=1, lexicon=lexicon)
+    assert found.total == 2
+    assert found.message.startswith("2 products match “G” (also searched: ")
+    assert found.message.endswith("; the 1 with the most interactions is listed.")
+    assert resolve_query(index, "perfume", lexicon=lexicon).message == (
+        "1 product matches “perfume” (also searched: fragrance, scent, عطر, عطور)."
+    )
+    nothing = resolve_query(index, "zzqq perfume", lexicon=lexicon)
+    assert nothing.matches.empty and nothing.total == 0
+    assert (
+        nothing.message == "No product name or id matches “zzqq perfume” (also searched: fragrance, scent, عطر, عطور)."
+    )
+
+
+def test_dashboard_params_extend_the_lexicon_and_reject_unknown_keys(tmp_path: Path, index: ProductIndex) -> None:
+    (tmp_path / "dashboard.yaml").write_text("dashboard:\n  search:\n    limit: 5\n    lexicon: [[library, مكتبة]]\n")
+    settings = dashboard_settings(tmp_path)
+    assert settings.search.limit == 5
+    lexicon = Lexicon.packaged(settings.search.lexicon)
+    assert search_products(index, "library", lexicon=lexicon)["product_id"].tolist() == [5]
+    assert search_products(index, "library", lexicon=Lexicon.packaged()).empty
+    (tmp_path / "dashboard.yaml").write_text("dashboard:\n  search:\n    limt: 5\n")
+    with pytest.raises(ValueError, match=r"dashboard\.yaml: dashboard\.search\.limt"):
+        dashboard_settings(tmp_path)
+    assert dashboard_settings(tmp_path / "none") == DashboardSettings()  # no file: the defaults
+
+
+def test_a_failed_search_clears_the_card_and_says_what_was_searched(data: DashboardData) -> None:
+    from dashboard.explorer import Explorer
+
+    explorer = Explorer(data)
+    explorer.wire()
+    assert explorer.state["product"] is not None and explorer.table.value  # opens on the most popular product
+    explorer.search_box.value = "zzqq"
+    assert explorer.state["product"] is None and explorer.table.value == "" and explorer.export.value == ""
+    assert "recsys-no-match" in explorer.product_card.value and "“zzqq”" in explorer.product_card.value
+    explorer.search_box.value = "perfume"
+    assert str(explorer.state["product"]) == "2" and "عطر 002" in explorer.product_card.value
+    assert "1 product matches “perfume”" in explorer.search_msg.value
+
+
+# ---------------------------------------------------------------------------------------------- explained on screen
+
+
+def test_score_scale_and_help_come_from_the_cache(data: DashboardData) -> None:
+    from dashboard.explain import ScoreScale, score_help_html
+    from recsys.cache.build import cold_sentinel
+
+    assert data.lookup is not None
+    scale = ScoreScale.measure(data.lookup)
+    ids = data.lookup.product_ids()
+    assert scale.cold_start_top == pytest.approx(float(data.lookup.top(cold_sentinel(ids), 1)[1][0]))
+    tops = [float(data.lookup.top(int(p), 1)[1][0]) for p in ids if len(data.lookup.top(int(p), 1)[1])]
+    assert scale.products_sampled == len(tops) and scale.product_top_median == pytest.approx(float(np.median(tops)))
+    text = score_help_html("content", {"affinity_weight": 0.3}, scale)
+    assert "0.30 × name affinity" in text and "0.70 × engagement" in text
+    assert f"its top score is {scale.cold_start_top:.2f}" in text and "<b>exposures</b>" in text
+    assert "cold start" not in score_help_html("activity", {}, ScoreScale(None, None, 0))
+
+
+def test_engagement_weights_are_relative_and_say_how_they_combine(data: DashboardData) -> None:
+    base = data.default_settings()
+    assert base.weight_total == pytest.approx(sum(base.weights.values()))
+    doubled = replace(base, weights={k: 2 * v for k, v in base.weights.items()})
+    assert doubled.close_to(base)  # only the shares count: the cached list is served
+    pid = int(data.products.product_ids[0]) if data.products is not None else 0
+    assert data.audience(pid, 5, doubled).source == "cache"
+    moved = replace(base, weights={**base.weights, "recency": base.weights["recency"] + 0.55})
+    assert sum(moved.scaled_weights().values()) == pytest.approx(base.weight_total)
+    note = weights_note_html(moved, base)
+    total = sum(moved.weights.values())
+    assert f"engagement weights sum to {total:.2f}" in note and f"rescaled to sum to {base.weight_total:.2f}" in note
+    share = moved.weights["recency"] / total
+    assert f"recency {share:.0%}" in note and "changed" in note
+    assert "are all 0" in weights_note_html(replace(base, weights=dict.fromkeys(base.weights, 0.0)), base)

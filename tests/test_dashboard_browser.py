@@ -4,7 +4,8 @@ Playwright's sync API (never a downloaded browser).
 - Over tiny artifacts (a hand-made typed evaluation summary, no explore metrics): the evaluation panel's lift chart,
   verdicts and overall sentence; search a product, see N rows with each customer's served exposure count, move a
   weight slider, see the ranking change, download the CSV and check it, then change the frequency cap and see who
-  entered or left; saves test-artifacts/dashboard.png.
+  entered or left; search "perfume" and find the products named عطر with the true match count; a search that finds
+  nothing clears the card; saves test-artifacts/dashboard.png.
 - Over the default artifacts of `make run` (data/ and the served data set's reports), when they exist: the page as it
   opens, once
   fully rendered, is checked and saved to test-artifacts/readme-dashboard.png; `make screenshot`
@@ -226,6 +227,7 @@ def test_dashboard_in_chromium(chromium: Path, served: Served) -> None:
     free = data.audience(pid, N_ROWS, settings, cap=UNCAPPED)
     assert tight.held_out is not None and len(tight.held_out) > 0 and tight.diff is not None and free.diff is not None
     summary = hand_made_summary()
+    idx = data.products
 
     with browser_page(chromium) as page:
         page.goto(served.url, timeout=DEADLINE_S * 1000)
@@ -294,6 +296,24 @@ def test_dashboard_in_chromium(chromium: Path, served: Served) -> None:
         expect(box).to_contain_text(f"{len(free.diff.entered)} entered")
         expect(cells).to_have_text([str(c) for c in free.customers])
         expect(box.locator(".recsys-cap-note")).to_have_count(0)
+
+        # search across languages: "perfume" finds the products named عطر, and the page says how many match
+        assert idx is not None
+        perfume = resolve_query(idx, "perfume", data.settings.search.limit, data.lexicon)
+        assert perfume.total > 0 and all("عطر" in str(n) for n in perfume.matches["name"])
+        page.locator(".recsys-search input").fill("perfume")
+        page.locator(".recsys-search input").press("Enter")
+        expect(page.locator(".recsys-search-msg")).to_have_text(perfume.message)
+        expect(page.locator(".recsys-search-msg")).to_contain_text(f"{perfume.total:,} product")
+        expect(page.locator(".recsys-product-card h3")).to_contain_text("عطر")
+        expect(page.locator(".recsys-product-card")).to_contain_text(
+            f"product id {perfume.matches['product_id'].iloc[0]}"
+        )
+        # a search that finds nothing clears the card and the audience, and says what was searched
+        page.locator(".recsys-search input").fill("zzqqxx")
+        page.locator(".recsys-search input").press("Enter")
+        expect(page.locator(".recsys-product-card .recsys-no-match")).to_contain_text("“zzqqxx”")
+        expect(page.locator(".recsys-audience tr.recsys-row")).to_have_count(0)
 
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)

@@ -171,3 +171,32 @@ def test_second_repro_does_nothing_and_one_weight_reruns_only_its_stages(project
     changed = yaml.safe_load(run(["dvc", "status", "--json"], root, env) or "{}")
     assert {"cache", "evaluate@synthetic", "campaigns@synthetic", "sensitivity"} <= set(changed), changed
     assert not {"generate", "prepare@synthetic", "explore@synthetic"} & set(changed), changed
+
+
+def test_reports_are_for_readers_and_every_link_resolves(project: tuple[Path, dict[str, str]]) -> None:
+    from recsys.reporting.links import broken_report_links, markdown_broken_links
+    from recsys.reporting.readme import read_block
+    from recsys.reporting.summary import FINDINGS_END, FINDINGS_START
+
+    root, _ = project
+    assert broken_report_links(root / "reports") == {}  # every href/src of every rendered report
+    assert markdown_broken_links(root / "reports/summary.md") == []
+    titles = {
+        SYN / "evaluate.html": "Evaluation of the rankers · data set synthetic",
+        SYN / "cf_proof.html": "Collaborative filtering vs engagement · data set synthetic",
+        SYN / "explore.html": "Exploration of the log · data set synthetic",
+        Path("reports/cache.html"): "The audience cache · data set synthetic",
+    }
+    for rel, title in titles.items():
+        html = (root / rel).read_text()
+        assert f"<title>{title}</title>" in html, rel
+        assert "display(Markdown(" not in html and "from recsys import" not in html  # outputs only, no code
+        assert f'href="{rel.with_suffix(".ipynb").name}"' in html  # the executed notebook next to it
+    summary = read_summary(root / SYN / "evaluation/summary.json")
+    evaluate = (root / SYN / "evaluate.html").read_text()
+    assert evaluate.index("The answer at k = ") < evaluate.index("The evidence") < evaluate.index("Protocol")
+    assert "reports/evaluation/summary.json" not in evaluate  # the per-data-set path, linked
+    findings = read_block(root / "README.md", FINDINGS_START, FINDINGS_END)
+    assert findings is not None and findings.startswith("**[`synthetic`](reports/datasets/synthetic/evaluate.html)")
+    assert summary.default_ranker is None or summary.default_ranker.label in findings
+    assert (root / "reports/summary.md").read_text().split("\n## ")[1].startswith("What we found")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from recsys.evaluation.results import (
     read_summary,
     write_summary,
 )
+from recsys.reporting import findings
 from recsys.reporting.summary import summary_markdown
 
 
@@ -337,3 +339,200 @@ def test_summary_round_trips_through_json(tmp_path: Path) -> None:
     assert read_summary(path) == s
     with pytest.raises(FileNotFoundError, match="recsys evaluate"):
         read_summary(tmp_path / "missing.json")
+
+
+# ---------------------------------------------------------------------------------------------- findings
+
+
+def headline_at(s: EvaluationSummary, k: int) -> EvaluationSummary:
+    """The same results with another headline depth and no recommended default (the lead is then the best at k)."""
+    return s.model_copy(update={"protocol": s.protocol.model_copy(update={"headline_k": k}), "default_ranker": None})
+
+
+def test_findings_are_three_to_five_sentences_built_from_the_results() -> None:
+    s = summary()
+    sentences = findings.finding_sentences(s)
+    assert 3 <= len(sentences) <= 5
+    lead = findings.lead_sentence(s)
+    assert lead.startswith(
+        "content (name-content ranking), chosen on the validation window to serve, scores precision@10 0.004 "
+        "[0.002, 0.008] (2 hits, 40× random targeting, 10.0% of the oracle ceiling)"  # 0.004 / 1e-4 and 0.004 / 0.04
+    )
+    assert "confirms its lead over the validation runner-up activity (Holm p = 0.03)" in lead
+    assert "cannot tell it from the validation runner-up activity" in findings.lead_sentence(summary(significant=False))
+    assert findings.depth_sentence(s) == "It has the highest test precision at every depth evaluated (k = 10 and 100)."
+    assert "inconclusive at every depth (1-5 discordant hits per comparison)" in findings.cf_sentence(s)
+    mixed = findings.cf_sentence(summary(verdicts=("cf_better", "no_detectable_difference")))
+    assert "CF better at k = 10 (collaborative filtering finds significantly more customers)" in mixed
+    assert "no detectable difference at k = 100" in mixed
+    assert (
+        "44.4% of the products customers engaged with in the test window (40 of 90)"
+        in findings.new_products_sentence(s)
+    )
+    text = findings.findings_markdown("tiny", s, link="datasets/tiny/evaluate.html")
+    assert text.startswith("**[`tiny`](datasets/tiny/evaluate.html).** content (name-content ranking)")
+
+
+def test_findings_follow_the_headline_depth_of_the_results() -> None:
+    s = headline_at(summary(), 100)
+    assert (
+        "**The answer at k = 100.** content (name-content ranking) has the highest test precision at k = 100: "
+        "precision@100 0.001" in findings.answer_markdown(s)
+    )
+    assert "the headline depth is k = 100" in findings.question_markdown(s, "tiny")
+    lines = findings.verdicts_brief_markdown(s).splitlines()
+    assert [x for x in lines if x.startswith("- ")] == [
+        "- k = 10: **inconclusive (1 discordant hits)**",
+        "- k = 100: **inconclusive (5 discordant hits)**",
+    ]
+
+
+def test_summary_opens_with_the_findings_and_rewrites_the_readme_between_its_markers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from recsys.reporting import summary as summary_module
+    from recsys.reporting.summary import FINDINGS_END, FINDINGS_START, findings_block
+    from recsys.reporting.summary import write_summary as write_reports_summary
+
+    checks = CACHE.model_copy(update={"dataset": "tiny"})  # the fields the summary reads (a partial record)
+    monkeypatch.setattr(summary_module, "read_checks", lambda path: checks)
+
+    reports = tmp_path / "reports"
+    for name in ("tiny", "other"):
+        write_summary(summary(), reports / "datasets" / name / "evaluation" / "summary.json")
+        (reports / "datasets" / name / "metrics").mkdir(parents=True)
+        (reports / "datasets" / name / "metrics" / "explore.json").write_text(json.dumps(EXPLORE))
+    (reports / "metrics").mkdir()
+    (reports / "metrics" / "cache.json").write_text("{}")  # read through the patched read_checks
+    readme = tmp_path / "README.md"
+    before, after = "# Title\n\nHand-written text.\n\n", "\n\n## Next\n\nMore text.\n"
+    readme.write_text(f"{before}{FINDINGS_START}\n\nold findings 123\n\n{FINDINGS_END}{after}")
+    out = write_reports_summary(reports, ["tiny", "other"], "tiny", readme=readme)
+    text = out.read_text()
+    assert text.index("## What we found") < text.index("## Every data set")
+    block = findings_block(reports, ["tiny", "other"], "tiny", "reports/")
+    assert block.startswith("**[`tiny`](reports/datasets/tiny/evaluate.html) (served).**")
+    assert "**[`other`](reports/datasets/other/evaluate.html).**" in block
+    assert readme.read_text() == f"{before}{FINDINGS_START}\n\n{block}\n\n{FINDINGS_END}{after}"
+    assert findings_block(reports, ["tiny", "other"], "tiny") in text  # the same sentences, linked from reports/
+    bare = tmp_path / "BARE.md"
+    bare.write_text("no markers\n")
+    write_reports_summary(reports, ["tiny"], "tiny", readme=bare)
+    assert bare.read_text() == "no markers\n"
+
+
+def test_readme_params_table_is_the_one_dvc_yaml_gives() -> None:
+    from recsys import config
+    from recsys.reporting.readme import read_block
+    from recsys.reporting.stages import END, START, params_markdown, params_reruns
+
+    rows = params_reruns()
+    evaluate = next(r for r in rows if (r.file, r.key) == ("params/evaluate.yaml", "evaluate"))
+    assert "evaluate@synthetic" in evaluate.stages and "evaluate_report@synthetic" in evaluate.downstream
+    assert read_block(config.PROJ_ROOT / "README.md", START, END) == params_markdown(rows), (
+        "README's params table is stale: run `.venv/bin/python -m recsys.reporting.stages`"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- rendered reports
+
+
+def test_broken_links_finds_missing_files_and_anchors(tmp_path: Path) -> None:
+    from recsys.reporting.links import broken_links, broken_report_links, markdown_broken_links
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "other.html").write_text("<h2 id='There'>x</h2><a name='named'></a>")
+    (tmp_path / "data.csv").write_text("a\n")
+    page = tmp_path / "page.html"
+    page.write_text(
+        "<h1 id='Users:-89.0%25-act-once'>t</h1><a href='#Users:-89.0%25-act-once'>ok</a>"
+        "<a href='data.csv'>ok</a><a href='sub/other.html#There'>ok</a><a href='sub/other.html#named'>ok</a>"
+        "<img src='data:image/png;base64,AAAA'><script src='https://example.invalid/x.js'></script>"
+        "<a href='#nowhere'>bad</a><a href='missing.ipynb'>bad</a><a href='sub/other.html#Gone'>bad</a>"
+    )
+    assert broken_links(page) == [
+        "#nowhere: no element with that id on the page",
+        "missing.ipynb: no such file",
+        "sub/other.html#Gone: no element with that id in other.html",
+    ]
+    assert list(broken_report_links(tmp_path)) == ["page.html"]
+    md = tmp_path / "notes.md"
+    md.write_text("[ok](data.csv) ![img](sub/other.html) [bad](nope.md) [anchor](page.html#nowhere)\n")
+    assert markdown_broken_links(md) == [
+        "nope.md: no such file",
+        "page.html#nowhere: no element with that id in page.html",
+    ]
+
+
+def test_rendered_report_hides_code_names_itself_and_links_its_sources(tmp_path: Path) -> None:
+    import nbformat
+
+    from recsys import config
+    from recsys.reporting.links import broken_links
+    from recsys.reporting.notebooks import render_html
+
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("secret_code_marker = 1\nprint('shown output')")
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="shown output\n")]
+    silent = nbformat.v4.new_code_cell("import_only_marker = 2")
+    nb.cells = [nbformat.v4.new_markdown_cell("# Heading\n\n[to the heading](#Heading)"), code, silent]
+    executed = tmp_path / "reports" / "datasets" / "tiny" / "evaluate.ipynb"
+    executed.parent.mkdir(parents=True)
+    nbformat.write(nb, executed)
+    html = render_html(executed, "evaluate", "tiny").read_text()
+    assert "<title>Evaluation of the rankers · data set tiny</title>" in html
+    assert "shown output" in html and "secret_code_marker" not in html and "import_only_marker" not in html
+    assert "overflow-x: auto" in html  # wide outputs scroll inside their frame
+    source = os.path.relpath(config.NOTEBOOKS_DIR / "evaluate.ipynb", executed.parent)
+    assert 'href="evaluate.ipynb"' in html and f'href="{Path(source).as_posix()}"' in html
+    assert "<code>notebooks/evaluate.ipynb</code>" in html and "dvc repro evaluate_report@tiny" in html
+    assert broken_links(executed.with_suffix(".html")) == []  # the heading anchor, both notebooks
+
+
+def test_committed_reports_have_no_broken_link() -> None:
+    from recsys import config
+    from recsys.reporting.links import broken_report_links, markdown_broken_links
+
+    pages = list(config.REPORTS_DIR.rglob("*.html"))
+    if not pages:
+        pytest.skip("no rendered report under reports/: run `make run` first")
+    assert broken_report_links(config.REPORTS_DIR) == {}
+    for md in (config.REPORTS_DIR / "summary.md", config.PROJ_ROOT / "README.md"):
+        assert markdown_broken_links(md) == [], md
+
+
+def test_new_products_sentence_reads_the_new_products_track() -> None:
+    from recsys.evaluation.results import NameVerdict, NewProductsResult, SelectedModel, Selection, ValidationScore
+
+    s = summary()
+    content, activity = s.model("content"), s.model("activity")
+    score = ValidationScore(label="content", ranker="content", metric="precision", k=10, value=0.01, hits=3)
+    chosen = SelectedModel(label="content", ranker="content", settings={}, validation=score)
+    track = NewProductsResult(
+        catalogue="first name seen",
+        products=40,
+        with_truth=40,
+        ranked=12,
+        models=[content, activity],
+        references=s.references,
+        tuning=[],
+        validation=[score],
+        basis={},
+        fallback="activity",
+        comparisons=[],
+        verdicts=[
+            NameVerdict(k=10, model="content", fallback="activity", verdict="name_better", discordant=4,
+                        discordant_customers=4),
+        ],
+    )  # fmt: skip
+    selection = Selection(
+        dataset="tiny", rule="best validation", headline_k=10, products=chosen, runner_up=None, new_products=chosen,
+        new_products_runner_up=None,
+    )  # fmt: skip
+    text = findings.new_products_sentence(s.model_copy(update={"new_products": track, "selection": selection}))
+    assert text.startswith("44.4% of the products customers engaged with in the test window (40 of 90)")
+    assert "content (chosen on validation for new products) scores precision@10 0.004 [0.002, 0.008] (2 hits)" in text
+    assert "against 0.002 for the activity fallback (the name finds significantly more of their customers)." in text
+    assert findings.new_products_sentence(s).endswith("scored separately (evaluate report).")

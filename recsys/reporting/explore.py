@@ -268,3 +268,17 @@ def churn_figure(split: dict[str, Any]) -> Figure:
     b.set_title(f"{split['new_products_pct']:.1f}% of test products are new")
     fig.tight_layout()
     return fig
+
+
+def opening_markdown(head: dict[str, Any], split_quantile: float) -> str:
+    """The explore report's first screen: its question and the answer in the log's own numbers (``headline``)."""
+    return (
+        "**The question.** How much of this log can a recommender learn from? Collaborative filtering needs "
+        "customers who come back and products seen more than once.\n\n"
+        f"**The answer.** {head['one_time_users_pct']:.1f}% of the {head['users']:,} customers act once and "
+        f"{head['single_interaction_products_pct']:.1f}% of the {head['products']:,} products are touched once. "
+        f"Across a temporal split at the {split_quantile:.0%} date quantile ({str(head['split_cutoff'])[:10]}), "
+        f"{head['retention_pct']:.2f}% of the customers active before it come back after it "
+        f"({head['returning_users']:,} customers), and {head['new_products_pct']:.1f}% of the products active after "
+        "it were never seen before.\n"
+    )

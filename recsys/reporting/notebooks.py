@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -50,17 +51,60 @@ def scrub(executed: Path) -> None:
     nbformat.write(nb, executed)
 
 
-def render_html(executed: Path) -> Path:
-    """Render an executed notebook to a standalone HTML file next to it (input prompts hidden)."""
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATE = "recsys_report"  # JupyterLab's template + wide outputs scrolling in their frame + the source line
+TITLES: dict[str, str] = {
+    "explore": "Exploration of the log",
+    "evaluate": "Evaluation of the rankers",
+    "cf_proof": "Collaborative filtering vs engagement",
+    "cache": "The audience cache",
+    "sensitivity": "Generator sensitivity",
+}
+
+
+def report_title(name: str, dataset: str | None = None) -> str:
+    """The browser title of a rendered report: what it is and which data it is about."""
+    what = TITLES.get(name, name)
+    if name == "sensitivity":
+        return f"{what} · synthetic logs across the generator's unpinned settings"
+    return f"{what} · data set {dataset}" if dataset else what
+
+
+def rerun_command(name: str, dataset: str | None = None) -> str:
+    """The DVC command that re-renders a report (its stage, per data set where the stage is a foreach)."""
+    stage = {"evaluate": "evaluate_report", "sensitivity": "sensitivity_report"}.get(name, name)
+    return f"dvc repro {stage}@{dataset}" if name in DATASET_NOTEBOOKS and dataset else f"dvc repro {stage}"
+
+
+def source_links(name: str, html: Path, dataset: str | None = None) -> dict[str, str]:
+    """Where a report comes from: relative links (from the HTML) to the executed notebook and the source notebook."""
+    source = config.NOTEBOOKS_DIR / f"{name}.ipynb"
+    return {
+        "source_path": config.relative(source),
+        "source_href": Path(os.path.relpath(source, html.parent)).as_posix(),
+        "executed_href": html.with_suffix(".ipynb").name,
+        "rerun": rerun_command(name, dataset),
+    }
+
+
+def render_html(executed: Path, name: str | None = None, dataset: str | None = None) -> Path:
+    """Render an executed notebook to a standalone HTML file next to it, for a reader: no code cells (the executed
+    notebook next to it and the source notebook keep the code; the page links to both), a title naming the report
+    and the data set, wide outputs scrolling inside their frame."""
     import nbformat
     from nbconvert import HTMLExporter
 
+    name = name or executed.stem
     nb = nbformat.read(executed, as_version=4)
-    exporter = HTMLExporter(template_name="lab")
+    nb.cells = [c for c in nb.cells if c.cell_type != "code" or c.outputs]  # code without output leaves no gap
+    html = executed.with_suffix(".html")
+    exporter = HTMLExporter(template_name=TEMPLATE, extra_template_basedirs=[str(TEMPLATES_DIR)])
+    exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
-    body, _ = exporter.from_notebook_node(nb)
-    html = executed.with_suffix(".html")
+    resources = {"metadata": {"name": report_title(name, dataset)}, "recsys": source_links(name, html, dataset)}
+    nb.metadata["title"] = report_title(name, dataset)
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
     html.write_text(body, encoding="utf-8")
     return html
 
@@ -110,7 +154,8 @@ def run_notebook(name: str, parameters: dict[str, Any] | None = None, output_dir
     )
     executed_s = time.perf_counter() - t0
     scrub(executed)
-    html = render_html(executed)
+    dataset = (parameters or {}).get("dataset") or (config.served_dataset() if name == "cache" else None)
+    html = render_html(executed, name, dataset)
     took = time.perf_counter() - t0
     log.info("notebook %s executed in %.1f s (+%.1f s HTML) -> %s", name, executed_s, took - executed_s, html)
     timing = {"notebook": name, "executed_seconds": round(executed_s, 2), "total_seconds": round(took, 2)}

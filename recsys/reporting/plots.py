@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from recsys.evaluation.campaigns import CampaignStudy
 from recsys.evaluation.frame import SLICES
@@ -37,6 +38,17 @@ def _axes(ax: Axes | None, size: tuple[float, float] = (7.0, 4.2)) -> tuple[Figu
     return fig, fig.subplots()
 
 
+def axis_unit(values: Sequence[float | None]) -> tuple[float, str]:
+    """(scale, label suffix) that bring small values near 1, so the axis needs no offset text above it."""
+    finite = [abs(float(v)) for v in values if v is not None and np.isfinite(v) and v != 0]
+    if not finite:
+        return 1.0, ""
+    exponent = int(np.floor(np.log10(max(finite))))
+    if -2 <= exponent <= 3:
+        return 1.0, ""
+    return 10.0**exponent, f" (× $10^{{{exponent}}}$)"
+
+
 def _check_metric(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Rows of one metric, or a clear error naming the metrics the table has."""
     if metric not in set(table["metric"]):
@@ -49,6 +61,14 @@ def _models(table: pd.DataFrame, models: Sequence[str] | None) -> list[str]:
     return list(models) if models is not None else list(dict.fromkeys(table["model"]))
 
 
+def dodge_factors(ks: Sequence[float], n: int, share: float = 0.6) -> np.ndarray:
+    """Multiplicative x offsets (log axis) that spread `n` series around each k inside `share` of the narrowest gap."""
+    logs = np.log10(np.sort(np.asarray(ks, dtype=np.float64)))
+    gap = float(np.min(np.diff(logs))) if len(logs) > 1 else 1.0
+    step = share * gap / max(n, 1)
+    return np.asarray(10.0 ** ((np.arange(n) - (n - 1) / 2) * step), dtype=np.float64)
+
+
 def plot_metric_at_k(
     table: pd.DataFrame,
     metric: str = "precision",
@@ -56,26 +76,48 @@ def plot_metric_at_k(
     ax: Axes | None = None,
     log_y: bool = True,
 ) -> Figure:
-    """A metric against k per model with its 95% CI band; references dashed/dotted."""
-    fig, ax = _axes(ax)
+    """A metric against k per model, each point with its 95% interval as a whisker; the models are dodged sideways
+    around each k so no interval hides another; references (random's expectation, the oracle) as lines."""
+    fig, ax = _axes(ax, (9.0, 4.6))
     rows = _check_metric(table, metric)
-    for model in _models(rows, models):
+    names = _models(rows, models)
+    series = [m for m in names if m not in REFERENCE_STYLE]
+    ks = sorted(rows["k"].unique())
+    factors = dodge_factors(ks, len(series))
+    for i, model in enumerate(series):
         part = rows[rows["model"] == model].sort_values("k")
         if part.empty:
             continue
-        style = REFERENCE_STYLE.get(model, {"marker": "o"})
-        line = ax.plot(part["k"], part["value"], label=model, **style)[0]
-        ax.fill_between(part["k"], part["ci_low"], part["ci_high"], color=line.get_color(), alpha=0.15, linewidth=0)
+        y = part["value"].to_numpy(dtype=np.float64)
+        lo = part["ci_low"].to_numpy(dtype=np.float64)
+        hi = part["ci_high"].to_numpy(dtype=np.float64)
+        lo, hi = np.where(np.isfinite(lo), lo, y), np.where(np.isfinite(hi), hi, y)
+        ax.errorbar(
+            part["k"].to_numpy(dtype=np.float64) * factors[i],
+            y,
+            yerr=np.vstack([y - lo, hi - y]).clip(min=0),
+            fmt="o-",
+            markersize=4,
+            linewidth=0.8,
+            elinewidth=1.0,
+            capsize=2,
+            color=f"C{i % 10}",
+            label=model,
+        )
+    for model in (m for m in names if m in REFERENCE_STYLE):
+        part = rows[rows["model"] == model].sort_values("k")
+        if not part.empty:
+            ax.plot(part["k"], part["value"], label=model, **REFERENCE_STYLE[model])
     ax.set_xscale("log")
-    ks = sorted(rows["k"].unique())
     ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
     if log_y and (rows["value"] > 0).any():
         ax.set_yscale("symlog", linthresh=max(float(rows.loc[rows["value"] > 0, "value"].min()), 1e-6))
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("k (audience size)")
+    ax.set_xlabel("k (audience size; the models are spread sideways around each k)")
     ax.set_ylabel(f"{metric}@k (macro over products)")
     ax.set_title(f"{metric}@k with 95% intervals")
-    ax.legend(fontsize="small", ncols=2)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return fig
 
 
@@ -160,8 +202,14 @@ def plot_precision_intervals(summary: EvaluationSummary, k: int, ax: Axes | None
     if expected is not None:
         ax.axvline(expected, **REFERENCE_STYLE["random_expected"], label="random (exact expectation)")
     ax.set_yticks(y, [m.label for m in models])
-    ax.set_xscale("symlog", linthresh=max(expected or 1e-6, 1e-7))
-    ax.set_xlim(left=0.0)
+    linthresh = max(expected or 1e-6, 1e-7)
+    ax.set_xscale("symlog", linthresh=linthresh)
+    highs = [float(h) for h in (m.at(k).high for m in models) if h]
+    top = max([*highs, linthresh * 10])
+    decades = list(range(int(np.ceil(np.log10(linthresh))), int(np.ceil(np.log10(top))) + 1))  # none in the linear part
+    ax.set_xticks([0.0] + [10.0**d for d in decades], ["0"] + [f"$10^{{{d}}}$" for d in decades])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(0.0, top * 4)  # room for the hit counts right of the intervals
     ax.set_xlabel(f"precision@{k} (test; linear below the random expectation, logarithmic above)")
     ax.set_title(f"precision@{k} with {summary.protocol.level:.0%} intervals (quasi-Poisson, two-way)")
     ax.legend(fontsize="small", loc="upper left")
@@ -199,8 +247,9 @@ def plot_comparisons(summary: EvaluationSummary, purpose: str = "verdict", ax: A
     comps = [c for c in summary.comparisons if purpose in c.purpose]
     if not comps:
         raise ValueError(f"no comparison with purpose {purpose!r} in the summary")
+    scale, unit = axis_unit([v for c in comps for v in (c.difference, c.diff_low, c.diff_high)])
     for i, c in enumerate(comps):
-        d, lo, hi = (np.nan if v is None else v for v in (c.difference, c.diff_low, c.diff_high))
+        d, lo, hi = (np.nan if v is None else v / scale for v in (c.difference, c.diff_low, c.diff_high))
         marker = "o" if c.significant else "s"
         ax.errorbar(
             i,
@@ -219,8 +268,9 @@ def plot_comparisons(summary: EvaluationSummary, purpose: str = "verdict", ax: A
             fontsize="x-small",
         )
     ax.axhline(0.0, color="0.3", linewidth=1)
+    ax.margins(y=0.18)  # room for the annotations above the intervals
     ax.set_xticks(np.arange(len(comps)), [f"k={c.k}" for c in comps])
-    ax.set_ylabel(f"precision@k: {comps[0].a} - {comps[0].b}")
+    ax.set_ylabel(f"precision@k: {comps[0].a} - {comps[0].b}{unit}")
     ax.set_title(f"Paired differences ({purpose}), two-way bootstrap intervals")
     return fig
 
