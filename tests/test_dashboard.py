@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from test_reporting import summary as hand_made_summary  # a small typed EvaluationSummary built by hand
 
 from dashboard import campaigns as campaign_tab
+from dashboard import new_product as new_product_tab
 from dashboard.artifacts import DashboardData
 from dashboard.audience import audience_csv, change_labels, diff_audiences, export_filename
 from dashboard.exposure import (
@@ -72,6 +73,7 @@ from dashboard.settings import (
 from dashboard.whatif import WHATIF_RANKERS, WhatIfEngine, WhatIfSettings
 from recsys import config
 from recsys.cache.build import build_cache
+from recsys.cache.by_name import name_audience
 from recsys.cache.lookup import audience_path
 from recsys.cache.manifest import CacheManifest, MeasuredPrecision, ServedFigures
 from recsys.data.contract import DATE_DTYPE
@@ -932,3 +934,49 @@ def test_engagement_weights_are_relative_and_say_how_they_combine(data: Dashboar
     share = moved.weights["recency"] / total
     assert f"recency {share:.0%}" in note and "changed" in note
     assert "are all 0" in weights_note_html(replace(base, weights=dict.fromkeys(base.weights, 0.0)), base)
+
+
+# ---------------------------------------------------------------------------------------------- new product
+
+
+@pytest.fixture(scope="module")
+def named(tmp_path_factory: pytest.TempPathFactory, log: pd.DataFrame) -> DashboardData:
+    """A dashboard over a content cache (the served ranker reads names: its index answers new names)."""
+    root = tmp_path_factory.mktemp("named")
+    paths = DashboardPaths.from_env({DATA_ENV: str(root / "data"), REPORTS_ENV: str(root / "reports")})
+    paths.prepared.parent.mkdir(parents=True)
+    log.to_parquet(paths.prepared, index=False)
+    build_cache(log, "content", {"seed": 0, "token_user_cap": 500}, paths.cache_dir, n=10)
+    return DashboardData.load(paths)
+
+
+def test_new_product_view_matches_the_api_and_explains_every_customer(named: DashboardData) -> None:
+    assert named.lookup is not None
+    name = "زيت زيتون جديد 2 لتر"
+    view = new_product_tab.audience_view(named, f"  {name}\x00 ", 6)
+    body = name_audience(named.lookup, name, 6)
+    assert view.body == body  # the page shows exactly what POST /audiences/by-name answers
+    assert list(view.table.columns) == [
+        "rank",
+        "customer_id",
+        "score",
+        "engagement_part",
+        "name_part",
+        "matched_tokens",
+        "similar_products_touched",
+    ]
+    assert view.table["rank"].tolist() == list(range(1, 7))
+    np.testing.assert_allclose(view.table["engagement_part"] + view.table["name_part"], view.table["score"], rtol=1e-9)
+    frame, header = read_csv(io.StringIO(view.csv))
+    assert header["name"] == name and header["model"] == "content" and len(frame) == 6
+    html_ = new_product_tab.matched_html(view.body) + new_product_tab.customers_html(view.table)
+    assert "زيت" in html_ and html_.count("recsys-new-row") == 6
+    for bad in ("", "   ", "x" * 501):
+        with pytest.raises(ValueError):
+            new_product_tab.audience_view(named, bad, 5)
+
+
+def test_new_product_tab_builds(named: DashboardData, data: DashboardData) -> None:
+    assert "recsys-new-tab" in new_product_tab.build(named)._dom_classes
+    fallback = new_product_tab.audience_view(data, "عطر", 3)  # an activity cache: no name index, its global order
+    assert fallback.body["fallback"] is True and fallback.body["basis"] == "names_unused"

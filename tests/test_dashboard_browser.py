@@ -22,6 +22,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from test_reporting import summary as hand_made_summary  # a small typed EvaluationSummary built by hand
 
 from dashboard import campaigns as campaign_tab
+from dashboard import new_product as new_product_tab
 from dashboard.artifacts import DashboardData
 from dashboard.exposure import UNCAPPED
 from dashboard.search import resolve_query
@@ -329,8 +331,9 @@ def test_campaign_builder_in_chromium(chromium: Path, served: Served) -> None:
 
     with browser_page(chromium) as page:
         page.goto(served.url, timeout=DEADLINE_S * 1000)
+        open_tab(page, "Campaigns")
         tab = page.locator(".recsys-campaign-tab")
-        expect(tab).to_be_visible()
+        expect(tab).to_be_visible(timeout=DEADLINE_S * 1000)
         tab.locator(".recsys-campaign-paste textarea").fill("\n".join(map(str, products)))
         tab.locator(".recsys-campaign-add-ids").click()
         expect(tab.locator(".recsys-campaign-selected")).to_contain_text(f"{len(products)} products")
@@ -358,6 +361,43 @@ def test_campaign_builder_in_chromium(chromium: Path, served: Served) -> None:
         assert list(frame.columns) == ["product_id", "product_name", "rank", "customer_id", "score", "reason"]
         assert frame["customer_id"].astype(str).tolist() == expected.table["customer_id"].astype(str).tolist()
         assert frame["customer_id"].value_counts().max() == 1  # cap 1: one message per customer in the campaign
+
+
+def open_tab(page: Any, title: str) -> None:
+    """Select a tab of the dashboard by its title (tabs after the first are built on first selection)."""
+    page.locator(".lm-TabBar-tab", has_text=title).first.click(timeout=DEADLINE_S * 1000)
+
+
+def test_new_product_audience_in_chromium(chromium: Path, served: Served) -> None:
+    data = DashboardData.load(served.paths)
+    name = "عطر ورد جديد 50 مل"
+    expected = new_product_tab.audience_view(data, name, 8)  # what the page must show and download
+    assert expected.body["basis"] == "name" and len(expected.table) == 8
+
+    with browser_page(chromium) as page:
+        page.goto(served.url, timeout=DEADLINE_S * 1000)
+        open_tab(page, "New product")
+        tab = page.locator(".recsys-new-tab")
+        expect(tab).to_be_visible(timeout=DEADLINE_S * 1000)
+        size = tab.locator(".recsys-new-n input")
+        size.fill("8")
+        size.press("Enter")
+        box = tab.locator(".recsys-new-name input")
+        box.fill(name)
+        box.press("Enter")
+        expect(tab.locator(".recsys-new-status")).to_contain_text("8 customers", timeout=DEADLINE_S * 1000)
+        expect(tab.locator("tr.recsys-new-row td.cust")).to_have_text([str(c) for c in expected.table["customer_id"]])
+        for token in expected.body["known_tokens"]:
+            expect(tab.locator(".recsys-new-matched")).to_contain_text(token)
+        with page.expect_download() as info:
+            tab.locator(".recsys-new-download a.recsys-download-link").click()
+        frame, header = read_csv(Path(info.value.path()))
+        assert header["name"] == name and header["cache_version"] == data.lookup.manifest.version  # type: ignore[union-attr]
+        assert frame["customer_id"].astype(str).tolist() == expected.table["customer_id"].astype(str).tolist()
+        box.fill("   ")
+        box.press("Enter")
+        expect(tab.locator(".recsys-new-status")).to_contain_text("type a product name")
+        expect(tab.locator("tr.recsys-new-row")).to_have_count(0)  # a failed name clears the audience
 
 
 def test_readme_screenshot_from_the_default_artifacts(chromium: Path, tmp_path: Path) -> None:
