@@ -9,6 +9,9 @@ products' token rows. Parts by ranker:
   (the name index's evidence, ``recsys.features.name_index.NameIndex.evidence``);
 - ``name_knn`` (score = w * neighbour signal + (1 - w) * engagement): ``engagement`` and ``similar_products``: the
   products most similar by name that the customer touched, each with its share;
+- ``category_popularity`` / ``category_share`` (score = the customer's history in the product's inferred
+  category): one ``category`` part (the score, the customer's rows in the category and the words that describe it);
+  customers filled from the fallback order get a ``model`` part of 0;
 - ``activity`` and products answered from the global order (cold start): one ``engagement`` part, weight 1;
 - any other ranker (factor models, item-kNN, recency, popularity, BG/NBD, random): one ``model`` part equal to
   the score (no decomposition is claimed), next to the customer's facts.
@@ -87,6 +90,21 @@ class SimilarProductsPart(Record):
     products: list[ProductShare]
 
 
+class CategoryPart(Record):
+    """A category ranker's score: the customer's history in the product's inferred category.
+
+    ``value`` is the score (category_popularity: the customer's rows in that category; category_share: their share
+    of rows there x the chance they return); ``rows`` the customer's rows in the category; ``tokens`` the words
+    that weigh most in the category (what it is).
+    """
+
+    kind: Literal["category"] = "category"
+    value: float
+    category: int
+    rows: int
+    tokens: list[str]
+
+
 class ModelPart(Record):
     """A ranker whose score is not decomposed here: the whole score, from that model."""
 
@@ -95,7 +113,9 @@ class ModelPart(Record):
     ranker: str
 
 
-Part = Annotated[EngagementPart | NamePart | SimilarProductsPart | ModelPart, Field(discriminator="kind")]
+Part = Annotated[
+    EngagementPart | NamePart | SimilarProductsPart | CategoryPart | ModelPart, Field(discriminator="kind")
+]
 
 
 class Reasons(Record):
@@ -195,6 +215,8 @@ class Explainer:
         ranker = self.lookup.manifest.ranker
         if known and self.info.names in ("affinity", "neighbours") and self.info.name_weight is not None:
             parts = self._name_parts(product_id, codes)
+        elif known and self.info.names == "category":
+            parts = self._category_parts(product_id, codes, scores)
         elif not known or ranker == "activity":
             parts = [[EngagementPart(value=f.engagement, weight=1.0)] for f in facts]
         else:
@@ -238,6 +260,33 @@ class Explainer:
                 out.append([eng, SimilarProductsPart(value=sig(ev.name), products=shares)])
         return out
 
+    def _category_index(self) -> Any:
+        """The served category ranker's index (loaded on first use)."""
+        if self._names is None:
+            from recsys.features.name_index import load_name_index
+
+            self._names = load_name_index(self.lookup.cache_dir / self.lookup.manifest.lookup_dir, NAMES_PREFIX)
+        return self._names
+
+    def _category_parts(self, product_id: Any, codes: np.ndarray, scores: np.ndarray) -> list[list[Any]]:
+        """The category part of every customer (its score in the product's category; 0: from the fallback order)."""
+        index = self._category_index()
+        at = positions(np.asarray(index.product_ids), np.asarray([product_id]))[0]
+        users = positions(np.asarray(index.customer_ids), self.lookup.customer_ids(codes))
+        if at < 0 or (users < 0).any():
+            raise ValueError(f"product {product_id!r} or one of its customers is missing from the category index")
+        category = int(index.product_category[at])
+        rows = index.category_rows(category, users)
+        tokens = index.category_tokens(category)
+        ranker = self.lookup.manifest.ranker
+        out: list[list[Any]] = []
+        for s, r in zip(scores.tolist(), rows.tolist(), strict=True):
+            if r > 0:
+                out.append([CategoryPart(value=sig(s), category=category, rows=int(r), tokens=tokens)])
+            else:  # outside the category's list: the fallback order, score 0
+                out.append([ModelPart(value=sig(s), ranker=ranker)])
+        return out
+
     def explain_ids(self, product_id: Any, customer_ids: np.ndarray, scores: np.ndarray) -> list[Reasons]:
         """Reasons by customer id (the served top-n's ids)."""
         codes = positions(np.asarray(self.lookup.arrays["customer_vocab"]), customer_ids)
@@ -255,6 +304,9 @@ def reason_text(r: Reasons) -> str:
         elif isinstance(p, NamePart):
             tokens = ", ".join(f"{t.token} {t.value:.2g}" for t in p.tokens)
             bits.append(f"name {p.value:.3g}" + (f" ({tokens})" if tokens else ""))
+        elif isinstance(p, CategoryPart):
+            words = ", ".join(p.tokens[:3])
+            bits.append(f"category {p.category} ({words}): {p.rows} of their rows there, score {p.value:.3g}")
         elif isinstance(p, SimilarProductsPart):
             products = ", ".join(f"{q.product_id} {q.value:.2g}" for q in p.products)
             bits.append(f"similar products bought {p.value:.3g}" + (f" ({products})" if products else ""))

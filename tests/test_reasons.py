@@ -15,7 +15,16 @@ from fastapi.testclient import TestClient
 from recsys.cache.build import build_cache
 from recsys.cache.lookup import AudienceLookup
 from recsys.features.text import tokenize_names
-from recsys.reasons import EngagementPart, Explainer, ModelPart, NamePart, SimilarProductsPart, reason_text
+from recsys.rankers import make_ranker
+from recsys.reasons import (
+    CategoryPart,
+    EngagementPart,
+    Explainer,
+    ModelPart,
+    NamePart,
+    SimilarProductsPart,
+    reason_text,
+)
 from service.app import create_app
 from service.settings import ServiceSettings
 
@@ -135,3 +144,31 @@ def test_a_cache_without_reasons_says_so(tmp_path: Path, caches: dict[str, Path]
         assert r.status_code == 422 and "stores no reasons" in r.json()["detail"][0]["msg"]
         assert c.post("/campaigns?explain=true", json={"product_ids": [pid], "n": 3}).status_code == 422
     assert np.asarray(AudienceLookup.open(copy).manifest.reasons is None)
+
+
+@pytest.mark.parametrize("name", ["category_popularity", "category_share"])
+def test_category_reasons_count_the_customers_rows_in_the_products_category(
+    log: pd.DataFrame, tmp_path: Path, name: str
+) -> None:
+    params = {"seed": 0, "categories": {"k": 4, "components": 5, "n_init": 2}}
+    build_cache(log, name, params, tmp_path, n=N, candidates=DEPTH)
+    lookup = AudienceLookup.open(tmp_path)
+    explainer = Explainer.of(lookup)
+    ranker = make_ranker(name, params).fit(log)
+    category = pd.Series(ranker.product_category_, index=ranker.history_.product_ids)  # type: ignore[attr-defined]
+    rows_in = log.assign(c=category.reindex(log["product_id"]).to_numpy()).groupby(["customer_id", "c"]).size()
+    checked = 0
+    for pid in lookup.product_ids().tolist()[:25]:
+        customers, scores, _ = lookup.top(pid, N)
+        c = int(category[pid])
+        for r, cid, s in zip(explainer.explain_ids(pid, customers, scores), customers.tolist(), scores, strict=True):
+            assert r.adds_up and r.score == pytest.approx(float(s), rel=1e-6)
+            (part,) = r.parts
+            if isinstance(part, CategoryPart):
+                assert part.category == c and part.rows == int(rows_in.get((cid, c), 0)) > 0  # true of the log
+                assert part.tokens  # what the category is
+                checked += 1
+            else:
+                assert isinstance(part, ModelPart) and part.value == 0.0  # filled from the fallback order
+        assert "category" in reason_text(r) or isinstance(r.parts[0], ModelPart)
+    assert checked > 0

@@ -4,8 +4,10 @@
   (``customer_interactions``), distinct products touched (``customer_products``), the UTC day of the last dated
   event (``customer_last_day``, days since 1970-01-01; -1 when every event is undated) and the engagement value the
   ranker blends (``customer_engagement``, ``recsys.features.engagement`` under the ranker's feature params).
-- For rankers that read names (content, name_knn): the served ranker's name index (``NameRanker.name_index``:
-  vocabulary, idf, token postings, product customers, engagement), written beside the lookup arrays with the file
+- For rankers that read names: the served ranker's index (a category ranker: its category index, the product
+  categories and the per-category customer scores; content and name_knn: their name index,
+  ``NameRanker.name_index``: vocabulary, idf, token postings, product customers, engagement), beside the lookup
+  arrays with the file
   prefix ``NAMES_PREFIX`` (``recsys.features.name_index.NameIndex.load(version_dir, NAMES_PREFIX)`` reads it), plus
   the served products' own TF-IDF token rows (``<prefix>product_tokens_*``, the ranker's ``x_``: the vector a known
   product is scored with), so the name part of a known product's score is the index's evidence of that vector.
@@ -27,7 +29,7 @@ import scipy.sparse as sp
 
 from recsys.cache.lookup import BY_NAME_PREFIX, NAMES_PREFIX
 from recsys.features.engagement import US_PER_DAY, EngagementModel, FeatureParams, timestamps_us
-from recsys.features.name_index import AnyNameIndex, NameIndex
+from recsys.features.name_index import AnyNameIndex
 
 FACT_ARRAYS: tuple[str, ...] = (
     "customer_interactions",
@@ -44,16 +46,17 @@ class Extras:
     """The reason arrays of one version: customer facts, and the name index with the products' token rows."""
 
     facts: Mapping[str, np.ndarray]
-    names: NameIndex | None = None
-    product_tokens: sp.csr_matrix | None = None
+    names: AnyNameIndex | None = None  # the served ranker's index: a name-token index, or a category index
+    product_tokens: sp.csr_matrix | None = None  # the known products' token rows (name-token indexes only)
     by_name: AnyNameIndex | None = None  # the new-products model's index (BY_NAME_PREFIX), for names never seen
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every array by its file name relative to the version directory (sorted keys: the digest's order)."""
         out = {key: np.asarray(self.facts[key]) for key in FACT_ARRAYS}
-        if self.names is not None and self.product_tokens is not None:
+        if self.names is not None:
             named = self.names.arrays()
             out.update({f"{NAMES_PREFIX}{key}": fixed_text(value) for key, value in named.items()})
+        if self.names is not None and self.product_tokens is not None:
             m = self.product_tokens
             out.update(
                 {
@@ -141,4 +144,6 @@ def ranker_extras(
     facts = customer_facts(interactions, params.get("features") or {}, vocab)
     if getattr(ranker, "uses_names", False) and hasattr(ranker, "x_"):
         return Extras(facts, ranker.name_index(), sp.csr_matrix(ranker.x_), by_name)
+    if getattr(ranker, "uses_names", False) and hasattr(ranker, "category_model_"):  # a category ranker
+        return Extras(facts, ranker.name_index(), None, by_name)
     return Extras(facts, by_name=by_name)

@@ -264,7 +264,7 @@ class ReasonsInfo(Record):
     """What the version stores to explain every served pair (``recsys.cache.facts``; read by ``recsys.reasons``)."""
 
     facts: list[str]  # per-customer fact arrays aligned with customer_vocab
-    names: Literal["affinity", "neighbours", "engagement"] | None  # the name index's method (None: no name index)
+    names: Literal["affinity", "neighbours", "engagement", "category"] | None  # the name index's method (None: none)
     name_weight: float | None  # the weight of the name signal for the cached (known) products
 
 

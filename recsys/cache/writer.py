@@ -695,7 +695,7 @@ def reasons_info(extras: Extras | None, params: Mapping[str, Any]) -> ReasonsInf
         return None
     meta = extras.names.meta if extras.names is not None else None
     weight = None
-    if meta is not None:
+    if meta is not None and meta.method in ("affinity", "neighbours"):
         key = "affinity_weight" if meta.method == "affinity" else "neighbour_weight"
         weight = float(params.get(key, meta.weight))
     return ReasonsInfo(facts=list(FACT_ARRAYS), names=None if meta is None else meta.method, name_weight=weight)

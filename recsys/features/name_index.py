@@ -515,6 +515,7 @@ CATEGORY_INDEX_ARRAYS: tuple[str, ...] = (
     "lists_indptr",
     "lists_users",
     "lists_scores",
+    "lists_rows",
     "fallback_order",
     "customer_ids",
     "product_ids",
@@ -542,6 +543,7 @@ class CategoryIndex:
     lists_indptr: np.ndarray
     lists_users: np.ndarray
     lists_scores: np.ndarray
+    lists_rows: np.ndarray  # the customer's rows in the category, aligned with lists_users
     fallback_order: np.ndarray
     customer_ids: np.ndarray
     product_ids: np.ndarray
@@ -571,6 +573,7 @@ class CategoryIndex:
             "lists_indptr": self.lists_indptr,
             "lists_users": self.lists_users,
             "lists_scores": self.lists_scores,
+            "lists_rows": self.lists_rows,
             "fallback_order": self.fallback_order,
             "customer_ids": self.customer_ids,
             "product_ids": self.product_ids,
@@ -609,6 +612,22 @@ class CategoryIndex:
     def customer_codes(self, customer_ids: Sequence[Any]) -> np.ndarray:
         """Codes of the given customer ids that the index knows."""
         return known_codes(self.customer_ids, customer_ids)
+
+    def category_rows(self, category: int, users: np.ndarray) -> np.ndarray:
+        """Each customer's rows in a category (0 when they have none there, or for category -1)."""
+        users = np.asarray(users, dtype=np.int64)
+        out = np.zeros(len(users), dtype=np.int64)
+        if category < 0 or len(users) == 0:
+            return out
+        a, b = int(self.lists_indptr[category]), int(self.lists_indptr[category + 1])
+        members = np.asarray(self.lists_users[a:b], dtype=np.int64)
+        if len(members) == 0:
+            return out
+        order = np.argsort(members, kind="stable")
+        pos = np.minimum(np.searchsorted(members[order], users), len(members) - 1)
+        hit = members[order][pos] == users
+        out[hit] = np.asarray(self.lists_rows[a:b])[order][pos[hit]]
+        return out
 
     def top_products(self, category: int) -> np.ndarray:
         """The category's products with the most customers (at most MAX_EVIDENCE; none for -1)."""

@@ -270,6 +270,7 @@ class InferredCategoryRanker(CategoryRanker):
             lists_indptr=np.asarray(self.lists_.indptr, dtype=np.int64),
             lists_users=np.asarray(self.lists_.users, dtype=np.int64),
             lists_scores=np.asarray(self.lists_.scores, dtype=np.float64),
+            lists_rows=self._list_rows(),
             fallback_order=np.asarray(self.global_.order, dtype=np.int64),
             customer_ids=h.customer_ids,
             product_ids=h.product_ids,
@@ -281,6 +282,18 @@ class InferredCategoryRanker(CategoryRanker):
             product_names=blob,
             product_name_offsets=offsets,
         )
+
+    def _list_rows(self) -> np.ndarray:
+        """The customer's fit rows in the category of every entry of the per-category lists."""
+        h = self.history_
+        c, u, n = category_counts(self.product_category_[h.row_products], h.row_users, h.n_users)
+        keys = c.astype(np.int64) * h.n_users + u
+        entry_cat = np.repeat(np.arange(len(self.lists_.indptr) - 1, dtype=np.int64), np.diff(self.lists_.indptr))
+        wanted = entry_cat * h.n_users + np.asarray(self.lists_.users, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+        if len(keys) == 0 or not np.array_equal(keys[pos], wanted):
+            raise RuntimeError("a category list entry has no rows in its category")
+        return np.asarray(n[pos], dtype=np.int64)
 
     def _basis(
         self, requested: np.ndarray, codes: np.ndarray, cats: np.ndarray, catalogue: Catalogue | None
