@@ -82,24 +82,41 @@ def configurations(n: int, cap: int | None) -> list[dict[str, Any]]:
     ]
 
 
-def run_ranker(name: str, prepared: Path) -> dict[str, Any]:
+def phase_label(phases: frozenset[str]) -> str:
+    """'all', 'no_window', 'no_residual+swap' ...: which optional phases an ablation run leaves out."""
+    from recsys.allocation.catalogue import OPTIONAL_PHASES
+
+    left_out = [p for p in OPTIONAL_PHASES if p not in phases]
+    return "no_" + "+".join(left_out) if left_out else "all"
+
+
+def ablation_sets() -> list[frozenset[str]]:
+    """Every optional phase on, each left out alone, and none: the ablation of the catalogue-wide allocation."""
+    from recsys.allocation.catalogue import OPTIONAL_PHASES
+
+    full = frozenset(OPTIONAL_PHASES)
+    return [full, *(full - {p} for p in OPTIONAL_PHASES), frozenset()]
+
+
+def run_ranker(name: str, prepared: Path, ablation: bool = False) -> dict[str, Any]:
     """Fit, rank and allocate every configuration for one ranker (inside the child process)."""
     import gc
 
     import numpy as np
 
     from recsys import config
-    from recsys.allocation import AllocationParams, allocate, exposure_metrics, truncate
-    from recsys.allocation.exposure import returning_customers
+    from recsys.allocation.catalogue import PHASES, AllocationParams, allocate, truncate
+    from recsys.allocation.exposure import exposure_metrics, returning_customers
     from recsys.cache.build import canonical_order, catalogue_ids
     from recsys.cache.served import explicit_params
     from recsys.data.contract import load_prepared
     from recsys.rankers import make_ranker
 
+    phase_sets = ablation_sets() if ablation else [PHASES]
     params = config.load_params("cache")
     cfg = params["cache"]
     alloc_cfg = dict(cfg.get("allocation") or {})
-    candidates = int(alloc_cfg.get("candidates", 300))
+    candidates = int(cfg.get("candidates", 300))
     seed = int(cfg.get("seed", 0))
     params["cache"] = {**cfg, "ranker": name}
     t0 = time.perf_counter()
@@ -126,14 +143,19 @@ def run_ranker(name: str, prepared: Path) -> dict[str, Any]:
         "rank_candidates_s": rank_s,
         "configs": {},
     }
-    for conf in configurations(int(cfg.get("n", 100)), alloc_cfg.get("max_exposures")):
+    for conf, phases in (
+        (c, p) for c in configurations(int(cfg.get("n", 100)), alloc_cfg.get("max_exposures")) for p in phase_sets
+    ):
         gc.collect()
 
-        def measure(k: int = conf["k"], cap: int = conf["max_exposures"]) -> dict[str, Any]:
+        def measure(
+            k: int = conf["k"], cap: int = conf["max_exposures"], ph: frozenset[str] = phases
+        ) -> dict[str, Any]:
             """Allocate (timed, peak memory), then the exposure metrics and score sums."""
             start = rss_gib()
             cpu0, t0 = time.process_time(), time.perf_counter()
-            result = allocate(cands, ranker, k, AllocationParams(max_exposures=cap, candidates=candidates, seed=seed))
+            params = AllocationParams(max_exposures=cap, candidates=candidates, seed=seed)
+            result = allocate(cands, ranker, k, params, phases=ph)
             wall, cpu, peak = time.perf_counter() - t0, time.process_time() - cpu0, peak_rss_mib() / 1024
             uncapped = truncate(cands, k)
             ks = sorted({10, k})
@@ -145,6 +167,8 @@ def run_ranker(name: str, prepared: Path) -> dict[str, Any]:
             return {
                 "k": k,
                 "max_exposures": cap,
+                "phases": sorted(ph),
+                "open_slots": int(k * len(sizes) - sizes.sum()),
                 "wall_s": wall,
                 "cpu_s": cpu,
                 "rss_start_gib": start,
@@ -159,17 +183,18 @@ def run_ranker(name: str, prepared: Path) -> dict[str, Any]:
                 "exposure": metrics,
             }
 
-        out["configs"][conf["name"]] = in_fork(measure)
+        label = conf["name"] if phases == PHASES else f"{conf['name']}_{phase_label(phases)}"
+        out["configs"][label] = in_fork(measure)
     return out
 
 
-def spawn(name: str, prepared: Path) -> dict[str, Any]:
+def spawn(name: str, prepared: Path, ablation: bool = False) -> dict[str, Any]:
     """Run one ranker in a fresh interpreter and parse its JSON line."""
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     proc = subprocess.run(  # nosec B603 # argv built here from sys.executable and this script, no shell
-        [sys.executable, __file__, "--child", name, "--prepared", str(prepared)],
+        [sys.executable, __file__, "--child", name, "--prepared", str(prepared), *(["--ablation"] if ablation else [])],
         capture_output=True,
         text=True,
         env=env,
@@ -205,30 +230,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rankers", default=",".join(RANKERS), help=f"comma list (default {','.join(RANKERS)})")
     parser.add_argument("--out", type=Path, help="JSON report (default reports/benchmarks/allocation.json)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--prepared", type=Path, help="prepared interactions Parquet (default: the served data set's)")
+    parser.add_argument(
+        "--ablation", action="store_true", help="also run each configuration with each optional phase left out"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(run_ranker(args.child, args.prepared)))
+        print(json.dumps(run_ranker(args.child, args.prepared, args.ablation)))
         return 0
 
     from recsys import config
 
-    prepared = config.PREPARED_PARQUET
+    prepared = args.prepared or config.dataset_paths(config.served_dataset()).interactions
     if not prepared.is_file():
         raise SystemExit(f"{prepared} missing: run `make run` (or `dvc repro prepare`) first")
     load_before = os.getloadavg()
     runs = {}
     for name in [r for r in args.rankers.split(",") if r]:
         print(f"{name} ...", flush=True)
-        runs[name] = spawn(name, prepared)
+        runs[name] = spawn(name, prepared, args.ablation)
         for conf_name, conf in runs[name].get("configs", {}).items():
             if "error" in conf:
                 print(f"  {conf_name}: error {conf['error']}", flush=True)
                 continue
             print(
                 f"  {conf_name}: {conf['wall_s']:.1f} s wall, {conf['cpu_s']:.1f} s CPU, "
-                f"+{conf['extra_gib']:.2f} GiB (peak RSS {conf['rss_peak_gib']:.2f} GiB)",
+                f"+{conf['extra_gib']:.2f} GiB (peak RSS {conf['rss_peak_gib']:.2f} GiB), "
+                f"score {conf['score_sum']['allocated']:.6g}, open slots {conf['open_slots']:,}",
                 flush=True,
             )
         if "error" in runs[name]:

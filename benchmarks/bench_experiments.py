@@ -11,7 +11,7 @@ cache: nothing is reused), wall time of
 - ``dvc repro`` from scratch (what ``make run`` does once the environment exists; ``make setup`` is not timed);
 - a second ``dvc repro`` (nothing to do);
 - per data set, ``dvc exp run evaluate_report@<name> cf_proof@<name> -S <change>``: one experiment on one data set
-  (the change of ``--change``, an engagement weight by default, reruns that data set's evaluate, tradeoff and
+  (the change of ``--change``, an engagement weight by default, reruns that data set's evaluate, campaigns and
   report stages).
 
 The machine's load average is recorded; the README's timing block is rewritten from the report (full params only).
@@ -20,6 +20,7 @@ The machine's load average is recorded; the README's timing block is rewritten f
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess  # nosec B404 # runs git and dvc as child processes in a temporary copy
@@ -113,7 +114,7 @@ def readme_text(report: dict[str, Any]) -> str:
         f"{report['machine']['load_avg_1m']:.1f}): `make run` from scratch takes **{minutes(report['repro_s'])}** "
         f"(`dvc repro` with no DVC cache; `make setup` before it is not counted), a second run "
         f"{minutes(report['noop_s'])} (nothing to do). One experiment on one data set, `dvc exp run "
-        f"evaluate_report@<name> cf_proof@<name> -S {report['change']}` (that data set's evaluate, tradeoff and "
+        f"evaluate_report@<name> cf_proof@<name> -S {report['change']}` (that data set's evaluate, campaigns and "
         f"reports): {exps}."
     )
 
@@ -125,8 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--change", default=CHANGE, help=f"the experiment's -S change (default {CHANGE})")
     parser.add_argument("--output", type=Path, help="JSON path (default reports/benchmarks/experiments.json)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--render", action="store_true", help="only rewrite the README block from the JSON")
     args = parser.parse_args(argv)
     from recsys import config
+    from recsys.reporting.readme import replace_block
+
+    if args.render:
+        saved = json.loads((args.output or config.REPORTS_DIR / "benchmarks" / "experiments.json").read_text())
+        replace_block(config.PROJ_ROOT / "README.md", README_START, README_END, readme_text(saved))
+        return 0
 
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
@@ -156,8 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     emit(report, "experiments", args.output, write=not args.no_write)
     if not args.no_write and not args.tiny and args.output is None:
-        from recsys.reporting.readme import replace_block
-
         replace_block(config.PROJ_ROOT / "README.md", README_START, README_END, readme_text(report))
     return 0
 

@@ -40,7 +40,7 @@ class TabSpec:
 TABS: tuple[TabSpec, ...] = (
     TabSpec("Audience explorer", "explorer"),
     # TabSpec("New product", "new_product"),
-    # TabSpec("Campaigns", "campaigns"),
+    TabSpec("Campaigns", "campaigns"),
 )
 
 

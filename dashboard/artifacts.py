@@ -23,6 +23,7 @@ from dashboard.settings import CACHE_HINT, PREPARED_HINT, DashboardPaths, Dashbo
 from dashboard.whatif import WHATIF_RANKERS, WhatIfEngine, WhatIfSettings
 from recsys import config
 from recsys.cache.lookup import AudienceLookup, CacheError, CacheNotFoundError
+from recsys.cache.manifest import ServedFigures
 from recsys.data.ids import id_array
 from recsys.features.engagement import FeatureParams, compute_raw_features
 from recsys.lexicon import Lexicon
@@ -77,6 +78,17 @@ class DashboardData:
     def served_cap(self) -> int | None:
         """The frequency cap the cache's audiences were allocated under (None: uncapped, or no cache)."""
         return self.lookup.manifest.allocation.max_exposures if self.lookup is not None else None
+
+    @property
+    def served_figures(self) -> ServedFigures | None:
+        """What is measured of the served configuration (the manifest's; None without a cache)."""
+        return self.lookup.manifest.served if self.lookup is not None else None
+
+    @property
+    def served_label(self) -> str | None:
+        """The evaluated model whose test figures are the served configuration's (None when not measured)."""
+        figures = self.served_figures
+        return figures.model if figures is not None and figures.status == "measured" else None
 
     @property
     def cache_ranker(self) -> str | None:
@@ -187,7 +199,7 @@ class DashboardData:
             return
         fp = self.lookup.manifest.fingerprint
         if fp.algorithm == "sha256-file":
-            from recsys.cache.build import fingerprint_file
+            from recsys.cache.writer import fingerprint_file
 
             if fingerprint_file(self.paths.prepared) != fp.value:
                 self.notes.append(

@@ -118,7 +118,9 @@ class Explorer:
         self.exposure_box = W.HTML(
             X.exposure_panel_html(data.lookup.manifest) if data.lookup is not None else ""
         ).add_class("recsys-exposure-box")
-        self.why_text = W.HTML(metrics_view(data.paths, data.cache_ranker).html).add_class("recsys-why")
+        self.why_text = W.HTML(
+            metrics_view(data.paths, data.served_label, data.served_figures, data.cache_ranker).html
+        ).add_class("recsys-why")
         ranker = data.cache_ranker or data.whatif_ranker
         self.score_help = W.HTML(
             E.score_help_html(ranker, data.params_for(ranker), E.ScoreScale.measure(data.lookup))

@@ -144,7 +144,7 @@ def exposure_panel_html(manifest: CacheManifest) -> str:
     else:
         cap = (
             f"Frequency cap: no customer is in more than <b>{alloc.max_exposures}</b> served audiences of depth "
-            f"{alloc.depth} (allocated from each product's own top {alloc.candidates})."
+            f"{alloc.depth} (allocated from each product's own top {manifest.candidate_depth})."
         )
     frame = exposure_frame({"before": exposure.uncapped.model_dump(), "after": exposure.served.model_dump()})
     flat = frame.reset_index()

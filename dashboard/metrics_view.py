@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from dashboard.render import esc
 from dashboard.settings import EVALUATION_HINT, METRICS_HINT, DashboardPaths
 from recsys import config
+from recsys.cache.manifest import ServedFigures
 from recsys.evaluation.report import chosen_text, fmt, interval, ks_text, verdict_phrase
 from recsys.evaluation.results import EvaluationSummary, read_summary
 
@@ -440,13 +441,33 @@ class MetricsView:
     has_exploration: bool
 
 
-def metrics_view(paths: DashboardPaths, served: str | None = None) -> MetricsView:
+def served_html(figures: ServedFigures | None, ranker: str | None) -> str:
+    """What the cache serves and the measured precision of exactly that configuration, or "not measured" and why."""
+    if figures is None:
+        return ""
+    head = f"<b>Served</b>: {esc(ranker or '?')} — "
+    if figures.status != "measured":
+        return f"<div class='recsys-served'>{head}precision <b>not measured</b> ({esc(figures.reason or '')}).</div>"
+    values = ", ".join(
+        f"precision@{p.k} {esc(interval(p.value, p.low, p.high))} ({p.hits:g} hits)" for p in figures.precision
+    )
+    return (
+        f"<div class='recsys-served'>{head}{values}. <span class='recsys-muted'>{esc(figures.what)} "
+        f"({esc(figures.source or '')})</span></div>"
+    )
+
+
+def metrics_view(
+    paths: DashboardPaths, served: str | None = None, figures: ServedFigures | None = None, ranker: str | None = None
+) -> MetricsView:
     """The evaluation (typed summary) and exploration facts of the data set; friendly messages when missing.
 
-    `served` is the cache's ranker (marked in the chart and table, compared with the recommended default).
+    `served` is the evaluated model whose test figures are the served configuration's (marked "served" in the chart
+    and table; None when the served configuration is not measured: nothing is marked); `figures` the manifest's
+    measured figures of the served configuration and `ranker` the cache's ranker, stated above the evaluation.
     """
     summary, ev_msg = load_summary(paths.evaluation_summary)
-    left = (
+    left = [served_html(figures, ranker)] + (
         [evaluation_html(summary, paths.evaluation_summary, served)]
         if summary is not None
         else [f"<div class='recsys-note'>Evaluation of data set {esc(paths.dataset)}: {esc(ev_msg)}</div>"]

@@ -34,7 +34,8 @@ def unknown_product_ids(ids: np.ndarray, count: int, rng: np.random.Generator) -
 
 def source_mismatch(manifest: CacheManifest, prepared: Path) -> str | None:
     """Why `prepared` is not the data the cache was fitted on (exclusion would not hold), or None."""
-    from recsys.cache.build import fingerprint_file, fingerprint_frame
+    from recsys.cache.build import fingerprint_frame
+    from recsys.cache.writer import fingerprint_file
     from recsys.data.contract import load_prepared
 
     fp = manifest.fingerprint

@@ -1,5 +1,5 @@
-"""Command line: `recsys <command>` (generate, prepare, profile, evaluate, tradeoff, sensitivity, build-cache, notebook,
-summary, serve, dashboard)."""
+"""Command line: `recsys <command>` (generate, prepare, profile, evaluate, campaigns, sensitivity, build-cache,
+campaign, notebook, summary, serve, dashboard)."""
 
 from __future__ import annotations
 
@@ -123,7 +123,8 @@ def _profile(args: argparse.Namespace) -> dict[str, Any]:
 
 def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
     """Top-N audience for every product, written as the cache artifact."""
-    from recsys.cache.stage import build_cache_from_params
+    from recsys.cache.checks import write_checks
+    from recsys.cache.stage import build_cache_from_params, check_built
 
     prepared: Path | str | None = None
     if args.input:  # URIs (hdfs://, s3a://, file://) go to the Spark engine untouched
@@ -134,12 +135,92 @@ def _build_cache(args: argparse.Namespace) -> dict[str, Any]:
     if args.uncapped:
         allocation = dict((config.load_params("cache").get("cache") or {}).get("allocation") or {})
         overrides["allocation"] = {**allocation, "max_exposures": None}
-    manifest = build_cache_from_params(
-        prepared_path=prepared,
-        cache_dir=config.resolve(args.output) if args.output else None,
-        overrides=overrides or None,
+    cache_dir = config.resolve(args.output) if args.output else None
+    manifest = build_cache_from_params(prepared_path=prepared, cache_dir=cache_dir, overrides=overrides or None)
+    metrics = config.resolve(args.metrics) if args.metrics else None
+    if metrics is None and not (args.output or args.input):
+        metrics = config.CACHE_METRICS  # the default cache's checks: the stage's DVC metrics
+    if metrics is not None:
+        write_checks(check_built(cache_dir, prepared), metrics)
+    return {**manifest.model_dump(mode="json"), "metrics": None if metrics is None else config.relative(metrics)}
+
+
+def read_ids(path: str, column: str, kind: str) -> list[int | str]:
+    """Ids from a file: one per line, or a CSV whose header has `column`; each parsed as the cache's id kind."""
+    from recsys.data.ids import parse_id
+
+    lines = [line.strip() for line in Path(config.resolve(path)).read_text(encoding="utf-8-sig").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if lines and ("," in lines[0] or lines[0] == column):
+        header = [h.strip() for h in lines[0].split(",")]
+        if column not in header:
+            raise ValueError(f"{path}: a CSV needs a {column!r} column (found {header}); or write one id per line")
+        at = header.index(column)
+        lines = [line.split(",")[at].strip() for line in lines[1:]]
+    out: list[int | str] = []
+    for i, raw in enumerate(lines, start=1):
+        value = parse_id(raw, kind)
+        if value is None:
+            raise ValueError(f"{path}: line {i}: {raw!r} is not a {kind} id, as this cache's {column}s are")
+        out.append(value)
+    if not out:
+        raise ValueError(f"{path}: no {column} in it")
+    return out
+
+
+def _campaign(args: argparse.Namespace) -> dict[str, Any]:
+    """Allocate a campaign's audiences from the served cache and write them as one CSV for people."""
+    from recsys.allocation.campaign import allocate_campaign
+    from recsys.allocation.export import campaign_header, campaign_table, product_names
+    from recsys.allocation.problem import Campaign
+    from recsys.cache.lookup import AudienceLookup
+    from recsys.exports import write_csv
+    from recsys.reasons import audience_reasons, reason_text
+
+    lookup = AudienceLookup.open(config.resolve(args.cache) if args.cache else config.CACHE_DIR)
+    campaign = Campaign(
+        product_ids=read_ids(args.products, "product_id", lookup.id_kind),
+        n=args.n,
+        max_per_customer=args.cap,
+        min_audience=args.min_audience,
+        exclude_customers=read_ids(args.exclude, "customer_id", lookup.customer_kind) if args.exclude else [],
     )
-    return manifest.model_dump(mode="json")
+    result = allocate_campaign(lookup, campaign)
+    manifest = lookup.manifest
+    prepared = config.dataset_paths(manifest.dataset).interactions if manifest.dataset else None
+    names = product_names(prepared) if prepared is not None and prepared.is_file() else None
+    reasons = audience_reasons(lookup, result.problem.product_ids, result.offsets, result.codes, result.scores)
+    texts = None if reasons is None else [reason_text(r) for r in reasons]
+    table = campaign_table(result, lookup.customer_ids(result.codes), names, texts)
+    out = config.resolve(args.out)
+    write_csv(table, out, campaign_header(result, manifest))
+    return {"out": config.relative(out), "rows": len(table), "figures": result.figures.model_dump(mode="json")}
+
+
+def _audience(args: argparse.Namespace) -> dict[str, Any]:
+    """The audience of a product name never seen in the log (the cache's new-products model), with the evidence."""
+    from recsys.basis import MAX_NAME_CHARS
+    from recsys.cache.by_name import audience_table, clean_name, name_audience
+    from recsys.cache.lookup import AudienceLookup
+    from recsys.exports import write_csv
+
+    name = clean_name(args.name)
+    if not name:
+        raise ValueError("--name is empty or only white space / control characters")
+    if len(args.name) > MAX_NAME_CHARS:
+        raise ValueError(f"--name is {len(args.name)} characters long; at most {MAX_NAME_CHARS} are accepted")
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    lookup = AudienceLookup.open(config.resolve(args.cache) if args.cache else config.CACHE_DIR)
+    exclude = read_ids(args.exclude, "customer_id", lookup.customer_kind) if args.exclude else []
+    body = name_audience(lookup, name, args.n, exclude)
+    summary = {k: body[k] for k in ("name", "model", "basis", "fallback", "reason", "known_tokens", "count")}
+    if args.out:
+        out = config.resolve(args.out)
+        header = {**{k: body[k] for k in ("name", "model", "basis", "reason")}, "cache_version": body["cache_version"]}
+        write_csv(audience_table(body), out, header)
+        return {**summary, "out": config.relative(out)}
+    return {**summary, "similar_products": body["similar_products"], "customers": body["customers"]}
 
 
 def exec_module(module: str, *args: str) -> NoReturn:
@@ -220,12 +301,11 @@ def _sensitivity(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _tradeoff(args: argparse.Namespace) -> dict[str, Any]:
-    """Evaluate the default ranker's served audiences under exposure caps and recommend one."""
-    from recsys.evaluation.tradeoff_run import main as tradeoff_main
+def _campaigns(args: argparse.Namespace) -> dict[str, Any]:
+    """The per-campaign cap study of the evaluation's default ranker on one data set."""
+    from recsys.evaluation.campaigns_run import main as campaigns_main
 
-    argv = [*(["--dataset", args.dataset] if args.dataset else []), *(["--input", args.input] if args.input else [])]
-    code = tradeoff_main(argv)
+    code = campaigns_main(["--dataset", args.dataset] if args.dataset else [])
     if code:
         raise SystemExit(code)
     return {}
@@ -243,8 +323,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, Any]]]] 
     "prepare": ("read a raw log into the canonical Parquet, quarantining bad rows", _prepare),
     "profile": ("print the profile statistics vs the published profile", _profile),
     "evaluate": ("run the evaluation (validation tuning, one test scoring) of a data set into its reports", _evaluate),
-    "tradeoff": ("evaluate the default ranker's audiences under exposure caps and recommend a cap", _tradeoff),
+    "campaigns": ("evaluate per-campaign caps on campaigns sampled from a data set's test window", _campaigns),
     "build-cache": ("build the top-N audience cache for every product", _build_cache),
+    "campaign": ("allocate a campaign's audiences from the cache under a per-customer cap, as a CSV", _campaign),
+    "audience": ("the audience of a product name never seen in the log, with each customer's evidence", _audience),
     "notebook": ("execute a pipeline notebook (papermill: explore, evaluate, cf_proof, cache, sensitivity)", _notebook),
     "sensitivity": (
         "evaluate synthetic logs across the generator's unpinned settings into reports/sensitivity",
@@ -278,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                 type=float,
                 help="write independent shards of this scale, one in memory at a time (default: 10 from scale 100 on)",
             )
-        if name in {"prepare", "profile", "build-cache", "evaluate", "tradeoff"}:
+        if name in {"prepare", "profile", "build-cache", "evaluate"}:
             p.add_argument("--input", help="input path (default: params)")
         if name == "evaluate":
             p.add_argument("--quick", action="store_true", help="small factor models, tuning budget 1 (smoke run)")
@@ -294,7 +376,25 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--uncapped", action="store_true", help="serve each product's uncapped top-n (no exposure cap)"
             )
-        if name in {"prepare", "profile", "evaluate", "notebook", "tradeoff"}:
+            p.add_argument(
+                "--metrics",
+                help="write the cache's checks here (default: reports/metrics/cache.json for the default cache only)",
+            )
+        if name == "campaign":
+            p.add_argument("--products", required=True, help="product ids: one per line, or a CSV with product_id")
+            p.add_argument("--n", type=int, required=True, help="audience size of every product (<= candidate depth)")
+            p.add_argument("--cap", type=int, help="most messages one customer gets in the campaign (default: none)")
+            p.add_argument("--min-audience", type=int, default=0, help="every product reaches this before any more")
+            p.add_argument("--exclude", help="customers never messaged: one id per line, or a CSV with customer_id")
+            p.add_argument("--out", required=True, help="CSV to write (settings in '# key: value' header lines)")
+            p.add_argument("--cache", help="cache directory (default: data/artifacts/cache)")
+        if name == "audience":
+            p.add_argument("--name", required=True, help="the new product's name (any script, at most 500 characters)")
+            p.add_argument("--n", type=int, default=100, help="customers to return (default 100)")
+            p.add_argument("--exclude", help="customers never returned: one id per line, or a CSV with customer_id")
+            p.add_argument("--out", help="CSV to write (settings in '# key: value' header lines); default: JSON")
+            p.add_argument("--cache", help="cache directory (default: data/artifacts/cache)")
+        if name in {"prepare", "profile", "evaluate", "notebook", "campaigns"}:
             p.add_argument("--dataset", help="data set name of params/prepare.yaml: datasets (default: synthetic)")
         if name == "prepare":
             p.add_argument(

@@ -26,6 +26,7 @@ DEFAULT_DATASET = (
     "synthetic"  # the calibrated synthetic log: what the cache serves unless params/cache.yaml says otherwise
 )
 CACHE_DIR = ARTIFACTS_DIR / "cache"
+CACHE_METRICS = REPORTS_DIR / "metrics" / "cache.json"  # the cache stage's checks (recsys.cache.checks)
 KERNEL_NAME = "recsys"
 DATASET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 

@@ -37,8 +37,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.config import relative
+from service.campaigns import add_campaign_routes
 from service.fastlane import RecommendFastLane
+from service.names import add_name_routes
 from service.payloads import audience, dumps, parse_product_id, resolve_n
+from service.reasons import ExplainQuery, with_reasons
 from service.schemas import (
     DEFAULT_N,
     MAX_SAMPLE,
@@ -200,12 +203,17 @@ def add_routes(app: FastAPI) -> None:
         tags=["recommend"],
         summary="Top-n audience for one product",
     )
-    async def recommend(product_id: ProductIdPath, request: Request, n: NQuery = None) -> Response:
-        """Unknown products get the global fallback ranking with `cold_start: true`."""
+    async def recommend(
+        product_id: ProductIdPath, request: Request, n: NQuery = None, explain: ExplainQuery = False
+    ) -> Response:
+        """Unknown products get the global fallback ranking with `cold_start: true`; `explain` adds reasons."""
         snapshot = current_snapshot(request)
         pid = parse_product_id(product_id, snapshot, ("path", "product_id"))
         k = resolve_n(n, snapshot, ("query", "n"))
-        return json_response(audience(snapshot, pid, k))
+        body = audience(snapshot, pid, k)
+        if explain:
+            with_reasons(body["recommendations"], snapshot, pid, None)
+        return json_response(body)
 
     @app.get(
         "/products/sample",
@@ -353,21 +361,22 @@ async def on_server_error(request: Request, exc: Exception) -> Response:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _narrow(node: Any, kinds: dict[str, str], n_max: int) -> None:
-    """Rewrite `x-recsys-*` marked schema nodes in place: ids -> integer/string, n -> maximum N."""
+def _narrow(node: Any, kinds: dict[str, str], maxima: dict[str, int]) -> None:
+    """Rewrite `x-recsys-*` marked schema nodes in place: ids -> integer/string, n -> its maximum (N, candidates)."""
     if isinstance(node, dict):
         kind = kinds.get(node.get("x-recsys-id", ""))
         if kind:
             node.pop("anyOf", None)
             node["type"] = "integer" if kind == "int" else "string"
-        if node.get("x-recsys-max") == "n":
+        limit = maxima.get(node.get("x-recsys-max", ""))
+        if limit is not None:
             target = next((s for s in node.get("anyOf", []) if s.get("type") == "integer"), node)
-            target["maximum"] = n_max
+            target["maximum"] = limit
         for value in node.values():
-            _narrow(value, kinds, n_max)
+            _narrow(value, kinds, maxima)
     elif isinstance(node, list):
         for value in node:
-            _narrow(value, kinds, n_max)
+            _narrow(value, kinds, maxima)
 
 
 def secure_schema(schema: dict[str, Any], policy: Policy) -> None:
@@ -400,11 +409,14 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
     if not holder.loaded:
         return app.openapi_schema
     snap = holder.snapshot
-    key = (snap.id_kind, snap.customer_id_kind, snap.n)
+    depth = snap.lookup.candidate_depth
+    key = (snap.id_kind, snap.customer_id_kind, snap.n, depth)
     cached = app.state.openapi_by_shape.get(key)
     if cached is None:
         cached = deepcopy(app.openapi_schema)
-        _narrow(cached, {"product": snap.id_kind, "customer": snap.customer_id_kind}, snap.n)
+        _narrow(
+            cached, {"product": snap.id_kind, "customer": snap.customer_id_kind}, {"n": snap.n, "candidates": depth}
+        )
         app.state.openapi_by_shape[key] = cached
     return cached
 
@@ -515,5 +527,7 @@ def create_app(settings: ServiceSettings | None = None, holder: CacheHolder | No
             allow_headers=["content-type", "authorization"],
         )
     add_routes(app)
+    add_campaign_routes(app, current_snapshot)
+    add_name_routes(app, current_snapshot)
     add_docs(app)
     return app

@@ -62,5 +62,6 @@ def audience(snapshot: Snapshot, product_id: int | str, n: int) -> dict[str, Any
         "recommendations": recs,
         "count": len(recs),
         "cold_start": bool(cold_start),
+        "basis": snapshot.lookup.basis(product_id),
         "model": snapshot.version,
     }

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
-from recsys.cache.manifest import CacheManifest, EngineName, IdKind
+from recsys.cache.manifest import CacheManifest, EngineName, IdKind, ServedFigures
+from recsys.reasons import Reasons
 
 
 def _int_or_str(value: Any) -> Any:
@@ -36,6 +37,7 @@ class Recommendation(BaseModel):
         description="Ranker score at float32 precision (shortest decimal form); non-increasing with rank."
     )
     rank: int = Field(ge=1, description="1-based position in the audience.")
+    reasons: Reasons | None = Field(None, description="With ?explain=true: why this customer (recsys.reasons).")
 
 
 class RecommendResponse(BaseModel):
@@ -45,7 +47,12 @@ class RecommendResponse(BaseModel):
     recommendations: list[Recommendation]
     count: int = Field(ge=0, description="Number of recommendations returned (can be < n for sparse data).")
     cold_start: bool = Field(
-        description="True when the product is unknown to the cache and the global fallback is served."
+        description="True when the product has no history: unknown to the cache (the global fallback is served), or "
+        "a catalogue product ranked from its name."
+    )
+    basis: str = Field(
+        description="Why the audience is what it is: history | name | no_name | no_known_token | names_unused "
+        "(recsys.basis.BASIS_TEXT)."
     )
     model: str = Field(description="Cache version that produced this answer.")
 
@@ -93,7 +100,12 @@ class ManifestSummary(BaseModel):
     id_kind: IdKind
     customer_id_kind: IdKind
     max_exposures: int | None = Field(
-        description="Frequency cap: no customer is in more than this many served audiences; null = uncapped."
+        description="Catalogue-wide cap: no customer is in more than this many served audiences; null = uncapped."
+    )
+    candidate_depth: int = Field(description="Candidates stored per product: the largest n POST /campaigns accepts.")
+    served: ServedFigures = Field(
+        description="Measured precision of exactly the served configuration (ranker, settings, depth, cap), with "
+        "what was measured and where it comes from; status not_measured (and why) when no such measurement exists."
     )
     data_fingerprint: str = Field(description="Digest of the interactions the cache was built from.")
 
@@ -149,5 +161,7 @@ def summarize_manifest(manifest: CacheManifest) -> ManifestSummary:
         id_kind=manifest.id_kinds.product_id,
         customer_id_kind=manifest.id_kinds.customer_id,
         max_exposures=manifest.allocation.max_exposures,
+        candidate_depth=manifest.candidate_depth,
+        served=manifest.served,
         data_fingerprint=manifest.fingerprint.value,
     )

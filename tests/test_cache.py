@@ -118,10 +118,12 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("allocation", [None, {"max_exposures": 4, "candidates": 30}])
+@pytest.mark.parametrize("allocation", [None, {"max_exposures": 4}])
 def test_two_builds_give_identical_bytes(tmp_path: Path, int_log: pd.DataFrame, allocation: dict | None) -> None:
-    a = build(int_log, tmp_path / "a", ranker="content", allocation=allocation)
-    b = build(int_log.sample(frac=1.0, random_state=3), tmp_path / "b", ranker="content", allocation=allocation)
+    a = build(int_log, tmp_path / "a", ranker="content", allocation=allocation, candidates=30)
+    b = build(
+        int_log.sample(frac=1.0, random_state=3), tmp_path / "b", ranker="content", allocation=allocation, candidates=30
+    )
     assert (audience_path(tmp_path / "a")).read_bytes() == (audience_path(tmp_path / "b")).read_bytes()
     assert (tmp_path / "a" / MANIFEST_NAME).read_bytes() == (tmp_path / "b" / MANIFEST_NAME).read_bytes()
     assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")  # lookup arrays and directory names too
@@ -195,11 +197,12 @@ def test_capped_cache_invariants_on_the_built_cache(tmp_path: Path, int_log: pd.
         tmp_path,
         ranker=ranker,
         export="csv",
-        allocation={"max_exposures": CAP, "min_audience": 2, "candidates": 40},
+        allocation={"max_exposures": CAP, "min_audience": 2},
+        candidates=40,
     )
     alloc = manifest.allocation
     assert alloc.max_exposures == CAP and alloc.depth == N and alloc.min_audience == 2 and alloc.capped
-    assert alloc.candidates == 40 and alloc.stats.capped is True and alloc.stats.k == N
+    assert manifest.candidate_depth == 40 and alloc.stats.capped is True and alloc.stats.k == N
     assert alloc.stats.pairs == manifest.counts.rows == (alloc.stats.from_candidates or 0) + (alloc.stats.fill_ins or 0)
     audience = pd.read_parquet(audience_path(tmp_path))
     lookup = AudienceLookup.open(tmp_path)
@@ -232,7 +235,7 @@ def test_capped_cache_invariants_on_the_built_cache(tmp_path: Path, int_log: pd.
 
 def test_capped_cache_with_string_ids(tmp_path: Path) -> None:
     log = random_log(n_rows=1500, n_users=150, n_products=40, seed=8, str_ids=True)
-    manifest = build(log, tmp_path, ranker="content", allocation={"max_exposures": 3, "candidates": 30})
+    manifest = build(log, tmp_path, ranker="content", allocation={"max_exposures": 3}, candidates=30)
     assert (manifest.id_kinds.product_id, manifest.id_kinds.customer_id) == ("str", "str")
     audience = pd.read_parquet(audience_path(tmp_path))
     assert audience["customer_id"].value_counts().max() <= 3 < manifest.exposure.uncapped.at(N).max_exposures
@@ -246,8 +249,8 @@ def test_capped_cache_with_string_ids(tmp_path: Path) -> None:
 def test_allocation_params_errors(tmp_path: Path, int_log: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="cache.allocation.max_exposures must be >= 1"):
         build(int_log, tmp_path, allocation={"max_exposures": 0})
-    with pytest.raises(ValueError, match="cache.allocation.candidates must be >= the audience depth"):
-        build(int_log, tmp_path, allocation={"max_exposures": 3, "candidates": N - 1})
+    with pytest.raises(ValueError, match="cache.candidates must be >= cache.n"):
+        build(int_log, tmp_path, allocation={"max_exposures": 3}, candidates=N - 1)
     with pytest.raises(ValueError, match="unknown key"):
         build(int_log, tmp_path, allocation={"cap": 3})
     with pytest.raises(ValueError, match="min_audience"):
@@ -309,6 +312,10 @@ def test_build_cache_from_params(tmp_path: Path, int_log: pd.DataFrame) -> None:
     )
     assert manifest.ranker == selection.products.ranker and manifest.model_source == "selection"
     assert manifest.fingerprint.algorithm == "sha256-file"
+    assert manifest.candidate_depth == manifest.candidates.depth >= manifest.n  # params/cache.yaml: cache.candidates
+    assert manifest.served.status == "not_measured" and "not one of the pipeline's data sets" in (
+        manifest.served.reason or ""
+    )
     assert manifest.source == str(prepared)  # outside the project root: the path as given
     assert manifest.ranker and manifest.n >= 1 and "features" in manifest.ranker_params
     lookup = AudienceLookup.open(tmp_path / "cache")
@@ -371,7 +378,7 @@ def test_exposure_counts_of_the_lookup_equal_the_audience_counts(tmp_path: Path,
     log = random_log(n_rows=1500, n_users=150, n_products=40, seed=8, str_ids=ids == "str")
     if ids == "sparse-int":  # ids far above the dense-bincount limit: counted with one sort instead
         log["customer_id"] = log["customer_id"].astype(np.int64) * 10**12
-    manifest = build(log, tmp_path, allocation={"max_exposures": 3, "candidates": 30})
+    manifest = build(log, tmp_path, allocation={"max_exposures": 3}, candidates=30)
     customers, counts = AudienceLookup.open(tmp_path).exposure_counts()
     expected = pd.read_parquet(audience_path(tmp_path))["customer_id"].value_counts().sort_index()
     assert customers.tolist() == expected.index.tolist() and counts.tolist() == expected.tolist()
@@ -457,3 +464,43 @@ def test_a_cache_built_from_the_selection_records_it_and_matches_every_setting(t
         "affinity_weight: 0.2 instead of the selected 0.7"
     ]
     assert served_differences("als", {}, selection.products) == ["ranker 'als' instead of the selected 'content'"]
+
+
+# ----------------------------------------------------------------------------------------------
+# what is served, and how well it is measured (recsys.cache.figures)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_served_figures_are_the_served_configurations_own_or_not_measured(tmp_path: Path) -> None:
+    from test_reporting import summary as hand_made_summary
+
+    from recsys.cache.figures import served_figures
+    from recsys.evaluation.results import write_summary
+
+    path = write_summary(hand_made_summary(), tmp_path / "summary.json")
+    features: dict[str, Any] = {"features": {}, "engagement": {}}
+    seed = hand_made_summary().protocol.seed
+
+    def figures(ranker: str, params: dict[str, Any], **kw: Any) -> Any:
+        kwargs: dict[str, Any] = {"dataset": "synthetic", "n": 100, "max_exposures": None, "summary_path": path}
+        kwargs.update(kw)
+        return served_figures(ranker=ranker, params=params, feature_params=features, **kwargs)
+
+    served = figures("content", {"seed": seed, "features": features, "affinity_weight": 0.5, "chunk_entries": 10})
+    model = hand_made_summary().model("content")
+    assert served.status == "measured" and served.model == "content" and served.source is not None
+    assert [(p.k, p.value, p.hits) for p in served.precision] == [(p.k, p.value, p.hits) for p in model.precision]
+    shallow = figures("content", {"seed": seed, "features": features, "affinity_weight": 0.5}, n=10)
+    assert [p.k for p in shallow.precision] == [10]  # depths up to the served one only
+    other = figures("content", {"seed": seed, "features": features, "affinity_weight": 0.9})
+    assert other.status == "not_measured" and "affinity_weight: served 0.9, evaluated 0.5" in (other.reason or "")
+    capped = figures("content", {"seed": seed, "features": features, "affinity_weight": 0.5}, max_exposures=50)
+    assert capped.status == "not_measured" and "catalogue-wide cap 50" in (capped.reason or "") and not capped.precision
+    assert figures("bpr", {"seed": seed}).status == "not_measured"  # no evaluated bpr model
+    assert figures("activity", {"seed": seed}, dataset=None).reason == (
+        "the cache was built from a file that is not one of the pipeline's data sets"
+    )
+    spark_als = figures("als", {"seed": seed, "factors": 32, "iterations": 10}, engine="spark")
+    assert spark_als.status == "not_measured" and "another implementation" in (spark_als.reason or "")
+    missing = figures("content", {}, summary_path=tmp_path / "none.json")
+    assert missing.status == "not_measured" and "run `recsys evaluate`" in (missing.reason or "")

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from recsys.cache.build import build_lock, version_matches
 from recsys.cache.faults import FAULT_ENV, POINTS
 from recsys.cache.lookup import LOOKUP_PREFIX, AudienceLookup, CacheCorruptError, audience_path
 from recsys.cache.manifest import MANIFEST_NAME, CacheManifest, read_manifest
+from recsys.cache.writer import build_lock, version_matches
 from recsys.config import PROJ_ROOT
 from service.state import CacheHolder
 from service.testing import TINY_N, build_tiny_cache, expected_audiences, tiny_interactions

@@ -8,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from recsys import cli
+from recsys.cache.build import build_cache
+
+from _logs import random_log
 
 
 def test_generate_then_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,3 +125,22 @@ def test_app_commands_exec_the_app_package(
     with pytest.raises(SystemExit):
         cli.main(argv)
     assert seen == [[sys.executable, *expected]]
+
+
+def test_audience_of_a_new_name_as_json_and_as_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = random_log(n_rows=1500, n_users=150, n_products=40, seed=9)
+    build_cache(log, "content", {"seed": 0, "token_user_cap": 500}, tmp_path / "cache", n=10)
+    assert cli.main(["audience", "--name", "عطر 003 جديد", "--n", "5", "--cache", str(tmp_path / "cache")]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["basis"] == "name" and body["count"] == 5 and len(body["customers"]) == 5
+    excluded = body["customers"][0]["customer_id"]
+    (tmp_path / "exclude.txt").write_text(f"{excluded}\n", encoding="utf-8")
+    out = tmp_path / "audience.csv"
+    args = ["audience", "--name", "=عطر 003", "--n", "5", "--cache", str(tmp_path / "cache"), "--out", str(out)]
+    assert cli.main([*args, "--exclude", str(tmp_path / "exclude.txt")]) == 0
+    text = out.read_text(encoding="utf-8-sig")
+    assert text.startswith("# name: =عطر 003\n# model: content")  # settings header lines (no cell starts with =)
+    table = pd.read_csv(out, comment="#", encoding="utf-8-sig")
+    assert table["rank"].tolist() == [1, 2, 3, 4, 5] and excluded not in table["customer_id"].tolist()
+    assert cli.main(["audience", "--name", "  \x00 ", "--cache", str(tmp_path / "cache")]) == 2
+    assert "--name is empty" in capsys.readouterr().err

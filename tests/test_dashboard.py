@@ -18,6 +18,7 @@ import pytest
 from pydantic import ValidationError
 from test_reporting import summary as hand_made_summary  # a small typed EvaluationSummary built by hand
 
+from dashboard import campaigns as campaign_tab
 from dashboard.artifacts import DashboardData
 from dashboard.audience import audience_csv, change_labels, diff_audiences, export_filename
 from dashboard.exposure import (
@@ -72,9 +73,10 @@ from dashboard.whatif import WHATIF_RANKERS, WhatIfEngine, WhatIfSettings
 from recsys import config
 from recsys.cache.build import build_cache
 from recsys.cache.lookup import audience_path
-from recsys.cache.manifest import CacheManifest
+from recsys.cache.manifest import CacheManifest, MeasuredPrecision, ServedFigures
 from recsys.data.contract import DATE_DTYPE
 from recsys.evaluation.results import Coverage, write_summary
+from recsys.exports import read_csv
 from recsys.features.engagement import (
     DEFAULT_ENGAGEMENT_WEIGHTS,
     DEFAULT_EVENT_WEIGHTS,
@@ -144,14 +146,16 @@ def engine(log: pd.DataFrame) -> WhatIfEngine:
     return WhatIfEngine(log, {name: settings_for(name, BASE_PARAMS) for name in WHATIF_RANKERS})
 
 
-def dashboard_dir(root: Path, log: pd.DataFrame, n: int, allocation: dict[str, Any] | None = None) -> DashboardPaths:
+def dashboard_dir(
+    root: Path, log: pd.DataFrame, n: int, allocation: dict[str, Any] | None = None, candidates: int | None = None
+) -> DashboardPaths:
     """A data dir laid out like data/ (prepared parquet + activity cache built with the project's feature params) and
     empty reports, under `root`."""
     paths = DashboardPaths.from_env({DATA_ENV: str(root / "data"), REPORTS_ENV: str(root / "reports")})
     paths.prepared.parent.mkdir(parents=True)
     log.to_parquet(paths.prepared, index=False)
     params = {"seed": 0, "features": config.load_params("features")}
-    build_cache(log, "activity", params, paths.cache_dir, n=n, allocation=allocation)
+    build_cache(log, "activity", params, paths.cache_dir, n=n, allocation=allocation, candidates=candidates)
     return paths
 
 
@@ -605,8 +609,9 @@ CAPPED_N = 10
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory: pytest.TempPathFactory, log: pd.DataFrame) -> DashboardData:
     """The dashboard over a cache capped at CAP audiences per customer (activity, depth CAPPED_N)."""
-    allocation = {"max_exposures": CAP, "candidates": 40}
-    return DashboardData.load(dashboard_dir(tmp_path_factory.mktemp("capped"), log, n=CAPPED_N, allocation=allocation))
+    allocation = {"max_exposures": CAP}
+    root = tmp_path_factory.mktemp("capped")
+    return DashboardData.load(dashboard_dir(root, log, n=CAPPED_N, allocation=allocation, candidates=40))
 
 
 def own_ranking(data: DashboardData, pid: int) -> np.ndarray:
@@ -688,7 +693,8 @@ def test_cap_whatif_in_the_dashboard(capped: DashboardData) -> None:
         assert result.customers.tolist() == ranking[other < cap][:CAPPED_N].tolist()
         last = int(np.flatnonzero(ranking == result.customers[-1])[0])
         assert result.held_out.tolist() == ranking[: last + 1][other[: last + 1] >= cap].tolist()
-        assert result.diff is not None and len(result.diff.entered) == len(result.diff.left)
+        assert result.diff is not None  # a list the ranking cannot fill under the cap is shorter than the served one
+        assert len(result.diff.entered) - len(result.diff.left) == len(result.customers) - len(cached.customers)
         text = audience_summary_html(result, CAPPED_N, capped.cache_ranker)
         assert f"{len(result.held_out)}</b> customers of the ranking held out" in text and "approximation" in text
         assert f"{len(result.diff.entered)} entered" in text
@@ -879,3 +885,50 @@ def test_engagement_weights_are_relative_and_say_how_they_combine(data: Dashboar
     share = moved.weights["recency"] / total
     assert f"recency {share:.0%}" in note and "changed" in note
     assert "are all 0" in weights_note_html(replace(base, weights=dict.fromkeys(base.weights, 0.0)), base)
+
+
+# ----------------------------------------------------------------------------------------------
+# served figures and the campaign builder tab
+# ----------------------------------------------------------------------------------------------
+
+
+def test_the_panel_states_the_served_figures_or_not_measured(artifacts: DashboardPaths) -> None:
+    measured = ServedFigures(
+        status="measured",
+        what="test-window precision of content, each product's own top 15",
+        source="reports/datasets/synthetic/evaluation/summary.json",
+        model="content",
+        precision=[MeasuredPrecision(k=10, value=0.004, low=0.002, high=0.008, hits=2)],
+    )
+    view = metrics_view(artifacts, served=measured.model, figures=measured, ranker="content")
+    assert "<b>Served</b>: content — precision@10 0.004 [0.002, 0.008] (2 hits)" in view.html
+    missing = ServedFigures(status="not_measured", what="content under cap 3", reason="no study measures it")
+    view = metrics_view(artifacts, served=None, figures=missing, ranker="content")
+    assert "precision <b>not measured</b> (no study measures it)" in view.html and "(served)" not in view.html
+
+
+def test_campaign_builder_logic(data: DashboardData, log: pd.DataFrame) -> None:
+    assert data.lookup is not None
+    kind = data.lookup.id_kind
+    products = [int(p) for p in data.lookup.product_ids()[:12]]
+    ids, bad = campaign_tab.parse_ids(" , ".join(map(str, [*products, products[0]])) + "\nnope", kind)
+    assert ids == products and bad == ["nope"]  # duplicates dropped, order kept, unreadable bits reported
+    view = campaign_tab.run_campaign(data, [*products, 10**9], n=6, cap=1)
+    table, f = view.table, view.result.figures
+    assert list(table.columns) == ["product_id", "product_name", "rank", "customer_id", "score", "reason"]
+    assert table["customer_id"].value_counts().max() == 1 and f.unknown_products == [10**9]
+    assert table["reason"].str.contains("interactions").all()  # every row says why
+    names = log.drop_duplicates("product_id").set_index("product_id")["product_name"].astype(str)
+    assert (table["product_name"] == names.reindex(table["product_id"]).to_numpy()).all()
+    frame, header = read_csv(io.StringIO(view.csv))
+    assert len(frame) == len(table) and header["cache_version"] == data.lookup.manifest.version
+    assert header["max_per_customer"] == "1" and header["n"] == "6"
+    assert view.filename == f"campaign_{len(products)}products_n6_cap1.csv"
+    html_text = campaign_tab.figures_html(f) + campaign_tab.histogram_svg(f.exposure, f.uncapped_exposure)
+    assert f"{f.filled:,} of {f.slots:,}" in html_text and "recsys-hist-capped" in html_text
+    assert "Not in the cache (left out): 1000000000" in html_text
+    assert table["score"].iloc[0] == pytest.approx(float(view.result.scores[0]), rel=1e-6)
+    with pytest.raises(ValueError, match="min_audience=7 must be <= n=6"):
+        campaign_tab.run_campaign(data, products, n=6, cap=1, min_audience=7)
+    widget = campaign_tab.build(data)
+    assert "recsys-campaign-tab" in widget._dom_classes

@@ -29,6 +29,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from test_reporting import summary as hand_made_summary  # a small typed EvaluationSummary built by hand
 
+from dashboard import campaigns as campaign_tab
 from dashboard.artifacts import DashboardData
 from dashboard.exposure import UNCAPPED
 from dashboard.search import resolve_query
@@ -37,6 +38,7 @@ from dashboard.settings import DATA_ENV, REPORTS_ENV, DashboardPaths
 from dashboard.whatif import WhatIfSettings
 from recsys import config
 from recsys.evaluation.results import write_summary
+from recsys.exports import read_csv
 from service.processes import free_port, port_open, stop_process_tree, wait_until
 
 pytestmark = pytest.mark.browser
@@ -237,7 +239,9 @@ def test_dashboard_in_chromium(chromium: Path, served: Served) -> None:
         expect(why.locator("svg.recsys-lift-chart circle.recsys-lift")).to_have_count(len(summary.models) + 1)
         expect(why.locator(".recsys-verdict")).to_have_count(len(summary.verdicts))
         expect(why.locator(".recsys-overall")).to_have_text(summary.overall)
-        expect(why).to_contain_text(f"{data.cache_ranker} (served)")
+        # what is served: a cache built from a file outside the data sets is "not measured"; nothing is marked served
+        expect(why.locator(".recsys-served")).to_contain_text("not measured")
+        expect(why).not_to_contain_text("(served)")
         expect(why).to_contain_text("dvc repro")  # no explore metrics: friendly message
         expect(page.locator(".recsys-exposure")).to_contain_text("ranker's own top-N")
 
@@ -286,8 +290,9 @@ def test_dashboard_in_chromium(chromium: Path, served: Served) -> None:
         expect(cells).to_have_text([str(c) for c in tight.customers])
         exposures = page.locator(".recsys-audience tr.recsys-row td.expo")
         expect(exposures).to_have_text([str(x) for x in data.exposure.of(tight.customers)])
-        # uncapped is exact: the ranker's own top-n under the changed weights
-        page.locator(".recsys-cap select").select_option(label="uncapped (exact: the ranker's own top-n)")
+        # uncapped is exact: the ranker's own top-n under the changed weights (the served cache is uncapped by default)
+        uncapped = "as served (uncapped)" if data.served_cap is None else "uncapped (exact: the ranker's own top-n)"
+        page.locator(".recsys-cap select").select_option(label=uncapped)
         expect(box).to_contain_text(f"{len(free.diff.entered)} entered")
         expect(cells).to_have_text([str(c) for c in free.customers])
         expect(box.locator(".recsys-cap-note")).to_have_count(0)
@@ -313,6 +318,47 @@ def test_dashboard_in_chromium(chromium: Path, served: Served) -> None:
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 0
+
+
+def test_campaign_builder_in_chromium(chromium: Path, served: Served) -> None:
+    data = DashboardData.load(served.paths)
+    assert data.lookup is not None
+    products = [p.item() for p in data.lookup.product_ids()[:15]]
+    expected = campaign_tab.run_campaign(data, products, n=4, cap=1)  # what the page must show and download
+    assert len(expected.table) > 0
+
+    with browser_page(chromium) as page:
+        page.goto(served.url, timeout=DEADLINE_S * 1000)
+        page.locator(".lm-TabBar-tab", has_text="Campaigns").click()  # a tab of dashboard/app_layout.TABS
+        tab = page.locator(".recsys-campaign-tab")
+        expect(tab).to_be_visible()
+        tab.locator(".recsys-campaign-paste textarea").fill("\n".join(map(str, products)))
+        tab.locator(".recsys-campaign-add-ids").click()
+        expect(tab.locator(".recsys-campaign-selected")).to_contain_text(f"{len(products)} products")
+        size = tab.locator(".recsys-campaign-n input")
+        size.fill("4")
+        size.press("Enter")
+        tab.locator(".recsys-campaign-cap select").select_option(label="at most 1 message per customer")
+        tab.locator(".recsys-campaign-go").click()
+        expect(tab.locator(".recsys-campaign-status")).to_contain_text(f"Campaign built: {len(expected.table)} rows")
+        rows = tab.locator("tr.recsys-campaign-row")
+        expect(rows).to_have_count(min(len(expected.table), campaign_tab.SHOWN_ROWS))
+        expect(tab.locator("tr.recsys-campaign-row td.cust")).to_have_text(
+            [str(c) for c in expected.table["customer_id"].head(campaign_tab.SHOWN_ROWS)]
+        )
+        assert all("interactions" in t for t in tab.locator("tr.recsys-campaign-row td.why").all_inner_texts())
+        f = expected.result.figures
+        expect(tab.locator(".recsys-campaign-figures")).to_contain_text(f"{f.filled:,} of {f.slots:,}")
+        expect(tab.locator("svg.recsys-campaign-hist rect.recsys-hist-capped").first).to_be_attached()
+        with page.expect_download() as info:
+            tab.locator(".recsys-campaign-download a.recsys-download-link").click()
+        download = info.value
+        assert download.suggested_filename == expected.filename
+        frame, header = read_csv(Path(download.path()))
+        assert header["cache_version"] == data.lookup.manifest.version and header["max_per_customer"] == "1"
+        assert list(frame.columns) == ["product_id", "product_name", "rank", "customer_id", "score", "reason"]
+        assert frame["customer_id"].astype(str).tolist() == expected.table["customer_id"].astype(str).tolist()
+        assert frame["customer_id"].value_counts().max() == 1  # cap 1: one message per customer in the campaign
 
 
 def test_readme_screenshot_from_the_default_artifacts(chromium: Path, tmp_path: Path) -> None:

@@ -701,13 +701,13 @@ def test_plots_draw_from_the_results(churn_run) -> None:
 def test_results_do_not_depend_on_batch_sizes_or_thread_counts(tmp_path: Path) -> None:
     log = high_churn_log(seed=3)
 
-    def run(chunk: int, threads: int, entries: int, out: Path) -> Any:
+    def run(chunk: int, threads: int, entries: int, out: Path) -> Any:  # threads: also the tuning processes
         models = tiny_params()["evaluate"]["models"]
         models["als"].update({"chunk_size": chunk, "num_threads": threads, "score_threads": threads})
         models["content"]["chunk_entries"] = entries
         models["name_knn"]["chunk_entries"] = entries
         models["itemknn"].update({"chunk_entries": entries, "num_threads": threads})
-        params = tiny_params(models=models)
+        params = tiny_params(models=models, processes=threads)
         return run_evaluation(params, interactions=log, output_dir=out, feature_params={})
 
     a = run(64, 1, 8_000_000, tmp_path / "a")
@@ -729,3 +729,45 @@ def test_als_lists_do_not_depend_on_how_many_products_are_scored_at_once() -> No
         lo, hi = whole.offsets[i], whole.offsets[i + 1]
         np.testing.assert_array_equal(rec.customer_ids, whole.customer_ids[lo:hi])
         np.testing.assert_array_equal(rec.scores, whole.scores[lo:hi])
+
+
+def test_learned_sources_and_the_truth_reference(tmp_path: Path) -> None:
+    log = high_churn_log(seed=5)
+    truth = tmp_path / "categories.parquet"
+    products = np.sort(log["product_id"].unique())
+    pd.DataFrame({"product_id": products, "category": [f"c{p % 4}" for p in products]}).to_parquet(truth)
+    models: dict[str, dict[str, Any]] = {
+        "random": {"ranker": "random"},
+        "activity": {"ranker": "activity"},
+        "popularity": {"ranker": "popularity"},
+        "content": {"ranker": "content", "search": {"affinity_weight": [0.3, 0.7]}},
+        "learned": {
+            "ranker": "learned",
+            "sources_from": {"activity": 30, "content": 30},
+            "n_estimators": 10,
+            "min_child_samples": 5,
+            "search": {"num_leaves": [3, 7]},
+        },
+    }
+    groups = {"cf_models": [], "engagement_models": ["activity", "popularity"]}
+    result = run_evaluation(
+        tiny_params(models=models, comparisons=groups),
+        interactions=log,
+        output_dir=tmp_path / "out",
+        feature_params={},
+        truth_categories=truth,
+    )
+    s = result.summary
+    learned = s.model("learned")
+    assert learned.group == "learned" and learned.tuned
+    assert "sources.content.settings.affinity_weight" in learned.params  # the source got content's chosen weight
+    chosen_weight = next(t for t in s.tuning if t.model == "content").chosen["affinity_weight"]
+    assert learned.params["sources.content.settings.affinity_weight"] == chosen_weight
+    ref = s.model("truth")
+    assert ref.group == "reference" and ref.ranker == "truth_category"
+    assert "truth" not in {v.label for v in s.validation}  # never scored on validation, never chosen
+    assert s.selection is not None and s.selection.products.ranker != "truth_category"
+    assert s.default_ranker is not None and s.default_ranker.label != "truth"
+    with pytest.raises(ValueError, match="sources_from names \\['nope'\\]"):
+        bad = {**models, "learned": {**models["learned"], "sources_from": {"nope": 5}}}
+        run_evaluation(tiny_params(models=bad, comparisons=groups), interactions=log, write=False, feature_params={})

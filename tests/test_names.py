@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 
 from recsys.data.catalogue import Catalogue, read_catalogue
-from recsys.features.name_index import NameIndex
+from recsys.features.categories import CategoryParams, fit_categories
+from recsys.features.name_index import CategoryIndex, NameIndex, load_name_index
 from recsys.features.text import query_tokens
 from recsys.rankers import make_ranker
+from recsys.rankers.category import CategoryPopularityRanker
 from recsys.rankers.content import ContentRanker
 from recsys.rankers.name_knn import NameKNNRanker
 
@@ -282,3 +284,56 @@ def test_name_index_excludes_customers_and_refuses_a_missing_file(tmp_path: Path
     (tmp_path / "names.idf.npy").unlink()
     with pytest.raises(FileNotFoundError, match="idf"):
         NameIndex.load(tmp_path, "names.")
+
+
+def test_category_model_categorises_logged_and_new_names_alike() -> None:
+    log = random_log(n_rows=3000, n_users=300, n_products=70, seed=12)
+    table, model = fit_categories(log, CategoryParams(k=4, components=5, n_init=2))
+    first = Catalogue.from_interactions(log)
+    one_name = log.groupby("product_id")["product_name"].nunique() == 1  # products logged under a single name
+    ids = [p for p in first.product_ids if one_name.get(p, False)]
+    expected = table.set_index("product_id").loc[ids, "category"].to_numpy()
+    assert model.categories_of(list(first.names_of(ids))).tolist() == expected.tolist()
+    assert model.categories_of(["", "!!!", "Gadget"]).tolist() == [-1, -1, -1]
+
+
+def test_category_popularity_ranks_a_new_product_in_the_category_its_name_gives() -> None:
+    log = random_log(n_rows=3000, n_users=300, n_products=70, seed=12)
+    ranker = make_ranker("category_popularity", {"categories": {"k": 4, "components": 5, "n_init": 2}}).fit(log)
+    assert isinstance(ranker, CategoryPopularityRanker)
+    name = "زيت زيتون 2 لتر"
+    cat = int(ranker.category_model_.categories_of([name])[0])
+    assert cat >= 0
+    out = ranker.rank([9001, 9002, 9003], 30, Catalogue.build([9001, 9002], [name, "Gadget"]))
+    assert out.basis.tolist() == ["name", "no_known_token", "no_name"]  # type: ignore[union-attr]
+    frame_ = out.to_frame()
+    got = frame_[frame_["product_id"] == 9001]
+    rows = log.assign(c=ranker.product_category_[ranker.history_.codes_of(log["product_id"].to_numpy())])
+    in_cat = rows[rows["c"] == cat].groupby("customer_id").size()
+    top = got["customer_id"].tolist()[: min(10, len(in_cat))]
+    assert set(top) <= set(in_cat.index)  # the first customers all have history in that category
+    np.testing.assert_allclose(got["score"].to_numpy()[: len(top)], in_cat.loc[top].to_numpy())
+
+
+@pytest.mark.parametrize("name", ["category_popularity", "category_share"])
+def test_category_index_ranks_a_new_name_exactly_as_the_ranker(name: str, tmp_path: Path) -> None:
+    log = random_log(n_rows=3000, n_users=300, n_products=70, seed=12)
+    ranker = make_ranker(name, {"categories": {"k": 4, "components": 5, "n_init": 2}}).fit(log)
+    names = ["زيت زيتون 2 لتر", "عطر 001 جديد", "Gadget"]
+    expected = ranker.rank([9001, 9002, 9003], 40, Catalogue.build([9001, 9002, 9003], names))
+    index = ranker.name_index("label")  # type: ignore[attr-defined]
+    index.save(tmp_path, "x_")
+    loaded = load_name_index(tmp_path, "x_")
+    assert isinstance(loaded, CategoryIndex) and loaded.digest() == index.digest()
+    got = loaded.audiences(names, 40)
+    for i, audience in enumerate(got):
+        lo, hi = expected.offsets[i], expected.offsets[i + 1]
+        assert loaded.customer_ids[audience.customers].tolist() == expected.customer_ids[lo:hi].tolist()
+        np.testing.assert_allclose(audience.scores, expected.scores[lo:hi])
+        assert audience.basis == expected.basis[i]  # type: ignore[index]
+    assert got[0].category >= 0 and got[0].category_tokens and got[2].category == -1
+    cat = got[0].category
+    for p, _ in got[0].similar:  # the listed products are of the name's category
+        assert loaded.product_category[p] == cat
+    (aud,) = loaded.audiences([names[0]], 10, exclude=[int(loaded.customer_ids[got[0].customers[0]])])
+    assert got[0].customers[0] not in aud.customers

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from recsys.cache.checks import read_checks
 from recsys.cache.manifest import read_manifest
 from recsys.config import PROJ_ROOT
+from recsys.evaluation.campaigns import read_campaign_study
 from recsys.evaluation.results import read_summary
-from recsys.evaluation.tradeoff import read_tradeoff
 
 pytestmark = pytest.mark.notebooks
 
@@ -101,7 +102,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
 def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str, str]]) -> None:
     root, _ = project
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    for name in ("explore", "cf_proof", "cache", "evaluate", "tradeoff", "evaluate_report"):
+    for name in ("explore", "cf_proof", "cache", "cache_report", "evaluate", "campaigns", "evaluate_report"):
         assert name in stages, f"stage {name} missing from dvc.yaml"
     for rel in (
         SYN / "explore",
@@ -123,10 +124,13 @@ def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str
     assert int(cache.groupby("product_id")["rank"].max().max()) <= manifest.n
     touched = set(zip(prepared["product_id"], prepared["customer_id"], strict=True))
     assert not any(pair in touched for pair in zip(cache["product_id"], cache["customer_id"], strict=True))
-    cap = yaml.safe_load((root / "params/cache.yaml").read_text())["cache"]["allocation"]["max_exposures"]
-    assert int(cache["customer_id"].value_counts().max()) <= cap  # the served cap holds on the built cache
-    cache_metrics = json.loads((root / "reports/metrics/cache.json").read_text())
-    assert cache_metrics["products"] == prepared["product_id"].nunique()
+    assert manifest.allocation.max_exposures is None and manifest.candidate_depth >= manifest.n  # uncapped default
+    checks = read_checks(root / "reports/metrics/cache.json")  # computed by the cache stage, not the notebook
+    assert checks.products == prepared["product_id"].nunique() and checks.version == manifest.version
+    assert checks.exclusion_violations == 0 and checks.candidate_exclusion_violations == 0
+    cache_code = json.loads((root / "notebooks/cache.ipynb").read_text())
+    source = "".join("".join(c["source"]) for c in cache_code["cells"] if c["cell_type"] == "code")
+    assert "build_cache" not in source and "write_json" not in source and "read_checks" in source
     evaluation = json.loads((root / SYN / "metrics/evaluate.json").read_text())
     summary = read_summary(root / SYN / "evaluation/summary.json")
     assert evaluation["default_ranker"] == (summary.default_ranker.ranker if summary.default_ranker else None)
@@ -137,16 +141,23 @@ def test_reports_metrics_and_cache_exist_and_agree(project: tuple[Path, dict[str
         assert "read_summary" in code and ".fit(" not in code and "run_evaluation" not in code
     text = (root / "reports/summary.md").read_text()
     assert summary.overall in text and "## The served data set: `synthetic`" in text
-    tradeoff = read_tradeoff(root / SYN / "evaluation/tradeoff/results.json")  # the cap trade-off, checked by summary
-    assert summary.default_ranker is not None and tradeoff.model == summary.default_ranker.label
+    selection = summary.selection
+    assert selection is not None and manifest.ranker == selection.products.ranker  # cache.ranker: selected
+    served = manifest.served
+    if served.status == "measured":  # the served configuration's own test figures, never another's
+        assert served.model == selection.products.label
+        assert [p.k for p in served.precision] == [k for k in summary.protocol.ks if k <= manifest.n]
+        assert served.precision[-1].hits == summary.model(selection.products.label).at(served.precision[-1].k).hits
+    study = read_campaign_study(root / SYN / "evaluation/campaigns/results.json")  # the per-campaign cap study
+    assert study.model == selection.products.label
     bounds = ("boot_low", "boot_high")
-    uncapped = [p.model_copy(update={b: getattr(q, b) for b in bounds}) for p, q in zip(
-        summary.model(tradeoff.model).precision, tradeoff.uncapped.precision, strict=True
-    )]  # fmt: skip
-    assert tradeoff.uncapped.precision == uncapped  # the uncapped row is the evaluation's own score of that ranker
-    assert "exposure-cap trade-off" in text and ("this is the recommended cap." in text or "**they differ**" in text)
+    for n in study.audiences:
+        base = study.uncapped(n).precision
+        own = [p for p in summary.model(study.model).precision if p.k <= n]
+        assert [p.model_copy(update={b: getattr(q, b) for b in bounds}) for p, q in zip(own, base, strict=True)] == base
+    assert "## Campaign caps" in text and ("Measured precision of the served" in text or "**not measured**" in text)
     assert "[evaluate](datasets/synthetic/evaluate.html)" in text and "[cache](cache.html)" in text
-    assert "Exposure caps: what a cap costs" in (root / SYN / "evaluate.html").read_text()
+    assert "Campaign caps: what a per-campaign cap costs" in (root / SYN / "evaluate.html").read_text()
 
 
 def test_second_repro_does_nothing_and_one_weight_reruns_only_its_stages(project: tuple[Path, dict[str, str]]) -> None:
@@ -158,7 +169,7 @@ def test_second_repro_does_nothing_and_one_weight_reruns_only_its_stages(project
     params["engagement"]["weights"]["recency"] = 0.30
     path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
     changed = yaml.safe_load(run(["dvc", "status", "--json"], root, env) or "{}")
-    assert {"cache", "evaluate@synthetic", "tradeoff@synthetic", "sensitivity"} <= set(changed), changed
+    assert {"cache", "evaluate@synthetic", "campaigns@synthetic", "sensitivity"} <= set(changed), changed
     assert not {"generate", "prepare@synthetic", "explore@synthetic"} & set(changed), changed
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from recsys.cache.checks import CacheChecks
+from recsys.cache.manifest import AllocationInfo, AllocationStats, MeasuredPrecision, ServedFigures
 from recsys.evaluation import report
 from recsys.evaluation.results import (
     Comparison,
@@ -262,7 +265,35 @@ EXPLORE = {
     "new_products_pct": 57.0,
     "split_cutoff": "2023-03-14T20:21:04+00:00",
 }
-CACHE = {"ranker": "activity", "n": 100, "products": 300, "exclusion_violations": 0}
+
+
+def cache_checks(ranker: str = "activity", served: ServedFigures | None = None, cap: int | None = None) -> CacheChecks:
+    """The cache stage's checks with only what the summary reads (model_construct: no other field is needed)."""
+    fields: dict[str, Any] = {
+        "dataset": "synthetic",
+        "ranker": ranker,
+        "n": 100,
+        "candidate_depth": 300,
+        "products": 300,
+        "customers_ranked": 250,
+        "max_exposures_served": 42,
+        "exclusion_violations": 0,
+        "allocation": AllocationInfo(
+            max_exposures=cap, min_audience=0, depth=100, seed=0, stats=AllocationStats(capped=cap is not None)
+        ),
+        "served": served
+        or ServedFigures(
+            status="measured",
+            what="test-window precision of activity",
+            source="reports/datasets/synthetic/evaluation/summary.json",
+            model="activity",
+            precision=[MeasuredPrecision(k=100, value=0.002, low=0.001, high=0.004, hits=60)],
+        ),
+    }
+    return CacheChecks.model_construct(**fields)
+
+
+CACHE = cache_checks()
 
 
 def test_summary_table_lists_every_model_with_interval_hits_and_settings() -> None:
@@ -273,8 +304,19 @@ def test_summary_table_lists_every_model_with_interval_hits_and_settings() -> No
     assert "k=10 inconclusive (1 discordant hits); k=100 inconclusive (5 discordant hits)" in text
     assert "**the evaluation recommends `content`**" in text
     assert "random ranker's interval covers its exact expectation at every k" in text
-    agreeing = summary_markdown(summary(), EXPLORE, {**CACHE, "ranker": "content"})
+    agreeing = summary_markdown(summary(), EXPLORE, cache_checks("content"))
     assert "this is the ranker the evaluation recommends" in agreeing
+    assert "Measured precision of the served configuration: precision@100 0.002 [0.001, 0.004] (60 hits)" in text
+    capped = summary_markdown(
+        summary(),
+        EXPLORE,
+        cache_checks(
+            cap=50,
+            served=ServedFigures(status="not_measured", what="activity under cap 50", reason="no study measures it"),
+        ),
+    )
+    assert "capped catalogue-wide at 50" in capped and "**not measured** (no study measures it)" in capped
+    assert "Measured precision" not in capped  # never another configuration's figures under "served"
 
 
 def test_default_ranker_says_what_the_test_window_says_of_the_validation_choice() -> None:
@@ -347,11 +389,17 @@ def test_findings_follow_the_headline_depth_of_the_results() -> None:
     ]
 
 
-def test_summary_opens_with_the_findings_and_rewrites_the_readme_between_its_markers(tmp_path: Path) -> None:
+def test_summary_opens_with_the_findings_and_rewrites_the_readme_between_its_markers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
+    from recsys.reporting import summary as summary_module
     from recsys.reporting.summary import FINDINGS_END, FINDINGS_START, findings_block
     from recsys.reporting.summary import write_summary as write_reports_summary
+
+    checks = CACHE.model_copy(update={"dataset": "tiny"})
+    monkeypatch.setattr(summary_module, "read_checks", lambda path: checks)  # a partial CacheChecks (cache_checks)
 
     reports = tmp_path / "reports"
     for name in ("tiny", "other"):
@@ -359,7 +407,7 @@ def test_summary_opens_with_the_findings_and_rewrites_the_readme_between_its_mar
         (reports / "datasets" / name / "metrics").mkdir(parents=True)
         (reports / "datasets" / name / "metrics" / "explore.json").write_text(json.dumps(EXPLORE))
     (reports / "metrics").mkdir()
-    (reports / "metrics" / "cache.json").write_text(json.dumps({**CACHE, "dataset": "tiny"}))
+    (reports / "metrics" / "cache.json").write_text("{}")  # read through the patched read_checks
     readme = tmp_path / "README.md"
     before, after = "# Title\n\nHand-written text.\n\n", "\n\n## Next\n\nMore text.\n"
     readme.write_text(f"{before}{FINDINGS_START}\n\nold findings 123\n\n{FINDINGS_END}{after}")
@@ -369,6 +417,7 @@ def test_summary_opens_with_the_findings_and_rewrites_the_readme_between_its_mar
     block = findings_block(reports, ["tiny", "other"], "tiny", "reports/")
     assert block.startswith("**[`tiny`](reports/datasets/tiny/evaluate.html) (served).**")
     assert "**[`other`](reports/datasets/other/evaluate.html).**" in block
+    assert findings.served_sentence(checks) in block and "The served configuration (activity" in block
     assert readme.read_text() == f"{before}{FINDINGS_START}\n\n{block}\n\n{FINDINGS_END}{after}"
     assert findings_block(reports, ["tiny", "other"], "tiny") in text  # the same sentences, linked from reports/
     bare = tmp_path / "BARE.md"
@@ -490,3 +539,16 @@ def test_new_products_sentence_reads_the_new_products_track() -> None:
     assert "content (chosen on validation for new products) scores precision@10 0.004 [0.002, 0.008] (2 hits)" in text
     assert "against 0.002 for the activity fallback (the name finds significantly more of their customers)." in text
     assert findings.new_products_sentence(s).endswith("scored separately (evaluate report).")
+
+
+def test_served_sentence_states_the_measured_precision_or_why_not() -> None:
+    measured = findings.served_sentence(cache_checks(cap=3))
+    assert measured.startswith("The served configuration (activity, audiences of 100, cap 3) scores precision@100 ")
+    assert (
+        "0.002 [0.001, 0.004] (60 hits) on the test window; it targets 250 distinct customers, none in more than 42"
+        in (measured)
+    )
+    missing = ServedFigures(status="not_measured", what="activity under cap 3", reason="no study measures it")
+    text = findings.served_sentence(cache_checks(served=missing))
+    assert "(activity, audiences of 100, uncapped) has no measured precision (no study measures it)" in text
+    assert findings.served_sentence(None) == ""

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from recsys.cache.build import build_cache, canonical_order, catalogue_ids, global_fallback
+from recsys.cache.facts import FACT_ARRAYS
 from recsys.cache.lookup import LOOKUP_ARRAYS, MANIFEST_NAME, AudienceLookup, audience_path
 from recsys.cache.manifest import read_manifest
 from recsys.rankers import make_ranker
@@ -33,7 +34,7 @@ pytestmark = [
 N = 12
 PARTITIONS = 2
 SCORE_TOL = 1e-9
-RUN_ONLY = {"version", "lookup_dir", "engine", "fingerprint", "source"}
+RUN_ONLY = {"version", "lookup_dir", "engine", "fingerprint", "source", "reasons"}  # a Spark build stores no reasons
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +161,11 @@ def assert_same_cache(spark_dir: Path, pandas_dir: Path) -> None:
     ma = json.loads((spark_dir / MANIFEST_NAME).read_text())
     mb = json.loads((pandas_dir / MANIFEST_NAME).read_text())
     assert ma["engine"]["name"] == "spark" and mb["engine"] == {"name": "pandas", "spark_version": None, "master": None}
+    reason_files = {f"{key}.npy" for key in FACT_ARRAYS}  # the pandas build's reason facts; Spark stores none
+    assert set(mb["files"]["checksums"]) - set(ma["files"]["checksums"]) == reason_files
+    mb["files"]["checksums"] = {k: v for k, v in mb["files"]["checksums"].items() if k not in reason_files}
+    for m in (ma, mb):  # the version (a digest that covers the reason files) names the directory the paths are in
+        m["files"] = {k: v.removeprefix(m["lookup_dir"]) if isinstance(v, str) else v for k, v in m["files"].items()}
     assert {k: v for k, v in ma.items() if k not in RUN_ONLY} == {k: v for k, v in mb.items() if k not in RUN_ONLY}
     for key in LOOKUP_ARRAYS:
         x = np.load(spark_dir / ma["lookup_dir"] / f"{key}.npy")
@@ -271,17 +277,24 @@ def test_cli_engine_spark_builds_a_cache_the_service_serves(spark: Any, tmp_path
     uri = write_log(log, tmp_path, "log")
     cache_dir = tmp_path / "cache"
     args = ["build-cache", "--engine", "spark", "--ranker", "activity", "--input", uri, "--output", str(cache_dir)]
-    assert main(args) == 2  # the default cache is capped: the cap runs on the pandas engine only, and the error says so
+    assert main(args) == 0  # the default cache is uncapped: each product's own top-n, on Spark too
     assert main([*args, "--uncapped"]) == 0
     manifest = read_manifest(cache_dir)
     assert manifest.engine.name == "spark" and manifest.ranker == "activity" and manifest.n >= 1
     assert manifest.allocation.max_exposures is None and not manifest.allocation.stats.capped
     expected = pd.read_parquet(audience_path(cache_dir))
     product = int(expected["product_id"].iloc[0])
+    assert manifest.candidate_depth >= manifest.n and manifest.reasons is None
     with TestClient(create_app(ServiceSettings(cache_dir=cache_dir, reload_interval_s=0.0))) as client:
         body = client.get(f"/recommend/{product}", params={"n": 3}).json()
+        products = [int(p) for p in expected["product_id"].unique()[:5]]
+        campaign = client.post("/campaigns", json={"product_ids": products, "n": 3, "max_per_customer": 1})
+        explained = client.get(f"/recommend/{product}", params={"n": 3, "explain": "true"})
     want = expected[expected["product_id"] == product].head(3)["customer_id"].tolist()
     assert [r["customer_id"] for r in body["recommendations"]] == want and body["cold_start"] is False
+    customers = [c["customer_id"] for a in campaign.json()["audiences"] for c in a["customers"]]
+    assert campaign.status_code == 200 and len(customers) == len(set(customers))  # campaigns from Spark's candidates
+    assert explained.status_code == 422 and "stores no reasons" in explained.text
 
 
 def test_engine_and_settings_errors_name_the_param(tmp_path: Path) -> None:
@@ -289,6 +302,11 @@ def test_engine_and_settings_errors_name_the_param(tmp_path: Path) -> None:
     from recsys.engines import check_engine
 
     assert check_engine("spark") == "spark"
+    from recsys.engines.spark.build import build_cache_spark_from_params
+
+    capped = {"cache": {"ranker": "activity", "allocation": {"max_exposures": 5}}}
+    with pytest.raises(ValueError, match="the capped allocation runs on the single-machine engine only"):
+        build_cache_spark_from_params(capped, {}, tmp_path / "x.parquet", tmp_path / "c")
     with pytest.raises(ValueError, match=r"cache.engine must be one of \('pandas', 'spark'\), got 'dask'"):
         build_cache_from_params(tmp_path / "x.parquet", tmp_path / "c", overrides={"engine": "dask"})
     with pytest.raises(ValueError, match=r"cache.spark has unknown key\(s\) \['mastr'\]"):

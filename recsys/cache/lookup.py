@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import mmap
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from recsys import config
+from recsys.basis import BASES
 from recsys.cache.manifest import (
     BUILD_HINT,
     FORMAT_VERSION,
@@ -27,17 +28,19 @@ from recsys.cache.manifest import (
     corrupt,
     read_manifest,
 )
-from recsys.data.ids import id_kind, parse_id
+from recsys.data.ids import id_kind, in_int64, parse_id
 
 __all__ = [
     "AUDIENCE_NAME",
     "BUILD_HINT",
     "EXPORT_STEM",
     "FORMAT_VERSION",
+    "CANDIDATE_ARRAYS",
     "LOOKUP_ARRAYS",
     "LOOKUP_PREFIX",
     "MANIFEST_NAME",
     "SCORE_DTYPE",
+    "SERVED_ARRAYS",
     "AudienceLookup",
     "CacheCorruptError",
     "CacheError",
@@ -59,16 +62,25 @@ DENSE_ID_LIMIT = 1 << 24  # integer customer ids below this are counted with one
 CRC_CHUNK = 1 << 26  # bytes per zlib.crc32 call (it releases the GIL on large buffers)
 PARQUET_MAGIC = b"PAR1"
 Verify = Literal["checksum", "size"]
-LOOKUP_ARRAYS: tuple[str, ...] = (
+SERVED_ARRAYS: tuple[str, ...] = (  # the hot path: GET /recommend touches only these
     "product_ids",
     "offsets",
     "customers",
     "customer_vocab",
     "scores",
     "cold_start",
+    "basis",
     "global_customers",
     "global_scores",
 )
+CANDIDATE_ARRAYS: tuple[str, ...] = (  # campaigns: every product's own ranking to the candidate depth
+    "candidate_offsets",
+    "candidate_customers",
+    "candidate_scores",
+)
+LOOKUP_ARRAYS: tuple[str, ...] = SERVED_ARRAYS + CANDIDATE_ARRAYS  # every array of a version, in digest order
+NAMES_PREFIX = "served_names_"  # file prefix of the served name ranker's index in a version (recsys.cache.facts)
+BY_NAME_PREFIX = "by_name_"  # file prefix of the new-products model's index (POST /audiences/by-name, new products)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,6 +175,8 @@ def _validate(cache_dir: Path, a: Mapping[str, np.ndarray], manifest: CacheManif
         (all(arr.ndim == 1 for arr in a.values()), "arrays must be one-dimensional"),
         (offsets.dtype == np.int64 and len(offsets) == p + 1, "offsets length != products + 1"),
         (len(a["cold_start"]) == p and a["cold_start"].dtype == bool, "cold_start length mismatch"),
+        (len(a["basis"]) == p and a["basis"].dtype == np.uint8, "basis length or dtype mismatch"),
+        (bool(np.all(a["basis"] < len(BASES))) if p else True, "basis codes out of range"),
         (
             a["customers"].dtype.kind in "iu" and a["global_customers"].dtype == a["customers"].dtype,
             "customer arrays must be integers of one dtype",
@@ -177,12 +191,23 @@ def _validate(cache_dir: Path, a: Mapping[str, np.ndarray], manifest: CacheManif
             (manifest.id_kinds.customer_id == "str") == (a["customer_vocab"].dtype.kind == "U"),
             "customer id kind differs from the manifest",
         ),
+        (len(a["candidate_offsets"]) == p + 1, "candidate_offsets length != products + 1"),
+        (a["candidate_offsets"].dtype == np.int64, "candidate_offsets must be int64"),
+        (a["candidate_customers"].dtype == np.int32, "candidate_customers must be int32 codes"),
+        (
+            len(a["candidate_customers"]) == len(a["candidate_scores"]),
+            "candidate customers and scores differ in length",
+        ),
+        (a["candidate_scores"].dtype == SCORE_DTYPE, f"candidate scores must be {np.dtype(SCORE_DTYPE).name}"),
     ]
     for ok, detail in checks:
         if not ok:
             raise corrupt(cache_dir, detail)
     if offsets[0] != 0 or offsets[-1] != len(a["scores"]) or np.any(np.diff(offsets) < 0):
         raise corrupt(cache_dir, "offsets are not a valid CSR index")
+    cand = a["candidate_offsets"]
+    if cand[0] != 0 or cand[-1] != len(a["candidate_scores"]) or np.any(np.diff(cand) < 0):
+        raise corrupt(cache_dir, "candidate_offsets are not a valid CSR index")
     if p > 1 and not np.all(a["product_ids"][1:] > a["product_ids"][:-1]):
         raise corrupt(cache_dir, "product ids are not strictly ascending")
     kind = "int" if a["product_ids"].dtype.kind in "iu" else "str"
@@ -196,6 +221,8 @@ class AudienceLookup:
     def __init__(self, cache_dir: Path, manifest: CacheManifest, arrays: Mapping[str, np.ndarray]) -> None:
         """Wrap validated arrays (use `AudienceLookup.open`)."""
         arrays = {k: v.view(np.ndarray) for k, v in arrays.items()}
+        self.arrays: Mapping[str, np.ndarray] = arrays  # every mapped array by name (read-only)
+        self.cached: dict[str, Any] = {}  # helpers built lazily over this version (e.g. recsys.reasons.Explainer)
         self.cache_dir = Path(cache_dir)
         self.manifest = manifest
         self.n = manifest.n
@@ -206,8 +233,14 @@ class AudienceLookup:
         self._vocab = arrays["customer_vocab"] if arrays["customer_vocab"].dtype.kind == "U" else None
         self._scores = arrays["scores"]
         self._cold = arrays["cold_start"]
+        self._basis = arrays["basis"]
         self._g_customers = arrays["global_customers"]
         self._g_scores = arrays["global_scores"]
+        self._index = arrays["customer_vocab"]  # every stored customer id, sorted: what candidate codes point into
+        self._cand_offsets = arrays["candidate_offsets"]
+        self._cand_customers = arrays["candidate_customers"]
+        self._cand_scores = arrays["candidate_scores"]
+        self.customer_kind = manifest.id_kinds.customer_id
         has_int_ids = self.id_kind == "int" and len(self._ids) > 0
         self._int_lo, self._int_hi = (int(self._ids[0]), int(self._ids[-1])) if has_int_ids else (0, -1)
 
@@ -224,6 +257,10 @@ class AudienceLookup:
             raise corrupt(cache_dir, f"lookup directory {lookup_dir} missing")
         verify_files(cache_dir, manifest, verify)
         arrays = {key: _load(cache_dir, lookup_dir, key) for key in LOOKUP_ARRAYS}
+        if manifest.reasons is not None:  # per-customer facts of the reasons, aligned with customer_vocab
+            arrays.update({key: _load(cache_dir, lookup_dir, key) for key in manifest.reasons.facts})
+            if any(len(arrays[key]) != len(arrays["customer_vocab"]) for key in manifest.reasons.facts):
+                raise corrupt(cache_dir, "customer fact arrays differ in length from customer_vocab")
         _validate(cache_dir, arrays, manifest)
         return cls(cache_dir, manifest, arrays)
 
@@ -244,6 +281,32 @@ class AudienceLookup:
         a = int(self._offsets[i])
         b = min(int(self._offsets[i + 1]), a + n)
         return self._ids_of(self._customers[a:b]), self._scores[a:b], bool(self._cold[i])
+
+    def basis(self, product_id: Any) -> str:
+        """Why the product's audience is what it is (recsys.basis): history, name, ... (`names_unused` if unknown)."""
+        i = self._find(product_id)
+        return BASES[int(self._basis[i])] if i >= 0 else "names_unused"
+
+    def top_global(self, n: int, exclude: Sequence[Any] = ()) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(customer ids, scores, True) of the global fallback's best n, the excluded customers skipped."""
+        excluded = set(exclude)
+        n = max(0, min(int(n), self.n))
+        ids = self._ids_of(self._g_customers[: n + len(excluded)])
+        keep = np.fromiter((c not in excluded for c in ids.tolist()), dtype=bool, count=len(ids))
+        return ids[keep][:n], self._g_scores[: n + len(excluded)][keep][:n], True
+
+    @property
+    def names(self) -> Any:
+        """The new-products model's index (recsys.features.name_index, loaded on first use), or None without one."""
+        if "by_name" not in self.cached:
+            directory = self.cache_dir / self.manifest.lookup_dir
+            if (directory / f"{BY_NAME_PREFIX}meta.json").is_file():
+                from recsys.features.name_index import load_name_index  # scipy and pyarrow: only when names are asked
+
+                self.cached["by_name"] = load_name_index(directory, BY_NAME_PREFIX)
+            else:
+                self.cached["by_name"] = None
+        return self.cached["by_name"]
 
     def _ids_of(self, stored: np.ndarray) -> np.ndarray:
         """Customer ids from stored values (the ids themselves, or codes into the vocabulary)."""
@@ -269,6 +332,51 @@ class AudienceLookup:
             return used.astype(stored.dtype), counts[used].astype(np.int64)
         ids, counts = np.unique(stored, return_counts=True)
         return ids, counts.astype(np.int64)
+
+    # ------------------------------------------------------------------------------------------
+    # candidates (campaigns): recsys.allocation.problem.CandidateSource
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def candidate_depth(self) -> int:
+        """Depth of the candidate lists (cache.candidates): the largest audience a campaign may ask for."""
+        return int(self.manifest.candidate_depth)
+
+    @property
+    def n_customers(self) -> int:
+        """Customers in the customer index (candidate codes run 0..n_customers-1)."""
+        return int(len(self._index))
+
+    def rows_of(self, product_ids: Sequence[Any]) -> np.ndarray:
+        """Row of each product id in the cache (-1 when unknown or not an id of the cache's kind)."""
+        return np.fromiter((self._find(pid) for pid in product_ids), dtype=np.int64, count=len(product_ids))
+
+    def candidate_lists(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(offsets, customer codes, scores) of the rows' candidate lists, each best first (copies)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self._cand_offsets[rows]
+        sizes = self._cand_offsets[rows + 1] - starts
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        gather = np.arange(int(offsets[-1]), dtype=np.int64) + np.repeat(starts - offsets[:-1], sizes)
+        return offsets, self._cand_customers[gather], self._cand_scores[gather]
+
+    def customer_codes(self, customer_ids: Sequence[Any]) -> np.ndarray:
+        """Code of each customer id in the customer index (-1 when unknown or not an id of the cache's kind)."""
+        parsed = [parse_id(c, self.customer_kind) for c in customer_ids]
+        keep = [i for i, c in enumerate(parsed) if c is not None and (isinstance(c, str) or in_int64(c))]
+        codes = np.full(len(parsed), -1, dtype=np.int64)
+        if not keep or len(self._index) == 0:
+            return codes
+        values = np.asarray([parsed[i] for i in keep], dtype=np.int64 if self.customer_kind == "int" else str)
+        pos = np.minimum(np.searchsorted(self._index, values), len(self._index) - 1)
+        hit = self._index[pos] == values
+        codes[np.asarray(keep, dtype=np.int64)[hit]] = pos[hit]
+        return codes
+
+    def customer_ids(self, codes: np.ndarray) -> np.ndarray:
+        """Customer ids of index codes."""
+        return np.asarray(self._index[np.asarray(codes, dtype=np.int64)])
 
     def known(self, product_id: Any) -> bool:
         """True when the product has its own audience in the cache."""

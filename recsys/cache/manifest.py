@@ -9,9 +9,11 @@ which raises ``CacheNotFoundError`` / ``CacheCorruptError`` naming the file, the
 command. The module imports pydantic only (no numpy, pandas or pyarrow): the service's start-up stays light.
 
 Layout (every block a model below): what was built (``ranker``, ``ranker_params``, ``n``, ``engine``,
-``fingerprint``, ``source``), the frequency cap and what the allocation did (``allocation``), the exposure
-metrics of the ranker's own top-n and of the served audiences (``exposure``), the counts, the id kinds, the
-files, and the content-addressed ``version`` with its ``lookup_dir``. Nothing time-dependent is recorded.
+``fingerprint``, ``source``), the candidate depth and lists campaigns allocate from (``candidate_depth``,
+``candidates``), the optional catalogue-wide frequency cap and what it did (``allocation``), the measured
+precision of the served configuration and where it comes from (``served``), the exposure metrics of the
+ranker's own top-n and of the served audiences (``exposure``), the counts, the id kinds, the files, and the
+content-addressed ``version`` with its ``lookup_dir``. Nothing time-dependent is recorded.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ from recsys.cache.faults import checkpoint
 # 4: the manifest is a typed CacheManifest (engine block, typed allocation stats, no free-form keys)
 # 5: audience.parquet (and the export) live in the version directory; `files.checksums` records the size and
 #    CRC-32 of every file there, checked before a version is served
-FORMAT_VERSION = 5
+# 6: candidate arrays (every product's own ranking to cache.candidates, for campaigns), customer_vocab for every id
+#    kind, the measured figures of the served configuration (`served`), what the version stores to explain its
+#    pairs (`reasons`), allocation without `candidates`
+# 7: a per-product `basis` array (why each audience is what it is), the new-products model's name index (by_name_*)
+#    and products of a new-products catalogue
+FORMAT_VERSION = 7
 MANIFEST_NAME = "manifest.json"
 BUILD_HINT = "build it with `recsys build-cache` (or `dvc repro cache`)"
 MAX_REPORTED_ERRORS = 5
@@ -81,11 +88,30 @@ class Fingerprint(Record):
 
 
 class InputCounts(Record):
-    """Sizes of the input the cache was built from."""
+    """Sizes of the input the cache was built from (`new_catalogue`: catalogue products not yet in the log)."""
 
     interactions: int = Field(ge=0)
     customers: int = Field(ge=0)
     catalogue: int = Field(ge=0)
+    new_catalogue: int = Field(0, ge=0)
+
+
+class CatalogueFile(Record):
+    """The new-products catalogue file read by the build: rows in, kept, and the rows set aside per reason."""
+
+    path: str
+    rows_in: int = Field(ge=0)
+    kept: int = Field(ge=0)
+    rejected: dict[str, int]
+
+
+class NewProductsInfo(Record):
+    """The model of products without fit rows (catalogue names, /audiences/by-name) and whether it has a name index."""
+
+    ranker: str
+    ranker_params: dict[str, JsonValue]
+    label: str | None
+    by_name: bool
 
 
 class CacheCounts(InputCounts):
@@ -100,18 +126,16 @@ class CacheCounts(InputCounts):
 
 
 class AllocationPass(Record):
-    """One pass of the capped allocation (``recsys.allocation.allocate.solve``): how the slots were filled."""
+    """One pass of the catalogue-wide allocation (``recsys.allocation.catalogue.solve``): how the slots were filled."""
 
     depth: int
     level: float | None
     proposal_edges: int
     da_rounds: int
     da_pairs: int
-    window_pairs: int
     fill_rounds: int
     fill_pairs: int
     residual_pairs: int
-    swaps: int
     open_slots: int
 
 
@@ -128,17 +152,16 @@ class AllocationStats(Record):
 
     @classmethod
     def from_stats(cls, stats: dict[str, Any]) -> AllocationStats:
-        """The stats dict of ``recsys.allocation.allocate`` without the settings it repeats (kept in AllocationInfo)."""
-        repeated = {"max_exposures", "min_audience", "candidates"}
+        """The stats of ``recsys.allocation.catalogue`` without the settings it repeats (kept in AllocationInfo)."""
+        repeated = {"max_exposures", "min_audience"}
         return cls.model_validate({key: value for key, value in stats.items() if key not in repeated})
 
 
 class AllocationInfo(Record):
-    """The frequency cap the audiences were allocated under (params/cache.yaml: cache.allocation) and its stats."""
+    """The catalogue-wide frequency cap (params/cache.yaml: cache.allocation; off by default) and its stats."""
 
     max_exposures: int | None = Field(ge=1)
     min_audience: int = Field(ge=0)
-    candidates: int = Field(ge=1)
     depth: int = Field(ge=1)
     seed: int
     stats: AllocationStats
@@ -198,6 +221,53 @@ class CacheExposure(Record):
     served: ExposureSide
 
 
+class CandidateInfo(Record):
+    """The candidate lists campaigns allocate from: every product's own ranking to ``depth`` (cache.candidates)."""
+
+    depth: int = Field(ge=1)
+    rows: int = Field(ge=0)
+    products_full: int = Field(ge=0)  # products with `depth` candidates
+
+
+class MeasuredPrecision(Record):
+    """One measured figure of the served configuration: test precision@k with its interval and hits."""
+
+    k: int = Field(ge=1)
+    value: float | None
+    low: float | None
+    high: float | None
+    hits: float
+
+
+class ServedFigures(Record):
+    """The measured precision of what the cache serves (``recsys.cache.figures``), never another configuration's.
+
+    ``status``: ``measured`` when a measurement of exactly the served configuration exists (same data set, ranker,
+    settings, cap; depths up to the served one), else ``not_measured`` with the ``reason``. ``source`` is the
+    results file (relative path) and ``model`` the label the figures were measured under there.
+    """
+
+    status: Literal["measured", "not_measured"]
+    what: str
+    reason: str | None = None
+    source: str | None = None
+    model: str | None = None
+    headline_k: int | None = None
+    precision: list[MeasuredPrecision] = Field(default_factory=list)
+
+    def at(self, k: int) -> MeasuredPrecision | None:
+        """The figure at k, if measured."""
+        return next((p for p in self.precision if p.k == k), None)
+
+
+class ReasonsInfo(Record):
+    """What the version stores to explain every served pair (``recsys.cache.facts``; read by ``recsys.reasons``)."""
+
+    facts: list[str]  # per-customer fact arrays aligned with customer_vocab
+    names: Literal["affinity", "neighbours", "engagement"] | None  # the name index's method (None: no name index)
+    name_weight: float | None  # the weight of the name signal for the cached (known) products
+
+
 class IdKinds(Record):
     """Whether product and customer ids are integers or strings."""
 
@@ -242,6 +312,10 @@ class BuildInfo(Record):
     source: str | None
     counts: InputCounts
     allocation: AllocationInfo
+    candidate_depth: int = Field(ge=1)
+    served: ServedFigures
+    new_products: NewProductsInfo | None = None
+    catalogue_file: CatalogueFile | None = None
 
 
 class CacheManifest(BuildInfo):
@@ -251,9 +325,11 @@ class CacheManifest(BuildInfo):
     version: str = Field(min_length=1)
     lookup_dir: str = Field(min_length=1)
     counts: CacheCounts
+    candidates: CandidateInfo
     exposure: CacheExposure
     id_kinds: IdKinds
     files: CacheFiles
+    reasons: ReasonsInfo | None = None  # None: nothing stored to explain the pairs (e.g. a Spark build)
 
     def to_json(self) -> str:
         """The manifest as JSON text: sorted keys, indent 2, no NaN (equal content gives equal bytes)."""

@@ -12,6 +12,7 @@ from recsys.evaluation import report as text
 from recsys.evaluation.intervals import percentile_interval
 from recsys.evaluation.metrics import METRICS, nanmean_or_nan
 from recsys.evaluation.results import (
+    NON_DEPLOYABLE,
     ClaimRow,
     Comparison,
     Coverage,
@@ -55,7 +56,7 @@ def deployable_ranking(result: SetResult, k: int, rankers: Mapping[str, str]) ->
     """Deployable models (not random, no reference) by test precision@k, best first (ties: listed order)."""
     j = result.ks.index(k)
     p = METRICS.index("precision")
-    labels = [m for m in result.scored if rankers.get(m) != "random"]
+    labels = [m for m in result.scored if rankers.get(m) not in NON_DEPLOYABLE]
     values = {m: float(nanmean_or_nan(result.scored[m].values[p, j])) for m in labels}
     return sorted(labels, key=lambda m: -values[m] if np.isfinite(values[m]) else np.inf)
 

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 SCHEMA_VERSION = 2
 Verdict = Literal["cf_better", "no_detectable_difference", "engagement_better", "inconclusive"]
 NameVerdictKind = Literal["name_better", "no_detectable_difference", "fallback_better", "inconclusive"]
-Group = Literal["cf", "engagement", "content", "baseline"]
+Group = Literal["cf", "engagement", "content", "names", "category", "learned", "baseline", "reference"]
+NON_DEPLOYABLE: frozenset[str] = frozenset({"random", "truth_category"})  # rankers never chosen nor served
 Scalar = float | int | str | bool | None
 
 

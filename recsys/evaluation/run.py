@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import sys
@@ -92,6 +93,7 @@ from recsys.evaluation.tables import (
     slice_table,
 )
 from recsys.evaluation.tuning import SearchResult, TrialScore, search, with_values
+from recsys.parallel import pool_imap
 from recsys.rankers import make_ranker
 
 log = logging.getLogger(__name__)
@@ -165,6 +167,45 @@ def tune_model(
     return search(
         spec.label, spec.ranker, spec.params, spec.search or {}, cfg.budget_of(spec.label), cfg.tuning_seed, fit, score
     )
+
+
+# Expected cost of a model's search (slowest first), so that parallel workers finish together.
+TUNING_COST: dict[str, int] = {"bpr": 0, "als": 1, "itemknn": 2, "content": 3, "name_knn": 4}
+
+
+def _tune_job(
+    shared: tuple[EvalConfig, Split, EvalSet, Mapping[str, Any]], spec: ModelSpec
+) -> tuple[str, SearchResult | ImportError, dict[str, float]]:
+    """One model's search in a worker: its result (or the ImportError of a missing optional library) and timings."""
+    cfg, val, val_es, feature_params = shared
+    timer = Timer()
+    try:
+        return spec.label, tune_model(spec, cfg, val, val_es, feature_params, timer), timer.seconds
+    except ImportError as exc:
+        return spec.label, exc, timer.seconds
+
+
+def tune_many(
+    specs: Sequence[ModelSpec],
+    cfg: EvalConfig,
+    val: Split,
+    val_es: EvalSet,
+    feature_params: Mapping[str, Any],
+    timer: Timer,
+) -> dict[str, SearchResult | ImportError]:
+    """Independent models' searches in ``evaluate.processes`` spawned workers (implicit's OpenMP is not fork-safe).
+
+    Why: on 2 cores the searches of ALS (2 threads) and BPR (1 thread, for determinism) left a core idle for minutes.
+    Each search is seeded and self-contained, so results do not depend on the number of processes.
+    """
+    order = sorted(specs, key=lambda s: (TUNING_COST.get(s.ranker, len(TUNING_COST)), specs.index(s)))
+    out: dict[str, SearchResult | ImportError] = {}
+    shared = (cfg, val, val_es, feature_params)
+    for label, result, seconds in pool_imap(_tune_job, order, cfg.processes, shared, start="spawn"):
+        out[label] = result
+        for phase, value in seconds.items():
+            timer.seconds[phase] = round(timer.seconds.get(phase, 0.0) + value, 3)
+    return out
 
 
 def tuning_record(spec: ModelSpec, result: SearchResult) -> Tuning:
@@ -352,8 +393,8 @@ def validation_scores(
     new_params: dict[str, dict[str, Any]] = {}
     new_tuning: list[Tuning] = []
     for spec in specs:
-        if spec.label in fits.skipped:
-            continue
+        if spec.label in fits.skipped or spec.ranker == TRUTH_RANKER:
+            continue  # the truth reference is never chosen: no validation score
         searched = fits.searches.get(spec.label)
         needs_fit = searched is None or spec.label in wanted_new
         ranker = None
@@ -433,6 +474,7 @@ def run_evaluation(
     case_study: bool = False,
     dataset: str | None = None,
     served_n: int | None = None,
+    truth_categories: Path | str | None = None,
 ) -> EvaluationResult:
     """Run the whole evaluation from params (default params/evaluate.yaml) and write its outputs once.
 
@@ -441,7 +483,8 @@ def run_evaluation(
     case_study: add the original write-up's figures as a labelled comparison (the caller decides,
     e.g. from ``is_case_study_layout()``; never guessed here).
     dataset: the data set's name, recorded in the selection. served_n: the served depth (default
-    params/cache.yaml: cache.n), the headline k when ``evaluate.headline_k`` is null.
+    params/cache.yaml: cache.n), the headline k when ``evaluate.headline_k`` is null. truth_categories: the
+    generator's categories file of a synthetic log: adds the achievable reference ``truth`` (``truth_category``).
     """
     timer = Timer()
     block = dict((params if params is not None else config.load_params("evaluate")).get("evaluate") or {})
@@ -478,26 +521,36 @@ def run_evaluation(
     groups = [[m for m in g if m in labels] for g in (cfg.cf_models, cfg.engagement_models)]
     group_labels = {m for g in groups if len(g) > 1 for m in g}  # a one-member group has no choice to validate
     fits = Fits()
-    for spec in cfg.models:
+    all_specs = [*cfg.models, *truth_reference(truth_categories)]
+    tuned = [s for s in all_specs if (s.search or s.label in group_labels) and "sources_from" not in s.params]
+    with timer.phase("tune/parallel"):
+        early = tune_many(tuned, cfg, val, val_es, feature_params, timer)
+    specs: list[ModelSpec] = []
+    for spec in all_specs:
+        spec = with_sources(spec, cfg.models, fits, feature_params, cfg.seed)
+        specs.append(spec)
         fits.chosen[spec.label] = dict(spec.params)
         if not spec.search and spec.label not in group_labels:
             continue
         try:
-            res = tune_model(spec, cfg, val, val_es, feature_params, timer)
+            outcome = early.get(spec.label)
+            if isinstance(outcome, ImportError):
+                raise outcome
+            res = outcome if outcome is not None else tune_model(spec, cfg, val, val_es, feature_params, timer)
         except ImportError as exc:
             skip_optional(spec, exc, fits.skipped)
             continue
         fits.searches[spec.label] = res
         fits.chosen[spec.label] = with_values(spec.params, res.chosen_values)
     known_scores, new_scores, new_params, new_tuning = validation_scores(
-        cfg, cfg.models, fits, val, val_es, val_new, val_catalogue, feature_params, timer
+        cfg, specs, fits, val, val_es, val_new, val_catalogue, feature_params, timer
     )
     searches, skipped, chosen_params = fits.searches, fits.skipped, fits.chosen
-    names = [spec.label for spec in cfg.models if uses_names(spec.ranker) and spec.label not in skipped]
+    names = [spec.label for spec in specs if uses_names(spec.ranker) and spec.label not in skipped]
     scored: dict[str, Scored] = {}
     scored_new: dict[str, Scored] = {}
     rankers: dict[str, str] = {}
-    for spec in cfg.models:
+    for spec in specs:
         if spec.label in skipped:
             continue
         try:
@@ -606,7 +659,7 @@ def run_evaluation(
         undated=UndatedFacts(policy=cfg.undated_policy, **undated),
         models=models,
         references=references,
-        tuning=[tuning_record(spec, searches[spec.label]) for spec in cfg.models if spec.label in searches],
+        tuning=[tuning_record(spec, searches[spec.label]) for spec in specs if spec.label in searches],
         comparisons=comparisons,
         verdicts=verdicts,
         overall=text.overall_sentence(verdicts),
@@ -645,6 +698,47 @@ def run_evaluation(
         default_dir = config.resolve(block.get("output_dir") or (config.REPORTS_DIR / "evaluation"))
         result.paths = write_outputs(result, Path(output_dir) if output_dir is not None else default_dir)
     return result
+
+
+TRUTH_RANKER = "truth_category"
+TRUTH_LABEL = "truth"
+
+
+def truth_reference(path: Path | str | None) -> list[ModelSpec]:
+    """The achievable-reference model ``truth`` (true category share x P(return)) when a categories file is given."""
+    if path is None:
+        return []
+    return [ModelSpec(label=TRUTH_LABEL, ranker=TRUTH_RANKER, params={"categories_path": str(path)})]
+
+
+def with_sources(
+    spec: ModelSpec, models: Sequence[ModelSpec], fits: Fits, feature_params: Mapping[str, Any], seed: int
+) -> ModelSpec:
+    """A learned model's ``sources_from`` (label -> candidates) as ``sources`` with each label's chosen settings.
+
+    The sources are the models listed before it in params/evaluate.yaml, with the settings chosen for them on
+    validation (a skipped optional model is left out); any other model is returned unchanged.
+    """
+    wanted = spec.params.get("sources_from")
+    if not wanted:
+        return spec
+    by_label = {m.label: m for m in models}
+    unknown = [label for label in wanted if label not in by_label]
+    if unknown:
+        raise ValueError(
+            f"evaluate.models.{spec.label}.sources_from names {unknown}, which are not models listed before it"
+        )
+    sources = {
+        label: {
+            "ranker": by_label[label].ranker,
+            "candidates": int(depth),
+            "settings": ranker_params(fits.chosen[label], feature_params, seed),
+        }
+        for label, depth in dict(wanted).items()
+        if label not in fits.skipped
+    }
+    params = {k: v for k, v in spec.params.items() if k != "sources_from"}
+    return dataclasses.replace(spec, params={**params, "sources": sources})
 
 
 def served_params(
@@ -792,7 +886,12 @@ def main(argv: list[str] | None = None) -> int:
         summary_path = config.resolve(args.input).with_name("prepare_summary.json")
     case_study = is_case_study_layout(summary_path) if choice == "auto" else choice.lower() == "true"
     try:
-        result = run_evaluation(params, write=False, case_study=case_study, dataset=args.dataset)
+        truth = None
+        if args.dataset:
+            truth = config.dataset_config(args.dataset).get("categories") or None
+        result = run_evaluation(
+            params, write=False, case_study=case_study, dataset=args.dataset, truth_categories=truth
+        )
         out_dir = config.resolve(args.output_dir or block.get("output_dir") or (config.REPORTS_DIR / "evaluation"))
         result.paths = write_outputs(result, out_dir, config.resolve(args.metrics), config.resolve(args.plots_dir))
     except (FileNotFoundError, ValueError) as exc:

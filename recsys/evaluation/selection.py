@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 
 from recsys.evaluation.metrics import METRICS
-from recsys.evaluation.results import SelectedModel, Selection, ValidationScore, num
+from recsys.evaluation.results import NON_DEPLOYABLE, SelectedModel, Selection, ValidationScore, num
 from recsys.evaluation.scoring import Scored
 from recsys.rankers import make_ranker
 
 RULE = (
     "best validation {metric}@{k} (macro over the validation window's products), ties: more validation hits, then "
-    "the order of params/evaluate.yaml; the random ranker is never chosen; the test window only confirms"
+    "the order of params/evaluate.yaml; the random ranker and the truth reference are never chosen; the test window "
+    "only confirms"
 )
 
 
@@ -47,7 +48,7 @@ def validation_score(
 
 def choose(scores: Sequence[ValidationScore]) -> list[str]:
     """Labels best first by the selection rule (module docstring); random rankers excluded."""
-    eligible = [(i, s) for i, s in enumerate(scores) if s.ranker != "random"]
+    eligible = [(i, s) for i, s in enumerate(scores) if s.ranker not in NON_DEPLOYABLE]
 
     def key(item: tuple[int, ValidationScore]) -> tuple[float, int, int]:
         i, s = item

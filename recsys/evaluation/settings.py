@@ -10,6 +10,7 @@ from typing import Any
 from recsys.evaluation.results import Group
 from recsys.evaluation.split import UNDATED_POLICIES, Split
 from recsys.evaluation.tuning import Objective
+from recsys.parallel import check_processes
 
 DEFAULT_KS: tuple[int, ...] = (10, 50, 100, 300, 1000)
 MODEL_KEYS = frozenset({"ranker", "optional", "enabled", "search", "new_search"})  # a model's keys that are no setting
@@ -64,6 +65,7 @@ class EvalConfig:
     engagement_models: tuple[str, ...] = ("activity", "popularity")
     new_products: NewProductsConfig = NewProductsConfig()
     diagnostics: bool = True
+    processes: int = 1  # workers of the validation searches (results do not depend on it)
     models: tuple[ModelSpec, ...] = ()
 
     @classmethod
@@ -141,6 +143,7 @@ class EvalConfig:
                 budget=int(newp.get("budget", 16)),
             ),
             diagnostics=bool(block.get("diagnostics", True)),
+            processes=check_processes(block.get("processes", 1), "evaluate.processes"),
             models=models,
         )
         cfg.validate()
@@ -197,12 +200,20 @@ class EvalConfig:
         return dict(self.budgets).get(label, self.budget)
 
     def group_of(self, label: str, ranker: str) -> Group:
-        """The model's group in the report: cf, engagement, content or baseline."""
+        """The model's group in the report (a verdict group first, then by ranker; the truth is a reference)."""
         if label in self.cf_models:
             return "cf"
         if label in self.engagement_models:
             return "engagement"
-        return "content" if ranker == "content" else "baseline"
+        groups: dict[str, Group] = {
+            "content": "content",
+            "name_knn": "names",
+            "category_popularity": "category",
+            "category_share": "category",
+            "learned": "learned",
+            "truth_category": "reference",
+        }
+        return groups.get(ranker, "baseline")
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,8 +240,18 @@ def ranker_params(
     return {"seed": seed, **own, **dict(extra or {}), "features": feats}
 
 
+# Per ranker, the setting that is a forecast horizon: unless params fix it, it is the truth window's length.
+HORIZON_SETTINGS: dict[str, str] = {
+    "bgnbd": "horizon_days",  # BG/NBD expected transactions over the window
+    "category_share": "horizon_days",  # the return model's P(active in the window)
+    "truth_category": "horizon_days",
+    "learned": "label_days",  # the inner label window mirrors the truth window (and its return model's horizon)
+}
+
+
 def model_extra(ranker: str, params: Mapping[str, Any], split: Split) -> dict[str, Any]:
-    """Per-split overrides: BG/NBD predicts over the truth window's length unless params fix it."""
-    if ranker == "bgnbd" and "horizon_days" not in params:
-        return {"horizon_days": max(split.window_days, 1.0)}
+    """Per-split overrides: a ranker's forecast horizon (HORIZON_SETTINGS) is the truth window's length unless set."""
+    key = HORIZON_SETTINGS.get(ranker)
+    if key is not None and key not in params:
+        return {key: max(split.window_days, 1.0)}
     return {}

@@ -7,6 +7,7 @@ numbers and tokens of a single product dropped) are weighted by TF-IDF (the cont
 ``tfidf``), projected on their leading singular vectors (LSA), L2-normalised and grouped by
 k-means. k-means is fitted on a seeded sample of products and then assigns every product, so the
 cost stays flat as the catalogue grows. Products without any kept token get category -1 (unknown).
+The fitted model (``CategoryModel``) also categorises names never logged: a new product's catalogue name.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from threadpoolctl import threadpool_limits
 from recsys.config import check_keys
 from recsys.data.behaviour import UNKNOWN
 from recsys.features.engagement import encode_ids
-from recsys.features.name_matrix import product_token_matrix, tfidf
+from recsys.features.name_index import CategoryModel, TokenModel
+from recsys.features.name_matrix import product_token_matrix
 
 
 @dataclass(frozen=True)
@@ -53,20 +55,23 @@ def category_params_from(cfg: Mapping[str, Any] | None) -> CategoryParams:
     return CategoryParams(**{k: int(v) for k, v in cfg.items()})
 
 
-def name_token_weights(interactions: pd.DataFrame) -> tuple[np.ndarray, sp.csr_matrix]:
-    """Product ids (sorted) and their TF-IDF rows over letter tokens shared by at least two products."""
+def name_token_model(interactions: pd.DataFrame) -> tuple[np.ndarray, TokenModel]:
+    """Product ids (sorted) and the TF-IDF token model of their names over letter tokens shared by >= 2 products."""
     codes, product_ids = encode_ids(interactions["product_id"])
     x, vocab = product_token_matrix(interactions["product_name"], codes, len(product_ids))
     letters = ~pd.Series(vocab, dtype="string[pyarrow]").str.fullmatch(r"\d+").fillna(True).to_numpy(dtype=bool)
     shared = np.bincount(x.indices, minlength=x.shape[1]) >= 2
-    kept = sp.csr_matrix(x[:, np.flatnonzero(letters & shared)])
-    return product_ids, tfidf(kept)
+    kept = np.flatnonzero(letters & shared)
+    return product_ids, TokenModel.from_matrix(sp.csr_matrix(x[:, kept]), np.asarray(vocab)[kept], x.shape[0])
 
 
-def infer_categories(interactions: pd.DataFrame, params: CategoryParams | None = None) -> pd.DataFrame:
-    """Inferred category (0..k-1, or -1 when the names give no token) of every product: product_id, category."""
+def fit_categories(
+    interactions: pd.DataFrame, params: CategoryParams | None = None
+) -> tuple[pd.DataFrame, CategoryModel]:
+    """(product_id, category of every product (-1 when the names give no token), the fitted model)."""
     params = params or CategoryParams()
-    product_ids, weights = name_token_weights(interactions)
+    product_ids, tokens = name_token_model(interactions)
+    weights = tokens.products
     category = np.full(len(product_ids), UNKNOWN, dtype=np.int64)
     named = np.flatnonzero(weights.getnnz(axis=1) > 0)
     n_tokens = weights.shape[1]
@@ -78,16 +83,23 @@ def infer_categories(interactions: pd.DataFrame, params: CategoryParams | None =
             if len(named) <= params.fit_products
             else np.sort(rng.choice(named, params.fit_products, replace=False))
         )
-        rows = weights[named]
         with threadpool_limits(limits=1):
             svd = TruncatedSVD(min(params.components, n_tokens - 1), random_state=params.seed).fit(weights[fit])
-            z = normalize(svd.transform(rows))
-            fit_rows = np.searchsorted(named, fit)
-            km = KMeans(k, n_init=params.n_init, random_state=params.seed).fit(z[fit_rows])
-            category[named] = km.predict(z)
-    elif len(named):
-        category[named] = 0
-    return pd.DataFrame({"product_id": product_ids, "category": category})
+            z = normalize(svd.transform(weights[fit]))
+            km = KMeans(k, n_init=params.n_init, random_state=params.seed).fit(z)
+        components = np.asarray(svd.components_, dtype=np.float64)
+        centers = np.asarray(km.cluster_centers_, dtype=np.float64)
+    else:
+        components = np.zeros((0, n_tokens))
+        centers = np.zeros((1 if len(named) else 0, 0))
+    model = CategoryModel(TokenModel(tokens.vocab, tokens.idf, sp.csr_matrix((0, n_tokens))), components, centers)
+    category[named] = model.assign(weights[named])  # the same assignment a new name gets
+    return pd.DataFrame({"product_id": product_ids, "category": category}), model
+
+
+def infer_categories(interactions: pd.DataFrame, params: CategoryParams | None = None) -> pd.DataFrame:
+    """Inferred category (0..k-1, or -1 when the names give no token) of every product: product_id, category."""
+    return fit_categories(interactions, params)[0]
 
 
 def category_agreement(inferred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:

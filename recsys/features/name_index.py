@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,7 +175,7 @@ def blend_top(
 # the served name index: a fitted name ranker's state as memory-mappable arrays
 # ----------------------------------------------------------------------------------------------
 
-Method = Literal["affinity", "neighbours", "engagement"]
+Method = Literal["affinity", "neighbours", "engagement", "category"]
 NAME_INDEX_ARRAYS: tuple[str, ...] = (
     "vocab",
     "idf",
@@ -234,7 +234,9 @@ class NameAudience:
     customers: np.ndarray
     scores: np.ndarray
     evidence: list[Evidence]
-    similar: list[tuple[int, float]]  # the most similar known products (index into product_ids, cosine)
+    similar: list[tuple[int, float]]  # the most similar known products (index into product_ids, cosine / customers)
+    category: int = -1  # category indexes: the category the name was given (-1: none)
+    category_tokens: list[str] = field(default_factory=list)  # the tokens that weigh most in that category
 
 
 def _csr(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray | None, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -296,22 +298,11 @@ class NameIndex:
 
     def save(self, directory: Path, prefix: str = "") -> None:
         """Write every array as <prefix><name>.npy (fsynced) and <prefix>meta.json into `directory` (created)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        for key, array in self.arrays().items():
-            with (directory / f"{prefix}{key}.npy").open("wb") as fh:
-                np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-        (directory / f"{prefix}{META_NAME}").write_text(self.meta.to_json(), encoding="utf-8")
+        save_arrays(directory, prefix, self.arrays(), self.meta)
 
     def digest(self) -> str:
         """sha256 over the meta and every array (name, dtype, shape, bytes): what the index serves."""
-        h = hashlib.sha256(self.meta.to_json().encode("utf-8"))
-        for key, array in self.arrays().items():
-            arr = np.ascontiguousarray(array)
-            h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
-            h.update(arr.data.cast("B"))
-        return h.hexdigest()
+        return arrays_digest(self.meta, self.arrays())
 
     @classmethod
     def exists(cls, directory: Path, prefix: str = "") -> bool:
@@ -321,13 +312,7 @@ class NameIndex:
     @classmethod
     def load(cls, directory: Path, prefix: str = "", mmap: bool = True) -> NameIndex:
         """Open an index written by `save` (arrays memory-mapped read-only); a clear error names a missing file."""
-        wanted = [*(f"{prefix}{key}.npy" for key in NAME_INDEX_ARRAYS), f"{prefix}{META_NAME}"]
-        missing = [name for name in wanted if not (directory / name).is_file()]
-        if missing:
-            raise FileNotFoundError(f"name index at {directory} lacks {missing}; rebuild it (recsys build-cache)")
-        mode: Literal["r"] | None = "r" if mmap else None
-        a = {k: np.load(directory / f"{prefix}{k}.npy", mmap_mode=mode, allow_pickle=False) for k in NAME_INDEX_ARRAYS}
-        meta = NameIndexMeta(**json.loads((directory / f"{prefix}{META_NAME}").read_text(encoding="utf-8")))
+        meta, a = load_arrays(directory, prefix, NAME_INDEX_ARRAYS, mmap)
         n_tokens, n_users, n_products = len(a["vocab"]), len(a["engagement"]), len(a["product_ids"])
         empty = sp.csr_matrix((0, n_tokens))
         return cls(
@@ -358,15 +343,7 @@ class NameIndex:
 
     def customer_codes(self, customer_ids: Sequence[Any]) -> np.ndarray:
         """Codes of the given customer ids that the index knows (ids of another kind or unknown are dropped)."""
-        if len(customer_ids) == 0 or len(self.customer_ids) == 0:
-            return np.zeros(0, dtype=np.int64)
-        kind = "int" if self.customer_ids.dtype.kind in "iu" else "str"
-        parsed = [p for p in (parse_id(raw, kind) for raw in customer_ids) if p is not None]
-        if not parsed:
-            return np.zeros(0, dtype=np.int64)
-        ids = np.asarray(parsed, dtype=np.int64 if kind == "int" else str)
-        pos = np.minimum(np.searchsorted(self.customer_ids, ids), len(self.customer_ids) - 1)
-        return np.unique(pos[self.customer_ids[pos] == ids]).astype(np.int64)
+        return known_codes(self.customer_ids, customer_ids)
 
     def _signal(self, vectors: sp.csr_matrix) -> sp.csr_matrix:
         """The exported ranker's signal of every row (an empty matrix for the engagement method)."""
@@ -489,3 +466,265 @@ def names_blob(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(e) for e in encoded], out=offsets[1:])
     return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+
+
+# ----------------------------------------------------------------------------------------------
+# categories inferred from names: the assignment (fitted in recsys.features.categories), served without sklearn
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CategoryModel:
+    """The fitted name-category inference as arrays: kept-token TF-IDF, LSA components and k-means centres.
+
+    ``assign`` is the one assignment of both the fitted products and new names: project on the components,
+    L2-normalise, nearest centre (squared Euclidean, ties: the lower category). Without components (fewer than 2
+    categories could be fitted) every named row is category 0.
+    """
+
+    tokens: TokenModel
+    components: np.ndarray  # (dimensions x tokens)
+    centers: np.ndarray  # (categories x dimensions)
+
+    def assign(self, vectors: sp.csr_matrix) -> np.ndarray:
+        """Category of each TF-IDF row (-1 for an empty row)."""
+        out = np.full(vectors.shape[0], -1, dtype=np.int64)
+        named = np.flatnonzero(np.diff(vectors.indptr) > 0)
+        if len(named) == 0 or len(self.centers) == 0:
+            return out
+        if self.components.shape[0] == 0:
+            out[named] = 0
+            return out
+        z = np.asarray(vectors[named] @ self.components.T, dtype=np.float64)
+        norms = np.linalg.norm(z, axis=1, keepdims=True)
+        z = np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
+        d2 = (self.centers**2).sum(axis=1)[None, :] - 2.0 * (z @ self.centers.T)
+        out[named] = np.argmin(d2, axis=1)
+        return out
+
+    def categories_of(self, names: Sequence[Any]) -> np.ndarray:
+        """Category of each name (-1 when it has no kept token): how a new product's name is categorised."""
+        return self.assign(self.tokens.vectorise(list(names)))
+
+
+CATEGORY_INDEX_ARRAYS: tuple[str, ...] = (
+    "vocab",
+    "idf",
+    "components",
+    "centers",
+    "lists_indptr",
+    "lists_users",
+    "lists_scores",
+    "fallback_order",
+    "customer_ids",
+    "product_ids",
+    "product_category",
+    "category_products_indptr",
+    "category_products",
+    "product_names",
+    "product_name_offsets",
+)
+CATEGORY_TOKENS = 5  # tokens shown to describe a category
+
+
+@dataclass
+class CategoryIndex:
+    """A fitted category ranker's state (``category_popularity`` / ``category_share``) that ranks any name.
+
+    A name is categorised (``CategoryModel.assign``); its audience is the category's customers by score (rows in the
+    category, or share x P(return)), then the ranker's fallback order with score 0, excluded customers skipped:
+    exactly the ranker's answer for a product without fit rows. Evidence: each customer's score in that category;
+    the similar products are the category's products with the most customers.
+    """
+
+    meta: NameIndexMeta
+    model: CategoryModel
+    lists_indptr: np.ndarray
+    lists_users: np.ndarray
+    lists_scores: np.ndarray
+    fallback_order: np.ndarray
+    customer_ids: np.ndarray
+    product_ids: np.ndarray
+    product_category: np.ndarray
+    category_products_indptr: np.ndarray
+    category_products: np.ndarray  # per category, its product codes by descending customers
+    product_names: np.ndarray
+    product_name_offsets: np.ndarray
+
+    @property
+    def n_customers(self) -> int:
+        """Customers the index can rank."""
+        return int(len(self.fallback_order))
+
+    def product_name(self, index: int) -> str:
+        """The name of a known product (as it was first seen)."""
+        a, b = int(self.product_name_offsets[index]), int(self.product_name_offsets[index + 1])
+        return bytes(self.product_names[a:b]).decode("utf-8")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array, by file name (CATEGORY_INDEX_ARRAYS)."""
+        return {
+            "vocab": self.model.tokens.vocab,
+            "idf": self.model.tokens.idf,
+            "components": self.model.components,
+            "centers": self.model.centers,
+            "lists_indptr": self.lists_indptr,
+            "lists_users": self.lists_users,
+            "lists_scores": self.lists_scores,
+            "fallback_order": self.fallback_order,
+            "customer_ids": self.customer_ids,
+            "product_ids": self.product_ids,
+            "product_category": self.product_category,
+            "category_products_indptr": self.category_products_indptr,
+            "category_products": self.category_products,
+            "product_names": self.product_names,
+            "product_name_offsets": self.product_name_offsets,
+        }
+
+    def files(self, prefix: str = "") -> list[str]:
+        """The file names `save` writes."""
+        return [*(f"{prefix}{key}.npy" for key in CATEGORY_INDEX_ARRAYS), f"{prefix}{META_NAME}"]
+
+    def save(self, directory: Path, prefix: str = "") -> None:
+        """Write every array (fsynced) and the meta file into `directory` (created)."""
+        save_arrays(directory, prefix, self.arrays(), self.meta)
+
+    def digest(self) -> str:
+        """sha256 over the meta and every array."""
+        return arrays_digest(self.meta, self.arrays())
+
+    @classmethod
+    def load(cls, directory: Path, prefix: str = "", mmap: bool = True) -> CategoryIndex:
+        """Open an index written by `save` (memory-mapped); a clear error names a missing file."""
+        meta, a = load_arrays(directory, prefix, CATEGORY_INDEX_ARRAYS, mmap)
+        n_tokens = len(a["vocab"])
+        tokens = TokenModel(np.asarray(a["vocab"]), np.asarray(a["idf"]), sp.csr_matrix((0, n_tokens)))
+        model = CategoryModel(tokens, np.asarray(a["components"]), np.asarray(a["centers"]))
+        return cls(
+            meta,
+            model,
+            *(a[k] for k in CATEGORY_INDEX_ARRAYS[4:]),
+        )
+
+    def customer_codes(self, customer_ids: Sequence[Any]) -> np.ndarray:
+        """Codes of the given customer ids that the index knows."""
+        return known_codes(self.customer_ids, customer_ids)
+
+    def top_products(self, category: int) -> np.ndarray:
+        """The category's products with the most customers (at most MAX_EVIDENCE; none for -1)."""
+        if category < 0:
+            return np.zeros(0, dtype=np.int64)
+        a, b = int(self.category_products_indptr[category]), int(self.category_products_indptr[category + 1])
+        return np.asarray(self.category_products[a:b][:MAX_EVIDENCE], dtype=np.int64)
+
+    def category_tokens(self, category: int) -> list[str]:
+        """The tokens that weigh most in a category's centre (back-projected through the components)."""
+        if category < 0 or self.model.components.shape[0] == 0:
+            return []
+        weights = self.model.centers[category] @ self.model.components
+        top = np.argsort(-weights, kind="stable")[:CATEGORY_TOKENS]
+        return [str(self.model.tokens.vocab[t]) for t in top if weights[t] > 0]
+
+    def audiences(self, names: Sequence[str], k: int, exclude: Sequence[Any] = ()) -> list[NameAudience]:
+        """The top-k audience of every name: its category's list, then the fallback order (score 0)."""
+        vectors = self.model.tokens.vectorise(list(names))
+        cats = self.model.assign(vectors)
+        excluded = self.customer_codes(exclude)
+        order = np.asarray(self.fallback_order, dtype=np.int64)
+        out = []
+        for i, name in enumerate(names):  # per requested name (a handful)
+            c = int(cats[i])
+            users = np.zeros(0, dtype=np.int64)
+            scores = np.zeros(0)
+            if c >= 0:
+                a, b = int(self.lists_indptr[c]), int(self.lists_indptr[c + 1])
+                users = np.asarray(self.lists_users[a:b], dtype=np.int64)
+                scores = np.asarray(self.lists_scores[a:b], dtype=np.float64)
+                keep = ~np.isin(users, excluded)
+                users, scores = users[keep][:k], scores[keep][:k]
+            need = k - len(users)
+            if need > 0:
+                head = order[: need + len(excluded) + len(users)]
+                head = head[~np.isin(head, excluded) & ~np.isin(head, users)][:need]
+                users = np.concatenate([users, head])
+                scores = np.concatenate([scores, np.zeros(len(head))])
+            _, tokens = tokenize_names([name])
+            codes = self.model.tokens.token_codes(tokens)
+            top = self.top_products(c)
+            out.append(
+                NameAudience(
+                    name=name,
+                    basis="name" if c >= 0 else "no_known_token",
+                    known_tokens=sorted({str(t) for t, cc in zip(tokens, codes, strict=True) if cc >= 0}),
+                    unknown_tokens=sorted({str(t) for t, cc in zip(tokens, codes, strict=True) if cc < 0}),
+                    customers=users,
+                    scores=scores,
+                    evidence=[Evidence(engagement=0.0, name=float(v), tokens=[], products=[]) for v in scores],
+                    similar=[(int(p), 0.0) for p in top],
+                    category=c,
+                    category_tokens=self.category_tokens(c),
+                )
+            )
+        return out
+
+
+def save_arrays(directory: Path, prefix: str, arrays: dict[str, np.ndarray], meta: NameIndexMeta) -> None:
+    """Write arrays as <prefix><key>.npy (fsynced) and <prefix>meta.json into `directory` (created)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, array in arrays.items():
+        with (directory / f"{prefix}{key}.npy").open("wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+    (directory / f"{prefix}{META_NAME}").write_text(meta.to_json(), encoding="utf-8")
+
+
+def arrays_digest(meta: NameIndexMeta, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the meta and every array (name, dtype, shape, bytes)."""
+    h = hashlib.sha256(meta.to_json().encode("utf-8"))
+    for key, array in arrays.items():
+        arr = np.ascontiguousarray(array)
+        h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
+        h.update(arr.data.cast("B"))
+    return h.hexdigest()
+
+
+def load_arrays(
+    directory: Path, prefix: str, keys: Sequence[str], mmap: bool
+) -> tuple[NameIndexMeta, dict[str, np.ndarray]]:
+    """The meta and the memory-mapped arrays of an index; a clear error names missing files."""
+    wanted = [*(f"{prefix}{key}.npy" for key in keys), f"{prefix}{META_NAME}"]
+    missing = [name for name in wanted if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"name index at {directory} lacks {missing}; rebuild it (recsys build-cache)")
+    mode: Literal["r"] | None = "r" if mmap else None
+    arrays = {k: np.load(directory / f"{prefix}{k}.npy", mmap_mode=mode, allow_pickle=False) for k in keys}
+    meta = NameIndexMeta(**json.loads((directory / f"{prefix}{META_NAME}").read_text(encoding="utf-8")))
+    return meta, arrays
+
+
+def known_codes(index_ids: np.ndarray, customer_ids: Sequence[Any]) -> np.ndarray:
+    """Codes (positions in the sorted `index_ids`) of the given ids that are there; other kinds or unknown dropped."""
+    if len(customer_ids) == 0 or len(index_ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    kind = "int" if index_ids.dtype.kind in "iu" else "str"
+    parsed = [p for p in (parse_id(raw, kind) for raw in customer_ids) if p is not None]
+    if not parsed:
+        return np.zeros(0, dtype=np.int64)
+    ids = np.asarray(parsed, dtype=np.int64 if kind == "int" else str)
+    pos = np.minimum(np.searchsorted(index_ids, ids), len(index_ids) - 1)
+    return np.unique(pos[index_ids[pos] == ids]).astype(np.int64)
+
+
+AnyNameIndex = NameIndex | CategoryIndex
+
+
+def load_name_index(directory: Path, prefix: str = "", mmap: bool = True) -> AnyNameIndex:
+    """The index saved with `prefix` in `directory`: a category index or a name-token index, from its meta file."""
+    meta_path = directory / f"{prefix}{META_NAME}"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"no name index at {directory} ({prefix}{META_NAME} missing)")
+    method = json.loads(meta_path.read_text(encoding="utf-8")).get("method")
+    if method == "category":
+        return CategoryIndex.load(directory, prefix, mmap)
+    return NameIndex.load(directory, prefix, mmap)

@@ -7,10 +7,12 @@ from typing import Any
 
 from recsys.rankers.base import Ranker
 from recsys.rankers.bgnbd import BGNBDRanker
+from recsys.rankers.category import CategoryPopularityRanker, CategoryShareRanker, TruthCategoryRanker
 from recsys.rankers.content import ContentRanker
 from recsys.rankers.engagement import ActivityRanker, PopularityRanker, RandomRanker, RecencyRanker
 from recsys.rankers.factor import ALSRanker, BPRRanker
 from recsys.rankers.knn import ItemKNNRanker
+from recsys.rankers.learned import LearnedRanker
 from recsys.rankers.name_knn import NameKNNRanker
 
 RankerFactory = Callable[[Mapping[str, Any]], Ranker]
@@ -27,6 +29,10 @@ RANKERS: dict[str, RankerFactory] = {
         ItemKNNRanker,
         NameKNNRanker,
         BGNBDRanker,
+        CategoryPopularityRanker,
+        CategoryShareRanker,
+        TruthCategoryRanker,
+        LearnedRanker,
     )
 }
 

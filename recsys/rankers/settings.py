@@ -16,7 +16,9 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from recsys.data.contract import CANONICAL_EVENTS
 from recsys.features.engagement import FeatureParams
+from recsys.features.returns import ReturnSettings
 
 
 class RankerSettings(BaseModel):
@@ -100,6 +102,123 @@ class BGNBDSettings(RankerSettings):
     horizon_days: float = Field(36.0, gt=0.0)
     events: list[str] | None = None  # None = every dated event is a transaction
     max_fit_customers: int | None = Field(None, ge=2)
+
+
+class CategorySettings(BaseModel):
+    """Category inference from names (recsys.features.categories.CategoryParams; n_init lower than explore's 10)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(32, ge=1)
+    components: int = Field(100, ge=1)
+    fit_products: int = Field(20_000, ge=1)
+    n_init: int = Field(3, ge=1)
+    seed: int = 0
+
+
+class CategoryPopularitySettings(RankerSettings):
+    """``category_popularity``: customers by their fit rows in the product's inferred category (rankers.category)."""
+
+    categories: CategorySettings = Field(default_factory=CategorySettings)
+    chunk_entries: int = Field(8_000_000, ge=1)
+
+
+class ShareReturnSettings(RankerSettings):
+    """Settings of the category-share x P(return) rankers (rankers.category)."""
+
+    horizon_days: float = Field(30.0, gt=0.0)  # the return model's window unless returns.window_days is set
+    returns: ReturnSettings = Field(default_factory=ReturnSettings)
+    chunk_entries: int = Field(8_000_000, ge=1)
+
+
+class CategoryShareSettings(ShareReturnSettings):
+    """``category_share``: share of the customer's rows in the inferred category x P(return)."""
+
+    categories: CategorySettings = Field(default_factory=CategorySettings)
+
+
+class TruthCategorySettings(ShareReturnSettings):
+    """``truth_category``: true-category share x P(return), the reference with the generator's truth."""
+
+    categories_path: str | None = None  # the generator's product_id, category Parquet (required at fit)
+
+
+class SourceSettings(BaseModel):
+    """One candidate source of the ``learned`` ranker: a registered ranker, its depth and its own settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ranker: str
+    candidates: int = Field(200, ge=1, le=100_000)  # customers the source proposes per product
+    settings: dict[str, Any] = Field(default_factory=dict)  # that ranker's settings (seed and features inherited)
+
+
+def _default_sources() -> dict[str, SourceSettings]:
+    """The default candidate sources of ``learned`` (params/evaluate.yaml fills in validation-chosen settings)."""
+    return {
+        "activity": SourceSettings(ranker="activity", candidates=300),
+        "popularity": SourceSettings(ranker="popularity", candidates=100),
+        "content": SourceSettings(ranker="content", candidates=300),
+        "itemknn": SourceSettings(ranker="itemknn", candidates=300),
+        "als": SourceSettings(
+            ranker="als",
+            candidates=300,
+            settings={"factors": 32, "iterations": 10, "regularization": 0.1, "alpha": 10.0, "num_threads": 2},
+        ),
+        "category": SourceSettings(ranker="category_popularity", candidates=1000),
+        "share": SourceSettings(ranker="category_share", candidates=300),
+        "names": SourceSettings(ranker="name_knn", candidates=300),
+    }
+
+
+class LearnedSettings(RankerSettings):
+    """``learned``: LightGBM LambdaRank over the candidates of several sources (recsys.rankers.learned)."""
+
+    sources: dict[str, SourceSettings] = Field(default_factory=_default_sources)
+    label_days: float = Field(14.0, gt=0.0)  # inner label window: the last label_days of the fit rows
+    label_windows: int = Field(1, ge=1, le=12)  # consecutive label windows stacked into the training set
+    label_events: list[str] | None = None  # events that make a label-window customer positive (None = any)
+    negatives: int = Field(100, ge=1)  # negatives sampled per training product (seeded)
+    category_label_gain: float = Field(0.0, ge=0.0, lt=1.0)  # > 0: graded labels, 1 = back in the product's category
+    max_groups: int | None = Field(None, ge=1)  # training products kept (seeded sample) when more have a positive
+    categories: CategorySettings = Field(default_factory=CategorySettings)
+    returns: ReturnSettings = Field(default_factory=ReturnSettings)
+    # LightGBM (knobs: re-trained on the cached training features, sources not refitted)
+    n_estimators: int = Field(100, ge=1)
+    learning_rate: float = Field(0.05, gt=0.0, le=1.0)
+    num_leaves: int = Field(7, ge=2, le=131_072)
+    min_child_samples: int = Field(100, ge=1)
+    reg_lambda: float = Field(1.0, ge=0.0)
+    feature_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    truncation_level: int = Field(100, ge=1)  # lambdarank_truncation_level: pairs ranked below it get no gradient
+    max_bin: int = Field(255, ge=2)
+    num_threads: int = Field(1, ge=1)  # training and prediction threads (fixed: results depend on it)
+    drop_features: list[str] = Field(default_factory=list)  # feature names (or prefixes ending in '.') left out
+    base_source: str | None = None  # boosting starts from -base_weight * ln(rank in this source's list)
+    base_weight: float = Field(1.0, ge=0.0)
+    backfill: bool = True  # complete short lists from the engagement order below every candidate
+    chunk_entries: int = Field(2_000_000, ge=1)  # candidate pairs per feature / prediction block
+    feature_cache_pairs: int = Field(0, ge=0)  # keep the latest request's features up to this many pairs (tuning)
+
+    @field_validator("label_events")
+    @classmethod
+    def _check_events(cls, value: list[str] | None) -> list[str] | None:
+        """Label events must be canonical events."""
+        bad = sorted(set(value or []) - set(CANONICAL_EVENTS))
+        if bad:
+            raise ValueError(f"unknown event(s) {bad}; canonical events: {', '.join(CANONICAL_EVENTS)}")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _check_sources(cls, value: dict[str, SourceSettings]) -> dict[str, SourceSettings]:
+        """At least one source, none of them a learned ranker (their names are checked against the registry later)."""
+        if not value:
+            raise ValueError("at least one candidate source is needed")
+        nested = sorted(label for label, s in value.items() if s.ranker == "learned")
+        if nested:
+            raise ValueError(f"source(s) {nested} cannot be the learned ranker itself")
+        return value
 
 
 S = TypeVar("S", bound=RankerSettings)

@@ -1,7 +1,7 @@
 """What the results say, in a few generated sentences: the openings of the reports and the "What we found" blocks.
 
-Every function takes typed results (``recsys.evaluation.results.EvaluationSummary``,
-``recsys.evaluation.tradeoff.TradeoffResults``, the cache stage's metrics) and returns text built from their
+Every function takes typed results (``recsys.evaluation.results.EvaluationSummary``, the cache stage's
+``recsys.cache.checks.CacheChecks``) and returns text built from their
 fields; no number is typed here. Sentence functions return one sentence, or ``""`` when the results do not hold
 what the sentence needs, so a new sentence is one more function in ``finding_sentences``. They iterate over what
 the results hold (the models, the cut-offs, the verdicts); the only depth named is the summary's own
@@ -9,21 +9,20 @@ the results hold (the models, the cut-offs, the verdicts); the only depth named 
 
 - report openings: ``question_markdown`` (what the evaluation asks), ``answer_markdown`` (the answer at the
   headline depth), ``verdicts_brief_markdown`` (the per-k verdicts, one line each);
-- findings: ``lead_sentence``, ``depth_sentence``, ``cf_sentence``, ``new_products_sentence``,
-  ``served_sentence`` / ``cap_sentence``; ``findings_markdown`` joins them for one data set (reports/summary.md and
-  README, between the markers of ``recsys.reporting.summary``).
+- findings: ``lead_sentence``, ``depth_sentence``, ``cf_sentence``, ``new_products_sentence``, ``served_sentence``
+  (the cache stage's checks); ``findings_markdown`` joins them for one data set (reports/summary.md and README,
+  between the markers of ``recsys.reporting.summary``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from recsys.cache.checks import CacheChecks
 from recsys.evaluation.report import VERDICT_TEXT, fmt, interval, ks_text, pct, verdict_phrase
 from recsys.evaluation.results import EvaluationSummary, KVerdict, ModelResult, PrecisionAtK
-from recsys.evaluation.tradeoff import OUTCOME_PHRASE, TradeoffResults, cap_text, exposure_at
 
 GROUP_TEXT: dict[str, str] = {
     "cf": "collaborative filtering",
@@ -258,54 +257,34 @@ def new_products_sentence(summary: EvaluationSummary) -> str:
     return text + "."
 
 
-def served_sentence(tradeoff: TradeoffResults | None, cache: Mapping[str, Any]) -> str:
-    """What the served configuration (the cache's ranker, depth and cap) achieves, from the cap trade-off's scores."""
-    if tradeoff is None or tradeoff.ranker != cache.get("ranker"):
+def served_sentence(checks: CacheChecks | None) -> str:
+    """What the served configuration (the cache's ranker, depth and cap) achieves: its measured precision, or that
+    it is not measured and why (the cache stage's checks, ``recsys.cache.checks``), and how widely it targets."""
+    if checks is None:
         return ""
-    cap = (cache.get("allocation") or {}).get("max_exposures")
-    try:
-        served = tradeoff.cap(cap)
-    except KeyError:
-        return ""
-    k, base = tradeoff.headline_k, tradeoff.uncapped
-    p, u = served.at(k), base.at(k)
-    config = f"{tradeoff.model}, audiences of {cache.get('n', tradeoff.depth)}, {cap_text(cap)}"
-    text = f"The served configuration ({config}) scores precision@{k} {interval(p.value, p.low, p.high)} "
-    text += f"({hits_text(p.hits)})"
-    if cap is not None:
-        e, e0 = exposure_at(served, tradeoff.depth), exposure_at(base, tradeoff.depth)
-        text += (
-            f" against {fmt(u.value)} ({hits_text(u.hits)}) uncapped, and reaches {e.distinct_customers:,} distinct "
-            f"customers instead of {e0.distinct_customers:,}, none in more than {e.max_exposures:,} audiences "
-            f"(uncapped: {e0.max_exposures:,})"
-        )
-    return text + "."
-
-
-def cap_sentence(tradeoff: TradeoffResults | None) -> str:
-    """The exposure cap the trade-off recommends on a data set that is not the served one."""
-    if tradeoff is None:
-        return ""
-    r = tradeoff.recommendation
-    return (
-        f"For {tradeoff.model}'s audiences of {tradeoff.depth}, the exposure-cap rule recommends {cap_text(r.cap)} "
-        f"({OUTCOME_PHRASE[r.outcome]})."
+    cap = checks.allocation.max_exposures
+    config = f"{checks.ranker}, audiences of {checks.n}, {'uncapped' if cap is None else f'cap {cap}'}"
+    served = checks.served
+    reach = (
+        f"; it targets {checks.customers_ranked:,} distinct customers, none in more than "
+        f"{checks.max_exposures_served:,} audiences"
     )
+    if served.status == "measured" and served.precision:
+        figures = ", ".join(
+            f"precision@{p.k} {interval(p.value, p.low, p.high)} ({hits_text(p.hits)})" for p in served.precision
+        )
+        return f"The served configuration ({config}) scores {figures} on the test window{reach}."
+    return f"The served configuration ({config}) has no measured precision ({served.reason}){reach}."
 
 
-def finding_sentences(
-    summary: EvaluationSummary,
-    tradeoff: TradeoffResults | None = None,
-    cache: Mapping[str, Any] | None = None,
-    served: bool = False,
-) -> list[str]:
+def finding_sentences(summary: EvaluationSummary, checks: CacheChecks | None = None, served: bool = False) -> list[str]:
     """The findings of one data set, in reading order (empty sentences dropped)."""
     sentences = [
         lead_sentence(summary),
         depth_sentence(summary),
         cf_sentence(summary),
         new_products_sentence(summary),
-        served_sentence(tradeoff, cache or {}) if served else cap_sentence(tradeoff),
+        served_sentence(checks) if served else "",
     ]
     return [s for s in sentences if s]
 
@@ -313,15 +292,14 @@ def finding_sentences(
 def findings_markdown(
     dataset: str,
     summary: EvaluationSummary,
-    tradeoff: TradeoffResults | None = None,
-    cache: Mapping[str, Any] | None = None,
+    checks: CacheChecks | None = None,
     served: bool = False,
     link: str = "",
 ) -> str:
     """One data set's "what we found" paragraph: its name (linked to its evaluate report) and its sentences."""
     name = f"[`{dataset}`]({link})" if link else f"`{dataset}`"
     tag = " (served)" if served else ""
-    return f"**{name}{tag}.** " + " ".join(finding_sentences(summary, tradeoff, cache, served)) + "\n"
+    return f"**{name}{tag}.** " + " ".join(finding_sentences(summary, checks, served)) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,7 +309,7 @@ def findings_markdown(
 RESULT_FILES: tuple[tuple[str, str], ...] = (
     ("summary.json", "the typed `EvaluationSummary`"),
     ("metrics_at_k.csv", "every metric at every k"),
-    ("tradeoff/results.json", "the exposure-cap trade-off, typed `TradeoffResults`"),
+    ("campaigns/results.json", "the per-campaign cap study, typed `CampaignStudy`"),
     ("report.md", "the same results as a plain-text report"),
 )
 
@@ -346,6 +324,6 @@ def sources_markdown(results: Path, html_dir: Path) -> str:
             links.append(f"[`{href}`]({href}) ({what})")
     listed = "; ".join(links) if links else f"`{results.name}/` (no result file found)"
     return (
-        "Every number and sentence of this report is generated from the results the `evaluate` and `tradeoff` "
+        "Every number and sentence of this report is generated from the results the `evaluate` and `campaigns` "
         f"stages wrote once: {listed}. This report fits nothing.\n"
     )

@@ -16,10 +16,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from recsys.evaluation.campaigns import CampaignStudy
 from recsys.evaluation.frame import SLICES
 from recsys.evaluation.metrics import METRICS
 from recsys.evaluation.results import EvaluationSummary
-from recsys.evaluation.tradeoff import TradeoffResults, cap_text, exposure_at
 
 REFERENCE_STYLE: dict[str, dict[str, Any]] = {
     "random_expected": {"color": "0.45", "linestyle": "--"},
@@ -275,47 +275,36 @@ def plot_comparisons(summary: EvaluationSummary, purpose: str = "verdict", ax: A
     return fig
 
 
-def plot_cap_tradeoff(results: TradeoffResults) -> Figure:
-    """Per cap: precision@headline k with its interval and hits, distinct customers and largest exposure counts."""
-    k, n = results.headline_k, results.depth
-    caps = results.caps
-    x = np.arange(len(caps))
-    labels = [cap_text(c.cap) for c in caps]
-    fig = Figure(figsize=(11.0, 3.8), layout="constrained")
-    ax_p, ax_c, ax_e = fig.subplots(1, 3)
-    for i, c in enumerate(caps):
-        p = c.at(k)
-        value, low, high = (np.nan if v is None else v for v in (p.value, p.low, p.high))
-        err = [[max(value - low, 0.0)], [max(high - value, 0.0)]]
-        ax_p.errorbar(i, value, yerr=err, fmt="o", capsize=3, color="C0")
-        ax_p.annotate(f"{p.hits:g}", (i, high), xytext=(0, 3), textcoords="offset points", ha="center")
-    ax_p.set_ylabel(f"precision@{k} (test; {results.level:.0%} interval; hits above)")
-    ax_p.set_title(f"precision@{k} of the evaluated products", fontsize="medium")
-    ax_p.margins(y=0.15)  # room for the hit counts above the intervals
-    for ax, metric, title in (
-        (ax_c, "distinct_customers", "distinct customers targeted"),
-        (ax_e, "max_exposures", "largest exposure count of a customer"),
-    ):
-        for j, depth in enumerate(sorted({10, n})):
-            values = [getattr(exposure_at(c, depth), metric) for c in caps]
-            ax.plot(x, values, marker="o", color=f"C{j + 1}", label=f"top-{min(depth, n)} lists")
-        ax.set_yscale("log")
-        ax.set_title(title, fontsize="medium")
+def plot_campaign_caps(study: CampaignStudy) -> Figure:
+    """Per audience size: precision@n of every campaign set under each cap, with intervals; uncapped as a band."""
+    fig = Figure(figsize=(5.2 * len(study.audiences), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(study.audiences)))
+    x = np.arange(len(study.caps), dtype=np.float64)
+    width = 0.8 / max(len(study.campaign_sets), 1)
+    for ax, n in zip(axes, study.audiences, strict=True):
+        base = study.uncapped(n).at(n)
+        if base.low is not None and base.high is not None:
+            ax.axhspan(base.low, base.high, color="0.85", label=f"uncapped ({base.hits:g} hits)")
+        if base.value is not None:
+            ax.axhline(base.value, color="0.4", linewidth=1)
+        for j, c in enumerate(study.campaign_sets):
+            points = [study.find(c.name, cap, n).at(n) for cap in study.caps]
+            values = np.array([np.nan if p.value is None else p.value for p in points])
+            low = np.array([np.nan if p.low is None else p.low for p in points])
+            high = np.array([np.nan if p.high is None else p.high for p in points])
+            err = np.vstack([np.clip(values - low, 0, None), np.clip(high - values, 0, None)])
+            offset = (j - (len(study.campaign_sets) - 1) / 2) * width
+            ax.errorbar(x + offset, values, yerr=err, fmt="o", capsize=2, color=f"C{j}", label=c.name.replace("_", " "))
+        ax.set_xticks(x, [f"cap {c}" for c in study.caps])
+        ax.set_ylabel(f"precision@{n} (test; {study.level:.0%} interval)")
+        ax.set_title(f"audiences of {n}", fontsize="medium")
         ax.legend(fontsize="small")
-    rec = results.recommendation.cap
-    for ax in (ax_p, ax_c, ax_e):
-        ax.set_xticks(x, labels, rotation=30, ha="right")
-        if any(c.cap == rec for c in caps):
-            ax.axvline(next(i for i, c in enumerate(caps) if c.cap == rec), color="0.6", linestyle=":", linewidth=1)
-    fig.suptitle(
-        f"{results.model}: audiences of depth {n} under exposure caps (dotted: the recommended {cap_text(rec)})",
-        fontsize="medium",
-    )
+    fig.suptitle(f"{study.model}: per-campaign caps against uncapped (grey band)", fontsize="medium")
     return fig
 
 
 __all__ = [
-    "plot_cap_tradeoff",
+    "plot_campaign_caps",
     "plot_metric_at_k",
     "plot_lift",
     "plot_slices",

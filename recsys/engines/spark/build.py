@@ -25,8 +25,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys import config
-from recsys.cache.build import arrays_recommendations, exposure_summary, jsonable, uncapped_allocation
-from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest, EngineInfo, InputCounts
+from recsys.cache.build import NOT_MEASURED, exposure_summary, uncapped_allocation
+from recsys.cache.figures import served_figures
+from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest, EngineInfo, InputCounts, ServedFigures
+from recsys.cache.writer import arrays_recommendations, jsonable
 from recsys.engines.spark import als as spark_als
 from recsys.engines.spark.features import customer_features
 from recsys.engines.spark.io import fingerprint, read_interactions
@@ -101,8 +103,12 @@ def output_parts(n_products: int, n: int, settings: SparkSettings) -> int:
     return max(1, math.ceil(n_products * n / settings.rows_per_output_partition))
 
 
-def stage(spark: SparkSession, ranked: DataFrame, catalogue: DataFrame, fallback: TopOrder, uri: str) -> StagedAudience:
-    """Write the (range-partitioned) ranked rows sorted by (product_id, rank) under `uri`; collect sizes, vocabulary."""
+def stage(
+    spark: SparkSession, ranked: DataFrame, catalogue: DataFrame, fallback: TopOrder, uri: str, n: int
+) -> StagedAudience:
+    """Write the (range-partitioned) ranked rows sorted by (product_id, rank) under `uri`; collect sizes, vocabulary.
+
+    The rows are each product's candidates; the served audiences are their first `n` (the writer splits them)."""
     target = join_uri(uri, "audience")
     ranked.sortWithinPartitions("product_id", "rank").write.mode("errorifexists").parquet(target)
     written = spark.read.parquet(target)
@@ -118,10 +124,14 @@ def stage(spark: SparkSession, ranked: DataFrame, catalogue: DataFrame, fallback
     product_ids = sizes.column("product_id").to_numpy(zero_copy_only=False)
     if isinstance(product_type, T.StringType):
         product_ids = np.asarray(sizes.column("product_id").to_pylist(), dtype=object)
-    vocab = None
+    distinct = written.select("customer_id").distinct().toArrow().column(0)
+    fallback_ids = fallback.customer_ids[:n]
     if isinstance(customer_type, T.StringType):
-        ranked_ids = {str(v) for v in written.select("customer_id").distinct().toArrow().column(0).to_pylist()}
-        vocab = np.asarray(sorted(ranked_ids | {str(v) for v in fallback.customer_ids.tolist()}), dtype=object)
+        ranked_ids = {str(v) for v in distinct.to_pylist()} | {str(v) for v in fallback_ids.tolist()}
+        vocab = np.asarray(sorted(ranked_ids), dtype=object)
+    else:
+        ints = np.asarray(distinct.to_numpy(zero_copy_only=False), dtype=np.int64)
+        vocab = np.unique(np.concatenate([ints, np.asarray(fallback_ids, dtype=np.int64)]))
     customer_dtype: np.dtype[Any] = (
         np.dtype(np.int32) if isinstance(customer_type, T.IntegerType) else np.dtype(np.int64)
     )
@@ -129,12 +139,13 @@ def stage(spark: SparkSession, ranked: DataFrame, catalogue: DataFrame, fallback
         customer_dtype = np.dtype(np.int16) if isinstance(customer_type, T.ShortType) else np.dtype(np.int8)
     return StagedAudience(
         uri=target,
+        n=int(n),
         product_ids=np.asarray(product_ids),
         sizes=np.asarray(sizes.column("size").to_numpy(zero_copy_only=False), dtype=np.int64),
         customer_dtype=customer_dtype,
         vocab=vocab,
-        fallback_ids=fallback.customer_ids,
-        fallback_scores=fallback.scores,
+        fallback_ids=fallback_ids,
+        fallback_scores=fallback.scores[:n],
     )
 
 
@@ -214,6 +225,7 @@ def build_cache_spark(
     cache_dir: Path,
     *,
     n: int = 100,
+    candidates: int | None = None,
     export: str | None = None,
     keep: int = 2,
     settings: SparkSettings | None = None,
@@ -223,14 +235,19 @@ def build_cache_spark(
     exposure: Mapping[str, Any] | None = None,
     seed: int = 0,
     dataset: str | None = None,
+    served: ServedFigures | None = None,
 ) -> CacheManifest:
-    """Fit `ranker_name` on Spark over the interactions at `uri`, rank every product's top-n and write the cache.
+    """Fit `ranker_name` on Spark over the interactions at `uri`, rank every product `candidates` deep (default n),
+    serve its top-n and write the cache.
 
     The served audiences are uncapped (the capped allocation is single-machine); the manifest records the same
     allocation and exposure facts as the pandas engine's, the exposure metrics computed from the written arrays.
     """
     if n < 1:
         raise ValueError(f"cache depth n must be >= 1, got {n} (params/cache.yaml: cache.n)")
+    depth = n if candidates is None else int(candidates)
+    if depth < n:
+        raise ValueError(f"cache.candidates must be >= cache.n={n}, got {depth} (params/cache.yaml)")
     check_ranker(ranker_name)
     settings = settings or SparkSettings()
     spark = spark or spark_session(settings)
@@ -246,11 +263,11 @@ def build_cache_spark(
     log.info("spark build: read %d interactions in %.1f s", inputs.n_rows, time.perf_counter() - t0)
     try:
         t1 = time.perf_counter()
-        parts = output_parts(inputs.n_products, n, settings)
-        ranked, fallback = rankings(spark, inputs, ranker_name, params, n, settings.shuffle_partitions, parts)
+        parts = output_parts(inputs.n_products, depth, settings)
+        ranked, fallback = rankings(spark, inputs, ranker_name, params, depth, settings.shuffle_partitions, parts)
         log.info("spark build: fitted %s (features, global order) in %.1f s", ranker_name, time.perf_counter() - t1)
         t1 = time.perf_counter()
-        staged = stage(spark, ranked, inputs.catalogue, fallback, staging)
+        staged = stage(spark, ranked, inputs.catalogue, fallback, staging, n)
         log.info("spark build: ranked and staged %d rows in %.1f s", int(staged.sizes.sum()), time.perf_counter() - t1)
         t1 = time.perf_counter()
         meta = BuildInfo(
@@ -263,6 +280,8 @@ def build_cache_spark(
             source=source if source is not None else uri,
             counts=InputCounts(interactions=inputs.n_rows, customers=inputs.n_customers, catalogue=inputs.n_products),
             allocation=uncapped_allocation(allocation, n, seed),
+            candidate_depth=depth,
+            served=served or NOT_MEASURED,
         )
         reachable = returning_customer_ids(inputs.rows)
 
@@ -304,12 +323,24 @@ def build_cache_spark_from_params(
     served = config.dataset_paths(str(cfg.get("dataset") or config.DEFAULT_DATASET)).interactions
     uri = str(prepared) if prepared is not None else (settings.input or str(served))
     source = config.relative(uri) if local_path(uri) is not None else uri
+    n = int(cfg.get("n", 100))
+    dataset = dataset_of_uri(uri, str(cfg.get("dataset") or config.DEFAULT_DATASET))
     return build_cache_spark(
         uri,
         cfg["ranker"],
         ranker_params,
         Path(cache_dir) if cache_dir else config.CACHE_DIR,
-        n=int(cfg.get("n", 100)),
+        n=n,
+        candidates=int(cfg.get("candidates", n)),
+        served=served_figures(
+            dataset=dataset,
+            ranker=cfg["ranker"],
+            params=ranker_params,
+            n=n,
+            max_exposures=None,
+            feature_params=dict(ranker_params.get("features") or {}),
+            engine="spark",
+        ),
         export=cfg.get("export") or None,
         keep=int(cfg.get("keep_lookup_dirs", 2)),
         settings=settings,
@@ -318,7 +349,7 @@ def build_cache_spark_from_params(
         allocation=cfg.get("allocation"),
         exposure=cfg.get("exposure"),
         seed=int(cfg.get("seed", 0)),
-        dataset=dataset_of_uri(uri, str(cfg.get("dataset") or config.DEFAULT_DATASET)),
+        dataset=dataset,
     )
 
 

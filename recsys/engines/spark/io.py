@@ -10,8 +10,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recsys.cache.build import fingerprint_file
 from recsys.cache.manifest import Fingerprint
+from recsys.cache.writer import fingerprint_file
 from recsys.engines.spark.session import local_path
 
 NEEDED: tuple[str, ...] = ("customer_id", "product_id", "event", "event_date")

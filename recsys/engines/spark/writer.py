@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recsys.arrays import offsets_of
-from recsys.cache.build import (
+from recsys.cache.lookup import AUDIENCE_NAME, LOOKUP_ARRAYS, SCORE_DTYPE
+from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest
+from recsys.cache.writer import (
     LOCK_WAIT_S,
     PARQUET_ROW_GROUP,
     audience_slice,
@@ -50,8 +52,6 @@ from recsys.cache.build import (
     write_parquet_atomic,
     writing,
 )
-from recsys.cache.lookup import AUDIENCE_NAME, LOOKUP_ARRAYS, SCORE_DTYPE
-from recsys.cache.manifest import BuildInfo, CacheExposure, CacheManifest
 from recsys.engines.spark.session import has_scheme, local_path
 
 PART_FILE = re.compile(r"^part-(\d+)")
@@ -59,20 +59,43 @@ PART_FILE = re.compile(r"^part-(\d+)")
 
 @dataclass(frozen=True)
 class StagedAudience:
-    """Where Spark wrote the ranked rows, plus the small per-product and fallback arrays the driver needs."""
+    """Where Spark wrote the ranked rows (each product's candidates, ranks 1..size), plus the small per-product and
+    fallback arrays the driver needs; the served audiences are every list's first `n` rows."""
 
     uri: str
+    n: int
     product_ids: np.ndarray
-    sizes: np.ndarray
+    sizes: np.ndarray  # candidates per product
     customer_dtype: np.dtype[Any]
-    vocab: np.ndarray | None
+    vocab: np.ndarray  # every ranked customer id, sorted (int64, or str objects)
     fallback_ids: np.ndarray
     fallback_scores: np.ndarray
 
     @property
     def offsets(self) -> np.ndarray:
-        """CSR offsets of the products' blocks."""
+        """CSR offsets of the products' candidate blocks."""
         return offsets_of(np.asarray(self.sizes, dtype=np.int64))
+
+    @property
+    def served_offsets(self) -> np.ndarray:
+        """CSR offsets of the served audiences (each list's first n)."""
+        return offsets_of(np.minimum(np.asarray(self.sizes, dtype=np.int64), self.n))
+
+    @property
+    def string_ids(self) -> bool:
+        """True when customer ids are strings (stored as codes into the vocabulary)."""
+        return self.vocab.dtype.kind not in "iu"
+
+
+@dataclass(frozen=True)
+class LookupFill:
+    """Memory-mapped lookup arrays the stream fills in place: served customers/scores and the candidates."""
+
+    customers: np.ndarray
+    scores: np.ndarray
+    candidate_customers: np.ndarray
+    candidate_scores: np.ndarray
+    index: pd.Index | np.ndarray  # the vocabulary to code customers with
 
 
 def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -130,13 +153,8 @@ def exact_slices(uri: str, rows: int = PARQUET_ROW_GROUP) -> Iterator[pa.Table]:
         yield pa.Table.from_batches(pending)
 
 
-def audience_stream(
-    staged: StagedAudience,
-    customers_out: np.ndarray | None = None,
-    scores_out: np.ndarray | None = None,
-    vocab_index: pd.Index | None = None,
-) -> Iterator[pa.Table]:
-    """Audience slices in the pandas engine's layout; optionally fill the lookup arrays on the way."""
+def validated_slices(staged: StagedAudience) -> Iterator[tuple[int, pa.Table, np.ndarray, np.ndarray]]:
+    """(first row, table, product row, rank) of the staged rows in exact slices, checked against the sizes."""
     offsets = staged.offsets
     total = int(offsets[-1])
     start = 0
@@ -146,25 +164,68 @@ def audience_stream(
             raise RuntimeError(f"Spark staging {staged.uri} holds more rows than the per-product sizes ({total})")
         entry = np.arange(start, stop, dtype=np.int64)
         block = np.searchsorted(offsets, entry, side="right") - 1
-        pids = staged.product_ids[block]
         ranks = entry - offsets[block] + 1
         got_pids = ids_of(table.column("product_id"))
         got_ranks = np.asarray(table.column("rank").to_numpy(), dtype=np.int64)
-        if not (np.array_equal(got_pids, pids) and np.array_equal(got_ranks, ranks)):
+        if not (np.array_equal(got_pids, staged.product_ids[block]) and np.array_equal(got_ranks, ranks)):
             raise RuntimeError(
                 f"Spark staging {staged.uri} is not sorted by (product_id, rank) with ranks 1..n near row {start}"
             )
-        customers = ids_of(table.column("customer_id"))
-        scores = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
-        if customers_out is not None and scores_out is not None:
-            customers_out[start:stop] = customers if vocab_index is None else codes_of(vocab_index, customers)
-            scores_out[start:stop] = scores.astype(SCORE_DTYPE)
-        yield audience_slice(pids, ranks, customers, scores)
+        yield start, table, block, ranks
         start = stop
     if start != total:
         raise RuntimeError(f"Spark staging {staged.uri} holds {start} rows, the per-product sizes say {total}")
-    if total == 0:
-        empty_customers = np.zeros(0, dtype=staged.customer_dtype if staged.vocab is None else object)
+
+
+def customer_codes(index: pd.Index | np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """int32 codes of ids in the sorted vocabulary (a pd.Index for string ids, the int64 array for integers)."""
+    if isinstance(index, pd.Index):
+        return codes_of(index, ids)
+    pos = np.searchsorted(index, ids)
+    if len(pos) and (pos.max() >= len(index) or not np.array_equal(index[pos], ids)):
+        raise RuntimeError("a ranked customer id is missing from the customer vocabulary")
+    return pos.astype(np.int32)
+
+
+def rechunk(tables: Iterable[pa.Table], rows: int = PARQUET_ROW_GROUP) -> Iterator[pa.Table]:
+    """Tables of one schema re-sliced into tables of exactly `rows` rows (the last one shorter; none when empty)."""
+    pending: list[pa.Table] = []
+    held = 0
+    for table in tables:
+        pending.append(table)
+        held += table.num_rows
+        while held >= rows:
+            merged = pa.concat_tables(pending)
+            yield merged.slice(0, rows)
+            pending, held = [merged.slice(rows)], merged.num_rows - rows
+    if held:
+        yield pa.concat_tables(pending)
+
+
+def audience_stream(staged: StagedAudience, fill: LookupFill | None = None) -> Iterator[pa.Table]:
+    """The served audiences (ranks <= n) in the pandas engine's row groups; optionally fill the lookup arrays."""
+    served_offsets = staged.served_offsets
+
+    def served() -> Iterator[pa.Table]:
+        for start, table, block, ranks in validated_slices(staged):
+            customers = ids_of(table.column("customer_id"))
+            scores = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
+            keep = ranks <= staged.n
+            if fill is not None:
+                codes = customer_codes(fill.index, customers)
+                fill.candidate_customers[start : start + table.num_rows] = codes
+                fill.candidate_scores[start : start + table.num_rows] = scores.astype(SCORE_DTYPE)
+                pos = served_offsets[block[keep]] + ranks[keep] - 1
+                fill.customers[pos] = codes[keep] if staged.string_ids else customers[keep]
+                fill.scores[pos] = scores[keep].astype(SCORE_DTYPE)
+            yield audience_slice(staged.product_ids[block[keep]], ranks[keep], customers[keep], scores[keep])
+
+    empty = True
+    for table in rechunk(served()):
+        empty = False
+        yield table
+    if empty:
+        empty_customers = np.zeros(0, dtype=object if staged.string_ids else staged.customer_dtype)
         yield audience_slice(staged.product_ids[:0], np.zeros(0, dtype=np.int64), empty_customers, np.zeros(0))
 
 
@@ -184,41 +245,46 @@ def fsync_path(path: Path) -> None:
 
 def fill_lookup_dir(staged: StagedAudience, tmp: Path) -> str:
     """Write audience.parquet into the temp version dir `tmp` while filling its lookup arrays; return its sha256."""
-    total = int(staged.offsets[-1])
-    string_ids = staged.vocab is not None
-    index = pd.Index(staged.vocab) if staged.vocab is not None else None
-    if total == 0:
-        digest = write_parquet_atomic(audience_stream(staged), tmp / AUDIENCE_NAME)
-        save_lookup_array(tmp, "customers", np.zeros(0, dtype=np.int32 if string_ids else staged.customer_dtype))
-        save_lookup_array(tmp, "scores", np.zeros(0, dtype=SCORE_DTYPE))
-        return digest
-    dtype = np.dtype(np.int32) if string_ids else staged.customer_dtype
-    customers = np.lib.format.open_memmap(tmp / "customers.npy", mode="w+", dtype=dtype, shape=(total,))
-    scores = np.lib.format.open_memmap(tmp / "scores.npy", mode="w+", dtype=SCORE_DTYPE, shape=(total,))
-    digest = write_parquet_atomic(audience_stream(staged, customers, scores, index), tmp / AUDIENCE_NAME)
-    customers.flush()
-    scores.flush()
-    del customers, scores
-    fsync_path(tmp / "customers.npy")
-    fsync_path(tmp / "scores.npy")
+    served, total = int(staged.served_offsets[-1]), int(staged.offsets[-1])
+    dtype = np.dtype(np.int32) if staged.string_ids else staged.customer_dtype
+    index: pd.Index | np.ndarray = (
+        pd.Index(staged.vocab) if staged.string_ids else np.asarray(staged.vocab, dtype=np.int64)
+    )
+    names = ("customers", "scores", "candidate_customers", "candidate_scores")
+    shapes = (served, served, total, total)
+    dtypes = (dtype, np.dtype(SCORE_DTYPE), np.dtype(np.int32), np.dtype(SCORE_DTYPE))
+    arrays = [
+        np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=kind, shape=(size,))
+        for name, kind, size in zip(names, dtypes, shapes, strict=True)
+    ]
+    fill = LookupFill(arrays[0], arrays[1], arrays[2], arrays[3], index)
+    digest = write_parquet_atomic(audience_stream(staged, fill), tmp / AUDIENCE_NAME)
+    for array in arrays:
+        array.flush()
+    del fill, arrays
+    for name in names:
+        fsync_path(tmp / f"{name}.npy")
     return digest
 
 
 def small_arrays(staged: StagedAudience) -> dict[str, np.ndarray]:
-    """Every lookup array except customers/scores (product ids, offsets, vocabulary, cold_start, fallback)."""
-    if staged.vocab is not None:
+    """Every lookup array but the four the stream fills (product ids, offsets, vocabulary, cold_start, fallback)."""
+    fallback_ids = np.asarray(staged.fallback_ids)[: staged.n]
+    if staged.string_ids:
         vocab = fixed_width(np.asarray(staged.vocab, dtype=object))
-        g_customers = codes_of(pd.Index(staged.vocab), np.asarray(staged.fallback_ids, dtype=object))
+        g_customers = codes_of(pd.Index(staged.vocab), np.asarray(fallback_ids, dtype=object))
     else:
-        vocab = np.zeros(0, dtype=np.int64)
-        g_customers = np.asarray(staged.fallback_ids, dtype=staged.customer_dtype)
+        vocab = np.asarray(staged.vocab, dtype=np.int64)
+        g_customers = np.asarray(fallback_ids, dtype=staged.customer_dtype)
     return {
         "product_ids": fixed_width(staged.product_ids),
-        "offsets": staged.offsets,
+        "offsets": staged.served_offsets,
         "customer_vocab": vocab,
         "cold_start": np.zeros(len(staged.product_ids), dtype=bool),
+        "basis": np.zeros(len(staged.product_ids), dtype=np.uint8),  # every product has fit rows: `history`
         "global_customers": g_customers,
-        "global_scores": np.asarray(staged.fallback_scores, dtype=SCORE_DTYPE),
+        "global_scores": np.asarray(staged.fallback_scores, dtype=SCORE_DTYPE)[: staged.n],
+        "candidate_offsets": staged.offsets,
     }
 
 

@@ -18,7 +18,7 @@ Scores. w(p, u) is the ranker's score, seen through two inputs:
 Scores written for chosen pairs are the ranker's exact scores: candidate scores, and for fill-ins
 ``ranker.score_pairs`` (content, als, bpr, itemknn) or the shared order (exact for global-order rankers).
 
-Algorithm (a small bounded number of vectorised rounds; no Python loop over products or customers):
+Algorithm (a bounded number of vectorised rounds; no Python loop over products or customers):
 
 0. Shortcut: when the uncapped top-k already respects the cap it is returned unchanged (it is optimal).
 1. Level. Step 3 hands customers out in the shared order, c slots each; the customer at which the open
@@ -26,43 +26,37 @@ Algorithm (a small bounded number of vectorised rounds; no Python loop over prod
    beats scale_p * shared(u) (the customer is worth more to this product than to an arbitrary one) and
    *useful* when it also beats scale_p * L (the fill-in the product would otherwise get). Without a
    shared score model (factor rankers) every candidate edge is useful.
-2. Deferred acceptance on the useful edges: customers propose, products hold. Each round every
-   customer with capacity left proposes to its next best products (score, then a seeded hash on
-   ties), every product keeps the best of what it holds plus the new proposals (up to its open
-   slots, by its own rank) and rejects the rest. With one edge order on both sides the result is the
-   greedy b-matching (edges by descending score, taken while both ends have room). A customer's list
-   is cut to its best ``CUSTOMER_DEPTH * c`` edges and rounds stop at ``MAX_ROUNDS`` (holds are then
-   final; every hold respects both capacities).
+2. The useful edges go to the allocation's one solver (``recsys.allocation.solver.match``: greedy
+   b-matching as product-proposing deferred acceptance; campaigns use the same), under the open slots and
+   every customer's capacity left; at most ``MAX_ROUNDS`` rounds (holds are then final; both limits hold).
 3. Fill from the shared order. Open slots are listed level by level (every product's first open slot,
    then its second, ...; products in a seeded random order within a level) and customers with capacity
    left, in the shared order, take consecutive runs of slots (run = capacity left, at most the number
-   of open products): the stream.
-   a. Score-aware window (rankers with ``score_pairs``): each slot of the stream may instead take one
-      of the ``2 * WINDOW + 1`` customers around its place in it; these (slot, customer) pairs are
-      scored exactly and matched by deferred acceptance (at most ``WINDOW_BUDGET`` pairs: the first
-      slots of the stream, i.e. the lowest levels). Measured on the default data (content, k = 10,
-      cap 50): +0.9 % total score for 8 s of CPU.
-   b. Plain stream: excluded, already held and repeated pairs are dropped and retried in the next
-      round with a new product order, until nothing changes. For global-order rankers this step
-      alone is optimal: customers are used to their cap in descending score, products filled evenly.
-   c. Residual: what the stream cannot place is matched explicitly: every still-open product against
-      the first customers with capacity (enough to skip its exclusions), by deferred acceptance.
-   d. Swaps: an open product o and a customer u with capacity that cannot meet (u excluded from o or
-      already in it) are joined through a held pair (q, v): v moves to o, u takes v's place in q.
-4. ``min_audience`` m: steps 1-3 run first to depth m, then to depth k on the capacity left, so every
+   of open products): the stream. Excluded, already held and repeated pairs are dropped and retried in
+   the next round with a new product order, until nothing changes. For global-order rankers this step
+   alone is optimal: customers are used to their cap in descending score, products filled evenly.
+4. Residual (phase ``residual``): what the stream cannot place is matched explicitly — every still-open
+   product against the first customers with capacity (enough to skip its exclusions) — by the solver.
+5. ``min_audience`` m: steps 1-4 run first to depth m, then to depth k on the capacity left, so every
    product reaches m before any product gets more; ValueError when sum_p min(m, allowed_p) > c x customers.
+
+Phases kept by measurement (``benchmarks/bench_allocation.py --ablation``, synthetic log of scale 0.2, 40k
+products, cap 50): the residual step fills the last open slots the stream leaves (1-2 of 4M at k = 100,
+in 3 s of CPU at most); a score-aware window around the stream's places (+0.2 % total score for content at
+k = 100 for +80 % CPU and +0.5 GiB) and one-swap repairs (no slot or score the residual step did not already
+give) did not earn their time and were removed. On tiny, tight instances they mattered more: the LP gaps that
+``tests/test_allocation.py`` bounds rose (global-order rankers: max 0.7 % -> 4.8 %, mean 0.05 % -> 0.39 %).
 
 Where it can be suboptimal: greedy matching is a 1/2-approximation in the worst case (the gaps
 measured against the exact LP are far smaller, see the tests); L is estimated once per pass before
 step 2; candidates are only M deep, and the plain fill values pairs outside them by the shared order
 (a lower bound for content, no model for als/bpr) and ignores per-product scales (cold-start products
-value a fill-in more under content); longer augmenting paths than one swap are not searched.
+value a fill-in more under content); no augmenting path is searched.
 
-Complexity with E candidate edges, P products, U customers: two passes over E (classify, pack), one
-sort of the useful edges (then at most CUSTOMER_DEPTH * c per customer kept), O(R log R) per
-deferred-acceptance round over the R proposals and holds it touches, O(k P + S log S) per fill round
-over its S open slots, one exact sort of the P k chosen pairs. Memory: the candidate arrays (int32
-codes, float64 scores, given), one uint64 per useful edge, a few int64 arrays per chosen pair.
+Complexity with E candidate edges, P products, U customers: one pass over E (classify), O(R log R) per
+solver round over the R proposals and holds it touches, O(k P + S log S) per fill round over its S open
+slots, one exact sort of the P k chosen pairs. Memory: the candidate arrays (int32 codes, float64 scores,
+given), the useful edges' indices, a few int64 arrays per chosen pair.
 """
 
 from __future__ import annotations
@@ -74,19 +68,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.arrays import gather_ranges, offsets_of, range_indices
+from recsys.allocation.arrays import first_k, in_sorted, list_order, rows_of
+from recsys.allocation.solver import match
+from recsys.arrays import gather_ranges, offsets_of
 from recsys.rankers.base import Recommendations
 
-MAX_ROUNDS = 64  # deferred-acceptance rounds (holds are final after that)
+MAX_ROUNDS = 1000  # deferred-acceptance rounds of the candidate phase (measured: 106 at scale 0.2; final after)
 FILL_ROUNDS = 32  # water-fill rounds (each retries only the pairs the previous one dropped)
-CUSTOMER_DEPTH = 4  # a customer's proposal list is cut to CUSTOMER_DEPTH * max_exposures edges
-RESIDUAL_BUDGET = 4_000_000  # explicit (product, customer) pairs tried by the residual and swap steps
-SWAP_ROUNDS = 8  # rounds of one-swap repairs
-SWAP_SAMPLES = 64  # held pairs tried per open slot in a swap round
-WINDOW = 2  # score-aware fill: an open slot may take a customer up to this many places along the stream
-WINDOW_BUDGET = 8_000_000  # (slot, customer) pairs the score-aware fill may score
+RESIDUAL_BUDGET = 4_000_000  # explicit (product, customer) pairs tried by the residual step
 CHUNK = 1 << 22  # edges processed per vectorised step in the passes over every candidate edge
-PARAM_KEYS = ("max_exposures", "min_audience", "candidates")
+PARAM_KEYS = ("max_exposures", "min_audience")
+OPTIONAL_PHASES: tuple[str, ...] = ("residual",)
+PHASES: frozenset[str] = frozenset(OPTIONAL_PHASES)  # the phases run by default (benchmarks/bench_allocation.py)
 
 PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -107,9 +100,13 @@ class AllocationParams:
 
     @classmethod
     def from_params(
-        cls, params: Mapping[str, Any] | None, seed: int = 0, where: str = "cache.allocation"
+        cls,
+        params: Mapping[str, Any] | None,
+        seed: int = 0,
+        candidates: int = 300,
+        where: str = "cache.allocation",
     ) -> AllocationParams:
-        """Parse a params block ({max_exposures, min_audience, candidates}); unknown keys are an error."""
+        """Parse {max_exposures, min_audience} (unknown keys are an error); `candidates` is cache.candidates."""
         params = dict(params or {})
         unknown = sorted(set(params) - set(PARAM_KEYS))
         if unknown:
@@ -118,7 +115,7 @@ class AllocationParams:
         return cls(
             max_exposures=None if cap is None else _int(cap, f"{where}.max_exposures"),
             min_audience=_int(params.get("min_audience", 0), f"{where}.min_audience"),
-            candidates=_int(params.get("candidates", 300), f"{where}.candidates"),
+            candidates=_int(candidates, "cache.candidates"),
             seed=int(seed),
         )
 
@@ -130,12 +127,12 @@ class AllocationParams:
             raise ValueError(f"{where}.max_exposures must be >= 1 or null (uncapped), got {self.max_exposures}")
         if not 0 <= self.min_audience <= k:
             raise ValueError(f"{where}.min_audience must be in [0, k={k}], got {self.min_audience}")
-        if self.max_exposures is not None and self.candidates < k:
-            raise ValueError(f"{where}.candidates must be >= the audience depth k={k}, got {self.candidates}")
+        if self.candidates < k:
+            raise ValueError(f"cache.candidates must be >= the audience depth k={k}, got {self.candidates}")
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-friendly dict."""
-        return {"max_exposures": self.max_exposures, "min_audience": self.min_audience, "candidates": self.candidates}
+        """The cap's settings as a JSON-friendly dict (the candidate depth is recorded on its own)."""
+        return {"max_exposures": self.max_exposures, "min_audience": self.min_audience}
 
 
 def _int(value: Any, name: str) -> int:
@@ -197,6 +194,7 @@ def truncate(recs: Recommendations, k: int) -> Recommendations:
         customer_ids=np.asarray(recs.customer_ids)[keep],
         scores=np.asarray(recs.scores)[keep],
         cold_start=recs.cold_start,
+        basis=recs.basis,
     )
 
 
@@ -257,34 +255,6 @@ def problem_from_ranker(candidates: Recommendations, ranker: Any) -> Problem:
 # ----------------------------------------------------------------------------------------------
 # building blocks
 # ----------------------------------------------------------------------------------------------
-
-
-def mix64(keys: np.ndarray, seed: int) -> np.ndarray:
-    """Seeded pseudo-random uint64 per key (splitmix64 finaliser): deterministic tie-breaks."""
-    with np.errstate(over="ignore"):
-        z = keys.astype(np.uint64) + np.uint64((0x9E3779B97F4A7C15 * (int(seed) + 1)) % (1 << 64))
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def in_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Membership of keys in a sorted key array."""
-    if len(sorted_keys) == 0 or len(keys) == 0:
-        return np.zeros(len(keys), dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return np.asarray(sorted_keys[pos] == keys, dtype=bool)
-
-
-def _run_position(sorted_values: np.ndarray) -> np.ndarray:
-    """Position of each entry within its run of equal values (input sorted)."""
-    n = len(sorted_values)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    start = np.ones(n, dtype=bool)
-    np.not_equal(sorted_values[1:], sorted_values[:-1], out=start[1:])
-    idx = np.flatnonzero(start)
-    return np.arange(n, dtype=np.int64) - np.repeat(idx, np.diff(np.append(idx, n)))
 
 
 @dataclass
@@ -375,11 +345,6 @@ def _level(problem: Problem, state: _State, open_slots: int) -> float:
     return float(problem.shared_scores[order[j]]) if j < len(order) else -np.inf
 
 
-def rows_of(offsets: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Product row of candidate edge indices (CSR offsets)."""
-    return np.searchsorted(offsets, edges, side="right") - 1
-
-
 def _useful_edges(problem: Problem, level: float, state: _State) -> np.ndarray:
     """Indices of candidate edges worth proposing: specific (beat the shared score) and above the level."""
     out = []
@@ -398,94 +363,16 @@ def _useful_edges(problem: Problem, level: float, state: _State) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def descending_bits(scores: np.ndarray) -> np.ndarray:
-    """uint64 whose ascending order is the descending order of the float64 scores (NaN-free input; -0.0 = 0.0)."""
-    bits = (np.asarray(scores, dtype=np.float64) + 0.0).view(np.uint64)
-    out = ~bits & np.uint64((1 << 63) - 1)
-    negative = bits >= np.uint64(1 << 63)
-    out[negative] = bits[negative]
-    return out
-
-
-def customer_lists(
-    customers: np.ndarray,
-    scores: np.ndarray,
-    subset: np.ndarray,
-    rows: Callable[[np.ndarray], np.ndarray],
-    n_customers: int,
-    depth: int,
-    seed: int,
-) -> np.ndarray:
-    """The `subset` edges grouped by customer, each customer's best `depth` edges first (score, then a seeded hash).
-
-    Packs (customer, score) into one uint64 per edge (the score keeps its top 64 - b bits, b = bits of
-    the customer code), sorts the packed values to find every customer's depth-th best score, then
-    argsorts only the edges at or above it, with 8 bits of the hash of (row, customer) in place of the
-    lowest score bits (scores closer than ~2^-(44 - b) relative count as tied). Measured at 38M edges:
-    a lexsort of every edge by (customer, -score, hash) took 5-10x longer and 2x the memory.
-    """
-    n = len(subset)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    shift = np.uint64(max(int(n_customers - 1).bit_length(), 1))
-    packed = np.empty(n, dtype=np.uint64)
-    for start in range(0, n, CHUNK):
-        idx = subset[start : start + CHUNK]
-        packed[start : start + CHUNK] = (customers[idx].astype(np.uint64) << (np.uint64(64) - shift)) | (
-            descending_bits(scores[idx]) >> shift
-        )
-    ordered = np.sort(packed)
-    bounds = offsets_of(np.bincount((ordered >> (np.uint64(64) - shift)).astype(np.int64), minlength=n_customers))
-    cut = np.full(n_customers, np.iinfo(np.uint64).max, dtype=np.uint64)
-    deep = np.diff(bounds) > depth
-    cut[deep] = ordered[bounds[:-1][deep] + depth - 1]
-    del ordered
-    keep = np.flatnonzero(packed <= cut[(packed >> (np.uint64(64) - shift)).astype(np.int64)])
-    edges = subset[keep]
-    spare = np.uint64(min(8, int(64 - shift)))
-    tie = mix64(rows(edges).astype(np.int64) * np.int64(n_customers) + customers[edges], seed)
-    key = ((packed[keep] >> spare) << spare) | (tie >> (np.uint64(64) - spare))
-    del packed
-    order = np.argsort(key, kind="stable")
-    edges = edges[order]
-    return edges[_run_position(customers[edges]) < depth]
-
-
-def _deferred_acceptance(
-    cu: np.ndarray, cr: np.ndarray, cq: np.ndarray, slots: np.ndarray, capacity: np.ndarray
-) -> tuple[np.ndarray, int]:
-    """Customer-proposing deferred acceptance; returns (positions of the accepted edges, rounds).
-
-    Edge i links customer cu[i] and product cr[i]; edges come grouped by customer, best first, and
-    customers propose along them in that order; products rank proposals by cq (ascending) and hold at
-    most slots[p]; customers hold at most capacity[u].
-    """
-    n_users, n_products = len(capacity), len(slots)
-    cu, cr, cq = cu.astype(np.int64), cr.astype(np.int64), cq.astype(np.int64)
-    span = np.int64(int(cq.max()) + 1 if len(cq) else 1)
-    start = offsets_of(np.bincount(cu, minlength=n_users))
-    ptr, end = start[:-1].copy(), start[1:]
-    held = np.zeros(0, dtype=np.int64)
-    held_u = np.zeros(n_users, dtype=np.int64)
-    rounds = 0
-    while rounds < MAX_ROUNDS:
-        n_prop = np.clip(np.minimum(capacity - held_u, end - ptr), 0, None)
-        active = np.flatnonzero(n_prop)
-        if len(active) == 0:
-            break
-        rounds += 1
-        new = range_indices(ptr[active], n_prop[active])
-        ptr[active] += n_prop[active]
-        held_u += np.bincount(cu[new], minlength=n_users)
-        touched = np.zeros(n_products, dtype=bool)
-        touched[cr[new]] = True
-        hit = touched[cr[held]]
-        contest = np.concatenate([held[hit], new])
-        contest = contest[np.argsort(cr[contest] * span + cq[contest], kind="stable")]
-        ok = _run_position(cr[contest]) < slots[cr[contest]]
-        held_u -= np.bincount(cu[contest[~ok]], minlength=n_users)
-        held = np.concatenate([held[~hit], contest[ok]])
-    return held, rounds
+def _match_pairs(state: _State, er: np.ndarray, eu: np.ndarray, ew: np.ndarray, want: np.ndarray) -> int:
+    """Match explicit (row, customer, score) pairs with the solver under the open slots and capacity left; add them."""
+    if len(er) == 0:
+        return 0
+    order = list_order(er, ew, eu, len(want))
+    er, eu, ew = er[order], eu[order], ew[order]
+    offsets = offsets_of(np.bincount(er, minlength=len(want)))
+    found = match(offsets, eu, ew, want, state.capacity)
+    state.add(er[found.edges], eu[found.edges])
+    return int(len(found.edges))
 
 
 def _level_slots(count: np.ndarray, want: np.ndarray, perm: np.ndarray) -> np.ndarray:
@@ -524,41 +411,8 @@ def _fill(problem: Problem, state: _State, target: np.ndarray, seed: int) -> tup
     return added, rounds
 
 
-def _window_fill(problem: Problem, state: _State, target: np.ndarray, seed: int) -> int:
-    """Score-aware fill (rankers with exact pair scores): each of the first open slots of the stream may take
-    one of the 2 * WINDOW + 1 customers around its place in it, matched by exact scores; at most
-    WINDOW_BUDGET (slot, customer) pairs are scored, the plain fill does the rest."""
-    want = np.clip(target - state.count, 0, None)
-    total = min(int(want.sum()), WINDOW_BUDGET // (2 * WINDOW + 1))
-    supply = state.supply(problem)
-    if total == 0 or len(supply) == 0 or problem.pair_scores is None:
-        return 0
-    run = np.minimum(state.capacity[supply], int((want > 0).sum()))
-    m = min(int(np.searchsorted(np.cumsum(run), total)) + 1, len(supply))
-    place = np.repeat(np.arange(m, dtype=np.int64), run[:m])[:total]
-    perm = np.random.default_rng([int(seed), 0]).permutation(problem.n_products)
-    slots = _level_slots(state.count, want, perm)[: len(place)]
-    place = place[: len(slots)]
-    reach = min(len(supply), m + WINDOW) - 1
-    shifts = np.arange(-WINDOW, WINDOW + 1, dtype=np.int64)
-    er = np.repeat(slots, len(shifts))
-    eu = supply[np.clip(place[:, None] + shifts[None, :], 0, reach).ravel()]
-    keys = state.keys(er, eu)
-    _, first = np.unique(keys, return_index=True)
-    first = first[state.free(er[first], eu[first])]
-    er, eu = er[first], eu[first]
-    ew = np.asarray(problem.pair_scores(er, eu), dtype=np.float64)
-    order = list_order(er, ew, eu, problem.n_products)
-    eq = np.empty(len(er), dtype=np.int64)
-    eq[order] = _run_position(er[order])
-    lists = customer_lists(eu, ew, np.arange(len(eu)), lambda e: er[e], problem.n_customers, len(er), seed)
-    accepted, _ = _deferred_acceptance(eu[lists], er[lists], eq[lists], want, state.capacity)
-    state.add(er[lists[accepted]], eu[lists[accepted]])
-    return int(len(accepted))
-
-
-def _residual(problem: Problem, state: _State, target: np.ndarray, excluded_per_row: np.ndarray, seed: int) -> int:
-    """Fill what the stream could not: explicit (open product, customer) pairs matched by deferred acceptance."""
+def _residual(problem: Problem, state: _State, target: np.ndarray, excluded_per_row: np.ndarray) -> int:
+    """Fill what the stream could not: explicit (open product, customer) pairs matched by the solver."""
     want = np.clip(target - state.count, 0, None)
     open_rows = np.flatnonzero(want)
     supply = state.supply(problem)
@@ -575,64 +429,7 @@ def _residual(problem: Problem, state: _State, target: np.ndarray, excluded_per_
         ew = problem.scale[er] * problem.shared_scores[eu]
     else:
         ew = -position.astype(np.float64)
-    lists = customer_lists(eu, ew, np.arange(len(eu)), lambda e: er[e], problem.n_customers, width, seed)
-    accepted, _ = _deferred_acceptance(eu[lists], er[lists], position[lists], want, state.capacity)
-    state.add(er[lists[accepted]], eu[lists[accepted]])
-    return int(len(accepted))
-
-
-def _swap(problem: Problem, state: _State, target: np.ndarray, seed: int) -> int:
-    """Fill open slots through one held pair: (q, v) -> (o, v) + (q, u) for open o and a customer u with capacity."""
-    moved = 0
-    for attempt in range(SWAP_ROUNDS):
-        want = np.clip(target - state.count, 0, None)
-        supply = state.supply(problem)
-        n_held = len(state.rows)
-        if not want.any() or len(supply) == 0 or n_held == 0:
-            break
-        o = np.repeat(np.flatnonzero(want), want[want > 0])
-        width = min(n_held, SWAP_SAMPLES)
-        o = o[: max(1, RESIDUAL_BUDGET // width)]
-        u = supply[np.arange(len(o)) % len(supply)]
-        rng = np.random.default_rng([int(seed), 7919, attempt])
-        pick = (
-            rng.permuted(np.tile(np.arange(n_held), (len(o), 1)), axis=1)[:, :width]
-            if width == n_held
-            else rng.integers(0, n_held, size=(len(o), width))
-        )
-        q, v = state.rows[pick], state.codes[pick]
-        oo, uu = np.broadcast_to(o[:, None], pick.shape), np.broadcast_to(u[:, None], pick.shape)
-        ok = (q != oo) & state.free(oo.ravel(), v.ravel()).reshape(pick.shape)
-        ok &= state.free(q.ravel(), uu.ravel()).reshape(pick.shape)
-        has = np.flatnonzero(ok.any(axis=1))
-        col = np.argmax(ok[has], axis=1)
-        pair, o, u = pick[has, col], o[has], u[has]
-        q, v = state.rows[pair], state.codes[pair]
-        keep = _unique_first(pair) & _unique_first(state.keys(o, v)) & _unique_first(state.keys(q, u))
-        pair, o, u, q, v = pair[keep], o[keep], u[keep], q[keep], v[keep]
-        within = _occurrence(u) < state.capacity[u]
-        pair, o, u, q, v = pair[within], o[within], u[within], q[within], v[within]
-        if len(pair) == 0:
-            break
-        state.drop(pair)
-        state.add(np.concatenate([o, q]), np.concatenate([v, u]))
-        moved += len(pair)
-    return moved
-
-
-def _unique_first(values: np.ndarray) -> np.ndarray:
-    """True at the first occurrence of every value."""
-    first = np.zeros(len(values), dtype=bool)
-    first[np.unique(values, return_index=True)[1]] = True
-    return first
-
-
-def _occurrence(values: np.ndarray) -> np.ndarray:
-    """Occurrence number (0, 1, ...) of every entry among the entries with the same value, in input order."""
-    order = np.argsort(values, kind="stable")
-    out = np.empty(len(values), dtype=np.int64)
-    out[order] = _run_position(values[order])
-    return out
+    return _match_pairs(state, er, eu, ew, want)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -645,15 +442,28 @@ def _excluded_per_row(problem: Problem) -> np.ndarray:
     return np.bincount(problem.excluded // np.int64(problem.n_customers), minlength=problem.n_products)
 
 
-def solve(problem: Problem, k: int, max_exposures: int, min_audience: int = 0, seed: int = 0) -> Solution:
-    """Allocate at most k customers per product and max_exposures products per customer (module docstring)."""
+def solve(
+    problem: Problem,
+    k: int,
+    max_exposures: int,
+    min_audience: int = 0,
+    seed: int = 0,
+    phases: frozenset[str] = PHASES,
+) -> Solution:
+    """Allocate at most k customers per product and max_exposures products per customer (module docstring).
+
+    `phases` names the optional fill phases to run (``PHASES``; the benchmark's ablation switches them off).
+    """
     if k < 1 or max_exposures < 1 or not 0 <= min_audience <= k:
         raise ValueError(
             f"need k >= 1, max_exposures >= 1 and 0 <= min_audience <= k; got {k}, {max_exposures}, {min_audience}"
         )
+    unknown = sorted(set(phases) - set(OPTIONAL_PHASES))
+    if unknown:
+        raise ValueError(f"unknown allocation phase(s) {unknown}; expected a subset of {list(OPTIONAL_PHASES)}")
     p, n = problem.n_products, problem.n_customers
     sizes = np.diff(problem.offsets)
-    top = range_indices(problem.offsets[:-1], np.minimum(sizes, k))
+    top = first_k(problem.offsets, k)
     exposures = np.bincount(problem.customers[top], minlength=n)
     excluded = _excluded_per_row(problem)
     allowed = n - excluded
@@ -680,64 +490,34 @@ def solve(problem: Problem, k: int, max_exposures: int, min_audience: int = 0, s
         slots = np.clip(target - state.count, 0, None)
         level = _level(problem, state, int(slots.sum()))
         useful = _useful_edges(problem, level, state)
-        lists = customer_lists(
-            problem.customers,
-            problem.scores,
-            useful,
-            lambda e: rows_of(problem.offsets, e),
-            n,
-            CUSTOMER_DEPTH * max_exposures,
-            seed,
+        found = match(
+            offsets_of(np.bincount(rows_of(problem.offsets, useful), minlength=p)),
+            problem.customers[useful],
+            problem.scores[useful],
+            slots,
+            state.capacity,
+            max_rounds=MAX_ROUNDS,
         )
+        held = useful[found.edges]
+        proposed = int(len(useful))
         del useful
-        cr = rows_of(problem.offsets, lists)
-        held, da_rounds = _deferred_acceptance(
-            problem.customers[lists], cr, lists - problem.offsets[cr], slots, state.capacity
-        )
-        state.add(cr[held], problem.customers[lists[held]], lists[held])
-        windowed = _window_fill(problem, state, target, seed)
+        state.add(rows_of(problem.offsets, held), problem.customers[held], held)
         filled, fill_rounds = _fill(problem, state, target, seed)
-        residual = _residual(problem, state, target, excluded, seed)
-        swapped = _swap(problem, state, target, seed)
+        residual = _residual(problem, state, target, excluded) if "residual" in phases else 0
         stats["passes"].append(
             {
                 "depth": int(depth),
                 "level": None if level == -np.inf else level,
-                "proposal_edges": int(len(lists)),
-                "da_rounds": da_rounds,
+                "proposal_edges": proposed,
+                "da_rounds": found.rounds,
                 "da_pairs": int(len(held)),
-                "window_pairs": windowed,
                 "fill_rounds": fill_rounds,
                 "fill_pairs": filled,
                 "residual_pairs": residual,
-                "swaps": swapped,
                 "open_slots": int(np.clip(target - state.count, 0, None).sum()),
             }
         )
     return _solution(problem, state.rows, state.codes, state.edges, state.values, stats)
-
-
-def list_order(rows: np.ndarray, scores: np.ndarray, codes: np.ndarray, n_rows: int) -> np.ndarray:
-    """Permutation sorting pairs by row, then score descending, then code: exactly np.lexsort((codes, -scores, rows)).
-
-    One argsort of a packed (row, top score bits) uint64, then an exact lexsort of the runs whose packed
-    keys tie (equal or nearly equal scores within a row). Measured on 20M pairs: 3-6 s instead of 22 s.
-    """
-    if len(rows) == 0:
-        return np.zeros(0, dtype=np.int64)
-    shift = np.uint64(max(int(n_rows - 1).bit_length(), 1))
-    key = (rows.astype(np.uint64) << (np.uint64(64) - shift)) | (descending_bits(scores) >> shift)
-    order = np.argsort(key)
-    key = key[order]
-    tied = np.zeros(len(key), dtype=bool)
-    same = key[1:] == key[:-1]
-    tied[1:] |= same
-    tied[:-1] |= same
-    idx = np.flatnonzero(tied)
-    if len(idx):
-        sub = order[idx]
-        order[idx] = sub[np.lexsort((codes[sub], -scores[sub], key[idx]))]
-    return order
 
 
 def pair_scores(problem: Problem, rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -776,13 +556,15 @@ def _solution(
     return Solution(sizes=sizes, customers=codes, scores=values, stats=stats)
 
 
-def allocate(candidates: Recommendations, ranker: Any, k: int, params: AllocationParams) -> Allocation:
+def allocate(
+    candidates: Recommendations, ranker: Any, k: int, params: AllocationParams, phases: frozenset[str] = PHASES
+) -> Allocation:
     """Capped audiences of depth k from a fitted ranker's candidates (`ranker.rank(products, params.candidates)`)."""
     params.check(k)
     if params.max_exposures is None:
         return Allocation(truncate(candidates, k), {"capped": False, "k": int(k), **params.to_dict()})
     problem = problem_from_ranker(candidates, ranker)
-    sol = solve(problem, k, params.max_exposures, params.min_audience, params.seed)
+    sol = solve(problem, k, params.max_exposures, params.min_audience, params.seed, phases)
     recs = Recommendations(
         product_ids=candidates.product_ids,
         offsets=offsets_of(sol.sizes),
