@@ -545,8 +545,8 @@ def test_served_sentence_states_the_measured_precision_or_why_not() -> None:
     measured = findings.served_sentence(cache_checks(cap=3))
     assert measured.startswith("The served configuration (activity, audiences of 100, cap 3) scores precision@100 ")
     assert (
-        "0.002 [0.001, 0.004] (60 hits) on the test window; it targets 250 distinct customers, none in more than 42"
-        in (measured)
+        "0.002 [0.001, 0.004] (60 hits) on the test window; it targets 250 distinct customers, "
+        "the busiest of them in 42" in (measured)
     )
     missing = ServedFigures(status="not_measured", what="activity under cap 3", reason="no study measures it")
     text = findings.served_sentence(cache_checks(served=missing))

@@ -266,7 +266,7 @@ def served_sentence(checks: CacheChecks | None) -> str:
     config = f"{checks.ranker}, audiences of {checks.n}, {'uncapped' if cap is None else f'cap {cap}'}"
     served = checks.served
     reach = (
-        f"; it targets {checks.customers_ranked:,} distinct customers, none in more than "
+        f"; it targets {checks.customers_ranked:,} distinct customers, the busiest of them in "
         f"{checks.max_exposures_served:,} audiences"
     )
     if served.status == "measured" and served.precision:
