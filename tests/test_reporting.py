@@ -373,6 +373,22 @@ def test_findings_are_three_to_five_sentences_built_from_the_results() -> None:
     assert text.startswith("**[`tiny`](datasets/tiny/evaluate.html).** content (name-content ranking)")
 
 
+def test_a_reference_row_is_never_named_the_leader() -> None:
+    s = summary()
+    best = s.models[0]
+    truth = best.model_copy(
+        update={
+            "label": "truth",
+            "group": "reference",
+            "precision": [p.model_copy(update={"value": (p.value or 0.0) * 10}) for p in best.precision],
+        }
+    )
+    with_truth = s.model_copy(update={"models": [*s.models, truth]})
+    assert "truth" not in findings.depth_sentence(with_truth)
+    assert findings.depth_sentence(with_truth) == findings.depth_sentence(s)
+    assert all(m.label != "truth" for m in findings.leaders(with_truth).values())
+
+
 def test_findings_follow_the_headline_depth_of_the_results() -> None:
     s = headline_at(summary(), 100)
     assert (

@@ -60,10 +60,11 @@ def ceiling_text(p: PrecisionAtK, summary: EvaluationSummary) -> str:
 
 
 def leaders(summary: EvaluationSummary) -> dict[int, ModelResult]:
-    """The model with the highest test precision at each k (ties: the first listed)."""
+    """The deployable model with the highest test precision at each k (ties: the first listed); reference rows
+    (``truth_category``: what knowing the generator's categories reaches) are never a leader."""
     out: dict[int, ModelResult] = {}
     for k in summary.protocol.ks:
-        scored = [m for m in summary.models if any(p.k == k for p in m.precision)]
+        scored = [m for m in summary.models if m.group != "reference" and any(p.k == k for p in m.precision)]
         if scored:
             out[k] = max(scored, key=lambda m: m.at(k).value or 0.0)
     return out
