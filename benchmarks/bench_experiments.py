@@ -11,7 +11,7 @@ cache: nothing is reused), wall time of
 - ``dvc repro`` from scratch (what ``make run`` does once the environment exists; ``make setup`` is not timed);
 - a second ``dvc repro`` (nothing to do);
 - per data set, ``dvc exp run evaluate_report@<name> cf_proof@<name> -S <change>``: one experiment on one data set
-  (the change of ``--change``, an engagement weight by default, reruns that data set's evaluate, tradeoff and
+  (the change of ``--change``, an engagement weight by default, reruns that data set's evaluate, campaigns and
   report stages).
 
 The machine's load average is recorded; the README's timing block is rewritten from the report (full params only).
@@ -113,7 +113,7 @@ def readme_text(report: dict[str, Any]) -> str:
         f"{report['machine']['load_avg_1m']:.1f}): `make run` from scratch takes **{minutes(report['repro_s'])}** "
         f"(`dvc repro` with no DVC cache; `make setup` before it is not counted), a second run "
         f"{minutes(report['noop_s'])} (nothing to do). One experiment on one data set, `dvc exp run "
-        f"evaluate_report@<name> cf_proof@<name> -S {report['change']}` (that data set's evaluate, tradeoff and "
+        f"evaluate_report@<name> cf_proof@<name> -S {report['change']}` (that data set's evaluate, campaigns and "
         f"reports): {exps}."
     )
 
