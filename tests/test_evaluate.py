@@ -482,6 +482,26 @@ def test_new_products_are_ranked_from_their_names_and_tested_against_the_fallbac
     assert (content["interval"] == "quasi_poisson_garwood").all()
 
 
+def test_the_report_shows_the_new_products_track_with_tests_and_verdicts(churn_run) -> None:
+    from recsys.evaluation import report
+
+    result, _ = churn_run
+    s = result.summary
+    newp = s.new_products
+    assert newp is not None
+    text = report.new_products_markdown(s)
+    assert text.startswith("## New products: ranked from their names")
+    assert f"{s.split('test').new_products:,} products of the test window had no fit rows" in text
+    for c in newp.comparisons:  # every paired test is a row, with its hits and Holm p
+        assert f"| {c.a} vs {c.b} | {c.k} | {c.hits_a} / {c.hits_b} |" in text
+    for v in newp.verdicts:
+        assert f"k={v.k} {report.name_verdict_phrase(v)}" in text
+    assert text in report.report_markdown(s)
+    brief = report.new_products_brief_markdown(s)
+    assert f"| {newp.fallback} (fallback) |" in brief
+    assert len(brief.strip().splitlines()) == 2 + 1 + len({v.model for v in newp.verdicts})
+
+
 def test_oracle_ceiling_bounds_every_model(churn_run) -> None:
     result, _ = churn_run
     for table in (result.main, result.new_products):

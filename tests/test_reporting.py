@@ -389,6 +389,25 @@ def test_a_reference_row_is_never_named_the_leader() -> None:
     assert all(m.label != "truth" for m in findings.leaders(with_truth).values())
 
 
+def test_results_table_shows_each_depth_once_and_the_best_deployable_model() -> None:
+    s = summary()
+    same = s.model_copy(update={"protocol": s.protocol.model_copy(update={"objective_k": s.protocol.headline_k})})
+    header = next(line for line in report.results_markdown(same).splitlines() if line.startswith("| model"))
+    k = s.protocol.headline_k
+    assert header.count(f"precision@{k}") == 1 and header.count(f"hits@{k}") == 1
+    best = s.models[0]
+    truth = best.model_copy(
+        update={
+            "label": "truth",
+            "group": "reference",
+            "precision": [p.model_copy(update={"value": (p.value or 0.0) * 10}) for p in best.precision],
+        }
+    )
+    text = report.results_markdown(s.model_copy(update={"models": [*s.models, truth]}))
+    assert "of a deployable model (truth)" not in text
+    assert "the truth reference reaches" in text
+
+
 def test_findings_follow_the_headline_depth_of_the_results() -> None:
     s = headline_at(summary(), 100)
     assert (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from recsys.evaluation.results import Comparison, EvaluationSummary, KVerdict
+from recsys.evaluation.results import Comparison, EvaluationSummary, KVerdict, NameVerdict
 
 VERDICT_TEXT: dict[str, str] = {
     "cf_better": "CF better",
@@ -248,38 +248,47 @@ def tuning_markdown(s: EvaluationSummary) -> str:
 
 
 def results_markdown(s: EvaluationSummary) -> str:
-    """The test table: precision@headline with interval and hits, precision@objective k, settings."""
+    """The test table: precision@headline with interval and hits, precision@objective k (when it is another k),
+    settings; then how close the best deployable model comes to the oracle ceiling."""
     k, k2 = s.protocol.headline_k, s.protocol.objective_k
     rnd, orc = s.reference("random_expected"), s.reference("oracle")
+    second = k2 != k
+    extra_head = f" precision@{k2} [interval] | hits@{k2} |" if second else ""
     lines = [
         "## Test results (scored once)",
         "",
-        f"| model | group | precision@{k} [{s.protocol.level:.0%} interval] | hits@{k} | phi | precision@{k2} "
-        f"[interval] | hits@{k2} | settings |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| model | group | precision@{k} [{s.protocol.level:.0%} interval] | hits@{k} | phi |{extra_head} settings |",
+        "| --- | --- | --- | --- | --- |" + (" --- | --- |" if second else "") + " --- |",
     ]
     for m in sorted(s.models, key=lambda m: -(m.at(k).value or 0.0)):
         a, b = m.at(k), m.at(k2)
         settings = chosen_text(s, m.label)
+        extra = f" {interval(b.value, b.low, b.high)} | {b.hits:g} |" if second else ""
         lines.append(
-            f"| {m.label} | {m.group} | {interval(a.value, a.low, a.high)} | {a.hits:g} | {fmt(a.phi)} | "
-            f"{interval(b.value, b.low, b.high)} | {b.hits:g} | {settings} |"
+            f"| {m.label} | {m.group} | {interval(a.value, a.low, a.high)} | {a.hits:g} | {fmt(a.phi)} |{extra} "
+            f"{settings} |"
         )
+    rnd_extra = f" {fmt(rnd.at(k2).value)} | {fmt(rnd.at(k2).hits)} expected |" if second else ""
+    orc_extra = f" {fmt(orc.at(k2).value)} | {orc.at(k2).hits:g} |" if second else ""
     lines.append(
-        f"| random (exact expectation) | reference | {fmt(rnd.at(k).value)} | {fmt(rnd.at(k).hits)} expected | | "
-        f"{fmt(rnd.at(k2).value)} | {fmt(rnd.at(k2).hits)} expected | |"
+        f"| random (exact expectation) | reference | {fmt(rnd.at(k).value)} | {fmt(rnd.at(k).hits)} expected | |"
+        f"{rnd_extra} |"
     )
-    lines.append(
-        f"| oracle (ceiling) | reference | {fmt(orc.at(k).value)} | {orc.at(k).hits:g} | | {fmt(orc.at(k2).value)} | "
-        f"{orc.at(k2).hits:g} | |"
-    )
+    lines.append(f"| oracle (ceiling) | reference | {fmt(orc.at(k).value)} | {orc.at(k).hits:g} | |{orc_extra} |")
     if s.skipped_models:
         lines += ["", "Skipped: " + "; ".join(f"{m} ({why})" for m, why in s.skipped_models.items()) + "."]
-    best = max(s.models, key=lambda m: m.at(k).value or 0.0, default=None)
     ceiling = orc.at(k).value
+    deployable = [m for m in s.models if m.group != "reference"]
+    best = max(deployable, key=lambda m: m.at(k).value or 0.0, default=None)
     if best is not None and ceiling:
         share = pct((best.at(k).value or 0.0) / ceiling)
-        lines += ["", f"The highest precision@{k} ({best.label}) is {share} of the oracle ceiling."]
+        text = f"The highest precision@{k} of a deployable model ({best.label}) is {share} of the oracle ceiling"
+        refs = [m for m in s.models if m.group == "reference"]
+        if refs:
+            text += "; " + ", ".join(
+                f"the {m.label} reference reaches {pct((m.at(k).value or 0.0) / ceiling)}" for m in refs
+            )
+        lines += ["", text + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -293,20 +302,128 @@ def chosen_text(s: EvaluationSummary, label: str) -> str:
 
 def comparisons_markdown(s: EvaluationSummary) -> str:
     """The family's comparisons with p, Holm-adjusted p, hits and power."""
+    return "## Paired comparisons (Holm-corrected family)\n\n" + comparison_table(s.comparisons)
+
+
+def comparison_table(comparisons: Sequence[Comparison]) -> str:
+    """Paired comparisons as a table: hits, discordant hits and customers, difference, p, Holm p, power."""
     lines = [
-        "## Paired comparisons (Holm-corrected family)",
-        "",
         "| A vs B | k | hits A / B | discordant (customers) | A - B [interval] | p | Holm p | min. detectable ratio "
         "| powered | purpose |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for c in s.comparisons:
+    for c in comparisons:
         ratio = "not detectable" if c.mde_ratio is None else fmt(c.mde_ratio)
         lines.append(
             f"| {c.a} vs {c.b} | {c.k} | {c.hits_a} / {c.hits_b} | {c.discordant} ({c.discordant_customers}) | "
             f"{interval(c.difference, c.diff_low, c.diff_high)} | {fmt(c.p_value)} | {fmt(c.p_holm)} | {ratio} | "
             f"{'yes' if c.powered else 'no'} | {' + '.join(c.purpose)} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+NAME_VERDICT_SHORT: dict[str, str] = {
+    "name_better": "name better",
+    "fallback_better": "fallback better",
+    "no_detectable_difference": "no detectable difference",
+    "inconclusive": "inconclusive",
+}
+
+
+def name_verdict_phrase(v: NameVerdict) -> str:
+    """A new-products verdict with the discordant hits it rests on when it is not decided."""
+    text = NAME_VERDICT_SHORT.get(v.verdict, v.verdict)
+    return f"{text} ({v.discordant} discordant hits)" if v.verdict == "inconclusive" else text
+
+
+def count_text(value: float | None) -> str:
+    """A hit count: whole numbers with thousands separators, expected (fractional) counts to 3 significant digits."""
+    if value is None:
+        return "–"
+    return f"{int(value):,}" if float(value).is_integer() else fmt(value)
+
+
+def new_products_markdown(s: EvaluationSummary) -> str:
+    """The new-products track: what was ranked from names, every model's precision with interval and hits at
+    every k, the paired tests of the name models against the fallback (Holm) and the verdicts."""
+    new = s.new_products
+    if new is None:
+        return ""
+    test, k = s.split("test"), s.protocol.headline_k
+    chosen = s.selection.new_products if s.selection is not None else None
+    lines = [
+        "## New products: ranked from their names",
+        "",
+        f"{test.new_products:,} products of the test window had no fit rows ({new.with_truth:,} with customers in the "
+        f"window; {new.ranked:,} have a customer a ranker could return, the others score 0 for every ranker). "
+        f"Catalogue: {new.catalogue}. Rankers that do not read names give their fallback order (column `basis`); "
+        "the name models' settings were tuned on the validation window's new products.",
+    ]
+    if chosen is not None:
+        lines += ["", f"Chosen on validation for new products: **{chosen.label}**."]
+    if new.fallback is not None:
+        lines += [
+            f"The fallback to beat (the better engagement order on validation's new products): **{new.fallback}**."
+        ]
+    if not new.models:
+        return "\n".join(lines) + "\n"
+    ks = [p.k for p in new.models[0].precision]
+    lines += [
+        "",
+        f"| model | basis | precision@{k} [{s.protocol.level:.0%} interval] | "
+        + " | ".join(f"hits@{x}" for x in ks)
+        + " |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in ks) + " |",
+    ]
+    for m in sorted(new.models, key=lambda m: -(m.at(k).value or 0.0)):
+        a = m.at(k)
+        basis = ", ".join(f"{b} {n:,}" for b, n in sorted(new.basis.get(m.label, {}).items()))
+        hits = " | ".join(f"{m.at(x).hits:g}" for x in ks)
+        label = f"{m.label} (reference)" if m.group == "reference" else m.label
+        lines.append(f"| {label} | {basis} | {interval(a.value, a.low, a.high)} | {hits} |")
+    for r in new.references:
+        hits = " | ".join(count_text(r.at(x).hits) for x in ks)
+        lines.append(f"| {r.label} (reference) | | {fmt(r.at(k).value)} | {hits} |")
+    if new.comparisons:
+        lines += ["", "Paired tests against the fallback (Holm-corrected within this family):", ""]
+        lines.append(comparison_table(new.comparisons).rstrip("\n"))
+    by_model: dict[str, list[NameVerdict]] = {}
+    for v in new.verdicts:
+        by_model.setdefault(v.model, []).append(v)
+    if by_model:
+        lines += ["", "Verdicts (name model vs fallback):", ""]
+        for model, vs in by_model.items():
+            parts = "; ".join(f"k={v.k} {name_verdict_phrase(v)}" for v in vs)
+            lines.append(f"- {model} vs {vs[0].fallback}: {parts}")
+    return "\n".join(lines) + "\n"
+
+
+def new_products_brief_markdown(s: EvaluationSummary) -> str:
+    """A compact new-products table: hits at every k of the fallback and of each name model with its verdict."""
+    new = s.new_products
+    if new is None or not new.models or new.fallback is None:
+        return ""
+    ks = [p.k for p in new.models[0].precision]
+    chosen = s.selection.new_products.label if s.selection is not None and s.selection.new_products else None
+    verdict = {(v.model, v.k): v for v in new.verdicts}
+    names = [m for m in new.models if any(v.model == m.label for v in new.verdicts)]
+    fallback = next((m for m in new.models if m.label == new.fallback), None)
+    lines = [
+        "| model | " + " | ".join(f"hits@{k}: verdict vs fallback" for k in ks) + " |",
+        "| --- | " + " | ".join("---" for _ in ks) + " |",
+    ]
+    if fallback is not None:
+        lines.append(f"| {fallback.label} (fallback) | " + " | ".join(f"{fallback.at(k).hits:g}" for k in ks) + " |")
+    for m in names:
+        cells = []
+        for k in ks:
+            v = verdict.get((m.label, k))
+            text = "" if v is None else NAME_VERDICT_SHORT.get(v.verdict, v.verdict)
+            if v is not None and v.verdict == "inconclusive":
+                text += f", {v.discordant} discordant"
+            cells.append(f"{m.at(k).hits:g}" + (f": {text}" if text else ""))
+        label = f"**{m.label}** (chosen on validation)" if m.label == chosen else m.label
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -406,6 +523,7 @@ def report_markdown(s: EvaluationSummary) -> str:
         data_markdown(s),
         tuning_markdown(s),
         results_markdown(s),
+        new_products_markdown(s),
         comparisons_markdown(s),
         verdicts_markdown(s),
         coverage_markdown(s),

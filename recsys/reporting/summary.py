@@ -17,7 +17,15 @@ from typing import Any
 from recsys import config
 from recsys.cache.checks import CacheChecks, read_checks
 from recsys.evaluation.campaigns import closing_note, read_campaign_study
-from recsys.evaluation.report import chosen_text, default_ranker_markdown, fmt, interval, pct, verdict_phrase
+from recsys.evaluation.report import (
+    chosen_text,
+    default_ranker_markdown,
+    fmt,
+    interval,
+    new_products_brief_markdown,
+    pct,
+    verdict_phrase,
+)
 from recsys.evaluation.results import EvaluationSummary, read_summary
 from recsys.reporting.findings import findings_markdown
 from recsys.reporting.readme import replace_block
@@ -61,6 +69,26 @@ def campaign_lines(reports: Path, names: Sequence[str]) -> list[str]:
         lines.append(
             f"- `{name}`: {closing_note(read_campaign_study(path))} ([evaluate](datasets/{name}/evaluate.html))"
         )
+    return lines
+
+
+def new_products_lines(evaluated: Mapping[str, EvaluationSummary]) -> list[str]:
+    """Per data set: the products of the test window without fit rows, ranked from their names (hits and verdicts of
+    every name model against the fallback at every k)."""
+    lines = ["", "## New products (no earlier rows), ranked from their names", ""]
+    for name, s in evaluated.items():
+        table = new_products_brief_markdown(s)
+        test = s.split("test")
+        if not table:
+            lines += [f"- `{name}`: no new-products track in its results (`params/evaluate.yaml: new_products`).", ""]
+            continue
+        lines += [
+            f"`{name}`: {test.new_products:,} test-window products had no fit rows; paired tests against the fallback, "
+            f"Holm-corrected ([evaluate](datasets/{name}/evaluate.html)).",
+            "",
+            table.rstrip("\n"),
+            "",
+        ]
     return lines
 
 
@@ -267,6 +295,7 @@ def write_summary(
     if missing:
         header += ["", f"Not evaluated yet: {', '.join(missing)} (`dvc repro`)."]
     header += campaign_lines(reports, [n for n in names if n not in missing])
+    header += new_products_lines(evaluated)
     summary_path, explore_path = paths_of(served)
     body = summary_markdown(
         read_summary(summary_path),
