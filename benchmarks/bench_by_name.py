@@ -52,18 +52,15 @@ from typing import Any
 import httpx
 import numpy as np
 import psutil
+from bench_service import spawn, wait_ready
 
 from recsys import config
 from recsys.cache.lookup import BY_NAME_PREFIX, AudienceLookup
 from recsys.cache.manifest import CacheError
 from service.processes import (
     free_port,
-    http_ok,
     server_workers,
-    service_env,
-    start_module,
     stop_process_tree,
-    wait_until,
 )
 
 from _report import emit, peak_rss_mib
@@ -85,24 +82,6 @@ LETTERS = string.ascii_lowercase
 # ---------------------------------------------------------------------------------------------------
 # the server
 # ---------------------------------------------------------------------------------------------------
-
-
-def spawn(cache_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    """Start `python -m service` on 127.0.0.1:port (polling off: nothing but serving)."""
-    env = service_env(cache_dir, port, workers=workers, RECSYS_RELOAD_INTERVAL_S="0")
-    return start_module("service", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def wait_ready(proc: subprocess.Popen[bytes], base: str, timeout_s: float = 120.0) -> float:
-    """Seconds until GET /health answers 200 (raises with the server's last stderr if it dies first)."""
-    return wait_until(
-        lambda: http_ok(f"{base}/health", timeout_s=1.0),
-        "GET /health to answer 200",
-        timeout_s=timeout_s,
-        proc=proc,
-        interval_s=0.01,
-        describe_exit=lambda: proc.stderr.read().decode()[-2000:] if proc.stderr else "",
-    )
 
 
 def wait_workers(proc: subprocess.Popen[bytes], workers: int, timeout_s: float = 60.0) -> int:
