@@ -98,7 +98,8 @@ def product_card_html(history: ProductHistory | None, product_id: Any) -> str:
             f"<div class='recsys-card recsys-product'><h3>Product {esc(product_id)}</h3>"
             "<b>New product — cold start.</b> Nobody in the log has interacted with it yet, so its audience is the "
             "ranker's global order (no one to exclude); its scores are on that order's scale, not a product list's "
-            "(see the note above the audience).</div>"
+            "(see the note above the audience). For a product about to launch, type its name in the "
+            "<b>New product</b> tab: its audience is ranked from the name.</div>"
         )
     events = ", ".join(f"{n:,} {esc(e)}" for e, n in history.events.items()) or "—"
     others = (

@@ -239,6 +239,7 @@ def test_product_history_and_cold_start(index: ProductIndex, log: pd.DataFrame) 
     assert hist.undated == int(rows["event_date"].isna().sum())
     assert index.history(12345) is None and index.history("abc") is None
     assert "cold start" in product_card_html(None, 12345)
+    assert "New product</b> tab" in product_card_html(None, 12345)  # points to where a launch's name is ranked
     assert "dir='auto'" in product_card_html(hist, 3)
 
 
