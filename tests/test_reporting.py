@@ -387,6 +387,15 @@ def test_a_reference_row_is_never_named_the_leader() -> None:
     assert "truth" not in findings.depth_sentence(with_truth)
     assert findings.depth_sentence(with_truth) == findings.depth_sentence(s)
     assert all(m.label != "truth" for m in findings.leaders(with_truth).values())
+    best = s.models[0]
+    rival = s.models[1].model_copy(
+        update={"precision": [p.model_copy(update={"value": (p.value or 0.0) + 1.0}) for p in s.models[1].precision]}
+    )
+    text = findings.depth_sentence(s.model_copy(update={"models": [best, rival, *s.models[2:]]}))
+    assert (
+        text
+        == f"It has the highest test precision at no depth; elsewhere the point estimates put {rival.label} first at k = 10 and 100."
+    )
 
 
 def test_results_table_shows_each_depth_once_and_the_best_deployable_model() -> None:

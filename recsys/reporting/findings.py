@@ -184,9 +184,10 @@ def depth_sentence(summary: EvaluationSummary) -> str:
     for k, m in by_k.items():
         if m.label != best.label:
             others.setdefault(m.label, []).append(k)
-    rest = "; ".join(f"{label} at k = {ks_text(ks)}" for label, ks in others.items())
+    parts = [f"{label} first at k = {ks_text(ks)}" for label, ks in others.items()]
+    rest = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     where = f"at k = {ks_text(own)}" if own else "at no depth"
-    return f"It has the highest test precision {where}; elsewhere the point estimates put {rest} first."
+    return f"It has the highest test precision {where}; elsewhere the point estimates put {rest}."
 
 
 def _verdict_meaning(kind: str) -> str:
