@@ -393,8 +393,8 @@ def test_a_reference_row_is_never_named_the_leader() -> None:
     )
     text = findings.depth_sentence(s.model_copy(update={"models": [best, rival, *s.models[2:]]}))
     assert (
-        text
-        == f"It has the highest test precision at no depth; elsewhere the point estimates put {rival.label} first at k = 10 and 100."
+        text == "It has the highest test precision at no depth; elsewhere the point estimates put "
+        f"{rival.label} first at k = 10 and 100."
     )
 
 
