@@ -18,6 +18,7 @@ import pandas as pd
 
 from dashboard.audience import AudienceResult, UserActivity, audience_frame, diff_audiences, empty_users, user_activity
 from dashboard.exposure import SERVED, CapChoice, ExposureCounts, cap_whatif, resolve_cap
+from dashboard.memory import release_unused_memory
 from dashboard.search import ProductHistory, ProductIndex
 from dashboard.settings import CACHE_HINT, PREPARED_HINT, DashboardPaths, DashboardSettings, dashboard_settings
 from dashboard.whatif import WHATIF_RANKERS, WhatIfEngine, WhatIfSettings
@@ -27,20 +28,6 @@ from recsys.cache.manifest import ServedFigures
 from recsys.data.ids import id_array
 from recsys.features.engagement import FeatureParams, compute_raw_features
 from recsys.lexicon import Lexicon
-
-
-def release_unused_memory() -> None:
-    """Hand memory freed after loading back to the system: pyarrow's pool and glibc's heap keep it otherwise (each
-    open tab is a kernel, so what one keeps is paid per visitor)."""
-    import ctypes
-
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dashboard.memory import release_unused_memory
 from recsys.data.ids import id_array, id_kind, parse_id
 from recsys.features.engagement import FeatureParams
 from recsys.rankers import Ranker, make_ranker
@@ -129,8 +130,6 @@ class WhatIfEngine:
         """Fit `rankers` in a background thread (the first what-if then answers at once)."""
 
         def run() -> None:
-            from dashboard.artifacts import release_unused_memory
-
             for name in rankers:
                 if name in WHATIF_RANKERS:
                     self.fitted(name)
