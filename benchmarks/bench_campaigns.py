@@ -29,12 +29,13 @@ from typing import Any
 
 import httpx
 import numpy as np
+from bench_service import spawn, stop, wait_ready
 
 from recsys import config
 from recsys.allocation.campaign import allocate_campaign
 from recsys.allocation.problem import Campaign
 from recsys.cache.lookup import AudienceLookup
-from service.processes import free_port, http_ok, service_env, start_module, stop_process_tree, wait_until
+from service.processes import free_port
 
 from _report import emit, peak_rss_mib
 
@@ -132,17 +133,17 @@ def measure(cache_dir: Path, workers: int, small: int, large: int, warmup: int, 
     small_sets = campaigns(ids, TARGETS["small"]["products"], small + warmup, seed)
     large_sets = campaigns(ids, TARGETS["large"]["products"], large + 1, seed + 1)
     port = free_port()
-    proc = start_module("service", env=service_env(cache_dir, port, workers=workers, RECSYS_RELOAD_INTERVAL_S="0"))
+    proc = spawn(cache_dir, port, workers)
     base = f"http://127.0.0.1:{port}"
     try:
-        startup = wait_until(lambda: http_ok(f"{base}/health"), "GET /health", timeout_s=180.0, proc=proc)
+        startup = wait_ready(proc, base, timeout_s=180.0)
         result = {
             "startup_s": round(startup, 2),
             "small": http_run(base, small_sets, n, CAP, warmup),
             "large": http_run(base, large_sets, n, CAP, 1),
         }
     finally:
-        stop_process_tree(proc)
+        stop(proc)
     result["in_process"] = {
         "small": in_process(lookup, small_sets[warmup:], n, CAP),
         "large": in_process(lookup, large_sets[1:], n, CAP),

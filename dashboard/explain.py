@@ -43,10 +43,8 @@ class ScoreScale:
         """Read both scales from the cache (an evenly spaced sample of products; nothing when there is no cache)."""
         if lookup is None or len(lookup.product_ids()) == 0:
             return cls(None, None, 0)
-        from recsys.cache.build import cold_sentinel
-
         ids = lookup.product_ids()
-        cold = lookup.top(cold_sentinel(ids), 1)[1]
+        cold = lookup.top_global(1)[1]  # what an unknown product gets
         picks = np.unique(np.linspace(0, len(ids) - 1, min(sample, len(ids))).astype(np.int64))
         tops = [lookup.top(ids[i].item() if hasattr(ids[i], "item") else ids[i], 1)[1] for i in picks]
         values = np.array([float(t[0]) for t in tops if len(t)], dtype=np.float64)

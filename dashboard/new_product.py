@@ -11,14 +11,13 @@ name, the model, the basis and the cache version as header lines; every text cel
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from dashboard.artifacts import DashboardData
-from dashboard.render import download_link_html
+from dashboard.render import download_link_html, esc
 from recsys.basis import MAX_NAME_CHARS
 from recsys.cache.by_name import audience_table, clean_name, name_audience
 from recsys.exports import csv_text
@@ -31,11 +30,6 @@ SCORE_NOTE = (
     "the category the name falls into (rows in it, or its share x the chance they return). Scores compare customers "
     "of this product only."
 )
-
-
-def esc(value: Any) -> str:
-    """Escaped text ('' for None)."""
-    return "" if value is None else html.escape(str(value))
 
 
 @dataclass(frozen=True)

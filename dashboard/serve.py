@@ -29,6 +29,7 @@ from typing import NoReturn
 
 from dashboard.settings import DEFAULT_PORT, NOTEBOOK
 from recsys.config import resolve
+from recsys.net import is_loopback
 
 HOST_ENV = "RECSYS_DASHBOARD_HOST"
 # names of environment variables, not secrets:
@@ -42,18 +43,6 @@ MIN_TOKEN_LENGTH = 16
 
 class DashboardConfigError(ValueError):
     """The dashboard's access settings cannot be used; the message names the settings to change."""
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost (service.settings.is_loopback, without importing the service)."""
-    import ipaddress
-
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

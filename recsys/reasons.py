@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys.cache.lookup import NAMES_PREFIX, AudienceLookup
+from recsys.cache.lookup import NAMES_PREFIX, AudienceLookup, positions
 
 MAX_SHARES = 5  # tokens / similar products listed per customer
 SCORE_TOLERANCE = 1e-5  # relative (float32 scores)
@@ -141,15 +141,6 @@ def adds_up(parts: Sequence[Any], score: float) -> bool:
     """True when the parts' values sum to the score at float32 precision."""
     total = float(sum(p.value for p in parts))
     return abs(total - score) <= SCORE_TOLERANCE * max(1.0, abs(score))
-
-
-def positions(index: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Position of each id in a sorted id array, -1 when absent."""
-    values = np.asarray(ids, dtype=np.int64) if index.dtype.kind in "iu" else np.asarray(ids).astype(str)
-    if len(index) == 0 or len(values) == 0:
-        return np.full(len(values), -1, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(index, values), len(index) - 1)
-    return np.where(index[pos] == values, pos, -1).astype(np.int64)
 
 
 class Explainer:

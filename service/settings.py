@@ -7,7 +7,6 @@ Unknown keyword arguments are rejected (``extra="forbid"``); environment variabl
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from recsys.config import CACHE_DIR, resolve
+from recsys.net import is_loopback
 
 # RECSYS_* variables that belong to other parts of the project (not service settings)
 OTHER_VARIABLES = frozenset(
@@ -34,16 +34,6 @@ OTHER_VARIABLES = frozenset(
         "RECSYS_DASHBOARD_HOST",
     }
 )
-
-
-def is_loopback(host: str) -> bool:
-    """True when `host` is a loopback address (127.0.0.0/8, ::1) or the name localhost; False for anything else."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name or "": it may reach beyond this machine
 
 
 class ServiceSettings(BaseSettings):

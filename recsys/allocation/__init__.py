@@ -10,5 +10,5 @@
 - ``catalogue``: the catalogue-wide frequency cap of the cache (``cache.allocation.max_exposures``, off by
   default): the solver on every product's candidates, then fill-ins from the ranker's shared order;
 - ``exposure``: exposure metrics of any set of audiences (pandas; the cache and the reports);
-- ``arrays``: numpy helpers (CSR ranges, runs, tie-break hashes).
+- ``arrays``: numpy helpers (CSR ranges, runs, sorted membership).
 """

@@ -1,4 +1,4 @@
-"""Array helpers of the allocation, numpy only: CSR rows and prefixes, runs, sorted membership, tie-break hashes.
+"""Array helpers of the allocation, numpy only: CSR rows and prefixes, runs, sorted membership, score ordering bits.
 
 The service allocates campaigns in its workers, which never import pandas (start-up RSS); the general CSR range
 helpers are ``recsys.arrays``'s (``range_indices``, ``offsets_of``), the allocation's own ones are here.
@@ -43,15 +43,6 @@ def in_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
         return np.zeros(len(keys), dtype=bool)
     pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
     return np.asarray(sorted_keys[pos] == keys, dtype=bool)
-
-
-def mix64(keys: np.ndarray, seed: int) -> np.ndarray:
-    """Seeded pseudo-random uint64 per key (splitmix64 finaliser): deterministic tie-breaks."""
-    with np.errstate(over="ignore"):
-        z = keys.astype(np.uint64) + np.uint64((0x9E3779B97F4A7C15 * (int(seed) + 1)) % (1 << 64))
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
 
 
 def descending_bits(scores: np.ndarray) -> np.ndarray:

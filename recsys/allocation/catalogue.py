@@ -490,8 +490,9 @@ def solve(
         slots = np.clip(target - state.count, 0, None)
         level = _level(problem, state, int(slots.sum()))
         useful = _useful_edges(problem, level, state)
+        useful_rows = rows_of(problem.offsets, useful)
         found = match(
-            offsets_of(np.bincount(rows_of(problem.offsets, useful), minlength=p)),
+            offsets_of(np.bincount(useful_rows, minlength=p)),
             problem.customers[useful],
             problem.scores[useful],
             slots,
@@ -499,9 +500,10 @@ def solve(
             max_rounds=MAX_ROUNDS,
         )
         held = useful[found.edges]
+        held_rows = useful_rows[found.edges]
         proposed = int(len(useful))
-        del useful
-        state.add(rows_of(problem.offsets, held), problem.customers[held], held)
+        del useful, useful_rows
+        state.add(held_rows, problem.customers[held], held)
         filled, fill_rounds = _fill(problem, state, target, seed)
         residual = _residual(problem, state, target, excluded) if "residual" in phases else 0
         stats["passes"].append(

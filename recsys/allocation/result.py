@@ -17,30 +17,16 @@ so what the cap costs (slots, score, reach) reads off one record. Floats are rou
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from recsys.allocation.arrays import block_rows, first_k
 from recsys.allocation.problem import CampaignProblem, Id
 from recsys.allocation.solver import Filled
 from recsys.arrays import offsets_of
-
-
-def rounded(x: float | None) -> float | None:
-    """A JSON-safe float with 6 significant digits (None for missing or non-finite values)."""
-    if x is None or not math.isfinite(float(x)):
-        return None
-    return float(f"{float(x):.6g}")
-
-
-class Record(BaseModel):
-    """Immutable result record; unknown fields rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from recsys.records import Record, num
 
 
 class ExposureFigures(Record):
@@ -123,10 +109,10 @@ def exposure_figures(codes: np.ndarray, cap: int | None, n_codes: int | None = N
         customers=int(len(used)),
         messages=int(used.sum()),
         max_per_customer=int(used.max()),
-        p99_per_customer=rounded(float(np.percentile(used, 99))) or 0.0,
-        mean_per_customer=rounded(float(used.mean())) or 0.0,
+        p99_per_customer=num(float(np.percentile(used, 99))) or 0.0,
+        mean_per_customer=num(float(used.mean())) or 0.0,
         at_cap=at_cap,
-        at_cap_share=None if at_cap is None else rounded(at_cap / len(used)),
+        at_cap_share=None if at_cap is None else num(at_cap / len(used)),
         over_cap=None if cap is None else int((used > cap).sum()),
         histogram=np.bincount(used)[1:].astype(int).tolist(),
     )
@@ -160,9 +146,9 @@ class CampaignResult:
                 size=int(size),
                 shortfall=int(n - size),
                 candidates=int(cand),
-                score=rounded(score) or 0.0,
-                uncapped_score=rounded(base) or 0.0,
-                score_kept=rounded(score / base) if base > 0 else None,
+                score=num(score) or 0.0,
+                uncapped_score=num(base) or 0.0,
+                score_kept=num(score / base) if base > 0 else None,
             )
             for pid, size, cand, score, base in zip(
                 self.problem.product_ids,
@@ -214,9 +200,9 @@ def campaign_result(problem: CampaignProblem, filled: Filled) -> CampaignResult:
         shortfall=int(shortfall.sum()),
         short_products=int((shortfall > 0).sum()),
         below_min_audience=int(below.sum()),
-        score=rounded(total) or 0.0,
-        uncapped_score=rounded(base) or 0.0,
-        score_kept=rounded(total / base) if base > 0 else None,
+        score=num(total) or 0.0,
+        uncapped_score=num(base) or 0.0,
+        score_kept=num(total / base) if base > 0 else None,
         exposure=exposure_figures(problem.codes[edges], c.max_per_customer, problem.n_customers),
         uncapped_exposure=exposure_figures(problem.codes[top], c.max_per_customer, problem.n_customers),
         solver=SolverFacts(shortcut=filled.shortcut, rounds=filled.rounds, complete=filled.complete),

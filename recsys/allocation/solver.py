@@ -134,12 +134,12 @@ def fill_audiences(
     rounds: list[int] = []
     complete = True
     n_rows = len(offsets) - 1
+    rows = block_rows(offsets)
     for depth in ([min_audience] if 0 < min_audience < n else []) + [n]:
         left = cap - np.bincount(codes[held], minlength=n_codes)
         free = np.ones(len(codes), dtype=bool)
         free[held] = False
         keep = np.flatnonzero(free & (left[codes] > 0))
-        rows = block_rows(offsets)
         count = np.bincount(rows[held], minlength=n_rows)
         sub = offsets_of(np.bincount(rows[keep], minlength=n_rows))
         slots = np.clip(depth - count, 0, None)

@@ -253,7 +253,7 @@ def build_cache(
         export=export,
         keep=keep,
         lock_wait_s=lock_wait_s,
-        reasons=lambda vocab: ranker_extras(ranker, interactions, params, vocab, by_name),
+        reasons=lambda vocab: ranker_extras(ranker, interactions, params, vocab, by_name, names_ranker is ranker),
     )
 
 

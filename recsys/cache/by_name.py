@@ -144,13 +144,4 @@ def audience_table(body: dict[str, Any]) -> pd.DataFrame:
                 "similar_products_touched": products,
             }
         )
-    columns = [
-        "rank",
-        "customer_id",
-        "score",
-        "engagement_part",
-        "name_part",
-        "matched_tokens",
-        "similar_products_touched",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)

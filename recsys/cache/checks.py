@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.cache.lookup import AudienceLookup
+from recsys.cache.lookup import AudienceLookup, positions
 from recsys.cache.manifest import AllocationInfo, CacheExposure, Record, ServedFigures
 from recsys.cache.writer import codes_in
 
@@ -50,15 +50,6 @@ class CacheChecks(Record):
     served: ServedFigures
     exposure: CacheExposure
     audience_sha256: str
-
-
-def positions(index: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Position of each id in a sorted id array (int64 or fixed-width unicode), -1 when absent."""
-    values = np.asarray(ids, dtype=np.int64) if index.dtype.kind in "iu" else np.asarray(ids).astype(str)
-    if len(index) == 0:
-        return np.full(len(values), -1, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(index, values), len(index) - 1)
-    return np.where(index[pos] == values, pos, -1).astype(np.int64)
 
 
 def touched_keys(arrays: Mapping[str, np.ndarray], interactions: pd.DataFrame) -> np.ndarray:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.cache.lookup import BY_NAME_PREFIX, NAMES_PREFIX
+from recsys.cache.lookup import BY_NAME_PREFIX, NAMES_PREFIX, positions
 from recsys.features.engagement import US_PER_DAY, EngagementModel, FeatureParams, timestamps_us
 from recsys.features.name_index import AnyNameIndex
 
@@ -52,6 +53,11 @@ class Extras:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every array by its file name relative to the version directory (sorted keys: the digest's order)."""
+        return self._arrays
+
+    @cached_property
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """`arrays`, built once (the version digest and the writer both read them)."""
         out = {key: np.asarray(self.facts[key]) for key in FACT_ARRAYS}
         if self.names is not None:
             named = self.names.arrays()
@@ -82,10 +88,6 @@ class Extras:
         """The indexes' meta.json texts, in digest order ('' without an index)."""
         return "".join(self.meta_files().values())
 
-    def files(self) -> list[str]:
-        """Every file name this writes into a version directory."""
-        return [*(f"{key}.npy" for key in self.arrays()), *self.meta_files()]
-
     def write(self, directory: Path) -> None:
         """Write every array (fsynced) and the name index's meta file into a version directory."""
         for key, array in self.arrays().items():
@@ -103,15 +105,6 @@ def fixed_text(values: np.ndarray) -> np.ndarray:
     if arr.dtype.kind != "O":
         return arr
     return arr.astype(str) if len(arr) else np.zeros(0, dtype="<U1")
-
-
-def positions(index: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Position of each id in a sorted id array (int64 or fixed-width unicode), -1 when absent."""
-    values = np.asarray(ids, dtype=np.int64) if index.dtype.kind in "iu" else np.asarray(ids).astype(str)
-    if len(index) == 0:
-        return np.full(len(values), -1, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(index, values), len(index) - 1)
-    return np.where(index[pos] == values, pos, -1).astype(np.int64)
 
 
 def customer_facts(interactions: pd.DataFrame, features: Mapping[str, Any], vocab: np.ndarray) -> dict[str, np.ndarray]:
@@ -138,12 +131,17 @@ def ranker_extras(
     params: Mapping[str, Any],
     vocab: np.ndarray,
     by_name: AnyNameIndex | None = None,
+    by_name_is_served: bool = False,
 ) -> Extras:
     """The reason arrays of a fitted ranker (facts always; the name index and token rows when it reads tokens) and the
-    new-products model's index `by_name`."""
+    new-products model's index `by_name` (`by_name_is_served`: exported from this very ranker, so the served index is
+    the same arrays without the label, not a second export)."""
     facts = customer_facts(interactions, params.get("features") or {}, vocab)
-    if getattr(ranker, "uses_names", False) and hasattr(ranker, "x_"):
-        return Extras(facts, ranker.name_index(), sp.csr_matrix(ranker.x_), by_name)
-    if getattr(ranker, "uses_names", False) and hasattr(ranker, "category_model_"):  # a category ranker
-        return Extras(facts, ranker.name_index(), None, by_name)
-    return Extras(facts, by_name=by_name)
+    token_index = hasattr(ranker, "x_")
+    if not getattr(ranker, "uses_names", False) or not (token_index or hasattr(ranker, "category_model_")):
+        return Extras(facts, by_name=by_name)
+    if by_name_is_served and by_name is not None:
+        served = replace(by_name, meta=replace(by_name.meta, label=None))
+    else:
+        served = ranker.name_index()
+    return Extras(facts, served, sp.csr_matrix(ranker.x_) if token_index else None, by_name)

@@ -88,6 +88,15 @@ BY_NAME_PREFIX = "by_name_"  # file prefix of the new-products model's index (PO
 # ----------------------------------------------------------------------------------------------
 
 
+def positions(index: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Position of each id in a sorted id array (int64 or fixed-width unicode), -1 when absent."""
+    values = np.asarray(ids, dtype=np.int64) if index.dtype.kind in "iu" else np.asarray(ids).astype(str)
+    if len(index) == 0 or len(values) == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(index, values), len(index) - 1)
+    return np.where(index[pos] == values, pos, -1).astype(np.int64)
+
+
 def file_checksum(path: Path) -> FileChecksum:
     """Size and CRC-32 of a file (memory-mapped, read in large chunks)."""
     size = path.stat().st_size

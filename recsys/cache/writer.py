@@ -196,11 +196,6 @@ def audience_batches(recs: Recommendations, rows: int = PARQUET_ROW_GROUP) -> It
         yield audience_slice(pids[block], entry - offsets[block] + 1, customers[start:stop], scores[start:stop])
 
 
-def audience_table(recs: Recommendations) -> pa.Table:
-    """The cache's long table as one Arrow table."""
-    return pa.concat_tables(list(audience_batches(recs)))
-
-
 def write_parquet_atomic(batches: Iterable[pa.Table], path: Path) -> str:
     """Stream tables into one deterministic Parquet file written atomically (and fsynced); return its sha256."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")

@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -259,9 +260,14 @@ class Candidates:
     codes: np.ndarray  # (E,) customer code of every candidate entry
     n_customers: int
 
+    @cached_property
+    def rows(self) -> np.ndarray:
+        """(E,) the product row of every candidate entry."""
+        return block_rows(np.asarray(self.recs.offsets, dtype=np.int64))
+
     def lists(self, edges: np.ndarray) -> Recommendations:
         """The audiences made of the chosen candidate entries (ascending: per product, in rank order)."""
-        rows = block_rows(np.asarray(self.recs.offsets, dtype=np.int64))[edges]
+        rows = self.rows[edges]
         return Recommendations(
             product_ids=self.recs.product_ids,
             offsets=offsets_of(np.bincount(rows, minlength=len(self.recs))),
@@ -304,7 +310,7 @@ def audience_facts(recs: Recommendations, uncapped: Recommendations, n: int) -> 
 def series_runs(cands: Candidates, partitions: Sequence[Partition], opts: StudyConfig) -> list[SeriesRun]:
     """Every series: uncapped at each n, then every (set, cap, n), allocated campaign by campaign."""
     offsets = np.asarray(cands.recs.offsets, dtype=np.int64)
-    rows = block_rows(offsets)
+    rows = cands.rows
     runs: list[SeriesRun] = []
     uncapped: dict[int, tuple[Recommendations, np.ndarray]] = {}
     for n in opts.audiences:
@@ -400,7 +406,7 @@ def score_series(
         check_uncapped(base_records, model)
         p0 = next(p.value for p in base_records if p.k == n) or 0.0
         for r in at_n:
-            precision = precision_records(result, r.label, cfg.level)
+            precision = base_records if r.label == base else precision_records(result, r.label, cfg.level)
             value = next(p.value for p in precision if p.k == n) or 0.0
             comp = comparisons.get(r.label)
             results.append(

@@ -7,7 +7,7 @@ conclusion. The notebooks and ``reports/evaluation/report.md`` use the same func
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from recsys.evaluation.results import Comparison, EvaluationSummary, KVerdict, NameVerdict
 
@@ -44,11 +44,11 @@ def ks_text(ks: Sequence[int]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def verdict_phrase(v: KVerdict) -> str:
-    """The verdict of one k as words (inconclusive says how many hits it rests on)."""
+def verdict_phrase(v: KVerdict | NameVerdict, texts: Mapping[str, str] = VERDICT_TEXT) -> str:
+    """The verdict of one k as words from `texts` (inconclusive says how many discordant hits it rests on)."""
     if v.verdict == "inconclusive":
         return f"inconclusive ({v.discordant} discordant hits)"
-    return VERDICT_TEXT[v.verdict]
+    return texts.get(v.verdict, v.verdict)
 
 
 def overall_sentence(verdicts: Sequence[KVerdict]) -> str:
@@ -332,8 +332,7 @@ NAME_VERDICT_SHORT: dict[str, str] = {
 
 def name_verdict_phrase(v: NameVerdict) -> str:
     """A new-products verdict with the discordant hits it rests on when it is not decided."""
-    text = NAME_VERDICT_SHORT.get(v.verdict, v.verdict)
-    return f"{text} ({v.discordant} discordant hits)" if v.verdict == "inconclusive" else text
+    return verdict_phrase(v, NAME_VERDICT_SHORT)
 
 
 def count_text(value: float | None) -> str:

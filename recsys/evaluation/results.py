@@ -9,11 +9,13 @@ file is byte-stable. Run-specific wall times are not in it (``timings.json`` nex
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import JsonValue
+
+from recsys.records import Record as Record
+from recsys.records import num as num  # the evaluation modules import both from here
 
 SCHEMA_VERSION = 2
 Verdict = Literal["cf_better", "no_detectable_difference", "engagement_better", "inconclusive"]
@@ -21,20 +23,6 @@ NameVerdictKind = Literal["name_better", "no_detectable_difference", "fallback_b
 Group = Literal["cf", "engagement", "content", "names", "category", "learned", "baseline", "reference"]
 NON_DEPLOYABLE: frozenset[str] = frozenset({"random", "truth_category"})  # rankers never chosen nor served
 Scalar = float | int | str | bool | None
-
-
-def num(x: Any) -> float | None:
-    """A JSON-safe float: 6 significant digits, None for missing / NaN / infinite."""
-    if x is None:
-        return None
-    x = float(x)
-    return float(f"{x:.6g}") if math.isfinite(x) else None
-
-
-class Record(BaseModel):
-    """Base of every result record: immutable, unknown fields rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 R = TypeVar("R", bound=Record)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from recsys import config
 from recsys.cache.checks import CacheChecks, read_checks
-from recsys.evaluation.campaigns import closing_note, read_campaign_study
+from recsys.evaluation.campaigns import CampaignStudy, closing_note, read_campaign_study
 from recsys.evaluation.report import (
     chosen_text,
     default_ranker_markdown,
@@ -58,17 +59,14 @@ def served_markdown(checks: CacheChecks, dataset: str | None = None) -> str:
     return text
 
 
-def campaign_lines(reports: Path, names: Sequence[str]) -> list[str]:
+def campaign_lines(studies: Mapping[str, CampaignStudy], names: Sequence[str]) -> list[str]:
     """One line per data set: per-campaign caps for campaigns of 100 products at n = 100 (or a line saying why not)."""
     lines = ["", "## Campaign caps (campaigns of 100 random products, audiences of 100)", ""]
     for name in names:
-        path = reports / "datasets" / name / CAMPAIGNS_JSON
-        if not path.is_file():
+        if name not in studies:
             lines.append(f"- `{name}`: not run yet (`dvc repro campaigns@{name}`).")
             continue
-        lines.append(
-            f"- `{name}`: {closing_note(read_campaign_study(path))} ([evaluate](datasets/{name}/evaluate.html))"
-        )
+        lines.append(f"- `{name}`: {closing_note(studies[name])} ([evaluate](datasets/{name}/evaluate.html))")
     return lines
 
 
@@ -217,30 +215,48 @@ def sensitivity_markdown(path: Path) -> list[str]:
     ]
 
 
-def findings_block(reports: Path, names: list[str], served: str, link_prefix: str = "") -> str:
+@dataclass(frozen=True)
+class Results:
+    """The typed results the summary reads, each read once: evaluation summaries, campaign studies, cache checks."""
+
+    summaries: Mapping[str, EvaluationSummary]
+    studies: Mapping[str, CampaignStudy]
+    checks: CacheChecks | None
+
+
+def load_results(reports: Path, names: Sequence[str]) -> Results:
+    """The results of `names` found under `reports/` (a data set without a file is left out)."""
+    base = {name: reports / "datasets" / name for name in names}
+    cache_path = reports / "metrics" / "cache.json"
+    return Results(
+        summaries={n: read_summary(b / SUMMARY_JSON) for n, b in base.items() if (b / SUMMARY_JSON).is_file()},
+        studies={n: read_campaign_study(b / CAMPAIGNS_JSON) for n, b in base.items() if (b / CAMPAIGNS_JSON).is_file()},
+        checks=read_checks(cache_path) if cache_path.is_file() else None,
+    )
+
+
+def findings_block(
+    reports: Path, names: list[str], served: str, link_prefix: str = "", results: Results | None = None
+) -> str:
     """One "what we found" paragraph per evaluated data set (the served one first), from its typed results.
 
     ``link_prefix`` is the path from the file the block goes into to ``reports/`` ("" in reports/summary.md,
-    "reports/" in README.md).
+    "reports/" in README.md); ``results`` when already loaded (else read from ``reports``).
     """
-    cache_path = reports / "metrics" / "cache.json"
-    checks = read_checks(cache_path) if cache_path.is_file() else None
-    paragraphs = []
-    for name in sorted(names, key=lambda n: n != served):
-        base = reports / "datasets" / name
-        if not (base / SUMMARY_JSON).is_file():
-            continue
-        study = read_campaign_study(base / CAMPAIGNS_JSON) if (base / CAMPAIGNS_JSON).is_file() else None
-        paragraphs.append(
-            findings_markdown(
-                name,
-                read_summary(base / SUMMARY_JSON),
-                study,
-                checks if checks is not None and checks.dataset == name else None,
-                served=name == served,
-                link=f"{link_prefix}datasets/{name}/evaluate.html",
-            ).strip()
-        )
+    loaded = results if results is not None else load_results(reports, names)
+    checks = loaded.checks
+    paragraphs = [
+        findings_markdown(
+            name,
+            loaded.summaries[name],
+            loaded.studies.get(name),
+            checks if checks is not None and checks.dataset == name else None,
+            served=name == served,
+            link=f"{link_prefix}datasets/{name}/evaluate.html",
+        ).strip()
+        for name in sorted(names, key=lambda n: n != served)
+        if name in loaded.summaries
+    ]
     return "\n\n".join(paragraphs) if paragraphs else "No data set has been evaluated yet (`dvc repro`)."
 
 
@@ -265,11 +281,8 @@ def write_summary(
         base = reports / "datasets" / name
         return base / SUMMARY_JSON, base / "metrics" / "explore.json"
 
-    evaluated = {
-        name: read_summary(paths_of(name)[0])
-        for name in names
-        if paths_of(name)[0].is_file() and paths_of(name)[1].is_file()
-    }
+    results = load_results(reports, names)
+    evaluated = {name: s for name, s in results.summaries.items() if paths_of(name)[1].is_file()}
     headline_ks = sorted({s.protocol.headline_k for s in evaluated.values()})
     at_k = f"k={headline_ks[0]}" if len(headline_ks) == 1 else "its headline k"
     header = [
@@ -277,7 +290,7 @@ def write_summary(
         "",
         "## What we found",
         "",
-        findings_block(reports, list(evaluated), served),
+        findings_block(reports, list(evaluated), served, results=results),
         "",
         "## Every data set",
         "",
@@ -294,13 +307,13 @@ def write_summary(
             missing.append(name)
     if missing:
         header += ["", f"Not evaluated yet: {', '.join(missing)} (`dvc repro`)."]
-    header += campaign_lines(reports, [n for n in names if n not in missing])
+    header += campaign_lines(results.studies, [n for n in names if n not in missing])
     header += new_products_lines(evaluated)
     summary_path, explore_path = paths_of(served)
     body = summary_markdown(
-        read_summary(summary_path),
+        evaluated[served] if served in evaluated else read_summary(summary_path),
         read(explore_path),
-        read_checks(reports / "metrics" / "cache.json"),
+        results.checks if results.checks is not None else read_checks(reports / "metrics" / "cache.json"),
         dataset_link=f"datasets/{served}/",
         dataset=served,
     )
@@ -312,5 +325,7 @@ def write_summary(
     readme = readme if readme is not None else (config.PROJ_ROOT / "README.md" if reports_dir is None else None)
     if readme is not None and readme.is_file():
         prefix = Path(os.path.relpath(reports, readme.parent)).as_posix() + "/"
-        replace_block(readme, FINDINGS_START, FINDINGS_END, findings_block(reports, list(evaluated), served, prefix))
+        replace_block(
+            readme, FINDINGS_START, FINDINGS_END, findings_block(reports, list(evaluated), served, prefix, results)
+        )
     return out
