@@ -580,3 +580,29 @@ def test_new_products_sentence_reads_the_new_products_track() -> None:
     assert "content (chosen on validation for new products) scores precision@10 0.004 [0.002, 0.008] (2 hits)" in text
     assert "against 0.002 for the activity fallback (the name finds significantly more of their customers)." in text
     assert findings.new_products_sentence(s).endswith("scored separately (evaluate report).")
+
+
+def test_scrub_gives_styled_tables_stable_ids(tmp_path: Path) -> None:
+    import nbformat
+    import pandas as pd
+
+    from recsys.reporting.notebooks import scrub
+
+    def executed(path: Path) -> Path:
+        """A notebook whose two outputs are pandas-styled tables (a random uuid each time they are rendered)."""
+        frame = pd.DataFrame({"a": [1.0, 2.0]})
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell("t") for _ in range(2)]
+        for cell in nb.cells:
+            html = frame.style.format("{:.3g}").to_html()
+            cell.outputs = [nbformat.v4.new_output("display_data", data={"text/html": html})]
+        nbformat.write(nb, path)
+        return path
+
+    first, second = executed(tmp_path / "a.ipynb"), executed(tmp_path / "b.ipynb")
+    assert first.read_bytes() != second.read_bytes()  # pandas draws a new table id per rendering
+    scrub(first)
+    scrub(second)
+    assert first.read_bytes() == second.read_bytes()
+    html = [c.outputs[0]["data"]["text/html"] for c in nbformat.read(first, as_version=4).cells]
+    assert "T_t01" in html[0] and "T_t02" in html[1] and "T_t01" not in html[1]  # each table keeps its own id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,27 @@ def scrub(executed: Path) -> None:
             cell.outputs = [
                 o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
             ]
+    stable_table_ids(nb)
     nbformat.write(nb, executed)
+
+
+STYLER_ID = re.compile(r"\bT_[0-9a-f]{5}(?![0-9a-f])")  # pandas Styler's random table uuid ("T_e62b2")
+
+
+def stable_table_ids(nb: Any) -> None:
+    """Rename pandas Styler's random table ids in HTML outputs to T_t01, T_t02, ... in order of appearance."""
+    names: dict[str, str] = {}
+
+    def rename(match: re.Match[str]) -> str:
+        return names.setdefault(match.group(0), f"T_t{len(names) + 1:02d}")
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data") or {}
+            html = data.get("text/html")
+            if html is not None:
+                text = "".join(html) if isinstance(html, list) else html
+                data["text/html"] = STYLER_ID.sub(rename, text)
 
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
