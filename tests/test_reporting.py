@@ -595,7 +595,8 @@ def test_scrub_gives_styled_tables_stable_ids(tmp_path: Path) -> None:
         nb.cells = [nbformat.v4.new_code_cell("t") for _ in range(2)]
         for cell in nb.cells:
             html = frame.style.format("{:.3g}").to_html()
-            cell.outputs = [nbformat.v4.new_output("display_data", data={"text/html": html})]
+            plain = repr(frame.style)  # "<pandas.io.formats.style.Styler at 0x...>"
+            cell.outputs = [nbformat.v4.new_output("display_data", data={"text/html": html, "text/plain": plain})]
         nbformat.write(nb, path)
         return path
 
@@ -606,3 +607,5 @@ def test_scrub_gives_styled_tables_stable_ids(tmp_path: Path) -> None:
     assert first.read_bytes() == second.read_bytes()
     html = [c.outputs[0]["data"]["text/html"] for c in nbformat.read(first, as_version=4).cells]
     assert "T_t01" in html[0] and "T_t02" in html[1] and "T_t01" not in html[1]  # each table keeps its own id
+    plain = nbformat.read(first, as_version=4).cells[0].outputs[0]["data"]["text/plain"]
+    assert plain.startswith("<pandas.io.formats.style.Styler") and " at 0x" not in plain

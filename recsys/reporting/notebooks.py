@@ -54,10 +54,12 @@ def scrub(executed: Path) -> None:
 
 
 STYLER_ID = re.compile(r"\bT_[0-9a-f]{5}(?![0-9a-f])")  # pandas Styler's random table uuid ("T_e62b2")
+OBJECT_ADDRESS = re.compile(r" at 0x[0-9a-f]+>")  # a default repr's memory address ("<... Styler at 0x7f03b13c2990>")
 
 
 def stable_table_ids(nb: Any) -> None:
-    """Rename pandas Styler's random table ids in HTML outputs to T_t01, T_t02, ... in order of appearance."""
+    """Rename pandas Styler's random table ids in HTML outputs to T_t01, T_t02, ... in order of appearance, and drop
+    memory addresses from plain-text reprs."""
     names: dict[str, str] = {}
 
     def rename(match: re.Match[str]) -> str:
@@ -66,10 +68,11 @@ def stable_table_ids(nb: Any) -> None:
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             data = output.get("data") or {}
-            html = data.get("text/html")
-            if html is not None:
-                text = "".join(html) if isinstance(html, list) else html
-                data["text/html"] = STYLER_ID.sub(rename, text)
+            for mime, pattern, repl in (("text/html", STYLER_ID, rename), ("text/plain", OBJECT_ADDRESS, ">")):
+                value = data.get(mime)
+                if value is not None:
+                    text = "".join(value) if isinstance(value, list) else value
+                    data[mime] = pattern.sub(repl, text)
 
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
